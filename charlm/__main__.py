@@ -1,0 +1,3 @@
+from charlm.cli import entry
+
+entry()

@@ -1,0 +1,183 @@
+"""The `charlm` command: parses flags, calls library functions, prints results. No logic lives here."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from charlm import checkpoint as ckpt
+from charlm import data as data_mod
+from charlm.config import load_config
+from charlm.errors import CharlmError, UsageError
+
+try:  # recent Typer carries its own copy of click
+    from typer._click import exceptions as click_errors
+except ImportError:  # older Typer uses click itself
+    from click import exceptions as click_errors
+
+app = typer.Typer(
+    help="Character-level RNN/LSTM/GRU language models: train, generate, perplexity.",
+    no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode="rich",
+)
+data_app = typer.Typer(help="Built-in corpora: list them, download one.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+out = Console(highlight=False, soft_wrap=True)  # one record per line, even in a log file
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+RunDir = Annotated[Optional[Path], typer.Option("--run-dir", "-r", help="Run folder (default: the latest under runs/).")]
+Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps")]
+Which = Annotated[str, typer.Option("--checkpoint", help="best (lowest val loss) or last.")]
+
+
+@app.command(epilog="Example: charlm train --config configs/d2l-jaychou-rnn.yaml --set train.epochs=10")
+def train(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (default: jaychou-lstm).")] = None,
+    corpus: Annotated[Optional[str], typer.Option(help="Built-in name, text file or folder of .txt files.")] = None,
+    run_dir: Annotated[Optional[Path], typer.Option("--run-dir", "-r", help="Run folder (default: runs/NAME-TIME).")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N | mps")] = None,
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="KEY=VALUE, e.g. train.lr=0.01 (repeatable).")] = None,
+) -> None:
+    """Train a model and write its run folder (config, vocab, metrics, checkpoints)."""
+    from charlm.report import RichReporter
+    from charlm.train import train as run_training
+
+    settings = list(overrides or [])
+    if corpus is not None:
+        settings.append(f"data.corpus={corpus}")
+    if device is not None:
+        settings.append(f"train.device={device}")
+    cfg = load_config(config, settings)
+    run_training(cfg, run_dir, RichReporter(out))
+
+
+@app.command(epilog="Example: charlm generate --prefix 分开 --length 100 --temperature 0.8 --seed 1")
+def generate(
+    prefix: Annotated[str, typer.Option("--prefix", "-p", help="Text to start from.")],
+    run_dir: RunDir = None,
+    length: Annotated[int, typer.Option("--length", "-n", help="Characters to generate.")] = 100,
+    temperature: Annotated[float, typer.Option(help="0 is greedy (d2l); higher is more varied.")] = 0.8,
+    top_k: Annotated[int, typer.Option(help="Sample among the k most likely (0: all).")] = 0,
+    top_p: Annotated[float, typer.Option(help="Sample among the most likely holding this probability.")] = 1.0,
+    num_samples: Annotated[int, typer.Option(help="Independent samples, made in one batch.")] = 1,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed for repeatable samples.")] = None,
+    checkpoint: Which = "best",
+    device: Device = "cpu",
+) -> None:
+    """Sample text from a trained run, starting from a prefix; it streams as it is made."""
+    from charlm.generate import stream
+    from charlm.train import pick_device
+
+    for ok, message in [(length >= 0, "--length must be >= 0"), (temperature >= 0, "--temperature must be >= 0"),
+                        (top_k >= 0, "--top-k must be >= 0"), (0 < top_p <= 1, "--top-p must be in (0, 1]"),
+                        (num_samples >= 1, "--num-samples must be >= 1")]:
+        if not ok:
+            raise UsageError(message)
+    dev = pick_device(device)
+    model, vocab, _, _ = ckpt.load_model(ckpt.resolve_run_dir(run_dir), checkpoint, dev)
+    steps = stream(model, vocab, prefix, length, temperature=temperature, top_k=top_k, top_p=top_p,
+                   num_samples=num_samples, seed=seed, device=dev)
+    if num_samples == 1:
+        sys.stdout.write(prefix)
+        for ids in steps:
+            sys.stdout.write(vocab.chars[int(ids[0])])
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        return
+    rows = [[] for _ in range(num_samples)]
+    for ids in steps:
+        for row, i in zip(rows, ids.tolist()):
+            row.append(vocab.chars[i])
+    for n, row in enumerate(rows, 1):
+        sys.stdout.write(f"--- sample {n}\n{prefix}{''.join(row)}\n")
+
+
+@app.command(epilog="Example: charlm perplexity --split val --json")
+def perplexity(
+    run_dir: RunDir = None,
+    split: Annotated[str, typer.Option(help="train | val | test")] = "val",
+    file: Annotated[Optional[Path], typer.Option("--file", "-f", help="Score this text file instead of a split.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    checkpoint: Which = "best",
+    device: Device = "auto",
+) -> None:
+    """Score a run on a split of its corpus or on any text file: nats/char, bits/char, perplexity."""
+    from charlm.evaluate import evaluate
+    from charlm.train import pick_device
+
+    if split not in ("train", "val", "test"):
+        raise UsageError(f"--split {split!r} is not valid: use train, val or test")
+    dev = pick_device(device)
+    folder = ckpt.resolve_run_dir(run_dir)
+    model, vocab, cfg, payload = ckpt.load_model(folder, checkpoint, dev)
+    if file is not None:
+        ids, what = data_mod.encode_file(file, vocab, cfg.data.newlines), str(file)
+    else:
+        corpus = data_mod.load_corpus(cfg.data)
+        if corpus.sha256 != payload["corpus_sha256"]:
+            raise UsageError(f"corpus {cfg.data.corpus} changed since this run was trained: score it with --file")
+        ids, what = corpus.split(split), f"{split} split"
+        if len(ids) < 2:
+            raise UsageError(f"this run has no {split} split: choose another --split or pass --file")
+    result = evaluate(model, ids, cfg.train.eval_batch_size, cfg.train.num_steps, dev)
+    if as_json:
+        print(json.dumps(result))
+        return
+    out.print(f"{folder} ({checkpoint}, epoch {payload['epoch']}) on {what}: {result['chars']:,} chars")
+    out.print(f"nats/char  {result['nats_per_char']:.4f}\nbits/char  {result['bits_per_char']:.4f}\n"
+              f"perplexity {result['perplexity']:.4f}")
+
+
+@data_app.command("list", epilog="Example: charlm data list")
+def data_list() -> None:
+    """Show the built-in corpora, their size and whether they are in the cache folder."""
+    folder = data_mod.data_dir()
+    table = Table(title=f"built-in corpora (cache: {folder})")
+    for column in ("name", "description", "files", "MB", "cached"):
+        table.add_column(column)
+    for b in data_mod.BUILTINS.values():
+        cached = all(data_mod.is_cached(r, folder) for r in b.files)
+        table.add_row(b.name, b.description, ", ".join(r.filename for r in b.files),
+                      f"{sum(r.size for r in b.files) / 1e6:.2f}", "yes" if cached else "no")
+    out.print(table)
+
+
+@data_app.command("fetch", epilog="Example: charlm data fetch tinyshakespeare")
+def data_fetch(name: Annotated[str, typer.Argument(help="A built-in corpus name (see charlm data list).")]) -> None:
+    """Download a built-in corpus into the cache folder and verify its checksum."""
+    from charlm.report import download_bar
+
+    for path in data_mod.fetch(name, progress=lambda f, total: download_bar(out, f, total)):
+        out.print(f"{path} ok")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: every error becomes one line on stderr and an exit code (2 bad input, 1 failure)."""
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=argv, prog_name="charlm", standalone_mode=False)
+    except click_errors.NoArgsIsHelpError:  # the help is already printed
+        return 0
+    except click_errors.UsageError as e:
+        hint = f" (see {e.ctx.command_path} --help)" if e.ctx else ""
+        err.print(f"error: {e.format_message()}{hint}", markup=False)
+        return 2
+    except CharlmError as e:
+        err.print(f"error: {e}", markup=False)
+        return e.exit_code
+    except (click_errors.Abort, typer.Abort, KeyboardInterrupt):
+        err.print("interrupted", markup=False)
+        return 130
+    except BrokenPipeError:  # `charlm generate ... | head`
+        return 0
+    return result if isinstance(result, int) else 0
+
+
+def entry() -> None:
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""Typed configuration: dataclasses, YAML loading, `key=value` overrides and validation.
+
+The defaults of `Config()` are the default experiment (configs/jaychou-lstm.yaml, checked by a test).
+Everything is validated here, once, so the rest of charlm can trust the values it receives.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from charlm.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    corpus: str = "jaychou"  # a built-in name, a UTF-8 text file or a folder of .txt files
+    newlines: str = "keep"  # keep | space (d2l's lyrics loader turns \n and \r into spaces)
+    max_chars: int | None = None  # keep only the first max_chars characters (d2l: 10000)
+    val_fraction: float = 0.1  # contiguous tail fractions; ignored for built-ins with their own splits
+    test_fraction: float = 0.0
+
+
+@dataclass
+class ModelConfig:
+    kind: str = "lstm"  # rnn_tanh | rnn_relu | lstm | gru
+    input: str = "embedding"  # onehot | embedding
+    embed_size: int = 256  # used with input=embedding
+    hidden_size: int = 512
+    num_layers: int = 1
+    dropout: float = 0.5  # between layers and before the output head
+    tie_weights: bool = False  # share embedding and head weights (needs embed_size == hidden_size)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 32
+    num_steps: int = 64
+    sampling: str = "consecutive"  # consecutive | random
+    random_offset: bool = False  # consecutive: shift the streams by a random offset each epoch
+    carry_state_across_epochs: bool = False  # consecutive: keep the hidden state from epoch to epoch
+    optimizer: str = "adam"  # sgd | adam | adamw
+    lr: float = 2e-3
+    weight_decay: float = 0.0  # applied to weight matrices only, never to biases
+    schedule: str = "cosine"  # constant | cosine
+    warmup_steps: int = 50  # optimizer steps of linear warm-up
+    min_lr: float = 1e-4  # cosine decays to this
+    clip_norm: float | None = 1.0  # max global gradient L2 norm; null disables clipping
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    bf16: bool = False  # bf16 autocast on CUDA
+    seed: int = 0
+    eval_batch_size: int = 16  # parallel streams when scoring a split
+
+
+@dataclass
+class SampleConfig:
+    prefixes: list[str] = field(default_factory=lambda: ["分开", "不分开"])
+    length: int = 50  # characters generated after each prefix
+    preview_every: int = 5  # epochs between greedy previews; 0 disables them
+
+
+@dataclass
+class Config:
+    name: str = "jaychou-lstm"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+CHOICES = {
+    "data.newlines": ("keep", "space"),
+    "model.kind": ("rnn_tanh", "rnn_relu", "lstm", "gru"),
+    "model.input": ("onehot", "embedding"),
+    "train.sampling": ("consecutive", "random"),
+    "train.optimizer": ("sgd", "adam", "adamw"),
+    "train.schedule": ("constant", "cosine"),
+}
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML config (or start from the defaults), apply `key=value` overrides, validate."""
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} not found: check the path (see configs/ for examples)")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            where = getattr(e, "problem_mark", None)
+            line = f" at line {where.line + 1}" if where is not None else ""
+            raise ConfigError(f"config file {path} is not valid YAML{line}: fix the syntax") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {path} must be a mapping of sections (data, model, train, sample)")
+    for item in overrides:
+        key, value = parse_override(item)
+        set_dotted(raw, key, value)
+    return from_dict(raw)
+
+
+def parse_override(item: str) -> tuple[str, object]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not KEY=VALUE: write it like train.lr=0.01")
+    key, text = item.split("=", 1)
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text  # a plain string such as a prefix with YAML punctuation
+    return key.strip(), value
+
+
+def set_dotted(raw: dict, key: str, value: object) -> None:
+    parts = key.split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {key}: {part} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def from_dict(raw: dict) -> Config:
+    """Build a validated Config from nested plain data (what YAML gives)."""
+    config = _build(Config, raw, prefix="")
+    validate(config)
+    return config
+
+
+def _build(cls, raw: dict, prefix: str):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in names:
+            near = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"did you mean {prefix}{near[0]}?" if near else f"valid keys: {', '.join(names)}"
+            raise ConfigError(f"unknown config key {prefix}{key}: {hint}")
+        kind = hints[key]
+        if dataclasses.is_dataclass(kind):
+            kwargs[key] = _build(kind, value if value is not None else {}, prefix=f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(value, kind, f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def _coerce(value, kind, key: str):
+    """Check a YAML value against a field's type; ints are accepted where floats are expected."""
+    args = typing.get_args(kind)
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        kind = next(a for a in args if a is not type(None))
+    if typing.get_origin(kind) is list:
+        (item,) = typing.get_args(kind)
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            value = [value]  # a single prefix given on the command line
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        return [_coerce(v, item, key) for v in value]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is float and isinstance(value, str):
+        try:
+            return float(value)  # YAML reads 1e-3 (no dot) as a string
+        except ValueError:
+            pass
+    if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{key} must be {kind.__name__}, got {value!r}")
+    return value
+
+
+def validate(c: Config) -> None:
+    for key, choices in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(c, section), name)
+        if value not in choices:
+            near = difflib.get_close_matches(str(value), choices, n=1)
+            hint = f"did you mean {near[0]}?" if near else f"choose one of {', '.join(choices)}"
+            raise ConfigError(f"{key} = {value!r} is not valid: {hint}")
+
+    def check(ok: bool, message: str) -> None:
+        if not ok:
+            raise ConfigError(message)
+
+    d, m, t, s = c.data, c.model, c.train, c.sample
+    check(bool(c.name.strip()), "name must not be empty")
+    check(bool(d.corpus.strip()), "data.corpus must name a built-in corpus or a path")
+    check(d.max_chars is None or d.max_chars > 1, "data.max_chars must be at least 2 (or null for all)")
+    check(0 <= d.val_fraction < 1, "data.val_fraction must be in [0, 1)")
+    check(0 <= d.test_fraction < 1, "data.test_fraction must be in [0, 1)")
+    check(d.val_fraction + d.test_fraction < 1, "data.val_fraction + data.test_fraction must be below 1")
+    check(m.hidden_size > 0, "model.hidden_size must be a positive integer")
+    check(m.embed_size > 0, "model.embed_size must be a positive integer")
+    check(m.num_layers > 0, "model.num_layers must be a positive integer")
+    check(0 <= m.dropout < 1, f"model.dropout must be in [0, 1), got {m.dropout}")
+    if m.tie_weights:
+        check(m.input == "embedding", "model.tie_weights needs model.input=embedding")
+        check(
+            m.embed_size == m.hidden_size,
+            f"model.tie_weights needs embed_size == hidden_size (got {m.embed_size} and {m.hidden_size})",
+        )
+    check(t.epochs > 0, "train.epochs must be a positive integer")
+    check(t.batch_size > 0, "train.batch_size must be a positive integer")
+    check(t.num_steps > 0, f"train.num_steps must be a positive integer, got {t.num_steps}")
+    check(t.lr > 0, f"train.lr must be positive, got {t.lr}")
+    check(t.weight_decay >= 0, "train.weight_decay must be >= 0")
+    check(t.warmup_steps >= 0, "train.warmup_steps must be >= 0")
+    check(0 <= t.min_lr <= t.lr, "train.min_lr must be in [0, train.lr]")
+    check(t.clip_norm is None or t.clip_norm > 0, "train.clip_norm must be positive (or null for no clipping)")
+    check(t.eval_batch_size > 0, "train.eval_batch_size must be a positive integer")
+    check(
+        t.device == "auto" or t.device.split(":")[0] in ("cpu", "cuda", "mps"),
+        f"train.device = {t.device!r} is not valid: use auto, cpu, cuda, cuda:N or mps",
+    )
+    check(s.length >= 0, "sample.length must be >= 0")
+    check(s.preview_every >= 0, "sample.preview_every must be >= 0 (0 disables previews)")
+    check(all(p for p in s.prefixes), "sample.prefixes must not contain an empty prefix")
+
+
+def dump_config(c: Config) -> str:
+    return yaml.safe_dump(c.to_dict(), allow_unicode=True, sort_keys=False)

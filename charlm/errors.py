@@ -1,0 +1,29 @@
+"""Errors a user can act on. The CLI prints their message as one line and exits with `exit_code`."""
+
+
+class CharlmError(Exception):
+    """Base class: a problem charlm can explain in one line."""
+
+    exit_code = 1
+
+
+class UsageError(CharlmError):
+    """Bad input: a config, a flag, a file or a prefix the user can fix (exit code 2)."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """An invalid configuration file, key or value."""
+
+
+class CorpusError(UsageError):
+    """A corpus that cannot be read or is unusable for the requested run."""
+
+
+class CheckpointError(UsageError):
+    """A run folder or checkpoint that is missing, unreadable or unsafe."""
+
+
+class RunError(CharlmError):
+    """A failure while running (download, disk, numerical fault): exit code 1."""

@@ -1,0 +1,85 @@
+"""Rich terminal output for training: a progress bar per epoch, one line per epoch, previews."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+
+from rich.console import Console
+from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn,
+                           TimeRemainingColumn, TransferSpeedColumn)
+
+from charlm.train import Reporter
+
+
+@contextlib.contextmanager
+def download_bar(console: Console, filename: str, total: int | None):
+    with Progress(TextColumn("downloading {task.description}"), BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), console=console, transient=True) as progress:
+        task = progress.add_task(filename, total=total)
+        yield lambda n: progress.advance(task, n)
+    console.print(f"downloaded {filename}", highlight=False)
+
+
+class RichReporter(Reporter):
+    REFRESH_SECONDS = 0.5  # how often the bar reads the loss (a host sync) and redraws
+
+    def __init__(self, console: Console | None = None):
+        self.console = console or Console(highlight=False)
+        self.progress: Progress | None = None
+        self.chars_per_batch = 0
+        self.epochs = 0
+
+    def download(self, filename: str, total: int | None):
+        return download_bar(self.console, filename, total)
+
+    def start(self, info: dict) -> None:
+        self.epochs = info["epochs"]
+        self.chars_per_batch = info["chars_per_batch"]
+        self.console.print(
+            f"[bold]charlm[/] {info['corpus']}: vocab {info['vocab_size']:,} · train {info['train_chars']:,} / "
+            f"val {info['val_chars']:,} / test {info['test_chars']:,} chars · {info['parameters']:,} parameters · "
+            f"{info['batches_per_epoch']} batches/epoch · {info['device']}\nrun folder {info['run_dir']}")
+
+    def warn(self, message: str) -> None:
+        self.console.print(f"[yellow]warning:[/] {message}")
+
+    def epoch_start(self, epoch: int, num_batches: int) -> None:
+        self.progress = Progress(
+            TextColumn(f"epoch {epoch}/{self.epochs}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[speed]}"), TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(),
+            console=self.console, transient=True)
+        self.task = self.progress.add_task("train", total=num_batches, speed="", loss="…")
+        if self.console.is_terminal:  # a bar in a log file is noise
+            self.progress.start()
+        self.epoch_started = self.last_refresh = time.perf_counter()
+
+    def batch(self, done: int, loss) -> None:
+        now = time.perf_counter()
+        if now - self.last_refresh < self.REFRESH_SECONDS:
+            self.progress.update(self.task, completed=done)
+            return
+        self.last_refresh = now
+        speed = done * self.chars_per_batch / max(now - self.epoch_started, 1e-9)
+        self.progress.update(self.task, completed=done, loss=f"{loss.item():.3f}", speed=f"{speed:,.0f} chars/s")
+
+    def epoch_end(self, record: dict) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+        line = f"epoch {record['epoch']:>4}  train ppl {record['train_ppl']:9.3f}"
+        if "val_ppl" in record:
+            line += f"  val ppl {record['val_ppl']:9.3f}  val bpc {record['val_bpc']:.3f}"
+        line += f"  |g| {record['grad_norm']:.3g}  {record['seconds']:.1f} s  {record['chars_per_s']:,.0f} chars/s"
+        self.console.print(line)
+
+    def preview(self, epoch: int, samples: list[str]) -> None:
+        for sample in samples:
+            self.console.print(f" - {sample}".replace("\n", "↵"), markup=False)  # one line per preview
+
+    def finish(self, summary: dict) -> None:
+        loss = summary["best_loss"]
+        what = "val" if summary["monitored"] == "val_loss" else "train"
+        self.console.print(
+            f"done in {summary['seconds']:.1f} s: best {what} perplexity {math.exp(loss):.3f} "
+            f"({loss / math.log(2):.3f} bits/char) at epoch {summary['best_epoch']}; run folder {summary['run_dir']}")
