@@ -12,7 +12,6 @@ import json
 import os
 import pickle
 import tempfile
-import zipfile
 from pathlib import Path
 
 import torch
@@ -84,6 +83,10 @@ def save_checkpoint(path: Path, payload: dict) -> None:
     atomic_write(path, lambda f: torch.save(payload, f))
 
 
+def _first_line(error: Exception) -> str:
+    return ((str(error) or type(error).__name__).splitlines() or [""])[0][:80]
+
+
 def load_checkpoint(path: Path) -> dict:
     """Load a checkpoint on the CPU with torch's weights-only unpickler: tensors and plain data only."""
     path = Path(path)
@@ -94,8 +97,8 @@ def load_checkpoint(path: Path) -> dict:
     except pickle.UnpicklingError:
         raise CheckpointError(f"{path} holds objects other than tensors and plain data: refusing to load it "
                               "(it may run code); use a checkpoint written by charlm") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        raise CheckpointError(f"{path} is not a readable checkpoint ({str(e).splitlines()[0][:80]}): it is truncated "
+    except Exception as e:  # torch.load raises many types on garbage; all mean the same to a user
+        raise CheckpointError(f"{path} is not a readable checkpoint ({_first_line(e)}): it is truncated "
                               "or not a charlm file; use the other checkpoint of the run (best.pt / last.pt)") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a charlm checkpoint: pass a run folder written by charlm train")
@@ -134,7 +137,7 @@ def load_model(run_dir: Path, which: str = "best", device: str | torch.device = 
         model = CharRNN(**payload["model_args"])
         model.load_state_dict(payload["model"])
     except (KeyError, TypeError, ValueError, RuntimeError, ConfigError) as e:
-        raise CheckpointError(f"{path} does not match this charlm's model ({str(e).splitlines()[0][:80]}): "
+        raise CheckpointError(f"{path} does not match this charlm's model ({_first_line(e)}): "
                               "retrain with this version") from None
     model.to(device).eval()
     return model, vocab, config, payload

@@ -31,18 +31,21 @@ app.add_typer(data_app, name="data")
 out = Console(highlight=False, soft_wrap=True)  # one record per line, even in a log file
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-RunDir = Annotated[Optional[Path], typer.Option("--run-dir", "-r", help="Run folder (default: the latest under runs/).")]
+RunDir = Annotated[Optional[Path], typer.Option("--run-dir", "-r", help="Run folder (default: latest in runs/).")]
 Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps")]
 Which = Annotated[str, typer.Option("--checkpoint", help="best (lowest val loss) or last.")]
 
 
 @app.command(epilog="Example: charlm train --config configs/d2l-jaychou-rnn.yaml --set train.epochs=10")
 def train(
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (default: jaychou-lstm).")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (default: jaychou-lstm).")]
+    = None,
     corpus: Annotated[Optional[str], typer.Option(help="Built-in name, text file or folder of .txt files.")] = None,
-    run_dir: Annotated[Optional[Path], typer.Option("--run-dir", "-r", help="Run folder (default: runs/NAME-TIME).")] = None,
+    run_dir: Annotated[Optional[Path], typer.Option("--run-dir", "-r", help="Run folder (default: runs/NAME-TIME).")]
+    = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N | mps")] = None,
-    overrides: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="KEY=VALUE, e.g. train.lr=0.01 (repeatable).")] = None,
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="KEY=VALUE, e.g. train.lr=0.01.")]
+    = None,
 ) -> None:
     """Train a model and write its run folder (config, vocab, metrics, checkpoints)."""
     from charlm.report import RichReporter
@@ -92,7 +95,7 @@ def generate(
         return
     rows = [[] for _ in range(num_samples)]
     for ids in steps:
-        for row, i in zip(rows, ids.tolist()):
+        for row, i in zip(rows, ids.tolist(), strict=True):
             row.append(vocab.chars[i])
     for n, row in enumerate(rows, 1):
         sys.stdout.write(f"--- sample {n}\n{prefix}{''.join(row)}\n")
@@ -102,7 +105,7 @@ def generate(
 def perplexity(
     run_dir: RunDir = None,
     split: Annotated[str, typer.Option(help="train | val | test")] = "val",
-    file: Annotated[Optional[Path], typer.Option("--file", "-f", help="Score this text file instead of a split.")] = None,
+    file: Annotated[Optional[Path], typer.Option("--file", "-f", help="Score this text file, not a split.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     checkpoint: Which = "best",
     device: Device = "auto",

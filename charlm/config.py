@@ -32,22 +32,22 @@ class ModelConfig:
     kind: str = "lstm"  # rnn_tanh | rnn_relu | lstm | gru
     input: str = "embedding"  # onehot | embedding
     embed_size: int = 256  # used with input=embedding
-    hidden_size: int = 512
+    hidden_size: int = 256
     num_layers: int = 1
     dropout: float = 0.5  # between layers and before the output head
-    tie_weights: bool = False  # share embedding and head weights (needs embed_size == hidden_size)
+    tie_weights: bool = True  # share embedding and head weights (needs embed_size == hidden_size)
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 30
+    epochs: int = 15
     batch_size: int = 32
-    num_steps: int = 64
+    num_steps: int = 32
     sampling: str = "consecutive"  # consecutive | random
     random_offset: bool = False  # consecutive: shift the streams by a random offset each epoch
     carry_state_across_epochs: bool = False  # consecutive: keep the hidden state from epoch to epoch
     optimizer: str = "adam"  # sgd | adam | adamw
-    lr: float = 2e-3
+    lr: float = 3e-3
     weight_decay: float = 0.0  # applied to weight matrices only, never to biases
     schedule: str = "cosine"  # constant | cosine
     warmup_steps: int = 50  # optimizer steps of linear warm-up
@@ -110,14 +110,36 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 
 
 def parse_override(item: str) -> tuple[str, object]:
+    """`key=value`: the value is read as YAML, except that text fields keep the text as typed
+    (quote it, or write a [list], to have YAML read it)."""
     if "=" not in item:
         raise ConfigError(f"override {item!r} is not KEY=VALUE: write it like train.lr=0.01")
     key, text = item.split("=", 1)
+    key = key.strip()
+    kind = _field_type(key)
+    quoted = text[:1] in ("'", '"') or (kind == list[str] and text[:1] == "[")
+    if kind in (str, list[str]) and not quoted:
+        return key, text if kind is str else [text]  # `ROMEO:`, `yes` or `The ` exactly as typed
     try:
         value = yaml.safe_load(text) if text.strip() else ""
     except yaml.YAMLError:
-        value = text  # a plain string such as a prefix with YAML punctuation
-    return key.strip(), value
+        value = text
+    if kind == list[str] and not isinstance(value, list):
+        value = [text]
+    return key, value
+
+
+def _field_type(key: str):
+    """The declared type of a dotted key, or None when the key does not exist (reported later)."""
+    cls = Config
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(cls):
+            return None
+        hints = typing.get_type_hints(cls)
+        if part not in hints:
+            return None
+        cls = hints[part]
+    return cls
 
 
 def set_dotted(raw: dict, key: str, value: object) -> None:

@@ -206,12 +206,16 @@ def _extract_member(raw, member: str, out) -> None:
     import tarfile
 
     raw.seek(0)
-    with tarfile.open(fileobj=raw, mode="r:gz") as tar:
-        source = tar.extractfile(member)
-        if source is None:
-            raise RunError(f"{member} is missing from the downloaded archive")
-        for block in iter(lambda: source.read(1 << 20), b""):
-            out.write(block)
+    try:
+        with tarfile.open(fileobj=raw, mode="r:gz") as tar:
+            source = tar.extractfile(member)
+            if source is None:
+                raise KeyError(member)
+            for block in iter(lambda: source.read(1 << 20), b""):
+                out.write(block)
+    except (tarfile.TarError, KeyError, EOFError, OSError) as e:
+        raise RunError(f"the downloaded archive has no readable {member} ({type(e).__name__}): "
+                       "the server sent something else; fetch it again later") from None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -233,7 +237,8 @@ class TextPart:
             with zipfile.ZipFile(self.path) as archive:
                 return io.BytesIO(archive.read(self.member))
         except (zipfile.BadZipFile, KeyError) as e:
-            raise CorpusError(f"{self.path} is not a zip holding {self.member} ({e}): delete it and fetch again") from None
+            raise CorpusError(f"{self.path} is not a zip holding {self.member} ({e}): "
+                              "delete it and fetch again") from None
 
 
 @dataclass(frozen=True)
@@ -255,7 +260,7 @@ def resolve_source(corpus: str, progress: Callable | None = None) -> Source:
         builtin = BUILTINS[corpus]
         paths = fetch(corpus, progress=progress)
         parts = tuple(TextPart(p, r.split, r.member if r.filename.endswith(".zip") else None)
-                      for p, r in zip(paths, builtin.files))
+                      for p, r in zip(paths, builtin.files, strict=True))
         return Source(corpus, parts, builtin.drop_spaces)
     path = Path(corpus).expanduser()
     if path.is_dir():
@@ -481,7 +486,7 @@ def consecutive_batches(ids: torch.Tensor, batch_size: int, num_steps: int, offs
 
 
 def num_consecutive_batches(n: int, batch_size: int, num_steps: int, offset: int = 0) -> int:
-    return ((n - offset) // batch_size - 1) // num_steps
+    return max(0, ((n - offset) // batch_size - 1) // num_steps)
 
 
 def random_batches(ids: torch.Tensor, batch_size: int, num_steps: int, generator: torch.Generator):

@@ -48,7 +48,10 @@ def stream(model, vocab: Vocab, prefix: str, length: int, temperature: float = 0
     generator = None
     if temperature > 0:
         generator = torch.Generator(device=device)
-        generator.manual_seed(seed if seed is not None else torch.seed())
+        if seed is None:
+            generator.seed()  # fresh randomness without touching torch's global generator
+        else:
+            generator.manual_seed(seed)
     model.eval()
     state = None
     if ids.shape[1] > 1:  # the prefix but its last character, in one call

@@ -13,8 +13,15 @@ import torch.nn.functional as F
 
 from charlm import checkpoint as ckpt
 from charlm.config import Config, TrainConfig, dump_config
-from charlm.data import (Corpus, consecutive_batches, load_corpus, min_chars, num_consecutive_batches,
-                         num_random_batches, random_batches)
+from charlm.data import (
+    Corpus,
+    consecutive_batches,
+    load_corpus,
+    min_chars,
+    num_consecutive_batches,
+    num_random_batches,
+    random_batches,
+)
 from charlm.errors import CorpusError, RunError, UsageError
 from charlm.evaluate import evaluate
 from charlm.generate import generate
@@ -152,7 +159,10 @@ def train(config: Config, run_dir: Path | None = None, reporter: Reporter | None
         epoch_started = time.perf_counter()
         model.train()
         if t.sampling == "consecutive":
-            offset = int(torch.randint(0, t.num_steps, (1,), generator=data_generator)) if t.random_offset else 0
+            offset = 0
+            if t.random_offset:  # never so far that the epoch loses its last batch
+                spare = len(train_ids) - min_chars(t.batch_size, t.num_steps, t.sampling)
+                offset = int(torch.randint(0, min(t.num_steps, spare + 1), (1,), generator=data_generator))
             batches = consecutive_batches(train_ids, t.batch_size, t.num_steps, offset)
             num_batches = num_consecutive_batches(len(train_ids), t.batch_size, t.num_steps, offset)
         else:

@@ -1,0 +1,50 @@
+"""Shared fixtures: the real corpora folder (optional) and a tiny text-file writer."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The folder of real corpora: $CHARLM_TEST_DATA, else <repo>/../shared/data; skip when absent."""
+    folder = Path(os.environ.get("CHARLM_TEST_DATA") or REPO.parent / "shared" / "data")
+    if not folder.is_dir():
+        pytest.skip("real corpora not found: set CHARLM_TEST_DATA to a folder like ../shared/data")
+    return folder
+
+
+@pytest.fixture
+def builtin_cache(shared_data: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point the built-in corpus cache (CHARLM_DATA_DIR) at the real corpora folder."""
+    monkeypatch.setenv("CHARLM_DATA_DIR", str(shared_data))
+    return shared_data
+
+
+@pytest.fixture
+def write_text(tmp_path: Path):
+    """write_text(text, name="corpus.txt") -> path of a UTF-8 file under tmp_path."""
+
+    def write(text: str, name: str = "corpus.txt") -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8", newline="")
+        return path
+
+    return write
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Tiny models run fastest on one thread (2-core machines thrash under OpenMP); restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

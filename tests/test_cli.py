@@ -1,0 +1,161 @@
+"""End-to-end: the real `charlm` command on a small generated corpus, and a table of bad inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from charlm.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = str(REPO / "configs" / "tiny.yaml")
+WORDS = ["分开", "不分开", "爱情", "你的", "微笑", "天空", "我想", "就是", "love", "rain", "回家", "风景"]
+
+
+def make_corpus(path: Path, chars: int = 6000, seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    lines, size = [], 0
+    while size < chars:
+        line = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 8)))
+        lines.append(line)
+        size += len(line) + 1
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def charlm(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "charlm", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, encoding="utf-8", timeout=300)
+
+
+def tiny_args(corpus: Path) -> list[str]:
+    return ["--config", TINY, "--corpus", str(corpus), "--device", "cpu", "--set", "train.epochs=2"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One small run trained through the real command, with no --run-dir (it goes under runs/)."""
+    root = tmp_path_factory.mktemp("e2e")
+    corpus = make_corpus(root / "lyrics.txt")
+    result = charlm("train", *tiny_args(corpus), cwd=root)
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = (root / "runs").iterdir()
+    return root, run_dir, result
+
+
+def test_train_writes_a_complete_run_folder(trained):
+    _, run_dir, result = trained
+    for name in ("config.yaml", "vocab.json", "metrics.jsonl", "last.pt", "best.pt"):
+        assert (run_dir / name).is_file(), name
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    for key in ("train_loss", "train_ppl", "val_loss", "val_ppl", "grad_norm", "chars_per_s", "seconds"):
+        assert all(key in r for r in records), key
+    assert "epoch    2" in result.stdout and "val ppl" in result.stdout
+    assert " - 分开" in result.stdout  # the greedy preview at the last epoch
+
+
+def test_generate_uses_latest_run_streams_and_is_repeatable(trained):
+    root, _, _ = trained
+    first = charlm("generate", "--prefix", "分开", "--length", "30", "--temperature", "0.8", "--seed", "1", cwd=root)
+    again = charlm("generate", "--prefix", "分开", "--length", "30", "--temperature", "0.8", "--seed", "1", cwd=root)
+    assert first.returncode == 0, first.stderr
+    text = first.stdout.rstrip("\n")
+    assert text.startswith("分开") and len(text) == 32
+    assert first.stdout == again.stdout
+    many = charlm("generate", "--prefix", "爱", "-n", "10", "--num-samples", "3", "--seed", "2", cwd=root)
+    assert many.stdout.count("--- sample") == 3
+
+
+def test_perplexity_reproduces_best_val_in_metrics(trained):
+    root, run_dir, _ = trained
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    best = min(r["val_ppl"] for r in records)
+    result = charlm("perplexity", "--split", "val", "--json", cwd=root)
+    assert result.returncode == 0, result.stderr
+    scored = json.loads(result.stdout)
+    assert set(scored) == {"nats_per_char", "bits_per_char", "perplexity", "chars"}
+    assert f"{scored['perplexity']:.3g}" == f"{best:.3g}"
+    text = charlm("perplexity", "--run-dir", str(run_dir), "--file", str(root / "lyrics.txt"), cwd=root)
+    assert text.returncode == 0, text.stderr
+    assert "bits/char" in text.stdout and "perplexity" in text.stdout
+
+
+def test_help_has_examples():
+    for command in ("train", "generate", "perplexity"):
+        result = subprocess.run([sys.executable, "-m", "charlm", command, "--help"], capture_output=True,
+                                text=True, env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"})
+        assert result.returncode == 0
+        assert "Example: charlm" in result.stdout
+
+
+# --- bad input: one line, exit code 2, no traceback, nothing written -----------------------------------
+
+
+def _cases(tmp: Path, run_dir: Path) -> list[tuple[str, list[str], str]]:
+    """(id, argv, a fragment the one-line message must contain)."""
+    good = make_corpus(tmp / "good.txt")
+    empty = tmp / "empty.txt"
+    empty.write_text("")
+    binary = tmp / "binary.txt"
+    binary.write_bytes(b"abc\x00\x01\x02" * 50)
+    latin1 = tmp / "latin1.txt"
+    latin1.write_bytes("café olé ".encode("latin-1") * 50)
+    short = tmp / "short.txt"
+    short.write_text("分开不分开" * 10, encoding="utf-8")
+    bad_yaml = tmp / "bad.yaml"
+    bad_yaml.write_text("train:\n  lr: [1, 2\n")
+    no_ckpt = tmp / "empty_run"
+    no_ckpt.mkdir()
+    base = ["train", "--config", TINY, "--run-dir", str(tmp / "new_run")]
+    return [
+        ("missing corpus", base + ["--corpus", str(tmp / "nope.txt")], "neither a file"),
+        ("empty corpus", base + ["--corpus", str(empty)], "empty"),
+        ("binary corpus", base + ["--corpus", str(binary)], "binary"),
+        ("non-utf8 corpus", base + ["--corpus", str(latin1)], "not UTF-8"),
+        ("short corpus", base + ["--corpus", str(short)], "needs at least 136"),
+        ("invalid yaml", ["train", "--config", str(bad_yaml)], "not valid YAML"),
+        ("missing config", ["train", "--config", str(tmp / "none.yaml")], "not found"),
+        ("unknown key", base + ["--set", "train.lrr=0.1"], "did you mean train.lr"),
+        ("unknown section", base + ["--set", "trian.lr=0.1"], "did you mean train"),
+        ("negative lr", base + ["--set", "train.lr=-1"], "train.lr must be positive"),
+        ("zero num_steps", base + ["--set", "train.num_steps=0"], "train.num_steps"),
+        ("dropout 1", base + ["--set", "model.dropout=1.0"], "model.dropout"),
+        ("unknown kind", base + ["--set", "model.kind=lstn"], "did you mean lstm"),
+        ("wrong type", base + ["--set", "train.epochs=many"], "train.epochs must be int"),
+        ("override syntax", base + ["--set", "train.lr"], "KEY=VALUE"),
+        ("absent cuda", base + ["--corpus", str(good), "--device", "cuda"], "no CUDA GPU"),
+        ("unknown flag", ["train", "--epochz", "3"], "No such option"),
+        ("missing run folder", ["generate", "--run-dir", str(tmp / "nowhere"), "--prefix", "分"], "not found"),
+        ("run without checkpoint", ["generate", "--run-dir", str(no_ckpt), "--prefix", "分"], "not found"),
+        ("empty prefix", ["generate", "--run-dir", str(run_dir), "--prefix", ""], "prefix is empty"),
+        ("unseen prefix", ["generate", "--run-dir", str(run_dir), "--prefix", "分开😀"], "'😀'"),
+        ("bad top-p", ["generate", "--run-dir", str(run_dir), "--prefix", "分", "--top-p", "0"], "--top-p"),
+        ("bad split", ["perplexity", "--run-dir", str(run_dir), "--split", "dev"], "--split"),
+        ("missing file", ["perplexity", "--run-dir", str(run_dir), "--file", str(tmp / "x.txt")], "not found"),
+        ("no test split", ["perplexity", "--run-dir", str(run_dir), "--split", "test"], "no test split"),
+        ("unknown built-in", ["data", "fetch", "../../etc/passwd"], "unknown built-in"),
+    ]
+
+
+def test_bad_inputs_fail_cleanly(trained, tmp_path, capsys):
+    _, run_dir, _ = trained
+    before = {p: p.stat().st_mtime_ns for p in run_dir.iterdir()}
+    failures = []
+    for case, argv, fragment in _cases(tmp_path, run_dir):
+        capsys.readouterr()
+        code = main(argv)
+        captured = capsys.readouterr()
+        message = captured.err.strip()
+        if code != 2 or "\n" in message or "Traceback" in captured.err + captured.out or fragment not in message:
+            failures.append(f"{case}: exit {code}, stderr {captured.err!r}")
+    assert not failures, "\n".join(failures)
+    assert not (tmp_path / "new_run").exists()  # nothing half-written
+    assert {p: p.stat().st_mtime_ns for p in run_dir.iterdir()} == before

@@ -1,0 +1,104 @@
+"""evaluate: perplexity and bits per character against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from charlm.errors import CorpusError
+from charlm.evaluate import evaluate
+from charlm.model import CharRNN
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def constant_model(vocab_size: int) -> CharRNN:
+    model = CharRNN(vocab_size, kind="gru", hidden_size=8, input="embedding", embed_size=4)
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.zero_()  # every logit is 0: a uniform prediction
+    return model
+
+
+@pytest.mark.parametrize(("vocab_size", "n", "batch_size", "num_steps"),
+                         [(7, 101, 4, 5), (50, 37, 16, 8), (2, 10, 1, 3)])
+def test_uniform_prediction_scores_vocab_size(vocab_size, n, batch_size, num_steps):
+    ids = torch.randint(0, vocab_size, (n,), generator=torch.Generator().manual_seed(0)).to(torch.uint8)
+    result = evaluate(constant_model(vocab_size), ids, batch_size, num_steps)
+    assert result["perplexity"] == pytest.approx(vocab_size, rel=1e-6)  # float32 logits: 1e-6 relative
+    assert result["bits_per_char"] == pytest.approx(math.log2(vocab_size), abs=1e-6)
+    assert result["nats_per_char"] == pytest.approx(math.log(vocab_size), abs=1e-6)
+
+
+@pytest.mark.parametrize(("n", "batch_size", "expected"), [(101, 4, 100), (103, 4, 100), (37, 16, 32), (3, 16, 2),
+                                                           (2, 1, 1), (50, 1, 49)])
+def test_chars_is_the_number_scored(n, batch_size, expected):
+    ids = torch.randint(0, 5, (n,), generator=torch.Generator().manual_seed(1))
+    result = evaluate(constant_model(5), ids, batch_size, num_steps=4)
+    assert result["chars"] == expected
+
+
+def manual_nats(model: CharRNN, ids: torch.Tensor) -> float:
+    """Feed the whole text one character at a time, carrying the state: mean -log p(next char)."""
+    model.eval()
+    state, total = None, 0.0
+    with torch.no_grad():
+        for t in range(len(ids) - 1):
+            logits, state = model(ids[t:t + 1].view(1, 1), state)
+            total += F.cross_entropy(logits.view(1, -1), ids[t + 1:t + 2].long(), reduction="sum").item()
+    return total / (len(ids) - 1)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "rnn_tanh"])
+@pytest.mark.parametrize("num_steps", [1, 7, 100])
+def test_batch_size_one_equals_a_manual_loop(kind, num_steps):
+    torch.manual_seed(0)
+    model = CharRNN(9, kind=kind, hidden_size=16, input="onehot", dropout=0.0)
+    ids = torch.randint(0, 9, (61,))
+    result = evaluate(model, ids, batch_size=1, num_steps=num_steps)
+    nats = manual_nats(model, ids)
+    assert result["chars"] == 60
+    assert result["nats_per_char"] == pytest.approx(nats, rel=1e-5)
+    assert result["perplexity"] == pytest.approx(math.exp(nats), rel=1e-5)
+    assert result["bits_per_char"] == pytest.approx(nats / math.log(2), rel=1e-5)
+
+
+def test_streams_are_scored_independently():
+    """With batch_size streams, each stream is scored from a fresh state, as if scored alone."""
+    torch.manual_seed(0)
+    model = CharRNN(6, kind="gru", hidden_size=8, input="onehot")
+    ids = torch.randint(0, 6, (41,))  # 40 targets: 4 streams of 10
+    result = evaluate(model, ids, batch_size=4, num_steps=3)
+    total = sum(manual_nats(model, ids[10 * s:10 * s + 11]) * 10 for s in range(4))
+    assert result["chars"] == 40
+    assert result["nats_per_char"] == pytest.approx(total / 40, rel=1e-5)
+
+
+def test_evaluation_uses_eval_mode_and_restores_training_mode():
+    torch.manual_seed(0)
+    model = CharRNN(8, kind="lstm", hidden_size=16, num_layers=2, dropout=0.5, input="embedding", embed_size=8)
+    ids = torch.randint(0, 8, (200,))
+    model.train()
+    first = evaluate(model, ids, 4, 10)
+    assert model.training  # put back as it was
+    second = evaluate(model, ids, 4, 10)
+    assert first == second  # no dropout while scoring
+    model.eval()
+    evaluate(model, ids, 4, 10)
+    assert not model.training
+
+
+def test_does_not_build_a_graph():
+    model = CharRNN(5, kind="gru", hidden_size=4)
+    ids = torch.randint(0, 5, (30,))
+    evaluate(model, ids, 2, 4)
+    assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("n", [0, 1])
+def test_fewer_than_two_chars_raises(n):
+    with pytest.raises(CorpusError, match="at least 2"):
+        evaluate(constant_model(5), torch.zeros(n, dtype=torch.long), 4, 5)

@@ -1,0 +1,192 @@
+"""CharRNN: d2l equivalence, shapes and states of every kind, detaching, tied weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from charlm.config import ModelConfig
+from charlm.model import CharRNN, detach_state
+
+KINDS = ["rnn_tanh", "rnn_relu", "lstm", "gru"]
+INPUTS = ["onehot", "embedding"]
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+class D2lRNNModel(nn.Module):
+    """d2l-zh (PyTorch) 6.5 RNNModel, with to_onehot written as F.one_hot(X.T)."""
+
+    def __init__(self, rnn_layer, vocab_size):
+        super().__init__()
+        self.rnn = rnn_layer
+        self.hidden_size = rnn_layer.hidden_size
+        self.vocab_size = vocab_size
+        self.dense = nn.Linear(self.hidden_size, vocab_size)
+
+    def forward(self, inputs, state):  # inputs: (batch, seq_len)
+        X = F.one_hot(inputs.T.long(), self.vocab_size).float()  # (seq_len, batch, vocab)
+        Y, state = self.rnn(X, state)
+        output = self.dense(Y.view(-1, Y.shape[-1]))  # (seq_len * batch, vocab)
+        return output, state
+
+
+def test_onehot_rnn_tanh_is_exactly_d2l_rnn_model():
+    torch.manual_seed(0)
+    vocab, hidden, batch, steps = 23, 16, 3, 7
+    model = CharRNN(vocab, kind="rnn_tanh", hidden_size=hidden, num_layers=1, dropout=0.0, input="onehot")
+    ref = D2lRNNModel(nn.RNN(input_size=vocab, hidden_size=hidden), vocab)
+    ref.rnn.load_state_dict(model.rnn.state_dict())
+    ref.dense.load_state_dict(model.head.state_dict())
+    x1 = torch.randint(0, vocab, (batch, steps))
+    x2 = torch.randint(0, vocab, (batch, steps))
+
+    logits, state = model(x1)
+    ref_out, ref_state = ref(x1, None)
+    assert logits.shape == (steps, batch, vocab)
+    assert torch.equal(logits.reshape(-1, vocab), ref_out)
+    assert torch.equal(state, ref_state)
+    # the state carries over to the next window the same way
+    logits, state = model(x2, state)
+    ref_out, ref_state = ref(x2, ref_state)
+    assert torch.equal(logits.reshape(-1, vocab), ref_out)
+    assert torch.equal(state, ref_state)
+    # and the parameters are the same set (no extra embedding)
+    assert model.embedding is None
+    assert model.num_parameters() == sum(p.numel() for p in ref.parameters())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("input_kind", INPUTS)
+def test_every_kind_gives_logits_and_state_of_the_right_shape(kind, input_kind):
+    torch.manual_seed(0)
+    vocab, hidden, layers, batch, steps = 11, 12, 2, 3, 5
+    model = CharRNN(vocab, kind=kind, hidden_size=hidden, num_layers=layers, dropout=0.0, input=input_kind,
+                    embed_size=6)
+    x = torch.randint(0, vocab, (batch, steps), dtype=torch.uint8)  # ids come in the corpus's narrow dtype
+    logits, state = model(x)
+    assert logits.shape == (steps, batch, vocab)
+    assert logits.dtype == torch.float32
+    if kind == "lstm":
+        assert isinstance(state, tuple) and len(state) == 2
+        assert all(s.shape == (layers, batch, hidden) for s in state)
+    else:
+        assert isinstance(state, torch.Tensor) and state.shape == (layers, batch, hidden)
+    # a zero begin_state is what None means
+    logits0, _ = model(x, model.begin_state(batch))
+    assert torch.equal(logits, logits0)
+    # the state matters: continuing from it differs from starting afresh
+    logits2, _ = model(x, state)
+    assert not torch.allclose(logits2, logits)
+    # the right layer type with the right nonlinearity
+    expected = {"rnn_tanh": nn.RNN, "rnn_relu": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[kind]
+    assert type(model.rnn) is expected
+    if kind.startswith("rnn_"):
+        assert model.rnn.nonlinearity == kind[4:]
+
+
+def test_logits_at_step_t_depend_only_on_inputs_up_to_t():
+    torch.manual_seed(0)
+    model = CharRNN(9, kind="gru", hidden_size=8, dropout=0.0, input="embedding", embed_size=4)
+    x = torch.randint(0, 9, (2, 6))
+    y = x.clone()
+    y[:, 4] = (y[:, 4] + 1) % 9
+    a, _ = model(x)
+    b, _ = model(y)
+    assert torch.equal(a[:4], b[:4])
+    assert not torch.allclose(a[4], b[4])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_begin_state_is_zeros_of_the_right_shape(kind):
+    model = CharRNN(5, kind=kind, hidden_size=7, num_layers=3)
+    state = model.begin_state(4)
+    parts = state if kind == "lstm" else (state,)
+    assert isinstance(state, tuple) == (kind == "lstm")
+    for s in parts:
+        assert s.shape == (3, 4, 7) and s.dtype == torch.float32
+        assert not s.any()
+    if kind == "lstm":
+        assert state[0].data_ptr() != state[1].data_ptr()  # h and c are separate tensors
+
+
+def test_detach_state_cuts_the_graph_of_a_tensor():
+    model = CharRNN(5, kind="gru", hidden_size=4)
+    _, state = model(torch.randint(0, 5, (2, 3)))
+    assert state.grad_fn is not None
+    detached = detach_state(state)
+    assert detached.grad_fn is None and not detached.requires_grad
+    assert torch.equal(detached, state)
+
+
+def test_detach_state_cuts_the_graph_of_an_lstm_tuple():
+    model = CharRNN(5, kind="lstm", hidden_size=4)
+    _, state = model(torch.randint(0, 5, (2, 3)))
+    assert all(s.grad_fn is not None for s in state)
+    detached = detach_state(state)
+    assert isinstance(detached, tuple) and len(detached) == 2
+    for d, s in zip(detached, state, strict=True):
+        assert d.grad_fn is None and not d.requires_grad
+        assert torch.equal(d, s)
+    # a backward pass through the next window stops at the cut
+    logits, _ = model(torch.randint(0, 5, (2, 3)), detached)
+    logits.sum().backward()
+    assert detached[0].grad is None
+
+
+def test_detach_state_of_none():
+    assert detach_state(None) is None
+
+
+def test_tie_weights_shares_one_tensor():
+    model = CharRNN(13, kind="lstm", hidden_size=8, input="embedding", embed_size=8, tie_weights=True)
+    assert model.head.weight is model.embedding.weight
+    assert model.head.weight.data_ptr() == model.embedding.weight.data_ptr()
+    with torch.no_grad():
+        model.embedding.weight[0, 0] = 42.0
+    assert model.head.weight[0, 0] == 42.0
+    untied = CharRNN(13, kind="lstm", hidden_size=8, input="embedding", embed_size=8)
+    assert model.num_parameters() == untied.num_parameters() - 13 * 8  # counted once
+
+
+@pytest.mark.parametrize(("input_kind", "embed_size"), [("embedding", 6), ("onehot", 8)])
+def test_tie_weights_with_mismatched_sizes_raises(input_kind, embed_size):
+    with pytest.raises(ValueError, match="tie_weights"):
+        CharRNN(13, kind="lstm", hidden_size=8, input=input_kind, embed_size=embed_size, tie_weights=True)
+
+
+def test_unknown_kind_raises():
+    with pytest.raises(ValueError, match="lstn"):
+        CharRNN(5, kind="lstn")
+
+
+def test_num_parameters_without_embedding():
+    model = CharRNN(10, kind="gru", hidden_size=4, input="embedding", embed_size=3)
+    assert model.num_parameters(embedding=False) == model.num_parameters() - 10 * 3
+    onehot = CharRNN(10, kind="gru", hidden_size=4, input="onehot")
+    assert onehot.num_parameters(embedding=False) == onehot.num_parameters()
+
+
+def test_from_config_and_args_rebuild_the_same_model():
+    cfg = ModelConfig(kind="gru", input="embedding", embed_size=6, hidden_size=10, num_layers=2, dropout=0.25,
+                      tie_weights=False)
+    model = CharRNN.from_config(cfg, 17)
+    assert model.args == dict(vocab_size=17, kind="gru", hidden_size=10, num_layers=2, dropout=0.25,
+                              input="embedding", embed_size=6, tie_weights=False)
+    twin = CharRNN(**model.args)
+    twin.load_state_dict(model.state_dict())  # same parameter names and shapes
+    assert model.rnn.dropout == 0.25 and model.drop.p == 0.25
+
+
+def test_from_config_ties_weights():
+    cfg = ModelConfig(kind="lstm", input="embedding", embed_size=8, hidden_size=8, tie_weights=True)
+    model = CharRNN.from_config(cfg, 5)
+    assert model.head.weight is model.embedding.weight
+    assert model.args["tie_weights"] is True
+
+
+def test_single_layer_has_no_inter_layer_dropout():
+    model = CharRNN(5, kind="lstm", hidden_size=4, num_layers=1, dropout=0.5)
+    assert model.rnn.dropout == 0.0 and model.drop.p == 0.5

@@ -1,0 +1,124 @@
+"""The training loop, in process: determinism, schedule, clipping, best checkpoint, the d2l seed run."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from charlm.checkpoint import load_checkpoint
+from charlm.config import TrainConfig, load_config
+from charlm.errors import UsageError
+from charlm.train import Reporter, lr_at, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_corpus(path: Path) -> Path:
+    text = "".join("分开不分开 我想就这样牵着你的手不放开\n爱可不可以简简单单没有伤害\n" for _ in range(60))
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def tiny(tmp_path: Path, *overrides: str):
+    corpus = tiny_corpus(tmp_path / "corpus.txt")
+    return load_config(REPO / "configs" / "tiny.yaml",
+                       [f"data.corpus={corpus}", "train.device=cpu", "sample.preview_every=0", *overrides])
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("sampling", ["consecutive", "random"])
+def test_same_config_and_seed_give_identical_losses(tmp_path, sampling):
+    cfg = tiny(tmp_path, f"train.sampling={sampling}", "model.dropout=0.2", "train.random_offset=true")
+    train(cfg, tmp_path / "a")
+    train(cfg, tmp_path / "b")
+    keys = ("train_loss", "val_loss", "grad_norm")
+    a = [[r[k] for k in keys] for r in metrics(tmp_path / "a")]
+    b = [[r[k] for k in keys] for r in metrics(tmp_path / "b")]
+    assert a == b
+    other = tiny(tmp_path, f"train.sampling={sampling}", "model.dropout=0.2", "train.random_offset=true",
+                 "train.seed=1")
+    train(other, tmp_path / "c")
+    assert [r["train_loss"] for r in metrics(tmp_path / "c")] != [r[0] for r in a]
+
+
+def test_lr_schedule_warmup_then_cosine_to_min_lr():
+    t = TrainConfig(lr=1.0, min_lr=0.1, warmup_steps=10, schedule="cosine")
+    assert lr_at(0, 110, t) == pytest.approx(0.1)
+    assert lr_at(9, 110, t) == pytest.approx(1.0)
+    assert lr_at(10, 110, t) == pytest.approx(1.0)
+    assert lr_at(60, 110, t) == pytest.approx(0.55)
+    assert lr_at(110, 110, t) == pytest.approx(0.1)
+    constant = TrainConfig(lr=0.5, warmup_steps=0, schedule="constant")
+    assert {lr_at(s, 100, constant) for s in range(100)} == {0.5}
+
+
+def test_grad_norm_is_measured_before_clipping(tmp_path):
+    train(tiny(tmp_path, "train.clip_norm=0.001", "train.epochs=1"), tmp_path / "run")
+    (record,) = metrics(tmp_path / "run")
+    assert record["grad_norm"] > 0.001 * 10
+
+
+def test_best_checkpoint_is_the_lowest_val_loss(tmp_path):
+    # a large constant lr makes val loss go up after a while, so best != last
+    train(tiny(tmp_path, "train.epochs=6", "train.lr=0.05", "train.schedule=constant"), tmp_path / "run")
+    records = metrics(tmp_path / "run")
+    best = min(records, key=lambda r: r["val_loss"])
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["epoch"] == best["epoch"]
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == records[-1]["epoch"]
+
+
+def test_an_existing_run_folder_is_not_overwritten(tmp_path):
+    cfg = tiny(tmp_path, "train.epochs=1")
+    train(cfg, tmp_path / "run")
+    before = (tmp_path / "run" / "metrics.jsonl").read_bytes()
+    with pytest.raises(UsageError, match="already holds a run"):
+        train(cfg, tmp_path / "run")
+    assert (tmp_path / "run" / "metrics.jsonl").read_bytes() == before
+
+
+class Recorder(Reporter):
+    def __init__(self):
+        self.info, self.previews, self.warnings = {}, [], []
+
+    def start(self, info):
+        self.info = info
+
+    def warn(self, message):
+        self.warnings.append(message)
+
+    def preview(self, epoch, samples):
+        self.previews.append((epoch, samples))
+
+
+def test_previews_follow_preview_every_and_skip_unknown_prefixes(tmp_path):
+    cfg = tiny(tmp_path, "train.epochs=4", "sample.preview_every=2", "sample.prefixes=[分开, xyz]")
+    recorder = Recorder()
+    train(cfg, tmp_path / "run", recorder)
+    assert [epoch for epoch, _ in recorder.previews] == [2, 4]
+    assert all(len(samples) == 1 and samples[0].startswith("分开") for _, samples in recorder.previews)
+    assert any("xyz" in w for w in recorder.warnings)
+
+
+@pytest.mark.slow
+def test_d2l_seed_experiment_reproduces(builtin_cache, tmp_path):
+    """configs/d2l-jaychou-rnn.yaml: vocab 1,027 and train perplexity <= 1.10 at epoch 250 (d2l: 1.02)."""
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    cfg = load_config(REPO / "configs" / "d2l-jaychou-rnn.yaml", ["train.device=cpu"])
+    recorder = Recorder()
+    summary = train(cfg, tmp_path / "run", recorder)
+    assert recorder.info["vocab_size"] == 1027
+    assert recorder.info["train_chars"] == 10000 and recorder.info["val_chars"] == 0
+    records = metrics(tmp_path / "run")
+    assert len(records) == 250 and summary["monitored"] == "train_loss"
+    assert records[-1]["train_ppl"] <= 1.10
+    assert records[49]["train_ppl"] < 100 and math.isfinite(records[49]["train_ppl"])
+    assert [epoch for epoch, _ in recorder.previews] == [50, 100, 150, 200, 250]
+    for _, (a, b) in recorder.previews:
+        assert a.startswith("分开") and b.startswith("不分开") and len(a) == 52 and len(b) == 53
