@@ -1,4 +1,7 @@
-"""The `charlm` command: parses flags, calls library functions, prints results. No logic lives here."""
+"""The `charlm` command: parses flags, calls library functions, prints results. No logic lives here.
+
+torch is imported inside the commands that need it, so that --help and shell completion stay instant.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +14,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from charlm import checkpoint as ckpt
-from charlm import data as data_mod
 from charlm.config import load_config
 from charlm.errors import CharlmError, UsageError
 
@@ -74,6 +75,7 @@ def generate(
     device: Device = "cpu",
 ) -> None:
     """Sample text from a trained run, starting from a prefix; it streams as it is made."""
+    from charlm import checkpoint as ckpt
     from charlm.generate import stream
     from charlm.train import pick_device
 
@@ -111,6 +113,8 @@ def perplexity(
     device: Device = "auto",
 ) -> None:
     """Score a run on a split of its corpus or on any text file: nats/char, bits/char, perplexity."""
+    from charlm import checkpoint as ckpt
+    from charlm import data as data_mod
     from charlm.evaluate import evaluate
     from charlm.train import pick_device
 
@@ -140,6 +144,7 @@ def perplexity(
 @data_app.command("list", epilog="Example: charlm data list")
 def data_list() -> None:
     """Show the built-in corpora, their size and whether they are in the cache folder."""
+    from charlm import data as data_mod
     folder = data_mod.data_dir()
     table = Table(title=f"built-in corpora (cache: {folder})")
     for column in ("name", "description", "files", "MB", "cached"):
@@ -154,6 +159,7 @@ def data_list() -> None:
 @data_app.command("fetch", epilog="Example: charlm data fetch tinyshakespeare")
 def data_fetch(name: Annotated[str, typer.Argument(help="A built-in corpus name (see charlm data list).")]) -> None:
     """Download a built-in corpus into the cache folder and verify its checksum."""
+    from charlm import data as data_mod
     from charlm.report import download_bar
 
     for path in data_mod.fetch(name, progress=lambda f, total: download_bar(out, f, total)):

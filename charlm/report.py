@@ -72,7 +72,7 @@ class RichReporter(Reporter):
         self.progress.update(self.task, completed=done, loss=f"{loss.item():.3f}", speed=f"{speed:,.0f} chars/s")
 
     def epoch_end(self, record: dict) -> None:
-        if self.progress is not None:
+        if self.progress is not None and self.progress.live.is_started:
             self.progress.stop()
         line = f"epoch {record['epoch']:>4}  train ppl {record['train_ppl']:9.3f}"
         if "val_ppl" in record:
