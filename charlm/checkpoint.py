@@ -8,17 +8,19 @@ file or the new one, never half of one.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import pickle
 import tempfile
+from datetime import datetime
 from pathlib import Path
 
 import torch
 
 from charlm.config import Config, from_dict
 from charlm.data import Vocab
-from charlm.errors import CheckpointError, ConfigError, RunError
+from charlm.errors import CheckpointError, ConfigError, RunError, UsageError
 from charlm.model import CharRNN
 
 FORMAT = "charlm-checkpoint"
@@ -78,9 +80,39 @@ def append_line(path: Path, record: dict) -> None:
         raise RunError(f"cannot append to {path} ({e.strerror or e}): free disk space or fix permissions") from None
 
 
-def save_checkpoint(path: Path, payload: dict) -> None:
-    payload = {"format": FORMAT, "version": VERSION, **payload}
-    atomic_write(path, lambda f: torch.save(payload, f))
+def serialize(payload: dict) -> bytes:
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, "version": VERSION, **payload}, buffer)
+    return buffer.getvalue()
+
+
+def save_checkpoint(path: Path, payload: dict | bytes) -> None:
+    data = payload if isinstance(payload, bytes) else serialize(payload)
+    atomic_write(path, lambda f: f.write(data))
+
+
+def save_training_checkpoint(run_dir: Path, payload: dict, is_best: bool, keep_last: int = 0) -> None:
+    """Write best.pt (when it is the best) and then last.pt, from one serialisation.
+
+    best.pt goes first: a crash between the two leaves last.pt at the previous position, and resuming
+    from there recomputes the same epoch and writes the same best.pt again.
+    """
+    data = serialize(payload)
+    if is_best:
+        save_checkpoint(run_dir / BEST, data)
+    save_checkpoint(run_dir / LAST, data)
+    if keep_last > 0:
+        save_checkpoint(run_dir / f"ckpt-e{payload['epoch']:04d}-b{payload['batch_in_epoch']:06d}.pt", data)
+        for old in sorted(run_dir.glob("ckpt-e*-b*.pt"))[:-keep_last]:
+            with contextlib.suppress(OSError):
+                old.unlink()
+
+
+def remove_stale_temp_files(run_dir: Path) -> None:
+    """Temp files of writes that a crash interrupted: never renamed, so never part of the run."""
+    for tmp in Path(run_dir).glob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def _first_line(error: Exception) -> str:
@@ -141,6 +173,45 @@ def load_model(run_dir: Path, which: str = "best", device: str | torch.device = 
                               "retrain with this version") from None
     model.to(device).eval()
     return model, vocab, config, payload
+
+
+def new_run_dir(name: str, root: Path = RUNS_ROOT) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = root / f"{name}-{stamp}"
+    suffix = 1
+    while run_dir.exists():
+        suffix += 1
+        run_dir = root / f"{name}-{stamp}-{suffix}"
+    return run_dir
+
+
+def prepare_run_dir(run_dir: Path) -> None:
+    """Make a folder for a new run. One with a checkpoint is refused; one without (a run that died before
+    its first checkpoint) holds nothing worth keeping and is started over."""
+    if (run_dir / LAST).exists():
+        raise UsageError(f"run folder {run_dir} already holds a run: resume it with --resume, or pass a new --run-dir")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / METRICS).unlink(missing_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create run folder {run_dir} ({e.strerror}): choose a writable --run-dir") from None
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return []
+    # a line cut short by a crash mid-append is not a record: skip it
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            records.append(json.loads(line))
+    return records
+
+
+def rewrite_metrics(run_dir: Path, records: list[dict]) -> None:
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    atomic_write_text(Path(run_dir) / METRICS, text)
 
 
 def write_run_files(run_dir: Path, config_yaml: str, vocab: Vocab) -> None:

@@ -6,6 +6,7 @@ torch is imported inside the commands that need it, so that --help and shell com
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -47,9 +48,11 @@ def train(
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N | mps")] = None,
     overrides: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="KEY=VALUE, e.g. train.lr=0.01.")]
     = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --run-dir from its last.pt.")] = False,
 ) -> None:
     """Train a model and write its run folder (config, vocab, metrics, checkpoints)."""
     from charlm.report import RichReporter
+    from charlm.train import load_resume_config
     from charlm.train import train as run_training
 
     settings = list(overrides or [])
@@ -57,8 +60,14 @@ def train(
         settings.append(f"data.corpus={corpus}")
     if device is not None:
         settings.append(f"train.device={device}")
-    cfg = load_config(config, settings)
-    run_training(cfg, run_dir, RichReporter(out))
+    if resume:
+        if run_dir is None:
+            raise UsageError("--resume needs --run-dir DIR: the run folder to continue")
+        cfg = load_resume_config(run_dir, config, settings)
+    else:
+        cfg = load_config(config, settings)
+    explicit = {item.split("=", 1)[0].strip() for item in settings}
+    run_training(cfg, run_dir, RichReporter(out), resume=resume, explicit=explicit)
 
 
 @app.command(epilog="Example: charlm generate --prefix 分开 --length 100 --temperature 0.8 --seed 1")
@@ -76,37 +85,28 @@ def generate(
 ) -> None:
     """Sample text from a trained run, starting from a prefix; it streams as it is made."""
     from charlm import checkpoint as ckpt
-    from charlm.generate import stream
-    from charlm.train import pick_device
+    from charlm import generate as gen
+    from charlm.device import pick_device
 
-    for ok, message in [(length >= 0, "--length must be >= 0"), (temperature >= 0, "--temperature must be >= 0"),
-                        (top_k >= 0, "--top-k must be >= 0"), (0 < top_p <= 1, "--top-p must be in (0, 1]"),
-                        (num_samples >= 1, "--num-samples must be >= 1")]:
-        if not ok:
-            raise UsageError(message)
     dev = pick_device(device)
     model, vocab, _, _ = ckpt.load_model(ckpt.resolve_run_dir(run_dir), checkpoint, dev)
-    steps = stream(model, vocab, prefix, length, temperature=temperature, top_k=top_k, top_p=top_p,
-                   num_samples=num_samples, seed=seed, device=dev)
-    if num_samples == 1:
-        sys.stdout.write(prefix)
-        for ids in steps:
-            sys.stdout.write(vocab.chars[int(ids[0])])
-            sys.stdout.flush()
-        sys.stdout.write("\n")
+    options = dict(temperature=temperature, top_k=top_k, top_p=top_p, num_samples=num_samples, seed=seed, device=dev)
+    if num_samples > 1:
+        for n, sample in enumerate(gen.generate(model, vocab, prefix, length, **options), 1):
+            sys.stdout.write(f"--- sample {n}\n{sample}\n")
         return
-    rows = [[] for _ in range(num_samples)]
+    steps = gen.stream(model, vocab, prefix, length, **options)  # checks everything before printing
+    sys.stdout.write(prefix)
     for ids in steps:
-        for row, i in zip(rows, ids.tolist(), strict=True):
-            row.append(vocab.chars[i])
-    for n, row in enumerate(rows, 1):
-        sys.stdout.write(f"--- sample {n}\n{prefix}{''.join(row)}\n")
+        sys.stdout.write(vocab.chars[int(ids[0])])
+        sys.stdout.flush()
+    sys.stdout.write("\n")
 
 
 @app.command(epilog="Example: charlm perplexity --split val --json")
 def perplexity(
     run_dir: RunDir = None,
-    split: Annotated[str, typer.Option(help="train | val | test")] = "val",
+    split: Annotated[Optional[str], typer.Option(help="train | val | test (default: val)")] = None,
     file: Annotated[Optional[Path], typer.Option("--file", "-f", help="Score this text file, not a split.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     checkpoint: Which = "best",
@@ -114,29 +114,15 @@ def perplexity(
 ) -> None:
     """Score a run on a split of its corpus or on any text file: nats/char, bits/char, perplexity."""
     from charlm import checkpoint as ckpt
-    from charlm import data as data_mod
-    from charlm.evaluate import evaluate
-    from charlm.train import pick_device
+    from charlm.device import pick_device
+    from charlm.evaluate import score_run
 
-    if split not in ("train", "val", "test"):
-        raise UsageError(f"--split {split!r} is not valid: use train, val or test")
-    dev = pick_device(device)
     folder = ckpt.resolve_run_dir(run_dir)
-    model, vocab, cfg, payload = ckpt.load_model(folder, checkpoint, dev)
-    if file is not None:
-        ids, what = data_mod.encode_file(file, vocab, cfg.data.newlines), str(file)
-    else:
-        corpus = data_mod.load_corpus(cfg.data)
-        if corpus.sha256 != payload["corpus_sha256"]:
-            raise UsageError(f"corpus {cfg.data.corpus} changed since this run was trained: score it with --file")
-        ids, what = corpus.split(split), f"{split} split"
-        if len(ids) < 2:
-            raise UsageError(f"this run has no {split} split: choose another --split or pass --file")
-    result = evaluate(model, ids, cfg.train.eval_batch_size, cfg.train.num_steps, dev)
+    result, payload = score_run(folder, checkpoint, split, file, pick_device(device))
     if as_json:
-        print(json.dumps(result))
+        print(json.dumps({k: result[k] for k in ("nats_per_char", "bits_per_char", "perplexity", "chars")}))
         return
-    out.print(f"{folder} ({checkpoint}, epoch {payload['epoch']}) on {what}: {result['chars']:,} chars")
+    out.print(f"{folder} ({checkpoint}, epoch {payload['epoch']}) on {result['source']}: {result['chars']:,} chars")
     out.print(f"nats/char  {result['nats_per_char']:.4f}\nbits/char  {result['bits_per_char']:.4f}\n"
               f"perplexity {result['perplexity']:.4f}")
 
@@ -178,13 +164,20 @@ def main(argv: list[str] | None = None) -> int:
         err.print(f"error: {e.format_message()}{hint}", markup=False)
         return 2
     except CharlmError as e:
-        err.print(f"error: {e}", markup=False)
+        err.print(f"{getattr(e, 'label', 'error')}: {e}", markup=False)
         return e.exit_code
     except (click_errors.Abort, typer.Abort, KeyboardInterrupt):
         err.print("interrupted", markup=False)
         return 130
-    except BrokenPipeError:  # `charlm generate ... | head`
+    except BrokenPipeError:  # `charlm generate ... | head`: the reader left, which is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 0
+    except Exception as e:  # a bug or an unforeseen failure: still one line, unless debugging
+        if os.environ.get("CHARLM_DEBUG"):
+            raise
+        err.print(f"error: unexpected {type(e).__name__}: {e} (set CHARLM_DEBUG=1 for the traceback)",
+                  markup=False)
+        return 1
     return result if isinstance(result, int) else 0
 
 

@@ -57,6 +57,10 @@ class TrainConfig:
     bf16: bool = False  # bf16 autocast on CUDA
     seed: int = 0
     eval_batch_size: int = 16  # parallel streams when scoring a split
+    checkpoint_every_batches: int = 0  # also checkpoint inside an epoch (0: at the end of each epoch only)
+    keep_last: int = 0  # keep this many older checkpoints besides last.pt and best.pt
+    on_nonfinite: str = "stop"  # stop | skip: what a NaN/Inf loss or gradient norm does
+    max_nonfinite: int = 10  # skip: stop after this many skipped batches
 
 
 @dataclass
@@ -85,6 +89,7 @@ CHOICES = {
     "train.sampling": ("consecutive", "random"),
     "train.optimizer": ("sgd", "adam", "adamw"),
     "train.schedule": ("constant", "cosine"),
+    "train.on_nonfinite": ("stop", "skip"),
 }
 
 
@@ -246,6 +251,9 @@ def validate(c: Config) -> None:
     check(0 <= t.min_lr <= t.lr, "train.min_lr must be in [0, train.lr]")
     check(t.clip_norm is None or t.clip_norm > 0, "train.clip_norm must be positive (or null for no clipping)")
     check(t.eval_batch_size > 0, "train.eval_batch_size must be a positive integer")
+    check(t.checkpoint_every_batches >= 0, "train.checkpoint_every_batches must be >= 0 (0: every epoch)")
+    check(t.keep_last >= 0, "train.keep_last must be >= 0")
+    check(t.max_nonfinite > 0, "train.max_nonfinite must be a positive integer")
     check(
         t.device == "auto" or t.device.split(":")[0] in ("cpu", "cuda", "mps"),
         f"train.device = {t.device!r} is not valid: use auto, cpu, cuda, cuda:N or mps",

@@ -407,14 +407,19 @@ class Corpus:
         return {"train": self.train, "val": self.val, "test": self.test}[name]
 
 
-def encode_file(path: str | Path, vocab: Vocab, newlines: str = "keep") -> torch.Tensor:
-    """Encode any text file with an existing vocabulary (to score it with a trained model)."""
+def encode_file(path: str | Path, vocab: Vocab, cfg: DataConfig) -> torch.Tensor:
+    """Encode any text file with a run's vocabulary and normalisation (to score it with the model)."""
     path = Path(path)
     if not path.is_file():
         raise CorpusError(f"file {path} not found: check the path")
     parts = (TextPart(path),)
-    _, length, _ = scan(iter_text(parts, newlines, False))
-    return encode_chunks(iter_text(parts, newlines, False), vocab, length)
+    drop_spaces = cfg.corpus in BUILTINS and BUILTINS[cfg.corpus].drop_spaces  # score PTB files as trained
+
+    def text():
+        return iter_text(parts, cfg.newlines, drop_spaces)
+
+    _, length, _ = scan(text())
+    return encode_chunks(text(), vocab, length)
 
 
 def load_corpus(cfg: DataConfig, progress: Callable | None = None) -> Corpus:

@@ -9,11 +9,16 @@ many were scored.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from charlm.errors import CorpusError
+from charlm.errors import CorpusError, UsageError
+
+
+def perplexity(nats: float) -> float:
+    return math.exp(nats) if nats < 700 else math.inf  # exp overflows a float past ~709
 
 
 @torch.inference_mode()
@@ -21,6 +26,7 @@ def evaluate(model, ids: torch.Tensor, batch_size: int, num_steps: int, device: 
     n = len(ids)
     if n < 2:
         raise CorpusError(f"the text to score has {n} character(s): it needs at least 2")
+    device = torch.device(device)
     streams = min(batch_size, n - 1)
     length = (n - 1) // streams
     ids = ids.to(device)
@@ -28,13 +34,43 @@ def evaluate(model, ids: torch.Tensor, batch_size: int, num_steps: int, device: 
     targets = ids[1: streams * length + 1].view(streams, length)
     was_training = model.training
     model.eval()
-    total = torch.zeros((), dtype=torch.float64, device=device)  # summed on device: one sync at the end
+    # summed on the device (one sync at the end); float64 where the device has it
+    total = torch.zeros((), dtype=torch.float32 if device.type == "mps" else torch.float64, device=device)
     state = None
     for start in range(0, length, num_steps):
         logits, state = model(inputs[:, start:start + num_steps], state)
         y = targets[:, start:start + num_steps].T.reshape(-1).long()
-        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y, reduction="sum").double()
+        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y, reduction="sum").to(total.dtype)
     model.train(was_training)
     chars = streams * length
     nats = total.item() / chars
-    return {"nats_per_char": nats, "bits_per_char": nats / math.log(2), "perplexity": math.exp(nats), "chars": chars}
+    return {"nats_per_char": nats, "bits_per_char": nats / math.log(2), "perplexity": perplexity(nats), "chars": chars}
+
+
+def score_run(run_dir: Path, which: str = "best", split: str | None = None, file: Path | None = None,
+              device: torch.device | str = "cpu") -> tuple[dict, dict]:
+    """Score a run's checkpoint on a split of its own corpus or on a text file.
+
+    Returns (result, checkpoint payload). The run's own normalisation (newlines, PTB spacing) is applied
+    to a file, and a split is refused if the corpus changed since training.
+    """
+    from charlm import checkpoint as ckpt
+    from charlm import data
+
+    if split is not None and file is not None:
+        raise UsageError("pass either --split or --file, not both")
+    split = split or ("val" if file is None else None)
+    if split is not None and split not in ("train", "val", "test"):
+        raise UsageError(f"split {split!r} is not valid: use train, val or test")
+    model, vocab, cfg, payload = ckpt.load_model(run_dir, which, device)
+    if file is not None:
+        ids = data.encode_file(file, vocab, cfg.data)
+    else:
+        corpus = data.load_corpus(cfg.data)
+        if corpus.sha256 != payload["corpus_sha256"]:
+            raise UsageError(f"corpus {cfg.data.corpus} changed since this run was trained: score it with --file")
+        ids = corpus.split(split)
+        if len(ids) < 2:
+            raise UsageError(f"this run has no {split} split: choose another --split or pass --file")
+    result = evaluate(model, ids, cfg.train.eval_batch_size, cfg.train.num_steps, device)
+    return {**result, "source": str(file) if file is not None else f"{split} split"}, payload

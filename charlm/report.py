@@ -17,6 +17,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from charlm.evaluate import perplexity
 from charlm.train import Reporter
 
 
@@ -48,16 +49,20 @@ class RichReporter(Reporter):
             f"[bold]charlm[/] {info['corpus']}: vocab {info['vocab_size']:,} · train {info['train_chars']:,} / "
             f"val {info['val_chars']:,} / test {info['test_chars']:,} chars · {info['parameters']:,} parameters · "
             f"{info['batches_per_epoch']} batches/epoch · {info['device']}\nrun folder {info['run_dir']}")
+        if info.get("resumed_at"):
+            epoch, batch = info["resumed_at"]
+            self.console.print(f"resuming after {epoch} epochs and {batch} batches")
 
     def warn(self, message: str) -> None:
         self.console.print(f"[yellow]warning:[/] {message}")
 
-    def epoch_start(self, epoch: int, num_batches: int) -> None:
+    def epoch_start(self, epoch: int, num_batches: int, done: int = 0) -> None:
         self.progress = Progress(
             TextColumn(f"epoch {epoch}/{self.epochs}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[speed]}"), TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(),
             console=self.console, transient=True)
-        self.task = self.progress.add_task("train", total=num_batches, speed="", loss="…")
+        self.task = self.progress.add_task("train", total=num_batches, completed=done, speed="", loss="…")
+        self.first_batch = done
         if self.console.is_terminal:  # a bar in a log file is noise
             self.progress.start()
         self.epoch_started = self.last_refresh = time.perf_counter()
@@ -68,7 +73,7 @@ class RichReporter(Reporter):
             self.progress.update(self.task, completed=done)
             return
         self.last_refresh = now
-        speed = done * self.chars_per_batch / max(now - self.epoch_started, 1e-9)
+        speed = (done - self.first_batch) * self.chars_per_batch / max(now - self.epoch_started, 1e-9)
         self.progress.update(self.task, completed=done, loss=f"{loss.item():.3f}", speed=f"{speed:,.0f} chars/s")
 
     def epoch_end(self, record: dict) -> None:
@@ -88,5 +93,5 @@ class RichReporter(Reporter):
         loss = summary["best_loss"]
         what = "val" if summary["monitored"] == "val_loss" else "train"
         self.console.print(
-            f"done in {summary['seconds']:.1f} s: best {what} perplexity {math.exp(loss):.3f} "
+            f"done in {summary['seconds']:.1f} s: best {what} perplexity {perplexity(loss):.3f} "
             f"({loss / math.log(2):.3f} bits/char) at epoch {summary['best_epoch']}; run folder {summary['run_dir']}")

@@ -1,18 +1,26 @@
-"""The training loop: device, optimizer, schedule, clipping, carried state, eval, previews, checkpoints."""
+"""The training loop: device, optimizer, schedule, clipping, carried state, eval, previews, checkpoints.
+
+A run can stop at any batch (Ctrl-C, SIGTERM, a crash) and `resume=True` continues it as the same
+computation: the checkpoint holds the weights, the optimizer, the step, the position in the epoch,
+the carried hidden state, the running sums of the epoch and every random generator.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
+import os
+import signal
+import threading
 import time
-from datetime import datetime
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from charlm import checkpoint as ckpt
-from charlm.config import Config, TrainConfig, dump_config
+from charlm.config import Config, TrainConfig, dump_config, from_dict
 from charlm.data import (
     Corpus,
     consecutive_batches,
@@ -22,10 +30,19 @@ from charlm.data import (
     num_random_batches,
     random_batches,
 )
+from charlm.device import pick_device
 from charlm.errors import CorpusError, RunError, UsageError
-from charlm.evaluate import evaluate
+from charlm.evaluate import evaluate, perplexity
 from charlm.generate import generate
 from charlm.model import CharRNN, detach_state
+
+NONFINITE_CHECK_EVERY = 50  # batches between checks of the loss for NaN/Inf (each check is a host sync)
+
+# config keys that may differ when a run is resumed: they do not change the computation so far
+RESUMABLE_KEYS = {"name", "data.corpus", "train.epochs", "train.device", "train.eval_batch_size",
+                  "train.checkpoint_every_batches", "train.keep_last", "train.on_nonfinite", "train.max_nonfinite"}
+RESUMABLE_SECTIONS = {"sample"}
+EXPLICIT_ONLY_KEYS = {"train.lr"}  # allowed only when asked for on the command line (--set train.lr=...)
 
 
 class Reporter:
@@ -36,35 +53,55 @@ class Reporter:
 
     def start(self, info: dict) -> None: ...
     def warn(self, message: str) -> None: ...
-    def epoch_start(self, epoch: int, num_batches: int) -> None: ...
+    def epoch_start(self, epoch: int, num_batches: int, done: int = 0) -> None: ...
     def batch(self, done: int, loss: torch.Tensor) -> None: ...  # loss stays on device: read it rarely
     def epoch_end(self, record: dict) -> None: ...
     def preview(self, epoch: int, samples: list[str]) -> None: ...
     def finish(self, summary: dict) -> None: ...
 
 
-def pick_device(name: str) -> torch.device:
-    """auto: cuda, then mps, then cpu. An explicit device that is absent is an error, not a fallback."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    kind = name.split(":")[0]
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {name} asked for, but no CUDA GPU is visible: use --device cpu or auto")
-    if kind == "mps" and not torch.backends.mps.is_available():
-        raise UsageError(f"device {name} asked for, but MPS is not available: use --device cpu or auto")
-    return torch.device(name)
+class Interrupted(RunError):
+    """Training stopped by a signal after saving a checkpoint; exit code 128 + signal number."""
+
+    label = "interrupted"
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+class StopSignals:
+    """Turn the first SIGINT/SIGTERM into a request to stop at the next batch boundary.
+
+    A second signal exits at once: every file of the run is written atomically, so stopping anywhere
+    leaves the previous checkpoint whole.
+    """
+
+    def __init__(self):
+        self.signum: int | None = None
+        self.previous: dict = {}
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            os._exit(128 + signum)
+        self.signum = signum
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 def make_optimizer(model: torch.nn.Module, t: TrainConfig) -> torch.optim.Optimizer:
     # decay weight matrices and embeddings only: decaying biases just pulls them to zero for no gain
-    params = {id(p): p for p in model.parameters()}.values()
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    params = list(model.parameters())
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": t.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
     if t.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=t.lr)
     if t.optimizer == "adam":
@@ -82,25 +119,6 @@ def lr_at(step: int, total_steps: int, t: TrainConfig) -> float:
     return t.min_lr + 0.5 * (t.lr - t.min_lr) * (1 + math.cos(math.pi * progress))
 
 
-def new_run_dir(name: str, root: Path = ckpt.RUNS_ROOT) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir = root / f"{name}-{stamp}"
-    suffix = 1
-    while run_dir.exists():
-        suffix += 1
-        run_dir = root / f"{name}-{stamp}-{suffix}"
-    return run_dir
-
-
-def prepare_run_dir(run_dir: Path) -> None:
-    if (run_dir / ckpt.LAST).exists() or (run_dir / ckpt.METRICS).exists():
-        raise UsageError(f"run folder {run_dir} already holds a run: pass a new --run-dir")
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"cannot create run folder {run_dir} ({e.strerror}): choose a writable --run-dir") from None
-
-
 def check_corpus(corpus: Corpus, c: Config) -> None:
     t = c.train
     need = min_chars(t.batch_size, t.num_steps, t.sampling)
@@ -112,12 +130,59 @@ def check_corpus(corpus: Corpus, c: Config) -> None:
         raise CorpusError(f"the val split has {len(corpus.val)} characters: raise data.val_fraction or set it to 0")
 
 
-def train(config: Config, run_dir: Path | None = None, reporter: Reporter | None = None) -> dict:
-    """Train a model as `config` says, writing everything to `run_dir`. Returns a summary."""
+def config_changes(saved: Config, new: Config, explicit: set[str]) -> dict:
+    """The differences between a run's config and the one it is resumed with; refuse the unsafe ones."""
+    old_flat, new_flat = _flatten(saved.to_dict()), _flatten(new.to_dict())
+    changed = {k: [old_flat[k], new_flat[k]] for k in old_flat if old_flat[k] != new_flat[k]}
+    refused = [k for k in changed if k not in RESUMABLE_KEYS and k.split(".")[0] not in RESUMABLE_SECTIONS
+               and not (k in EXPLICIT_ONLY_KEYS and k in explicit)]
+    if refused:
+        shown = ", ".join(f"{k} ({changed[k][0]!r} -> {changed[k][1]!r})" for k in refused)
+        raise UsageError(f"cannot resume with a changed {shown}: these change the computation; "
+                         "resume with the run's own config, or start a new run")
+    return changed
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def load_resume_config(run_dir: Path, config_path: Path | None, overrides: list[str]) -> Config:
+    """The config to resume with: the run's own (or --config), plus command-line overrides."""
+    from charlm.config import load_config
+
+    return load_config(config_path or Path(run_dir) / ckpt.CONFIG, overrides)
+
+
+def train(config: Config, run_dir: Path | None = None, reporter: Reporter | None = None, resume: bool = False,
+          explicit: set[str] | None = None) -> dict:
+    """Train a model as `config` says, writing everything to `run_dir`. Returns a summary.
+
+    With resume=True, continue the run in `run_dir` from its last.pt; `explicit` names the config keys
+    given on the command line (an lr change is accepted only from there).
+    """
     reporter = reporter or Reporter()
     t, s = config.train, config.sample
     device = pick_device(t.device)
+    saved = None
+    if resume:
+        if run_dir is None:
+            raise UsageError("--resume needs --run-dir DIR: the run folder to continue")
+        run_dir = Path(run_dir)
+        if not (run_dir / ckpt.LAST).exists():
+            raise UsageError(f"nothing to resume in {run_dir}: it has no {ckpt.LAST}; start a new run instead")
+        saved = ckpt.load_checkpoint(run_dir / ckpt.LAST)
+        changes = config_changes(from_dict(saved["config"]), config, explicit or set())
     corpus = load_corpus(config.data, progress=reporter.download)
+    if saved is not None and corpus.sha256 != saved["corpus_sha256"]:
+        raise UsageError(f"cannot resume: corpus {config.data.corpus} is not the text this run was trained on "
+                         "(its checksum differs); resume with the original corpus")
     check_corpus(corpus, config)
 
     torch.manual_seed(t.seed)
@@ -125,103 +190,210 @@ def train(config: Config, run_dir: Path | None = None, reporter: Reporter | None
     optimizer = make_optimizer(model, t)
     data_generator = torch.Generator().manual_seed(t.seed)  # the only source of data randomness
 
-    run_dir = Path(run_dir) if run_dir is not None else new_run_dir(config.name)
-    prepare_run_dir(run_dir)
-    ckpt.write_run_files(run_dir, dump_config(config), corpus.vocab)
-
-    prefixes = [p for p in s.prefixes if not corpus.vocab.missing(p)]
-    for p in s.prefixes:
-        if p not in prefixes:
-            reporter.warn(f"preview prefix {p!r} has characters the corpus lacks: skipped")
-
     if t.sampling == "consecutive":
         batches_per_epoch = num_consecutive_batches(len(corpus.train), t.batch_size, t.num_steps)
     else:
         batches_per_epoch = num_random_batches(len(corpus.train), t.batch_size, t.num_steps)
     total_steps = t.epochs * batches_per_epoch
+    # characters a random offset may skip without costing the epoch a batch (the count stays fixed)
+    spare = len(corpus.train) - t.batch_size * (batches_per_epoch * t.num_steps + 1)
+
+    run = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "best_loss": math.inf, "best_epoch": 0, "state": None,
+           "loss_sum": torch.zeros((), device=device), "norm_sum": torch.zeros((), device=device),
+           "skipped": 0, "epoch_data_rng": data_generator.get_state()}
+    if saved is None:
+        run_dir = Path(run_dir) if run_dir is not None else ckpt.new_run_dir(config.name)
+        ckpt.prepare_run_dir(run_dir)
+        ckpt.write_run_files(run_dir, dump_config(config), corpus.vocab)
+    else:
+        _restore(saved, run, model, optimizer, data_generator, device)
+        ckpt.remove_stale_temp_files(run_dir)
+        # metrics written after the checkpoint (an epoch the crash cut short) are recomputed: drop them
+        kept = [r for r in ckpt.read_metrics(run_dir) if r.get("epoch", 0) <= run["epoch"]]
+        ckpt.rewrite_metrics(run_dir, kept)
+        ckpt.append_line(run_dir / ckpt.METRICS, {"event": "resume", "epoch": run["epoch"],
+                                                   "batch_in_epoch": run["batch_in_epoch"], "changed": changes})
+        ckpt.atomic_write_text(run_dir / ckpt.CONFIG, dump_config(config))
+
+    prefixes = [p for p in s.prefixes if not corpus.vocab.missing(p)]
+    for p in s.prefixes:
+        if p not in prefixes:
+            reporter.warn(f"preview prefix {p!r} has characters the corpus lacks: skipped")
     reporter.start({
         "run_dir": str(run_dir), "device": str(device), "corpus": corpus.name, "vocab_size": len(corpus.vocab),
         "train_chars": len(corpus.train), "val_chars": len(corpus.val), "test_chars": len(corpus.test),
         "parameters": model.num_parameters(), "batches_per_epoch": batches_per_epoch, "epochs": t.epochs,
-        "chars_per_batch": t.batch_size * t.num_steps,
+        "chars_per_batch": t.batch_size * t.num_steps, "resumed_at": (run["epoch"], run["batch_in_epoch"])
+        if saved is not None else None,
     })
 
-    train_ids = corpus.train.to(device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.bf16)
-    params = [p for p in model.parameters()]
-    clip = t.clip_norm if t.clip_norm is not None else float("inf")  # inf: measure the norm, clip nothing
-    chars_per_batch = t.batch_size * t.num_steps
-    best_loss, best_epoch, step, state = float("inf"), 0, 0, None
-    started = time.perf_counter()
-    record: dict = {}
-
-    for epoch in range(1, t.epochs + 1):
-        epoch_started = time.perf_counter()
-        model.train()
-        if t.sampling == "consecutive":
-            offset = 0
-            if t.random_offset:  # never so far that the epoch loses its last batch
-                spare = len(train_ids) - min_chars(t.batch_size, t.num_steps, t.sampling)
-                offset = int(torch.randint(0, min(t.num_steps, spare + 1), (1,), generator=data_generator))
-            batches = consecutive_batches(train_ids, t.batch_size, t.num_steps, offset)
-            num_batches = num_consecutive_batches(len(train_ids), t.batch_size, t.num_steps, offset)
-        else:
-            batches = random_batches(train_ids, t.batch_size, t.num_steps, data_generator)
-            num_batches = batches_per_epoch
-        if not t.carry_state_across_epochs:
-            state = None
-        reporter.epoch_start(epoch, num_batches)
-        loss_sum = torch.zeros((), device=device)
-        norm_sum = torch.zeros((), device=device)
-        for i, (x, y) in enumerate(batches):
-            # consecutive: carry the state but cut its graph; random: every window starts from zeros
-            state = detach_state(state) if t.sampling == "consecutive" else None
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, total_steps, t)
-            with autocast:
-                logits, state = model(x, state)
-                loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.T.reshape(-1).long())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            norm_sum += torch.nn.utils.clip_grad_norm_(params, clip)  # the norm before clipping
-            optimizer.step()
-            loss_sum += loss.detach()
-            step += 1
-            reporter.batch(i + 1, loss)
-        train_seconds = time.perf_counter() - epoch_started
-
-        train_loss = loss_sum.item() / num_batches  # the one host sync of the epoch
-        if not math.isfinite(train_loss):
-            raise RunError(f"the training loss became {train_loss} in epoch {epoch}: lower train.lr or set "
-                           "train.clip_norm; the last good checkpoint is kept in " + str(run_dir))
-        record = {"epoch": epoch, "step": step, "lr": lr_at(step - 1, total_steps, t),
-                  "train_loss": train_loss, "train_ppl": math.exp(min(train_loss, 700)),
-                  "grad_norm": norm_sum.item() / num_batches}
-        if len(corpus.val):
-            val = evaluate(model, corpus.val, t.eval_batch_size, t.num_steps, device)
-            record.update(val_loss=val["nats_per_char"], val_ppl=val["perplexity"], val_bpc=val["bits_per_char"])
-        monitored = record.get("val_loss", train_loss)
-        record.update(chars_per_s=num_batches * chars_per_batch / train_seconds, train_seconds=train_seconds,
-                      seconds=time.perf_counter() - epoch_started)
-        ckpt.append_line(run_dir / ckpt.METRICS, record)
-
+    def save(is_best: bool = False) -> None:
         payload = {
             "model": model.state_dict(), "model_args": model.args, "vocab": corpus.vocab.chars,
-            "config": config.to_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step,
-            "metrics": record, "corpus_sha256": corpus.sha256, "torch_rng": torch.get_rng_state(),
-            "data_rng": data_generator.get_state(), "best_val_loss": min(best_loss, monitored),
+            "config": config.to_dict(), "optimizer": optimizer.state_dict(), "corpus_sha256": corpus.sha256,
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
+            **{k: run[k] for k in ("epoch", "batch_in_epoch", "step", "best_loss", "best_epoch", "skipped",
+                                   "epoch_data_rng")},
+            "state": run["state"], "loss_sum": run["loss_sum"], "norm_sum": run["norm_sum"],
+            "metrics": run.get("record", {}),
         }
-        ckpt.save_checkpoint(run_dir / ckpt.LAST, payload)
-        if monitored < best_loss:
-            best_loss, best_epoch = monitored, epoch
-            ckpt.save_checkpoint(run_dir / ckpt.BEST, payload)
-        reporter.epoch_end(record)
+        ckpt.save_training_checkpoint(run_dir, payload, is_best, t.keep_last)
 
-        if s.preview_every and prefixes and (epoch % s.preview_every == 0 or epoch == t.epochs):
-            reporter.preview(epoch, [generate(model, corpus.vocab, p, s.length, device=device)[0] for p in prefixes])
+    val_ids = corpus.val.to(device)
+    train_ids = corpus.train.to(device)
+    started = time.perf_counter()
+    try:
+        with StopSignals() as stop:
+            for epoch in range(run["epoch"] + 1, t.epochs + 1):
+                timing = _train_epoch(epoch, config, model, optimizer, train_ids, data_generator, run, total_steps,
+                                      batches_per_epoch, spare, reporter, stop, save, device, run_dir)
+                run["epoch"], run["batch_in_epoch"] = epoch, 0
+                run["epoch_data_rng"] = data_generator.get_state()  # where the next epoch's draws start
+                record = _end_epoch(epoch, config, model, val_ids, run, batches_per_epoch, timing, device)
+                monitored = record.get("val_loss", record["train_loss"])
+                is_best = monitored < run["best_loss"]
+                if is_best:
+                    run["best_loss"], run["best_epoch"] = monitored, epoch
+                # metrics first: a crash before the checkpoint means the epoch is redone and its line rewritten
+                ckpt.append_line(run_dir / ckpt.METRICS, record)
+                run["record"] = record
+                save(is_best)
+                reporter.epoch_end(record)
+                if s.preview_every and prefixes and (epoch % s.preview_every == 0 or epoch == t.epochs):
+                    samples = [generate(model, corpus.vocab, p, s.length, device=device)[0] for p in prefixes]
+                    reporter.preview(epoch, samples)
+                if stop.signum is not None:
+                    raise _interrupted(stop.signum, run, run_dir)
+    except (torch.cuda.OutOfMemoryError, MemoryError):
+        raise RunError(f"out of memory in epoch {run['epoch'] + 1}: lower train.batch_size or model.hidden_size; "
+                       f"the last checkpoint in {run_dir} is intact (resume with --resume)") from None
 
-    summary = {"run_dir": str(run_dir), "epochs": t.epochs, "best_epoch": best_epoch, "best_loss": best_loss,
-               "seconds": time.perf_counter() - started, "last": record,
-               "monitored": "val_loss" if len(corpus.val) else "train_loss"}
+    summary = {"run_dir": str(run_dir), "epochs": t.epochs, "best_epoch": run["best_epoch"],
+               "best_loss": run["best_loss"], "seconds": time.perf_counter() - started,
+               "last": run.get("record", {}), "monitored": "val_loss" if len(corpus.val) else "train_loss"}
     reporter.finish(summary)
     return summary
+
+
+def _restore(saved: dict, run: dict, model, optimizer, data_generator: torch.Generator, device) -> None:
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    for key in ("epoch", "batch_in_epoch", "step", "best_loss", "best_epoch", "skipped", "epoch_data_rng"):
+        run[key] = saved[key]
+    run["loss_sum"] = saved["loss_sum"].to(device)
+    run["norm_sum"] = saved["norm_sum"].to(device)
+    state = saved["state"]
+    run["state"] = tuple(x.to(device) for x in state) if isinstance(state, (tuple, list)) else (
+        state.to(device) if state is not None else None)
+    run["record"] = saved.get("metrics", {})
+    torch.set_rng_state(saved["torch_rng"])
+    if device.type == "cuda" and saved["cuda_rng"]:
+        torch.cuda.set_rng_state_all(saved["cuda_rng"])
+    data_generator.set_state(saved["epoch_data_rng"])
+
+
+def _interrupted(signum: int, run: dict, run_dir: Path) -> Interrupted:
+    name = signal.Signals(signum).name
+    return Interrupted(f"{name}: checkpoint saved after {run['epoch']} epochs and {run['batch_in_epoch']} batches; "
+                       f"continue with: charlm train --resume --run-dir {run_dir}", signum)
+
+
+def _train_epoch(epoch, config, model, optimizer, train_ids, data_generator, run, total_steps, batches_per_epoch,
+                 spare, reporter, stop, save, device, run_dir) -> tuple[float, int]:
+    """Run the epoch's remaining batches; return (start time, batches run) for chars/s."""
+    t = config.train
+    # the data generator's state at the start of the epoch replays the same offset / order on resume
+    data_generator.set_state(run["epoch_data_rng"])
+    if t.sampling == "consecutive":
+        offset = 0
+        if t.random_offset:
+            offset = int(torch.randint(0, min(t.num_steps, spare + 1), (1,), generator=data_generator))
+        batches = consecutive_batches(train_ids, t.batch_size, t.num_steps, offset)
+    else:
+        batches = random_batches(train_ids, t.batch_size, t.num_steps, data_generator)
+    batches = itertools.islice(batches, run["batch_in_epoch"], batches_per_epoch)
+    if run["batch_in_epoch"] == 0:
+        run["loss_sum"].zero_()
+        run["norm_sum"].zero_()
+        run["skipped"] = 0
+        if not t.carry_state_across_epochs:
+            run["state"] = None
+    reporter.epoch_start(epoch, batches_per_epoch, run["batch_in_epoch"])
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.bf16)
+    params = list(model.parameters())
+    clip = t.clip_norm if t.clip_norm is not None else math.inf  # inf: measure the norm, clip nothing
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)  # the first non-finite step, found on device
+    model.train()
+    timer = time.perf_counter()
+    timed_batches = 0
+    for i, (x, y) in enumerate(batches, start=run["batch_in_epoch"]):
+        # consecutive: carry the state but cut its graph; random: every window starts from zeros
+        state = detach_state(run["state"]) if t.sampling == "consecutive" else None
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(run["step"], total_steps, t)
+        with autocast:
+            logits, state = model(x, state)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.T.reshape(-1).long())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(params, clip)  # the norm before clipping
+        bad = ~(torch.isfinite(loss) & torch.isfinite(norm))
+        if t.on_nonfinite == "skip" and bool(bad):  # skip decides before the step: one host sync per batch
+            run["skipped"] += 1
+            if run["skipped"] > t.max_nonfinite:
+                raise _nonfinite(epoch, i + 1, run, run_dir, f"more than train.max_nonfinite={t.max_nonfinite} batches")
+            optimizer.zero_grad(set_to_none=True)
+            run["state"] = None  # the state that produced NaN is not worth carrying
+        else:
+            first_bad = torch.where((first_bad < 0) & bad, run["step"], first_bad)
+            optimizer.step()
+            run["loss_sum"] += loss.detach()
+            run["norm_sum"] += norm
+            run["state"] = detach_state(state)
+        run["step"] += 1
+        run["batch_in_epoch"] = i + 1
+        timed_batches += 1
+        reporter.batch(i + 1, loss)
+        last_batch = i + 1 == batches_per_epoch
+        checkpoint_due = t.checkpoint_every_batches and (i + 1) % t.checkpoint_every_batches == 0 and not last_batch
+        if checkpoint_due or stop.signum is not None or last_batch or (i + 1) % NONFINITE_CHECK_EVERY == 0:
+            _check_finite(first_bad, epoch, batches_per_epoch, run, run_dir)
+        if (checkpoint_due or stop.signum is not None) and not last_batch:
+            save()
+            if stop.signum is not None:
+                raise _interrupted(stop.signum, run, run_dir)
+    return timer, timed_batches
+
+
+def _check_finite(first_bad, epoch, batches_per_epoch, run, run_dir) -> None:
+    bad_step = int(first_bad)  # host sync
+    if bad_step >= 0:
+        batch = bad_step - (run["step"] - run["batch_in_epoch"]) + 1
+        raise _nonfinite(epoch, batch, run, run_dir, "a NaN/Inf loss or gradient norm")
+
+
+def _nonfinite(epoch: int, batch: int, run: dict, run_dir: Path, what: str) -> RunError:
+    kept = (f"the last good checkpoint {run_dir / ckpt.LAST} is kept" if (run_dir / ckpt.LAST).exists()
+            else "no checkpoint was written yet")
+    return RunError(f"{what} at epoch {epoch}, batch {batch}: lower train.lr or set a smaller train.clip_norm, "
+                    f"or set train.on_nonfinite=skip; {kept}")
+
+
+def _end_epoch(epoch, config, model, val_ids, run, batches_per_epoch, timing, device) -> dict:
+    t = config.train
+    used = max(batches_per_epoch - run["skipped"], 1)
+    train_loss = run["loss_sum"].item() / used  # the one host sync of the epoch
+    started, timed_batches = timing
+    train_seconds = time.perf_counter() - started  # read after the sync, so queued GPU work is counted
+    record = {"epoch": epoch, "step": run["step"], "lr": lr_at(run["step"] - 1, t.epochs * batches_per_epoch, t),
+              "train_loss": train_loss, "train_ppl": perplexity(train_loss),
+              "grad_norm": run["norm_sum"].item() / used}
+    if run["skipped"]:
+        record["skipped_batches"] = run["skipped"]
+    if len(val_ids):
+        val = evaluate(model, val_ids, t.eval_batch_size, t.num_steps, device)
+        record.update(val_loss=val["nats_per_char"], val_ppl=val["perplexity"], val_bpc=val["bits_per_char"])
+    record.update(chars_per_s=timed_batches * t.batch_size * t.num_steps / max(train_seconds, 1e-9),
+                  train_seconds=train_seconds, seconds=time.perf_counter() - started)
+    return record

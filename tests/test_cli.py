@@ -137,8 +137,8 @@ def _cases(tmp: Path, run_dir: Path) -> list[tuple[str, list[str], str]]:
         ("run without checkpoint", ["generate", "--run-dir", str(no_ckpt), "--prefix", "分"], "not found"),
         ("empty prefix", ["generate", "--run-dir", str(run_dir), "--prefix", ""], "prefix is empty"),
         ("unseen prefix", ["generate", "--run-dir", str(run_dir), "--prefix", "分开😀"], "'😀'"),
-        ("bad top-p", ["generate", "--run-dir", str(run_dir), "--prefix", "分", "--top-p", "0"], "--top-p"),
-        ("bad split", ["perplexity", "--run-dir", str(run_dir), "--split", "dev"], "--split"),
+        ("bad top-p", ["generate", "--run-dir", str(run_dir), "--prefix", "分", "--top-p", "0"], "top-p must be in"),
+        ("bad split", ["perplexity", "--run-dir", str(run_dir), "--split", "dev"], "split 'dev' is not valid"),
         ("missing file", ["perplexity", "--run-dir", str(run_dir), "--file", str(tmp / "x.txt")], "not found"),
         ("no test split", ["perplexity", "--run-dir", str(run_dir), "--split", "test"], "no test split"),
         ("unknown built-in", ["data", "fetch", "../../etc/passwd"], "unknown built-in"),
@@ -159,3 +159,23 @@ def test_bad_inputs_fail_cleanly(trained, tmp_path, capsys):
     assert not failures, "\n".join(failures)
     assert not (tmp_path / "new_run").exists()  # nothing half-written
     assert {p: p.stat().st_mtime_ns for p in run_dir.iterdir()} == before
+
+
+def test_data_list_shows_cached_builtins(builtin_cache, tmp_path):
+    result = charlm("data", "list", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") > 4}
+    assert {"jaychou", "tinyshakespeare", "timemachine", "ptb-char"} <= set(rows)
+    assert "yes" in rows["tinyshakespeare"]
+
+
+def test_offline_fetch_is_one_line_naming_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHARLM_DATA_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")  # nothing listens there: offline for sure
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    result = charlm("data", "fetch", "tinyshakespeare", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "tinyshakespeare.txt" in result.stderr and "CHARLM_DATA_DIR" in result.stderr
+    cache = tmp_path / "cache"
+    assert not cache.exists() or list(cache.iterdir()) == []  # no partial download left behind

@@ -106,15 +106,22 @@ def test_encode_chunks_rejects_unknown_characters():
 
 def test_encode_file_with_an_existing_vocab(write_text):
     v = Vocab("ab \n")
-    assert data.encode_file(write_text("ab\nba"), v).tolist() == v.encode("ab\nba")
-    assert data.encode_file(write_text("ab\nba"), v, newlines="space").tolist() == v.encode("ab ba")
+    assert data.encode_file(write_text("ab\nba"), v, DataConfig()).tolist() == v.encode("ab\nba")
+    spaced = DataConfig(newlines="space")
+    assert data.encode_file(write_text("ab\nba"), v, spaced).tolist() == v.encode("ab ba")
     with pytest.raises(CorpusError, match="'z'"):
-        data.encode_file(write_text("abz"), v)
+        data.encode_file(write_text("abz"), v, DataConfig())
+
+
+def test_encode_file_applies_the_ptb_spacing_of_a_ptb_run(write_text):
+    v = Vocab("ab_\n")
+    ptb_line = write_text(" a b _ b a \n")
+    assert data.encode_file(ptb_line, v, DataConfig(corpus="ptb-char")).tolist() == v.encode("ab_ba\n")
 
 
 def test_encode_file_missing_path(tmp_path):
     with pytest.raises(CorpusError, match="not found"):
-        data.encode_file(tmp_path / "nope.txt", Vocab("a"))
+        data.encode_file(tmp_path / "nope.txt", Vocab("a"), DataConfig())
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -122,3 +122,16 @@ def test_d2l_seed_experiment_reproduces(builtin_cache, tmp_path):
     assert [epoch for epoch, _ in recorder.previews] == [50, 100, 150, 200, 250]
     for _, (a, b) in recorder.previews:
         assert a.startswith("分开") and b.startswith("不分开") and len(a) == 52 and len(b) == 53
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_run_loads_on_cpu_with_bf16(tmp_path):
+    from charlm.checkpoint import load_model
+    from charlm.evaluate import evaluate
+
+    cfg = tiny(tmp_path, "train.device=cuda", "train.bf16=true", "train.epochs=1")
+    train(cfg, tmp_path / "run")
+    model, vocab, config, payload = load_model(tmp_path / "run", "best", "cpu")
+    assert next(model.parameters()).device.type == "cpu"
+    corpus_ids = torch.tensor(vocab.encode("分开不分开 我想就这样牵着你的手不放开\n"))
+    assert math.isfinite(evaluate(model, corpus_ids, 2, 8)["perplexity"])
