@@ -13,6 +13,7 @@ import json
 import os
 import pickle
 import tempfile
+import warnings
 from datetime import datetime
 from pathlib import Path
 
@@ -125,7 +126,9 @@ def load_checkpoint(path: Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found: train first (charlm train) or pass the right --run-dir")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols: the error below says it all
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise CheckpointError(f"{path} holds objects other than tensors and plain data: refusing to load it "
                               "(it may run code); use a checkpoint written by charlm") from None

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -101,7 +103,7 @@ def test_help_has_examples():
 
 def _cases(tmp: Path, run_dir: Path) -> list[tuple[str, list[str], str]]:
     """(id, argv, a fragment the one-line message must contain)."""
-    good = make_corpus(tmp / "good.txt")
+    good = make_corpus(tmp / "good.txt", seed=1)  # not the text the run was trained on
     empty = tmp / "empty.txt"
     empty.write_text("")
     binary = tmp / "binary.txt"
@@ -114,6 +116,16 @@ def _cases(tmp: Path, run_dir: Path) -> list[tuple[str, list[str], str]]:
     bad_yaml.write_text("train:\n  lr: [1, 2\n")
     no_ckpt = tmp / "empty_run"
     no_ckpt.mkdir()
+    hostile = tmp / "hostile_run"  # a run folder whose checkpoint would run code if unpickled
+    shutil.copytree(run_dir, hostile)
+    marker = tmp / "pwned"
+    with open(hostile / "best.pt", "wb") as f:
+        pickle.dump(Payload(marker), f)
+    torn = tmp / "torn_run"  # a checkpoint cut in half
+    shutil.copytree(run_dir, torn)
+    (torn / "best.pt").write_bytes((run_dir / "best.pt").read_bytes()[:5000])
+    not_mapping = tmp / "list.yaml"
+    not_mapping.write_text("- 1\n- 2\n")
     base = ["train", "--config", TINY, "--run-dir", str(tmp / "new_run")]
     return [
         ("missing corpus", base + ["--corpus", str(tmp / "nope.txt")], "neither a file"),
@@ -142,14 +154,46 @@ def _cases(tmp: Path, run_dir: Path) -> list[tuple[str, list[str], str]]:
         ("missing file", ["perplexity", "--run-dir", str(run_dir), "--file", str(tmp / "x.txt")], "not found"),
         ("no test split", ["perplexity", "--run-dir", str(run_dir), "--split", "test"], "no test split"),
         ("unknown built-in", ["data", "fetch", "../../etc/passwd"], "unknown built-in"),
+        ("hostile checkpoint", ["generate", "--run-dir", str(hostile), "--prefix", "分"], "refusing to load"),
+        ("truncated checkpoint", ["perplexity", "--run-dir", str(torn)], "not a readable checkpoint"),
+        ("split and file", ["perplexity", "--run-dir", str(run_dir), "--split", "val", "--file", str(good)],
+         "not both"),
+        ("bad device", ["generate", "--run-dir", str(run_dir), "--prefix", "分", "--device", "tpu"], "not valid"),
+        ("bad checkpoint name", ["generate", "--run-dir", str(run_dir), "--prefix", "分", "--checkpoint", "first"],
+         "use best or last"),
+        ("negative length", ["generate", "--run-dir", str(run_dir), "--prefix", "分", "--length", "-1"],
+         "length must be >= 0"),
+        ("config not a mapping", ["train", "--config", str(not_mapping)], "must be a mapping"),
+        ("run folder in use", ["train", "--config", TINY, "--corpus", str(good), "--run-dir", str(run_dir)],
+         "already holds a run"),
+        ("resume without folder", ["train", "--resume"], "--resume needs --run-dir"),
+        ("resume empty folder", ["train", "--resume", "--run-dir", str(no_ckpt)], "not found"),
+        ("resume changed shape", ["train", "--resume", "--run-dir", str(run_dir), "--set", "model.hidden_size=8"],
+         "changed model.hidden_size"),
+        ("resume changed corpus", ["train", "--resume", "--run-dir", str(run_dir), "--corpus", str(good)],
+         "checksum differs"),
+        ("zero eval batch", base + ["--set", "train.eval_batch_size=0"], "train.eval_batch_size"),
+        ("bad nonfinite policy", base + ["--set", "train.on_nonfinite=ignore"], "train.on_nonfinite"),
     ]
+
+
+class Payload:
+    """Unpickling this would create a file: the proof that a loader ran code from a checkpoint."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
 
 
 def test_bad_inputs_fail_cleanly(trained, tmp_path, capsys):
     _, run_dir, _ = trained
     before = {p: p.stat().st_mtime_ns for p in run_dir.iterdir()}
     failures = []
-    for case, argv, fragment in _cases(tmp_path, run_dir):
+    cases = _cases(tmp_path, run_dir)
+    assert len(cases) >= 30
+    for case, argv, fragment in cases:
         capsys.readouterr()
         code = main(argv)
         captured = capsys.readouterr()
@@ -157,6 +201,7 @@ def test_bad_inputs_fail_cleanly(trained, tmp_path, capsys):
         if code != 2 or "\n" in message or "Traceback" in captured.err + captured.out or fragment not in message:
             failures.append(f"{case}: exit {code}, stderr {captured.err!r}")
     assert not failures, "\n".join(failures)
+    assert not (tmp_path / "pwned").exists()
     assert not (tmp_path / "new_run").exists()  # nothing half-written
     assert {p: p.stat().st_mtime_ns for p in run_dir.iterdir()} == before
 

@@ -1,0 +1,107 @@
+"""The real `charlm train` process killed at random moments, and stopped by SIGINT / SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from charlm import checkpoint as ckpt
+from charlm.checkpoint import load_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = str(REPO / "configs" / "tiny.yaml")
+
+
+def make_corpus(path: Path) -> Path:
+    rng = random.Random(0)
+    words = ["分开", "不分开", "爱情", "你的", "微笑", "天空", "我想", "回家", "风景", "rain"]
+    path.write_text("\n".join(" ".join(rng.choice(words) for _ in range(6)) for _ in range(160)), encoding="utf-8")
+    return path
+
+
+def start(run_dir: Path, corpus: Path, *extra: str) -> subprocess.Popen:
+    args = [sys.executable, "-m", "charlm", "train", "--config", TINY, "--corpus", str(corpus), "--device", "cpu",
+            "--run-dir", str(run_dir), "--set", "sample.preview_every=0", *extra]
+    if (run_dir / ckpt.LAST).exists():
+        args.append("--resume")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_training(proc: subprocess.Popen, run_dir: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not (run_dir / ckpt.METRICS).exists() or not (run_dir / ckpt.METRICS).read_text():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "training did not start"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_never_loses_the_run(tmp_path):
+    """20+ SIGKILLs across a run's life (large checkpoints, one per batch, so many land mid-save)."""
+    corpus = make_corpus(tmp_path / "corpus.txt")
+    run_dir = tmp_path / "run"
+    big = ("--set", "model.hidden_size=512", "--set", "train.epochs=12", "--set", "train.checkpoint_every_batches=1")
+    rng = random.Random(1)
+    kills = mid_save = 0
+    while True:
+        proc = start(run_dir, corpus, *big)
+        if kills >= 20:
+            out, err = proc.communicate(timeout=600)
+            assert proc.returncode == 0, err
+            break
+        try:
+            proc.wait(timeout=rng.uniform(0.5, 5.0))
+            out, err = proc.communicate()
+            assert proc.returncode == 0, err
+            pytest.fail("the run finished before 20 kills: make it longer")
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            kills += 1
+        mid_save += any(run_dir.glob(".*.tmp"))  # a write was cut short: its temp file never got renamed
+        for name in (ckpt.LAST, ckpt.BEST):
+            if (run_dir / name).exists():
+                load_checkpoint(run_dir / name)  # whole and readable, whatever the moment of the kill
+    assert kills >= 20 and mid_save >= 1
+    records = [r for r in ckpt.read_metrics(run_dir) if "event" not in r]
+    assert [r["epoch"] for r in records] == list(range(1, 13))
+    assert load_checkpoint(run_dir / ckpt.LAST)["epoch"] == 12
+    assert not list(run_dir.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_saves_prints_the_resume_command_and_exits_with_its_code(tmp_path, signum, code):
+    corpus = make_corpus(tmp_path / "corpus.txt")
+    run_dir = tmp_path / "run"
+    proc = start(run_dir, corpus, "--set", "train.epochs=500")
+    wait_for_training(proc, run_dir)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"charlm train --resume --run-dir {run_dir}" in err
+    saved = load_checkpoint(run_dir / ckpt.LAST)
+    resumed = start(run_dir, corpus, "--set", f"train.epochs={saved['epoch'] + 1}")
+    out, err = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0, err
+    assert "resuming after" in out
+
+
+def test_a_second_ctrl_c_exits_at_once_and_leaves_a_loadable_run(tmp_path):
+    corpus = make_corpus(tmp_path / "corpus.txt")
+    run_dir = tmp_path / "run"
+    proc = start(run_dir, corpus, "--set", "train.epochs=500")
+    wait_for_training(proc, run_dir)
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    load_checkpoint(run_dir / ckpt.LAST)
