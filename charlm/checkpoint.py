@@ -13,6 +13,7 @@ import json
 import os
 import pickle
 import tempfile
+import time
 import warnings
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +30,8 @@ VERSION = 1
 LAST, BEST = "last.pt", "best.pt"
 CONFIG, VOCAB, METRICS = "config.yaml", "vocab.json", "metrics.jsonl"
 RUNS_ROOT = Path("runs")
+# test hook: seconds to pause inside every write, so that a test's SIGKILL lands mid-write often
+SLOW_WRITES = float(os.environ.get("CHARLM_SLOW_WRITES") or 0)
 _UMASK = os.umask(0)
 os.umask(_UMASK)  # read once: mkstemp creates 0600 files, and run files should be as readable as any other
 
@@ -51,6 +54,8 @@ def atomic_write(path: Path, write) -> None:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
+            if SLOW_WRITES:
+                time.sleep(SLOW_WRITES)
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)

@@ -67,20 +67,75 @@ def stream(model, vocab: Vocab, prefix: str, length: int, temperature: float = 0
     return _steps(model, ids, length, temperature, top_k, top_p, generator)
 
 
+class FastStep:
+    """One step of a CharRNN (in eval mode) as a few plain tensor ops per layer.
+
+    Generation is latency-bound: a single-step nn.LSTM call costs milliseconds of dispatch (and oneDNN
+    set-up on the CPU) for microseconds of math. Here the first layer's input projection becomes a
+    table lookup (embedding or one-hot times W_ih, plus the biases, computed once), and each layer is
+    one addmm for its hidden state followed by the gate arithmetic.
+    """
+
+    def __init__(self, model):
+        rnn = model.rnn
+        self.kind, self.num_layers = model.kind, model.num_layers
+        fold = self.kind != "gru"  # a GRU applies b_hn inside the reset gate, so it stays separate
+        self.layers = []
+        for layer in range(self.num_layers):
+            w_ih, w_hh = getattr(rnn, f"weight_ih_l{layer}"), getattr(rnn, f"weight_hh_l{layer}")
+            b_ih, b_hh = getattr(rnn, f"bias_ih_l{layer}"), getattr(rnn, f"bias_hh_l{layer}")
+            self.layers.append((w_ih.t(), b_ih + b_hh if fold else b_ih, w_hh.t(), b_hh))
+        w_ih0, b_in0 = self.layers[0][0], self.layers[0][1]
+        inputs = model.embedding.weight if model.embedding is not None else None
+        self.table = (inputs @ w_ih0 if inputs is not None else w_ih0) + b_in0  # (vocab, gates * hidden)
+        self.head_w, self.head_b = model.head.weight.t(), model.head.bias
+
+    def __call__(self, ids: torch.Tensor, state):
+        lstm = self.kind == "lstm"
+        hs, cs = (state if lstm else (state, None))
+        new_h, new_c = [], []
+        x = None
+        for layer, (w_ih, b_in, w_hh, b_hh) in enumerate(self.layers):
+            gx = self.table[ids] if layer == 0 else torch.addmm(b_in, x, w_ih)
+            h = hs[layer]
+            if lstm:
+                i, f, g, o = torch.addmm(gx, h, w_hh).chunk(4, 1)
+                c = torch.sigmoid(f) * cs[layer] + torch.sigmoid(i) * torch.tanh(g)
+                h = torch.sigmoid(o) * torch.tanh(c)
+                new_c.append(c)
+            elif self.kind == "gru":
+                gh = torch.addmm(b_hh, h, w_hh)
+                xr, xz, xn = gx.chunk(3, 1)
+                hr, hz, hn = gh.chunk(3, 1)
+                r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+                n = torch.tanh(xn + r * hn)
+                h = n + z * (h - n)
+            else:
+                pre = torch.addmm(gx, h, w_hh)
+                h = pre.relu() if self.kind == "rnn_relu" else pre.tanh()
+            new_h.append(h)
+            x = h
+        logits = torch.addmm(self.head_b, x, self.head_w)
+        hs = torch.stack(new_h)
+        return logits, ((hs, torch.stack(new_c)) if lstm else hs)
+
+
 def _steps(model, ids, length, temperature, top_k, top_p, generator) -> Iterator[torch.Tensor]:
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            state = None
-            if ids.shape[1] > 1:  # the prefix but its last character, in one call
-                _, state = model(ids[:, :-1], state)
-            current = ids[:, -1:]
+            # the prefix but its last character in one model call, which also gives the state's layout
+            if ids.shape[1] > 1:
+                _, state = model(ids[:, :-1], None)
+            else:
+                state = model.begin_state(ids.shape[0], ids.device)
+            step = FastStep(model)
+            current = ids[:, -1]
             for _ in range(length):
-                logits, state = model(current, state)
-                next_ids = sample_next(logits[-1], temperature, top_k, top_p, generator)
-                yield next_ids
-                current = next_ids[:, None]
+                logits, state = step(current, state)
+                current = sample_next(logits, temperature, top_k, top_p, generator)
+                yield current
     finally:
         model.train(was_training)
 

@@ -26,12 +26,12 @@ def make_corpus(path: Path) -> Path:
     return path
 
 
-def start(run_dir: Path, corpus: Path, *extra: str) -> subprocess.Popen:
+def start(run_dir: Path, corpus: Path, *extra: str, slow_writes: float = 0) -> subprocess.Popen:
     args = [sys.executable, "-m", "charlm", "train", "--config", TINY, "--corpus", str(corpus), "--device", "cpu",
             "--run-dir", str(run_dir), "--set", "sample.preview_every=0", *extra]
     if (run_dir / ckpt.LAST).exists():
         args.append("--resume")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200", "CHARLM_SLOW_WRITES": str(slow_writes)}
     return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -45,14 +45,15 @@ def wait_for_training(proc: subprocess.Popen, run_dir: Path, timeout: float = 60
 
 @pytest.mark.slow
 def test_sigkill_at_random_moments_never_loses_the_run(tmp_path):
-    """20+ SIGKILLs across a run's life (large checkpoints, one per batch, so many land mid-save)."""
+    """20+ SIGKILLs across a run's life, a checkpoint per batch, each write slowed by a test hook so that
+    many kills land in the middle of one."""
     corpus = make_corpus(tmp_path / "corpus.txt")
     run_dir = tmp_path / "run"
-    big = ("--set", "model.hidden_size=512", "--set", "train.epochs=12", "--set", "train.checkpoint_every_batches=1")
+    big = ("--set", "model.hidden_size=256", "--set", "train.epochs=12", "--set", "train.checkpoint_every_batches=1")
     rng = random.Random(1)
     kills = mid_save = 0
     while True:
-        proc = start(run_dir, corpus, *big)
+        proc = start(run_dir, corpus, *big, slow_writes=0.05)
         if kills >= 20:
             out, err = proc.communicate(timeout=600)
             assert proc.returncode == 0, err

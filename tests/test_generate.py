@@ -140,3 +140,22 @@ def test_unseeded_sampling_leaves_the_global_rng_alone(model):
     torch.manual_seed(123)
     generate(model, VOCAB, "分开", 5, temperature=1.0)
     assert torch.equal(torch.rand(4), expected)
+
+
+@pytest.mark.parametrize("kind", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
+@pytest.mark.parametrize("input_kind", ["onehot", "embedding"])
+def test_fast_step_computes_the_model(kind, input_kind):
+    from charlm.generate import FastStep
+
+    torch.manual_seed(0)
+    model = CharRNN(11, kind, hidden_size=8, num_layers=2, dropout=0.3, input=input_kind, embed_size=5).eval()
+    ids = torch.randint(0, 11, (4, 7))
+    with torch.inference_mode():
+        expected, expected_state = model(ids, None)
+        step = FastStep(model)
+        state = model.begin_state(4)
+        for t in range(7):
+            logits, state = step(ids[:, t], state)
+            assert torch.allclose(logits, expected[t], atol=1e-5), t
+    flat = (lambda s: torch.cat([x.flatten() for x in s])) if kind == "lstm" else (lambda s: s.flatten())
+    assert torch.allclose(flat(state), flat(expected_state), atol=1e-5)

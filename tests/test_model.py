@@ -190,3 +190,30 @@ def test_from_config_ties_weights():
 def test_single_layer_has_no_inter_layer_dropout():
     model = CharRNN(5, kind="lstm", hidden_size=4, num_layers=1, dropout=0.5)
     assert model.rnn.dropout == 0.0 and model.drop.p == 0.5
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_elman_recurrence_gradients_are_exact(relu):
+    from charlm.model import ElmanRecurrence
+
+    g = torch.Generator().manual_seed(0)
+    args = [torch.randn(*shape, dtype=torch.double, generator=g, requires_grad=True)
+            for shape in [(5, 3, 4), (3, 4), (4, 4), (4,)]]
+    assert torch.autograd.gradcheck(lambda *a: ElmanRecurrence.apply(*a, relu), args)
+
+
+@pytest.mark.parametrize("kind", ["rnn_tanh", "rnn_relu"])
+def test_onehot_gather_path_has_the_gradients_of_the_onehot_matmul(kind):
+    torch.manual_seed(0)
+    fast = CharRNN(17, kind, hidden_size=8, input="onehot")
+    assert fast.gather_onehot
+    plain = CharRNN(17, kind, hidden_size=8, input="onehot")
+    plain.load_state_dict(fast.state_dict())
+    plain.gather_onehot = False  # the nn.RNN path on explicit one-hot vectors
+    x = torch.randint(0, 17, (3, 6))
+    h0 = torch.randn(1, 3, 8)
+    for model in (fast, plain):
+        logits, state = model(x, h0)
+        (logits.square().mean() + state.sum()).backward()
+    for (name, a), (_, b) in zip(fast.named_parameters(), plain.named_parameters(), strict=True):
+        assert torch.allclose(a.grad, b.grad, atol=1e-6, rtol=1e-5), name
