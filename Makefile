@@ -6,7 +6,7 @@ PY      := $(VENV)/bin/python
 TORCH   ?= torch==2.13.0
 CONFIG  ?= configs/jaychou-lstm.yaml
 
-.PHONY: install test lint train clean
+.PHONY: install test lint train bench clean
 
 install:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ lint:
 
 train:
 	$(VENV)/bin/charlm train --config $(CONFIG)
+
+bench:
+	$(PY) benchmarks/bench.py --json benchmarks/results.json
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

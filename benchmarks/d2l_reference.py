@@ -67,7 +67,7 @@ def train_epochs(model, corpus_indices, num_epochs, num_steps, lr, clipping_thet
                 state = tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
             output, state = model(X, state)
             y = torch.transpose(Y, 0, 1).contiguous().view(-1)
-            l = loss(output, y.long())
+            l = loss(output, y.long())  # noqa: E741 (the seed's name)
             optimizer.zero_grad()
             l.backward()
             grad_clipping(list(model.parameters()), clipping_theta, device)

@@ -25,7 +25,7 @@ import torch
 from charlm.config import DataConfig
 from charlm.errors import CorpusError, RunError
 
-CHUNK_CHARS = 1 << 22  # 4M characters per read: bounded memory for any corpus size
+CHUNK_CHARS = 1 << 20  # 1M characters per read: a few MB of working memory for any corpus size
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -84,11 +84,12 @@ class FastStep:
         for layer in range(self.num_layers):
             w_ih, w_hh = getattr(rnn, f"weight_ih_l{layer}"), getattr(rnn, f"weight_hh_l{layer}")
             b_ih, b_hh = getattr(rnn, f"bias_ih_l{layer}"), getattr(rnn, f"bias_hh_l{layer}")
-            self.layers.append((w_ih.t(), b_ih + b_hh if fold else b_ih, w_hh.t(), b_hh))
+            # (in, out) row-major copies: a one-row matmul streams them 2-3x faster than the transposed views
+            self.layers.append((w_ih.t().contiguous(), b_ih + b_hh if fold else b_ih, w_hh.t().contiguous(), b_hh))
         w_ih0, b_in0 = self.layers[0][0], self.layers[0][1]
         inputs = model.embedding.weight if model.embedding is not None else None
         self.table = (inputs @ w_ih0 if inputs is not None else w_ih0) + b_in0  # (vocab, gates * hidden)
-        self.head_w, self.head_b = model.head.weight.t(), model.head.bias
+        self.head_w, self.head_b = model.head.weight.t().contiguous(), model.head.bias
 
     def __call__(self, ids: torch.Tensor, state):
         lstm = self.kind == "lstm"
@@ -96,7 +97,7 @@ class FastStep:
         new_h, new_c = [], []
         x = None
         for layer, (w_ih, b_in, w_hh, b_hh) in enumerate(self.layers):
-            gx = self.table[ids] if layer == 0 else torch.addmm(b_in, x, w_ih)
+            gx = self.table.index_select(0, ids) if layer == 0 else torch.addmm(b_in, x, w_ih)
             h = hs[layer]
             if lstm:
                 i, f, g, o = torch.addmm(gx, h, w_hh).chunk(4, 1)

@@ -1,0 +1,259 @@
+"""charlm's benchmark: baselines and charlm side by side, in one process, on this machine.
+
+    python benchmarks/bench.py [--quick] [--json PATH]
+
+Prints a table and writes every figure to JSON. Targets are ratios measured in the same run (never
+absolute times), so the figures travel between machines. Needs the jaychou and tinyshakespeare corpora
+(from $CHARLM_DATA_DIR, or downloaded once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import d2l_reference as ref  # noqa: E402
+
+from charlm import checkpoint as ckpt  # noqa: E402
+from charlm.config import load_config  # noqa: E402
+from charlm.data import BUILTINS, data_dir, fetch  # noqa: E402
+from charlm.evaluate import score_run  # noqa: E402
+from charlm.generate import generate  # noqa: E402
+from charlm.train import train  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+LSTM = dict(hidden_size=512, num_layers=2, embed_size=128, batch_size=64, num_steps=128)
+MODEL_KEYS = ("hidden_size", "num_layers", "embed_size")
+TARGETS = {  # figure: (minimum or maximum, value)
+    "speedup_vs_d2l": (">=", 1.8), "lstm_mfu": (">=", 0.80), "eval_over_train": (">=", 3.0),
+    "gen_speedup_vs_d2l": (">=", 5.0), "gen_batch_over_single": (">=", 10.0),
+    "encode_peak_rss_ratio": ("<=", 2.0), "encode_mb_per_s": (">=", 20.0),
+}
+
+
+def matmul_gflops(m: int, k: int, n: int, seconds: float) -> float:
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    for _ in range(3):
+        a @ b
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        a @ b
+        count += 1
+    return 2 * m * k * n * count / (time.perf_counter() - started) / 1e9
+
+
+def peak_gflops(quick: bool) -> float:
+    """The best fp32 matmul rate: a large square product and the LSTM's own large shapes."""
+    rows = LSTM["batch_size"] * LSTM["num_steps"]
+    shapes = [(2048, 2048, 2048), (rows, 1024, 4 * LSTM["hidden_size"]), (rows, LSTM["hidden_size"], 2048)]
+    return max(matmul_gflops(*shape, 0.5 if quick else 1.5) for shape in shapes)
+
+
+def run_config(path: str, overrides: list[str], run_dir: Path) -> list[dict]:
+    train(load_config(path, overrides + ["train.device=cpu", "sample.preview_every=0"]), run_dir)
+    return [r for r in ckpt.read_metrics(run_dir) if "event" not in r]
+
+
+def d2l_figures(quick: bool, work: Path) -> dict:
+    """The seed loop and charlm's trainer on d2l's model and data, from the same initial weights."""
+    epochs = 3 if quick else 8
+    records = run_config(str(REPO / "configs" / "d2l-jaychou-rnn.yaml"), [f"train.epochs={epochs}"], work / "d2l")
+    charlm_rate = sum(r["chars_per_s"] * r["train_seconds"] for r in records) / sum(r["train_seconds"] for r in records)
+
+    model, vocab, config, _ = ckpt.load_model(work / "d2l")
+    from charlm.data import load_corpus
+
+    ids = load_corpus(config.data).train.tolist()  # the seed keeps its corpus as a Python list
+    torch.manual_seed(config.train.seed)  # the same initial weights as charlm's run: nn.RNN, then Linear
+    seed_model = ref.RNNModel(nn.RNN(len(vocab), 256), len(vocab))
+    losses, seed_rate = ref.train_epochs(seed_model, ids, epochs, 35, 1e-3, 0.01, 32)
+    return {"d2l_ref_chars_per_s": seed_rate, "charlm_d2l_chars_per_s": charlm_rate,
+            "speedup_vs_d2l": charlm_rate / seed_rate, "d2l_epochs": epochs,
+            "d2l_ref_loss_by_epoch": losses, "charlm_d2l_loss_by_epoch": [r["train_loss"] for r in records],
+            "d2l_same_losses_5_digits": all(f"{a:.5f}" == f"{r['train_loss']:.5f}"
+                                           for a, r in zip(losses, records, strict=True))}
+
+
+def plain_lstm_chars_per_s(vocab_size: int, batches: int) -> float:
+    """A plain nn.LSTM training loop on random ids: what PyTorch alone reaches on these shapes."""
+    torch.manual_seed(0)
+    emb = nn.Embedding(vocab_size, LSTM["embed_size"])
+    lstm = nn.LSTM(LSTM["embed_size"], LSTM["hidden_size"], LSTM["num_layers"])
+    head = nn.Linear(LSTM["hidden_size"], vocab_size)
+    params = [*emb.parameters(), *lstm.parameters(), *head.parameters()]
+    optimizer = torch.optim.Adam(params, lr=1e-3)
+    x = torch.randint(0, vocab_size, (LSTM["num_steps"], LSTM["batch_size"]))
+    y = torch.randint(0, vocab_size, (LSTM["num_steps"] * LSTM["batch_size"],))
+
+    def step():
+        out, _ = lstm(emb(x))
+        loss = nn.functional.cross_entropy(head(out).view(-1, vocab_size), y)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+
+    step()  # warm-up: oneDNN builds its primitives on the first call
+    started = time.perf_counter()
+    for _ in range(batches):
+        step()
+    return batches * x.numel() / (time.perf_counter() - started)
+
+
+def lstm_figures(quick: bool, work: Path, peak: float) -> dict:
+    """Training, eval and generation of an LSTM 2x512 (embedding 128) on tiny shakespeare."""
+    batches = 4 if quick else 12
+    chars = LSTM["batch_size"] * (batches * LSTM["num_steps"] + 1) + 1
+    overrides = [
+        "data.corpus=tinyshakespeare", f"data.max_chars={chars}", "data.val_fraction=0", "model.kind=lstm",
+        "model.input=embedding", "model.dropout=0", "model.tie_weights=false", "train.epochs=2",
+        "train.warmup_steps=0", "train.eval_batch_size=256",
+        *(f"{'model' if k in MODEL_KEYS else 'train'}.{k}={v}" for k, v in LSTM.items()),
+    ]
+    records = run_config(str(REPO / "configs" / "tiny.yaml"), overrides, work / "lstm")
+    train_rate = records[-1]["chars_per_s"]  # epoch 2: oneDNN's first-call set-up is behind us
+    model, vocab, _, _ = ckpt.load_model(work / "lstm", "last")
+    params = model.num_parameters(embedding=False)
+    plain_rate = plain_lstm_chars_per_s(len(vocab), batches)
+
+    text = work / "eval.txt"
+    source = Path(fetch("tinyshakespeare")[0]).read_text(encoding="utf-8")
+    known = "".join(c for c in source[: (100_000 if quick else 400_000)] if c in vocab.index)  # the run saw a part
+    text.write_text(known, encoding="utf-8")
+    started = time.perf_counter()
+    result, _ = score_run(work / "lstm", "last", file=text)
+    eval_rate = result["chars"] / (time.perf_counter() - started)
+
+    length = 500 if quick else 2000
+    started = time.perf_counter()
+    ours = generate(model, vocab, "ROMEO:", length)[0]
+    gen_rate = length / (time.perf_counter() - started)
+
+    def seed_model(x, state):  # the seed's predict calls model(X, state) -> (logits (1, vocab), state)
+        logits, state = model(x, state)
+        return logits.reshape(-1, len(vocab)), state
+
+    started = time.perf_counter()
+    with torch.inference_mode():
+        theirs = ref.predict(vocab.encode("ROMEO:"), length, seed_model)
+    seed_gen_rate = length / (time.perf_counter() - started)
+    started = time.perf_counter()
+    generate(model, vocab, "ROMEO:", length, temperature=1.0, num_samples=32, seed=0)
+    batch_rate = 32 * length / (time.perf_counter() - started)
+    agree = sum(a == b for a, b in zip(ours, vocab.decode(theirs), strict=True)) / len(ours)
+    return {
+        "lstm_config": {**LSTM, "vocab_size": len(vocab), "non_embedding_parameters": params},
+        "lstm_train_chars_per_s": train_rate, "lstm_mfu": 6 * params * train_rate / (peak * 1e9),
+        "plain_lstm_chars_per_s": plain_rate, "plain_lstm_mfu": 6 * params * plain_rate / (peak * 1e9),
+        "eval_chars_per_s": eval_rate, "eval_over_train": eval_rate / train_rate,
+        "gen_chars_per_s": gen_rate, "d2l_gen_chars_per_s": seed_gen_rate,
+        "gen_speedup_vs_d2l": gen_rate / seed_gen_rate,
+        "gen_greedy_agreement_with_d2l": agree,
+        "gen_batch_chars_per_s": batch_rate, "gen_batch_over_single": batch_rate / gen_rate,
+    }
+
+
+ENCODE_PROBE = textwrap.dedent("""
+    import json, sys, time
+    from charlm.config import DataConfig
+    from charlm.data import load_corpus
+
+    def status(key):
+        for line in open("/proc/self/status"):
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
+    load_corpus(DataConfig(corpus=sys.argv[2], val_fraction=0.1))  # torch's lazy set-up, not the step's cost
+    before = status("VmRSS:")
+    started = time.perf_counter()
+    corpus = load_corpus(DataConfig(corpus=sys.argv[1], val_fraction=0.1))
+    seconds = time.perf_counter() - started
+    print(json.dumps({"seconds": seconds, "peak_bytes": status("VmHWM:") - before}))
+""")
+
+
+def encode_figures(quick: bool, work: Path) -> dict:
+    """Load and encode a large text file in a fresh process: speed, and peak RSS over the file size."""
+    size = (20 if quick else 100) * 1_000_000
+    source = Path(fetch("tinyshakespeare")[0]).read_bytes()
+    path = work / "big.txt"
+    with open(path, "wb") as f:
+        for _ in range(size // len(source) + 1):
+            f.write(source)
+    with open(path, "r+b") as f:
+        f.truncate(size)
+    small = work / "small.txt"
+    small.write_bytes(source[:100_000])
+    probe = subprocess.run([sys.executable, "-c", ENCODE_PROBE, str(path), str(small)], capture_output=True, text=True,
+                           check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    measured = json.loads(probe.stdout)
+    return {"encode_file_mb": size / 1e6, "encode_mb_per_s": size / 1e6 / measured["seconds"],
+            "encode_peak_rss_ratio": measured["peak_bytes"] / size}
+
+
+def verdicts(figures: dict) -> dict:
+    return {name: {"target": f"{op} {value}", "value": figures[name],
+                   "met": figures[name] >= value if op == ">=" else figures[name] <= value}
+            for name, (op, value) in TARGETS.items() if name in figures}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a one-minute smoke version (CI)")
+    parser.add_argument("--json", type=Path, help="write every figure here")
+    args = parser.parse_args()
+    console = Console(highlight=False)
+    for name in ("jaychou", "tinyshakespeare"):
+        fetch(name)
+    console.print(f"charlm benchmark{' (quick)' if args.quick else ''}: torch {torch.__version__}, "
+                  f"{torch.get_num_threads()} threads, corpora in {data_dir()} ({', '.join(BUILTINS)})")
+    started = time.perf_counter()
+    figures: dict = {"quick": args.quick, "torch": torch.__version__, "threads": torch.get_num_threads(),
+                     "machine": os.uname().machine, "cpu": _cpu_name()}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        figures["peak_gflops"] = peak_gflops(args.quick)
+        figures.update(d2l_figures(args.quick, work))
+        figures.update(lstm_figures(args.quick, work, figures["peak_gflops"]))
+        figures.update(encode_figures(args.quick, work))
+    figures["seconds"] = time.perf_counter() - started
+    figures["targets"] = verdicts(figures)
+
+    table = Table(title="charlm benchmark (ratios are measured in this run)")
+    for column in ("figure", "value", "target"):
+        table.add_column(column)
+    for name, value in figures.items():
+        if isinstance(value, float):
+            target = figures["targets"].get(name)
+            mark = "" if target is None else f"{target['target']} {'met' if target['met'] else 'MISSED'}"
+            table.add_row(name, f"{value:,.3f}" if abs(value) < 100 else f"{value:,.0f}", mark)
+    console.print(table)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+        console.print(f"figures written to {args.json}")
+
+
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+if __name__ == "__main__":
+    main()
