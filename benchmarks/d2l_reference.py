@@ -54,14 +54,14 @@ def grad_clipping(params, theta, device):
 
 
 def train_epochs(model, corpus_indices, num_epochs, num_steps, lr, clipping_theta, batch_size, device="cpu"):
-    """d2l's loop; returns (mean loss per epoch, chars/s over all epochs)."""
+    """d2l's loop; returns (mean loss per epoch, chars/s per epoch)."""
     loss = nn.CrossEntropyLoss()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     model.to(device)
     state = None
-    epoch_losses, chars, started = [], 0, time.perf_counter()
+    epoch_losses, rates = [], []
     for _ in range(num_epochs):
-        l_sum, n = 0.0, 0
+        l_sum, n, started = 0.0, 0, time.perf_counter()
         for X, Y in data_iter_consecutive(corpus_indices, batch_size, num_steps, device):
             if state is not None:
                 state = tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
@@ -75,8 +75,8 @@ def train_epochs(model, corpus_indices, num_epochs, num_steps, lr, clipping_thet
             l_sum += l.item() * y.shape[0]
             n += y.shape[0]
         epoch_losses.append(l_sum / n)
-        chars += n
-    return epoch_losses, chars / (time.perf_counter() - started)
+        rates.append(n / (time.perf_counter() - started))
+    return epoch_losses, rates
 
 
 def predict(prefix_ids, num_chars, model, device="cpu"):

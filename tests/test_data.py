@@ -6,6 +6,7 @@ import hashlib
 import io
 import tarfile
 
+import d2l_reference
 import pytest
 import torch
 
@@ -226,19 +227,6 @@ def test_missing_path_is_rejected(tmp_path):
 # Batches
 
 
-def d2l_data_iter_consecutive(corpus_indices, batch_size, num_steps):
-    """d2l-zh (PyTorch) data_iter_consecutive, verbatim but for the device argument."""
-    data_len = len(corpus_indices)
-    batch_len = data_len // batch_size
-    indices = corpus_indices[0: batch_size * batch_len].view(batch_size, batch_len)
-    epoch_size = (batch_len - 1) // num_steps
-    for i in range(epoch_size):
-        i = i * num_steps
-        X = indices[:, i: i + num_steps]
-        Y = indices[:, i + 1: i + num_steps + 1]
-        yield X, Y
-
-
 CASES = [(100, 4, 5), (101, 3, 7), (3000, 32, 35), (64, 2, 15), (36, 1, 35), (50, 16, 1), (50, 5, 3)]
 
 
@@ -246,11 +234,11 @@ CASES = [(100, 4, 5), (101, 3, 7), (3000, 32, 35), (64, 2, 15), (36, 1, 35), (50
 def test_consecutive_batches_equal_d2l(n, batch_size, num_steps):
     ids = torch.randperm(n)
     ours = list(data.consecutive_batches(ids, batch_size, num_steps))
-    ref = list(d2l_data_iter_consecutive(ids, batch_size, num_steps))
+    ref = list(d2l_reference.data_iter_consecutive(ids.tolist(), batch_size, num_steps))  # the seed's own code
     assert len(ours) == len(ref) > 0
     for (x, y), (rx, ry) in zip(ours, ref, strict=True):
         assert x.shape == y.shape == (batch_size, num_steps)
-        assert torch.equal(x, rx) and torch.equal(y, ry)
+        assert torch.equal(x.float(), rx) and torch.equal(y.float(), ry)
 
 
 @pytest.mark.parametrize(("n", "batch_size", "num_steps"), CASES)
@@ -272,9 +260,10 @@ def test_consecutive_windows_continue_each_stream(n, batch_size, num_steps):
 def test_consecutive_offset_shifts_the_start(offset):
     ids = torch.arange(200)
     ours = list(data.consecutive_batches(ids, 4, 7, offset))
-    ref = list(d2l_data_iter_consecutive(ids[offset:], 4, 7))
+    ref = list(d2l_reference.data_iter_consecutive(ids[offset:].tolist(), 4, 7))
     assert len(ours) == len(ref)
-    assert all(torch.equal(x, rx) and torch.equal(y, ry) for (x, y), (rx, ry) in zip(ours, ref, strict=True))
+    assert all(torch.equal(x.float(), rx) and torch.equal(y.float(), ry)
+               for (x, y), (rx, ry) in zip(ours, ref, strict=True))
     assert int(ours[0][0][0, 0]) == offset
 
 

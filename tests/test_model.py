@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import d2l_reference
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from charlm.config import ModelConfig
@@ -16,28 +16,11 @@ INPUTS = ["onehot", "embedding"]
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-class D2lRNNModel(nn.Module):
-    """d2l-zh (PyTorch) 6.5 RNNModel, with to_onehot written as F.one_hot(X.T)."""
-
-    def __init__(self, rnn_layer, vocab_size):
-        super().__init__()
-        self.rnn = rnn_layer
-        self.hidden_size = rnn_layer.hidden_size
-        self.vocab_size = vocab_size
-        self.dense = nn.Linear(self.hidden_size, vocab_size)
-
-    def forward(self, inputs, state):  # inputs: (batch, seq_len)
-        X = F.one_hot(inputs.T.long(), self.vocab_size).float()  # (seq_len, batch, vocab)
-        Y, state = self.rnn(X, state)
-        output = self.dense(Y.view(-1, Y.shape[-1]))  # (seq_len * batch, vocab)
-        return output, state
-
-
 def test_onehot_rnn_tanh_is_exactly_d2l_rnn_model():
     torch.manual_seed(0)
     vocab, hidden, batch, steps = 23, 16, 3, 7
     model = CharRNN(vocab, kind="rnn_tanh", hidden_size=hidden, num_layers=1, dropout=0.0, input="onehot")
-    ref = D2lRNNModel(nn.RNN(input_size=vocab, hidden_size=hidden), vocab)
+    ref = d2l_reference.RNNModel(nn.RNN(input_size=vocab, hidden_size=hidden), vocab)
     ref.rnn.load_state_dict(model.rnn.state_dict())
     ref.dense.load_state_dict(model.head.state_dict())
     x1 = torch.randint(0, vocab, (batch, steps))
