@@ -127,6 +127,63 @@ def perplexity(
               f"perplexity {result['perplexity']:.4f}")
 
 
+@app.command(epilog="Example: charlm plot --run-dir runs/a --run-dir runs/b --out compare.png")
+def plot(
+    run_dirs: Annotated[Optional[list[Path]], typer.Option("--run-dir", "-r", help="Run folder (repeat to overlay).")]
+    = None,
+    out_file: Annotated[Optional[Path], typer.Option("--out", "-o", help="PNG to write (default: RUN/loss.png).")]
+    = None,
+) -> None:
+    """Draw train/val loss against epoch and wall time, the LR and the best epoch, as a PNG."""
+    from charlm import checkpoint as ckpt
+    from charlm.plot import plot_runs
+
+    folders = [ckpt.resolve_run_dir(d) for d in run_dirs] if run_dirs else [ckpt.resolve_run_dir(None)]
+    target = out_file or folders[0] / "loss.png"
+    plot_runs(folders, target)
+    out.print(f"wrote {target}")
+
+
+@app.command(epilog="Example: charlm runs --root runs")
+def runs(root: Annotated[Path, typer.Option(help="Folder holding run folders.")] = Path("runs")) -> None:
+    """List every run: corpus, model, epochs, best val perplexity and bits/char, time, state."""
+    from charlm.runs import list_runs
+
+    table = Table(title=f"runs in {root}/")
+    for column in ("run", "corpus", "model", "epochs", "best ppl", "best bpc", "time", "state"):
+        table.add_column(column, justify="right" if column in ("epochs", "best ppl", "best bpc", "time") else "left")
+    for run in list_runs(root):
+        table.add_row(run["name"], Path(run["corpus"]).name, run["model"], f"{run['epochs_done']}/{run['epochs']}",
+                      f"{run['best_ppl']:.3f}", f"{run['best_bpc']:.3f}", f"{run['seconds']:.0f} s", run["state"])
+    out.print(table)
+
+
+@app.command(epilog="Example: charlm info --run-dir runs/jaychou-lstm-20261123-195026")
+def info(run_dir: RunDir = None) -> None:
+    """Show a run: its config, vocabulary, parameter count, device, metrics and checkpoint files."""
+    from charlm import checkpoint as ckpt
+    from charlm.config import dump_config
+    from charlm.runs import sparkline, summarize
+
+    folder = ckpt.resolve_run_dir(run_dir)
+    model, vocab, config, payload = ckpt.load_model(folder, "last")
+    run = summarize(folder)
+    sample = "".join(vocab.chars[:: max(1, len(vocab) // 40)][:40]).replace("\n", "↵")
+    out.print(f"[bold]{folder}[/] ({run['state']}, trained on {run['device']})")
+    out.print(f"vocabulary: {len(vocab):,} characters, e.g. {sample}", markup=False)
+    without = model.num_parameters(embedding=False)
+    out.print(f"parameters: {model.num_parameters():,} ({without:,} without the embedding)")
+    what = run["monitored"][:-5]
+    out.print(f"epochs {run['epochs_done']}/{run['epochs']}, best {what} perplexity {run['best_ppl']:.3f} "
+              f"({run['best_bpc']:.3f} bits/char) at epoch {run['best_epoch']}, {run['seconds']:.1f} s in all")
+    out.print(f"{what} loss by epoch: {sparkline([r[run['monitored']] for r in run['records']])}")
+    for path in sorted(folder.iterdir()):
+        if path.is_file():
+            out.print(f"  {path.name:<24} {path.stat().st_size:>12,} bytes", markup=False)
+    out.print("config:", markup=False)
+    out.print(dump_config(config), markup=False)
+
+
 @data_app.command("list", epilog="Example: charlm data list")
 def data_list() -> None:
     """Show the built-in corpora, their size and whether they are in the cache folder."""
@@ -166,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     except CharlmError as e:
         err.print(f"{getattr(e, 'label', 'error')}: {e}", markup=False)
         return e.exit_code
-    except (click_errors.Abort, typer.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         err.print("interrupted", markup=False)
         return 130
     except BrokenPipeError:  # `charlm generate ... | head`: the reader left, which is fine

@@ -71,12 +71,18 @@ class SampleConfig:
 
 
 @dataclass
+class LogConfig:
+    tensorboard: bool = False  # also write scalars to RUN_DIR/tb/ (needs the tensorboard package)
+
+
+@dataclass
 class Config:
     name: str = "jaychou-lstm"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -7,6 +7,7 @@ import math
 import time
 
 from rich.console import Console
+from rich.panel import Panel
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -18,6 +19,7 @@ from rich.progress import (
 )
 
 from charlm.evaluate import perplexity
+from charlm.runs import sparkline
 from charlm.train import Reporter
 
 
@@ -92,6 +94,12 @@ class RichReporter(Reporter):
     def finish(self, summary: dict) -> None:
         loss = summary["best_loss"]
         what = "val" if summary["monitored"] == "val_loss" else "train"
-        self.console.print(
-            f"done in {summary['seconds']:.1f} s: best {what} perplexity {perplexity(loss):.3f} "
-            f"({loss / math.log(2):.3f} bits/char) at epoch {summary['best_epoch']}; run folder {summary['run_dir']}")
+        last = summary["last"]
+        lines = [
+            f"best {what} perplexity [bold]{perplexity(loss):.3f}[/] ({loss / math.log(2):.3f} bits/char) "
+            f"at epoch {summary['best_epoch']}",
+            f"{summary['epochs']} epochs in {summary['seconds']:.1f} s · {last.get('chars_per_s', 0):,.0f} chars/s",
+            f"{what} loss by epoch {sparkline(summary['losses'])}",
+            f"run folder {summary['run_dir']}",
+        ]
+        self.console.print(Panel("\n".join(lines), title="charlm train: done", expand=False))

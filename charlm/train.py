@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from charlm import checkpoint as ckpt
+from charlm import runs
 from charlm.config import Config, TrainConfig, dump_config, from_dict
 from charlm.data import (
     Corpus,
@@ -41,7 +42,7 @@ NONFINITE_CHECK_EVERY = 50  # batches between checks of the loss for NaN/Inf (ea
 # config keys that may differ when a run is resumed: they do not change the computation so far
 RESUMABLE_KEYS = {"name", "data.corpus", "train.epochs", "train.device", "train.eval_batch_size",
                   "train.checkpoint_every_batches", "train.keep_last", "train.on_nonfinite", "train.max_nonfinite"}
-RESUMABLE_SECTIONS = {"sample"}
+RESUMABLE_SECTIONS = {"sample", "log"}
 EXPLICIT_ONLY_KEYS = {"train.lr"}  # allowed only when asked for on the command line (--set train.lr=...)
 
 
@@ -243,6 +244,8 @@ def train(config: Config, run_dir: Path | None = None, reporter: Reporter | None
     val_ids = corpus.val.to(device)
     train_ids = corpus.train.to(device)
     started = time.perf_counter()
+    runs.write_status(run_dir, "running", device=str(device))
+    board = _tensorboard(run_dir) if config.log.tensorboard else None
     try:
         with StopSignals() as stop:
             for epoch in range(run["epoch"] + 1, t.epochs + 1):
@@ -257,6 +260,10 @@ def train(config: Config, run_dir: Path | None = None, reporter: Reporter | None
                     run["best_loss"], run["best_epoch"] = monitored, epoch
                 # metrics first: a crash before the checkpoint means the epoch is redone and its line rewritten
                 ckpt.append_line(run_dir / ckpt.METRICS, record)
+                if board is not None:
+                    for key in ("train_loss", "val_loss", "lr", "grad_norm", "chars_per_s"):
+                        if key in record:
+                            board.add_scalar(key, record[key], epoch)
                 run["record"] = record
                 save(is_best)
                 reporter.epoch_end(record)
@@ -266,14 +273,39 @@ def train(config: Config, run_dir: Path | None = None, reporter: Reporter | None
                 if stop.signum is not None:
                     raise _interrupted(stop.signum, run, run_dir)
     except (torch.cuda.OutOfMemoryError, MemoryError):
+        _mark_interrupted(run_dir)
         raise RunError(f"out of memory in epoch {run['epoch'] + 1}: lower train.batch_size or model.hidden_size; "
                        f"the last checkpoint in {run_dir} is intact (resume with --resume)") from None
+    except BaseException:
+        _mark_interrupted(run_dir)
+        raise
+    finally:
+        if board is not None:
+            board.close()
 
+    seconds = time.perf_counter() - started
+    runs.write_status(run_dir, "finished", device=str(device))
+    monitored = "val_loss" if len(corpus.val) else "train_loss"
+    records = [r for r in ckpt.read_metrics(run_dir) if "event" not in r]
     summary = {"run_dir": str(run_dir), "epochs": t.epochs, "best_epoch": run["best_epoch"],
-               "best_loss": run["best_loss"], "seconds": time.perf_counter() - started,
-               "last": run.get("record", {}), "monitored": "val_loss" if len(corpus.val) else "train_loss"}
+               "best_loss": run["best_loss"], "seconds": seconds, "last": run.get("record", {}),
+               "monitored": monitored, "losses": [r[monitored] for r in records]}
     reporter.finish(summary)
     return summary
+
+
+def _mark_interrupted(run_dir: Path) -> None:
+    with contextlib.suppress(RunError):  # a full disk may refuse even this: the checkpoint is what matters
+        runs.write_status(run_dir, "interrupted")
+
+
+def _tensorboard(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UsageError("log.tensorboard needs the tensorboard package: pip install tensorboard, "
+                         "or set log.tensorboard=false") from None
+    return SummaryWriter(str(run_dir / "tb"))
 
 
 def _restore(saved: dict, run: dict, model, optimizer, data_generator: torch.Generator, device) -> None:

@@ -53,13 +53,21 @@ def test_sigkill_at_random_moments_never_loses_the_run(tmp_path):
     rng = random.Random(1)
     kills = mid_save = 0
     while True:
-        proc = start(run_dir, corpus, *big, slow_writes=0.05)
+        launched = time.time()
+        proc = start(run_dir, corpus, *big, slow_writes=0.1)
         if kills >= 20:
             out, err = proc.communicate(timeout=600)
             assert proc.returncode == 0, err
             break
+        if kills % 2:  # every other kill lands while training: after the run says it is running
+            status = run_dir / "status.json"
+            while not (status.exists() and status.stat().st_mtime >= launched) and proc.poll() is None:
+                time.sleep(0.02)
+            delay = rng.uniform(0.0, 1.0)
+        else:  # the others anywhere from start-up on
+            delay = rng.uniform(0.2, 4.0)
         try:
-            proc.wait(timeout=rng.uniform(0.5, 5.0))
+            proc.wait(timeout=delay)
             out, err = proc.communicate()
             assert proc.returncode == 0, err
             pytest.fail("the run finished before 20 kills: make it longer")
