@@ -44,6 +44,8 @@ RESUMABLE_KEYS = {"name", "data.corpus", "train.epochs", "train.device", "train.
                   "train.checkpoint_every_batches", "train.keep_last", "train.on_nonfinite", "train.max_nonfinite"}
 RESUMABLE_SECTIONS = {"sample", "log"}
 EXPLICIT_ONLY_KEYS = {"train.lr"}  # allowed only when asked for on the command line (--set train.lr=...)
+# where the loop stands, saved in every checkpoint and restored on resume (besides tensors and RNGs)
+RUN_POSITION = ("epoch", "batch_in_epoch", "step", "best_loss", "best_epoch", "skipped", "epoch_data_rng")
 
 
 class Reporter:
@@ -234,8 +236,7 @@ def train(config: Config, run_dir: Path | None = None, reporter: Reporter | None
             "config": config.to_dict(), "optimizer": optimizer.state_dict(), "corpus_sha256": corpus.sha256,
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
-            **{k: run[k] for k in ("epoch", "batch_in_epoch", "step", "best_loss", "best_epoch", "skipped",
-                                   "epoch_data_rng")},
+            **{k: run[k] for k in RUN_POSITION},
             "state": run["state"], "loss_sum": run["loss_sum"], "norm_sum": run["norm_sum"],
             "metrics": run.get("record", {}),
         }
@@ -311,7 +312,7 @@ def _tensorboard(run_dir: Path):
 def _restore(saved: dict, run: dict, model, optimizer, data_generator: torch.Generator, device) -> None:
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
-    for key in ("epoch", "batch_in_epoch", "step", "best_loss", "best_epoch", "skipped", "epoch_data_rng"):
+    for key in RUN_POSITION:
         run[key] = saved[key]
     run["loss_sum"] = saved["loss_sum"].to(device)
     run["norm_sum"] = saved["norm_sum"].to(device)
@@ -390,7 +391,7 @@ def _train_epoch(epoch, config, model, optimizer, train_ids, data_generator, run
         last_batch = i + 1 == batches_per_epoch
         checkpoint_due = t.checkpoint_every_batches and (i + 1) % t.checkpoint_every_batches == 0 and not last_batch
         if checkpoint_due or stop.signum is not None or last_batch or (i + 1) % NONFINITE_CHECK_EVERY == 0:
-            _check_finite(first_bad, epoch, batches_per_epoch, run, run_dir)
+            _check_finite(first_bad, epoch, run, run_dir)
         if (checkpoint_due or stop.signum is not None) and not last_batch:
             save()
             if stop.signum is not None:
@@ -398,7 +399,7 @@ def _train_epoch(epoch, config, model, optimizer, train_ids, data_generator, run
     return timer, timed_batches
 
 
-def _check_finite(first_bad, epoch, batches_per_epoch, run, run_dir) -> None:
+def _check_finite(first_bad, epoch, run, run_dir) -> None:
     bad_step = int(first_bad)  # host sync
     if bad_step >= 0:
         batch = bad_step - (run["step"] - run["batch_in_epoch"]) + 1
