@@ -22,26 +22,30 @@ def perplexity(nats: float) -> float:
 
 
 @torch.inference_mode()
-def evaluate(model, ids: torch.Tensor, batch_size: int, num_steps: int, device: torch.device | str = "cpu") -> dict:
+def evaluate(model, ids: torch.Tensor, batch_size: int, num_steps: int, device: torch.device | str = "cpu",
+             ranks=None) -> dict:
+    """`ranks` (distributed.Ranks): score this process's share of the streams and add up all shares."""
     n = len(ids)
     if n < 2:
         raise CorpusError(f"the text to score has {n} character(s): it needs at least 2")
     device = torch.device(device)
     streams = min(batch_size, n - 1)
     length = (n - 1) // streams
-    ids = ids.to(device)
-    inputs = ids[: streams * length].view(streams, length)
-    targets = ids[1: streams * length + 1].view(streams, length)
+    mine = ranks.share(streams) if ranks is not None and ranks.active else slice(None)
+    inputs = ids[: streams * length].view(streams, length)[mine].to(device)
+    targets = ids[1: streams * length + 1].view(streams, length)[mine].to(device)
     was_training = model.training
     model.eval()
     # summed on the device (one sync at the end); float64 where the device has it
     total = torch.zeros((), dtype=torch.float32 if device.type == "mps" else torch.float64, device=device)
     state = None
-    for start in range(0, length, num_steps):
+    for start in range(0, length if len(inputs) else 0, num_steps):
         logits, state = model(inputs[:, start:start + num_steps], state)
         y = targets[:, start:start + num_steps].T.reshape(-1).long()
         total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y, reduction="sum").to(total.dtype)
     model.train(was_training)
+    if ranks is not None:
+        ranks.sum_(total)
     chars = streams * length
     nats = total.item() / chars
     return {"nats_per_char": nats, "bits_per_char": nats / math.log(2), "perplexity": perplexity(nats), "chars": chars}

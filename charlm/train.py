@@ -20,18 +20,18 @@ import torch
 import torch.nn.functional as F
 
 from charlm import checkpoint as ckpt
-from charlm import runs
+from charlm import distributed, runs
 from charlm.config import Config, TrainConfig, dump_config, from_dict
 from charlm.data import (
     Corpus,
     consecutive_batches,
+    encoded_cache_dir,
     load_corpus,
     min_chars,
     num_consecutive_batches,
     num_random_batches,
     random_batches,
 )
-from charlm.device import pick_device
 from charlm.errors import CorpusError, RunError, UsageError
 from charlm.evaluate import evaluate, perplexity
 from charlm.generate import generate
@@ -98,6 +98,9 @@ class StopSignals:
     def __exit__(self, *exc):
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
+
+    def poll(self) -> None:
+        """Called once per batch; one process has nothing to agree on (see distributed.AgreedStop)."""
 
 
 def make_optimizer(model: torch.nn.Module, t: TrainConfig) -> torch.optim.Optimizer:
@@ -168,11 +171,25 @@ def train(config: Config, run_dir: Path | None = None, reporter: Reporter | None
     """Train a model as `config` says, writing everything to `run_dir`. Returns a summary.
 
     With resume=True, continue the run in `run_dir` from its last.pt; `explicit` names the config keys
-    given on the command line (an lr change is accepted only from there).
+    given on the command line (an lr change is accepted only from there). Under torchrun every process
+    calls this; rank 0 alone writes the run folder (see distributed.py).
     """
     reporter = reporter or Reporter()
+    t = config.train
+    ranks = distributed.setup(t.device, t.batch_size)
+    clean = False
+    try:
+        summary = _train(config, run_dir, reporter, resume, explicit, ranks)
+        clean = True
+        return summary
+    finally:
+        distributed.teardown(ranks, clean)
+
+
+def _train(config: Config, run_dir: Path | None, reporter: Reporter, resume: bool, explicit: set[str] | None,
+           ranks: distributed.Ranks) -> dict:
     t, s = config.train, config.sample
-    device = pick_device(t.device)
+    device, main = ranks.device, ranks.is_main
     saved = None
     if resume:
         if run_dir is None:
@@ -182,7 +199,9 @@ def train(config: Config, run_dir: Path | None = None, reporter: Reporter | None
             raise UsageError(f"nothing to resume in {run_dir}: it has no {ckpt.LAST}; start a new run instead")
         saved = ckpt.load_checkpoint(run_dir / ckpt.LAST)
         changes = config_changes(from_dict(saved["config"]), config, explicit or set())
-    corpus = load_corpus(config.data, progress=reporter.download)
+    with ranks.local_main_first():  # several processes share one memory-mapped copy of the encoded corpus
+        corpus = load_corpus(config.data, progress=reporter.download,
+                             cache=encoded_cache_dir() if ranks.active else None)
     if saved is not None and corpus.sha256 != saved["corpus_sha256"]:
         raise UsageError(f"cannot resume: corpus {config.data.corpus} is not the text this run was trained on "
                          "(its checksum differs); resume with the original corpus")
@@ -191,6 +210,7 @@ def train(config: Config, run_dir: Path | None = None, reporter: Reporter | None
     torch.manual_seed(t.seed)
     model = CharRNN.from_config(config.model, len(corpus.vocab)).to(device)
     optimizer = make_optimizer(model, t)
+    ranks.seed_ranks(t.seed)
     data_generator = torch.Generator().manual_seed(t.seed)  # the only source of data randomness
 
     if t.sampling == "consecutive":
@@ -206,10 +226,12 @@ def train(config: Config, run_dir: Path | None = None, reporter: Reporter | None
            "skipped": 0, "epoch_data_rng": data_generator.get_state()}
     if saved is None:
         run_dir = Path(run_dir) if run_dir is not None else ckpt.new_run_dir(config.name)
-        ckpt.prepare_run_dir(run_dir)
-        ckpt.write_run_files(run_dir, dump_config(config), corpus.vocab)
+        if main:
+            ckpt.prepare_run_dir(run_dir)
+            ckpt.write_run_files(run_dir, dump_config(config), corpus.vocab)
     else:
-        _restore(saved, run, model, optimizer, data_generator, device)
+        _restore(saved, run, model, optimizer, data_generator, device, ranks)
+    if saved is not None and main:
         ckpt.remove_stale_temp_files(run_dir)
         # metrics written after the checkpoint (an epoch the crash cut short) are recomputed: drop them
         kept = [r for r in ckpt.read_metrics(run_dir) if r.get("epoch", 0) <= run["epoch"]]
@@ -223,7 +245,7 @@ def train(config: Config, run_dir: Path | None = None, reporter: Reporter | None
         if p not in prefixes:
             reporter.warn(f"preview prefix {p!r} has characters the corpus lacks: skipped")
     reporter.start({
-        "run_dir": str(run_dir), "device": str(device), "corpus": corpus.name, "vocab_size": len(corpus.vocab),
+        "run_dir": str(run_dir), "device": ranks.describe(), "corpus": corpus.name, "vocab_size": len(corpus.vocab),
         "train_chars": len(corpus.train), "val_chars": len(corpus.val), "test_chars": len(corpus.test),
         "parameters": model.num_parameters(), "batches_per_epoch": batches_per_epoch, "epochs": t.epochs,
         "chars_per_batch": t.batch_size * t.num_steps, "resumed_at": (run["epoch"], run["batch_in_epoch"])
@@ -231,36 +253,44 @@ def train(config: Config, run_dir: Path | None = None, reporter: Reporter | None
     })
 
     def save(is_best: bool = False) -> None:
+        # every rank takes part (the state and sums are gathered); rank 0 writes
+        state, loss_sum, rank_rng = ranks.gather_streams(run["state"]), ranks.mean(run["loss_sum"]), ranks.rng_states()
+        if not main:
+            return
         payload = {
             "model": model.state_dict(), "model_args": model.args, "vocab": corpus.vocab.chars,
             "config": config.to_dict(), "optimizer": optimizer.state_dict(), "corpus_sha256": corpus.sha256,
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
             **{k: run[k] for k in RUN_POSITION},
-            "state": run["state"], "loss_sum": run["loss_sum"], "norm_sum": run["norm_sum"],
-            "metrics": run.get("record", {}),
+            "state": state, "loss_sum": loss_sum, "norm_sum": run["norm_sum"],
+            "metrics": run.get("record", {}), **({"rank_rng": rank_rng} if rank_rng is not None else {}),
         }
         ckpt.save_training_checkpoint(run_dir, payload, is_best, t.keep_last)
 
     val_ids = corpus.val.to(device)
     train_ids = corpus.train.to(device)
     started = time.perf_counter()
-    runs.write_status(run_dir, "running", device=str(device))
-    board = _tensorboard(run_dir) if config.log.tensorboard else None
+    if main:
+        runs.write_status(run_dir, "running", device=ranks.describe())
+    board = _tensorboard(run_dir) if config.log.tensorboard and main else None
+    net = ranks.wrap(model)  # DDP for the training forward and backward; eval and previews use the model
     try:
-        with StopSignals() as stop:
+        with StopSignals() as signals:
+            stop = ranks.agree(signals)
             for epoch in range(run["epoch"] + 1, t.epochs + 1):
-                timing = _train_epoch(epoch, config, model, optimizer, train_ids, data_generator, run, total_steps,
-                                      batches_per_epoch, spare, reporter, stop, save, device, run_dir)
+                timing = _train_epoch(epoch, config, net, optimizer, train_ids, data_generator, run, total_steps,
+                                      batches_per_epoch, spare, reporter, stop, save, device, run_dir, ranks)
                 run["epoch"], run["batch_in_epoch"] = epoch, 0
                 run["epoch_data_rng"] = data_generator.get_state()  # where the next epoch's draws start
-                record = _end_epoch(epoch, config, model, val_ids, run, batches_per_epoch, timing, device)
+                record = _end_epoch(epoch, config, model, val_ids, run, batches_per_epoch, timing, device, ranks)
                 monitored = record.get("val_loss", record["train_loss"])
                 is_best = monitored < run["best_loss"]
                 if is_best:
                     run["best_loss"], run["best_epoch"] = monitored, epoch
                 # metrics first: a crash before the checkpoint means the epoch is redone and its line rewritten
-                ckpt.append_line(run_dir / ckpt.METRICS, record)
+                if main:
+                    ckpt.append_line(run_dir / ckpt.METRICS, record)
                 if board is not None:
                     for key in ("train_loss", "val_loss", "lr", "grad_norm", "chars_per_s"):
                         if key in record:
@@ -268,26 +298,27 @@ def train(config: Config, run_dir: Path | None = None, reporter: Reporter | None
                 run["record"] = record
                 save(is_best)
                 reporter.epoch_end(record)
-                if s.preview_every and prefixes and (epoch % s.preview_every == 0 or epoch == t.epochs):
+                if main and s.preview_every and prefixes and (epoch % s.preview_every == 0 or epoch == t.epochs):
                     samples = [generate(model, corpus.vocab, p, s.length, device=device)[0] for p in prefixes]
                     reporter.preview(epoch, samples)
                 if stop.signum is not None:
-                    raise _interrupted(stop.signum, run, run_dir)
+                    raise _interrupted(stop.signum, run, run_dir, ranks)
     except (torch.cuda.OutOfMemoryError, MemoryError):
-        _mark_interrupted(run_dir)
+        _mark_interrupted(run_dir, main)
         raise RunError(f"out of memory in epoch {run['epoch'] + 1}: lower train.batch_size or model.hidden_size; "
                        f"the last checkpoint in {run_dir} is intact (resume with --resume)") from None
     except BaseException:
-        _mark_interrupted(run_dir)
+        _mark_interrupted(run_dir, main)
         raise
     finally:
         if board is not None:
             board.close()
 
     seconds = time.perf_counter() - started
-    runs.write_status(run_dir, "finished", device=str(device))
+    if main:
+        runs.write_status(run_dir, "finished", device=ranks.describe())
     monitored = "val_loss" if len(corpus.val) else "train_loss"
-    records = [r for r in ckpt.read_metrics(run_dir) if "event" not in r]
+    records = [r for r in ckpt.read_metrics(run_dir) if "event" not in r] if main else []
     summary = {"run_dir": str(run_dir), "epochs": t.epochs, "best_epoch": run["best_epoch"],
                "best_loss": run["best_loss"], "seconds": seconds, "last": run.get("record", {}),
                "monitored": monitored, "losses": [r[monitored] for r in records]}
@@ -295,7 +326,9 @@ def train(config: Config, run_dir: Path | None = None, reporter: Reporter | None
     return summary
 
 
-def _mark_interrupted(run_dir: Path) -> None:
+def _mark_interrupted(run_dir: Path, main: bool = True) -> None:
+    if not main:
+        return
     with contextlib.suppress(RunError):  # a full disk may refuse even this: the checkpoint is what matters
         runs.write_status(run_dir, "interrupted")
 
@@ -309,7 +342,8 @@ def _tensorboard(run_dir: Path):
     return SummaryWriter(str(run_dir / "tb"))
 
 
-def _restore(saved: dict, run: dict, model, optimizer, data_generator: torch.Generator, device) -> None:
+def _restore(saved: dict, run: dict, model, optimizer, data_generator: torch.Generator, device,
+             ranks: distributed.Ranks) -> None:
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
     for key in RUN_POSITION:
@@ -317,6 +351,7 @@ def _restore(saved: dict, run: dict, model, optimizer, data_generator: torch.Gen
     run["loss_sum"] = saved["loss_sum"].to(device)
     run["norm_sum"] = saved["norm_sum"].to(device)
     state = saved["state"]
+    state = ranks.local_streams(state, saved["config"]["train"]["batch_size"])  # the whole batch's state was saved
     run["state"] = tuple(x.to(device) for x in state) if isinstance(state, (tuple, list)) else (
         state.to(device) if state is not None else None)
     run["record"] = saved.get("metrics", {})
@@ -324,16 +359,17 @@ def _restore(saved: dict, run: dict, model, optimizer, data_generator: torch.Gen
     if device.type == "cuda" and saved["cuda_rng"]:
         torch.cuda.set_rng_state_all(saved["cuda_rng"])
     data_generator.set_state(saved["epoch_data_rng"])
+    ranks.restore_rng(saved.get("rank_rng"), saved["config"]["train"]["seed"], saved["step"])
 
 
-def _interrupted(signum: int, run: dict, run_dir: Path) -> Interrupted:
+def _interrupted(signum: int, run: dict, run_dir: Path, ranks: distributed.Ranks) -> Interrupted:
     name = signal.Signals(signum).name
     return Interrupted(f"{name}: checkpoint saved after {run['epoch']} epochs and {run['batch_in_epoch']} batches; "
-                       f"continue with: charlm train --resume --run-dir {run_dir}", signum)
+                       f"continue with: {ranks.resume_command(run_dir)}", signum)
 
 
 def _train_epoch(epoch, config, model, optimizer, train_ids, data_generator, run, total_steps, batches_per_epoch,
-                 spare, reporter, stop, save, device, run_dir) -> tuple[float, int]:
+                 spare, reporter, stop, save, device, run_dir, ranks) -> tuple[float, int]:
     """Run the epoch's remaining batches; return (start time, batches run) for chars/s."""
     t = config.train
     # the data generator's state at the start of the epoch replays the same offset / order on resume
@@ -342,9 +378,9 @@ def _train_epoch(epoch, config, model, optimizer, train_ids, data_generator, run
         offset = 0
         if t.random_offset:
             offset = int(torch.randint(0, min(t.num_steps, spare + 1), (1,), generator=data_generator))
-        batches = consecutive_batches(train_ids, t.batch_size, t.num_steps, offset)
+        batches = consecutive_batches(train_ids, t.batch_size, t.num_steps, offset, ranks.streams(t.batch_size))
     else:
-        batches = random_batches(train_ids, t.batch_size, t.num_steps, data_generator)
+        batches = random_batches(train_ids, t.batch_size, t.num_steps, data_generator, ranks.streams(t.batch_size))
     batches = itertools.islice(batches, run["batch_in_epoch"], batches_per_epoch)
     if run["batch_in_epoch"] == 0:
         run["loss_sum"].zero_()
@@ -361,6 +397,7 @@ def _train_epoch(epoch, config, model, optimizer, train_ids, data_generator, run
     timer = time.perf_counter()
     timed_batches = 0
     for i, (x, y) in enumerate(batches, start=run["batch_in_epoch"]):
+        stop.poll()
         # consecutive: carry the state but cut its graph; random: every window starts from zeros
         state = detach_state(run["state"]) if t.sampling == "consecutive" else None
         for group in optimizer.param_groups:
@@ -372,7 +409,7 @@ def _train_epoch(epoch, config, model, optimizer, train_ids, data_generator, run
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(params, clip)  # the norm before clipping
         bad = ~(torch.isfinite(loss) & torch.isfinite(norm))
-        if t.on_nonfinite == "skip" and bool(bad):  # skip decides before the step: one host sync per batch
+        if t.on_nonfinite == "skip" and bool(ranks.any(bad)):  # skip decides before the step: one host sync per batch
             run["skipped"] += 1
             if run["skipped"] > t.max_nonfinite:
                 raise _nonfinite(epoch, i + 1, run, run_dir, f"more than train.max_nonfinite={t.max_nonfinite} batches")
@@ -391,11 +428,11 @@ def _train_epoch(epoch, config, model, optimizer, train_ids, data_generator, run
         last_batch = i + 1 == batches_per_epoch
         checkpoint_due = t.checkpoint_every_batches and (i + 1) % t.checkpoint_every_batches == 0 and not last_batch
         if checkpoint_due or stop.signum is not None or last_batch or (i + 1) % NONFINITE_CHECK_EVERY == 0:
-            _check_finite(first_bad, epoch, run, run_dir)
+            _check_finite(ranks.earliest(first_bad), epoch, run, run_dir)
         if (checkpoint_due or stop.signum is not None) and not last_batch:
             save()
             if stop.signum is not None:
-                raise _interrupted(stop.signum, run, run_dir)
+                raise _interrupted(stop.signum, run, run_dir, ranks)
     return timer, timed_batches
 
 
@@ -413,10 +450,10 @@ def _nonfinite(epoch: int, batch: int, run: dict, run_dir: Path, what: str) -> R
                     f"or set train.on_nonfinite=skip; {kept}")
 
 
-def _end_epoch(epoch, config, model, val_ids, run, batches_per_epoch, timing, device) -> dict:
+def _end_epoch(epoch, config, model, val_ids, run, batches_per_epoch, timing, device, ranks) -> dict:
     t = config.train
     used = max(batches_per_epoch - run["skipped"], 1)
-    train_loss = run["loss_sum"].item() / used  # the one host sync of the epoch
+    train_loss = ranks.mean(run["loss_sum"]).item() / used  # the one host sync of the epoch
     started, timed_batches = timing
     train_seconds = time.perf_counter() - started  # read after the sync, so queued GPU work is counted
     record = {"epoch": epoch, "step": run["step"], "lr": lr_at(run["step"] - 1, t.epochs * batches_per_epoch, t),
@@ -425,7 +462,7 @@ def _end_epoch(epoch, config, model, val_ids, run, batches_per_epoch, timing, de
     if run["skipped"]:
         record["skipped_batches"] = run["skipped"]
     if len(val_ids):
-        val = evaluate(model, val_ids, t.eval_batch_size, t.num_steps, device)
+        val = evaluate(model, val_ids, t.eval_batch_size, t.num_steps, device, ranks)
         record.update(val_loss=val["nats_per_char"], val_ppl=val["perplexity"], val_bpc=val["bits_per_char"])
     record.update(chars_per_s=timed_batches * t.batch_size * t.num_steps / max(train_seconds, 1e-9),
                   train_seconds=train_seconds, seconds=time.perf_counter() - started)
