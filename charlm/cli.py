@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -35,6 +36,7 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 RunDir = Annotated[Optional[Path], typer.Option("--run-dir", "-r", help="Run folder (default: latest in runs/).")]
 Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps")]
+RANK_0_GRACE_SECONDS = 2.0
 Which = Annotated[str, typer.Option("--checkpoint", help="best (lowest val loss) or last.")]
 
 
@@ -239,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         err.print(f"error: {e.format_message()}{hint}", markup=False)
         return 2
     except CharlmError as e:
-        if _reported_by_rank_0(e):
+        if _reported_elsewhere(e):
             return e.exit_code
         err.print(f"{_rank_prefix()}{getattr(e, 'label', 'error')}: {e}", markup=False)
         return e.exit_code
@@ -263,11 +265,18 @@ def _rank_prefix() -> str:
     return f"[rank {rank}] " if rank and rank != "0" else ""
 
 
-def _reported_by_rank_0(error: CharlmError) -> bool:
-    """Under torchrun, bad input and a stop by signal are the same on every rank: rank 0 says it once."""
+def _reported_elsewhere(error: CharlmError) -> bool:
+    """Under torchrun, bad input and a stop by signal are the same on every rank: rank 0 says it once;
+    a rank stopped by another's failure (distributed.PeerFailed) leaves the telling to that one."""
+    if getattr(error, "quiet", False):
+        return True
     rank = os.environ.get("RANK")
     same_everywhere = isinstance(error, UsageError) or getattr(error, "label", "") == "interrupted"
-    return bool(rank) and rank != "0" and same_everywhere
+    if not (rank and rank != "0" and same_everywhere):
+        return False
+    if isinstance(error, UsageError):  # once this rank exits torchrun stops the others: let rank 0 print first
+        time.sleep(RANK_0_GRACE_SECONDS)
+    return True
 
 
 def entry() -> None:

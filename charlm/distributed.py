@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 
 from charlm.device import pick_device
-from charlm.errors import ConfigError, UsageError
+from charlm.errors import CharlmError, ConfigError, UsageError
 
 RDZV_PORT = 29500  # the conventional torchrun port, shown in the multi-node command
 
@@ -134,11 +134,40 @@ class Ranks:
     def local_main_first(self):
         """Each machine's first process goes alone (download, encode the corpus to the cache); the others
         wait for it and then read what it wrote instead of doing the same work at the same time."""
-        if self.active and self.local_rank != 0:
-            dist.barrier(group=self.control)
-        yield
-        if self.active and self.local_rank == 0:
-            dist.barrier(group=self.control)
+        if not self.active:
+            yield
+        elif self.local_rank == 0:
+            with self.together():
+                yield
+        else:
+            self._settle(None)
+            yield
+
+    @contextlib.contextmanager
+    def together(self):
+        """Run a block that some ranks do alone (rank 0 writing the run folder), then let every rank learn
+        whether one failed: all stop with its exit code, and only the rank that failed says why (the
+        others would otherwise wait for it, then fail with a confusing lost-connection error)."""
+        if not self.active:
+            yield
+            return
+        try:
+            yield
+        except Exception as error:
+            self._settle(error)
+            raise
+        self._settle(None)
+
+    def _settle(self, error: Exception | None) -> None:
+        codes = [0] * self.world_size
+        dist.all_gather_object(codes, getattr(error, "exit_code", 1) if error is not None else 0, group=self.control)
+        failed = [code for code in codes if code]
+        if failed and error is None:
+            # wait for the failed rank to leave (its connection closes): it prints its error before the
+            # launcher, seeing this rank exit, could stop it
+            with contextlib.suppress(RuntimeError):
+                dist.barrier(group=self.control)
+            raise PeerFailed(failed[0])
 
     # --- random generators ------------------------------------------------------------------------
 
@@ -186,6 +215,16 @@ class Ranks:
         if self.local_world_size == self.world_size:
             return f"charlm train --nproc {self.world_size} --resume --run-dir {run_dir}"
         return f"your torchrun command with --resume --run-dir {run_dir}"
+
+
+class PeerFailed(CharlmError):
+    """Another rank failed and reported it; this one stops with the same exit code, silently."""
+
+    quiet = True
+
+    def __init__(self, exit_code: int):
+        super().__init__(f"another process failed (exit code {exit_code})")
+        self.exit_code = exit_code
 
 
 class AgreedStop:
@@ -344,8 +383,9 @@ def launch(nproc: int, args: list[str]) -> int:
     try:
         run(options)
     except ChildFailedError as e:
-        _, failure = min(e.failures.items())  # rank 0 when it failed
-        return failure.exitcode if failure.exitcode > 0 else 128 - failure.exitcode
+        # a process that failed exits with its code; the launcher then stops the others by a signal
+        codes = [failure.exitcode for _, failure in sorted(e.failures.items())]
+        return next((code for code in codes if code > 0), 128 - min(codes))
     except SignalException as e:
         return 128 + int(e.sigval)
     return 0

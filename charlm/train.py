@@ -226,19 +226,12 @@ def _train(config: Config, run_dir: Path | None, reporter: Reporter, resume: boo
            "skipped": 0, "epoch_data_rng": data_generator.get_state()}
     if saved is None:
         run_dir = Path(run_dir) if run_dir is not None else ckpt.new_run_dir(config.name)
-        if main:
-            ckpt.prepare_run_dir(run_dir)
-            ckpt.write_run_files(run_dir, dump_config(config), corpus.vocab)
     else:
         _restore(saved, run, model, optimizer, data_generator, device, ranks)
-    if saved is not None and main:
-        ckpt.remove_stale_temp_files(run_dir)
-        # metrics written after the checkpoint (an epoch the crash cut short) are recomputed: drop them
-        kept = [r for r in ckpt.read_metrics(run_dir) if r.get("epoch", 0) <= run["epoch"]]
-        ckpt.rewrite_metrics(run_dir, kept)
-        ckpt.append_line(run_dir / ckpt.METRICS, {"event": "resume", "epoch": run["epoch"],
-                                                   "batch_in_epoch": run["batch_in_epoch"], "changed": changes})
-        ckpt.atomic_write_text(run_dir / ckpt.CONFIG, dump_config(config))
+    with ranks.together():  # rank 0 prepares the folder; if that fails, every rank stops
+        if main:
+            _prepare_run_files(run_dir, saved, config, corpus, run, changes if saved is not None else {})
+
 
     prefixes = [p for p in s.prefixes if not corpus.vocab.missing(p)]
     for p in s.prefixes:
@@ -253,11 +246,14 @@ def _train(config: Config, run_dir: Path | None, reporter: Reporter, resume: boo
     })
 
     def save(is_best: bool = False) -> None:
-        # every rank takes part (the state and sums are gathered); rank 0 writes
+        # every rank takes part: the carried state and the loss sum are gathered, then rank 0 writes
         state, loss_sum, rank_rng = ranks.gather_streams(run["state"]), ranks.mean(run["loss_sum"]), ranks.rng_states()
-        if not main:
-            return
-        payload = {
+        with ranks.together():  # a failed write (a full disk) stops every rank, not rank 0 alone
+            if main:
+                ckpt.save_training_checkpoint(run_dir, payload(state, loss_sum, rank_rng), is_best, t.keep_last)
+
+    def payload(state, loss_sum, rank_rng) -> dict:
+        return {
             "model": model.state_dict(), "model_args": model.args, "vocab": corpus.vocab.chars,
             "config": config.to_dict(), "optimizer": optimizer.state_dict(), "corpus_sha256": corpus.sha256,
             "torch_rng": torch.get_rng_state(),
@@ -266,7 +262,6 @@ def _train(config: Config, run_dir: Path | None, reporter: Reporter, resume: boo
             "state": state, "loss_sum": loss_sum, "norm_sum": run["norm_sum"],
             "metrics": run.get("record", {}), **({"rank_rng": rank_rng} if rank_rng is not None else {}),
         }
-        ckpt.save_training_checkpoint(run_dir, payload, is_best, t.keep_last)
 
     val_ids = corpus.val.to(device)
     train_ids = corpus.train.to(device)
@@ -324,6 +319,21 @@ def _train(config: Config, run_dir: Path | None, reporter: Reporter, resume: boo
                "monitored": monitored, "losses": [r[monitored] for r in records]}
     reporter.finish(summary)
     return summary
+
+
+def _prepare_run_files(run_dir: Path, saved: dict | None, config: Config, corpus: Corpus, run: dict,
+                       changes: dict) -> None:
+    if saved is None:
+        ckpt.prepare_run_dir(run_dir)
+        ckpt.write_run_files(run_dir, dump_config(config), corpus.vocab)
+        return
+    ckpt.remove_stale_temp_files(run_dir)
+    # metrics written after the checkpoint (an epoch the crash cut short) are recomputed: drop them
+    kept = [r for r in ckpt.read_metrics(run_dir) if r.get("epoch", 0) <= run["epoch"]]
+    ckpt.rewrite_metrics(run_dir, kept)
+    ckpt.append_line(run_dir / ckpt.METRICS, {"event": "resume", "epoch": run["epoch"],
+                                               "batch_in_epoch": run["batch_in_epoch"], "changed": changes})
+    ckpt.atomic_write_text(run_dir / ckpt.CONFIG, dump_config(config))
 
 
 def _mark_interrupted(run_dir: Path, main: bool = True) -> None:
