@@ -130,6 +130,14 @@ class Ranks:
             return tuple(s[:, rows].contiguous() for s in state)
         return state[:, rows].contiguous()
 
+    def from_main(self, value):
+        """Rank 0's `value` on every rank (the run folder it named after the clock, say)."""
+        if not self.active:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0, group=self.control)
+        return box[0]
+
     @contextlib.contextmanager
     def local_main_first(self):
         """Each machine's first process goes alone (download, encode the corpus to the cache); the others

@@ -225,13 +225,12 @@ def _train(config: Config, run_dir: Path | None, reporter: Reporter, resume: boo
            "loss_sum": torch.zeros((), device=device), "norm_sum": torch.zeros((), device=device),
            "skipped": 0, "epoch_data_rng": data_generator.get_state()}
     if saved is None:
-        run_dir = Path(run_dir) if run_dir is not None else ckpt.new_run_dir(config.name)
+        run_dir = ranks.from_main(Path(run_dir) if run_dir is not None else ckpt.new_run_dir(config.name))
     else:
         _restore(saved, run, model, optimizer, data_generator, device, ranks)
     with ranks.together():  # rank 0 prepares the folder; if that fails, every rank stops
         if main:
             _prepare_run_files(run_dir, saved, config, corpus, run, changes if saved is not None else {})
-
 
     prefixes = [p for p in s.prefixes if not corpus.vocab.missing(p)]
     for p in s.prefixes:
@@ -360,8 +359,7 @@ def _restore(saved: dict, run: dict, model, optimizer, data_generator: torch.Gen
         run[key] = saved[key]
     run["loss_sum"] = saved["loss_sum"].to(device)
     run["norm_sum"] = saved["norm_sum"].to(device)
-    state = saved["state"]
-    state = ranks.local_streams(state, saved["config"]["train"]["batch_size"])  # the whole batch's state was saved
+    state = ranks.local_streams(saved["state"], saved["config"]["train"]["batch_size"])  # saved: the whole batch's
     run["state"] = tuple(x.to(device) for x in state) if isinstance(state, (tuple, list)) else (
         state.to(device) if state is not None else None)
     run["record"] = saved.get("metrics", {})

@@ -229,21 +229,29 @@ def test_two_ranks_train_the_same_weights_as_one_process(tmp_path, single_thread
 
 @needs_gloo
 def test_a_distributed_run_resumes_from_its_checkpoint(tmp_path):
-    """2 ranks for 3 epochs = 2 ranks for 1 epoch, then --resume to 3 epochs: the same weights, bit for bit,
-    with dropout (each rank's generator is saved) and Adam."""
+    """2 ranks for 3 epochs = 2 ranks for 1 epoch, then --resume to 3 epochs = 2 ranks resumed from a
+    checkpoint in the middle of epoch 2: the same weights and losses, bit for bit, with dropout (every
+    rank's generator is saved) and Adam. (A constant LR: the cosine schedule depends on train.epochs.)"""
     corpus = make_corpus(tmp_path / "c.txt")
-    options = settings(corpus, "model.dropout=0.3", "train.sampling=consecutive", "train.random_offset=true")
-    result = torchrun(tmp_path, 2, *options, "train.epochs=3", run_dir=tmp_path / "whole")
+    options = settings(corpus, "model.dropout=0.3", "train.random_offset=true", "train.schedule=constant",
+                       "train.checkpoint_every_batches=5", "train.keep_last=20")
+    whole, split, middle = tmp_path / "whole", tmp_path / "split", tmp_path / "middle"
+    result = torchrun(tmp_path, 2, *options, "train.epochs=3", run_dir=whole)
     assert result.returncode == 0, result.stderr
-    result = torchrun(tmp_path, 2, *options, "train.epochs=1", run_dir=tmp_path / "split")
-    assert result.returncode == 0, result.stderr
-    result = torchrun(tmp_path, 2, *options, "train.epochs=3", run_dir=tmp_path / "split", resume=True)
+    assert torchrun(tmp_path, 2, *options, "train.epochs=1", run_dir=split).returncode == 0
+    result = torchrun(tmp_path, 2, *options, "train.epochs=3", run_dir=split, resume=True)
     assert result.returncode == 0, result.stderr
     assert "resuming after 1 epochs and 0 batches" in result.stdout
-    a, b = weights(tmp_path / "whole"), weights(tmp_path / "split")
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    assert losses(tmp_path / "whole") == losses(tmp_path / "split")
-    assert len(ckpt.load_checkpoint(tmp_path / "split" / "last.pt")["rank_rng"]) == 2
+    shutil.copytree(whole, middle)
+    shutil.copy(middle / "ckpt-e0001-b000010.pt", middle / "last.pt")
+    result = torchrun(tmp_path, 2, *options, "train.epochs=3", run_dir=middle, resume=True)
+    assert result.returncode == 0, result.stderr
+    assert "resuming after 1 epochs and 10 batches" in result.stdout
+    for run_dir in (split, middle):
+        a, b = weights(whole), weights(run_dir)
+        assert all(torch.equal(a[k], b[k]) for k in a), run_dir.name
+        assert losses(whole) == losses(run_dir), run_dir.name
+    assert len(ckpt.load_checkpoint(middle / "last.pt")["rank_rng"]) == 2
 
 
 @needs_gloo
