@@ -246,12 +246,13 @@ def _train(config: Config, run_dir: Path | None, reporter: Reporter, resume: boo
 
     def save(is_best: bool = False) -> None:
         # every rank takes part: the carried state and the loss sum are gathered, then rank 0 writes
-        state, loss_sum, rank_rng = ranks.gather_streams(run["state"]), ranks.mean(run["loss_sum"]), ranks.rng_states()
+        state, loss_sum = ranks.gather_streams(run["state"]), ranks.mean(run["loss_sum"])
+        rank_states = ranks.rank_states(run["loss_sum"])
         with ranks.together():  # a failed write (a full disk) stops every rank, not rank 0 alone
             if main:
-                ckpt.save_training_checkpoint(run_dir, payload(state, loss_sum, rank_rng), is_best, t.keep_last)
+                ckpt.save_training_checkpoint(run_dir, payload(state, loss_sum, rank_states), is_best, t.keep_last)
 
-    def payload(state, loss_sum, rank_rng) -> dict:
+    def payload(state, loss_sum, rank_states) -> dict:
         return {
             "model": model.state_dict(), "model_args": model.args, "vocab": corpus.vocab.chars,
             "config": config.to_dict(), "optimizer": optimizer.state_dict(), "corpus_sha256": corpus.sha256,
@@ -259,7 +260,7 @@ def _train(config: Config, run_dir: Path | None, reporter: Reporter, resume: boo
             "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
             **{k: run[k] for k in RUN_POSITION},
             "state": state, "loss_sum": loss_sum, "norm_sum": run["norm_sum"],
-            "metrics": run.get("record", {}), **({"rank_rng": rank_rng} if rank_rng is not None else {}),
+            "metrics": run.get("record", {}), **({"ranks": rank_states} if rank_states is not None else {}),
         }
 
     val_ids = corpus.val.to(device)
@@ -367,7 +368,9 @@ def _restore(saved: dict, run: dict, model, optimizer, data_generator: torch.Gen
     if device.type == "cuda" and saved["cuda_rng"]:
         torch.cuda.set_rng_state_all(saved["cuda_rng"])
     data_generator.set_state(saved["epoch_data_rng"])
-    ranks.restore_rng(saved.get("rank_rng"), saved["config"]["train"]["seed"], saved["step"])
+    own_loss_sum = ranks.restore_rank_state(saved.get("ranks"), saved["config"]["train"]["seed"], saved["step"])
+    if own_loss_sum is not None:
+        run["loss_sum"] = own_loss_sum.to(device)
 
 
 def _interrupted(signum: int, run: dict, run_dir: Path, ranks: distributed.Ranks) -> Interrupted:

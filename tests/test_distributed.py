@@ -251,7 +251,7 @@ def test_a_distributed_run_resumes_from_its_checkpoint(tmp_path):
         a, b = weights(whole), weights(run_dir)
         assert all(torch.equal(a[k], b[k]) for k in a), run_dir.name
         assert losses(whole) == losses(run_dir), run_dir.name
-    assert len(ckpt.load_checkpoint(middle / "last.pt")["rank_rng"]) == 2
+    assert len(ckpt.load_checkpoint(middle / "last.pt")["ranks"]) == 2
 
 
 @needs_gloo
