@@ -399,7 +399,10 @@ def launch(nproc: int, args: list[str]) -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // nproc)))
     # the failing process says what went wrong in one line; the agent's log would repeat it as a report
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    # (its loggers get their own levels, so the parent's level is not enough)
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith(("torch.distributed.elastic", "torch.distributed.run")):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     options = get_args_parser().parse_args(["--standalone", "--nproc_per_node", str(nproc), "-m", "charlm", *args])
     try:
         run(options)

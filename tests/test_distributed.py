@@ -302,7 +302,7 @@ def test_ctrl_c_stops_every_rank_at_the_same_batch_and_the_run_resumes(tmp_path)
     out, err = process.communicate(timeout=300)
     assert process.returncode == 130, err
     assert f"continue with: charlm train --nproc 2 --resume --run-dir {run_dir}" in err
-    assert err.count("interrupted") == 1  # rank 0 alone says it
+    assert len(err.strip().splitlines()) == 1  # rank 0 alone says it, and the launcher adds nothing
     saved = ckpt.load_checkpoint(run_dir / "last.pt")
     assert saved["epoch"] >= 1 and (saved["epoch"], saved["batch_in_epoch"]) != (4, 0)
     assert charlm(tmp_path, *args, "--run-dir", str(run_dir), "--resume").returncode == 0
