@@ -533,6 +533,7 @@ def _write_encoded(folder: Path, source: Source, groups: dict, text: Callable) -
                 "sha256": sha256}
         (tmp / "meta.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
         _fsync(tmp / "meta.json")
+        _make_readable(tmp)  # mkdtemp and the mapped files are private (0700/0600): share like any data file
         os.rename(tmp, folder)
         tmp = None
     except OSError as e:
@@ -542,6 +543,14 @@ def _write_encoded(folder: Path, source: Source, groups: dict, text: Callable) -
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _make_readable(folder: Path) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(folder, 0o777 & ~umask)
+    for path in folder.iterdir():
+        os.chmod(path, 0o666 & ~umask)
 
 
 def _fsync(path: Path) -> None:

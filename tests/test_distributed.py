@@ -19,7 +19,7 @@ from charlm import checkpoint as ckpt
 from charlm import data, distributed
 from charlm.cli import main
 from charlm.config import DataConfig, load_config
-from charlm.errors import ConfigError
+from charlm.errors import ConfigError, CorpusError
 from charlm.evaluate import evaluate
 from charlm.model import CharRNN
 from charlm.train import train
@@ -182,6 +182,11 @@ def test_encoded_cache_gives_the_same_corpus_memory_mapped(tmp_path, monkeypatch
         ptr = again.train.data_ptr()
         assert any(int(lo, 16) <= ptr < int(hi, 16) for lo, hi in spans)
     monkeypatch.undo()
+    del cached, again, corpus  # unmap before cutting the file short
+    with open(folder / "all.ids", "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(CorpusError, match="damaged: delete that folder"):
+        data.load_corpus(cfg, cache=tmp_path / "enc")
     path.write_text(path.read_text(encoding="utf-8") + "新的字\n", encoding="utf-8")  # another text: another entry
     changed = data.load_corpus(cfg, cache=tmp_path / "enc")
     assert changed.sha256 != plain.sha256 and len(list((tmp_path / "enc").iterdir())) == 2
