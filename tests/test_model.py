@@ -157,7 +157,8 @@ def test_from_config_and_args_rebuild_the_same_model():
                       tie_weights=False)
     model = CharRNN.from_config(cfg, 17)
     assert model.args == dict(vocab_size=17, kind="gru", hidden_size=10, num_layers=2, dropout=0.25,
-                              input="embedding", embed_size=6, tie_weights=False)
+                              input="embedding", embed_size=6, tie_weights=False, dropout_embed=None,
+                              dropout_hidden=None, dropout_output=None, locked_dropout=False, weight_drop=0.0)
     twin = CharRNN(**model.args)
     twin.load_state_dict(model.state_dict())  # same parameter names and shapes
     assert model.rnn.dropout == 0.25 and model.drop.p == 0.25
