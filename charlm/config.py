@@ -66,6 +66,7 @@ class TrainConfig:
     eval_chars: int | None = None  # in-training evals score about this many val chars (null: the whole split)
     variable_bptt: bool = False  # AWD-style random window lengths around num_steps (consecutive sampling)
     clip_norm: float | None = 1.0  # max global gradient L2 norm; null disables clipping
+    label_smoothing: float = 0.0  # training targets keep 1 - this; evals always score the plain loss
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     bf16: bool = False  # bf16 autocast on CUDA
     seed: int = 0
@@ -272,6 +273,7 @@ def validate(c: Config) -> None:
     for name in ("dropout_embed", "dropout_hidden", "dropout_output", "weight_drop"):
         p = getattr(m, name)
         check(p is None or 0 <= p < 1, f"model.{name} must be in [0, 1), got {p}")
+    check(0 <= t.label_smoothing < 1, f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}")
     check(0 < t.decay_factor <= 1, f"train.decay_factor must be in (0, 1], got {t.decay_factor}")
     check(t.decay_every > 0, "train.decay_every must be a positive integer (epochs)")
     check(t.plateau_patience >= 0, "train.plateau_patience must be >= 0")

@@ -48,7 +48,8 @@ RESUMABLE_SECTIONS = {"sample", "log"}
 EXPLICIT_ONLY_KEYS = {"train.lr"}  # allowed only when asked for on the command line (--set train.lr=...)
 # where the loop stands, saved in every checkpoint and restored on resume (besides tensors and RNGs)
 RUN_POSITION = ("epoch", "batch_in_epoch", "step", "best_loss", "best_epoch", "skipped", "epoch_data_rng",
-                "epoch_weight", "lr_scale", "evals_since_best", "plateau_count", "train_seconds", "epoch_started_at", "stopped")
+                "epoch_weight", "lr_scale", "evals_since_best", "plateau_count", "train_seconds", "epoch_started_at",
+                "stopped")
 # a fresh run's position (the tensors, the state and the generators are set up in train())
 START = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "best_loss": math.inf, "best_epoch": 0, "skipped": 0,
          "epoch_weight": 0.0, "lr_scale": 1.0, "evals_since_best": 0, "plateau_count": 0, "train_seconds": 0.0,
@@ -429,7 +430,8 @@ def _train_epoch(epoch, config, model, optimizer, train_ids, data_generator, run
             group["lr"] = lr
         with autocast:
             logits, state = model(x, state)
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.T.reshape(-1).long())
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.T.reshape(-1).long(),
+                                   label_smoothing=t.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(params, clip)  # the norm before clipping

@@ -260,3 +260,15 @@ def test_metrics_written_after_the_last_checkpoint_are_recomputed_not_duplicated
     train(config(tmp_path, "train.keep_last=4"), run_dir, resume=True)
     assert [r["epoch"] for r in losses(run_dir)] == [1, 2, 3, 4]
     assert_same_run(run_dir, expected)
+
+
+@pytest.mark.parametrize("options", [("train.variable_bptt=true",),
+                                     ("train.eval_every_batches=4", "train.schedule=plateau")])
+def test_variable_bptt_and_in_epoch_evals_resume_mid_epoch_as_the_same_run(tmp_path, reference, options):
+    options = (*options, "train.checkpoint_every_batches=3")
+    expected = reference(*options)
+    run_dir = tmp_path / "run"
+    with pytest.raises(RuntimeError):
+        train(config(tmp_path, *options), run_dir, CrashAt(epoch=2, batch=7))
+    train(config(tmp_path, *options), run_dir, resume=True)
+    assert_same_run(run_dir, expected)
