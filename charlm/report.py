@@ -105,8 +105,8 @@ class RichReporter(Reporter):
         lines = [
             f"best {what} perplexity [bold]{perplexity(loss):.3f}[/] ({loss / math.log(2):.3f} bits/char) "
             f"at epoch {summary['best_epoch']}",
-            f"{epochs} epochs{stopped.get(summary.get('stopped'), '')} in {summary['seconds']:.1f} s "
-            f"({summary.get('train_seconds', summary['seconds']):.1f} s training) · "
+            f"{epochs} epochs{stopped.get(summary.get('stopped'), '')} in {summary['seconds']:.1f} s",
+            f"{summary.get('train_seconds', summary['seconds']):.1f} s of training · "
             f"{last.get('chars_per_s', 0):,.0f} chars/s",
             f"{what} loss by epoch {sparkline(summary['losses'])}",
             f"run folder {summary['run_dir']}",
@@ -114,6 +114,8 @@ class RichReporter(Reporter):
         final = summary.get("final") or {}
         for split in ("val", "test"):
             if f"{split}_loss" in final:
-                lines.insert(1, f"best checkpoint on the whole {split} split: {final[f'{split}_loss']:.4f} nats/char, "
-                                f"{final[f'{split}_bpc']:.4f} bits/char, perplexity {final[f'{split}_ppl']:.3f}")
-        self.console.print(Panel("\n".join(lines), title="charlm train: done", expand=False))
+                lines.insert(1, f"{split} (whole split, best checkpoint): {final[f'{split}_loss']:.4f} nats/char · "
+                                f"{final[f'{split}_bpc']:.4f} bits/char · ppl {final[f'{split}_ppl']:.3f}")
+        # a log file gets the default 80 columns: let the panel be as wide as its longest line
+        width = max(len(line) for line in lines) + 4
+        self.console.print(Panel("\n".join(lines), title="charlm train: done", expand=False), width=max(width, 60))
