@@ -1,6 +1,7 @@
 """charlm's benchmark: baselines and charlm side by side, in one process, on this machine.
 
     python benchmarks/bench.py [--quick] [--json PATH]
+    python benchmarks/bench.py --ddp [--json PATH]   # 1 vs 2 DDP processes: benchmarks/ddp_bench.py
 
 Prints a table and writes every figure to JSON. Targets are ratios measured in the same run (never
 absolute times), so the figures travel between machines. Needs the jaychou and tinyshakespeare corpora
@@ -215,7 +216,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a one-minute smoke version (CI)")
     parser.add_argument("--json", type=Path, help="write every figure here")
+    parser.add_argument("--ddp", action="store_true", help="only 1 vs 2 DDP processes on the CPU (ddp_bench.py)")
     args = parser.parse_args()
+    if args.ddp:
+        import ddp_bench
+
+        ddp_bench.main(["--json", str(args.json)] if args.json else [])
+        return
     console = Console(highlight=False)
     for name in ("jaychou", "tinyshakespeare"):
         fetch(name)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -35,6 +36,7 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 RunDir = Annotated[Optional[Path], typer.Option("--run-dir", "-r", help="Run folder (default: latest in runs/).")]
 Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps")]
+RANK_0_GRACE_SECONDS = 2.0
 Which = Annotated[str, typer.Option("--checkpoint", help="best (lowest val loss) or last.")]
 
 
@@ -49,10 +51,19 @@ def train(
     overrides: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="KEY=VALUE, e.g. train.lr=0.01.")]
     = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --run-dir from its last.pt.")] = False,
+    nproc: Annotated[Optional[int], typer.Option(
+        "--nproc", help="Train with N processes on this machine (torchrun; one per GPU, or CPU processes).")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Check the config and print the torchrun commands (one machine, several); train nothing.")]
+    = False,
 ) -> None:
-    """Train a model and write its run folder (config, vocab, metrics, checkpoints)."""
+    """Train a model and write its run folder (config, vocab, metrics, checkpoints).
+
+    Under torchrun (or with --nproc) the processes train one model with DistributedDataParallel.
+    """
+    from charlm import distributed
     from charlm.report import RichReporter
-    from charlm.train import load_resume_config
+    from charlm.train import Reporter, load_resume_config
     from charlm.train import train as run_training
 
     settings = list(overrides or [])
@@ -67,7 +78,16 @@ def train(
     else:
         cfg = load_config(config, settings)
     explicit = {item.split("=", 1)[0].strip() for item in settings}
-    run_training(cfg, run_dir, RichReporter(out), resume=resume, explicit=explicit)
+    if nproc is not None or dry_run:
+        processes = nproc or distributed.default_nproc()
+        args = distributed.train_args(config, run_dir, resume, settings)
+        if dry_run:
+            out.print(distributed.launch_commands(processes, args, cfg.name, cfg.train.batch_size), markup=False)
+            return 0
+        distributed.check_launch(processes, cfg.train.device, cfg.train.batch_size)
+        return distributed.launch(processes, args)
+    reporter = RichReporter(out) if distributed.is_main_process() else Reporter()  # other ranks stay quiet
+    run_training(cfg, run_dir, reporter, resume=resume, explicit=explicit)
 
 
 @app.command(epilog="Example: charlm generate --prefix 分开 --length 100 --temperature 0.8 --seed 1")
@@ -221,7 +241,9 @@ def main(argv: list[str] | None = None) -> int:
         err.print(f"error: {e.format_message()}{hint}", markup=False)
         return 2
     except CharlmError as e:
-        err.print(f"{getattr(e, 'label', 'error')}: {e}", markup=False)
+        if _reported_elsewhere(e):
+            return e.exit_code
+        err.print(f"{_rank_prefix()}{getattr(e, 'label', 'error')}: {e}", markup=False)
         return e.exit_code
     except (typer.Abort, KeyboardInterrupt):
         err.print("interrupted", markup=False)
@@ -232,10 +254,29 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug or an unforeseen failure: still one line, unless debugging
         if os.environ.get("CHARLM_DEBUG"):
             raise
-        err.print(f"error: unexpected {type(e).__name__}: {e} (set CHARLM_DEBUG=1 for the traceback)",
+        err.print(f"{_rank_prefix()}error: unexpected {type(e).__name__}: {e} (set CHARLM_DEBUG=1 for the traceback)",
                   markup=False)
         return 1
     return result if isinstance(result, int) else 0
+
+
+def _rank_prefix() -> str:
+    rank = os.environ.get("RANK")
+    return f"[rank {rank}] " if rank and rank != "0" else ""
+
+
+def _reported_elsewhere(error: CharlmError) -> bool:
+    """Under torchrun, bad input and a stop by signal are the same on every rank: rank 0 says it once;
+    a rank stopped by another's failure (distributed.PeerFailed) leaves the telling to that one."""
+    if getattr(error, "quiet", False):
+        return True
+    rank = os.environ.get("RANK")
+    same_everywhere = isinstance(error, UsageError) or getattr(error, "label", "") == "interrupted"
+    if not (rank and rank != "0" and same_everywhere):
+        return False
+    if isinstance(error, UsageError):  # once this rank exits torchrun stops the others: let rank 0 print first
+        time.sleep(RANK_0_GRACE_SECONDS)
+    return True
 
 
 def entry() -> None:

@@ -66,7 +66,7 @@ class TrainConfig:
     eval_chars: int | None = None  # in-training evals score about this many val chars (null: the whole split)
     variable_bptt: bool = False  # AWD-style random window lengths around num_steps (consecutive sampling)
     clip_norm: float | None = 1.0  # max global gradient L2 norm; null disables clipping
-    label_smoothing: float = 0.0  # training targets keep 1 - this; evals always score the plain loss
+    label_smoothing: float = 0.1  # training targets keep 1 - this; evals always score the plain loss
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     bf16: bool = False  # bf16 autocast on CUDA
     seed: int = 0

@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import tempfile
 import urllib.error
 import urllib.request
@@ -374,10 +375,13 @@ def scan(chunks: Iterator[str]) -> tuple[set[str], int, str]:
     return chars, count, digest.hexdigest()
 
 
-def encode_chunks(chunks: Iterator[str], vocab: Vocab, length: int) -> torch.Tensor:
-    """Second pass: fill one tensor of `length` ids. Characters outside the vocab raise CorpusError."""
+def encode_chunks(chunks: Iterator[str], vocab: Vocab, length: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Second pass: fill one tensor of `length` ids (`out`, e.g. a memory-mapped file, or a new one).
+
+    Characters outside the vocab raise CorpusError.
+    """
     table = vocab.lookup_table()
-    ids = torch.empty(length, dtype=vocab.id_dtype())
+    ids = out if out is not None else torch.empty(length, dtype=vocab.id_dtype())
     pos = 0
     for chunk in chunks:
         points = code_points(chunk)
@@ -422,14 +426,33 @@ def encode_file(path: str | Path, vocab: Vocab, cfg: DataConfig) -> torch.Tensor
     return encode_chunks(text(), vocab, length)
 
 
-def load_corpus(cfg: DataConfig, progress: Callable | None = None) -> Corpus:
-    """Read, normalise, build the vocabulary, encode and split the corpus named by `cfg`."""
+def load_corpus(cfg: DataConfig, progress: Callable | None = None, cache: Path | None = None) -> Corpus:
+    """Read, normalise, build the vocabulary, encode and split the corpus named by `cfg`.
+
+    With `cache` (a folder), the encoded text is kept there as integer files and memory-mapped:
+    encoded once, then every process that loads it shares the same pages instead of holding a copy.
+    """
     source = resolve_source(cfg.corpus, progress)
     groups = _split_groups(source)
 
     def text(parts):
         return _limited(iter_text(parts, cfg.newlines, source.drop_spaces), cfg.max_chars)
 
+    if cache is not None:
+        vocab, encoded, sha256 = load_encoded(source, groups, text, cfg, cache)
+    else:
+        vocab, lengths, sha256 = _scan_groups(source, groups, text)
+        encoded = {split: encode_chunks(text(parts), vocab, lengths[split]) for split, parts in groups.items()}
+    if source.has_splits:
+        empty = torch.empty(0, dtype=vocab.id_dtype())
+        train, val, test = (encoded.get(s, empty) for s in ("train", "val", "test"))
+    else:
+        train, val, test = split_ids(encoded["all"], cfg.val_fraction, cfg.test_fraction)
+    return Corpus(source.name, vocab, train, val, test, sha256)
+
+
+def _scan_groups(source: Source, groups: dict, text: Callable) -> tuple[Vocab, dict[str, int], str]:
+    """First pass over every split group: the vocabulary, each group's length, the text's sha256."""
     chars: set[str] = set()
     digest = hashlib.sha256()
     lengths = {}
@@ -439,14 +462,7 @@ def load_corpus(cfg: DataConfig, progress: Callable | None = None) -> Corpus:
         digest.update(split_sha.encode())
     if sum(lengths.values()) == 0:
         raise CorpusError(f"corpus {source.name} is empty: use a text file with some characters")
-    vocab = Vocab(chars)
-    encoded = {split: encode_chunks(text(parts), vocab, lengths[split]) for split, parts in groups.items()}
-    if source.has_splits:
-        empty = torch.empty(0, dtype=vocab.id_dtype())
-        train, val, test = (encoded.get(s, empty) for s in ("train", "val", "test"))
-    else:
-        train, val, test = split_ids(encoded["all"], cfg.val_fraction, cfg.test_fraction)
-    return Corpus(source.name, vocab, train, val, test, digest.hexdigest())
+    return Vocab(chars), lengths, digest.hexdigest()
 
 
 def _split_groups(source: Source) -> dict[str, tuple[TextPart, ...]]:
@@ -466,6 +482,94 @@ def split_ids(ids: torch.Tensor, val_fraction: float, test_fraction: float):
 
 
 # ---------------------------------------------------------------------------------------------------
+# Encoded cache: the ids of a corpus as integer files, memory-mapped by every process that trains on it
+
+ENCODED_FORMAT = 1
+
+
+def encoded_cache_dir() -> Path:
+    """Where encoded corpora are kept: the folder `encoded` beside the built-in corpora."""
+    return data_dir() / "encoded"
+
+
+def load_encoded(source: Source, groups: dict, text: Callable, cfg: DataConfig,
+                 cache: Path) -> tuple[Vocab, dict[str, torch.Tensor], str]:
+    """The vocabulary, the ids of each split group (memory-mapped) and the text's sha256.
+
+    The folder is named by a hash of the raw bytes of every file and of the options that change the
+    encoding, so an edited file or another normalisation gets a folder of its own, never a stale one.
+    """
+    folder = Path(cache) / _encoding_key(source, cfg)
+    if not (folder / "meta.json").is_file():
+        _write_encoded(folder, source, groups, text)
+    return _open_encoded(folder)
+
+
+def _encoding_key(source: Source, cfg: DataConfig) -> str:
+    options = {"format": ENCODED_FORMAT, "newlines": cfg.newlines, "max_chars": cfg.max_chars,
+               "drop_spaces": source.drop_spaces}
+    digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
+    for part in source.parts:
+        digest.update(f"{part.split}\0{part.member}\0{sha256_file(part.path)}\0".encode())
+    return digest.hexdigest()[:32]
+
+
+def _write_encoded(folder: Path, source: Source, groups: dict, text: Callable) -> None:
+    """Encode straight into files mapped in memory (no copy of the ids in RAM), then publish the folder
+    with one rename: a reader sees a whole folder or none, even if several processes race to write it."""
+    vocab, lengths, sha256 = _scan_groups(source, groups, text)
+    tmp = None
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        for split, parts in groups.items():
+            if lengths[split]:
+                path = tmp / f"{split}.ids"
+                ids = torch.from_file(str(path), shared=True, size=lengths[split], dtype=vocab.id_dtype())
+                encode_chunks(text(parts), vocab, lengths[split], out=ids)
+                del ids  # unmap before the fsync
+                _fsync(path)
+        meta = {"format": ENCODED_FORMAT, "corpus": source.name, "vocab": vocab.chars, "lengths": lengths,
+                "sha256": sha256}
+        (tmp / "meta.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+        _fsync(tmp / "meta.json")
+        os.rename(tmp, folder)
+        tmp = None
+    except OSError as e:
+        if not (folder / "meta.json").is_file():  # another process published it first: that copy is as good
+            raise RunError(f"cannot write the encoded corpus to {folder.parent} ({e.strerror or e}): free disk "
+                           "space or set CHARLM_DATA_DIR to a writable folder") from None
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _open_encoded(folder: Path) -> tuple[Vocab, dict[str, torch.Tensor], str]:
+    damaged = f"the encoded corpus in {folder} is damaged: delete that folder and run again"
+    try:
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        vocab = Vocab(meta["vocab"])
+        dtype = vocab.id_dtype()
+        encoded = {}
+        for split, n in meta["lengths"].items():
+            path = folder / f"{split}.ids"
+            if n and path.stat().st_size != n * dtype.itemsize:
+                raise CorpusError(damaged)
+            # shared=False maps the file copy-on-write: the pages come from the page cache, shared by
+            # every process on the machine, and nothing can write back to the file
+            encoded[split] = (torch.from_file(str(path), shared=False, size=n, dtype=dtype) if n
+                              else torch.empty(0, dtype=dtype))
+        return vocab, encoded, meta["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise CorpusError(damaged) from None
+
+
+# ---------------------------------------------------------------------------------------------------
 # Batches: X and Y are (batch_size, num_steps) with Y = X shifted by one character
 
 
@@ -477,17 +581,18 @@ def min_chars(batch_size: int, num_steps: int, sampling: str) -> int:
 
 
 def consecutive_batches(ids: torch.Tensor, batch_size: int, num_steps: int, offset: int = 0,
-                        lengths: list[int] | None = None):
+                        rows: slice = slice(None), lengths: list[int] | None = None):
     """d2l's data_iter_consecutive: `batch_size` parallel streams walked in windows of `num_steps`.
 
     Window i of stream b continues exactly where window i-1 of stream b ended, so a hidden state
     carried from one batch to the next sees unbroken text. `offset` skips characters at the start
     (a random offset per epoch varies where the windows fall); `lengths` gives each window its own
-    length instead (variable BPTT, see bptt_lengths).
+    length instead (variable BPTT, see bptt_lengths). `rows` keeps some of the streams (a process's
+    share of the batch in distributed training); the streams are cut as for all of them.
     """
     ids = ids[offset:]
     stream_len = len(ids) // batch_size
-    streams = ids[: batch_size * stream_len].view(batch_size, stream_len)
+    streams = ids[: batch_size * stream_len].view(batch_size, stream_len)[rows]
     if lengths is None:
         lengths = [num_steps] * ((stream_len - 1) // num_steps)
     start = 0
@@ -520,13 +625,17 @@ def num_consecutive_batches(n: int, batch_size: int, num_steps: int, offset: int
     return max(0, ((n - offset) // batch_size - 1) // num_steps)
 
 
-def random_batches(ids: torch.Tensor, batch_size: int, num_steps: int, generator: torch.Generator):
-    """d2l's data_iter_random: non-overlapping windows in a random order, each batch independent."""
+def random_batches(ids: torch.Tensor, batch_size: int, num_steps: int, generator: torch.Generator,
+                   rows: slice = slice(None)):
+    """d2l's data_iter_random: non-overlapping windows in a random order, each batch independent.
+
+    `rows` keeps some of each batch's windows: processes drawing with equal generators take disjoint shares.
+    """
     num_windows = (len(ids) - 1) // num_steps
     order = torch.randperm(num_windows, generator=generator)
     steps = torch.arange(num_steps)
     for i in range(num_windows // batch_size):
-        starts = order[i * batch_size:(i + 1) * batch_size] * num_steps
+        starts = order[i * batch_size:(i + 1) * batch_size][rows] * num_steps
         index = starts[:, None] + steps
         yield ids[index], ids[index + 1]
 

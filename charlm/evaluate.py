@@ -24,7 +24,8 @@ def perplexity(nats: float) -> float:
 
 @torch.inference_mode()
 def evaluate(model, ids: torch.Tensor, batch_size: int, num_steps: int, device: torch.device | str = "cpu",
-             max_chars: int | None = None) -> dict:
+             max_chars: int | None = None, ranks=None) -> dict:
+    """`ranks` (distributed.Ranks): score this process's share of the streams and add up all shares."""
     n = len(ids)
     if n < 2:
         raise CorpusError(f"the text to score has {n} character(s): it needs at least 2")
@@ -34,19 +35,21 @@ def evaluate(model, ids: torch.Tensor, batch_size: int, num_steps: int, device: 
     full_length = length
     if max_chars is not None:
         length = max(1, min(length, max_chars // streams))
-    ids = ids.to(device)
-    inputs = ids[: streams * full_length].view(streams, full_length)[:, :length]
-    targets = ids[1: streams * full_length + 1].view(streams, full_length)[:, :length]
+    mine = ranks.share(streams) if ranks is not None and ranks.active else slice(None)
+    inputs = ids[: streams * full_length].view(streams, full_length)[mine, :length].to(device)
+    targets = ids[1: streams * full_length + 1].view(streams, full_length)[mine, :length].to(device)
     was_training = model.training
     model.eval()
     # summed on the device (one sync at the end); float64 where the device has it
     total = torch.zeros((), dtype=torch.float32 if device.type == "mps" else torch.float64, device=device)
     state = None
-    for start in range(0, length, num_steps):
+    for start in range(0, length if len(inputs) else 0, num_steps):
         logits, state = model(inputs[:, start:start + num_steps], state)
         y = targets[:, start:start + num_steps].T.reshape(-1).long()
         total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y, reduction="sum").to(total.dtype)
     model.train(was_training)
+    if ranks is not None:
+        ranks.sum_(total)
     chars = streams * length
     nats = total.item() / chars
     protocol = "full" if length == full_length else f"first {length} chars of each of {streams} streams"

@@ -20,19 +20,19 @@ import torch
 import torch.nn.functional as F
 
 from charlm import checkpoint as ckpt
-from charlm import runs
+from charlm import distributed, runs
 from charlm.config import Config, TrainConfig, dump_config, from_dict, parse_duration
 from charlm.data import (
     Corpus,
     bptt_lengths,
     consecutive_batches,
+    encoded_cache_dir,
     load_corpus,
     min_chars,
     num_consecutive_batches,
     num_random_batches,
     random_batches,
 )
-from charlm.device import pick_device
 from charlm.errors import CorpusError, RunError, UsageError
 from charlm.evaluate import evaluate, perplexity
 from charlm.generate import generate
@@ -106,6 +106,9 @@ class StopSignals:
     def __exit__(self, *exc):
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
+
+    def poll(self) -> None:
+        """Called once per batch; one process has nothing to agree on (see distributed.AgreedStop)."""
 
 
 def make_optimizer(model: torch.nn.Module, t: TrainConfig) -> torch.optim.Optimizer:
@@ -183,11 +186,24 @@ def train(config: Config, run_dir: Path | None = None, reporter: Reporter | None
     """Train a model as `config` says, writing everything to `run_dir`. Returns a summary.
 
     With resume=True, continue the run in `run_dir` from its last.pt; `explicit` names the config keys
-    given on the command line (an lr change is accepted only from there).
+    given on the command line (an lr change is accepted only from there). Under torchrun every process
+    calls this; rank 0 alone writes the run folder (see distributed.py).
     """
     reporter = reporter or Reporter()
+    ranks = distributed.setup(config.train.device, config.train.batch_size)
+    clean = False
+    try:
+        summary = _train(config, run_dir, reporter, resume, explicit, ranks)
+        clean = True
+        return summary
+    finally:
+        distributed.teardown(ranks, clean)
+
+
+def _train(config: Config, run_dir: Path | None, reporter: Reporter, resume: bool, explicit: set[str] | None,
+           ranks: distributed.Ranks) -> dict:
     t, s = config.train, config.sample
-    device = pick_device(t.device)
+    device, main = ranks.device, ranks.is_main
     saved = None
     if resume:
         if run_dir is None:
@@ -197,7 +213,9 @@ def train(config: Config, run_dir: Path | None = None, reporter: Reporter | None
             raise UsageError(f"nothing to resume in {run_dir}: it has no {ckpt.LAST}; start a new run instead")
         saved = ckpt.load_checkpoint(run_dir / ckpt.LAST)
         changes = config_changes(from_dict(saved["config"]), config, explicit or set())
-    corpus = load_corpus(config.data, progress=reporter.download)
+    with ranks.local_main_first():  # several processes share one memory-mapped copy of the encoded corpus
+        corpus = load_corpus(config.data, progress=reporter.download,
+                             cache=encoded_cache_dir() if ranks.active else None)
     if saved is not None and corpus.sha256 != saved["corpus_sha256"]:
         raise UsageError(f"cannot resume: corpus {config.data.corpus} is not the text this run was trained on "
                          "(its checksum differs); resume with the original corpus")
@@ -206,6 +224,7 @@ def train(config: Config, run_dir: Path | None = None, reporter: Reporter | None
     torch.manual_seed(t.seed)
     model = CharRNN.from_config(config.model, len(corpus.vocab)).to(device)
     optimizer = make_optimizer(model, t)
+    ranks.seed_ranks(t.seed)
     data_generator = torch.Generator().manual_seed(t.seed)  # the only source of data randomness
 
     if t.sampling == "consecutive":
@@ -218,26 +237,20 @@ def train(config: Config, run_dir: Path | None = None, reporter: Reporter | None
     run = {**START, "state": None, "loss_sum": torch.zeros((), device=device),
            "norm_sum": torch.zeros((), device=device), "epoch_data_rng": data_generator.get_state()}
     if saved is None:
-        run_dir = Path(run_dir) if run_dir is not None else ckpt.new_run_dir(config.name)
-        ckpt.prepare_run_dir(run_dir)
-        ckpt.write_run_files(run_dir, dump_config(config), corpus.vocab)
+        run_dir = ranks.from_main(Path(run_dir) if run_dir is not None else ckpt.new_run_dir(config.name))
     else:
-        _restore(saved, run, model, optimizer, data_generator, device)
+        _restore(saved, run, model, optimizer, data_generator, device, ranks)
         run["stopped"] = None  # a run stopped by its budget or early stopping continues when resumed
-        ckpt.remove_stale_temp_files(run_dir)
-        # metrics written after the checkpoint (evals the crash cut short) are recomputed: drop them
-        kept = [r for r in ckpt.read_metrics(run_dir) if r.get("step", 0) <= run["step"] and r.get("event") != "final"]
-        ckpt.rewrite_metrics(run_dir, kept)
-        ckpt.append_line(run_dir / ckpt.METRICS, {"event": "resume", "epoch": run["epoch"], "step": run["step"],
-                                                   "batch_in_epoch": run["batch_in_epoch"], "changed": changes})
-        ckpt.atomic_write_text(run_dir / ckpt.CONFIG, dump_config(config))
+    with ranks.together():  # rank 0 prepares the folder; if that fails, every rank stops
+        if main:
+            _prepare_run_files(run_dir, saved, config, corpus, run, changes if saved is not None else {})
 
     prefixes = [p for p in s.prefixes if not corpus.vocab.missing(p)]
     for p in s.prefixes:
         if p not in prefixes:
             reporter.warn(f"preview prefix {p!r} has characters the corpus lacks: skipped")
     reporter.start({
-        "run_dir": str(run_dir), "device": str(device), "corpus": corpus.name, "vocab_size": len(corpus.vocab),
+        "run_dir": str(run_dir), "device": ranks.describe(), "corpus": corpus.name, "vocab_size": len(corpus.vocab),
         "train_chars": len(corpus.train), "val_chars": len(corpus.val), "test_chars": len(corpus.test),
         "parameters": model.num_parameters(), "batches_per_epoch": batches_per_epoch, "epochs": t.epochs,
         "chars_per_batch": t.batch_size * t.num_steps, "resumed_at": (run["epoch"], run["batch_in_epoch"])
@@ -245,23 +258,32 @@ def train(config: Config, run_dir: Path | None = None, reporter: Reporter | None
     })
 
     def save(is_best: bool = False) -> None:
-        payload = {
+        # every rank takes part: the carried state and the loss sum are gathered, then rank 0 writes
+        state, loss_sum, rank_rng = ranks.gather_streams(run["state"]), ranks.mean(run["loss_sum"]), ranks.rng_states()
+        rank_loss_sums = ranks.each(run["loss_sum"])  # each rank's own sum: a resume adds to it, to the bit
+        with ranks.together():  # a failed write (a full disk) stops every rank, not rank 0 alone
+            if main:
+                ckpt.save_training_checkpoint(run_dir, payload(state, loss_sum, rank_rng, rank_loss_sums), is_best,
+                                              t.keep_last)
+
+    def payload(state, loss_sum, rank_rng, rank_loss_sums) -> dict:
+        return {
             "model": model.state_dict(), "model_args": model.args, "vocab": corpus.vocab.chars,
             "config": config.to_dict(), "optimizer": optimizer.state_dict(), "corpus_sha256": corpus.sha256,
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
             **{k: run[k] for k in RUN_POSITION},
-            "state": run["state"], "loss_sum": run["loss_sum"], "norm_sum": run["norm_sum"],
-            "metrics": run.get("record", {}),
+            "state": state, "loss_sum": loss_sum, "norm_sum": run["norm_sum"],
+            "metrics": run.get("record", {}), **({"rank_rng": rank_rng} if rank_rng is not None else {}),
+            **({"rank_loss_sums": rank_loss_sums} if rank_loss_sums is not None else {}),
         }
-        ckpt.save_training_checkpoint(run_dir, payload, is_best, t.keep_last)
 
     val_ids = corpus.val.to(device)
     train_ids = corpus.train.to(device)
 
     def eval_point(epoch: int, epoch_batches: int, end_of_epoch: bool) -> None:
         """Score the model, keep the best, decide on plateau decay and early stopping, save."""
-        record = _eval_record(epoch, epoch_batches, config, model, val_ids, run, device)
+        record = _eval_record(epoch, epoch_batches, config, model, val_ids, run, device, ranks)
         monitored = record.get("val_loss", record["train_loss"])
         if monitored < run["best_loss"]:
             is_best, run["best_loss"], run["best_epoch"], run["evals_since_best"] = True, monitored, epoch, 0
@@ -279,7 +301,8 @@ def train(config: Config, run_dir: Path | None = None, reporter: Reporter | None
         now = time.perf_counter()
         record["seconds"], wall["mark"] = now - wall["mark"], now  # wall time since the previous eval point
         # metrics first: a crash before the checkpoint means the eval is redone and its line rewritten
-        ckpt.append_line(run_dir / ckpt.METRICS, record)
+        if main:
+            ckpt.append_line(run_dir / ckpt.METRICS, record)
         if board is not None:
             for key in ("train_loss", "val_loss", "lr", "grad_norm", "chars_per_s"):
                 if key in record:
@@ -288,45 +311,49 @@ def train(config: Config, run_dir: Path | None = None, reporter: Reporter | None
         save(is_best)
         reporter.epoch_end(record)
         last = epoch == t.epochs or run["stopped"] is not None
-        if end_of_epoch and s.preview_every and prefixes and (epoch % s.preview_every == 0 or last):
+        if main and end_of_epoch and s.preview_every and prefixes and (epoch % s.preview_every == 0 or last):
             samples = [generate(model, corpus.vocab, p, s.length, device=device)[0] for p in prefixes]
             reporter.preview(epoch, samples)
 
     started = time.perf_counter()
     wall = {"mark": started}
-    runs.write_status(run_dir, "running", device=str(device))
-    board = _tensorboard(run_dir) if config.log.tensorboard else None
+    if main:
+        runs.write_status(run_dir, "running", device=ranks.describe())
+    board = _tensorboard(run_dir) if config.log.tensorboard and main else None
+    net = ranks.wrap(model)  # DDP for the training forward and backward; eval and previews use the model
     try:
-        with StopSignals() as stop:
+        with StopSignals() as signals:
+            stop = ranks.agree(signals)
             for epoch in range(run["epoch"] + 1, t.epochs + 1):
-                epoch_batches, completed = _train_epoch(epoch, config, model, optimizer, train_ids, data_generator,
+                epoch_batches, completed = _train_epoch(epoch, config, net, optimizer, train_ids, data_generator,
                                                         run, total_steps, batches_per_epoch, budget, reporter, stop,
-                                                        save, device, run_dir, eval_point)
+                                                        save, device, run_dir, eval_point, ranks)
                 if not completed:  # the time budget ran out, or early stopping, inside the epoch
                     break
                 run["epoch"], run["batch_in_epoch"] = epoch, 0
                 run["epoch_data_rng"] = data_generator.get_state()  # where the next epoch's draws start
                 eval_point(epoch, epoch_batches, end_of_epoch=True)
                 if stop.signum is not None:
-                    raise _interrupted(stop.signum, run, run_dir)
+                    raise _interrupted(stop.signum, run, run_dir, ranks)
                 if run["stopped"] is not None:
                     break
-            final = _final_eval(run_dir, config, model, corpus, run, device)
+            final = _final_eval(run_dir, config, model, corpus, run, device, ranks)
     except (torch.cuda.OutOfMemoryError, MemoryError):
-        _mark_interrupted(run_dir)
+        _mark_interrupted(run_dir, main)
         raise RunError(f"out of memory in epoch {run['epoch'] + 1}: lower train.batch_size or model.hidden_size; "
                        f"the last checkpoint in {run_dir} is intact (resume with --resume)") from None
     except BaseException:
-        _mark_interrupted(run_dir)
+        _mark_interrupted(run_dir, main)
         raise
     finally:
         if board is not None:
             board.close()
 
     seconds = time.perf_counter() - started
-    runs.write_status(run_dir, "finished", device=str(device))
+    if main:
+        runs.write_status(run_dir, "finished", device=ranks.describe())
     monitored = "val_loss" if len(corpus.val) else "train_loss"
-    records = [r for r in ckpt.read_metrics(run_dir) if "event" not in r]
+    records = [r for r in ckpt.read_metrics(run_dir) if "event" not in r] if main else []
     summary = {"run_dir": str(run_dir), "epochs": t.epochs, "epochs_run": run["epoch"],
                "best_epoch": run["best_epoch"], "best_loss": run["best_loss"], "seconds": seconds,
                "train_seconds": run["train_seconds"], "last": run.get("record", {}), "monitored": monitored,
@@ -335,7 +362,24 @@ def train(config: Config, run_dir: Path | None = None, reporter: Reporter | None
     return summary
 
 
-def _mark_interrupted(run_dir: Path) -> None:
+def _prepare_run_files(run_dir: Path, saved: dict | None, config: Config, corpus: Corpus, run: dict,
+                       changes: dict) -> None:
+    if saved is None:
+        ckpt.prepare_run_dir(run_dir)
+        ckpt.write_run_files(run_dir, dump_config(config), corpus.vocab)
+        return
+    ckpt.remove_stale_temp_files(run_dir)
+    # metrics written after the checkpoint (evals the crash cut short) are recomputed: drop them
+    kept = [r for r in ckpt.read_metrics(run_dir) if r.get("step", 0) <= run["step"] and r.get("event") != "final"]
+    ckpt.rewrite_metrics(run_dir, kept)
+    ckpt.append_line(run_dir / ckpt.METRICS, {"event": "resume", "epoch": run["epoch"], "step": run["step"],
+                                               "batch_in_epoch": run["batch_in_epoch"], "changed": changes})
+    ckpt.atomic_write_text(run_dir / ckpt.CONFIG, dump_config(config))
+
+
+def _mark_interrupted(run_dir: Path, main: bool = True) -> None:
+    if not main:
+        return
     with contextlib.suppress(RunError):  # a full disk may refuse even this: the checkpoint is what matters
         runs.write_status(run_dir, "interrupted")
 
@@ -349,14 +393,18 @@ def _tensorboard(run_dir: Path):
     return SummaryWriter(str(run_dir / "tb"))
 
 
-def _restore(saved: dict, run: dict, model, optimizer, data_generator: torch.Generator, device) -> None:
+def _restore(saved: dict, run: dict, model, optimizer, data_generator: torch.Generator, device,
+             ranks: distributed.Ranks) -> None:
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
     for key in RUN_POSITION:
         run[key] = saved.get(key, START.get(key))  # keys added since an older checkpoint start fresh
-    run["loss_sum"] = saved["loss_sum"].to(device)
+    run["loss_sum"] = saved["loss_sum"].to(device)  # the ranks' mean: exact in one process
+    own = saved.get("rank_loss_sums")
+    if ranks.active and own is not None and len(own) == ranks.world_size:
+        run["loss_sum"] = own[ranks.rank].to(device)
     run["norm_sum"] = saved["norm_sum"].to(device)
-    state = saved["state"]
+    state = ranks.local_streams(saved["state"], saved["config"]["train"]["batch_size"])  # saved: the whole batch's
     run["state"] = tuple(x.to(device) for x in state) if isinstance(state, (tuple, list)) else (
         state.to(device) if state is not None else None)
     run["record"] = saved.get("metrics", {})
@@ -364,18 +412,21 @@ def _restore(saved: dict, run: dict, model, optimizer, data_generator: torch.Gen
     if device.type == "cuda" and saved["cuda_rng"]:
         torch.cuda.set_rng_state_all(saved["cuda_rng"])
     data_generator.set_state(saved["epoch_data_rng"])
+    ranks.restore_rng(saved.get("rank_rng"), saved["config"]["train"]["seed"], saved["step"])
 
 
-def _interrupted(signum: int, run: dict, run_dir: Path) -> Interrupted:
+def _interrupted(signum: int, run: dict, run_dir: Path, ranks: distributed.Ranks) -> Interrupted:
     name = signal.Signals(signum).name
     return Interrupted(f"{name}: checkpoint saved after {run['epoch']} epochs and {run['batch_in_epoch']} batches; "
-                       f"continue with: charlm train --resume --run-dir {run_dir}", signum)
+                       f"continue with: {ranks.resume_command(run_dir)}", signum)
 
 
-def _epoch_batches(t: TrainConfig, train_ids: torch.Tensor, data_generator: torch.Generator, spare: int):
-    """The epoch's batches and their count, drawn from the data generator (so a resume replays them)."""
+def _epoch_batches(t: TrainConfig, train_ids: torch.Tensor, data_generator: torch.Generator, spare: int,
+                   rows: slice):
+    """The epoch's batches (this process's `rows` of them) and their count, drawn from the data generator
+    (so a resume replays them)."""
     if t.sampling == "random":
-        return (random_batches(train_ids, t.batch_size, t.num_steps, data_generator),
+        return (random_batches(train_ids, t.batch_size, t.num_steps, data_generator, rows),
                 num_random_batches(len(train_ids), t.batch_size, t.num_steps))
     offset = 0
     if t.random_offset:
@@ -384,13 +435,13 @@ def _epoch_batches(t: TrainConfig, train_ids: torch.Tensor, data_generator: torc
     if t.variable_bptt:
         stream_len = (len(train_ids) - offset) // t.batch_size
         lengths = bptt_lengths(stream_len, t.num_steps, data_generator)
-        return consecutive_batches(train_ids, t.batch_size, t.num_steps, offset, lengths), len(lengths)
-    return (consecutive_batches(train_ids, t.batch_size, t.num_steps, offset),
+        return consecutive_batches(train_ids, t.batch_size, t.num_steps, offset, rows, lengths), len(lengths)
+    return (consecutive_batches(train_ids, t.batch_size, t.num_steps, offset, rows=rows),
             num_consecutive_batches(len(train_ids), t.batch_size, t.num_steps, offset))
 
 
 def _train_epoch(epoch, config, model, optimizer, train_ids, data_generator, run, total_steps, batches_per_epoch,
-                 budget, reporter, stop, save, device, run_dir, eval_point) -> tuple[int, bool]:
+                 budget, reporter, stop, save, device, run_dir, eval_point, ranks) -> tuple[int, bool]:
     """Run the epoch's remaining batches, evaluating every eval_every_batches.
 
     Returns (the epoch's batch count, whether it ran to its end). It stops early, with run["stopped"]
@@ -401,7 +452,7 @@ def _train_epoch(epoch, config, model, optimizer, train_ids, data_generator, run
     data_generator.set_state(run["epoch_data_rng"])
     # characters a random offset may skip without costing the epoch a batch (the count stays fixed)
     spare = len(train_ids) - t.batch_size * (batches_per_epoch * t.num_steps + 1)
-    batches, epoch_batches = _epoch_batches(t, train_ids, data_generator, spare)
+    batches, epoch_batches = _epoch_batches(t, train_ids, data_generator, spare, ranks.streams(t.batch_size))
     batches = itertools.islice(batches, run["batch_in_epoch"], epoch_batches)
     if run["batch_in_epoch"] == 0:
         run["loss_sum"].zero_()
@@ -420,11 +471,12 @@ def _train_epoch(epoch, config, model, optimizer, train_ids, data_generator, run
     timer = time.perf_counter()
     seconds_before = run["train_seconds"]
     for i, (x, y) in enumerate(batches, start=run["batch_in_epoch"]):
+        stop.poll()
         # consecutive: carry the state but cut its graph; random: every window starts from zeros
         state = detach_state(run["state"]) if t.sampling == "consecutive" else None
         # a window of another length than num_steps weighs (and, AWD-style, steps) in proportion to its length
         weight = x.shape[1] / t.num_steps
-        time_fraction = (seconds_before + time.perf_counter() - timer) / budget if budget else 0.0
+        time_fraction = run["train_seconds"] / budget if budget else 0.0  # as of the previous batch
         lr = lr_at(run["step"], total_steps, t, time_fraction, run["lr_scale"]) * weight
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -436,7 +488,7 @@ def _train_epoch(epoch, config, model, optimizer, train_ids, data_generator, run
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(params, clip)  # the norm before clipping
         bad = ~(torch.isfinite(loss) & torch.isfinite(norm))
-        if t.on_nonfinite == "skip" and bool(bad):  # skip decides before the step: one host sync per batch
+        if t.on_nonfinite == "skip" and bool(ranks.any(bad)):  # skip decides before the step: one host sync per batch
             run["skipped"] += 1
             if run["skipped"] > t.max_nonfinite:
                 raise _nonfinite(epoch, i + 1, run, run_dir, f"more than train.max_nonfinite={t.max_nonfinite} batches")
@@ -453,6 +505,8 @@ def _train_epoch(epoch, config, model, optimizer, train_ids, data_generator, run
         run["batch_in_epoch"] = i + 1
         run["lr"] = lr
         run["train_seconds"] = seconds_before + time.perf_counter() - timer
+        if budget is not None:  # every process must use the same lr and stop at the same batch: the slowest decides
+            run["train_seconds"] = ranks.slowest(run["train_seconds"])
         reporter.batch(i + 1, loss)
         last_batch = i + 1 == epoch_batches
         out_of_time = budget is not None and run["train_seconds"] >= budget
@@ -460,7 +514,7 @@ def _train_epoch(epoch, config, model, optimizer, train_ids, data_generator, run
         checkpoint_due = t.checkpoint_every_batches and (i + 1) % t.checkpoint_every_batches == 0 and not last_batch
         if (checkpoint_due or eval_due or out_of_time or stop.signum is not None or last_batch
                 or (i + 1) % NONFINITE_CHECK_EVERY == 0):
-            _check_finite(first_bad, epoch, run, run_dir)
+            _check_finite(ranks.earliest(first_bad), epoch, run, run_dir)
         if out_of_time and not last_batch:
             run["stopped"] = "time_budget"
             eval_point(epoch, epoch_batches, end_of_epoch=False)
@@ -473,7 +527,7 @@ def _train_epoch(epoch, config, model, optimizer, train_ids, data_generator, run
         elif (checkpoint_due or stop.signum is not None) and not last_batch:
             save()
         if stop.signum is not None and not last_batch:
-            raise _interrupted(stop.signum, run, run_dir)
+            raise _interrupted(stop.signum, run, run_dir, ranks)
     if budget is not None and run["train_seconds"] >= budget:
         run["stopped"] = "time_budget"  # the last batch of the epoch used the budget up: evaluate and stop
     return epoch_batches, True
@@ -493,11 +547,11 @@ def _nonfinite(epoch: int, batch: int, run: dict, run_dir: Path, what: str) -> R
                     f"or set train.on_nonfinite=skip; {kept}")
 
 
-def _eval_record(epoch, epoch_batches, config, model, val_ids, run, device) -> dict:
+def _eval_record(epoch, epoch_batches, config, model, val_ids, run, device, ranks) -> dict:
     """One line of metrics.jsonl: the epoch so far (train loss, gradient norm, speed) and the val loss."""
     t = config.train
     weight = max(run["epoch_weight"], 1e-9)
-    train_loss = run["loss_sum"].item() / weight  # the one host sync of the epoch
+    train_loss = ranks.mean(run["loss_sum"]).item() / weight  # the one host sync of the epoch
     batch = run["batch_in_epoch"] or epoch_batches  # 0 once an epoch is complete
     record = {"epoch": epoch, "batch": batch, "epochs_done": round(epoch - 1 + batch / epoch_batches, 4),
               "step": run["step"], "lr": run.get("lr", t.lr), "train_loss": train_loss,
@@ -505,7 +559,7 @@ def _eval_record(epoch, epoch_batches, config, model, val_ids, run, device) -> d
     if run["skipped"]:
         record["skipped_batches"] = run["skipped"]
     if len(val_ids):
-        val = evaluate(model, val_ids, t.eval_batch_size, t.num_steps, device, max_chars=t.eval_chars)
+        val = evaluate(model, val_ids, t.eval_batch_size, t.num_steps, device, max_chars=t.eval_chars, ranks=ranks)
         record.update(val_loss=val["nats_per_char"], val_ppl=val["perplexity"], val_bpc=val["bits_per_char"],
                       val_chars=val["chars"], val_protocol=val["protocol"])
     chars = run["epoch_weight"] * t.batch_size * t.num_steps
@@ -514,7 +568,7 @@ def _eval_record(epoch, epoch_batches, config, model, val_ids, run, device) -> d
     return record
 
 
-def _final_eval(run_dir: Path, config: Config, model, corpus: Corpus, run: dict, device) -> dict:
+def _final_eval(run_dir: Path, config: Config, model, corpus: Corpus, run: dict, device, ranks) -> dict:
     """The best checkpoint on the whole val split (when training evals were subsampled) and the test split.
 
     Appended to metrics.jsonl as {"event": "final", ...}; empty when there is nothing new to measure.
@@ -524,13 +578,15 @@ def _final_eval(run_dir: Path, config: Config, model, corpus: Corpus, run: dict,
               if len(ids) > 1 and (name == "test" or t.eval_chars is not None)]
     if not splits or not (run_dir / ckpt.BEST).exists():
         return {}
+    # every process reads it (as on resume, the run folder is shared); rank 0 finished writing it in save()
     best = ckpt.load_checkpoint(run_dir / ckpt.BEST)
     model.load_state_dict(best["model"])
     final = {"event": "final", "checkpoint": "best", "epoch": run["best_epoch"], "step": best["step"]}
     for name in splits:
-        result = evaluate(model, corpus.split(name).to(device), t.eval_batch_size, t.num_steps, device)
+        result = evaluate(model, corpus.split(name), t.eval_batch_size, t.num_steps, device, ranks=ranks)
         final.update({f"{name}_loss": result["nats_per_char"], f"{name}_ppl": result["perplexity"],
                       f"{name}_bpc": result["bits_per_char"], f"{name}_chars": result["chars"],
                       f"{name}_protocol": result["protocol"]})
-    ckpt.append_line(run_dir / ckpt.METRICS, final)
+    if ranks.is_main:
+        ckpt.append_line(run_dir / ckpt.METRICS, final)
     return final
