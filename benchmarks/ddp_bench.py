@@ -7,7 +7,8 @@ temp folder and trains the same LSTM with the same global batch three ways: one 
 cores, one process with one thread, and two processes with one thread each under
 `python -m torch.distributed.run --standalone --nproc_per_node 2` (the encoded corpus memory-mapped and
 shared). Each run times `--batches` optimizer steps after a few warm-up steps and reports chars/s, and
-the memory of its rank 0 (peak RSS, and anonymous memory, i.e. not the shared file pages).
+the memory of its rank 0 at the end of the timed batches (peak RSS; anonymous memory, i.e. the process's
+own; file-backed memory, i.e. libraries and the memory-mapped corpus pages touched, shared).
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ def worker(corpus: Path, batches: int, run_dir: Path) -> None:
                 self.started = time.perf_counter()
             elif done == WARMUP + batches:
                 self.seconds = time.perf_counter() - self.started
+                self.memory = _memory()  # while the corpus is loaded
                 raise Stop
 
     config = load_config(REPO / "configs" / "tiny.yaml", [f"data.corpus={corpus}", "data.max_chars=null", *MODEL,
@@ -85,7 +87,7 @@ def worker(corpus: Path, batches: int, run_dir: Path) -> None:
     if int(os.environ.get("RANK") or 0) == 0:
         chars = batches * config.train.batch_size * config.train.num_steps
         print(json.dumps({"chars_per_s": chars / clock.seconds, "seconds": clock.seconds, "chars": chars,
-                          "torch_threads": torch.get_num_threads(), **_memory()}))
+                          "torch_threads": torch.get_num_threads(), **clock.memory}))
 
 
 def _memory() -> dict:

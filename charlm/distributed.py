@@ -36,6 +36,8 @@ RDZV_PORT = 29500  # the conventional torchrun port, shown in the multi-node com
 
 @dataclass
 class Ranks:
+    """This process's place among the training processes, and the few collectives the trainer needs."""
+
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
@@ -98,14 +100,6 @@ class Ranks:
         votes = flag.to(torch.int32)
         dist.all_reduce(votes, op=dist.ReduceOp.MAX)
         return votes.bool()
-
-    def each(self, tensor: torch.Tensor) -> list[torch.Tensor] | None:
-        """Every rank's value of a tensor, in rank order (None in one process)."""
-        if not self.active:
-            return None
-        parts = [torch.empty_like(tensor) for _ in range(self.world_size)]
-        dist.all_gather(parts, tensor.detach().contiguous())
-        return [p.cpu() for p in parts]
 
     def slowest(self, seconds: float) -> float:
         """The largest of the processes' clocks, so that time-based decisions (a time budget) agree."""
@@ -201,27 +195,38 @@ class Ranks:
         if self.rank > 0:
             torch.manual_seed(seed + (self.rank << 32))
 
-    def rng_states(self) -> list | None:
-        """Every rank's torch (and CUDA) generator state, saved for an exact resume; None in one process."""
+    def rank_states(self, loss_sum: torch.Tensor) -> list | None:
+        """Every rank's own running state: its torch (and CUDA) generator and its sum of the epoch's losses.
+
+        Saved besides the world-size-free values (the whole batch's hidden state, the mean loss sum), so
+        that a resume with the same number of processes is the same computation to the last bit.
+        None in one process.
+        """
         if not self.active:
             return None
-        mine = {"torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
+        mine = {"torch_rng": torch.get_rng_state(), "loss_sum": loss_sum.detach().cpu(),
+                "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
         states = [None] * self.world_size
         dist.all_gather_object(states, mine, group=self.control)
         return states
 
-    def restore_rng(self, states: list | None, seed: int, step: int) -> None:
-        """Each rank takes back its own generator; resumed with another number of processes, rank 0 has
-        the single-process state already and the others start fresh streams (dropout masks only)."""
+    def restore_rank_state(self, states: list | None, seed: int, step: int) -> torch.Tensor | None:
+        """Take back this rank's generator and return its loss sum, when the run had as many processes.
+
+        Otherwise rank 0 keeps the single-process generator already restored, the others start fresh
+        streams (only dropout masks use them), and the mean loss sum stands (None is returned).
+        """
         if not self.active:
-            return
-        if states is not None and len(states) == self.world_size:
-            torch.set_rng_state(states[self.rank]["torch"])
-            if self.device.type == "cuda" and states[self.rank]["cuda"] is not None:
-                torch.cuda.set_rng_state(states[self.rank]["cuda"], self.device)
-        elif self.rank > 0:
-            torch.manual_seed(seed + (self.rank << 32) + step)
+            return None
+        if states is None or len(states) != self.world_size:
+            if self.rank > 0:
+                torch.manual_seed(seed + (self.rank << 32) + step)
+            return None
+        mine = states[self.rank]
+        torch.set_rng_state(mine["torch_rng"])
+        if self.device.type == "cuda" and mine["cuda_rng"] is not None:
+            torch.cuda.set_rng_state(mine["cuda_rng"], self.device)
+        return mine["loss_sum"]
 
     # --- stopping together ------------------------------------------------------------------------
 

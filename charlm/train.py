@@ -259,14 +259,13 @@ def _train(config: Config, run_dir: Path | None, reporter: Reporter, resume: boo
 
     def save(is_best: bool = False) -> None:
         # every rank takes part: the carried state and the loss sum are gathered, then rank 0 writes
-        state, loss_sum, rank_rng = ranks.gather_streams(run["state"]), ranks.mean(run["loss_sum"]), ranks.rng_states()
-        rank_loss_sums = ranks.each(run["loss_sum"])  # each rank's own sum: a resume adds to it, to the bit
+        state, loss_sum = ranks.gather_streams(run["state"]), ranks.mean(run["loss_sum"])
+        rank_states = ranks.rank_states(run["loss_sum"])
         with ranks.together():  # a failed write (a full disk) stops every rank, not rank 0 alone
             if main:
-                ckpt.save_training_checkpoint(run_dir, payload(state, loss_sum, rank_rng, rank_loss_sums), is_best,
-                                              t.keep_last)
+                ckpt.save_training_checkpoint(run_dir, payload(state, loss_sum, rank_states), is_best, t.keep_last)
 
-    def payload(state, loss_sum, rank_rng, rank_loss_sums) -> dict:
+    def payload(state, loss_sum, rank_states) -> dict:
         return {
             "model": model.state_dict(), "model_args": model.args, "vocab": corpus.vocab.chars,
             "config": config.to_dict(), "optimizer": optimizer.state_dict(), "corpus_sha256": corpus.sha256,
@@ -274,8 +273,7 @@ def _train(config: Config, run_dir: Path | None, reporter: Reporter, resume: boo
             "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
             **{k: run[k] for k in RUN_POSITION},
             "state": state, "loss_sum": loss_sum, "norm_sum": run["norm_sum"],
-            "metrics": run.get("record", {}), **({"rank_rng": rank_rng} if rank_rng is not None else {}),
-            **({"rank_loss_sums": rank_loss_sums} if rank_loss_sums is not None else {}),
+            "metrics": run.get("record", {}), **({"ranks": rank_states} if rank_states is not None else {}),
         }
 
     val_ids = corpus.val.to(device)
@@ -400,9 +398,6 @@ def _restore(saved: dict, run: dict, model, optimizer, data_generator: torch.Gen
     for key in RUN_POSITION:
         run[key] = saved.get(key, START.get(key))  # keys added since an older checkpoint start fresh
     run["loss_sum"] = saved["loss_sum"].to(device)  # the ranks' mean: exact in one process
-    own = saved.get("rank_loss_sums")
-    if ranks.active and own is not None and len(own) == ranks.world_size:
-        run["loss_sum"] = own[ranks.rank].to(device)
     run["norm_sum"] = saved["norm_sum"].to(device)
     state = ranks.local_streams(saved["state"], saved["config"]["train"]["batch_size"])  # saved: the whole batch's
     run["state"] = tuple(x.to(device) for x in state) if isinstance(state, (tuple, list)) else (
@@ -412,7 +407,9 @@ def _restore(saved: dict, run: dict, model, optimizer, data_generator: torch.Gen
     if device.type == "cuda" and saved["cuda_rng"]:
         torch.cuda.set_rng_state_all(saved["cuda_rng"])
     data_generator.set_state(saved["epoch_data_rng"])
-    ranks.restore_rng(saved.get("rank_rng"), saved["config"]["train"]["seed"], saved["step"])
+    own_loss_sum = ranks.restore_rank_state(saved.get("ranks"), saved["config"]["train"]["seed"], saved["step"])
+    if own_loss_sum is not None:
+        run["loss_sum"] = own_loss_sum.to(device)
 
 
 def _interrupted(signum: int, run: dict, run_dir: Path, ranks: distributed.Ranks) -> Interrupted:
