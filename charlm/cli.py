@@ -173,7 +173,7 @@ def runs(root: Annotated[Path, typer.Option(help="Folder holding run folders.")]
     for column in ("run", "corpus", "model", "epochs", "best ppl", "best bpc", "time", "state"):
         table.add_column(column, justify="right" if column in ("epochs", "best ppl", "best bpc", "time") else "left")
     for run in list_runs(root):
-        table.add_row(run["name"], Path(run["corpus"]).name, run["model"], f"{run['epochs_done']}/{run['epochs']}",
+        table.add_row(run["name"], Path(run["corpus"]).name, run["model"], f"{run['epochs_done']:g}/{run['epochs']}",
                       f"{run['best_ppl']:.3f}", f"{run['best_bpc']:.3f}", f"{run['seconds']:.0f} s", run["state"])
     out.print(table)
 
@@ -194,7 +194,7 @@ def info(run_dir: RunDir = None) -> None:
     without = model.num_parameters(embedding=False)
     out.print(f"parameters: {model.num_parameters():,} ({without:,} without the embedding)")
     what = run["monitored"][:-5]
-    out.print(f"epochs {run['epochs_done']}/{run['epochs']}, best {what} perplexity {run['best_ppl']:.3f} "
+    out.print(f"epochs {run['epochs_done']:g}/{run['epochs']}, best {what} perplexity {run['best_ppl']:.3f} "
               f"({run['best_bpc']:.3f} bits/char) at epoch {run['best_epoch']}, {run['seconds']:.1f} s in all")
     out.print(f"{what} loss by epoch: {sparkline([r[run['monitored']] for r in run['records']])}")
     for path in sorted(folder.iterdir()):

@@ -34,8 +34,13 @@ class ModelConfig:
     embed_size: int = 256  # used with input=embedding
     hidden_size: int = 256
     num_layers: int = 1
-    dropout: float = 0.5  # between layers and before the output head
+    dropout: float = 0.5  # on the embedding output, between layers and before the output head
     tie_weights: bool = True  # share embedding and head weights (needs embed_size == hidden_size)
+    dropout_embed: float | None = None  # on the embedding output (null: dropout)
+    dropout_hidden: float | None = None  # between recurrent layers (null: dropout)
+    dropout_output: float | None = None  # before the output head (null: dropout)
+    locked_dropout: bool = False  # variational dropout: one mask per sequence for all time steps
+    weight_drop: float = 0.0  # DropConnect on the recurrent weights W_hh (AWD-LSTM), training only
 
 
 @dataclass
@@ -49,10 +54,19 @@ class TrainConfig:
     optimizer: str = "adam"  # sgd | adam | adamw
     lr: float = 3e-3
     weight_decay: float = 0.0  # applied to weight matrices only, never to biases
-    schedule: str = "cosine"  # constant | cosine
+    schedule: str = "cosine"  # constant | cosine | step | plateau
     warmup_steps: int = 50  # optimizer steps of linear warm-up
-    min_lr: float = 1e-4  # cosine decays to this
+    min_lr: float = 1e-4  # cosine decays to this; step and plateau never go below it
+    decay_factor: float = 0.5  # step / plateau: multiply the lr by this
+    decay_every: int = 1  # step: epochs between decays
+    plateau_patience: int = 0  # plateau: evaluations without a new best val loss before a decay
+    patience: int = 0  # early stopping: stop after this many evaluations without a new best (0: never)
+    time_budget: str | None = None  # stop when training wall time reaches this (106s, 10m, 1h); null: no limit
+    eval_every_batches: int = 0  # also evaluate (and keep best) every N batches inside an epoch (0: per epoch)
+    eval_chars: int | None = None  # in-training evals score about this many val chars (null: the whole split)
+    variable_bptt: bool = False  # AWD-style random window lengths around num_steps (consecutive sampling)
     clip_norm: float | None = 1.0  # max global gradient L2 norm; null disables clipping
+    label_smoothing: float = 0.1  # training targets keep 1 - this; evals always score the plain loss
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     bf16: bool = False  # bf16 autocast on CUDA
     seed: int = 0
@@ -94,7 +108,7 @@ CHOICES = {
     "model.input": ("onehot", "embedding"),
     "train.sampling": ("consecutive", "random"),
     "train.optimizer": ("sgd", "adam", "adamw"),
-    "train.schedule": ("constant", "cosine"),
+    "train.schedule": ("constant", "cosine", "step", "plateau"),
     "train.on_nonfinite": ("stop", "skip"),
 }
 
@@ -256,6 +270,19 @@ def validate(c: Config) -> None:
     check(t.warmup_steps >= 0, "train.warmup_steps must be >= 0")
     check(0 <= t.min_lr <= t.lr, "train.min_lr must be in [0, train.lr]")
     check(t.clip_norm is None or t.clip_norm > 0, "train.clip_norm must be positive (or null for no clipping)")
+    for name in ("dropout_embed", "dropout_hidden", "dropout_output", "weight_drop"):
+        p = getattr(m, name)
+        check(p is None or 0 <= p < 1, f"model.{name} must be in [0, 1), got {p}")
+    check(0 <= t.label_smoothing < 1, f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}")
+    check(0 < t.decay_factor <= 1, f"train.decay_factor must be in (0, 1], got {t.decay_factor}")
+    check(t.decay_every > 0, "train.decay_every must be a positive integer (epochs)")
+    check(t.plateau_patience >= 0, "train.plateau_patience must be >= 0")
+    check(t.patience >= 0, "train.patience must be >= 0 (0: no early stopping)")
+    if t.time_budget is not None:
+        parse_duration(t.time_budget, "train.time_budget")
+    check(t.eval_every_batches >= 0, "train.eval_every_batches must be >= 0 (0: evaluate once per epoch)")
+    check(t.eval_chars is None or t.eval_chars > 0, "train.eval_chars must be positive (or null for the whole split)")
+    check(not (t.variable_bptt and t.sampling != "consecutive"), "train.variable_bptt needs train.sampling=consecutive")
     check(t.eval_batch_size > 0, "train.eval_batch_size must be a positive integer")
     check(t.checkpoint_every_batches >= 0, "train.checkpoint_every_batches must be >= 0 (0: every epoch)")
     check(t.keep_last >= 0, "train.keep_last must be >= 0")
@@ -267,6 +294,23 @@ def validate(c: Config) -> None:
     check(s.length >= 0, "sample.length must be >= 0")
     check(s.preview_every >= 0, "sample.preview_every must be >= 0 (0 disables previews)")
     check(all(p for p in s.prefixes), "sample.prefixes must not contain an empty prefix")
+
+
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def parse_duration(text: str | float, key: str = "duration") -> float:
+    """'106s', '10m', '1.5h' or a plain number of seconds -> seconds."""
+    value = str(text).strip().lower()
+    unit = DURATION_UNITS.get(value[-1:], None)
+    number = value[:-1] if unit is not None else value
+    try:
+        seconds = float(number) * (unit or 1)
+    except ValueError:
+        raise ConfigError(f"{key} = {text!r} is not a duration: write it like 106s, 10m or 1h") from None
+    if not seconds > 0 or seconds == float("inf"):
+        raise ConfigError(f"{key} must be a positive duration, got {text!r}")
+    return seconds
 
 
 def dump_config(c: Config) -> str:

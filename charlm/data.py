@@ -590,19 +590,44 @@ def min_chars(batch_size: int, num_steps: int, sampling: str) -> int:
 
 
 def consecutive_batches(ids: torch.Tensor, batch_size: int, num_steps: int, offset: int = 0,
-                        rows: slice = slice(None)):
+                        rows: slice = slice(None), lengths: list[int] | None = None):
     """d2l's data_iter_consecutive: `batch_size` parallel streams walked in windows of `num_steps`.
 
     Window i of stream b continues exactly where window i-1 of stream b ended, so a hidden state
     carried from one batch to the next sees unbroken text. `offset` skips characters at the start
-    (a random offset per epoch varies where the windows fall). `rows` keeps some of the streams
-    (a process's share of the batch in distributed training); the streams are cut as for all of them.
+    (a random offset per epoch varies where the windows fall); `lengths` gives each window its own
+    length instead (variable BPTT, see bptt_lengths). `rows` keeps some of the streams (a process's
+    share of the batch in distributed training); the streams are cut as for all of them.
     """
     ids = ids[offset:]
     stream_len = len(ids) // batch_size
     streams = ids[: batch_size * stream_len].view(batch_size, stream_len)[rows]
-    for start in range(0, ((stream_len - 1) // num_steps) * num_steps, num_steps):
-        yield streams[:, start:start + num_steps], streams[:, start + 1:start + num_steps + 1]
+    if lengths is None:
+        lengths = [num_steps] * ((stream_len - 1) // num_steps)
+    start = 0
+    for length in lengths:
+        yield streams[:, start:start + length], streams[:, start + 1:start + length + 1]
+        start += length
+
+
+def bptt_lengths(stream_len: int, num_steps: int, generator: torch.Generator) -> list[int]:
+    """AWD-LSTM's variable BPTT: each window is num_steps long (half that 5% of the time), jittered by
+    a normal draw with deviation 5, at least 5 and at most 2 x num_steps, until the streams are used up.
+
+    Varying the lengths moves the window boundaries from epoch to epoch, so every character is trained
+    on with varied amounts of context. Drawn once per epoch from `generator`: a resume replays them.
+    """
+    count = stream_len // 5 + 1  # enough draws for the shortest windows
+    base = torch.where(torch.rand(count, generator=generator) < 0.05, num_steps / 2, float(num_steps))
+    drawn = (base + 5 * torch.randn(count, generator=generator)).long().clamp(min(5, num_steps), 2 * num_steps)
+    ends = drawn.cumsum(0)
+    usable = stream_len - 1  # the targets of the last window need one character more
+    full = int((ends <= usable).sum())
+    lengths = drawn[:full].tolist()
+    rest = usable - sum(lengths)
+    if rest >= min(5, num_steps):
+        lengths.append(rest)
+    return lengths
 
 
 def num_consecutive_batches(n: int, batch_size: int, num_steps: int, offset: int = 0) -> int:

@@ -101,6 +101,14 @@ class Ranks:
         dist.all_reduce(votes, op=dist.ReduceOp.MAX)
         return votes.bool()
 
+    def slowest(self, seconds: float) -> float:
+        """The largest of the processes' clocks, so that time-based decisions (a time budget) agree."""
+        if not self.active:
+            return seconds
+        value = torch.tensor(seconds, dtype=torch.float64)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX, group=self.control)
+        return float(value)
+
     def earliest(self, step: torch.Tensor) -> torch.Tensor:
         """The smallest step >= 0 over the ranks, -1 when no rank has one (the first non-finite batch)."""
         if not self.active:

@@ -3,7 +3,8 @@
 Protocol: the text is cut into `batch_size` contiguous streams that are read in windows of
 `num_steps` with the hidden state carried through each whole stream. Every character after the first
 of the text is a target once, except a tail shorter than `batch_size` characters; `chars` says how
-many were scored.
+many were scored. With `max_chars` (a fast estimate during training) each stream is read only for its
+first max_chars / batch_size characters: a sample spread evenly over the whole text.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ def perplexity(nats: float) -> float:
 
 @torch.inference_mode()
 def evaluate(model, ids: torch.Tensor, batch_size: int, num_steps: int, device: torch.device | str = "cpu",
-             ranks=None) -> dict:
+             max_chars: int | None = None, ranks=None) -> dict:
     """`ranks` (distributed.Ranks): score this process's share of the streams and add up all shares."""
     n = len(ids)
     if n < 2:
@@ -31,9 +32,12 @@ def evaluate(model, ids: torch.Tensor, batch_size: int, num_steps: int, device: 
     device = torch.device(device)
     streams = min(batch_size, n - 1)
     length = (n - 1) // streams
+    full_length = length
+    if max_chars is not None:
+        length = max(1, min(length, max_chars // streams))
     mine = ranks.share(streams) if ranks is not None and ranks.active else slice(None)
-    inputs = ids[: streams * length].view(streams, length)[mine].to(device)
-    targets = ids[1: streams * length + 1].view(streams, length)[mine].to(device)
+    inputs = ids[: streams * full_length].view(streams, full_length)[mine, :length].to(device)
+    targets = ids[1: streams * full_length + 1].view(streams, full_length)[mine, :length].to(device)
     was_training = model.training
     model.eval()
     # summed on the device (one sync at the end); float64 where the device has it
@@ -48,7 +52,9 @@ def evaluate(model, ids: torch.Tensor, batch_size: int, num_steps: int, device: 
         ranks.sum_(total)
     chars = streams * length
     nats = total.item() / chars
-    return {"nats_per_char": nats, "bits_per_char": nats / math.log(2), "perplexity": perplexity(nats), "chars": chars}
+    protocol = "full" if length == full_length else f"first {length} chars of each of {streams} streams"
+    return {"nats_per_char": nats, "bits_per_char": nats / math.log(2), "perplexity": perplexity(nats), "chars": chars,
+            "protocol": protocol}
 
 
 def score_run(run_dir: Path, which: str = "best", split: str | None = None, file: Path | None = None,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -47,30 +49,65 @@ class ElmanRecurrence(torch.autograd.Function):
         return grad_pre, dh, grad_w, grad_pre.sum((0, 1)), None
 
 
+class LockedDropout(nn.Module):
+    """Variational dropout: one mask per sequence, shared by every time step of a (time, batch, features) input.
+
+    Ordinary dropout draws a new mask per step, which on a recurrent model mostly adds noise to the
+    carried state; one mask per sequence (Gal & Ghahramani 2016, AWD-LSTM) regularises without that.
+    """
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        mask = x.new_empty(1, *x.shape[1:]).bernoulli_(1 - self.p).div_(1 - self.p)
+        return x * mask
+
+
+def _dropout(p: float, locked: bool) -> nn.Module:
+    return LockedDropout(p) if locked else nn.Dropout(p)
+
+
 class CharRNN(nn.Module):
     """ids (batch, num_steps) -> logits (num_steps, batch, vocab_size), carrying a hidden state.
 
     Time runs along the first dimension inside the model (as in d2l and cuDNN). With input=onehot and
     one layer this is exactly d2l's RNNModel: one_hot(X.T) -> nn.RNN -> Linear.
+
+    Regularisers (all off in eval mode): dropout on the embedding output (dropout_embed), between layers
+    (dropout_hidden) and before the head (dropout_output), each `dropout` unless given; locked_dropout
+    uses one mask per sequence for all three; weight_drop is DropConnect on the recurrent weights W_hh.
+    Locked dropout between layers and weight drop need the layers as separate modules (`self.rnn` is then
+    a ModuleList of one-layer modules); otherwise `self.rnn` is one multi-layer nn.RNN/LSTM/GRU.
     """
 
     def __init__(self, vocab_size: int, kind: str = "lstm", hidden_size: int = 256, num_layers: int = 1,
-                 dropout: float = 0.0, input: str = "onehot", embed_size: int = 256, tie_weights: bool = False):
+                 dropout: float = 0.0, input: str = "onehot", embed_size: int = 256, tie_weights: bool = False,
+                 dropout_embed: float | None = None, dropout_hidden: float | None = None,
+                 dropout_output: float | None = None, locked_dropout: bool = False, weight_drop: float = 0.0):
         super().__init__()
         self.vocab_size, self.kind, self.input = vocab_size, kind, input
         self.hidden_size, self.num_layers = hidden_size, num_layers
+        self.weight_drop = weight_drop
+        p_embed, p_hidden, p_output = (dropout if p is None else p for p in (dropout_embed, dropout_hidden,
+                                                                             dropout_output))
         self.embedding = nn.Embedding(vocab_size, embed_size) if input == "embedding" else None
         input_size = embed_size if self.embedding is not None else vocab_size
-        layer_dropout = dropout if num_layers > 1 else 0.0  # nn.RNN warns about dropout with one layer
-        if kind in ("rnn_tanh", "rnn_relu"):
-            self.rnn = nn.RNN(input_size, hidden_size, num_layers, nonlinearity=kind[4:], dropout=layer_dropout)
-        elif kind == "lstm":
-            self.rnn = nn.LSTM(input_size, hidden_size, num_layers, dropout=layer_dropout)
-        elif kind == "gru":
-            self.rnn = nn.GRU(input_size, hidden_size, num_layers, dropout=layer_dropout)
-        else:
+        if kind not in ("rnn_tanh", "rnn_relu", "lstm", "gru"):
             raise ValueError(f"unknown model kind {kind!r}")
-        self.drop = nn.Dropout(dropout)
+        self.per_layer = weight_drop > 0 or (locked_dropout and num_layers > 1)
+        if self.per_layer:
+            sizes = [input_size] + [hidden_size] * (num_layers - 1)
+            self.rnn = nn.ModuleList(_recurrent(kind, size, hidden_size, 1, 0.0) for size in sizes)
+            self.drop_hidden = _dropout(p_hidden, locked_dropout)
+        else:
+            # nn.RNN warns about dropout with one layer; its own dropout between layers is the plain kind
+            self.rnn = _recurrent(kind, input_size, hidden_size, num_layers, p_hidden if num_layers > 1 else 0.0)
+        self.drop_embed = _dropout(p_embed, locked_dropout)
+        self.drop = _dropout(p_output, locked_dropout)
         self.head = nn.Linear(hidden_size, vocab_size)
         if tie_weights:
             if self.embedding is None or embed_size != hidden_size:
@@ -78,14 +115,18 @@ class CharRNN(nn.Module):
             self.head.weight = self.embedding.weight
         # one-hot input times W_ih selects a column of W_ih: for the one-layer Elman RNN (d2l's model)
         # a gather plus ElmanRecurrence computes the same function without the (vocab x hidden) matmul
-        self.gather_onehot = self.embedding is None and kind in ("rnn_tanh", "rnn_relu") and num_layers == 1
+        self.gather_onehot = (self.embedding is None and kind in ("rnn_tanh", "rnn_relu") and num_layers == 1
+                              and not self.per_layer)
         self.args = dict(vocab_size=vocab_size, kind=kind, hidden_size=hidden_size, num_layers=num_layers,
-                         dropout=dropout, input=input, embed_size=embed_size, tie_weights=tie_weights)
+                         dropout=dropout, input=input, embed_size=embed_size, tie_weights=tie_weights,
+                         dropout_embed=dropout_embed, dropout_hidden=dropout_hidden, dropout_output=dropout_output,
+                         locked_dropout=locked_dropout, weight_drop=weight_drop)
 
     @classmethod
     def from_config(cls, cfg: ModelConfig, vocab_size: int) -> CharRNN:
         return cls(vocab_size, cfg.kind, cfg.hidden_size, cfg.num_layers, cfg.dropout, cfg.input,
-                   cfg.embed_size, cfg.tie_weights)
+                   cfg.embed_size, cfg.tie_weights, cfg.dropout_embed, cfg.dropout_hidden, cfg.dropout_output,
+                   cfg.locked_dropout, cfg.weight_drop)
 
     def forward(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         ids = ids.T.long()  # (num_steps, batch)
@@ -98,9 +139,40 @@ class CharRNN(nn.Module):
         if self.embedding is None:
             inputs = F.one_hot(ids, self.vocab_size).float()
         else:
-            inputs = self.drop(self.embedding(ids))
-        outputs, state = self.rnn(inputs, state)
+            inputs = self.drop_embed(self.embedding(ids))
+        if self.per_layer:
+            outputs, state = self._forward_layers(inputs, state)
+        else:
+            outputs, state = self.rnn(inputs, state)
         return self.head(self.drop(outputs)), state
+
+    def _forward_layers(self, x: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
+        if state is None:
+            state = self.begin_state(x.shape[1], x.device)
+        lstm = self.kind == "lstm"
+        finals = []
+        for k, layer in enumerate(self.rnn):
+            layer_state = (state[0][k:k + 1], state[1][k:k + 1]) if lstm else state[k:k + 1]
+            if k:
+                x = self.drop_hidden(x)
+            if self.training and self.weight_drop > 0:
+                # DropConnect: a fresh mask on W_hh for each forward; the module's own parameter stays
+                # whole, so the optimizer, the checkpoint and eval (which uses it as is) see the raw weight
+                w_hh = F.dropout(layer.weight_hh_l0, self.weight_drop, training=True)
+                with warnings.catch_warnings():  # cuDNN: the swapped weight is outside its flat buffer
+                    warnings.filterwarnings("ignore", message=".*contiguous chunk of memory.*")
+                    x, final = torch.func.functional_call(layer, {"weight_hh_l0": w_hh}, (x, layer_state))
+            else:
+                x, final = layer(x, layer_state)
+            finals.append(final)
+        if lstm:
+            return x, (torch.cat([h for h, _ in finals]), torch.cat([c for _, c in finals]))
+        return x, torch.cat(finals)
+
+    def layer_weights(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(W_ih, W_hh, b_ih, b_hh) of layer k, in either layout."""
+        module, suffix = (self.rnn[k], "l0") if self.per_layer else (self.rnn, f"l{k}")
+        return tuple(getattr(module, f"{name}_{suffix}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
 
     def begin_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
         zeros = torch.zeros(self.num_layers, batch_size, self.hidden_size, device=device)
@@ -111,6 +183,12 @@ class CharRNN(nn.Module):
         if not embedding and self.embedding is not None and not self.args["tie_weights"]:
             params.pop(id(self.embedding.weight))
         return sum(p.numel() for p in params.values())
+
+
+def _recurrent(kind: str, input_size: int, hidden_size: int, num_layers: int, dropout: float) -> nn.Module:
+    if kind in ("rnn_tanh", "rnn_relu"):
+        return nn.RNN(input_size, hidden_size, num_layers, nonlinearity=kind[4:], dropout=dropout)
+    return {"lstm": nn.LSTM, "gru": nn.GRU}[kind](input_size, hidden_size, num_layers, dropout=dropout)
 
 
 def detach_state(state: State | None) -> State | None:

@@ -28,7 +28,7 @@ def plot_runs(run_dirs: list[Path], out: Path):
         if not records:
             raise UsageError(f"run {run['path']} has no finished epoch yet: nothing to plot")
         label = f"{run['name']} ({run['model']})"
-        epochs = [r["epoch"] for r in records]
+        epochs = [r.get("epochs_done", r["epoch"]) for r in records]  # evals inside an epoch fall in between
         clock = _cumulative([r.get("seconds", 0.0) for r in records])
         (line,) = by_epoch.plot(epochs, [r["train_loss"] for r in records], label=f"{label} train")
         by_time.plot(clock, [r["train_loss"] for r in records], color=line.get_color(), label=f"{label} train")
@@ -36,7 +36,7 @@ def plot_runs(run_dirs: list[Path], out: Path):
             val = [r["val_loss"] for r in records]
             by_epoch.plot(epochs, val, "--", color=line.get_color(), label=f"{label} val")
             by_time.plot(clock, val, "--", color=line.get_color(), label=f"{label} val")
-        by_epoch.plot([run["best_epoch"]], [run["best_loss"]], "*", markersize=12, color=line.get_color(),
+        by_epoch.plot([run["best_epochs_done"]], [run["best_loss"]], "*", markersize=12, color=line.get_color(),
                       label=f"best {run['monitored'][:-5]} {run['best_loss']:.3f} (ppl {run['best_ppl']:.3g}), "
                             f"epoch {run['best_epoch']}")
         lr.plot(epochs, [r["lr"] for r in records], color=line.get_color(), label=label)

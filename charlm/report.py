@@ -40,6 +40,7 @@ class RichReporter(Reporter):
         self.progress: Progress | None = None
         self.chars_per_batch = 0
         self.epochs = 0
+        self.num_batches = 0
 
     def download(self, filename: str, total: int | None):
         return download_bar(self.console, filename, total)
@@ -59,6 +60,7 @@ class RichReporter(Reporter):
         self.console.print(f"[yellow]warning:[/] {message}")
 
     def epoch_start(self, epoch: int, num_batches: int, done: int = 0) -> None:
+        self.num_batches = num_batches
         self.progress = Progress(
             TextColumn(f"epoch {epoch}/{self.epochs}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[speed]}"), TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(),
@@ -81,7 +83,10 @@ class RichReporter(Reporter):
     def epoch_end(self, record: dict) -> None:
         if self.progress is not None and self.progress.live.is_started:
             self.progress.stop()
-        line = f"epoch {record['epoch']:>4}  train ppl {record['train_ppl']:9.3f}"
+        where = f"epoch {record['epoch']:>4}"
+        if record.get("batch", self.num_batches) != self.num_batches:  # an eval inside the epoch
+            where = f"epoch {record['epochs_done']:>7.2f}"
+        line = f"{where}  train ppl {record['train_ppl']:9.3f}"
         if "val_ppl" in record:
             line += f"  val ppl {record['val_ppl']:9.3f}  val bpc {record['val_bpc']:.3f}"
         line += f"  |g| {record['grad_norm']:.3g}  {record['seconds']:.1f} s  {record['chars_per_s']:,.0f} chars/s"
@@ -95,11 +100,22 @@ class RichReporter(Reporter):
         loss = summary["best_loss"]
         what = "val" if summary["monitored"] == "val_loss" else "train"
         last = summary["last"]
+        stopped = {"time_budget": " (time budget reached)", "early_stopping": " (early stopping)"}
+        epochs = f"{last.get('epochs_done', summary['epochs']):g}"
         lines = [
             f"best {what} perplexity [bold]{perplexity(loss):.3f}[/] ({loss / math.log(2):.3f} bits/char) "
             f"at epoch {summary['best_epoch']}",
-            f"{summary['epochs']} epochs in {summary['seconds']:.1f} s · {last.get('chars_per_s', 0):,.0f} chars/s",
+            f"{epochs} epochs{stopped.get(summary.get('stopped'), '')} in {summary['seconds']:.1f} s",
+            f"{summary.get('train_seconds', summary['seconds']):.1f} s of training · "
+            f"{last.get('chars_per_s', 0):,.0f} chars/s",
             f"{what} loss by epoch {sparkline(summary['losses'])}",
             f"run folder {summary['run_dir']}",
         ]
-        self.console.print(Panel("\n".join(lines), title="charlm train: done", expand=False))
+        final = summary.get("final") or {}
+        for split in ("val", "test"):
+            if f"{split}_loss" in final:
+                lines.insert(1, f"{split} (whole split, best checkpoint): {final[f'{split}_loss']:.4f} nats/char · "
+                                f"{final[f'{split}_bpc']:.4f} bits/char · ppl {final[f'{split}_ppl']:.3f}")
+        # a log file gets the default 80 columns: let the panel be as wide as its longest line
+        width = max(len(line) for line in lines) + 4
+        self.console.print(Panel("\n".join(lines), title="charlm train: done", expand=False), width=max(width, 60))

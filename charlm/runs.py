@@ -59,15 +59,18 @@ def summarize(run_dir: Path) -> dict:
     return {
         "name": run_dir.name, "path": str(run_dir), "corpus": config["data"]["corpus"],
         "model": f"{model['kind']} {model['num_layers']}x{model['hidden_size']}",
-        "epochs_done": records[-1]["epoch"] if records else 0, "epochs": config["train"]["epochs"],
+        "epochs_done": records[-1].get("epochs_done", records[-1]["epoch"]) if records else 0,
+        "epochs": config["train"]["epochs"], "stopped": records[-1].get("stopped") if records else None,
         "monitored": monitored, "best_epoch": best["epoch"] if best else None,
+        "best_epochs_done": best.get("epochs_done", best["epoch"]) if best else None,
         "best_loss": best[monitored] if best else math.nan,
         "best_ppl": perplexity(best[monitored]) if best else math.nan,
         "best_bpc": best[monitored] / math.log(2) if best else math.nan,
         "seconds": sum(r.get("seconds", 0.0) for r in records),
         "chars_per_s": records[-1].get("chars_per_s", math.nan) if records else math.nan,
         "device": status.get("device", "?"), "records": records,
-        "state": run_state(run_dir, complete=bool(records) and records[-1]["epoch"] >= config["train"]["epochs"]),
+        "state": run_state(run_dir, complete=bool(records) and (records[-1]["epoch"] >= config["train"]["epochs"]
+                                                      or bool(records[-1].get("stopped")))),
     }
 
 

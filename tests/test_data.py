@@ -502,6 +502,7 @@ def test_ptb_char_has_its_own_splits_without_spaces(builtin_cache):
     corpus = data.load_corpus(DataConfig(corpus="ptb-char", val_fraction=0.3, test_fraction=0.3))
     assert " " not in corpus.vocab.chars
     assert "_" in corpus.vocab.chars and "\n" in corpus.vocab.chars
+    assert len(corpus.vocab) == 50  # the literature's 50 symbols: 48 characters, "_" and the end of line
     # the fractions are ignored: each split is its own file, with the spaces dropped
     for split, filename in [("train", "ptb.char.train.txt"), ("val", "ptb.char.valid.txt"),
                             ("test", "ptb.char.test.txt")]:

@@ -102,3 +102,18 @@ def test_does_not_build_a_graph():
 def test_fewer_than_two_chars_raises(n):
     with pytest.raises(CorpusError, match="at least 2"):
         evaluate(constant_model(5), torch.zeros(n, dtype=torch.long), 4, 5)
+
+
+def test_max_chars_reads_the_start_of_every_stream():
+    torch.manual_seed(0)
+    model = CharRNN(7, "gru", hidden_size=8, input="embedding", embed_size=4).eval()
+    ids = torch.randint(0, 7, (1001,))
+    full = evaluate(model, ids, batch_size=4, num_steps=5)
+    assert full["protocol"] == "full" and full["chars"] == 1000
+    sampled = evaluate(model, ids, batch_size=4, num_steps=5, max_chars=100)
+    assert sampled["chars"] == 100 and sampled["protocol"] == "first 25 chars of each of 4 streams"
+    # the same as scoring each stream's first 25 characters (plus its next one as the last target) alone
+    streams = ids[:1000].view(4, 250)
+    nats = sum(evaluate(model, torch.cat([s[:25], s[25:26]]), 1, 5)["nats_per_char"] for s in streams) / 4
+    assert sampled["nats_per_char"] == pytest.approx(nats, rel=1e-6)
+    assert evaluate(model, ids, 4, 5, max_chars=10**9) == full

@@ -144,11 +144,14 @@ def test_unseeded_sampling_leaves_the_global_rng_alone(model):
 
 @pytest.mark.parametrize("kind", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
 @pytest.mark.parametrize("input_kind", ["onehot", "embedding"])
-def test_fast_step_computes_the_model(kind, input_kind):
+@pytest.mark.parametrize("weight_drop", [0.0, 0.4])  # 0.4: the layers are separate modules
+def test_fast_step_computes_the_model(kind, input_kind, weight_drop):
     from charlm.generate import FastStep
 
     torch.manual_seed(0)
-    model = CharRNN(11, kind, hidden_size=8, num_layers=2, dropout=0.3, input=input_kind, embed_size=5).eval()
+    model = CharRNN(11, kind, hidden_size=8, num_layers=2, dropout=0.3, input=input_kind, embed_size=5,
+                    weight_drop=weight_drop).eval()
+    assert model.per_layer == (weight_drop > 0)
     ids = torch.randint(0, 11, (4, 7))
     with torch.inference_mode():
         expected, expected_state = model(ids, None)

@@ -157,7 +157,8 @@ def test_from_config_and_args_rebuild_the_same_model():
                       tie_weights=False)
     model = CharRNN.from_config(cfg, 17)
     assert model.args == dict(vocab_size=17, kind="gru", hidden_size=10, num_layers=2, dropout=0.25,
-                              input="embedding", embed_size=6, tie_weights=False)
+                              input="embedding", embed_size=6, tie_weights=False, dropout_embed=None,
+                              dropout_hidden=None, dropout_output=None, locked_dropout=False, weight_drop=0.0)
     twin = CharRNN(**model.args)
     twin.load_state_dict(model.state_dict())  # same parameter names and shapes
     assert model.rnn.dropout == 0.25 and model.drop.p == 0.25
@@ -200,3 +201,87 @@ def test_onehot_gather_path_has_the_gradients_of_the_onehot_matmul(kind):
         (logits.square().mean() + state.sum()).backward()
     for (name, a), (_, b) in zip(fast.named_parameters(), plain.named_parameters(), strict=True):
         assert torch.allclose(a.grad, b.grad, atol=1e-6, rtol=1e-5), name
+
+
+# ---------------------------------------------------------------------------------------------------
+# Regularisers: locked dropout, weight drop, per-part dropout
+
+
+def test_locked_dropout_uses_one_mask_for_all_time_steps():
+    from charlm.model import LockedDropout
+
+    torch.manual_seed(0)
+    drop = LockedDropout(0.5).train()
+    x = torch.ones(7, 3, 40)  # (time, batch, features)
+    y = drop(x)
+    dropped = y == 0
+    assert 0.2 < dropped.float().mean() < 0.8
+    assert all(torch.equal(dropped[t], dropped[0]) for t in range(7))  # the same units at every step
+    assert torch.equal(y[~dropped], torch.full_like(y[~dropped], 2.0))  # kept units scaled by 1 / (1 - p)
+    assert not torch.equal(drop(x), y)  # a new mask per call (per sequence batch)
+    assert torch.equal(drop.eval()(x), x)
+
+
+def test_plain_dropout_draws_a_new_mask_per_time_step():
+    torch.manual_seed(0)
+    model = CharRNN(11, "lstm", hidden_size=40, dropout=0.5, input="embedding", embed_size=40).train()
+    dropped = model.drop(torch.ones(7, 3, 40)) == 0
+    assert not all(torch.equal(dropped[t], dropped[0]) for t in range(7))
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn_tanh"])
+def test_locked_dropout_model_masks_each_sequence_once(kind):
+    model = CharRNN(11, kind, hidden_size=16, num_layers=2, dropout=0.5, input="embedding", embed_size=16,
+                    locked_dropout=True)
+    assert model.per_layer  # locked dropout between layers needs the layers apart
+    for module in (model.drop_embed, model.drop_hidden, model.drop):
+        assert type(module).__name__ == "LockedDropout" and module.p == 0.5
+    x = torch.randint(0, 11, (3, 9))
+    model.eval()
+    assert torch.equal(model(x)[0], model(x)[0])  # eval: no dropout at all
+
+
+def test_dropout_parts_default_to_dropout_and_can_differ():
+    model = CharRNN(11, "lstm", hidden_size=8, num_layers=3, dropout=0.2, input="embedding", embed_size=8,
+                    dropout_embed=0.1, dropout_output=0.4)
+    assert (model.drop_embed.p, model.rnn.dropout, model.drop.p) == (0.1, 0.2, 0.4)
+
+
+def weight_drop_model(**kw):
+    torch.manual_seed(0)
+    return CharRNN(11, "lstm", hidden_size=8, num_layers=2, dropout=0.0, input="embedding", embed_size=8,
+                   weight_drop=0.5, **kw)
+
+
+def test_weight_drop_changes_w_hh_on_every_training_forward_and_never_in_eval():
+    model = weight_drop_model()
+    x = torch.randint(0, 11, (3, 9))
+    raw = [layer.weight_hh_l0.detach().clone() for layer in model.rnn]
+    model.train()
+    a, b = model(x)[0], model(x)[0]
+    assert not torch.allclose(a, b)  # a fresh DropConnect mask per forward
+    assert all(torch.equal(layer.weight_hh_l0, w) for layer, w in zip(model.rnn, raw, strict=True))  # raw kept
+    model.eval()
+    c, d = model(x)[0], model(x)[0]
+    assert torch.equal(c, d)
+    model.weight_drop = 0.0  # the same weights without DropConnect: eval uses W_hh as it is
+    model.train()
+    assert torch.allclose(model(x)[0], c, atol=1e-6)
+
+
+def test_weight_drop_gradient_reaches_only_the_kept_recurrent_weights():
+    model = weight_drop_model().train()
+    logits, _ = model(torch.randint(0, 11, (3, 9)))
+    logits.square().mean().backward()
+    for layer in model.rnn:
+        zero = (layer.weight_hh_l0.grad == 0).float().mean()
+        assert 0.3 < zero < 0.7  # about half of W_hh was dropped this forward
+        assert (layer.weight_ih_l0.grad != 0).float().mean() > 0.9  # W_ih is not dropped
+
+
+def test_weight_drop_model_rebuilds_from_its_args():
+    model = weight_drop_model(locked_dropout=True)
+    twin = CharRNN(**model.args)
+    twin.load_state_dict(model.state_dict())
+    x = torch.randint(0, 11, (2, 5))
+    assert torch.equal(model.eval()(x)[0], twin.eval()(x)[0])

@@ -135,3 +135,113 @@ def test_gpu_run_loads_on_cpu_with_bf16(tmp_path):
     assert next(model.parameters()).device.type == "cpu"
     corpus_ids = torch.tensor(vocab.encode("分开不分开 我想就这样牵着你的手不放开\n"))
     assert math.isfinite(evaluate(model, corpus_ids, 2, 8)["perplexity"])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Schedules, early stopping, time budget, in-epoch and subsampled evals
+
+
+def test_step_and_plateau_schedules_scale_the_lr_and_respect_min_lr():
+    t = TrainConfig(lr=0.1, warmup_steps=0, schedule="step", min_lr=0.02)
+    assert lr_at(5, 100, t, scale=0.5) == pytest.approx(0.05)
+    assert lr_at(5, 100, t, scale=0.125) == pytest.approx(0.02)  # floored at min_lr
+    t = TrainConfig(lr=0.1, warmup_steps=0, schedule="cosine", min_lr=0.0)
+    assert lr_at(0, 100, t, time_fraction=0.5) == pytest.approx(0.05)  # a time budget half used: half way
+    assert lr_at(90, 100, t, time_fraction=0.1) == lr_at(90, 100, t)  # whichever is further along
+    assert lr_at(0, 100, t, time_fraction=1.0) == pytest.approx(0.0)
+
+
+def records(run_dir: Path) -> list[dict]:
+    return [r for r in metrics(run_dir) if "event" not in r]
+
+
+def overfitting(tmp_path: Path, *overrides: str):
+    """Train on 'abc' cycles, validate on 'cba' cycles: the better the model fits, the worse val gets."""
+    corpus = tmp_path / "abc.txt"
+    corpus.write_text("abc" * 600 + "cba" * 60, encoding="utf-8")
+    return load_config(REPO / "configs" / "tiny.yaml", [
+        f"data.corpus={corpus}", "data.val_fraction=0.0909", "train.device=cpu", "sample.preview_every=0",
+        "train.epochs=30", "train.warmup_steps=0", "train.schedule=constant", *overrides])
+
+
+def test_early_stopping_stops_after_patience_evals_without_a_new_best(tmp_path):
+    summary = train(overfitting(tmp_path, "train.patience=3", "train.eval_every_batches=4"), tmp_path / "run")
+    rows = records(tmp_path / "run")
+    assert summary["stopped"] == "early_stopping" and rows[-1]["stopped"] == "early_stopping"
+    assert summary["epochs_run"] < 30
+    val = [r["val_loss"] for r in rows]
+    best = val.index(min(val))
+    assert len(val) - 1 - best == 3  # exactly `patience` evals after the best one
+    assert summary["best_loss"] == min(val)
+    saved = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert saved["step"] == rows[best]["step"]  # best.pt is the best eval's weights, even inside an epoch
+
+
+def test_plateau_schedule_decays_the_lr_after_each_eval_without_improvement(tmp_path):
+    train(overfitting(tmp_path, "train.schedule=plateau", "train.plateau_patience=0", "train.decay_factor=0.5",
+                      "train.min_lr=0", "train.epochs=6"), tmp_path / "run")
+    rows = records(tmp_path / "run")
+    best, expected_lr = math.inf, 0.005
+    for row in rows:
+        assert row["lr"] == pytest.approx(expected_lr)
+        if row["val_loss"] < best:
+            best = row["val_loss"]
+        else:
+            expected_lr *= 0.5
+    assert expected_lr < 0.005  # it did decay
+
+
+def test_step_schedule_decays_every_decay_every_epochs(tmp_path):
+    train(tiny(tmp_path, "train.schedule=step", "train.decay_every=2", "train.decay_factor=0.1",
+               "train.warmup_steps=0", "train.min_lr=0", "train.epochs=5"), tmp_path / "run")
+    assert [r["lr"] for r in records(tmp_path / "run")] == pytest.approx([5e-3, 5e-3, 5e-4, 5e-4, 5e-5])
+
+
+def test_time_budget_stops_cleanly_keeps_best_and_scores_the_test_split(tmp_path):
+    cfg = tiny(tmp_path, "train.time_budget=2s", "train.epochs=100000", "data.test_fraction=0.1")
+    summary = train(cfg, tmp_path / "run")
+    assert summary["stopped"] == "time_budget"
+    assert 2.0 <= summary["train_seconds"] < 4.0
+    rows = records(tmp_path / "run")
+    assert rows[-1]["stopped"] == "time_budget" and rows[-1]["train_seconds"] >= 2.0
+    final = metrics(tmp_path / "run")[-1]
+    assert final["event"] == "final" and final["test_protocol"] == "full"
+    assert final["test_loss"] == summary["final"]["test_loss"]
+    from charlm.evaluate import score_run
+
+    result, _ = score_run(tmp_path / "run", "best", split="test")  # what charlm perplexity reports
+    assert result["nats_per_char"] == pytest.approx(final["test_loss"], rel=1e-9)
+    assert (tmp_path / "run" / "best.pt").exists()
+
+
+def test_subsampled_training_evals_say_so_and_the_final_eval_is_full(tmp_path):
+    summary = train(tiny(tmp_path, "train.eval_chars=64", "train.eval_every_batches=5"), tmp_path / "run")
+    rows = records(tmp_path / "run")
+    assert all(r["val_protocol"].startswith("first") and r["val_chars"] <= 64 for r in rows)
+    assert any(r["batch"] < 1000 and r["epochs_done"] % 1 for r in rows)  # evals inside the epochs
+    final = summary["final"]
+    assert final["val_protocol"] == "full" and final["val_chars"] > 64
+    from charlm.evaluate import score_run
+
+    result, _ = score_run(tmp_path / "run", "best", split="val")
+    assert result["nats_per_char"] == pytest.approx(final["val_loss"], rel=1e-9)
+
+
+def test_variable_bptt_runs_are_reproducible_and_vary_the_window(tmp_path):
+    cfg = tiny(tmp_path, "train.variable_bptt=true", "train.num_steps=12")
+    a, b = train(cfg, tmp_path / "a"), train(cfg, tmp_path / "b")
+    assert a["losses"] == b["losses"]
+    plain = train(tiny(tmp_path, "train.num_steps=12"), tmp_path / "c")
+    assert plain["losses"] != a["losses"]
+
+
+def test_weight_decay_skips_biases(tmp_path):
+    from charlm.model import CharRNN
+    from charlm.train import make_optimizer
+
+    model = CharRNN(9, "lstm", hidden_size=8, num_layers=2, input="embedding", embed_size=8, tie_weights=True)
+    optimizer = make_optimizer(model, TrainConfig(weight_decay=0.1, optimizer="adamw"))
+    decayed, plain = optimizer.param_groups
+    assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
+    assert all(p.dim() >= 2 for p in decayed["params"]) and all(p.dim() == 1 for p in plain["params"])
+    assert len(decayed["params"]) + len(plain["params"]) == len(list(model.parameters()))

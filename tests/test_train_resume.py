@@ -102,13 +102,14 @@ def test_crash_mid_epoch_with_batch_checkpoints_then_resume_is_the_same_run(tmp_
 def test_signal_saves_at_the_batch_boundary_and_resume_is_the_same_run(tmp_path, reference, signum, code):
     expected = reference()
     run_dir = tmp_path / "run"
+    before = signal.getsignal(signum)  # SIG_IGN when a shell started the tests in the background
     with pytest.raises(Interrupted) as info:
         train(config(tmp_path), run_dir, CrashAt(epoch=2, batch=5, signum=signum))
     assert info.value.exit_code == code
     assert f"charlm train --resume --run-dir {run_dir}" in str(info.value)
     saved = load_checkpoint(run_dir / "last.pt")
     assert (saved["epoch"], saved["batch_in_epoch"]) == (1, 5)
-    assert signal.getsignal(signum) is not None and signal.getsignal(signum) != signal.SIG_IGN
+    assert signal.getsignal(signum) == before  # the handler from before training is back
     train(config(tmp_path), run_dir, resume=True)
     assert_same_run(run_dir, expected)
 
@@ -259,4 +260,16 @@ def test_metrics_written_after_the_last_checkpoint_are_recomputed_not_duplicated
     assert [r["epoch"] for r in ckpt.read_metrics(run_dir)] == [1, 2, 3, 4]  # the torn line is ignored
     train(config(tmp_path, "train.keep_last=4"), run_dir, resume=True)
     assert [r["epoch"] for r in losses(run_dir)] == [1, 2, 3, 4]
+    assert_same_run(run_dir, expected)
+
+
+@pytest.mark.parametrize("options", [("train.variable_bptt=true",),
+                                     ("train.eval_every_batches=4", "train.schedule=plateau")])
+def test_variable_bptt_and_in_epoch_evals_resume_mid_epoch_as_the_same_run(tmp_path, reference, options):
+    options = (*options, "train.checkpoint_every_batches=3")
+    expected = reference(*options)
+    run_dir = tmp_path / "run"
+    with pytest.raises(RuntimeError):
+        train(config(tmp_path, *options), run_dir, CrashAt(epoch=2, batch=7))
+    train(config(tmp_path, *options), run_dir, resume=True)
     assert_same_run(run_dir, expected)
