@@ -358,6 +358,9 @@ def teardown(ranks: Ranks, clean: bool) -> None:
         for stop in ranks.stops:
             stop.close()
         if ranks.owns_group:
+            # leave together: a process that tore its group down while a peer still had gloo work in
+            # flight made that peer abort at exit ("terminate called without an active exception")
+            dist.barrier(group=ranks.control)
             dist.destroy_process_group()
 
 
