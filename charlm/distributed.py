@@ -20,6 +20,7 @@ their input back untouched, so the single-process path runs exactly as before.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import shlex
 from dataclasses import dataclass, field
@@ -360,6 +361,8 @@ def teardown(ranks: Ranks, clean: bool) -> None:
         if ranks.owns_group:
             # leave together: a process that tore its group down while a peer still had gloo work in
             # flight made that peer abort at exit ("terminate called without an active exception")
+            # DDP's reducer holds the group from inside reference cycles: free it while Python is alive
+            gc.collect()
             dist.barrier(group=ranks.control)
             dist.destroy_process_group()
 
