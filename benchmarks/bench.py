@@ -34,7 +34,8 @@ from charlm.config import load_config  # noqa: E402
 from charlm.data import BUILTINS, data_dir, fetch  # noqa: E402
 from charlm.evaluate import score_run  # noqa: E402
 from charlm.generate import generate  # noqa: E402
-from charlm.train import train  # noqa: E402
+from charlm.rundir import RunDir  # noqa: E402
+from charlm.training import train  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 LSTM = dict(hidden_size=512, num_layers=2, embed_size=128, batch_size=64, num_steps=128)
@@ -66,7 +67,7 @@ def peak_gflops(quick: bool) -> float:
 
 def run_config(path: str, overrides: list[str], run_dir: Path) -> list[dict]:
     train(load_config(path, overrides + ["train.device=cpu", "sample.preview_every=0"]), run_dir)
-    return [r for r in ckpt.read_metrics(run_dir) if "event" not in r]
+    return [r for r in RunDir(run_dir).read_metrics() if "event" not in r]
 
 
 def d2l_figures(quick: bool, work: Path) -> dict:
@@ -75,7 +76,8 @@ def d2l_figures(quick: bool, work: Path) -> dict:
     records = run_config(str(REPO / "configs" / "d2l-jaychou-rnn.yaml"), [f"train.epochs={epochs}"], work / "d2l")
     charlm_rate = statistics.median(r["chars_per_s"] for r in records[1:])  # an epoch is 8 batches: the median
 
-    model, vocab, config, _ = ckpt.load_model(work / "d2l")
+    model, vocab, saved = ckpt.load_model(RunDir(work / "d2l").checkpoint("best"))
+    config = saved.config
     from charlm.data import load_corpus
 
     ids = load_corpus(config.data).train.tolist()  # the seed keeps its corpus as a Python list
@@ -128,7 +130,7 @@ def lstm_figures(quick: bool, work: Path, peak: float) -> dict:
     ]
     records = run_config(str(REPO / "configs" / "tiny.yaml"), overrides, work / "lstm")
     train_rate = records[-1]["chars_per_s"]  # epoch 2: oneDNN's first-call set-up is behind us
-    model, vocab, _, _ = ckpt.load_model(work / "lstm", "last")
+    model, vocab, _ = ckpt.load_model(RunDir(work / "lstm").checkpoint("last"))
     params = model.num_parameters(embedding=False)
     plain_rate = plain_lstm_chars_per_s(len(vocab), batches)
 

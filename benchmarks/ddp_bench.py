@@ -66,9 +66,10 @@ def worker(corpus: Path, batches: int, run_dir: Path) -> None:
     import torch
 
     from charlm.config import load_config
-    from charlm.train import Reporter, train
+    from charlm.events import SilentReporter
+    from charlm.training import train
 
-    class Clock(Reporter):
+    class Clock(SilentReporter):
         def batch(self, done, loss):
             if done == WARMUP:
                 self.started = time.perf_counter()

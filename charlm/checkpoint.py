@@ -1,132 +1,103 @@
-"""Run folders and checkpoints: atomic writes, safe loads (no arbitrary unpickling).
+"""Checkpoints: the typed schema, written atomically and read back with no arbitrary unpickling.
 
-A run folder holds config.yaml, vocab.json, metrics.jsonl, last.pt and best.pt. Every file is written
-to a temporary file in the same folder, flushed, fsynced and renamed, so a crash leaves either the old
-file or the new one, never half of one.
+One file (last.pt, best.pt, ckpt-eEEEE-bBBBBBB.pt) is a `Checkpoint`: everything needed to rebuild the
+model (its config and vocabulary travel with the weights) and, for training, to continue the run as the
+same computation (optimizer, TrainState, random generators). On disk it is a dict of tensors and plain
+data saved by torch.save and loaded with `weights_only=True`; `FORMAT`/`VERSION` name the layout.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
-import json
-import os
 import pickle
-import tempfile
-import time
 import warnings
-from datetime import datetime
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
-from charlm.config import Config, from_dict
-from charlm.data import Vocab
-from charlm.errors import CheckpointError, ConfigError, RunError, UsageError
+from charlm import fsio
+from charlm.config import Config, ModelConfig, from_dict
+from charlm.data.vocab import Vocab
+from charlm.errors import CheckpointError, ConfigError
 from charlm.model import CharRNN
+from charlm.training.state import TrainState
 
 FORMAT = "charlm-checkpoint"
 VERSION = 1
-LAST, BEST = "last.pt", "best.pt"
-CONFIG, VOCAB, METRICS = "config.yaml", "vocab.json", "metrics.jsonl"
-RUNS_ROOT = Path("runs")
-# test hook: seconds to pause inside every write, so that a test's SIGKILL lands mid-write often
-SLOW_WRITES = float(os.environ.get("CHARLM_SLOW_WRITES") or 0)
-_UMASK = os.umask(0)
-os.umask(_UMASK)  # read once: mkstemp creates 0600 files, and run files should be as readable as any other
 
 
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):  # not every filesystem lets a directory be fsynced
-        fd = os.open(folder, os.O_RDONLY)
+@dataclass
+class Checkpoint:
+    model: dict  # the model's state_dict
+    model_config: ModelConfig
+    vocab: list[str]
+    config: Config  # the run's whole config
+    corpus_sha256: str  # of the normalised training text: resume and scoring check it
+    train_state: TrainState = field(default_factory=TrainState)
+    optimizer: dict = field(default_factory=dict)
+    torch_rng: torch.Tensor | None = None
+    cuda_rng: list = field(default_factory=list)
+    ranks: list | None = None  # each process's own generator and loss sum (distributed runs only)
+
+    def to_payload(self) -> dict:
+        payload = {
+            "format": FORMAT, "version": VERSION, "model": self.model,
+            "model_args": {"vocab_size": len(self.vocab), **asdict(self.model_config)}, "vocab": self.vocab,
+            "config": self.config.to_dict(), "optimizer": self.optimizer, "corpus_sha256": self.corpus_sha256,
+            "torch_rng": self.torch_rng, "cuda_rng": self.cuda_rng, **self.train_state.state_dict(),
+        }
+        if self.ranks is not None:
+            payload["ranks"] = self.ranks
+        return payload
+
+    @classmethod
+    def from_payload(cls, payload: dict, path: Path) -> Checkpoint:
         try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            args = dict(payload["model_args"])
+            args.pop("vocab_size")
+            return cls(model=payload["model"], model_config=ModelConfig(**args), vocab=list(payload["vocab"]),
+                       config=from_dict(payload["config"]), corpus_sha256=payload["corpus_sha256"],
+                       train_state=TrainState.from_state_dict(payload), optimizer=payload.get("optimizer", {}),
+                       torch_rng=payload.get("torch_rng"), cuda_rng=payload.get("cuda_rng") or [],
+                       ranks=payload.get("ranks"))
+        except (KeyError, TypeError, ValueError, ConfigError) as e:
+            raise mismatch(path, e) from None
+
+    def build_model(self, device: torch.device | str = "cpu") -> CharRNN:
+        """The model with these weights, in eval mode. Raises ValueError/RuntimeError when they do not fit."""
+        model = CharRNN(self.model_config, len(self.vocab))
+        model.load_state_dict(self.model)
+        return model.to(device).eval()
 
 
-def atomic_write(path: Path, write) -> None:
-    """Call write(file) on a temp file beside `path`, then fsync and rename it over `path`."""
-    path = Path(path)
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            if SLOW_WRITES:
-                time.sleep(SLOW_WRITES)
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
-        tmp = None
-        _fsync_dir(path.parent)
-    except OSError as e:
-        raise RunError(f"cannot write {path} ({e.strerror or e}): free disk space or fix the folder's "
-                       "permissions; the previous file is untouched") from None
-    finally:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+def serialize(checkpoint: Checkpoint) -> bytes:
+    return _serialize(checkpoint.to_payload())
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+def save(path: Path, checkpoint: Checkpoint) -> None:
+    fsio.atomic_write_bytes(path, serialize(checkpoint))
 
 
-def append_line(path: Path, record: dict) -> None:
-    """Append one JSON line with a single write, then fsync: a reader never sees half a record."""
-    line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
-    try:
-        with open(path, "ab") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as e:
-        raise RunError(f"cannot append to {path} ({e.strerror or e}): free disk space or fix permissions") from None
+def save_payload(path: Path, payload: dict) -> None:
+    """Write a raw dict in the checkpoint format (format and version added): for tools and tests."""
+    fsio.atomic_write_bytes(path, _serialize({"format": FORMAT, "version": VERSION, **payload}))
 
 
-def serialize(payload: dict) -> bytes:
+def _serialize(payload: dict) -> bytes:
     buffer = io.BytesIO()
-    torch.save({"format": FORMAT, "version": VERSION, **payload}, buffer)
+    torch.save(payload, buffer)
     return buffer.getvalue()
 
 
-def save_checkpoint(path: Path, payload: dict | bytes) -> None:
-    data = payload if isinstance(payload, bytes) else serialize(payload)
-    atomic_write(path, lambda f: f.write(data))
+def load(path: Path) -> Checkpoint:
+    """Read a checkpoint on the CPU with torch's weights-only unpickler: tensors and plain data only."""
+    path = Path(path)
+    return Checkpoint.from_payload(load_payload(path), path)
 
 
-def save_training_checkpoint(run_dir: Path, payload: dict, is_best: bool, keep_last: int = 0) -> None:
-    """Write best.pt (when it is the best) and then last.pt, from one serialisation.
-
-    best.pt goes first: a crash between the two leaves last.pt at the previous position, and resuming
-    from there recomputes the same epoch and writes the same best.pt again.
-    """
-    data = serialize(payload)
-    if is_best:
-        save_checkpoint(run_dir / BEST, data)
-    save_checkpoint(run_dir / LAST, data)
-    if keep_last > 0:
-        save_checkpoint(run_dir / f"ckpt-e{payload['epoch']:04d}-b{payload['batch_in_epoch']:06d}.pt", data)
-        for old in sorted(run_dir.glob("ckpt-e*-b*.pt"))[:-keep_last]:
-            with contextlib.suppress(OSError):
-                old.unlink()
-
-
-def remove_stale_temp_files(run_dir: Path) -> None:
-    """Temp files of writes that a crash interrupted: never renamed, so never part of the run."""
-    for tmp in Path(run_dir).glob(".*.tmp"):
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-
-
-def _first_line(error: Exception) -> str:
-    return ((str(error) or type(error).__name__).splitlines() or [""])[0][:80]
-
-
-def load_checkpoint(path: Path) -> dict:
-    """Load a checkpoint on the CPU with torch's weights-only unpickler: tensors and plain data only."""
+def load_payload(path: Path) -> dict:
+    """The raw dict of a checkpoint file, checked to be one (format and version)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found: train first (charlm train) or pass the right --run-dir")
@@ -148,80 +119,22 @@ def load_checkpoint(path: Path) -> dict:
     return payload
 
 
-def latest_run(root: Path = RUNS_ROOT) -> Path:
-    """The run folder under `root` whose last checkpoint was written most recently."""
-    candidates = [p.parent for p in Path(root).glob(f"*/{LAST}")]
-    if not candidates:
-        raise CheckpointError(f"no trained run under {root}/: run charlm train first, or pass --run-dir")
-    return max(candidates, key=lambda d: (d / LAST).stat().st_mtime)
-
-
-def resolve_run_dir(run_dir: Path | None) -> Path:
-    if run_dir is None:
-        return latest_run()
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CheckpointError(f"run folder {run_dir} not found: pass a folder made by charlm train")
-    return run_dir
-
-
-def load_model(run_dir: Path, which: str = "best", device: str | torch.device = "cpu"):
-    """Rebuild the model, vocab and config of a run from one checkpoint: nothing else is needed."""
-    if which not in ("best", "last"):
-        raise CheckpointError(f"checkpoint {which!r} is not valid: use best or last")
-    path = Path(run_dir) / (BEST if which == "best" else LAST)
-    payload = load_checkpoint(path)
+def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[CharRNN, Vocab, Checkpoint]:
+    """The model (eval mode, on `device`) and vocabulary of one checkpoint: nothing else is needed."""
+    checkpoint = load(path)
     try:
-        config: Config = from_dict(payload["config"])
-        vocab = Vocab(payload["vocab"])
-        model = CharRNN(**payload["model_args"])
-        model.load_state_dict(payload["model"])
-    except (KeyError, TypeError, ValueError, RuntimeError, ConfigError) as e:
-        raise CheckpointError(f"{path} does not match this charlm's model ({_first_line(e)}): "
-                              "retrain with this version") from None
-    model.to(device).eval()
-    return model, vocab, config, payload
+        model = checkpoint.build_model(device)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise mismatch(path, e) from None
+    return model, Vocab(checkpoint.vocab), checkpoint
 
 
-def new_run_dir(name: str, root: Path = RUNS_ROOT) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir = root / f"{name}-{stamp}"
-    suffix = 1
-    while run_dir.exists():
-        suffix += 1
-        run_dir = root / f"{name}-{stamp}-{suffix}"
-    return run_dir
+def mismatch(path: Path, error: Exception) -> CheckpointError:
+    return CheckpointError(f"{path} does not match this charlm's model ({_first_line(error)}): "
+                           "retrain with this version")
 
 
-def prepare_run_dir(run_dir: Path) -> None:
-    """Make a folder for a new run. One with a checkpoint is refused; one without (a run that died before
-    its first checkpoint) holds nothing worth keeping and is started over."""
-    if (run_dir / LAST).exists():
-        raise UsageError(f"run folder {run_dir} already holds a run: resume it with --resume, or pass a new --run-dir")
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / METRICS).unlink(missing_ok=True)
-    except OSError as e:
-        raise UsageError(f"cannot create run folder {run_dir} ({e.strerror}): choose a writable --run-dir") from None
+def _first_line(error: Exception) -> str:
+    return ((str(error) or type(error).__name__).splitlines() or [""])[0][:80]
 
 
-def read_metrics(run_dir: Path) -> list[dict]:
-    path = Path(run_dir) / METRICS
-    if not path.exists():
-        return []
-    # a line cut short by a crash mid-append is not a record: skip it
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        with contextlib.suppress(json.JSONDecodeError):
-            records.append(json.loads(line))
-    return records
-
-
-def rewrite_metrics(run_dir: Path, records: list[dict]) -> None:
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    atomic_write_text(Path(run_dir) / METRICS, text)
-
-
-def write_run_files(run_dir: Path, config_yaml: str, vocab: Vocab) -> None:
-    atomic_write_text(run_dir / CONFIG, config_yaml)
-    atomic_write_text(run_dir / VOCAB, vocab.to_json())

@@ -1,6 +1,8 @@
-"""The `charlm` command: parses flags, calls library functions, prints results. No logic lives here.
+"""The `charlm` command: parses flags, calls library functions, prints their results.
 
-torch is imported inside the commands that need it, so that --help and shell completion stay instant.
+Each command turns its flags into one library call (training.train, generate.stream, evaluate.score_run,
+runs.list_runs, ...) that works the same from Python; what stays here is presentation (tables, lines,
+exit codes). torch is imported inside the commands that need it, so --help and completion stay instant.
 """
 
 from __future__ import annotations
@@ -61,10 +63,11 @@ def train(
 
     Under torchrun (or with --nproc) the processes train one model with DistributedDataParallel.
     """
-    from charlm import distributed
+    from charlm import distributed, launch
+    from charlm.events import SilentReporter
     from charlm.report import RichReporter
-    from charlm.train import Reporter, load_resume_config
-    from charlm.train import train as run_training
+    from charlm.training import train as run_training
+    from charlm.training.resume import load_resume_config
 
     settings = list(overrides or [])
     if corpus is not None:
@@ -79,14 +82,14 @@ def train(
         cfg = load_config(config, settings)
     explicit = {item.split("=", 1)[0].strip() for item in settings}
     if nproc is not None or dry_run:
-        processes = nproc or distributed.default_nproc()
-        args = distributed.train_args(config, run_dir, resume, settings)
+        processes = nproc or launch.default_nproc()
+        args = launch.train_args(config, run_dir, resume, settings)
         if dry_run:
-            out.print(distributed.launch_commands(processes, args, cfg.name, cfg.train.batch_size), markup=False)
+            out.print(launch.launch_commands(processes, args, cfg.name, cfg.train.batch_size), markup=False)
             return 0
-        distributed.check_launch(processes, cfg.train.device, cfg.train.batch_size)
-        return distributed.launch(processes, args)
-    reporter = RichReporter(out) if distributed.is_main_process() else Reporter()  # other ranks stay quiet
+        launch.check_launch(processes, cfg.train.device, cfg.train.batch_size)
+        return launch.launch(processes, args)
+    reporter = RichReporter(out) if distributed.is_main_process() else SilentReporter()  # other ranks stay quiet
     run_training(cfg, run_dir, reporter, resume=resume, explicit=explicit)
 
 
@@ -107,9 +110,10 @@ def generate(
     from charlm import checkpoint as ckpt
     from charlm import generate as gen
     from charlm.device import pick_device
+    from charlm.rundir import RunDir
 
     dev = pick_device(device)
-    model, vocab, _, _ = ckpt.load_model(ckpt.resolve_run_dir(run_dir), checkpoint, dev)
+    model, vocab, _ = ckpt.load_model(RunDir.resolve(run_dir).checkpoint(checkpoint), dev)
     options = dict(temperature=temperature, top_k=top_k, top_p=top_p, num_samples=num_samples, seed=seed, device=dev)
     if num_samples > 1:
         for n, sample in enumerate(gen.generate(model, vocab, prefix, length, **options), 1):
@@ -133,16 +137,17 @@ def perplexity(
     device: Device = "auto",
 ) -> None:
     """Score a run on a split of its corpus or on any text file: nats/char, bits/char, perplexity."""
-    from charlm import checkpoint as ckpt
     from charlm.device import pick_device
     from charlm.evaluate import score_run
+    from charlm.rundir import RunDir
 
-    folder = ckpt.resolve_run_dir(run_dir)
-    result, payload = score_run(folder, checkpoint, split, file, pick_device(device))
+    folder = RunDir.resolve(run_dir).path
+    result, saved = score_run(folder, checkpoint, split, file, pick_device(device))
     if as_json:
         print(json.dumps({k: result[k] for k in ("nats_per_char", "bits_per_char", "perplexity", "chars")}))
         return
-    out.print(f"{folder} ({checkpoint}, epoch {payload['epoch']}) on {result['source']}: {result['chars']:,} chars")
+    epoch = saved.train_state.epoch
+    out.print(f"{folder} ({checkpoint}, epoch {epoch}) on {result['source']}: {result['chars']:,} chars")
     out.print(f"nats/char  {result['nats_per_char']:.4f}\nbits/char  {result['bits_per_char']:.4f}\n"
               f"perplexity {result['perplexity']:.4f}")
 
@@ -155,10 +160,10 @@ def plot(
     = None,
 ) -> None:
     """Draw train/val loss against epoch and wall time, the LR and the best epoch, as a PNG."""
-    from charlm import checkpoint as ckpt
     from charlm.plot import plot_runs
+    from charlm.rundir import RunDir
 
-    folders = [ckpt.resolve_run_dir(d) for d in run_dirs] if run_dirs else [ckpt.resolve_run_dir(None)]
+    folders = [RunDir.resolve(d).path for d in run_dirs] if run_dirs else [RunDir.resolve(None).path]
     target = out_file or folders[0] / "loss.png"
     plot_runs(folders, target)
     out.print(f"wrote {target}")
@@ -174,7 +179,7 @@ def runs(root: Annotated[Path, typer.Option(help="Folder holding run folders.")]
         table.add_column(column, justify="right" if column in ("epochs", "best ppl", "best bpc", "time") else "left")
     for run in list_runs(root):
         table.add_row(run["name"], Path(run["corpus"]).name, run["model"], f"{run['epochs_done']:g}/{run['epochs']}",
-                      f"{run['best_ppl']:.3f}", f"{run['best_bpc']:.3f}", f"{run['seconds']:.0f} s", run["state"])
+                      f"{run['best_ppl']:.3f}", f"{run['best_bpc']:.3f}", f"{run['seconds']:.0f} s", run["status"])
     out.print(table)
 
 
@@ -183,13 +188,16 @@ def info(run_dir: RunDir = None) -> None:
     """Show a run: its config, vocabulary, parameter count, device, metrics and checkpoint files."""
     from charlm import checkpoint as ckpt
     from charlm.config import dump_config
+    from charlm.rundir import RunDir
     from charlm.runs import sparkline, summarize
 
-    folder = ckpt.resolve_run_dir(run_dir)
-    model, vocab, config, payload = ckpt.load_model(folder, "last")
+    run_folder = RunDir.resolve(run_dir)
+    folder = run_folder.path
+    model, vocab, saved = ckpt.load_model(run_folder.checkpoint("last"))
+    config = saved.config
     run = summarize(folder)
     sample = "".join(vocab.chars[:: max(1, len(vocab) // 40)][:40]).replace("\n", "↵")
-    out.print(f"[bold]{folder}[/] ({run['state']}, trained on {run['device']})")
+    out.print(f"[bold]{folder}[/] ({run['status']}, trained on {run['device']})")
     out.print(f"vocabulary: {len(vocab):,} characters, e.g. {sample}", markup=False)
     without = model.num_parameters(embedding=False)
     out.print(f"parameters: {model.num_parameters():,} ({without:,} without the embedding)")

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from charlm.errors import CorpusError, UsageError
+
+if TYPE_CHECKING:
+    from charlm.checkpoint import Checkpoint
 
 
 def perplexity(nats: float) -> float:
@@ -42,9 +46,9 @@ def evaluate(model, ids: torch.Tensor, batch_size: int, num_steps: int, device: 
     model.eval()
     # summed on the device (one sync at the end); float64 where the device has it
     total = torch.zeros((), dtype=torch.float32 if device.type == "mps" else torch.float64, device=device)
-    state = None
+    hidden = None
     for start in range(0, length if len(inputs) else 0, num_steps):
-        logits, state = model(inputs[:, start:start + num_steps], state)
+        logits, hidden = model(inputs[:, start:start + num_steps], hidden)
         y = targets[:, start:start + num_steps].T.reshape(-1).long()
         total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y, reduction="sum").to(total.dtype)
     model.train(was_training)
@@ -58,29 +62,31 @@ def evaluate(model, ids: torch.Tensor, batch_size: int, num_steps: int, device: 
 
 
 def score_run(run_dir: Path, which: str = "best", split: str | None = None, file: Path | None = None,
-              device: torch.device | str = "cpu") -> tuple[dict, dict]:
+              device: torch.device | str = "cpu") -> tuple[dict, Checkpoint]:
     """Score a run's checkpoint on a split of its own corpus or on a text file.
 
-    Returns (result, checkpoint payload). The run's own normalisation (newlines, PTB spacing) is applied
+    Returns (result, the checkpoint). The run's own normalisation (newlines, PTB spacing) is applied
     to a file, and a split is refused if the corpus changed since training.
     """
     from charlm import checkpoint as ckpt
     from charlm import data
+    from charlm.rundir import RunDir
 
     if split is not None and file is not None:
         raise UsageError("pass either --split or --file, not both")
     split = split or ("val" if file is None else None)
     if split is not None and split not in ("train", "val", "test"):
         raise UsageError(f"split {split!r} is not valid: use train, val or test")
-    model, vocab, cfg, payload = ckpt.load_model(run_dir, which, device)
+    model, vocab, checkpoint = ckpt.load_model(RunDir(Path(run_dir)).checkpoint(which), device)
+    cfg = checkpoint.config
     if file is not None:
         ids = data.encode_file(file, vocab, cfg.data)
     else:
         corpus = data.load_corpus(cfg.data)
-        if corpus.sha256 != payload["corpus_sha256"]:
+        if corpus.sha256 != checkpoint.corpus_sha256:
             raise UsageError(f"corpus {cfg.data.corpus} changed since this run was trained: score it with --file")
         ids = corpus.split(split)
         if len(ids) < 2:
             raise UsageError(f"this run has no {split} split: choose another --split or pass --file")
     result = evaluate(model, ids, cfg.train.eval_batch_size, cfg.train.num_steps, device)
-    return {**result, "source": str(file) if file is not None else f"{split} split"}, payload
+    return {**result, "source": str(file) if file is not None else f"{split} split"}, checkpoint

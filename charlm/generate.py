@@ -89,9 +89,9 @@ class FastStep:
         self.table = (inputs @ w_ih0 if inputs is not None else w_ih0) + b_in0  # (vocab, gates * hidden)
         self.head_w, self.head_b = model.head.weight.t().contiguous(), model.head.bias
 
-    def __call__(self, ids: torch.Tensor, state):
+    def __call__(self, ids: torch.Tensor, hidden):
         lstm = self.kind == "lstm"
-        hs, cs = (state if lstm else (state, None))
+        hs, cs = (hidden if lstm else (hidden, None))
         new_h, new_c = [], []
         x = None
         for layer, (w_ih, b_in, w_hh, b_hh) in enumerate(self.layers):
@@ -124,15 +124,15 @@ def _steps(model, ids, length, temperature, top_k, top_p, generator) -> Iterator
     model.eval()
     try:
         with torch.inference_mode():
-            # the prefix but its last character in one model call, which also gives the state's layout
+            # the prefix but its last character in one model call, which also gives the hidden state's layout
             if ids.shape[1] > 1:
-                _, state = model(ids[:, :-1], None)
+                _, hidden = model(ids[:, :-1], None)
             else:
-                state = model.begin_state(ids.shape[0], ids.device)
+                hidden = model.begin_hidden(ids.shape[0], ids.device)
             step = FastStep(model)
             current = ids[:, -1]
             for _ in range(length):
-                logits, state = step(current, state)
+                logits, hidden = step(current, hidden)
                 current = sample_next(logits, temperature, top_k, top_p, generator)
                 yield current
     finally:

@@ -10,7 +10,7 @@ from torch import nn
 
 from charlm.config import ModelConfig
 
-State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+Hidden = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # (layers, batch, hidden); an LSTM has (h, c)
 
 
 class ElmanRecurrence(torch.autograd.Function):
@@ -84,56 +84,45 @@ class CharRNN(nn.Module):
     a ModuleList of one-layer modules); otherwise `self.rnn` is one multi-layer nn.RNN/LSTM/GRU.
     """
 
-    def __init__(self, vocab_size: int, kind: str = "lstm", hidden_size: int = 256, num_layers: int = 1,
-                 dropout: float = 0.0, input: str = "onehot", embed_size: int = 256, tie_weights: bool = False,
-                 dropout_embed: float | None = None, dropout_hidden: float | None = None,
-                 dropout_output: float | None = None, locked_dropout: bool = False, weight_drop: float = 0.0):
+    def __init__(self, cfg: ModelConfig, vocab_size: int):
         super().__init__()
-        self.vocab_size, self.kind, self.input = vocab_size, kind, input
-        self.hidden_size, self.num_layers = hidden_size, num_layers
-        self.weight_drop = weight_drop
-        p_embed, p_hidden, p_output = (dropout if p is None else p for p in (dropout_embed, dropout_hidden,
-                                                                             dropout_output))
-        self.embedding = nn.Embedding(vocab_size, embed_size) if input == "embedding" else None
-        input_size = embed_size if self.embedding is not None else vocab_size
+        self.config, self.vocab_size = cfg, vocab_size
+        kind, hidden_size, num_layers = cfg.kind, cfg.hidden_size, cfg.num_layers
+        self.kind, self.input, self.hidden_size, self.num_layers = kind, cfg.input, hidden_size, num_layers
+        self.weight_drop = cfg.weight_drop
+        p_embed, p_hidden, p_output = (cfg.dropout if p is None else p
+                                       for p in (cfg.dropout_embed, cfg.dropout_hidden, cfg.dropout_output))
+        # the order of construction is the order of the initial random draws: keep it
+        self.embedding = nn.Embedding(vocab_size, cfg.embed_size) if cfg.input == "embedding" else None
+        input_size = cfg.embed_size if self.embedding is not None else vocab_size
         if kind not in ("rnn_tanh", "rnn_relu", "lstm", "gru"):
             raise ValueError(f"unknown model kind {kind!r}")
-        self.per_layer = weight_drop > 0 or (locked_dropout and num_layers > 1)
+        self.per_layer = cfg.weight_drop > 0 or (cfg.locked_dropout and num_layers > 1)
         if self.per_layer:
             sizes = [input_size] + [hidden_size] * (num_layers - 1)
             self.rnn = nn.ModuleList(_recurrent(kind, size, hidden_size, 1, 0.0) for size in sizes)
-            self.drop_hidden = _dropout(p_hidden, locked_dropout)
+            self.drop_hidden = _dropout(p_hidden, cfg.locked_dropout)
         else:
             # nn.RNN warns about dropout with one layer; its own dropout between layers is the plain kind
             self.rnn = _recurrent(kind, input_size, hidden_size, num_layers, p_hidden if num_layers > 1 else 0.0)
-        self.drop_embed = _dropout(p_embed, locked_dropout)
-        self.drop = _dropout(p_output, locked_dropout)
+        self.drop_embed = _dropout(p_embed, cfg.locked_dropout)
+        self.drop = _dropout(p_output, cfg.locked_dropout)
         self.head = nn.Linear(hidden_size, vocab_size)
-        if tie_weights:
-            if self.embedding is None or embed_size != hidden_size:
+        if cfg.tie_weights:
+            if self.embedding is None or cfg.embed_size != hidden_size:
                 raise ValueError("tie_weights needs input=embedding and embed_size == hidden_size")
             self.head.weight = self.embedding.weight
         # one-hot input times W_ih selects a column of W_ih: for the one-layer Elman RNN (d2l's model)
         # a gather plus ElmanRecurrence computes the same function without the (vocab x hidden) matmul
         self.gather_onehot = (self.embedding is None and kind in ("rnn_tanh", "rnn_relu") and num_layers == 1
                               and not self.per_layer)
-        self.args = dict(vocab_size=vocab_size, kind=kind, hidden_size=hidden_size, num_layers=num_layers,
-                         dropout=dropout, input=input, embed_size=embed_size, tie_weights=tie_weights,
-                         dropout_embed=dropout_embed, dropout_hidden=dropout_hidden, dropout_output=dropout_output,
-                         locked_dropout=locked_dropout, weight_drop=weight_drop)
 
-    @classmethod
-    def from_config(cls, cfg: ModelConfig, vocab_size: int) -> CharRNN:
-        return cls(vocab_size, cfg.kind, cfg.hidden_size, cfg.num_layers, cfg.dropout, cfg.input,
-                   cfg.embed_size, cfg.tie_weights, cfg.dropout_embed, cfg.dropout_hidden, cfg.dropout_output,
-                   cfg.locked_dropout, cfg.weight_drop)
-
-    def forward(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+    def forward(self, ids: torch.Tensor, hidden: Hidden | None = None) -> tuple[torch.Tensor, Hidden]:
         ids = ids.T.long()  # (num_steps, batch)
         if self.gather_onehot:
             rnn = self.rnn
             xw = F.embedding(ids, rnn.weight_ih_l0.t()) + rnn.bias_ih_l0
-            h0 = state[0] if state is not None else xw.new_zeros(ids.shape[1], self.hidden_size)
+            h0 = hidden[0] if hidden is not None else xw.new_zeros(ids.shape[1], self.hidden_size)
             outputs = ElmanRecurrence.apply(xw, h0, rnn.weight_hh_l0, rnn.bias_hh_l0, self.kind == "rnn_relu")
             return self.head(self.drop(outputs)), outputs[-1:]
         if self.embedding is None:
@@ -141,18 +130,18 @@ class CharRNN(nn.Module):
         else:
             inputs = self.drop_embed(self.embedding(ids))
         if self.per_layer:
-            outputs, state = self._forward_layers(inputs, state)
+            outputs, hidden = self._forward_layers(inputs, hidden)
         else:
-            outputs, state = self.rnn(inputs, state)
-        return self.head(self.drop(outputs)), state
+            outputs, hidden = self.rnn(inputs, hidden)
+        return self.head(self.drop(outputs)), hidden
 
-    def _forward_layers(self, x: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
-        if state is None:
-            state = self.begin_state(x.shape[1], x.device)
+    def _forward_layers(self, x: torch.Tensor, hidden: Hidden | None) -> tuple[torch.Tensor, Hidden]:
+        if hidden is None:
+            hidden = self.begin_hidden(x.shape[1], x.device)
         lstm = self.kind == "lstm"
         finals = []
         for k, layer in enumerate(self.rnn):
-            layer_state = (state[0][k:k + 1], state[1][k:k + 1]) if lstm else state[k:k + 1]
+            layer_hidden = (hidden[0][k:k + 1], hidden[1][k:k + 1]) if lstm else hidden[k:k + 1]
             if k:
                 x = self.drop_hidden(x)
             if self.training and self.weight_drop > 0:
@@ -161,9 +150,9 @@ class CharRNN(nn.Module):
                 w_hh = F.dropout(layer.weight_hh_l0, self.weight_drop, training=True)
                 with warnings.catch_warnings():  # cuDNN: the swapped weight is outside its flat buffer
                     warnings.filterwarnings("ignore", message=".*contiguous chunk of memory.*")
-                    x, final = torch.func.functional_call(layer, {"weight_hh_l0": w_hh}, (x, layer_state))
+                    x, final = torch.func.functional_call(layer, {"weight_hh_l0": w_hh}, (x, layer_hidden))
             else:
-                x, final = layer(x, layer_state)
+                x, final = layer(x, layer_hidden)
             finals.append(final)
         if lstm:
             return x, (torch.cat([h for h, _ in finals]), torch.cat([c for _, c in finals]))
@@ -174,13 +163,13 @@ class CharRNN(nn.Module):
         module, suffix = (self.rnn[k], "l0") if self.per_layer else (self.rnn, f"l{k}")
         return tuple(getattr(module, f"{name}_{suffix}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
 
-    def begin_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
+    def begin_hidden(self, batch_size: int, device: torch.device | str = "cpu") -> Hidden:
         zeros = torch.zeros(self.num_layers, batch_size, self.hidden_size, device=device)
         return (zeros, zeros.clone()) if self.kind == "lstm" else zeros
 
     def num_parameters(self, embedding: bool = True) -> int:
         params = {id(p): p for p in self.parameters()}  # tied weights count once
-        if not embedding and self.embedding is not None and not self.args["tie_weights"]:
+        if not embedding and self.embedding is not None and not self.config.tie_weights:
             params.pop(id(self.embedding.weight))
         return sum(p.numel() for p in params.values())
 
@@ -191,10 +180,10 @@ def _recurrent(kind: str, input_size: int, hidden_size: int, num_layers: int, dr
     return {"lstm": nn.LSTM, "gru": nn.GRU}[kind](input_size, hidden_size, num_layers, dropout=dropout)
 
 
-def detach_state(state: State | None) -> State | None:
+def detach_hidden(hidden: Hidden | None) -> Hidden | None:
     """Cut the graph at the batch boundary while keeping the values (truncated BPTT)."""
-    if state is None:
+    if hidden is None:
         return None
-    if isinstance(state, tuple):
-        return tuple(s.detach() for s in state)
-    return state.detach()
+    if isinstance(hidden, tuple):
+        return tuple(h.detach() for h in hidden)
+    return hidden.detach()

@@ -1,4 +1,7 @@
-"""Rich terminal output for training: a progress bar per epoch, one line per epoch, previews."""
+"""Rich terminal output for training: a progress bar per epoch, one line per epoch, previews.
+
+RichReporter implements events.Reporter; it knows the events, never the trainer.
+"""
 
 from __future__ import annotations
 
@@ -19,8 +22,8 @@ from rich.progress import (
 )
 
 from charlm.evaluate import perplexity
+from charlm.events import EvalRecord, RunStart, RunSummary
 from charlm.runs import sparkline
-from charlm.train import Reporter
 
 
 @contextlib.contextmanager
@@ -32,7 +35,7 @@ def download_bar(console: Console, filename: str, total: int | None):
     console.print(f"downloaded {filename}", highlight=False)
 
 
-class RichReporter(Reporter):
+class RichReporter:
     REFRESH_SECONDS = 0.5  # how often the bar reads the loss (a host sync) and redraws
 
     def __init__(self, console: Console | None = None):
@@ -45,15 +48,15 @@ class RichReporter(Reporter):
     def download(self, filename: str, total: int | None):
         return download_bar(self.console, filename, total)
 
-    def start(self, info: dict) -> None:
-        self.epochs = info["epochs"]
-        self.chars_per_batch = info["chars_per_batch"]
+    def start(self, event: RunStart) -> None:
+        self.epochs = event.epochs
+        self.chars_per_batch = event.chars_per_batch
         self.console.print(
-            f"[bold]charlm[/] {info['corpus']}: vocab {info['vocab_size']:,} · train {info['train_chars']:,} / "
-            f"val {info['val_chars']:,} / test {info['test_chars']:,} chars · {info['parameters']:,} parameters · "
-            f"{info['batches_per_epoch']} batches/epoch · {info['device']}\nrun folder {info['run_dir']}")
-        if info.get("resumed_at"):
-            epoch, batch = info["resumed_at"]
+            f"[bold]charlm[/] {event.corpus}: vocab {event.vocab_size:,} · train {event.train_chars:,} / "
+            f"val {event.val_chars:,} / test {event.test_chars:,} chars · {event.parameters:,} parameters · "
+            f"{event.batches_per_epoch} batches/epoch · {event.device}\nrun folder {event.run_dir}")
+        if event.resumed_at:
+            epoch, batch = event.resumed_at
             self.console.print(f"resuming after {epoch} epochs and {batch} batches")
 
     def warn(self, message: str) -> None:
@@ -80,38 +83,37 @@ class RichReporter(Reporter):
         speed = (done - self.first_batch) * self.chars_per_batch / max(now - self.epoch_started, 1e-9)
         self.progress.update(self.task, completed=done, loss=f"{loss.item():.3f}", speed=f"{speed:,.0f} chars/s")
 
-    def epoch_end(self, record: dict) -> None:
+    def epoch_end(self, record: EvalRecord) -> None:
         if self.progress is not None and self.progress.live.is_started:
             self.progress.stop()
-        where = f"epoch {record['epoch']:>4}"
-        if record.get("batch", self.num_batches) != self.num_batches:  # an eval inside the epoch
-            where = f"epoch {record['epochs_done']:>7.2f}"
-        line = f"{where}  train ppl {record['train_ppl']:9.3f}"
-        if "val_ppl" in record:
-            line += f"  val ppl {record['val_ppl']:9.3f}  val bpc {record['val_bpc']:.3f}"
-        line += f"  |g| {record['grad_norm']:.3g}  {record['seconds']:.1f} s  {record['chars_per_s']:,.0f} chars/s"
+        where = f"epoch {record.epoch:>4}"
+        if record.batch != self.num_batches:  # an eval inside the epoch
+            where = f"epoch {record.epochs_done:>7.2f}"
+        line = f"{where}  train ppl {record.train_ppl:9.3f}"
+        if record.val_ppl is not None:
+            line += f"  val ppl {record.val_ppl:9.3f}  val bpc {record.val_bpc:.3f}"
+        line += f"  |g| {record.grad_norm:.3g}  {record.seconds:.1f} s  {record.chars_per_s:,.0f} chars/s"
         self.console.print(line)
 
     def preview(self, epoch: int, samples: list[str]) -> None:
         for sample in samples:
             self.console.print(f" - {sample}".replace("\n", "↵"), markup=False)  # one line per preview
 
-    def finish(self, summary: dict) -> None:
-        loss = summary["best_loss"]
-        what = "val" if summary["monitored"] == "val_loss" else "train"
-        last = summary["last"]
+    def finish(self, summary: RunSummary) -> None:
+        loss = summary.best_loss
+        what = "val" if summary.monitored == "val_loss" else "train"
+        last = summary.last
         stopped = {"time_budget": " (time budget reached)", "early_stopping": " (early stopping)"}
-        epochs = f"{last.get('epochs_done', summary['epochs']):g}"
+        epochs = f"{last.get('epochs_done', summary.epochs):g}"
         lines = [
             f"best {what} perplexity [bold]{perplexity(loss):.3f}[/] ({loss / math.log(2):.3f} bits/char) "
-            f"at epoch {summary['best_epoch']}",
-            f"{epochs} epochs{stopped.get(summary.get('stopped'), '')} in {summary['seconds']:.1f} s",
-            f"{summary.get('train_seconds', summary['seconds']):.1f} s of training · "
-            f"{last.get('chars_per_s', 0):,.0f} chars/s",
-            f"{what} loss by epoch {sparkline(summary['losses'])}",
-            f"run folder {summary['run_dir']}",
+            f"at epoch {summary.best_epoch}",
+            f"{epochs} epochs{stopped.get(summary.stopped, '')} in {summary.seconds:.1f} s",
+            f"{summary.train_seconds:.1f} s of training · {last.get('chars_per_s', 0):,.0f} chars/s",
+            f"{what} loss by epoch {sparkline(summary.losses)}",
+            f"run folder {summary.run_dir}",
         ]
-        final = summary.get("final") or {}
+        final = summary.final
         for split in ("val", "test"):
             if f"{split}_loss" in final:
                 lines.insert(1, f"{split} (whole split, best checkpoint): {final[f'{split}_loss']:.4f} nats/char · "

@@ -1,63 +1,29 @@
-"""Run folders at a glance: their state and a summary of their metrics, for `runs`, `info` and `plot`."""
+"""Run folders at a glance: a summary of each one's config, metrics and status, for `runs`, `info` and `plot`."""
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from pathlib import Path
 
 import yaml
 
-from charlm import checkpoint as ckpt
 from charlm.evaluate import perplexity
+from charlm.rundir import CONFIG, RUNS_ROOT, RunDir
 
-STATUS = "status.json"
 SPARKS = "▁▂▃▄▅▆▇█"
-
-
-def write_status(run_dir: Path, state: str, **extra) -> None:
-    """running (with our pid) / finished / interrupted: what `charlm runs` shows."""
-    ckpt.atomic_write_text(Path(run_dir) / STATUS, json.dumps({"state": state, "pid": os.getpid(), **extra}))
-
-
-def run_state(run_dir: Path, complete: bool = False) -> str:
-    """`complete`: all configured epochs are in metrics.jsonl (for folders written before status.json)."""
-    path = Path(run_dir) / STATUS
-    if not path.exists():
-        if not (Path(run_dir) / ckpt.LAST).exists():
-            return "empty"
-        return "finished" if complete else "interrupted"
-    status = json.loads(path.read_text(encoding="utf-8"))
-    if status["state"] == "running" and not _alive(status.get("pid")):
-        return "interrupted"  # killed without a chance to say so
-    return status["state"]
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def summarize(run_dir: Path) -> dict:
     """Corpus, model, epochs done, best loss, wall time and state of one run folder."""
-    run_dir = Path(run_dir)
-    config = yaml.safe_load((run_dir / ckpt.CONFIG).read_text(encoding="utf-8"))
-    records = [r for r in ckpt.read_metrics(run_dir) if "event" not in r]
+    run = RunDir(Path(run_dir))
+    config = yaml.safe_load((run / CONFIG).read_text(encoding="utf-8"))
+    records = [r for r in run.read_metrics() if "event" not in r]
     monitored = "val_loss" if any("val_loss" in r for r in records) else "train_loss"
     best = min(records, key=lambda r: r[monitored]) if records else None
     model = config["model"]
-    status_path = run_dir / STATUS
-    status = json.loads(status_path.read_text(encoding="utf-8")) if status_path.exists() else {}
+    status = run.read_status()
     return {
-        "name": run_dir.name, "path": str(run_dir), "corpus": config["data"]["corpus"],
+        "name": run.path.name, "path": str(run.path), "corpus": config["data"]["corpus"],
         "model": f"{model['kind']} {model['num_layers']}x{model['hidden_size']}",
         "epochs_done": records[-1].get("epochs_done", records[-1]["epoch"]) if records else 0,
         "epochs": config["train"]["epochs"], "stopped": records[-1].get("stopped") if records else None,
@@ -69,13 +35,13 @@ def summarize(run_dir: Path) -> dict:
         "seconds": sum(r.get("seconds", 0.0) for r in records),
         "chars_per_s": records[-1].get("chars_per_s", math.nan) if records else math.nan,
         "device": status.get("device", "?"), "records": records,
-        "state": run_state(run_dir, complete=bool(records) and (records[-1]["epoch"] >= config["train"]["epochs"]
+        "status": run.status(complete=bool(records) and (records[-1]["epoch"] >= config["train"]["epochs"]
                                                       or bool(records[-1].get("stopped")))),
     }
 
 
-def list_runs(root: Path = ckpt.RUNS_ROOT) -> list[dict]:
-    folders = sorted(p.parent for p in Path(root).glob(f"*/{ckpt.CONFIG}"))
+def list_runs(root: Path = RUNS_ROOT) -> list[dict]:
+    folders = sorted(p.parent for p in Path(root).glob(f"*/{CONFIG}"))
     return [summarize(folder) for folder in folders]
 
 

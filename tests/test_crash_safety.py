@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from charlm import checkpoint as ckpt
-from charlm.checkpoint import load_checkpoint
+from charlm import rundir
+from charlm.checkpoint import load_payload
+from charlm.rundir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "configs" / "tiny.yaml")
@@ -26,18 +27,33 @@ def make_corpus(path: Path) -> Path:
     return path
 
 
+# `python -m charlm` with every fsync of a file slowed down, so that many SIGKILLs land in the middle of a
+# write (between the temp file's last byte and its rename): the fault is injected here, not in charlm
+SLOW_FSYNC = """
+import os, stat, sys, time
+fsync, pause = os.fsync, float(sys.argv.pop(1))
+def slow_fsync(fd):
+    if stat.S_ISREG(os.fstat(fd).st_mode):
+        time.sleep(pause)
+    return fsync(fd)
+os.fsync = slow_fsync
+from charlm.cli import entry
+entry()
+"""
+
+
 def start(run_dir: Path, corpus: Path, *extra: str, slow_writes: float = 0) -> subprocess.Popen:
-    args = [sys.executable, "-m", "charlm", "train", "--config", TINY, "--corpus", str(corpus), "--device", "cpu",
-            "--run-dir", str(run_dir), "--set", "sample.preview_every=0", *extra]
-    if (run_dir / ckpt.LAST).exists():
+    args = [sys.executable, "-c", SLOW_FSYNC, str(slow_writes), "train", "--config", TINY, "--corpus", str(corpus),
+            "--device", "cpu", "--run-dir", str(run_dir), "--set", "sample.preview_every=0", *extra]
+    if (run_dir / rundir.LAST).exists():
         args.append("--resume")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200", "CHARLM_SLOW_WRITES": str(slow_writes)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
     return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def wait_for_training(proc: subprocess.Popen, run_dir: Path, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
-    while not (run_dir / ckpt.METRICS).exists() or not (run_dir / ckpt.METRICS).read_text():
+    while not (run_dir / rundir.METRICS).exists() or not (run_dir / rundir.METRICS).read_text():
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "training did not start"
         time.sleep(0.05)
@@ -45,8 +61,8 @@ def wait_for_training(proc: subprocess.Popen, run_dir: Path, timeout: float = 60
 
 @pytest.mark.slow
 def test_sigkill_at_random_moments_never_loses_the_run(tmp_path):
-    """20+ SIGKILLs across a run's life, a checkpoint per batch, each write slowed by a test hook so that
-    many kills land in the middle of one."""
+    """20+ SIGKILLs across a run's life, a checkpoint per batch, each fsync slowed (SLOW_FSYNC) so that
+    many kills land in the middle of a write."""
     corpus = make_corpus(tmp_path / "corpus.txt")
     run_dir = tmp_path / "run"
     big = ("--set", "model.hidden_size=256", "--set", "train.epochs=12", "--set", "train.checkpoint_every_batches=1")
@@ -76,13 +92,13 @@ def test_sigkill_at_random_moments_never_loses_the_run(tmp_path):
             proc.communicate()
             kills += 1
         mid_save += any(run_dir.glob(".*.tmp"))  # a write was cut short: its temp file never got renamed
-        for name in (ckpt.LAST, ckpt.BEST):
+        for name in (rundir.LAST, rundir.BEST):
             if (run_dir / name).exists():
-                load_checkpoint(run_dir / name)  # whole and readable, whatever the moment of the kill
+                load_payload(run_dir / name)  # whole and readable, whatever the moment of the kill
     assert kills >= 20 and mid_save >= 1
-    records = [r for r in ckpt.read_metrics(run_dir) if "event" not in r]
+    records = [r for r in RunDir(run_dir).read_metrics() if "event" not in r]
     assert [r["epoch"] for r in records] == list(range(1, 13))
-    assert load_checkpoint(run_dir / ckpt.LAST)["epoch"] == 12
+    assert load_payload(run_dir / rundir.LAST)["epoch"] == 12
     assert not list(run_dir.glob(".*.tmp"))
 
 
@@ -97,7 +113,7 @@ def test_a_signal_saves_prints_the_resume_command_and_exits_with_its_code(tmp_pa
     assert proc.returncode == code, err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert f"charlm train --resume --run-dir {run_dir}" in err
-    saved = load_checkpoint(run_dir / ckpt.LAST)
+    saved = load_payload(run_dir / rundir.LAST)
     resumed = start(run_dir, corpus, "--set", f"train.epochs={saved['epoch'] + 1}")
     out, err = resumed.communicate(timeout=120)
     assert resumed.returncode == 0, err
@@ -113,4 +129,4 @@ def test_a_second_ctrl_c_exits_at_once_and_leaves_a_loadable_run(tmp_path):
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=60)
     assert proc.returncode == 130
-    load_checkpoint(run_dir / ckpt.LAST)
+    load_payload(run_dir / rundir.LAST)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
+from helpers import make_rnn
 
 from charlm import checkpoint as ckpt
 from charlm import data, distributed
@@ -22,7 +23,9 @@ from charlm.config import DataConfig, load_config
 from charlm.errors import ConfigError, CorpusError
 from charlm.evaluate import evaluate
 from charlm.model import CharRNN
-from charlm.train import train
+from charlm.rundir import RunDir
+from charlm.training import train
+from charlm.training.resume import gather_hidden, local_hidden
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "configs" / "tiny.yaml")
@@ -74,11 +77,11 @@ def single(*overrides: str, run_dir: Path, resume: bool = False) -> dict:
 
 
 def weights(run_dir: Path, name: str = "last.pt") -> dict:
-    return ckpt.load_checkpoint(run_dir / name)["model"]
+    return ckpt.load_payload(run_dir / name)["model"]
 
 
 def losses(run_dir: Path) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in ckpt.read_metrics(run_dir) if "event" not in r]
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in RunDir(run_dir).read_metrics() if "event" not in r]
 
 
 def assert_close_runs(a: Path, b: Path, atol: float = 1e-6) -> None:
@@ -100,21 +103,21 @@ def assert_close_runs(a: Path, b: Path, atol: float = 1e-6) -> None:
 def test_rank_shares_of_consecutive_and_random_batches_rebuild_the_global_batch():
     ids = torch.arange(1000)
     for world in (1, 2, 4):
-        shares = [distributed.Ranks(rank=r, world_size=world).streams(8) for r in range(world)]
+        shares = [distributed.Ranks(rank=r, world_size=world).share(8) for r in range(world)]
         whole = list(data.consecutive_batches(ids, 8, 7, offset=3))
-        parts = [list(data.consecutive_batches(ids, 8, 7, 3, rows)) for rows in shares]
+        parts = [list(data.consecutive_batches(ids, 8, 7, 3, share)) for share in shares]
         for i, (x, y) in enumerate(whole):
             assert torch.equal(torch.cat([p[i][0] for p in parts]), x)
             assert torch.equal(torch.cat([p[i][1] for p in parts]), y)
         whole = list(data.random_batches(ids, 8, 7, torch.Generator().manual_seed(5)))
-        parts = [list(data.random_batches(ids, 8, 7, torch.Generator().manual_seed(5), rows)) for rows in shares]
+        parts = [list(data.random_batches(ids, 8, 7, torch.Generator().manual_seed(5), share)) for share in shares]
         for i, (x, _) in enumerate(whole):
             assert torch.equal(torch.cat([p[i][0] for p in parts]), x)
 
 
 def test_eval_shares_add_up_to_the_single_process_loss(monkeypatch):
     torch.manual_seed(0)
-    model = CharRNN(20, "lstm", 16, input="embedding", embed_size=8)
+    model = make_rnn(20, "lstm", 16, input="embedding", embed_size=8)
     ids = torch.randint(0, 20, (503,))
     expected = evaluate(model, ids, 7, 10)
     monkeypatch.setattr(distributed.Ranks, "sum_", lambda self, total: total)  # add the shares up here instead
@@ -126,7 +129,7 @@ def test_eval_shares_add_up_to_the_single_process_loss(monkeypatch):
 
 def test_state_gather_and_slice_round_trip():
     state = torch.arange(2 * 8 * 3.0).view(2, 8, 3)  # (layers, batch, hidden)
-    parts = [distributed.Ranks(rank=r, world_size=4).local_streams((state, -state), 8) for r in range(4)]
+    parts = [local_hidden(distributed.Ranks(rank=r, world_size=4), (state, -state), 8) for r in range(4)]
     assert all(p[0].shape == (2, 2, 3) for p in parts)
     assert torch.equal(torch.cat([p[0] for p in parts], dim=1), state)
     assert torch.equal(torch.cat([p[1] for p in parts], dim=1), -state)
@@ -146,7 +149,7 @@ def test_without_torchrun_setup_is_a_single_process(monkeypatch):
     ranks = distributed.setup("cpu", 7)
     assert (ranks.active, ranks.is_main, ranks.device) == (False, True, torch.device("cpu"))
     state = torch.zeros(1, 7, 3)
-    assert ranks.gather_streams(state) is state and ranks.local_streams(state, 7) is state
+    assert gather_hidden(ranks, state) is state and local_hidden(ranks, state, 7) is state
 
 
 def test_dry_run_prints_the_single_and_multi_node_commands(tmp_path, capsys):
@@ -170,7 +173,7 @@ def test_encoded_cache_gives_the_same_corpus_memory_mapped(tmp_path, monkeypatch
     plain = data.load_corpus(cfg)
     cached = data.load_corpus(cfg, cache=tmp_path / "enc")
     (folder,) = (tmp_path / "enc").iterdir()
-    monkeypatch.setattr(data, "encode_chunks", lambda *a, **k: pytest.fail("encoded again"))
+    monkeypatch.setattr("charlm.data.cache.encode_chunks", lambda *a, **k: pytest.fail("encoded again"))
     again = data.load_corpus(cfg, cache=tmp_path / "enc")
     for corpus in (cached, again):
         assert corpus.vocab == plain.vocab and corpus.sha256 == plain.sha256
@@ -213,15 +216,16 @@ def test_two_ranks_train_the_same_weights_as_one_process(tmp_path, single_thread
     result = torchrun(tmp_path, 2, *options, run_dir=tmp_path / "two")
     assert result.returncode == 0, result.stderr
     assert_close_runs(tmp_path / "one", tmp_path / "two")
-    before = CharRNN(**ckpt.load_checkpoint(tmp_path / "one" / "last.pt")["model_args"]).state_dict()
+    saved = ckpt.load(tmp_path / "one" / "last.pt")
+    before = CharRNN(saved.model_config, len(saved.vocab)).state_dict()  # freshly initialised
     assert max((weights(tmp_path / "two")[k] - before[k]).abs().max() for k in before) > 0.1  # it trained
-    one, two = (ckpt.load_checkpoint(tmp_path / name / "ckpt-e0001-b000005.pt") for name in ("one", "two"))
+    one, two = (ckpt.load_payload(tmp_path / name / "ckpt-e0001-b000005.pt") for name in ("one", "two"))
     if sampling == "consecutive":  # the checkpoint holds the whole batch's carried state, in stream order
         assert two["state"].shape == one["state"].shape == (1, 8, 64)
         assert torch.allclose(two["state"], one["state"], rtol=0, atol=1e-6)
     assert two["loss_sum"].item() == pytest.approx(one["loss_sum"].item(), rel=1e-6)
     # rank 0 alone wrote the folder: one line per epoch, one progress report
-    assert [r["epoch"] for r in ckpt.read_metrics(tmp_path / "two")] == [1, 2]
+    assert [r["epoch"] for r in RunDir(tmp_path / "two").read_metrics()] == [1, 2]
     assert result.stdout.count("run folder") == 2 and "2 x cpu (gloo)" in result.stdout  # banner and summary
 
     # a 2-rank checkpoint from the middle of epoch 2 resumes in one process as the same run
@@ -257,7 +261,7 @@ def test_a_distributed_run_resumes_from_its_checkpoint(tmp_path):
         a, b = weights(whole), weights(run_dir)
         assert all(torch.equal(a[k], b[k]) for k in a), run_dir.name
         assert losses(whole) == losses(run_dir), run_dir.name
-    assert len(ckpt.load_checkpoint(middle / "last.pt")["ranks"]) == 2
+    assert len(ckpt.load_payload(middle / "last.pt")["ranks"]) == 2
 
 
 @needs_gloo
@@ -301,14 +305,14 @@ def test_ctrl_c_stops_every_rank_at_the_same_batch_and_the_run_resumes(tmp_path)
     process = subprocess.Popen([sys.executable, "-m", "charlm", *args, "--run-dir", str(run_dir)], cwd=tmp_path,
                                env=environment(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
-    while not ckpt.read_metrics(run_dir) and process.poll() is None and time.monotonic() < deadline:
+    while not RunDir(run_dir).read_metrics() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)  # until epoch 1 is written: the signal lands inside epoch 2
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=300)
     assert process.returncode == 130, err
     assert f"continue with: charlm train --nproc 2 --resume --run-dir {run_dir}" in err
     assert len(err.strip().splitlines()) == 1  # rank 0 alone says it, and the launcher adds nothing
-    saved = ckpt.load_checkpoint(run_dir / "last.pt")
+    saved = ckpt.load_payload(run_dir / "last.pt")
     assert saved["epoch"] >= 1 and (saved["epoch"], saved["batch_in_epoch"]) != (4, 0)
     assert charlm(tmp_path, *args, "--run-dir", str(run_dir), "--resume").returncode == 0
     a, b = weights(whole), weights(run_dir)

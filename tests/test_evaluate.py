@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import make_rnn
 
 from charlm.errors import CorpusError
 from charlm.evaluate import evaluate
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def constant_model(vocab_size: int) -> CharRNN:
-    model = CharRNN(vocab_size, kind="gru", hidden_size=8, input="embedding", embed_size=4)
+    model = make_rnn(vocab_size, kind="gru", hidden_size=8, input="embedding", embed_size=4)
     with torch.no_grad():
         model.head.weight.zero_()
         model.head.bias.zero_()  # every logit is 0: a uniform prediction
@@ -56,7 +57,7 @@ def manual_nats(model: CharRNN, ids: torch.Tensor) -> float:
 @pytest.mark.parametrize("num_steps", [1, 7, 100])
 def test_batch_size_one_equals_a_manual_loop(kind, num_steps):
     torch.manual_seed(0)
-    model = CharRNN(9, kind=kind, hidden_size=16, input="onehot", dropout=0.0)
+    model = make_rnn(9, kind=kind, hidden_size=16, input="onehot", dropout=0.0)
     ids = torch.randint(0, 9, (61,))
     result = evaluate(model, ids, batch_size=1, num_steps=num_steps)
     nats = manual_nats(model, ids)
@@ -69,7 +70,7 @@ def test_batch_size_one_equals_a_manual_loop(kind, num_steps):
 def test_streams_are_scored_independently():
     """With batch_size streams, each stream is scored from a fresh state, as if scored alone."""
     torch.manual_seed(0)
-    model = CharRNN(6, kind="gru", hidden_size=8, input="onehot")
+    model = make_rnn(6, kind="gru", hidden_size=8, input="onehot")
     ids = torch.randint(0, 6, (41,))  # 40 targets: 4 streams of 10
     result = evaluate(model, ids, batch_size=4, num_steps=3)
     total = sum(manual_nats(model, ids[10 * s:10 * s + 11]) * 10 for s in range(4))
@@ -79,7 +80,7 @@ def test_streams_are_scored_independently():
 
 def test_evaluation_uses_eval_mode_and_restores_training_mode():
     torch.manual_seed(0)
-    model = CharRNN(8, kind="lstm", hidden_size=16, num_layers=2, dropout=0.5, input="embedding", embed_size=8)
+    model = make_rnn(8, kind="lstm", hidden_size=16, num_layers=2, dropout=0.5, input="embedding", embed_size=8)
     ids = torch.randint(0, 8, (200,))
     model.train()
     first = evaluate(model, ids, 4, 10)
@@ -92,7 +93,7 @@ def test_evaluation_uses_eval_mode_and_restores_training_mode():
 
 
 def test_does_not_build_a_graph():
-    model = CharRNN(5, kind="gru", hidden_size=4)
+    model = make_rnn(5, kind="gru", hidden_size=4)
     ids = torch.randint(0, 5, (30,))
     evaluate(model, ids, 2, 4)
     assert all(p.grad is None for p in model.parameters())
@@ -106,7 +107,7 @@ def test_fewer_than_two_chars_raises(n):
 
 def test_max_chars_reads_the_start_of_every_stream():
     torch.manual_seed(0)
-    model = CharRNN(7, "gru", hidden_size=8, input="embedding", embed_size=4).eval()
+    model = make_rnn(7, "gru", hidden_size=8, input="embedding", embed_size=4).eval()
     ids = torch.randint(0, 7, (1001,))
     full = evaluate(model, ids, batch_size=4, num_steps=5)
     assert full["protocol"] == "full" and full["chars"] == 1000

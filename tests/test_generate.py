@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import make_rnn
 
 from charlm.data import Vocab
 from charlm.errors import UsageError
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 @pytest.fixture
 def model() -> CharRNN:
     torch.manual_seed(0)
-    m = CharRNN(len(VOCAB), kind="lstm", hidden_size=32, input="embedding", embed_size=16)
+    m = make_rnn(len(VOCAB), kind="lstm", hidden_size=32, input="embedding", embed_size=16)
     with torch.no_grad():
         m.head.weight.mul_(8.0)  # sharper predictions, so that sampling and argmax usually differ
     return m
@@ -149,14 +150,14 @@ def test_fast_step_computes_the_model(kind, input_kind, weight_drop):
     from charlm.generate import FastStep
 
     torch.manual_seed(0)
-    model = CharRNN(11, kind, hidden_size=8, num_layers=2, dropout=0.3, input=input_kind, embed_size=5,
+    model = make_rnn(11, kind, hidden_size=8, num_layers=2, dropout=0.3, input=input_kind, embed_size=5,
                     weight_drop=weight_drop).eval()
     assert model.per_layer == (weight_drop > 0)
     ids = torch.randint(0, 11, (4, 7))
     with torch.inference_mode():
         expected, expected_state = model(ids, None)
         step = FastStep(model)
-        state = model.begin_state(4)
+        state = model.begin_hidden(4)
         for t in range(7):
             logits, state = step(ids[:, t], state)
             assert torch.allclose(logits, expected[t], atol=1e-5), t

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import d2l_reference
 import pytest
 import torch
+from helpers import make_rnn
 from torch import nn
 
 from charlm.config import ModelConfig
-from charlm.model import CharRNN, detach_state
+from charlm.model import CharRNN, detach_hidden
 
 KINDS = ["rnn_tanh", "rnn_relu", "lstm", "gru"]
 INPUTS = ["onehot", "embedding"]
@@ -19,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 def test_onehot_rnn_tanh_is_exactly_d2l_rnn_model():
     torch.manual_seed(0)
     vocab, hidden, batch, steps = 23, 16, 3, 7
-    model = CharRNN(vocab, kind="rnn_tanh", hidden_size=hidden, num_layers=1, dropout=0.0, input="onehot")
+    model = make_rnn(vocab, kind="rnn_tanh", hidden_size=hidden, num_layers=1, dropout=0.0, input="onehot")
     ref = d2l_reference.RNNModel(nn.RNN(input_size=vocab, hidden_size=hidden), vocab)
     ref.rnn.load_state_dict(model.rnn.state_dict())
     ref.dense.load_state_dict(model.head.state_dict())
@@ -46,7 +49,7 @@ def test_onehot_rnn_tanh_is_exactly_d2l_rnn_model():
 def test_every_kind_gives_logits_and_state_of_the_right_shape(kind, input_kind):
     torch.manual_seed(0)
     vocab, hidden, layers, batch, steps = 11, 12, 2, 3, 5
-    model = CharRNN(vocab, kind=kind, hidden_size=hidden, num_layers=layers, dropout=0.0, input=input_kind,
+    model = make_rnn(vocab, kind=kind, hidden_size=hidden, num_layers=layers, dropout=0.0, input=input_kind,
                     embed_size=6)
     x = torch.randint(0, vocab, (batch, steps), dtype=torch.uint8)  # ids come in the corpus's narrow dtype
     logits, state = model(x)
@@ -57,8 +60,8 @@ def test_every_kind_gives_logits_and_state_of_the_right_shape(kind, input_kind):
         assert all(s.shape == (layers, batch, hidden) for s in state)
     else:
         assert isinstance(state, torch.Tensor) and state.shape == (layers, batch, hidden)
-    # a zero begin_state is what None means
-    logits0, _ = model(x, model.begin_state(batch))
+    # a zero begin_hidden is what None means
+    logits0, _ = model(x, model.begin_hidden(batch))
     assert torch.equal(logits, logits0)
     # the state matters: continuing from it differs from starting afresh
     logits2, _ = model(x, state)
@@ -72,7 +75,7 @@ def test_every_kind_gives_logits_and_state_of_the_right_shape(kind, input_kind):
 
 def test_logits_at_step_t_depend_only_on_inputs_up_to_t():
     torch.manual_seed(0)
-    model = CharRNN(9, kind="gru", hidden_size=8, dropout=0.0, input="embedding", embed_size=4)
+    model = make_rnn(9, kind="gru", hidden_size=8, dropout=0.0, input="embedding", embed_size=4)
     x = torch.randint(0, 9, (2, 6))
     y = x.clone()
     y[:, 4] = (y[:, 4] + 1) % 9
@@ -83,9 +86,9 @@ def test_logits_at_step_t_depend_only_on_inputs_up_to_t():
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_begin_state_is_zeros_of_the_right_shape(kind):
-    model = CharRNN(5, kind=kind, hidden_size=7, num_layers=3)
-    state = model.begin_state(4)
+def test_begin_hidden_is_zeros_of_the_right_shape(kind):
+    model = make_rnn(5, kind=kind, hidden_size=7, num_layers=3)
+    state = model.begin_hidden(4)
     parts = state if kind == "lstm" else (state,)
     assert isinstance(state, tuple) == (kind == "lstm")
     for s in parts:
@@ -95,20 +98,20 @@ def test_begin_state_is_zeros_of_the_right_shape(kind):
         assert state[0].data_ptr() != state[1].data_ptr()  # h and c are separate tensors
 
 
-def test_detach_state_cuts_the_graph_of_a_tensor():
-    model = CharRNN(5, kind="gru", hidden_size=4)
+def test_detach_hidden_cuts_the_graph_of_a_tensor():
+    model = make_rnn(5, kind="gru", hidden_size=4)
     _, state = model(torch.randint(0, 5, (2, 3)))
     assert state.grad_fn is not None
-    detached = detach_state(state)
+    detached = detach_hidden(state)
     assert detached.grad_fn is None and not detached.requires_grad
     assert torch.equal(detached, state)
 
 
-def test_detach_state_cuts_the_graph_of_an_lstm_tuple():
-    model = CharRNN(5, kind="lstm", hidden_size=4)
+def test_detach_hidden_cuts_the_graph_of_an_lstm_tuple():
+    model = make_rnn(5, kind="lstm", hidden_size=4)
     _, state = model(torch.randint(0, 5, (2, 3)))
     assert all(s.grad_fn is not None for s in state)
-    detached = detach_state(state)
+    detached = detach_hidden(state)
     assert isinstance(detached, tuple) and len(detached) == 2
     for d, s in zip(detached, state, strict=True):
         assert d.grad_fn is None and not d.requires_grad
@@ -119,60 +122,67 @@ def test_detach_state_cuts_the_graph_of_an_lstm_tuple():
     assert detached[0].grad is None
 
 
-def test_detach_state_of_none():
-    assert detach_state(None) is None
+def test_detach_hidden_of_none():
+    assert detach_hidden(None) is None
 
 
 def test_tie_weights_shares_one_tensor():
-    model = CharRNN(13, kind="lstm", hidden_size=8, input="embedding", embed_size=8, tie_weights=True)
+    model = make_rnn(13, kind="lstm", hidden_size=8, input="embedding", embed_size=8, tie_weights=True)
     assert model.head.weight is model.embedding.weight
     assert model.head.weight.data_ptr() == model.embedding.weight.data_ptr()
     with torch.no_grad():
         model.embedding.weight[0, 0] = 42.0
     assert model.head.weight[0, 0] == 42.0
-    untied = CharRNN(13, kind="lstm", hidden_size=8, input="embedding", embed_size=8)
+    untied = make_rnn(13, kind="lstm", hidden_size=8, input="embedding", embed_size=8)
     assert model.num_parameters() == untied.num_parameters() - 13 * 8  # counted once
 
 
 @pytest.mark.parametrize(("input_kind", "embed_size"), [("embedding", 6), ("onehot", 8)])
 def test_tie_weights_with_mismatched_sizes_raises(input_kind, embed_size):
     with pytest.raises(ValueError, match="tie_weights"):
-        CharRNN(13, kind="lstm", hidden_size=8, input=input_kind, embed_size=embed_size, tie_weights=True)
+        make_rnn(13, kind="lstm", hidden_size=8, input=input_kind, embed_size=embed_size, tie_weights=True)
 
 
 def test_unknown_kind_raises():
     with pytest.raises(ValueError, match="lstn"):
-        CharRNN(5, kind="lstn")
+        make_rnn(5, kind="lstn")
 
 
 def test_num_parameters_without_embedding():
-    model = CharRNN(10, kind="gru", hidden_size=4, input="embedding", embed_size=3)
+    model = make_rnn(10, kind="gru", hidden_size=4, input="embedding", embed_size=3)
     assert model.num_parameters(embedding=False) == model.num_parameters() - 10 * 3
-    onehot = CharRNN(10, kind="gru", hidden_size=4, input="onehot")
+    onehot = make_rnn(10, kind="gru", hidden_size=4, input="onehot")
     assert onehot.num_parameters(embedding=False) == onehot.num_parameters()
 
 
-def test_from_config_and_args_rebuild_the_same_model():
+def test_the_config_rebuilds_the_same_model():
     cfg = ModelConfig(kind="gru", input="embedding", embed_size=6, hidden_size=10, num_layers=2, dropout=0.25,
                       tie_weights=False)
-    model = CharRNN.from_config(cfg, 17)
-    assert model.args == dict(vocab_size=17, kind="gru", hidden_size=10, num_layers=2, dropout=0.25,
-                              input="embedding", embed_size=6, tie_weights=False, dropout_embed=None,
-                              dropout_hidden=None, dropout_output=None, locked_dropout=False, weight_drop=0.0)
-    twin = CharRNN(**model.args)
+    model = CharRNN(cfg, 17)
+    assert model.vocab_size == 17 and dataclasses.asdict(model.config) == dict(
+        kind="gru", hidden_size=10, num_layers=2, dropout=0.25, input="embedding", embed_size=6, tie_weights=False,
+        dropout_embed=None, dropout_hidden=None, dropout_output=None, locked_dropout=False, weight_drop=0.0)
+    twin = CharRNN(model.config, model.vocab_size)
     twin.load_state_dict(model.state_dict())  # same parameter names and shapes
     assert model.rnn.dropout == 0.25 and model.drop.p == 0.25
 
 
-def test_from_config_ties_weights():
+def test_the_config_ties_weights():
     cfg = ModelConfig(kind="lstm", input="embedding", embed_size=8, hidden_size=8, tie_weights=True)
-    model = CharRNN.from_config(cfg, 5)
+    model = CharRNN(cfg, 5)
     assert model.head.weight is model.embedding.weight
-    assert model.args["tie_weights"] is True
+    assert model.config.tie_weights is True
+
+
+def test_the_model_defaults_are_the_config_defaults():
+    """One place for defaults: a model built from ModelConfig() is the default experiment's model."""
+    model = CharRNN(ModelConfig(), 7)
+    assert model.embedding is not None and model.head.weight is model.embedding.weight  # embedding, tied
+    assert model.drop.p == ModelConfig().dropout == 0.5
 
 
 def test_single_layer_has_no_inter_layer_dropout():
-    model = CharRNN(5, kind="lstm", hidden_size=4, num_layers=1, dropout=0.5)
+    model = make_rnn(5, kind="lstm", hidden_size=4, num_layers=1, dropout=0.5)
     assert model.rnn.dropout == 0.0 and model.drop.p == 0.5
 
 
@@ -189,9 +199,9 @@ def test_elman_recurrence_gradients_are_exact(relu):
 @pytest.mark.parametrize("kind", ["rnn_tanh", "rnn_relu"])
 def test_onehot_gather_path_has_the_gradients_of_the_onehot_matmul(kind):
     torch.manual_seed(0)
-    fast = CharRNN(17, kind, hidden_size=8, input="onehot")
+    fast = make_rnn(17, kind, hidden_size=8, input="onehot")
     assert fast.gather_onehot
-    plain = CharRNN(17, kind, hidden_size=8, input="onehot")
+    plain = make_rnn(17, kind, hidden_size=8, input="onehot")
     plain.load_state_dict(fast.state_dict())
     plain.gather_onehot = False  # the nn.RNN path on explicit one-hot vectors
     x = torch.randint(0, 17, (3, 6))
@@ -224,14 +234,14 @@ def test_locked_dropout_uses_one_mask_for_all_time_steps():
 
 def test_plain_dropout_draws_a_new_mask_per_time_step():
     torch.manual_seed(0)
-    model = CharRNN(11, "lstm", hidden_size=40, dropout=0.5, input="embedding", embed_size=40).train()
+    model = make_rnn(11, "lstm", hidden_size=40, dropout=0.5, input="embedding", embed_size=40).train()
     dropped = model.drop(torch.ones(7, 3, 40)) == 0
     assert not all(torch.equal(dropped[t], dropped[0]) for t in range(7))
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn_tanh"])
 def test_locked_dropout_model_masks_each_sequence_once(kind):
-    model = CharRNN(11, kind, hidden_size=16, num_layers=2, dropout=0.5, input="embedding", embed_size=16,
+    model = make_rnn(11, kind, hidden_size=16, num_layers=2, dropout=0.5, input="embedding", embed_size=16,
                     locked_dropout=True)
     assert model.per_layer  # locked dropout between layers needs the layers apart
     for module in (model.drop_embed, model.drop_hidden, model.drop):
@@ -242,14 +252,14 @@ def test_locked_dropout_model_masks_each_sequence_once(kind):
 
 
 def test_dropout_parts_default_to_dropout_and_can_differ():
-    model = CharRNN(11, "lstm", hidden_size=8, num_layers=3, dropout=0.2, input="embedding", embed_size=8,
+    model = make_rnn(11, "lstm", hidden_size=8, num_layers=3, dropout=0.2, input="embedding", embed_size=8,
                     dropout_embed=0.1, dropout_output=0.4)
     assert (model.drop_embed.p, model.rnn.dropout, model.drop.p) == (0.1, 0.2, 0.4)
 
 
 def weight_drop_model(**kw):
     torch.manual_seed(0)
-    return CharRNN(11, "lstm", hidden_size=8, num_layers=2, dropout=0.0, input="embedding", embed_size=8,
+    return make_rnn(11, "lstm", hidden_size=8, num_layers=2, dropout=0.0, input="embedding", embed_size=8,
                    weight_drop=0.5, **kw)
 
 
@@ -281,7 +291,7 @@ def test_weight_drop_gradient_reaches_only_the_kept_recurrent_weights():
 
 def test_weight_drop_model_rebuilds_from_its_args():
     model = weight_drop_model(locked_dropout=True)
-    twin = CharRNN(**model.args)
+    twin = CharRNN(model.config, model.vocab_size)
     twin.load_state_dict(model.state_dict())
     x = torch.randint(0, 11, (2, 5))
     assert torch.equal(model.eval()(x)[0], twin.eval()(x)[0])

@@ -13,7 +13,9 @@ import pytest
 from charlm import runs
 from charlm.cli import main
 from charlm.config import load_config
-from charlm.train import Reporter, train
+from charlm.events import SilentReporter
+from charlm.rundir import RunDir
+from charlm.training import train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,7 +37,7 @@ def two_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     train(config(tmp_path, "train.epochs=3"), Path("runs/a"))
 
-    class Crash(Reporter):
+    class Crash(SilentReporter):
         def epoch_start(self, epoch, num_batches, done=0):
             if epoch == 2:
                 raise RuntimeError("crash")
@@ -46,13 +48,13 @@ def two_runs(tmp_path, monkeypatch):
 
 
 def test_states_finished_interrupted_and_killed(two_runs):
-    assert runs.run_state(Path("runs/a")) == "finished"
-    assert runs.run_state(Path("runs/b")) == "interrupted"
+    assert RunDir(Path("runs/a")).status() == "finished"
+    assert RunDir(Path("runs/b")).status() == "interrupted"
     status = Path("runs/a/status.json")
     status.write_text(json.dumps({"state": "running", "pid": os.getpid()}))
-    assert runs.run_state(Path("runs/a")) == "running"
+    assert RunDir(Path("runs/a")).status() == "running"
     status.write_text(json.dumps({"state": "running", "pid": 2**22 + 12345}))  # no such process: killed
-    assert runs.run_state(Path("runs/a")) == "interrupted"
+    assert RunDir(Path("runs/a")).status() == "interrupted"
 
 
 def test_runs_table_lists_each_run_with_its_best_val_ppl(two_runs, capsys, monkeypatch):
@@ -73,7 +75,7 @@ def test_runs_table_lists_each_run_with_its_best_val_ppl(two_runs, capsys, monke
 def test_info_prints_parameter_count_vocab_and_files(two_runs, capsys):
     from charlm.checkpoint import load_model
 
-    model, vocab, _, _ = load_model(Path("runs/a"))
+    model, vocab, _ = load_model(RunDir(Path("runs/a")).checkpoint("best"))
     assert main(["info", "--run-dir", "runs/a"]) == 0
     text = capsys.readouterr().out
     assert f"parameters: {model.num_parameters():,}" in text

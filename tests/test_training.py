@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from charlm.checkpoint import load_checkpoint
+from charlm.checkpoint import load_payload
 from charlm.config import TrainConfig, load_config
 from charlm.errors import UsageError
-from charlm.train import Reporter, lr_at, train
+from charlm.events import SilentReporter
+from charlm.training import train
+from charlm.training.schedule import lr_at
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -70,8 +72,8 @@ def test_best_checkpoint_is_the_lowest_val_loss(tmp_path):
     train(tiny(tmp_path, "train.epochs=6", "train.lr=0.05", "train.schedule=constant"), tmp_path / "run")
     records = metrics(tmp_path / "run")
     best = min(records, key=lambda r: r["val_loss"])
-    assert load_checkpoint(tmp_path / "run" / "best.pt")["epoch"] == best["epoch"]
-    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == records[-1]["epoch"]
+    assert load_payload(tmp_path / "run" / "best.pt")["epoch"] == best["epoch"]
+    assert load_payload(tmp_path / "run" / "last.pt")["epoch"] == records[-1]["epoch"]
 
 
 def test_an_existing_run_folder_is_not_overwritten(tmp_path):
@@ -83,7 +85,7 @@ def test_an_existing_run_folder_is_not_overwritten(tmp_path):
     assert (tmp_path / "run" / "metrics.jsonl").read_bytes() == before
 
 
-class Recorder(Reporter):
+class Recorder(SilentReporter):
     def __init__(self):
         self.info, self.previews, self.warnings = {}, [], []
 
@@ -113,10 +115,10 @@ def test_d2l_seed_experiment_reproduces(builtin_cache, tmp_path):
     cfg = load_config(REPO / "configs" / "d2l-jaychou-rnn.yaml", ["train.device=cpu"])
     recorder = Recorder()
     summary = train(cfg, tmp_path / "run", recorder)
-    assert recorder.info["vocab_size"] == 1027
-    assert recorder.info["train_chars"] == 10000 and recorder.info["val_chars"] == 0
+    assert recorder.info.vocab_size == 1027
+    assert recorder.info.train_chars == 10000 and recorder.info.val_chars == 0
     records = metrics(tmp_path / "run")
-    assert len(records) == 250 and summary["monitored"] == "train_loss"
+    assert len(records) == 250 and summary.monitored == "train_loss"
     assert records[-1]["train_ppl"] <= 1.10
     assert records[49]["train_ppl"] < 100 and math.isfinite(records[49]["train_ppl"])
     assert [epoch for epoch, _ in recorder.previews] == [50, 100, 150, 200, 250]
@@ -128,10 +130,11 @@ def test_d2l_seed_experiment_reproduces(builtin_cache, tmp_path):
 def test_gpu_run_loads_on_cpu_with_bf16(tmp_path):
     from charlm.checkpoint import load_model
     from charlm.evaluate import evaluate
+    from charlm.rundir import RunDir
 
     cfg = tiny(tmp_path, "train.device=cuda", "train.bf16=true", "train.epochs=1")
     train(cfg, tmp_path / "run")
-    model, vocab, config, payload = load_model(tmp_path / "run", "best", "cpu")
+    model, vocab, _ = load_model(RunDir(tmp_path / "run").checkpoint("best"), "cpu")
     assert next(model.parameters()).device.type == "cpu"
     corpus_ids = torch.tensor(vocab.encode("分开不分开 我想就这样牵着你的手不放开\n"))
     assert math.isfinite(evaluate(model, corpus_ids, 2, 8)["perplexity"])
@@ -167,13 +170,13 @@ def overfitting(tmp_path: Path, *overrides: str):
 def test_early_stopping_stops_after_patience_evals_without_a_new_best(tmp_path):
     summary = train(overfitting(tmp_path, "train.patience=3", "train.eval_every_batches=4"), tmp_path / "run")
     rows = records(tmp_path / "run")
-    assert summary["stopped"] == "early_stopping" and rows[-1]["stopped"] == "early_stopping"
-    assert summary["epochs_run"] < 30
+    assert summary.stopped == "early_stopping" and rows[-1]["stopped"] == "early_stopping"
+    assert summary.epochs_run < 30
     val = [r["val_loss"] for r in rows]
     best = val.index(min(val))
     assert len(val) - 1 - best == 3  # exactly `patience` evals after the best one
-    assert summary["best_loss"] == min(val)
-    saved = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert summary.best_loss == min(val)
+    saved = load_payload(tmp_path / "run" / "best.pt")
     assert saved["step"] == rows[best]["step"]  # best.pt is the best eval's weights, even inside an epoch
 
 
@@ -200,13 +203,13 @@ def test_step_schedule_decays_every_decay_every_epochs(tmp_path):
 def test_time_budget_stops_cleanly_keeps_best_and_scores_the_test_split(tmp_path):
     cfg = tiny(tmp_path, "train.time_budget=2s", "train.epochs=100000", "data.test_fraction=0.1")
     summary = train(cfg, tmp_path / "run")
-    assert summary["stopped"] == "time_budget"
-    assert 2.0 <= summary["train_seconds"] < 4.0
+    assert summary.stopped == "time_budget"
+    assert 2.0 <= summary.train_seconds < 4.0
     rows = records(tmp_path / "run")
     assert rows[-1]["stopped"] == "time_budget" and rows[-1]["train_seconds"] >= 2.0
     final = metrics(tmp_path / "run")[-1]
     assert final["event"] == "final" and final["test_protocol"] == "full"
-    assert final["test_loss"] == summary["final"]["test_loss"]
+    assert final["test_loss"] == summary.final["test_loss"]
     from charlm.evaluate import score_run
 
     result, _ = score_run(tmp_path / "run", "best", split="test")  # what charlm perplexity reports
@@ -219,7 +222,7 @@ def test_subsampled_training_evals_say_so_and_the_final_eval_is_full(tmp_path):
     rows = records(tmp_path / "run")
     assert all(r["val_protocol"].startswith("first") and r["val_chars"] <= 64 for r in rows)
     assert any(r["batch"] < 1000 and r["epochs_done"] % 1 for r in rows)  # evals inside the epochs
-    final = summary["final"]
+    final = summary.final
     assert final["val_protocol"] == "full" and final["val_chars"] > 64
     from charlm.evaluate import score_run
 
@@ -230,16 +233,17 @@ def test_subsampled_training_evals_say_so_and_the_final_eval_is_full(tmp_path):
 def test_variable_bptt_runs_are_reproducible_and_vary_the_window(tmp_path):
     cfg = tiny(tmp_path, "train.variable_bptt=true", "train.num_steps=12")
     a, b = train(cfg, tmp_path / "a"), train(cfg, tmp_path / "b")
-    assert a["losses"] == b["losses"]
+    assert a.losses == b.losses
     plain = train(tiny(tmp_path, "train.num_steps=12"), tmp_path / "c")
-    assert plain["losses"] != a["losses"]
+    assert plain.losses != a.losses
 
 
 def test_weight_decay_skips_biases(tmp_path):
-    from charlm.model import CharRNN
-    from charlm.train import make_optimizer
+    from helpers import make_rnn
 
-    model = CharRNN(9, "lstm", hidden_size=8, num_layers=2, input="embedding", embed_size=8, tie_weights=True)
+    from charlm.training.schedule import make_optimizer
+
+    model = make_rnn(9, "lstm", hidden_size=8, num_layers=2, input="embedding", embed_size=8, tie_weights=True)
     optimizer = make_optimizer(model, TrainConfig(weight_decay=0.1, optimizer="adamw"))
     decayed, plain = optimizer.param_groups
     assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0

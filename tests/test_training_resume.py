@@ -10,11 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from charlm import checkpoint as ckpt
-from charlm.checkpoint import load_checkpoint
+from charlm import fsio
+from charlm.checkpoint import load_payload
 from charlm.config import load_config
 from charlm.errors import RunError, UsageError
-from charlm.train import Interrupted, Reporter, train
+from charlm.events import SilentReporter
+from charlm.rundir import RunDir
+from charlm.training import train
+from charlm.training.stop import Interrupted
 
 REPO = Path(__file__).resolve().parents[1]
 TIMING = {"chars_per_s", "train_seconds", "seconds"}
@@ -34,11 +37,11 @@ def config(tmp_path: Path, *overrides: str):
 
 def losses(run_dir: Path) -> list[dict]:
     """metrics.jsonl without timings and resume events: what must match an uninterrupted run."""
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in ckpt.read_metrics(run_dir) if "event" not in r]
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in RunDir(run_dir).read_metrics() if "event" not in r]
 
 
 def weights(run_dir: Path, name: str = "last.pt") -> dict:
-    return load_checkpoint(run_dir / name)["model"]
+    return load_payload(run_dir / name)["model"]
 
 
 def assert_same_run(a: Path, b: Path) -> None:
@@ -48,7 +51,7 @@ def assert_same_run(a: Path, b: Path) -> None:
         assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), name
 
 
-class CrashAt(Reporter):
+class CrashAt(SilentReporter):
     """Simulates a crash (an exception out of the loop) or a signal at a given epoch and batch."""
 
     def __init__(self, epoch: int, batch: int, signum: int | None = None):
@@ -80,7 +83,7 @@ def test_crash_after_an_epoch_then_resume_is_the_same_run(tmp_path, reference, s
     run_dir = tmp_path / "run"
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(config(tmp_path, *options), run_dir, CrashAt(epoch=3, batch=4))  # dies in epoch 3
-    assert load_checkpoint(run_dir / "last.pt")["epoch"] == 2
+    assert load_payload(run_dir / "last.pt")["epoch"] == 2
     train(config(tmp_path, *options), run_dir, resume=True)
     assert_same_run(run_dir, expected)
 
@@ -92,7 +95,7 @@ def test_crash_mid_epoch_with_batch_checkpoints_then_resume_is_the_same_run(tmp_
     run_dir = tmp_path / "run"
     with pytest.raises(RuntimeError):
         train(config(tmp_path, *options), run_dir, CrashAt(epoch=2, batch=7))
-    saved = load_checkpoint(run_dir / "last.pt")
+    saved = load_payload(run_dir / "last.pt")
     assert (saved["epoch"], saved["batch_in_epoch"]) == (1, 6)
     train(config(tmp_path, *options), run_dir, resume=True)
     assert_same_run(run_dir, expected)
@@ -107,7 +110,7 @@ def test_signal_saves_at_the_batch_boundary_and_resume_is_the_same_run(tmp_path,
         train(config(tmp_path), run_dir, CrashAt(epoch=2, batch=5, signum=signum))
     assert info.value.exit_code == code
     assert f"charlm train --resume --run-dir {run_dir}" in str(info.value)
-    saved = load_checkpoint(run_dir / "last.pt")
+    saved = load_payload(run_dir / "last.pt")
     assert (saved["epoch"], saved["batch_in_epoch"]) == (1, 5)
     assert signal.getsignal(signum) == before  # the handler from before training is back
     train(config(tmp_path), run_dir, resume=True)
@@ -134,7 +137,7 @@ def test_resume_accepts_more_epochs_new_previews_and_an_explicit_lr(tmp_path):
     corpus(tmp_path / "corpus.txt")
     changed = config(tmp_path, "train.epochs=2", "sample.length=5", "train.lr=0.002")
     train(changed, run_dir, resume=True, explicit={"train.epochs", "sample.length", "train.lr"})
-    records = ckpt.read_metrics(run_dir)
+    records = RunDir(run_dir).read_metrics()
     (event,) = [r for r in records if "event" in r]
     assert event["changed"] == {"train.epochs": [1, 2], "sample.length": [20, 5], "train.lr": [0.005, 0.002]}
     assert [r["epoch"] for r in records if "event" not in r] == [1, 2]
@@ -152,7 +155,7 @@ def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path):
 @pytest.fixture
 def nan_at(monkeypatch):
     """Make the training loss NaN at the given (1-based) training calls of cross_entropy."""
-    import charlm.train as train_module
+    import charlm.training.loop as train_module
 
     real = train_module.F.cross_entropy
     calls = {"n": 0}
@@ -181,7 +184,7 @@ def test_a_nan_loss_stops_naming_epoch_and_batch_and_keeps_the_last_checkpoint(t
         train(config(tmp_path, "train.epochs=2"), run_dir, resume=True)
     assert "last good checkpoint" in str(info.value)
     assert (run_dir / "last.pt").read_bytes() == good
-    assert [r["epoch"] for r in ckpt.read_metrics(run_dir) if "event" not in r] == [1]
+    assert [r["epoch"] for r in RunDir(run_dir).read_metrics() if "event" not in r] == [1]
 
 
 def test_a_real_divergence_is_caught(tmp_path):
@@ -195,7 +198,7 @@ def test_a_real_divergence_is_caught(tmp_path):
 def test_skip_mode_drops_non_finite_batches_and_counts_them(tmp_path, nan_at):
     nan_at({3, 5})
     train(config(tmp_path, "train.on_nonfinite=skip", "train.epochs=1"), tmp_path / "run")
-    (record,) = ckpt.read_metrics(tmp_path / "run")
+    (record,) = RunDir(tmp_path / "run").read_metrics()
     assert record["skipped_batches"] == 2
     assert record["train_loss"] == record["train_loss"]  # finite: the NaN batches were left out
 
@@ -209,7 +212,7 @@ def test_skip_mode_stops_after_the_limit(tmp_path, nan_at):
 def test_a_full_disk_is_a_clear_error_and_the_previous_checkpoint_still_loads(tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
     saves = []
-    real_write = ckpt.atomic_write
+    real_write = fsio.atomic_write
 
     def write(path, writer):
         if Path(path).suffix == ".pt":
@@ -218,11 +221,11 @@ def test_a_full_disk_is_a_clear_error_and_the_previous_checkpoint_still_loads(tm
                 raise RunError(f"cannot write {path} (No space left on device): free disk space")
         real_write(path, writer)
 
-    monkeypatch.setattr(ckpt, "atomic_write", write)
+    monkeypatch.setattr(fsio, "atomic_write", write)
     with pytest.raises(RunError, match="No space left"):
         train(config(tmp_path), run_dir)
     monkeypatch.undo()
-    assert load_checkpoint(run_dir / "last.pt")["epoch"] == 1
+    assert load_payload(run_dir / "last.pt")["epoch"] == 1
     assert not list(run_dir.glob(".*.tmp"))
 
 
@@ -235,7 +238,7 @@ def test_atomic_write_turns_enospc_into_a_run_error_and_leaves_the_old_file(tmp_
         raise OSError(errno.ENOSPC, "No space left on device")
 
     with pytest.raises(RunError, match="No space left on device"):
-        ckpt.atomic_write(target, fail)
+        fsio.atomic_write(target, fail)
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 
@@ -257,7 +260,7 @@ def test_metrics_written_after_the_last_checkpoint_are_recomputed_not_duplicated
     (run_dir / "last.pt").write_bytes((run_dir / "ckpt-e0003-b000000.pt").read_bytes())
     with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
         f.write('{"epoch": 4, "train_lo')
-    assert [r["epoch"] for r in ckpt.read_metrics(run_dir)] == [1, 2, 3, 4]  # the torn line is ignored
+    assert [r["epoch"] for r in RunDir(run_dir).read_metrics()] == [1, 2, 3, 4]  # the torn line is ignored
     train(config(tmp_path, "train.keep_last=4"), run_dir, resume=True)
     assert [r["epoch"] for r in losses(run_dir)] == [1, 2, 3, 4]
     assert_same_run(run_dir, expected)

@@ -1,0 +1,146 @@
+"""Reading text: a corpus source resolved into files, read in chunks and normalised, and the first pass.
+
+A source is a built-in name (fetched when needed), a UTF-8 file or a folder of .txt files. Its text is
+read in chunks of CHUNK_CHARS characters, never whole, and normalised on the way as `Normalisation`
+says: the one place that knows how a run's corpus is normalised, for training and for scoring.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from charlm.config import DataConfig
+from charlm.data.builtins import BUILTINS, fetch
+from charlm.errors import CorpusError
+
+CHUNK_CHARS = 1 << 20  # 1M characters per read: a few MB of working memory for any corpus size
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """How a corpus's text is normalised before it is encoded."""
+
+    newlines: str = "keep"  # keep | space: "\n" and "\r" become spaces
+    drop_spaces: bool = False  # PTB-char writes "a b c _ d": the spaces only separate symbols
+
+    @classmethod
+    def of(cls, cfg: DataConfig) -> Normalisation:
+        """The normalisation of the corpus that `cfg` names: its newlines option, and a built-in's own spacing.
+
+        A file scored with a run's vocabulary is normalised the same way, so a PTB run scores PTB-style
+        files without their separating spaces.
+        """
+        builtin = BUILTINS.get(cfg.corpus)
+        return cls(cfg.newlines, builtin is not None and builtin.drop_spaces)
+
+    def table(self) -> dict[int, str | None]:
+        """The str.translate table that applies it (empty: the text is kept as it is)."""
+        table: dict[int, str | None] = {}
+        if self.newlines == "space":
+            table.update({ord("\n"): " ", ord("\r"): " "})
+        if self.drop_spaces:
+            table[ord(" ")] = None
+        return table
+
+
+@dataclass(frozen=True)
+class TextPart:
+    """One file of a corpus (or a member of a zip) that belongs to a split."""
+
+    path: Path
+    split: str = "all"
+    member: str | None = None
+
+    def open(self):
+        if self.member is None:
+            return open(self.path, "rb")
+        try:
+            with zipfile.ZipFile(self.path) as archive:
+                return io.BytesIO(archive.read(self.member))
+        except (zipfile.BadZipFile, KeyError) as e:
+            raise CorpusError(f"{self.path} is not a zip holding {self.member} ({e}): "
+                              "delete it and fetch again") from None
+
+
+@dataclass(frozen=True)
+class Source:
+    """A resolved corpus: its parts in order."""
+
+    name: str
+    parts: tuple[TextPart, ...]
+
+    @property
+    def has_splits(self) -> bool:
+        return any(p.split != "all" for p in self.parts)
+
+
+def resolve_source(corpus: str, progress: Callable | None = None) -> Source:
+    """Turn data.corpus into files: a built-in name (fetched when needed), a file or a folder."""
+    if corpus in BUILTINS:
+        builtin = BUILTINS[corpus]
+        paths = fetch(corpus, progress=progress)
+        parts = tuple(TextPart(p, r.split, r.member if r.filename.endswith(".zip") else None)
+                      for p, r in zip(paths, builtin.files, strict=True))
+        return Source(corpus, parts)
+    path = Path(corpus).expanduser()
+    if path.is_dir():
+        files = sorted(p for p in path.glob("*.txt") if p.is_file())
+        if not files:
+            raise CorpusError(f"folder {path} has no .txt files: add UTF-8 .txt files or point data.corpus at a file")
+        return Source(str(path), tuple(TextPart(p) for p in files))
+    if path.is_file():
+        return Source(str(path), (TextPart(path),))
+    raise CorpusError(
+        f"corpus {corpus!r} is neither a file, a folder nor a built-in ({', '.join(BUILTINS)}): check the path"
+    )
+
+
+def iter_text(parts: tuple[TextPart, ...], normalisation: Normalisation) -> Iterator[str]:
+    """Yield normalised text chunks of the parts in order, files joined by a newline."""
+    table = normalisation.table()
+    for i, part in enumerate(parts):
+        if i:
+            yield "\n".translate(table)
+        name = f"{part.path}" + (f":{part.member}" if part.member else "")
+        try:
+            with part.open() as raw:
+                # utf-8-sig strips a BOM; newline="" keeps \r so that newlines=keep means keep
+                reader = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="strict", newline="")
+                while chunk := reader.read(CHUNK_CHARS):
+                    if "\x00" in chunk:
+                        raise CorpusError(f"{name} looks binary (it has NUL bytes): use a UTF-8 text file")
+                    yield chunk.translate(table) if table else chunk
+        except UnicodeDecodeError as e:
+            raise CorpusError(f"{name} is not UTF-8 text (byte 0x{e.object[e.start]:02x}): "
+                              "convert it to UTF-8, e.g. iconv -t UTF-8") from None
+        except OSError as e:
+            raise CorpusError(f"cannot read {name} ({e.strerror or e}): check the file") from None
+
+
+def _limited(chunks: Iterator[str], max_chars: int | None) -> Iterator[str]:
+    left = max_chars
+    for chunk in chunks:
+        if left is not None:
+            chunk = chunk[:left]
+            left -= len(chunk)
+        if chunk:
+            yield chunk
+        if left == 0:
+            return
+
+
+def scan(chunks: Iterator[str]) -> tuple[set[str], int, str]:
+    """First pass: the character set, the length and a sha256 of the normalised text."""
+    chars: set[str] = set()
+    count = 0
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        chars.update(chunk)
+        count += len(chunk)
+        digest.update(chunk.encode("utf-8"))
+    return chars, count, digest.hexdigest()

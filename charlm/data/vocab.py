@@ -1,0 +1,82 @@
+"""The vocabulary, and the second pass: text chunks encoded into one preallocated tensor of ids.
+
+Ids follow sorted code-point order, so the same text always gives the same ids. Encoding goes through a
+code-point lookup table (one gather per chunk): no per-character Python work, no list of ints.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import torch
+
+from charlm.errors import CorpusError
+
+
+class Vocab:
+    """Characters in sorted code-point order: the same text always gives the same ids."""
+
+    def __init__(self, chars):
+        self.chars: list[str] = sorted(set(chars))
+        self.index = {c: i for i, c in enumerate(self.chars)}
+
+    def __len__(self) -> int:
+        return len(self.chars)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Vocab) and self.chars == other.chars
+
+    def missing(self, text: str) -> list[str]:
+        """Characters of `text` that the vocabulary lacks, in order of first appearance."""
+        return list(dict.fromkeys(c for c in text if c not in self.index))
+
+    def encode(self, text: str) -> list[int]:  # for short strings (prefixes); corpora use encode_chunks
+        return [self.index[c] for c in text]
+
+    def decode(self, ids) -> str:
+        return "".join(self.chars[i] for i in ids)
+
+    def to_json(self) -> str:
+        return json.dumps({"chars": self.chars}, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> Vocab:
+        return cls(json.loads(text)["chars"])
+
+    def lookup_table(self) -> torch.Tensor:
+        """code point -> id (or -1): encodes text with one gather instead of a Python loop."""
+        points = torch.tensor([ord(c) for c in self.chars], dtype=torch.int64)
+        table = torch.full((int(points.max()) + 1,), -1, dtype=torch.int32)
+        table[points] = torch.arange(len(points), dtype=torch.int32)
+        return table
+
+    def id_dtype(self) -> torch.dtype:
+        return torch.uint8 if len(self) <= 256 else torch.int16 if len(self) <= 32767 else torch.int32
+
+
+def code_points(chunk: str) -> torch.Tensor:
+    return torch.frombuffer(bytearray(chunk.encode("utf-32-le")), dtype=torch.int32)
+
+
+def encode_chunks(chunks: Iterator[str], vocab: Vocab, length: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Second pass: fill one tensor of `length` ids (`out`, e.g. a memory-mapped file, or a new one).
+
+    Characters outside the vocab raise CorpusError.
+    """
+    table = vocab.lookup_table()
+    ids = out if out is not None else torch.empty(length, dtype=vocab.id_dtype())
+    pos = 0
+    for chunk in chunks:
+        points = code_points(chunk)
+        known = points < len(table)
+        encoded = table[points.clamp(max=len(table) - 1)]
+        bad = ~known | (encoded < 0)
+        if bool(bad.any()):
+            missing = vocab.missing(chunk)
+            shown = "".join(missing[:20])
+            raise CorpusError(f"the text has {len(missing)} characters the vocabulary lacks ({shown!r}): "
+                              "score text written with the training corpus's characters")
+        ids[pos:pos + len(points)] = encoded.to(ids.dtype)
+        pos += len(points)
+    return ids

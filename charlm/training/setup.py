@@ -1,0 +1,145 @@
+"""`train()`: set a run up (new or resumed) and hand it to the Trainer.
+
+    config ─► corpus (load, check) ─► model + optimizer (seeded) ─► TrainState (fresh, or from last.pt)
+           ─► run folder (new files, or metrics trimmed to the checkpoint) ─► Trainer.run() ─► RunSummary
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from charlm import checkpoint as ckpt
+from charlm import distributed
+from charlm.config import Config, dump_config, parse_duration
+from charlm.data import Corpus, encoded_cache_dir, load_corpus, make_batches
+from charlm.errors import CorpusError, UsageError
+from charlm.events import Reporter, RunStart, RunSummary, SilentReporter
+from charlm.fsio import atomic_write_text, remove_stale_temp_files
+from charlm.model import CharRNN
+from charlm.rundir import CONFIG, LAST, RunDir
+from charlm.training import schedule
+from charlm.training.loop import Trainer
+from charlm.training.resume import config_changes, restore, seed_rank
+from charlm.training.state import TrainState
+
+
+def train(config: Config, run_dir: Path | None = None, reporter: Reporter | None = None, resume: bool = False,
+          explicit: set[str] | None = None) -> RunSummary:
+    """Train a model as `config` says, writing everything to `run_dir` (default runs/NAME-TIME).
+
+    With resume=True, continue the run in `run_dir` from its last.pt; `explicit` names the config keys
+    given on the command line (an lr change is accepted only from there). Under torchrun every process
+    calls this; rank 0 alone writes the run folder (see distributed.py).
+    """
+    ranks = distributed.setup(config.train.device, config.train.batch_size)
+    clean = False
+    try:
+        trainer = start(config, run_dir, reporter or SilentReporter(), ranks, resume, explicit or set())
+        summary = trainer.run()
+        clean = True
+        return summary
+    finally:
+        distributed.teardown(ranks, clean)
+
+
+def start(config: Config, run_dir: Path | None, reporter: Reporter, ranks: distributed.Ranks, resume: bool,
+          explicit: set[str]) -> Trainer:
+    """Everything before the first batch: load, check, build, restore, prepare the folder, report the start."""
+    t = config.train
+    saved, changes = load_saved_run(run_dir, config, explicit) if resume else (None, {})
+    with ranks.local_main_first():  # several processes share one memory-mapped copy of the encoded corpus
+        corpus = load_corpus(config.data, progress=reporter.download,
+                             cache=encoded_cache_dir() if ranks.active else None)
+    if saved is not None and corpus.sha256 != saved.corpus_sha256:
+        raise UsageError(f"cannot resume: corpus {config.data.corpus} is not the text this run was trained on "
+                         "(its checksum differs); resume with the original corpus")
+    check_corpus(corpus, config)
+
+    torch.manual_seed(t.seed)
+    model = CharRNN(config.model, len(corpus.vocab)).to(ranks.device)
+    optimizer = schedule.make_optimizer(model, t)
+    seed_rank(ranks, t.seed)
+    data_generator = torch.Generator().manual_seed(t.seed)
+    if saved is None:
+        state = TrainState(epoch_data_rng=data_generator.get_state(), loss_sum=torch.zeros((), device=ranks.device),
+                           norm_sum=torch.zeros((), device=ranks.device))
+        folder = RunDir(ranks.from_main(Path(run_dir) if run_dir is not None else RunDir.new(config.name).path))
+    else:
+        state = restore(saved, model, optimizer, data_generator, ranks.device, ranks)
+        folder = RunDir(Path(run_dir))
+    with ranks.together():  # rank 0 prepares the folder; if that fails, every rank stops
+        if ranks.is_main:
+            prepare_run_files(folder, saved is not None, config, corpus, state, changes)
+    prefixes = preview_prefixes(config, corpus, reporter)
+    board = tensorboard(folder) if config.log.tensorboard and ranks.is_main else None
+    reporter.start(run_start(config, corpus, model, folder, ranks, state if saved is not None else None))
+    return Trainer(config=config, run_dir=folder, corpus=corpus, raw_model=model, model=ranks.wrap(model),
+                   optimizer=optimizer, data_generator=data_generator, state=state, ranks=ranks, reporter=reporter,
+                   prefixes=prefixes, board=board)
+
+
+def load_saved_run(run_dir: Path | None, config: Config, explicit: set[str]) -> tuple[ckpt.Checkpoint, dict]:
+    """The checkpoint to resume from, and the config changes it is resumed with (refused if unsafe)."""
+    if run_dir is None:
+        raise UsageError("--resume needs --run-dir DIR: the run folder to continue")
+    if not (Path(run_dir) / LAST).exists():
+        raise UsageError(f"nothing to resume in {run_dir}: it has no {LAST}; start a new run instead")
+    saved = ckpt.load(Path(run_dir) / LAST)
+    return saved, config_changes(saved.config, config, explicit)
+
+
+def check_corpus(corpus: Corpus, c: Config) -> None:
+    need = make_batches(corpus.train, c.train).min_chars
+    if len(corpus.train) < need:
+        raise CorpusError(
+            f"the train split has {len(corpus.train)} characters, but batch_size {c.train.batch_size} x num_steps "
+            f"{c.train.num_steps} needs at least {need}: use a longer corpus or lower train.batch_size/train.num_steps")
+    if len(corpus.val) == 1 or (c.data.val_fraction > 0 and len(corpus.val) == 0):
+        raise CorpusError(f"the val split has {len(corpus.val)} characters: raise data.val_fraction or set it to 0")
+
+
+def prepare_run_files(run_dir: RunDir, resumed: bool, config: Config, corpus: Corpus, state: TrainState,
+                      changes: dict) -> None:
+    """A new run: a fresh folder with its config and vocabulary. A resumed one: metrics trimmed to the
+    checkpoint (evals that a crash cut short are recomputed), a resume event, the config as resumed."""
+    if not resumed:
+        run_dir.prepare_new()
+        run_dir.write_run_files(dump_config(config), corpus.vocab.to_json())
+        return
+    remove_stale_temp_files(run_dir.path)
+    kept = [r for r in run_dir.read_metrics() if r.get("step", 0) <= state.step and r.get("event") != "final"]
+    run_dir.rewrite_metrics(kept)
+    run_dir.append_metrics({"event": "resume", "epoch": state.epoch, "step": state.step,
+                            "batch_in_epoch": state.batch_in_epoch, "changed": changes})
+    atomic_write_text(run_dir / CONFIG, dump_config(config))
+
+
+def preview_prefixes(config: Config, corpus: Corpus, reporter: Reporter) -> list[str]:
+    prefixes = [p for p in config.sample.prefixes if not corpus.vocab.missing(p)]
+    for p in config.sample.prefixes:
+        if p not in prefixes:
+            reporter.warn(f"preview prefix {p!r} has characters the corpus lacks: skipped")
+    return prefixes
+
+
+def run_start(config: Config, corpus: Corpus, model: CharRNN, run_dir: RunDir, ranks: distributed.Ranks,
+              resumed: TrainState | None) -> RunStart:
+    t = config.train
+    return RunStart(
+        run_dir=str(run_dir), device=ranks.describe(), corpus=corpus.name, vocab_size=len(corpus.vocab),
+        train_chars=len(corpus.train), val_chars=len(corpus.val), test_chars=len(corpus.test),
+        parameters=model.num_parameters(), batches_per_epoch=len(make_batches(corpus.train, t)), epochs=t.epochs,
+        chars_per_batch=t.batch_size * t.num_steps,
+        resumed_at=(resumed.epoch, resumed.batch_in_epoch) if resumed is not None else None,
+        time_budget=parse_duration(t.time_budget) if t.time_budget is not None else None)
+
+
+def tensorboard(run_dir: RunDir):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UsageError("log.tensorboard needs the tensorboard package: pip install tensorboard, "
+                         "or set log.tensorboard=false") from None
+    return SummaryWriter(str(run_dir / "tb"))

@@ -1,0 +1,121 @@
+"""Why a run stops early, decided in one place: a signal, the time budget, early stopping, a bad loss.
+
+- A signal (SIGINT/SIGTERM) is a request to stop at the next batch boundary: the loop saves a checkpoint
+  and raises Interrupted (exit code 128 + signal). A second signal exits at once: every file is written
+  atomically, so stopping anywhere leaves the previous checkpoint whole.
+- The time budget and early stopping set TrainState.stopped: the loop evaluates, saves and ends normally.
+- A NaN/Inf loss or gradient norm raises a RunError naming the epoch and batch (or, with
+  on_nonfinite=skip, skips the batch until max_nonfinite).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+
+import torch
+
+from charlm import launch
+from charlm.distributed import Ranks
+from charlm.errors import RunError
+from charlm.rundir import LAST
+from charlm.training.state import TrainState
+
+NONFINITE_CHECK_EVERY = 50  # batches between checks of the loss for NaN/Inf (each check is a host sync)
+
+
+class Interrupted(RunError):
+    """Training stopped by a signal after saving a checkpoint; exit code 128 + signal number."""
+
+    label = "interrupted"
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+class StopSignals:
+    """Turn the first SIGINT/SIGTERM into a request (`signum`) to stop at the next batch boundary."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self.previous: dict = {}
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            os._exit(128 + signum)
+        self.signum = signum
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def poll(self) -> None:
+        """Called once per batch; one process has nothing to agree on (see AgreedStop)."""
+
+    def close(self) -> None: ...
+
+
+class AgreedStop:
+    """The stop request of StopSignals, seen by all ranks at the same batch.
+
+    A signal reaches the processes at slightly different moments (or only some of them): acting on it
+    alone, they would stop at different batches and wait for each other forever. So every batch each
+    rank offers its request (the signal number or 0) to a MAX all-reduce on the CPU group, started
+    without waiting; the next batch reads the result, long arrived by then. All ranks stop at the same
+    batch, one batch after the first one got the signal, with no per-batch wait.
+    """
+
+    def __init__(self, signals: StopSignals, ranks: Ranks):
+        self.signals, self.ranks = signals, ranks
+        self.signum: int | None = None
+        self.vote: torch.Tensor | None = None
+        self.work = None
+
+    def poll(self) -> None:
+        if self.work is not None:
+            self.work.wait()
+            if int(self.vote):
+                self.signum = int(self.vote)
+        self.vote = torch.tensor(self.signals.signum or 0, dtype=torch.int32)
+        self.work = self.ranks.max_async(self.vote)
+
+    def close(self) -> None:
+        """Wait for the last vote: a process must not leave the group with a collective in flight."""
+        if self.work is not None:
+            self.work.wait()
+            self.work = None
+
+
+def stop_requests(signals: StopSignals, ranks: Ranks) -> StopSignals | AgreedStop:
+    """The signals as the loop should see them: agreed across ranks when there are several."""
+    return AgreedStop(signals, ranks) if ranks.active else signals
+
+
+def interrupted(signum: int, state: TrainState, run_dir: Path, ranks: Ranks) -> Interrupted:
+    name = signal.Signals(signum).name
+    return Interrupted(f"{name}: checkpoint saved after {state.epoch} epochs and {state.batch_in_epoch} batches; "
+                       f"continue with: {launch.resume_command(ranks, run_dir)}", signum)
+
+
+def nonfinite(epoch: int, batch: int, run_dir: Path, what: str) -> RunError:
+    kept = (f"the last good checkpoint {Path(run_dir) / LAST} is kept" if (Path(run_dir) / LAST).exists()
+            else "no checkpoint was written yet")
+    return RunError(f"{what} at epoch {epoch}, batch {batch}: lower train.lr or set a smaller train.clip_norm, "
+                    f"or set train.on_nonfinite=skip; {kept}")
+
+
+def check_finite(first_bad: torch.Tensor, epoch: int, state: TrainState, run_dir: Path) -> None:
+    """Raise if a step of this epoch had a non-finite loss or norm (`first_bad`: its step, or -1)."""
+    bad_step = int(first_bad)  # host sync
+    if bad_step >= 0:
+        batch = bad_step - (state.step - state.batch_in_epoch) + 1
+        raise nonfinite(epoch, batch, run_dir, "a NaN/Inf loss or gradient norm")

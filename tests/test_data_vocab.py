@@ -1,0 +1,86 @@
+"""charlm.data.vocab: the vocabulary and the second pass (encode_chunks)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from charlm.config import DataConfig
+from charlm.data.corpus import Corpus, load_corpus
+from charlm.data.vocab import Vocab, encode_chunks
+from charlm.errors import CorpusError
+
+MIXED = "分开 hello\n不分开,\t世界!\r\nabc 😀 jay周杰伦\n\n末尾"
+
+
+def load(path, **kw) -> Corpus:
+    kw.setdefault("val_fraction", 0.0)
+    return load_corpus(DataConfig(corpus=str(path), **kw))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Vocab
+
+
+def test_vocab_is_sorted_unique_and_deterministic():
+    v = Vocab("cabbage 分")
+    assert v.chars == sorted(set("cabbage 分"))
+    assert v.chars == [" ", "a", "b", "c", "e", "g", "分"]
+    assert Vocab("gabbace分 ") == v  # order of appearance does not matter
+    assert [v.index[c] for c in v.chars] == list(range(len(v)))
+    assert v.encode("cab") == [3, 1, 2]
+    assert v.decode([3, 1, 2]) == "cab"
+    assert Vocab("ab") != Vocab("abc")
+
+
+def test_vocab_json_round_trip():
+    v = Vocab(MIXED)
+    text = v.to_json()
+    assert "分" in text  # stored as readable text
+    back = Vocab.from_json(text)
+    assert back == v and back.chars == v.chars and back.index == v.index
+
+
+def test_vocab_missing_in_first_appearance_order():
+    v = Vocab("abc")
+    assert v.missing("abc") == []
+    assert v.missing("xaybxz") == ["x", "y", "z"]
+    assert v.missing("分开分") == ["分", "开"]
+
+
+@pytest.mark.parametrize(
+    ("size", "dtype"),
+    [(1, torch.uint8), (256, torch.uint8), (257, torch.int16), (32767, torch.int16), (32768, torch.int32)],
+)
+def test_id_dtype_by_vocab_size(size, dtype):
+    assert Vocab(chr(0x4E00 + i) for i in range(size)).id_dtype() == dtype
+
+
+@pytest.mark.parametrize("size", [256, 300])
+def test_encode_uses_the_narrow_dtype_and_keeps_every_id(write_text, size):
+    chars = [chr(0x4E00 + i) for i in range(size)]
+    text = "".join(chars) + "".join(reversed(chars))
+    corpus = load(write_text(text))
+    assert corpus.train.dtype == (torch.uint8 if size <= 256 else torch.int16)
+    assert corpus.train.long().tolist() == [corpus.vocab.index[c] for c in text]
+    assert int(corpus.train.long().max()) == size - 1
+
+
+# ---------------------------------------------------------------------------------------------------
+# Encoding
+
+
+def test_encode_chunks_equals_a_plain_python_encoding():
+    v = Vocab(MIXED)
+    chunks = [MIXED[i:i + 5] for i in range(0, len(MIXED), 5)]
+    ids = encode_chunks(iter(chunks), v, len(MIXED))
+    assert ids.long().tolist() == [v.index[c] for c in MIXED]
+
+
+def test_encode_chunks_rejects_unknown_characters():
+    v = Vocab("abc")
+    with pytest.raises(CorpusError, match="lacks") as info:
+        encode_chunks(iter(["ab", "a分b"]), v, 5)
+    assert "分" in str(info.value)
+    with pytest.raises(CorpusError, match="'B'"):  # below the highest known code point, still unknown
+        encode_chunks(iter(["aBc"]), v, 3)
