@@ -1,7 +1,10 @@
 """Typed configuration: dataclasses, YAML loading, `key=value` overrides and validation.
 
-The defaults of `Config()` are the default experiment (configs/jaychou-lstm.yaml, checked by a test).
-Everything is validated here, once, so the rest of charlm can trust the values it receives.
+The defaults of `Config()` are the default experiment (configs/jaychou-lstm.yaml, checked by a test), and
+ModelConfig's defaults are the model's: CharRNN takes a ModelConfig and has none of its own.
+Every value is validated here, once, so the rest of charlm can trust the values it receives. Checks that
+need more than the config are made where that is known: the corpus's length (training/setup.check_corpus)
+and the number of processes (distributed.check_batch).
 """
 
 from __future__ import annotations
@@ -240,12 +243,17 @@ def validate(c: Config) -> None:
             near = difflib.get_close_matches(str(value), choices, n=1)
             hint = f"did you mean {near[0]}?" if near else f"choose one of {', '.join(choices)}"
             raise ConfigError(f"{key} = {value!r} is not valid: {hint}")
+    _validate_data_and_model(c)
+    _validate_train(c.train)
 
-    def check(ok: bool, message: str) -> None:
-        if not ok:
-            raise ConfigError(message)
 
-    d, m, t, s = c.data, c.model, c.train, c.sample
+def check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _validate_data_and_model(c: Config) -> None:
+    d, m = c.data, c.model
     check(bool(c.name.strip()), "name must not be empty")
     check(bool(d.corpus.strip()), "data.corpus must name a built-in corpus or a path")
     check(d.max_chars is None or d.max_chars > 1, "data.max_chars must be at least 2 (or null for all)")
@@ -262,6 +270,16 @@ def validate(c: Config) -> None:
             m.embed_size == m.hidden_size,
             f"model.tie_weights needs embed_size == hidden_size (got {m.embed_size} and {m.hidden_size})",
         )
+    for name in ("dropout_embed", "dropout_hidden", "dropout_output", "weight_drop"):
+        p = getattr(m, name)
+        check(p is None or 0 <= p < 1, f"model.{name} must be in [0, 1), got {p}")
+    s = c.sample
+    check(s.length >= 0, "sample.length must be >= 0")
+    check(s.preview_every >= 0, "sample.preview_every must be >= 0 (0 disables previews)")
+    check(all(p for p in s.prefixes), "sample.prefixes must not contain an empty prefix")
+
+
+def _validate_train(t: TrainConfig) -> None:
     check(t.epochs > 0, "train.epochs must be a positive integer")
     check(t.batch_size > 0, "train.batch_size must be a positive integer")
     check(t.num_steps > 0, f"train.num_steps must be a positive integer, got {t.num_steps}")
@@ -270,9 +288,6 @@ def validate(c: Config) -> None:
     check(t.warmup_steps >= 0, "train.warmup_steps must be >= 0")
     check(0 <= t.min_lr <= t.lr, "train.min_lr must be in [0, train.lr]")
     check(t.clip_norm is None or t.clip_norm > 0, "train.clip_norm must be positive (or null for no clipping)")
-    for name in ("dropout_embed", "dropout_hidden", "dropout_output", "weight_drop"):
-        p = getattr(m, name)
-        check(p is None or 0 <= p < 1, f"model.{name} must be in [0, 1), got {p}")
     check(0 <= t.label_smoothing < 1, f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}")
     check(0 < t.decay_factor <= 1, f"train.decay_factor must be in (0, 1], got {t.decay_factor}")
     check(t.decay_every > 0, "train.decay_every must be a positive integer (epochs)")
@@ -291,9 +306,6 @@ def validate(c: Config) -> None:
         t.device == "auto" or t.device.split(":")[0] in ("cpu", "cuda", "mps"),
         f"train.device = {t.device!r} is not valid: use auto, cpu, cuda, cuda:N or mps",
     )
-    check(s.length >= 0, "sample.length must be >= 0")
-    check(s.preview_every >= 0, "sample.preview_every must be >= 0 (0 disables previews)")
-    check(all(p for p in s.prefixes), "sample.prefixes must not contain an empty prefix")
 
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600}

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import pickle
 
 import pytest
@@ -12,10 +10,10 @@ import torch
 from helpers import make_rnn
 
 from charlm import checkpoint as ckpt
-from charlm import fsio, rundir
+from charlm import rundir
 from charlm.config import Config, load_config
 from charlm.data import Vocab
-from charlm.errors import CheckpointError, RunError
+from charlm.errors import CheckpointError
 from charlm.model import CharRNN
 from charlm.rundir import RunDir
 
@@ -72,61 +70,6 @@ def test_save_load_round_trip(tmp_path):
     assert loaded["ids"].dtype == torch.int16 and torch.equal(loaded["ids"], payload["ids"])
     assert loaded["nested"] == {"a": [1, 2.5, None]} and loaded["text"] == "分开" and loaded["flag"] is True
     assert loaded["weights"].device.type == "cpu"
-
-
-def test_atomic_write_leaves_no_temp_files(tmp_path):
-    path = tmp_path / "last.pt"
-    for i in range(3):  # overwriting too
-        ckpt.save_payload(path, {"i": i, "t": torch.ones(100)})
-    assert names(tmp_path) == ["last.pt"]
-    assert ckpt.load_payload(path)["i"] == 2
-    fsio.atomic_write_text(tmp_path / "config.yaml", "name: 分开\n")
-    assert names(tmp_path) == ["config.yaml", "last.pt"]
-    assert (tmp_path / "config.yaml").read_text(encoding="utf-8") == "name: 分开\n"
-
-
-def test_atomic_write_files_get_normal_permissions(tmp_path):
-    umask = os.umask(0o022)
-    os.umask(umask)
-    fsio.atomic_write_text(tmp_path / "a.txt", "x")
-    (tmp_path / "plain.txt").write_text("x")
-    mode = (tmp_path / "a.txt").stat().st_mode & 0o777
-    assert mode == (tmp_path / "plain.txt").stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
-
-
-def test_failed_write_keeps_the_old_file_and_no_temp(tmp_path):
-    path = tmp_path / "best.pt"
-    ckpt.save_payload(path, {"v": 1})
-
-    def broken(f):
-        f.write(b"half a checkpo")
-        raise OSError(28, "No space left on device")
-
-    with pytest.raises(RunError, match="No space left"):
-        fsio.atomic_write(path, broken)
-    assert names(tmp_path) == ["best.pt"]
-    assert ckpt.load_payload(path)["v"] == 1
-
-
-def test_write_into_a_missing_folder_is_a_run_error(tmp_path):
-    with pytest.raises(RunError, match="cannot write"):
-        fsio.atomic_write_text(tmp_path / "nope" / "config.yaml", "x")
-
-
-def test_append_line_writes_json_lines(tmp_path):
-    path = tmp_path / "metrics.jsonl"
-    rundir.append_line(path, {"epoch": 1, "sample": "分开"})
-    rundir.append_line(path, {"epoch": 2, "loss": 1.5})
-    lines = path.read_text(encoding="utf-8").splitlines()
-    assert [json.loads(line) for line in lines] == [{"epoch": 1, "sample": "分开"}, {"epoch": 2, "loss": 1.5}]
-    assert "分开" in lines[0]
-
-
-def test_write_run_files(tmp_path):
-    vocab = Vocab("分开ab\n")
-    RunDir(tmp_path).write_run_files("name: x\n", vocab.to_json())
-    assert (tmp_path / rundir.CONFIG).read_text(encoding="utf-8") == "name: x\n"
-    assert Vocab.from_json((tmp_path / rundir.VOCAB).read_text(encoding="utf-8")) == vocab
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -209,43 +152,6 @@ def test_missing_checkpoint_is_a_checkpoint_error(tmp_path):
         ckpt.load_payload(tmp_path / "best.pt")
     with pytest.raises(CheckpointError, match="not found"):
         load_run_model(tmp_path)
-
-
-# ---------------------------------------------------------------------------------------------------
-# run folders
-
-
-def test_latest_run_picks_the_newest_last_checkpoint(tmp_path):
-    for name, mtime in [("a", 1_000_000), ("b", 3_000_000), ("c", 2_000_000)]:
-        (tmp_path / name).mkdir()
-        (tmp_path / name / rundir.LAST).write_bytes(b"x")
-        os.utime(tmp_path / name / rundir.LAST, (mtime, mtime))
-    (tmp_path / "d").mkdir()  # newer, but has only best.pt: not a candidate
-    (tmp_path / "d" / rundir.BEST).write_bytes(b"x")
-    (tmp_path / "a" / rundir.BEST).write_bytes(b"x")  # a newer best.pt does not count either
-    assert RunDir.latest(tmp_path).path == tmp_path / "b"
-    os.utime(tmp_path / "a" / rundir.LAST, (4_000_000, 4_000_000))
-    assert RunDir.latest(tmp_path).path == tmp_path / "a"
-
-
-def test_latest_run_without_runs(tmp_path):
-    (tmp_path / "empty-run").mkdir()
-    with pytest.raises(CheckpointError, match="no trained run"):
-        RunDir.latest(tmp_path)
-    with pytest.raises(CheckpointError, match="no trained run"):
-        RunDir.latest(tmp_path / "missing")
-
-
-def test_resolve_run_dir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(CheckpointError, match="no trained run"):
-        RunDir.resolve(None)
-    (tmp_path / "runs" / "r1").mkdir(parents=True)
-    (tmp_path / "runs" / "r1" / rundir.LAST).write_bytes(b"x")
-    assert RunDir.resolve(None).path.resolve() == (tmp_path / "runs" / "r1").resolve()
-    assert RunDir.resolve(tmp_path / "runs" / "r1").path == tmp_path / "runs" / "r1"
-    with pytest.raises(CheckpointError, match="not found"):
-        RunDir.resolve(tmp_path / "nope")
 
 
 # ---------------------------------------------------------------------------------------------------
