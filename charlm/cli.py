@@ -20,6 +20,7 @@ from rich.table import Table
 
 from charlm.config import load_config
 from charlm.errors import CharlmError, UsageError
+from charlm.rundir import RUNS_ROOT
 
 try:  # recent Typer carries its own copy of click
     from typer._click import exceptions as click_errors
@@ -170,7 +171,7 @@ def plot(
 
 
 @app.command(epilog="Example: charlm runs --root runs")
-def runs(root: Annotated[Path, typer.Option(help="Folder holding run folders.")] = Path("runs")) -> None:
+def runs(root: Annotated[Path, typer.Option(help="Folder holding run folders.")] = RUNS_ROOT) -> None:
     """List every run: corpus, model, epochs, best val perplexity and bits/char, time, state."""
     from charlm.runs import list_runs
 

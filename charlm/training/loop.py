@@ -57,6 +57,12 @@ class Trainer:
         self.params = list(self.raw_model.parameters())
         self.clip = t.clip_norm if t.clip_norm is not None else math.inf  # inf: measure the norm, clip nothing
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=t.bf16)
+        # set as the run goes: the stop requests (run), the epoch's batch count and its first non-finite
+        # step (train_epoch), the training clock that excludes evals, and when the last eval ended
+        self.stop: stop.StopSignals | stop.AgreedStop | None = None
+        self.epoch_batches = 0
+        self.first_bad: torch.Tensor | None = None
+        self.clock_start = self.seconds_before = self.last_eval_at = 0.0
 
     def run(self) -> RunSummary:
         """Train the epochs left, then score the best checkpoint on whole splits; report and return a summary."""
