@@ -50,3 +50,32 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """A headless Chromium (Playwright driving Debian's chromium); skips where either is missing."""
+    from browser import chromium_executable
+
+    executable = chromium_executable()
+    if executable is None:
+        pytest.skip("headless Chromium not found: apt-get install chromium (CI installs it)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright not installed: pip install -e '.[dev]'")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="session")
+def node() -> str:
+    """The node executable; skips where it is missing."""
+    from browser import node_executable
+
+    path = node_executable()
+    if path is None:
+        pytest.skip("node not found: apt-get install nodejs (CI installs it)")
+    return path
