@@ -8,6 +8,7 @@ data saved by torch.save and loaded with `weights_only=True`; `FORMAT`/`VERSION`
 
 from __future__ import annotations
 
+import hashlib
 import io
 import pickle
 import warnings
@@ -21,10 +22,12 @@ from charlm.config import Config, ModelConfig, from_dict
 from charlm.data.vocab import Vocab
 from charlm.errors import CheckpointError, ConfigError
 from charlm.model import CharRNN
+from charlm.rundir import RunDir
 from charlm.training.state import TrainState
 
 FORMAT = "charlm-checkpoint"
 VERSION = 1
+CHECKSUM = "content_sha256"  # of every tensor's bytes and every value; checked on load (absent before 1.1)
 
 
 @dataclass
@@ -72,7 +75,8 @@ class Checkpoint:
 
 
 def serialize(checkpoint: Checkpoint) -> bytes:
-    return _serialize(checkpoint.to_payload())
+    payload = checkpoint.to_payload()
+    return _serialize({**payload, CHECKSUM: content_digest(payload)})
 
 
 def save(path: Path, checkpoint: Checkpoint) -> None:
@@ -99,12 +103,16 @@ def load(path: Path) -> Checkpoint:
 def load_payload(path: Path) -> dict:
     """The raw dict of a checkpoint file, checked to be one (format and version)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"checkpoint {path} not found: train first (charlm train) or pass the right --run-dir")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} is not a regular file: pass a run folder written by charlm train")
     try:
         with warnings.catch_warnings():  # torch warns about foreign pickle protocols: the error below says it all
             warnings.simplefilter("ignore")
             payload = torch.load(path, map_location="cpu", weights_only=True)
+    except PermissionError as e:
+        raise CheckpointError(f"cannot read checkpoint {path} ({e.strerror}): fix its permissions") from None
     except pickle.UnpicklingError:
         raise CheckpointError(f"{path} holds objects other than tensors and plain data: refusing to load it "
                               "(it may run code); use a checkpoint written by charlm") from None
@@ -116,7 +124,60 @@ def load_payload(path: Path) -> dict:
     if payload.get("version") != VERSION:
         raise CheckpointError(f"{path} is checkpoint version {payload.get('version')}, this charlm reads "
                               f"version {VERSION}: use a matching charlm release")
+    expected = payload.pop(CHECKSUM, None)
+    if expected is not None and content_digest(payload) != expected:
+        raise CheckpointError(f"{path} is damaged: its content does not match the checksum written with it")
     return payload
+
+
+def content_digest(value: object) -> str:
+    """sha256 of a checkpoint's content: each tensor's dtype, shape and bytes, and every plain value."""
+    digest = hashlib.sha256()
+    _feed(digest, value)
+    return digest.hexdigest()
+
+
+def _feed(digest, value: object) -> None:
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu().contiguous()
+        digest.update(f"T{tensor.dtype}{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, dict):
+        digest.update(f"D{len(value)}".encode())
+        for key in sorted(value, key=str):
+            _feed(digest, key)
+            _feed(digest, value[key])
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"L{len(value)}".encode())
+        for item in value:
+            _feed(digest, item)
+    else:
+        digest.update(repr((type(value).__name__, value)).encode())
+
+
+def newest_intact(paths: list[Path], error: CheckpointError) -> tuple[Checkpoint, Path]:
+    """The first of `paths` that loads whole; `error` (the one that sent us looking) when none does."""
+    for path in paths:
+        if Path(path).is_file():
+            try:
+                return load(path), Path(path)
+            except CheckpointError:
+                continue
+    raise error
+
+
+def load_run_model(run: RunDir, which: str = "best", device: torch.device | str = "cpu"):
+    """`load_model` of a run's best or last checkpoint; when that one is damaged, the error says whether the
+    other is intact and how to use it."""
+    try:
+        return load_model(run.checkpoint(which), device)
+    except CheckpointError as error:
+        other = "last" if which == "best" else "best"
+        try:
+            load(run.checkpoint(other))
+        except CheckpointError:
+            raise error from None
+        raise CheckpointError(f"{error}; its {other} checkpoint is intact: use --checkpoint {other}") from None
 
 
 def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[CharRNN, Vocab, Checkpoint]:

@@ -54,6 +54,9 @@ def train(
     overrides: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="KEY=VALUE, e.g. train.lr=0.01.")]
     = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --run-dir from its last.pt.")] = False,
+    resume_from: Annotated[Optional[str], typer.Option(
+        "--resume-from", help="best | last: continue the run in --run-dir from that checkpoint (implies --resume).")]
+    = None,
     nproc: Annotated[Optional[int], typer.Option(
         "--nproc", help="Train with N processes on this machine (torchrun; one per GPU, or CPU processes).")] = None,
     dry_run: Annotated[bool, typer.Option(
@@ -75,6 +78,9 @@ def train(
         settings.append(f"data.corpus={corpus}")
     if device is not None:
         settings.append(f"train.device={device}")
+    if resume_from is not None and resume_from not in ("best", "last"):
+        raise UsageError(f"--resume-from {resume_from} is not valid: use best or last")
+    resume = resume or resume_from is not None
     if resume:
         if run_dir is None:
             raise UsageError("--resume needs --run-dir DIR: the run folder to continue")
@@ -84,14 +90,14 @@ def train(
     explicit = {item.split("=", 1)[0].strip() for item in settings}
     if nproc is not None or dry_run:
         processes = nproc or launch.default_nproc()
-        args = launch.train_args(config, run_dir, resume, settings)
+        args = launch.train_args(config, run_dir, resume, settings, resume_from)
         if dry_run:
             out.print(launch.launch_commands(processes, args, cfg.name, cfg.train.batch_size), markup=False)
             return 0
         launch.check_launch(processes, cfg.train.device, cfg.train.batch_size)
         return launch.launch(processes, args)
     reporter = RichReporter(out) if distributed.is_main_process() else SilentReporter()  # other ranks stay quiet
-    run_training(cfg, run_dir, reporter, resume=resume, explicit=explicit)
+    run_training(cfg, run_dir, reporter, resume=resume, explicit=explicit, resume_from=resume_from or "last")
 
 
 @app.command(epilog="Example: charlm generate --prefix 分开 --length 100 --temperature 0.8 --seed 1")
@@ -114,7 +120,7 @@ def generate(
     from charlm.rundir import RunDir
 
     dev = pick_device(device)
-    model, vocab, _ = ckpt.load_model(RunDir.resolve(run_dir).checkpoint(checkpoint), dev)
+    model, vocab, _ = ckpt.load_run_model(RunDir.resolve(run_dir), checkpoint, dev)
     options = dict(temperature=temperature, top_k=top_k, top_p=top_p, num_samples=num_samples, seed=seed, device=dev)
     if num_samples > 1:
         for n, sample in enumerate(gen.generate(model, vocab, prefix, length, **options), 1):
@@ -173,15 +179,18 @@ def plot(
 @app.command(epilog="Example: charlm runs --root runs")
 def runs(root: Annotated[Path, typer.Option(help="Folder holding run folders.")] = RUNS_ROOT) -> None:
     """List every run: corpus, model, epochs, best val perplexity and bits/char, time, state."""
-    from charlm.runs import list_runs
+    from charlm.runs import damage_notes, list_runs
 
     table = Table(title=f"runs in {root}/")
     for column in ("run", "corpus", "model", "epochs", "best ppl", "best bpc", "time", "state"):
         table.add_column(column, justify="right" if column in ("epochs", "best ppl", "best bpc", "time") else "left")
-    for run in list_runs(root):
+    listed = list_runs(root)
+    for run in listed:
         table.add_row(run["name"], Path(run["corpus"]).name, run["model"], f"{run['epochs_done']:g}/{run['epochs']}",
                       f"{run['best_ppl']:.3f}", f"{run['best_bpc']:.3f}", f"{run['seconds']:.0f} s", run["status"])
     out.print(table)
+    for note in (note for run in listed for note in damage_notes(run)):
+        err.print(f"warning: {note}", markup=False)
 
 
 @app.command(epilog="Example: charlm info --run-dir runs/jaychou-lstm-20261123-195026")
@@ -190,15 +199,17 @@ def info(run_dir: RunDir = None) -> None:
     from charlm import checkpoint as ckpt
     from charlm.config import dump_config
     from charlm.rundir import RunDir
-    from charlm.runs import sparkline, summarize
+    from charlm.runs import damage_notes, sparkline, summarize
 
     run_folder = RunDir.resolve(run_dir)
     folder = run_folder.path
-    model, vocab, saved = ckpt.load_model(run_folder.checkpoint("last"))
+    model, vocab, saved = ckpt.load_run_model(run_folder, "last")
     config = saved.config
     run = summarize(folder)
     sample = "".join(vocab.chars[:: max(1, len(vocab) // 40)][:40]).replace("\n", "↵")
     out.print(f"[bold]{folder}[/] ({run['status']}, trained on {run['device']})")
+    for note in damage_notes(run):
+        err.print(f"warning: {note}", markup=False)
     out.print(f"vocabulary: {len(vocab):,} characters, e.g. {sample}", markup=False)
     without = model.num_parameters(embedding=False)
     out.print(f"parameters: {model.num_parameters():,} ({without:,} without the embedding)")

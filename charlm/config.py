@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,7 +19,8 @@ from pathlib import Path
 
 import yaml
 
-from charlm.errors import ConfigError
+from charlm import safeyaml
+from charlm.errors import ConfigError, shown
 
 
 @dataclass
@@ -105,6 +107,9 @@ class Config:
         return dataclasses.asdict(self)
 
 
+INT64 = 2**63  # every integer fits a signed 64-bit int (seeds go to torch as such)
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # one path component: never a path out of runs/
+
 CHOICES = {
     "data.newlines": ("keep", "space"),
     "model.kind": ("rnn_tanh", "rnn_relu", "lstm", "gru"),
@@ -121,14 +126,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     raw: dict = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} not found: check the path (see configs/ for examples)")
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            where = getattr(e, "problem_mark", None)
-            line = f" at line {where.line + 1}" if where is not None else ""
-            raise ConfigError(f"config file {path} is not valid YAML{line}: fix the syntax") from None
+        raw = safeyaml.load_file(path) or {}
         if not isinstance(raw, dict):
             raise ConfigError(f"config file {path} must be a mapping of sections (data, model, train, sample)")
     for item in overrides:
@@ -141,17 +139,14 @@ def parse_override(item: str) -> tuple[str, object]:
     """`key=value`: the value is read as YAML, except that text fields keep the text as typed
     (quote it, or write a [list], to have YAML read it)."""
     if "=" not in item:
-        raise ConfigError(f"override {item!r} is not KEY=VALUE: write it like train.lr=0.01")
+        raise ConfigError(f"override {shown(item)} is not KEY=VALUE: write it like train.lr=0.01")
     key, text = item.split("=", 1)
     key = key.strip()
     kind = _field_type(key)
     quoted = text[:1] in ("'", '"') or (kind == list[str] and text[:1] == "[")
     if kind in (str, list[str]) and not quoted:
         return key, text if kind is str else [text]  # `ROMEO:`, `yes` or `The ` exactly as typed
-    try:
-        value = yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError:
-        value = text
+    value = safeyaml.load_value(text, f"--set {key}") if text.strip() else ""
     if kind == list[str] and not isinstance(value, list):
         value = [text]
     return key, value
@@ -178,7 +173,11 @@ def set_dotted(raw: dict, key: str, value: object) -> None:
         if not isinstance(child, dict):
             raise ConfigError(f"cannot set {key}: {part} is not a section")
         node = child
-    node[parts[-1]] = value
+    last = parts[-1]
+    if isinstance(value, dict) and isinstance(node.get(last), dict):
+        node[last] = {**node[last], **value}  # --set data={corpus: x} changes corpus, keeps the other keys
+    else:
+        node[last] = value
 
 
 def from_dict(raw: dict) -> Config:
@@ -190,7 +189,7 @@ def from_dict(raw: dict) -> Config:
 
 def _build(cls, raw: dict, prefix: str):
     if not isinstance(raw, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {raw!r}")
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {shown(raw)}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
@@ -198,7 +197,7 @@ def _build(cls, raw: dict, prefix: str):
         if key not in names:
             near = difflib.get_close_matches(str(key), names, n=1)
             hint = f"did you mean {prefix}{near[0]}?" if near else f"valid keys: {', '.join(names)}"
-            raise ConfigError(f"unknown config key {prefix}{key}: {hint}")
+            raise ConfigError(f"unknown config key {prefix}{str(key)[:80]}: {hint}")
         kind = hints[key]
         if dataclasses.is_dataclass(kind):
             kwargs[key] = _build(kind, value if value is not None else {}, prefix=f"{prefix}{key}.")
@@ -219,7 +218,7 @@ def _coerce(value, kind, key: str):
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             value = [value]  # a single prefix given on the command line
         if not isinstance(value, list):
-            raise ConfigError(f"{key} must be a list, got {value!r}")
+            raise ConfigError(f"{key} must be a list, got {shown(value)}")
         return [_coerce(v, item, key) for v in value]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -231,7 +230,9 @@ def _coerce(value, kind, key: str):
     if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ConfigError(f"{key} must be {kind.__name__}, got {value!r}")
+        raise ConfigError(f"{key} must be {kind.__name__}, got {shown(value)}")
+    if kind is int and not -INT64 <= value < INT64:
+        raise ConfigError(f"{key} = {shown(value)} is out of range: use a number below 2^63")
     return value
 
 
@@ -242,7 +243,7 @@ def validate(c: Config) -> None:
         if value not in choices:
             near = difflib.get_close_matches(str(value), choices, n=1)
             hint = f"did you mean {near[0]}?" if near else f"choose one of {', '.join(choices)}"
-            raise ConfigError(f"{key} = {value!r} is not valid: {hint}")
+            raise ConfigError(f"{key} = {shown(value)} is not valid: {hint}")
     _validate_data_and_model(c)
     _validate_train(c.train)
 
@@ -255,6 +256,8 @@ def check(ok: bool, message: str) -> None:
 def _validate_data_and_model(c: Config) -> None:
     d, m = c.data, c.model
     check(bool(c.name.strip()), "name must not be empty")
+    check(RUN_NAME.fullmatch(c.name) is not None, f"name {shown(c.name)} is not valid: it names the run folder, "
+          "so use up to 100 letters, digits, '-', '_' or '.', starting with a letter or digit")
     check(bool(d.corpus.strip()), "data.corpus must name a built-in corpus or a path")
     check(d.max_chars is None or d.max_chars > 1, "data.max_chars must be at least 2 (or null for all)")
     check(0 <= d.val_fraction < 1, "data.val_fraction must be in [0, 1)")
@@ -280,6 +283,7 @@ def _validate_data_and_model(c: Config) -> None:
 
 
 def _validate_train(t: TrainConfig) -> None:
+    check(0 <= t.seed < INT64, f"train.seed must be in 0..2^63-1, got {shown(t.seed)}")
     check(t.epochs > 0, "train.epochs must be a positive integer")
     check(t.batch_size > 0, "train.batch_size must be a positive integer")
     check(t.num_steps > 0, f"train.num_steps must be a positive integer, got {t.num_steps}")
@@ -304,7 +308,7 @@ def _validate_train(t: TrainConfig) -> None:
     check(t.max_nonfinite > 0, "train.max_nonfinite must be a positive integer")
     check(
         t.device == "auto" or t.device.split(":")[0] in ("cpu", "cuda", "mps"),
-        f"train.device = {t.device!r} is not valid: use auto, cpu, cuda, cuda:N or mps",
+        f"train.device = {shown(t.device)} is not valid: use auto, cpu, cuda, cuda:N or mps",
     )
 
 
@@ -319,9 +323,9 @@ def parse_duration(text: str | float, key: str = "duration") -> float:
     try:
         seconds = float(number) * (unit or 1)
     except ValueError:
-        raise ConfigError(f"{key} = {text!r} is not a duration: write it like 106s, 10m or 1h") from None
+        raise ConfigError(f"{key} = {shown(text)} is not a duration: write it like 106s, 10m or 1h") from None
     if not seconds > 0 or seconds == float("inf"):
-        raise ConfigError(f"{key} must be a positive duration, got {text!r}")
+        raise ConfigError(f"{key} must be a positive duration, got {shown(text)}")
     return seconds
 
 

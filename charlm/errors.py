@@ -27,3 +27,9 @@ class CheckpointError(UsageError):
 
 class RunError(CharlmError):
     """A failure while running (download, disk, numerical fault): exit code 1."""
+
+
+def shown(value: object, limit: int = 80) -> str:
+    """`value` as an error message quotes it: its repr, cut to `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."

@@ -77,7 +77,7 @@ def score_run(run_dir: Path, which: str = "best", split: str | None = None, file
     split = split or ("val" if file is None else None)
     if split is not None and split not in ("train", "val", "test"):
         raise UsageError(f"split {split!r} is not valid: use train, val or test")
-    model, vocab, checkpoint = ckpt.load_model(RunDir(Path(run_dir)).checkpoint(which), device)
+    model, vocab, checkpoint = ckpt.load_run_model(RunDir(Path(run_dir)), which, device)
     cfg = checkpoint.config
     if file is not None:
         ids = data.encode_file(file, vocab, cfg.data)

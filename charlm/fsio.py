@@ -8,6 +8,7 @@ file made with open() (mkstemp's are 0600), so run folders and caches are as rea
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -110,6 +111,18 @@ def atomic_folder(folder: Path) -> Iterator[Path]:
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def append_line(path: Path, record: dict) -> None:
+    """Append one JSON line with a single write, then fsync: a reader never sees half a record."""
+    line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+    try:
+        with open(path, "ab") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise RunError(f"cannot append to {path} ({e.strerror or e}): free disk space or fix permissions") from None
 
 
 def remove_stale_temp_files(folder: Path) -> None:

@@ -1,6 +1,8 @@
 """A run folder: its layout, finding one, and its bookkeeping files (metrics.jsonl, status.json).
 
     runs/NAME-YYYYmmdd-HHMMSS/
+        run.json        the marker written first: this folder is a charlm run (its id, the checkpoints it kept)
+        .lock           held (flock) by the one process that trains in the folder
         config.yaml     the run's whole config (what --resume reads)
         vocab.json      the characters, in id order
         metrics.jsonl   one JSON line per evaluation, plus {"event": ...} lines (resume, final)
@@ -8,14 +10,19 @@
         last.pt         the newest checkpoint; best.pt the one with the lowest monitored loss
         ckpt-eEEEE-bBBBBBB.pt   older checkpoints, with train.keep_last
 
-Every file is published atomically (fsio), so a crash leaves the previous version whole.
+Every file is published atomically (fsio), so a crash leaves the previous version whole. charlm writes
+only into a folder that is new, empty or marked as its own, deletes only checkpoints it wrote there, and
+lets one trainer at a time in (an OS lock, released by the kernel when the process dies).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +32,8 @@ from charlm.errors import CheckpointError, RunError, UsageError
 
 LAST, BEST = "last.pt", "best.pt"
 CONFIG, VOCAB, METRICS, STATUS = "config.yaml", "vocab.json", "metrics.jsonl", "status.json"
+MARKER, LOCK = "run.json", ".lock"
+MARKER_FORMAT = "charlm-run"
 RUNS_ROOT = Path("runs")
 CHECKPOINTS = ("best", "last")
 
@@ -69,6 +78,11 @@ class RunDir:
             raise CheckpointError(f"run folder {path} not found: pass a folder made by charlm train")
         return cls(Path(path))
 
+    def checkpoints_newest_first(self) -> list[Path]:
+        """The run's other checkpoints, to fall back on when last.pt is damaged: the kept copies, then best.pt."""
+        kept = sorted(self.path.glob("ckpt-e*-b*.pt"), reverse=True)
+        return kept + [self.path / BEST]
+
     def checkpoint(self, which: str) -> Path:
         if which not in CHECKPOINTS:
             raise CheckpointError(f"checkpoint {which!r} is not valid: use best or last")
@@ -76,18 +90,92 @@ class RunDir:
 
     # --- a new run's folder -----------------------------------------------------------------------
 
+    def check_new(self) -> None:
+        """Refuse, touching nothing, a folder a new run may not use: one holding anything charlm did not write
+        there, a run (resume it instead), a run whose last.pt is gone but whose other checkpoints are not
+        (resume from best.pt instead); `/`, the home folder and the working directory."""
+        refuse_special_folder(self.path)
+        if self.path.exists() and not self.path.is_dir():
+            raise UsageError(f"run folder {self.path} is a file: pass a folder with --run-dir")
+        if self.path.is_dir():
+            self._check_reusable()
+
     def prepare_new(self) -> None:
-        """Make the folder for a new run. One with a checkpoint is refused; one without (a run that died
-        before its first checkpoint) holds nothing worth keeping and is started over."""
-        if (self.path / LAST).exists():
-            raise UsageError(f"run folder {self.path} already holds a run: resume it with --resume, "
-                             "or pass a new --run-dir")
+        """Check the folder again (now that we hold its lock), clear what a run that died before its first
+        checkpoint left, and create it."""
+        self.check_new()
+        if self.path.is_dir():
+            for name in (METRICS, STATUS):  # a run that died before its first checkpoint: nothing worth keeping
+                (self.path / name).unlink(missing_ok=True)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            (self.path / METRICS).unlink(missing_ok=True)
         except OSError as e:
             raise UsageError(f"cannot create run folder {self.path} ({e.strerror}): choose a writable --run-dir") \
                 from None
+
+    def _check_reusable(self) -> None:
+        present = sorted(p.name for p in self.path.iterdir() if p.name != LOCK)
+        if not present:
+            return
+        if not self.is_marked():
+            shown = ", ".join(present[:3]) + (", ..." if len(present) > 3 else "")
+            raise UsageError(f"run folder {self.path} holds files charlm did not write ({shown}): pass a new or "
+                             "empty --run-dir")
+        if (self.path / LAST).exists():
+            raise UsageError(f"run folder {self.path} already holds a run: resume it with --resume, "
+                             "or pass a new --run-dir")
+        if any(name.endswith(".pt") for name in present):
+            raise UsageError(f"run folder {self.path} holds a run whose {LAST} is gone: continue it from its best "
+                             "checkpoint with --resume-from best, or pass a new --run-dir")
+
+    def mark(self) -> None:
+        """Write the marker that makes this folder a charlm run (first, before any other file)."""
+        marker = {"format": MARKER_FORMAT, "id": uuid.uuid4().hex, "created": datetime.now().isoformat(),
+                  "kept": []}
+        fsio.atomic_write_text(self.path / MARKER, json.dumps(marker))
+
+    def is_marked(self) -> bool:
+        try:
+            return json.loads((self.path / MARKER).read_text(encoding="utf-8")).get("format") == MARKER_FORMAT
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[RunLock]:
+        """Hold the folder's lock while a trainer works in it; a second trainer is refused at once. Taking it
+        changes no file but a new, empty .lock; the holder writes its pid there once it starts writing."""
+        if self.path.exists() and not self.path.is_dir():
+            raise UsageError(f"run folder {self.path} is a file: pass a folder with --run-dir")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise UsageError(f"cannot use run folder {self.path} ({e.strerror}): choose a writable --run-dir") \
+                from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                raise UsageError(f"run folder {self.path} is in use by charlm process {holder}: wait for it to end "
+                                 f"or stop it (kill {holder}), or pass another --run-dir") from None
+            yield RunLock(fd)
+        finally:
+            os.close(fd)  # closing releases the lock; a killed process's lock is released by the kernel
+
+    def is_locked(self) -> bool | None:
+        """Whether a trainer holds the folder now (None: the folder has no lock file, an older run)."""
+        try:
+            fd = os.open(self.path / LOCK, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
 
     def write_run_files(self, config_yaml: str, vocab_json: str) -> None:
         fsio.atomic_write_text(self.path / CONFIG, config_yaml)
@@ -105,25 +193,54 @@ class RunDir:
         fsio.atomic_write_bytes(self.path / LAST, data)
         if keep_last > 0:
             epoch, batch = position
-            fsio.atomic_write_bytes(self.path / f"ckpt-e{epoch:04d}-b{batch:06d}.pt", data)
-            for old in sorted(self.path.glob("ckpt-e*-b*.pt"))[:-keep_last]:
+            name = f"ckpt-e{epoch:04d}-b{batch:06d}.pt"
+            fsio.atomic_write_bytes(self.path / name, data)
+            kept = [n for n in self._marker().get("kept", []) if n != name] + [name]
+            for old in kept[:-keep_last]:  # only checkpoints this run wrote: the marker lists them
                 with contextlib.suppress(OSError):
-                    old.unlink()
+                    (self.path / old).unlink()
+            self._update_marker(kept=kept[-keep_last:])
+
+    def _marker(self) -> dict:
+        try:
+            marker = json.loads((self.path / MARKER).read_text(encoding="utf-8"))
+            return marker if isinstance(marker, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def _update_marker(self, **values) -> None:
+        marker = self._marker() or {"format": MARKER_FORMAT, "id": uuid.uuid4().hex}
+        fsio.atomic_write_text(self.path / MARKER, json.dumps({**marker, **values}))
 
     # --- metrics.jsonl ----------------------------------------------------------------------------
 
     def read_metrics(self) -> list[dict]:
+        return self.read_metrics_counted()[0]
+
+    def read_metrics_counted(self) -> tuple[list[dict], int]:
+        """The records of metrics.jsonl, and how many lines were skipped: cut short by a crash, not UTF-8,
+        or not charlm's (DamagedFile when the file cannot be read at all, e.g. a folder in its place)."""
         path = self.path / METRICS
         if not path.exists():
-            return []
-        records = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            with contextlib.suppress(json.JSONDecodeError):  # a line cut short by a crash is not a record
-                records.append(json.loads(line))
-        return records
+            return [], 0
+        try:
+            text = path.read_bytes().decode("utf-8", errors="replace")
+        except OSError as e:
+            raise DamagedFile(path, e) from None
+        records, skipped = [], 0
+        for line in text.splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            if _is_record(record):
+                records.append(record)
+            elif line.strip():
+                skipped += 1
+        return records, skipped
 
     def append_metrics(self, record: dict) -> None:
-        append_line(self.path / METRICS, record)
+        fsio.append_line(self.path / METRICS, record)
 
     def rewrite_metrics(self, records: list[dict]) -> None:
         fsio.atomic_write_text(self.path / METRICS, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
@@ -139,32 +256,75 @@ class RunDir:
             self.write_status("interrupted")
 
     def read_status(self) -> dict:
+        """status.json as data ({} when there is none); DamagedFile when it cannot be read as one."""
         path = self.path / STATUS
-        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        if not path.exists():
+            return {}
+        try:
+            status = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise DamagedFile(path, e) from None
+        if not isinstance(status, dict) or not isinstance(status.get("state"), str):
+            raise DamagedFile(path, ValueError("not a charlm status"))
+        return status
 
     def status(self, complete: bool = False) -> str:
-        """The run's status; `complete`: all its epochs are in metrics.jsonl (for folders written before
-        status.json existed)."""
-        saved = self.read_status()
+        """running | finished | interrupted | empty | damaged. `complete`: all its epochs are in metrics.jsonl
+        (for folders written before status.json existed)."""
+        try:
+            saved = self.read_status()
+        except DamagedFile:
+            return "damaged"
         if not saved:
             if not (self.path / LAST).exists():
                 return "empty"
             return "finished" if complete else "interrupted"
-        if saved["state"] == "running" and not _alive(saved.get("pid")):
-            return "interrupted"  # killed without a chance to say so
+        if saved["state"] == "running":
+            locked = self.is_locked()  # the lock tells for sure; a pid may have been reused by another process
+            if not (locked if locked is not None else _alive(saved.get("pid"))):
+                return "interrupted"  # killed without a chance to say so
         return saved["state"]
 
 
-def append_line(path: Path, record: dict) -> None:
-    """Append one JSON line with a single write, then fsync: a reader never sees half a record."""
-    line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
-    try:
-        with open(path, "ab") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as e:
-        raise RunError(f"cannot append to {path} ({e.strerror or e}): free disk space or fix permissions") from None
+class RunLock:
+    """The held lock of a run folder (see RunDir.lock)."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def record_pid(self) -> None:
+        """Say who holds the lock, for the message a second trainer gets."""
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+
+
+def _is_record(record: object) -> bool:
+    """A metrics line charlm wrote: an event, or an eval with its epoch and losses as numbers."""
+    if not isinstance(record, dict):
+        return False
+    if "event" in record:
+        return isinstance(record["event"], str)
+    return isinstance(record.get("epoch"), int) and all(
+        isinstance(record.get(key, 0.0), (int, float)) for key in ("train_loss", "val_loss", "step", "seconds"))
+
+
+class DamagedFile(RunError):
+    """A bookkeeping file of a run folder that cannot be read: shown as damaged, never fatal to the others."""
+
+    def __init__(self, path: Path, error: Exception):
+        super().__init__(f"{path} is damaged ({type(error).__name__}): move it aside to go on; the checkpoints "
+                         "are not affected")
+        self.path = path
+
+
+def refuse_special_folder(path: Path) -> None:
+    """`/`, the home folder and the working directory itself are never run folders."""
+    resolved = Path(path).expanduser().resolve()
+    for special, what in ((Path("/"), "the root folder"), (Path.home(), "your home folder"),
+                          (Path.cwd(), "the working directory")):
+        if resolved == special.resolve():
+            raise UsageError(f"--run-dir {path} is {what}: a run writes and deletes files there; pass a new "
+                             "folder such as runs/NAME")
 
 
 def _alive(pid: int | None) -> bool:

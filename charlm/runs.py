@@ -1,43 +1,88 @@
-"""Run folders at a glance: a summary of each one's config, metrics and status, for `runs`, `info` and `plot`."""
+"""Run folders at a glance: a summary of each one's config, metrics and status, for `runs`, `info` and `plot`.
+
+A damaged bookkeeping file (config.yaml, status.json, metrics.jsonl) makes that run show as "damaged",
+with what is damaged named; it never stops the other runs from being listed.
+"""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
-import yaml
-
+from charlm import safeyaml
+from charlm.errors import CharlmError
 from charlm.evaluate import perplexity
-from charlm.rundir import CONFIG, RUNS_ROOT, RunDir
+from charlm.rundir import CONFIG, METRICS, RUNS_ROOT, STATUS, DamagedFile, RunDir
 
 SPARKS = "▁▂▃▄▅▆▇█"
 
 
 def summarize(run_dir: Path) -> dict:
-    """Corpus, model, epochs done, best loss, wall time and state of one run folder."""
+    """Corpus, model, epochs done, best loss, wall time and status of one run folder."""
     run = RunDir(Path(run_dir))
-    config = yaml.safe_load((run / CONFIG).read_text(encoding="utf-8"))
-    records = [r for r in run.read_metrics() if "event" not in r]
+    damaged: list[str] = []
+    config = _read_config(run, damaged)
+    records, skipped = _read_metrics(run, damaged)
     monitored = "val_loss" if any("val_loss" in r for r in records) else "train_loss"
     best = min(records, key=lambda r: r[monitored]) if records else None
-    model = config["model"]
-    status = run.read_status()
+    last = records[-1] if records else {}
+    complete = bool(records and config) and (last["epoch"] >= config["epochs"] or bool(last.get("stopped")))
+    status = run.status(complete=complete)
+    if status == "damaged":
+        damaged.append(STATUS)
+    config = config or {"corpus": "?", "model": "?", "epochs": "?"}
     return {
-        "name": run.path.name, "path": str(run.path), "corpus": config["data"]["corpus"],
-        "model": f"{model['kind']} {model['num_layers']}x{model['hidden_size']}",
-        "epochs_done": records[-1].get("epochs_done", records[-1]["epoch"]) if records else 0,
-        "epochs": config["train"]["epochs"], "stopped": records[-1].get("stopped") if records else None,
+        "name": run.path.name, "path": str(run.path), **config,
+        "epochs_done": last.get("epochs_done", last.get("epoch", 0)), "stopped": last.get("stopped"),
         "monitored": monitored, "best_epoch": best["epoch"] if best else None,
         "best_epochs_done": best.get("epochs_done", best["epoch"]) if best else None,
         "best_loss": best[monitored] if best else math.nan,
         "best_ppl": perplexity(best[monitored]) if best else math.nan,
         "best_bpc": best[monitored] / math.log(2) if best else math.nan,
         "seconds": sum(r.get("seconds", 0.0) for r in records),
-        "chars_per_s": records[-1].get("chars_per_s", math.nan) if records else math.nan,
-        "device": status.get("device", "?"), "records": records,
-        "status": run.status(complete=bool(records) and (records[-1]["epoch"] >= config["train"]["epochs"]
-                                                      or bool(records[-1].get("stopped")))),
+        "chars_per_s": last.get("chars_per_s", math.nan),
+        "device": _device(run), "records": records, "skipped_lines": skipped, "damaged": damaged,
+        "status": "damaged" if damaged else status,
     }
+
+
+def _read_config(run: RunDir, damaged: list[str]) -> dict | None:
+    """What `runs` shows of config.yaml (corpus, model, epochs); None, and the file named in `damaged`, when
+    it cannot be read as a charlm config."""
+    try:
+        config = safeyaml.load_file(run / CONFIG)
+        model = config["model"]
+        return {"corpus": str(config["data"]["corpus"]), "epochs": int(config["train"]["epochs"]),
+                "model": f"{model['kind']} {model['num_layers']}x{model['hidden_size']}"}
+    except (CharlmError, KeyError, TypeError, ValueError):
+        damaged.append(CONFIG)
+        return None
+
+
+def _read_metrics(run: RunDir, damaged: list[str]) -> tuple[list[dict], int]:
+    """The eval records of metrics.jsonl and the count of lines skipped."""
+    try:
+        records, skipped = run.read_metrics_counted()
+    except DamagedFile:
+        damaged.append(METRICS)
+        return [], 0
+    return [r for r in records if "event" not in r], skipped
+
+
+def _device(run: RunDir) -> str:
+    try:
+        return str(run.read_status().get("device", "?"))
+    except DamagedFile:
+        return "?"
+
+
+def damage_notes(run: dict) -> list[str]:
+    """One line per problem of a summarized run: damaged files and skipped metrics lines."""
+    notes = [f"{run['path']}/{name} is damaged or not charlm's (shown as ?): the checkpoints are not affected"
+             for name in run["damaged"]]
+    if run["skipped_lines"]:
+        notes.append(f"{run['path']}/{METRICS}: skipped {run['skipped_lines']} line(s) that are not charlm records")
+    return notes
 
 
 def list_runs(root: Path = RUNS_ROOT) -> list[dict]:

@@ -215,6 +215,7 @@ def test_data_list_shows_cached_builtins(builtin_cache, tmp_path):
 
 
 def test_offline_fetch_is_one_line_naming_the_file(tmp_path, monkeypatch):
+    (tmp_path / "cache").mkdir()  # CHARLM_DATA_DIR must name an existing folder
     monkeypatch.setenv("CHARLM_DATA_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")  # nothing listens there: offline for sure
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")

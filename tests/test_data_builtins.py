@@ -58,6 +58,7 @@ def test_fetch_downloads_and_verifies(monkeypatch, tmp_path):
 
 def test_fetch_uses_charlm_data_dir_and_load_corpus_reads_it(monkeypatch, tmp_path):
     register(monkeypatch, tmp_path, b"abcabc")
+    (tmp_path / "env-cache").mkdir()  # CHARLM_DATA_DIR must name an existing folder
     monkeypatch.setenv("CHARLM_DATA_DIR", str(tmp_path / "env-cache"))
     corpus = load_corpus(DataConfig(corpus="unit-corpus", val_fraction=0.0))
     assert corpus.vocab.decode(corpus.train.tolist()) == "abcabc"

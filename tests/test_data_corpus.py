@@ -83,6 +83,7 @@ def test_encode_file_normalises_like_load_corpus_for_a_spaced_builtin(monkeypatc
     remote = RemoteFile("spaced.txt", upstream.as_uri(), hashlib.sha256(content.encode()).hexdigest(), len(content))
     monkeypatch.setitem(BUILTINS, "spaced", Builtin("spaced", "symbols separated by spaces", (remote,),
                                                     drop_spaces=True))
+    (tmp_path / "cache").mkdir()  # CHARLM_DATA_DIR must name an existing folder
     monkeypatch.setenv("CHARLM_DATA_DIR", str(tmp_path / "cache"))
     cfg = DataConfig(corpus="spaced", val_fraction=0.0)
     corpus = load_corpus(cfg)

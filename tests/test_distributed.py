@@ -53,6 +53,7 @@ def settings(corpus: Path, *extra: str) -> list[str]:
 
 def environment(tmp: Path) -> dict:
     # one thread per process on a 2-core machine; the encoded-corpus cache goes under tmp
+    (tmp / "data").mkdir(exist_ok=True)  # CHARLM_DATA_DIR must name a folder that exists
     return {**os.environ, "PYTHONPATH": str(REPO), "CHARLM_DATA_DIR": str(tmp / "data"), "OMP_NUM_THREADS": "1",
             "COLUMNS": "200"}
 

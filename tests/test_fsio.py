@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -89,3 +90,12 @@ def test_remove_stale_temp_files_leaves_published_files(tmp_path):
     (tmp_path / "last.pt").write_bytes(b"whole")
     fsio.remove_stale_temp_files(tmp_path)
     assert names(tmp_path) == ["last.pt"]
+
+
+def test_append_line_writes_json_lines(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    fsio.append_line(path, {"epoch": 1, "sample": "分开"})
+    fsio.append_line(path, {"epoch": 2, "loss": 1.5})
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line) for line in lines] == [{"epoch": 1, "sample": "分开"}, {"epoch": 2, "loss": 1.5}]
+    assert "分开" in lines[0]

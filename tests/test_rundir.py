@@ -13,15 +13,6 @@ from charlm.errors import CheckpointError, UsageError
 from charlm.rundir import RunDir
 
 
-def test_append_line_writes_json_lines(tmp_path):
-    path = tmp_path / "metrics.jsonl"
-    rundir.append_line(path, {"epoch": 1, "sample": "分开"})
-    rundir.append_line(path, {"epoch": 2, "loss": 1.5})
-    lines = path.read_text(encoding="utf-8").splitlines()
-    assert [json.loads(line) for line in lines] == [{"epoch": 1, "sample": "分开"}, {"epoch": 2, "loss": 1.5}]
-    assert "分开" in lines[0]
-
-
 def test_write_run_files(tmp_path):
     vocab = Vocab("分开ab\n")
     RunDir(tmp_path).write_run_files("name: x\n", vocab.to_json())

@@ -118,8 +118,15 @@ BUILTINS: dict[str, Builtin] = {
 
 
 def data_dir() -> Path:
-    """The cache folder for built-in corpora: $CHARLM_DATA_DIR, else ./data."""
-    return Path(os.environ.get("CHARLM_DATA_DIR") or "data")
+    """The cache folder for built-in corpora: $CHARLM_DATA_DIR (which must exist: a typo should not
+    silently download into a new folder), else ./data (made when first needed)."""
+    chosen = os.environ.get("CHARLM_DATA_DIR")
+    if not chosen:
+        return Path("data")
+    if not Path(chosen).is_dir():
+        raise CorpusError(f"CHARLM_DATA_DIR={chosen[:200]} is not a folder: create it, or unset CHARLM_DATA_DIR to "
+                          "use ./data")
+    return Path(chosen)
 
 
 def sha256_file(path: Path) -> str:

@@ -37,8 +37,10 @@ class Corpus:
 def encode_file(path: str | Path, vocab: Vocab, cfg: DataConfig) -> torch.Tensor:
     """Encode any text file with a run's vocabulary and normalisation (to score it with the model)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise CorpusError(f"file {path} not found: check the path")
+    if not path.is_file():
+        raise CorpusError(f"{path} is not a regular file: pass a UTF-8 text file")
     parts = (TextPart(path),)
     normalisation = Normalisation.of(cfg)  # as the run's corpus was: a PTB run scores files without spaces
 

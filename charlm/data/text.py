@@ -95,6 +95,8 @@ def resolve_source(corpus: str, progress: Callable | None = None) -> Source:
         return Source(str(path), tuple(TextPart(p) for p in files))
     if path.is_file():
         return Source(str(path), (TextPart(path),))
+    if path.exists():
+        raise CorpusError(f"corpus {path} is not a regular file or a folder: pass a UTF-8 text file or a folder")
     raise CorpusError(
         f"corpus {corpus!r} is neither a file, a folder nor a built-in ({', '.join(BUILTINS)}): check the path"
     )

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -14,41 +16,62 @@ from charlm import checkpoint as ckpt
 from charlm import distributed
 from charlm.config import Config, dump_config, parse_duration
 from charlm.data import Corpus, encoded_cache_dir, load_corpus, make_batches
-from charlm.errors import CorpusError, UsageError
+from charlm.errors import CheckpointError, CorpusError, UsageError
 from charlm.events import Reporter, RunStart, RunSummary, SilentReporter
 from charlm.fsio import atomic_write_text, remove_stale_temp_files
 from charlm.model import CharRNN
-from charlm.rundir import CONFIG, LAST, RunDir
+from charlm.rundir import CONFIG, LAST, METRICS, RunDir
 from charlm.training import schedule
 from charlm.training.loop import Trainer
 from charlm.training.resume import config_changes, restore, seed_rank
 from charlm.training.state import TrainState
 
 
+@dataclass
+class Request:
+    """What the caller asked for, besides the config."""
+
+    run_dir: Path | None = None
+    resume: bool = False
+    resume_from: str = "last"  # best | last: the checkpoint a resume starts from
+    explicit: set[str] = field(default_factory=set)  # config keys given on the command line
+
+
 def train(config: Config, run_dir: Path | None = None, reporter: Reporter | None = None, resume: bool = False,
-          explicit: set[str] | None = None) -> RunSummary:
+          explicit: set[str] | None = None, resume_from: str = "last") -> RunSummary:
     """Train a model as `config` says, writing everything to `run_dir` (default runs/NAME-TIME).
 
-    With resume=True, continue the run in `run_dir` from its last.pt; `explicit` names the config keys
-    given on the command line (an lr change is accepted only from there). Under torchrun every process
-    calls this; rank 0 alone writes the run folder (see distributed.py).
+    With resume=True, continue the run in `run_dir` from its last.pt (or `resume_from="best"`: its best.pt);
+    `explicit` names the config keys given on the command line (an lr change is accepted only from there).
+    The run folder is locked while training: a second trainer there is refused. Under torchrun every
+    process calls this; rank 0 alone writes the run folder and holds its lock (see distributed.py).
     """
     ranks = distributed.setup(config.train.device, config.train.batch_size)
+    request = Request(Path(run_dir) if run_dir is not None else None, resume, resume_from, explicit or set())
     clean = False
     try:
-        trainer = start(config, run_dir, reporter or SilentReporter(), ranks, resume, explicit or set())
-        summary = trainer.run()
+        with contextlib.ExitStack() as held:
+            trainer = start(config, request, reporter or SilentReporter(), ranks, held)
+            summary = trainer.run()
         clean = True
         return summary
     finally:
         distributed.teardown(ranks, clean)
 
 
-def start(config: Config, run_dir: Path | None, reporter: Reporter, ranks: distributed.Ranks, resume: bool,
-          explicit: set[str]) -> Trainer:
-    """Everything before the first batch: load, check, build, restore, prepare the folder, report the start."""
+def start(config: Config, request: Request, reporter: Reporter, ranks: distributed.Ranks,
+          held: contextlib.ExitStack) -> Trainer:
+    """Everything before the first batch: load, check, build, restore, prepare the folder, report the start.
+    The folder's lock goes on `held`: before reading a checkpoint to resume, or, for a new run, once every
+    input has been checked (bad input leaves no folder behind)."""
     t = config.train
-    saved, changes = load_saved_run(run_dir, config, explicit) if resume else (None, {})
+    saved, changes, lock = None, {}, None
+    if request.resume:
+        folder = resumable_folder(request)
+        with ranks.together():
+            if ranks.is_main:
+                lock = held.enter_context(folder.lock())
+        saved, changes = load_saved_run(folder, request, config, reporter)
     with ranks.local_main_first():  # several processes share one memory-mapped copy of the encoded corpus
         corpus = load_corpus(config.data, progress=reporter.download,
                              cache=encoded_cache_dir() if ranks.active else None)
@@ -65,13 +88,16 @@ def start(config: Config, run_dir: Path | None, reporter: Reporter, ranks: distr
     if saved is None:
         state = TrainState(epoch_data_rng=data_generator.get_state(), loss_sum=torch.zeros((), device=ranks.device),
                            norm_sum=torch.zeros((), device=ranks.device))
-        folder = RunDir(ranks.from_main(Path(run_dir) if run_dir is not None else RunDir.new(config.name).path))
+        folder = RunDir(ranks.from_main(request.run_dir or RunDir.new(config.name).path))
     else:
         state = restore(saved, model, optimizer, data_generator, ranks.device, ranks)
-        folder = RunDir(Path(run_dir))
     with ranks.together():  # rank 0 prepares the folder; if that fails, every rank stops
         if ranks.is_main:
-            prepare_run_files(folder, saved is not None, config, corpus, state, changes)
+            if saved is None:
+                folder.check_new()  # before the lock: a refused folder is not touched
+                lock = held.enter_context(folder.lock())
+            lock.record_pid()
+            prepare_run_files(folder, saved is not None, config, corpus, state, changes, reporter)
     prefixes = preview_prefixes(config, corpus, reporter)
     board = tensorboard(folder) if config.log.tensorboard and ranks.is_main else None
     reporter.start(run_start(config, corpus, model, folder, ranks, state if saved is not None else None))
@@ -80,14 +106,29 @@ def start(config: Config, run_dir: Path | None, reporter: Reporter, ranks: distr
                    prefixes=prefixes, board=board)
 
 
-def load_saved_run(run_dir: Path | None, config: Config, explicit: set[str]) -> tuple[ckpt.Checkpoint, dict]:
-    """The checkpoint to resume from, and the config changes it is resumed with (refused if unsafe)."""
-    if run_dir is None:
+def resumable_folder(request: Request) -> RunDir:
+    if request.run_dir is None:
         raise UsageError("--resume needs --run-dir DIR: the run folder to continue")
-    if not (Path(run_dir) / LAST).exists():
-        raise UsageError(f"nothing to resume in {run_dir}: it has no {LAST}; start a new run instead")
-    saved = ckpt.load(Path(run_dir) / LAST)
-    return saved, config_changes(saved.config, config, explicit)
+    folder = RunDir(request.run_dir)
+    if not folder.checkpoint(request.resume_from).exists() and not (request.run_dir / LAST).exists():
+        raise UsageError(f"nothing to resume in {request.run_dir}: it has no {LAST}; start a new run instead")
+    return folder
+
+
+def load_saved_run(folder: RunDir, request: Request, config: Config,
+                   reporter: Reporter) -> tuple[ckpt.Checkpoint, dict]:
+    """The checkpoint to resume from, and the config changes it is resumed with (refused if unsafe).
+
+    A damaged last.pt falls back to the newest intact checkpoint of the run, with a warning."""
+    wanted = folder.checkpoint(request.resume_from)
+    try:
+        saved = ckpt.load(wanted)
+    except CheckpointError as error:
+        if request.resume_from != "last":
+            raise
+        saved, used = ckpt.newest_intact(folder.checkpoints_newest_first(), error)
+        reporter.warn(f"{error}; resuming from {used.name} (step {saved.train_state.step}) instead")
+    return saved, config_changes(saved.config, config, request.explicit)
 
 
 def check_corpus(corpus: Corpus, c: Config) -> None:
@@ -101,15 +142,22 @@ def check_corpus(corpus: Corpus, c: Config) -> None:
 
 
 def prepare_run_files(run_dir: RunDir, resumed: bool, config: Config, corpus: Corpus, state: TrainState,
-                      changes: dict) -> None:
-    """A new run: a fresh folder with its config and vocabulary. A resumed one: metrics trimmed to the
-    checkpoint (evals that a crash cut short are recomputed), a resume event, the config as resumed."""
+                      changes: dict, reporter: Reporter) -> None:
+    """A new run: a fresh folder, marked as charlm's first, with its config and vocabulary. A resumed one:
+    metrics trimmed to the checkpoint (evals that a crash cut short are recomputed), a resume event, the
+    config as resumed."""
     if not resumed:
         run_dir.prepare_new()
+        run_dir.mark()
         run_dir.write_run_files(dump_config(config), corpus.vocab.to_json())
         return
     remove_stale_temp_files(run_dir.path)
-    kept = [r for r in run_dir.read_metrics() if r.get("step", 0) <= state.step and r.get("event") != "final"]
+    if not run_dir.is_marked():  # a run folder from before markers existed
+        run_dir.mark()
+    records, skipped = run_dir.read_metrics_counted()
+    if skipped:
+        reporter.warn(f"{run_dir / METRICS}: skipped {skipped} line(s) that are not charlm records")
+    kept = [r for r in records if r.get("step", 0) <= state.step and r.get("event") != "final"]
     run_dir.rewrite_metrics(kept)
     run_dir.append_metrics({"event": "resume", "epoch": state.epoch, "step": state.step,
                             "batch_in_epoch": state.batch_in_epoch, "changed": changes})

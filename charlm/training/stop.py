@@ -1,6 +1,6 @@
 """Why a run stops early, decided in one place: a signal, the time budget, early stopping, a bad loss.
 
-- A signal (SIGINT/SIGTERM) is a request to stop at the next batch boundary: the loop saves a checkpoint
+- A signal (SIGINT, SIGTERM, SIGHUP) is a request to stop at the next batch boundary: the loop saves a checkpoint
   and raises Interrupted (exit code 128 + signal). A second signal exits at once: every file is written
   atomically, so stopping anywhere leaves the previous checkpoint whole.
 - The time budget and early stopping set TrainState.stopped: the loop evaluates, saves and ends normally.
@@ -36,8 +36,11 @@ class Interrupted(RunError):
         self.exit_code = 128 + signum
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, kill, the terminal closing
+
+
 class StopSignals:
-    """Turn the first SIGINT/SIGTERM into a request (`signum`) to stop at the next batch boundary."""
+    """Turn the first SIGINT/SIGTERM/SIGHUP into a request (`signum`) to stop at the next batch boundary."""
 
     def __init__(self):
         self.signum: int | None = None
@@ -50,7 +53,7 @@ class StopSignals:
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in STOP_SIGNALS:
                 self.previous[sig] = signal.signal(sig, self._handle)
         return self
 
