@@ -77,7 +77,7 @@ def load_file(path: Path) -> object:
                               "a config is a few plain sections (see configs/)")
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise ConfigError(f"config file {path} is not UTF-8 text: save it as UTF-8") from None
+        raise ConfigError(f"config file {path} is not valid YAML (not UTF-8 text): save it as UTF-8") from None
     except OSError as e:
         raise ConfigError(f"cannot read config file {path} ({e.strerror or e}): check its permissions") from None
     return load_text(text, f"config file {path}")

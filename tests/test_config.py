@@ -225,8 +225,8 @@ def test_missing_config_path_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="not found") as info:
         load_config(missing)
     assert str(missing) in str(info.value)
-    with pytest.raises(ConfigError, match="not found"):
-        load_config(tmp_path)  # a folder is not a config file
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_config(tmp_path)  # a folder is not a config file, and is named for what it is
 
 
 def test_config_error_is_a_usage_error_with_exit_code_2():

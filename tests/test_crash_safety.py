@@ -102,7 +102,7 @@ def test_sigkill_at_random_moments_never_loses_the_run(tmp_path):
     assert not list(run_dir.glob(".*.tmp"))
 
 
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 def test_a_signal_saves_prints_the_resume_command_and_exits_with_its_code(tmp_path, signum, code):
     corpus = make_corpus(tmp_path / "corpus.txt")
     run_dir = tmp_path / "run"
