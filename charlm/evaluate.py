@@ -17,13 +17,10 @@ import torch
 import torch.nn.functional as F
 
 from charlm.errors import CorpusError, UsageError
+from charlm.metrics import perplexity
 
 if TYPE_CHECKING:
     from charlm.checkpoint import Checkpoint
-
-
-def perplexity(nats: float) -> float:
-    return math.exp(nats) if nats < 700 else math.inf  # exp overflows a float past ~709
 
 
 @torch.inference_mode()

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import asdict, dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import torch
+if TYPE_CHECKING:  # only for annotations: reading events needs no torch
+    import torch
 
 
 @dataclass

@@ -21,8 +21,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from charlm.evaluate import perplexity
 from charlm.events import EvalRecord, RunStart, RunSummary
+from charlm.metrics import perplexity
 from charlm.runs import sparkline
 
 

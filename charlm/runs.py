@@ -11,7 +11,7 @@ from pathlib import Path
 
 from charlm import safeyaml
 from charlm.errors import CharlmError
-from charlm.evaluate import perplexity
+from charlm.metrics import perplexity
 from charlm.rundir import CONFIG, METRICS, RUNS_ROOT, STATUS, DamagedFile, RunDir
 
 SPARKS = "▁▂▃▄▅▆▇█"

@@ -52,7 +52,8 @@ def test_states_finished_interrupted_and_killed(two_runs):
     assert RunDir(Path("runs/b")).status() == "interrupted"
     status = Path("runs/a/status.json")
     status.write_text(json.dumps({"state": "running", "pid": os.getpid()}))
-    assert RunDir(Path("runs/a")).status() == "running"
+    with RunDir(Path("runs/a")).lock():  # a live trainer holds the folder's lock
+        assert RunDir(Path("runs/a")).status() == "running"
     status.write_text(json.dumps({"state": "running", "pid": 2**22 + 12345}))  # no such process: killed
     assert RunDir(Path("runs/a")).status() == "interrupted"
 

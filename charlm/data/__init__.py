@@ -16,21 +16,25 @@ The flow, one module a step:
 - batches: the batch iterators (ConsecutiveBatches, RandomBatches, make_batches and their functions).
 """
 
-from charlm.data.batches import (
-    ConsecutiveBatches,
-    RandomBatches,
-    bptt_lengths,
-    consecutive_batches,
-    make_batches,
-    min_chars,
-    num_consecutive_batches,
-    num_random_batches,
-    random_batches,
-)
-from charlm.data.builtins import BUILTINS, Builtin, RemoteFile, data_dir, fetch, is_cached
-from charlm.data.cache import encoded_cache_dir
-from charlm.data.corpus import Corpus, encode_file, load_corpus
-from charlm.data.vocab import Vocab
+import importlib
+
+# name -> the module that defines it. Loaded on first use (PEP 562), so that `charlm data list` reads the
+# registry without importing torch, which the other modules need.
+_WHERE = {
+    **dict.fromkeys(["ConsecutiveBatches", "RandomBatches", "bptt_lengths", "consecutive_batches", "make_batches",
+                     "min_chars", "num_consecutive_batches", "num_random_batches", "random_batches"], "batches"),
+    **dict.fromkeys(["BUILTINS", "Builtin", "RemoteFile", "data_dir", "fetch", "is_cached"], "builtins"),
+    "encoded_cache_dir": "cache",
+    **dict.fromkeys(["Corpus", "encode_file", "load_corpus"], "corpus"),
+    "Vocab": "vocab",
+}
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"charlm.data.{_WHERE[name]}"), name)
+
 
 __all__ = [
     "BUILTINS",

@@ -21,9 +21,10 @@ from charlm.config import Config, parse_duration
 from charlm.data import Corpus, make_batches
 from charlm.distributed import Ranks
 from charlm.errors import RunError
-from charlm.evaluate import evaluate, perplexity
+from charlm.evaluate import evaluate
 from charlm.events import EvalRecord, Reporter, RunSummary
 from charlm.generate import generate
+from charlm.metrics import perplexity
 from charlm.model import CharRNN, detach_hidden
 from charlm.rundir import BEST, RunDir
 from charlm.training import resume, schedule, stop
