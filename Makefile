@@ -2,15 +2,19 @@
 VENV    ?= .venv
 PYTHON  ?= python3
 PY      := $(VENV)/bin/python
-# The CPU build of PyTorch: a plain `torch` requirement would pull a multi-GB CUDA build.
-TORCH   ?= torch==2.13.0
+# PyTorch is installed first, on its own, only when the venv has none. `pip install torch` from PyPI is the
+# CUDA build on Linux (several GB); on a machine without a GPU, ask for the CPU build from PyTorch's CPU index:
+#   make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# (left empty, pip's configured index decides: here that index serves the CPU wheel of torch 2.13.0)
+TORCH       ?= torch==2.13.0
+TORCH_INDEX ?=
 CONFIG  ?= configs/jaychou-lstm.yaml
 
 .PHONY: install test lint train bench clean
 
 install:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH)"
 	$(PY) -m pip install -q -e ".[dev]"
 	@echo "installed: activate with 'source $(VENV)/bin/activate' or run $(VENV)/bin/charlm"
 
