@@ -20,7 +20,6 @@ from rich.table import Table
 
 from charlm.config import load_config
 from charlm.errors import CharlmError, UsageError
-from charlm.rundir import RUNS_ROOT
 
 try:  # recent Typer carries its own copy of click
     from typer._click import exceptions as click_errors
@@ -177,10 +176,13 @@ def plot(
 
 
 @app.command(epilog="Example: charlm runs --root runs")
-def runs(root: Annotated[Path, typer.Option(help="Folder holding run folders.")] = RUNS_ROOT) -> None:
+def runs(root: Annotated[Optional[Path], typer.Option(
+        help="Folder holding run folders (default: $CHARLM_RUNS_DIR or runs).")] = None) -> None:
     """List every run: corpus, model, epochs, best val perplexity and bits/char, time, state."""
+    from charlm.rundir import runs_root
     from charlm.runs import damage_notes, list_runs
 
+    root = root if root is not None else runs_root()
     table = Table(title=f"runs in {root}/")
     for column in ("run", "corpus", "model", "epochs", "best ppl", "best bpc", "time", "state"):
         table.add_column(column, justify="right" if column in ("epochs", "best ppl", "best bpc", "time") else "left")

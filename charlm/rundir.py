@@ -34,7 +34,12 @@ LAST, BEST = "last.pt", "best.pt"
 CONFIG, VOCAB, METRICS, STATUS = "config.yaml", "vocab.json", "metrics.jsonl", "status.json"
 MARKER, LOCK = "run.json", ".lock"
 MARKER_FORMAT = "charlm-run"
-RUNS_ROOT = Path("runs")
+RUNS_ENV = "CHARLM_RUNS_DIR"  # where new runs go and where `runs` and the latest run are looked for
+
+
+def runs_root() -> Path:
+    """$CHARLM_RUNS_DIR, else ./runs."""
+    return Path(os.environ.get(RUNS_ENV) or "runs")
 CHECKPOINTS = ("best", "last")
 
 
@@ -51,8 +56,9 @@ class RunDir:
     # --- finding one ------------------------------------------------------------------------------
 
     @classmethod
-    def new(cls, name: str, root: Path = RUNS_ROOT) -> RunDir:
-        """A fresh folder name under `root`: NAME-TIME, with a suffix if that exists."""
+    def new(cls, name: str, root: Path | None = None) -> RunDir:
+        """A fresh folder name under `root` (default runs_root()): NAME-TIME, with a suffix if that exists."""
+        root = root if root is not None else runs_root()
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         path = Path(root) / f"{name}-{stamp}"
         suffix = 1
@@ -62,18 +68,19 @@ class RunDir:
         return cls(path)
 
     @classmethod
-    def latest(cls, root: Path = RUNS_ROOT) -> RunDir:
-        """The run under `root` whose last checkpoint was written most recently."""
+    def latest(cls, root: Path | None = None) -> RunDir:
+        """The run under `root` (default runs_root()) whose last checkpoint was written most recently."""
+        root = root if root is not None else runs_root()
         candidates = [p.parent for p in Path(root).glob(f"*/{LAST}")]
         if not candidates:
             raise CheckpointError(f"no trained run under {root}/: run charlm train first, or pass --run-dir")
         return cls(max(candidates, key=lambda d: (d / LAST).stat().st_mtime))
 
     @classmethod
-    def resolve(cls, path: Path | None) -> RunDir:
-        """--run-dir as given, or the latest run when it is not."""
+    def resolve(cls, path: Path | None, root: Path | None = None) -> RunDir:
+        """--run-dir as given, or the latest run under `root` when it is not."""
         if path is None:
-            return cls.latest()
+            return cls.latest(root)
         if not Path(path).is_dir():
             raise CheckpointError(f"run folder {path} not found: pass a folder made by charlm train")
         return cls(Path(path))

@@ -12,7 +12,7 @@ from pathlib import Path
 from charlm import safeyaml
 from charlm.errors import CharlmError
 from charlm.metrics import perplexity
-from charlm.rundir import CONFIG, METRICS, RUNS_ROOT, STATUS, DamagedFile, RunDir
+from charlm.rundir import CONFIG, METRICS, STATUS, DamagedFile, RunDir, runs_root
 
 SPARKS = "▁▂▃▄▅▆▇█"
 
@@ -85,8 +85,10 @@ def damage_notes(run: dict) -> list[str]:
     return notes
 
 
-def list_runs(root: Path = RUNS_ROOT) -> list[dict]:
-    folders = sorted(p.parent for p in Path(root).glob(f"*/{CONFIG}"))
+def list_runs(root: Path | None = None) -> list[dict]:
+    """Every run folder under `root` (default runs_root())."""
+    root = Path(root) if root is not None else runs_root()
+    folders = sorted(p.parent for p in root.glob(f"*/{CONFIG}"))
     return [summarize(folder) for folder in folders]
 
 

@@ -118,14 +118,15 @@ BUILTINS: dict[str, Builtin] = {
 
 
 def data_dir() -> Path:
-    """The cache folder for built-in corpora: $CHARLM_DATA_DIR (which must exist: a typo should not
-    silently download into a new folder), else ./data (made when first needed)."""
+    """The cache folder for built-in corpora: $CHARLM_DATA_DIR, which must exist (a typo should not silently
+    download into a new folder); else one per user as torch hub, Hugging Face and pooch keep theirs:
+    $XDG_CACHE_HOME/charlm, by default ~/.cache/charlm (made when first needed)."""
     chosen = os.environ.get("CHARLM_DATA_DIR")
     if not chosen:
-        return Path("data")
+        return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "charlm"
     if not Path(chosen).is_dir():
         raise CorpusError(f"CHARLM_DATA_DIR={chosen[:200]} is not a folder: create it, or unset CHARLM_DATA_DIR to "
-                          "use ./data")
+                          "use the per-user cache")
     return Path(chosen)
 
 
