@@ -202,6 +202,26 @@ def perplexity(
               f"perplexity {result['perplexity']:.4f}")
 
 
+@app.command(epilog="Example: charlm export --run-dir runs/jaychou-lstm-20261123-235001 --html demo.html")
+def export(
+    run_dir: RunDir = None,
+    html: Annotated[Optional[Path], typer.Option(
+        "--html", help="Write a one-file browser demo of the model here (no server, no network).")] = None,
+    precision: Annotated[str, typer.Option(
+        help="Weights in the page: float16 (half the size) or float32 (the exact weights).")] = "float16",
+    checkpoint: Which = "best",
+) -> None:
+    """Export a trained run: --html writes a self-contained page that samples from the model in a browser."""
+    from charlm.demo import export_html
+    from charlm.rundir import RunDir
+
+    if html is None:
+        raise UsageError("say what to export: --html FILE writes a one-file browser demo")
+    page = export_html(RunDir.resolve(run_dir), checkpoint, html, precision)
+    out.print(f"wrote {html}: {page.size / 1e6:.2f} MB, {page.weights:,} weights as {precision} "
+              f"({page.weight_bytes / 1e6:.2f} MB before base64)", markup=False)
+
+
 @app.command(epilog="Example: charlm plot --run-dir runs/a --run-dir runs/b --out compare.png")
 def plot(
     run_dirs: Annotated[Optional[list[Path]], typer.Option("--run-dir", "-r", help="Run folder (repeat to overlay).")]
