@@ -204,6 +204,17 @@ def test_the_page_generates_in_chromium_offline(browser, tiny_run, tmp_path, cap
     opened.close()
 
 
+def test_the_measurement_script_runs(browser, node, tiny_run, tmp_path):
+    """benchmarks/demo_page.py (the README's sizes and chars/s) at tiny sizes."""
+    import demo_page
+
+    (result,) = demo_page.measure(browser, [tiny_run], 30, 30, 1, tmp_path / "shot.png", tmp_path)
+    assert result["page_bytes"] == (tmp_path / "run.html").stat().st_size
+    assert result["greedy_identical_chars"] == 30 and result["prefix"] == "the"
+    assert result["max_logit_diff"] <= FLOAT16_RELATIVE_TOLERANCE * result["max_abs_logit"]
+    assert result["chromium_chars_per_s"] > 0 and (tmp_path / "shot.png").is_file()
+
+
 def test_export_refuses_bad_targets(tiny_run, tmp_path, capsys):
     for argv, fragment in [
         (["export", "--run-dir", str(tiny_run)], "--html FILE"),
