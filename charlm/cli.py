@@ -130,8 +130,10 @@ def generate(
         raise UsageError("pass --prefix or --prefix-file, not both")
     if prefix_file is not None:
         prefix = gen.read_prefix_file(prefix_file)
-    options = gen.SamplingOptions(temperature=temperature, top_k=top_k, top_p=top_p, num_samples=num_samples,
-                                  seed=seed, stop=tuple(_unescape(s) for s in stop or ()), beam=beam,
+    # beam search ranks by the model's own probabilities: no temperature
+    options = gen.SamplingOptions(temperature=0.0 if beam else temperature, top_k=top_k, top_p=top_p,
+                                  num_samples=num_samples, seed=seed, beam=beam,
+                                  stop=tuple(_unescape(s) for s in stop or ()),
                                   repetition_penalty=repetition_penalty, repetition_window=repetition_window)
     options.check(length)  # before the checkpoint is read: bad flags fail fast
     dev = pick_device(device)
