@@ -36,7 +36,7 @@ CASES += [("lstm", "embedding", 2, {"embed_size": 8, "weight_drop": 0.3}), ("rnn
 IDS = [f"{k}-{i}{'-tied' if e.get('tie_weights') else ''}{'-wdrop' if 'weight_drop' in e else ''}-{n}layer"
        for k, i, n, e in CASES]
 # float16 pages against the float32 model: |logit error| <= this x the largest |logit| (float16 keeps 11 bits,
-# 2^-11 = 4.9e-4 relative per weight); measured at most 6.9e-4 on these models (README, "A page per model")
+# 2^-11 = 4.9e-4 relative per weight); measured at most 6.9e-4 on these models (README, `charlm export --html`)
 FLOAT16_RELATIVE_TOLERANCE = 2e-3
 
 
