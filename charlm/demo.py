@@ -86,11 +86,12 @@ def model_card(checkpoint: Checkpoint, parameters: int, which: str) -> dict:
     record = checkpoint.train_state.last_record
     split = "val" if "val_loss" in record else "train"
     loss = record.get(f"{split}_loss")
+    epochs = record.get("epochs_done", checkpoint.train_state.epoch)  # fractional for a run stopped by its budget
     vocab = Vocab(checkpoint.vocab)
     return {
         "name": config.name, "corpus": corpus,
         "model": f"{shape.kind} {shape.num_layers}x{shape.hidden_size}, {inputs}{tied}",
-        "parameters": parameters, "checkpoint": f"{which}.pt, after {checkpoint.train_state.epoch} epochs",
+        "parameters": parameters, "checkpoint": f"{which}.pt, after {epochs:g} epochs",
         "loss_name": f"{split} loss",
         "loss": (f"{loss:.4f} nats/char ({loss / math.log(2):.3f} bits/char, perplexity {math.exp(loss):.2f})"
                  if loss is not None else "not recorded"),

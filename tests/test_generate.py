@@ -12,7 +12,6 @@ from helpers import make_rnn
 from charlm.data import Vocab
 from charlm.errors import UsageError
 from charlm.generate import (
-    RepetitionPenalty,
     SamplingOptions,
     check_prefix,
     generate,
@@ -244,15 +243,6 @@ def test_prefix_file_is_read_exactly(tmp_path):
     path.write_bytes(b"")
     with pytest.raises(UsageError, match="empty"):
         check_prefix(VOCAB, read_prefix_file(path))
-
-
-def test_repetition_penalty_on_logits():
-    context = torch.tensor([[0, 1, 2, 3]])
-    penalty = RepetitionPenalty(2.0, 3, 6, context)  # the window holds ids 1, 2, 3
-    logits = torch.tensor([[4.0, 4.0, -4.0, 0.5, 4.0, -4.0]])
-    assert penalty(logits).tolist() == [[4.0, 2.0, -8.0, 0.25, 4.0, -4.0]]
-    penalty.push(torch.tensor([5]))  # id 1 leaves the window, 5 enters
-    assert penalty(logits).tolist() == [[4.0, 4.0, -8.0, 0.25, 4.0, -8.0]]
 
 
 def test_repetition_penalty_changes_greedy_as_a_reference_loop_says(model):
