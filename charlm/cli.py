@@ -101,14 +101,27 @@ def train(
 
 @app.command(epilog="Example: charlm generate --prefix 分开 --length 100 --temperature 0.8 --seed 1")
 def generate(
-    prefix: Annotated[str, typer.Option("--prefix", "-p", help="Text to start from.")],
+    prefix: Annotated[Optional[str], typer.Option(
+        "--prefix", "-p", help="Text to start from (default: none; the sample starts at a new line).")] = None,
+    prefix_file: Annotated[Optional[Path], typer.Option(
+        "--prefix-file", help="Start from the text of this UTF-8 file, exactly as written.")] = None,
     run_dir: RunDir = None,
     length: Annotated[int, typer.Option("--length", "-n", help="Characters to generate.")] = 100,
     temperature: Annotated[float, typer.Option(help="0 is greedy (d2l); higher is more varied.")] = 0.8,
     top_k: Annotated[int, typer.Option(help="Sample among the k most likely (0: all).")] = 0,
     top_p: Annotated[float, typer.Option(help="Sample among the most likely holding this probability.")] = 1.0,
-    num_samples: Annotated[int, typer.Option(help="Independent samples, made in one batch.")] = 1,
+    num_samples: Annotated[int, typer.Option(
+        help="Independent samples, made in one batch (with --beam: the best beams).")] = 1,
     seed: Annotated[Optional[int], typer.Option(help="Random seed for repeatable samples.")] = None,
+    stop: Annotated[Optional[list[str]], typer.Option(
+        "--stop", help="End a sample when it emits this text (repeatable; \\n is a line break).")] = None,
+    beam: Annotated[int, typer.Option(help="Beam search with N beams instead of sampling (ignores --temperature).")]
+    = 0,
+    repetition_penalty: Annotated[float, typer.Option(
+        help="Divide the logits of characters seen in the last --repetition-window by R (1: off; try 1.3).")] = 1.0,
+    repetition_window: Annotated[int, typer.Option(help="Characters the repetition penalty looks back on.")] = 64,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="One JSON object per sample: text, prefix, options, bits per char.")] = False,
     checkpoint: Which = "best",
     device: Device = "cpu",
 ) -> None:
@@ -118,19 +131,57 @@ def generate(
     from charlm.device import pick_device
     from charlm.rundir import RunDir
 
+    if prefix is not None and prefix_file is not None:
+        raise UsageError("pass --prefix or --prefix-file, not both")
+    if prefix_file is not None:
+        prefix = gen.read_prefix_file(prefix_file)
+    # beam search ranks by the model's own probabilities: no temperature
+    options = gen.SamplingOptions(temperature=0.0 if beam else temperature, top_k=top_k, top_p=top_p,
+                                  num_samples=num_samples, seed=seed, beam=beam,
+                                  stop=tuple(_unescape(s) for s in stop or ()),
+                                  repetition_penalty=repetition_penalty, repetition_window=repetition_window)
+    options.check(length)  # before the checkpoint is read: bad flags fail fast
     dev = pick_device(device)
     model, vocab, _ = ckpt.load_run_model(RunDir.resolve(run_dir), checkpoint, dev)
-    options = dict(temperature=temperature, top_k=top_k, top_p=top_p, num_samples=num_samples, seed=seed, device=dev)
-    if num_samples > 1:
-        for n, sample in enumerate(gen.generate(model, vocab, prefix, length, **options), 1):
-            sys.stdout.write(f"--- sample {n}\n{sample}\n")
+    if as_json or beam or num_samples > 1:
+        results = gen.samples(model, vocab, prefix, length, device=dev, **vars(options))
+        for n, sample in enumerate(results, 1):
+            if as_json:
+                print(json.dumps(sample.record(n, length, options), ensure_ascii=False))
+            elif num_samples > 1:
+                sys.stdout.write(f"--- sample {n}{_stopped(sample)}\n{sample.text}\n")
+            else:
+                sys.stdout.write(f"{sample.text}\n")
+                _say_stopped(sample)
         return
-    steps = gen.stream(model, vocab, prefix, length, **options)  # checks everything before printing
-    sys.stdout.write(prefix)
+    steps = gen.stream(model, vocab, prefix, length, device=dev, **vars(options))  # checks all before printing
+    sys.stdout.write(prefix or "")
     for ids in steps:
         sys.stdout.write(vocab.chars[int(ids[0])])
         sys.stdout.flush()
     sys.stdout.write("\n")
+    _say_stopped(steps.samples()[0])
+
+
+def _unescape(text: str) -> str:
+    """--stop '\\n\\n' means two line breaks (the shell passes the backslashes through)."""
+    escapes = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+    out, chars = [], iter(text)
+    for c in chars:
+        out.append(escapes.get(next(chars, "\\"), None) if c == "\\" else c)
+        if out[-1] is None:
+            raise UsageError(f"--stop {text!r}: a backslash starts \\n, \\t, \\r or \\\\ only")
+    return "".join(out)
+
+
+def _stopped(sample) -> str:
+    return f" (stopped at {sample.stop!r} after {sample.generated} characters)" if sample.stop else ""
+
+
+def _say_stopped(sample) -> None:
+    if sample.stop:
+        sys.stdout.flush()
+        err.print(_stopped(sample).strip()[1:-1], markup=False)
 
 
 @app.command(epilog="Example: charlm perplexity --split val --json")
@@ -156,6 +207,26 @@ def perplexity(
     out.print(f"{folder} ({checkpoint}, epoch {epoch}) on {result['source']}: {result['chars']:,} chars")
     out.print(f"nats/char  {result['nats_per_char']:.4f}\nbits/char  {result['bits_per_char']:.4f}\n"
               f"perplexity {result['perplexity']:.4f}")
+
+
+@app.command(epilog="Example: charlm export --run-dir runs/jaychou-lstm-20261123-235001 --html demo.html")
+def export(
+    run_dir: RunDir = None,
+    html: Annotated[Optional[Path], typer.Option(
+        "--html", help="Write a one-file browser demo of the model here (no server, no network).")] = None,
+    precision: Annotated[str, typer.Option(
+        help="Weights in the page: float16 (half the size) or float32 (the exact weights).")] = "float16",
+    checkpoint: Which = "best",
+) -> None:
+    """Export a trained run: --html writes a self-contained page that samples from the model in a browser."""
+    from charlm.demo import export_html
+    from charlm.rundir import RunDir
+
+    if html is None:
+        raise UsageError("say what to export: --html FILE writes a one-file browser demo")
+    page = export_html(RunDir.resolve(run_dir), checkpoint, html, precision)
+    out.print(f"wrote {html}: {page.size / 1e6:.2f} MB, {page.weights:,} weights as {precision} "
+              f"({page.weight_bytes / 1e6:.2f} MB before base64)", markup=False)
 
 
 @app.command(epilog="Example: charlm plot --run-dir runs/a --run-dir runs/b --out compare.png")

@@ -1,24 +1,130 @@
-"""Sample text from a model, starting from a prefix: greedy, temperature, top-k and top-p."""
+"""Sample text from a model, starting from a prefix (or from a new line).
+
+Greedy, temperature, top-k and top-p sampling, a repetition penalty and stop texts, as keyword options
+(`SamplingOptions`) of `stream`, `samples` and `generate`; `beam=N` switches to beam search (beam.py).
+Each sample comes back as a `Sample`, scored under the model itself (its mean bits per character).
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
+from charlm.controls import RepetitionPenalty, StopTexts
 from charlm.data import Vocab
 from charlm.errors import UsageError
 
 
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How each next character is chosen: the keyword options of `stream`, `samples` and `generate`."""
+
+    temperature: float = 0.0  # 0 is greedy (argmax), as in d2l
+    top_k: int = 0  # sample among the k most likely (0: all)
+    top_p: float = 1.0  # sample among the most likely that hold this probability
+    num_samples: int = 1
+    seed: int | None = None  # None: fresh randomness (torch's global generator is never touched)
+    stop: tuple[str, ...] = ()  # a sample ends as soon as it emits one of these texts (and ends with it)
+    repetition_penalty: float = 1.0  # CTRL's: logits of recently seen characters are divided (>0) or multiplied by it
+    repetition_window: int = 64  # "recently": the last this many characters, the prefix included
+    beam: int = 0  # > 0: beam search with this many beams; deterministic, the model's own probabilities
+
+    def check(self, length: int) -> None:
+        """Raise UsageError (one line, the flag's name) for the first bad value."""
+        for ok, message in [
+            (length >= 0, "length must be >= 0"),
+            (math.isfinite(self.temperature) and self.temperature >= 0, "temperature must be >= 0"),
+            (self.top_k >= 0, "top-k must be >= 0"),
+            (0 < self.top_p <= 1, "top-p must be in (0, 1]"),
+            (self.num_samples >= 1, "num-samples must be >= 1"),
+            (math.isfinite(self.repetition_penalty) and self.repetition_penalty > 0,
+             "repetition-penalty must be > 0 (1 is none; 1.2-1.5 breaks greedy loops)"),
+            (self.repetition_window >= 1, "repetition-window must be >= 1"),
+            (self.beam >= 0, "beam must be >= 0 (0: sample instead)"),
+            (all(self.stop), "a stop text is empty: pass at least one character, e.g. --stop '\\n\\n'"),
+        ]:
+            if not ok:
+                raise UsageError(message)
+        if self.beam:
+            self._check_beam()
+
+    def _check_beam(self) -> None:
+        if self.num_samples > self.beam:
+            raise UsageError(f"num-samples ({self.num_samples}) must be <= beam ({self.beam}): "
+                             "beam search returns its best beams")
+        unused = [name for name, on in [("--top-k", self.top_k), ("--top-p", self.top_p < 1),
+                                        ("--seed", self.seed is not None),
+                                        ("--repetition-penalty", self.repetition_penalty != 1)] if on]
+        if unused:
+            raise UsageError(f"beam search is deterministic and ranks by the model's own probabilities: "
+                             f"drop {', '.join(unused)} or --beam")
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "stop": list(self.stop)}
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One sample: `text` is the prefix followed by what the model wrote."""
+
+    prefix: str
+    text: str
+    generated: int  # characters the model wrote
+    stop: str | None  # the stop text that ended it (`text` ends with it); None: it ran its whole length
+    bits_per_char: float | None  # mean -log2 p of the written characters under the model (None: none written)
+
+    def record(self, number: int, length: int, options: SamplingOptions) -> dict:
+        """The JSON object of `charlm generate --json`."""
+        return {"sample": number, "prefix": self.prefix, "text": self.text, "generated": self.generated,
+                "stop": self.stop, "bits_per_char": self.bits_per_char,
+                "options": {"length": length, **options.to_dict()}}
+
+
+def start_text(vocab: Vocab) -> str:
+    """What a sample without a prefix starts after (not part of its text): a new line, else a space."""
+    for char in ("\n", " "):
+        if char in vocab.index:
+            return char
+    raise UsageError("this model's vocabulary has neither a newline nor a space to start from: pass --prefix")
+
+
 def check_prefix(vocab: Vocab, prefix: str) -> list[int]:
     if not prefix:
-        raise UsageError("the prefix is empty: pass at least one character, e.g. --prefix 分开")
+        raise UsageError("the prefix is empty: pass at least one character, e.g. --prefix 分开 "
+                         "(or leave --prefix out to start at a new line)")
     missing = vocab.missing(prefix)
     if missing:
         shown = " ".join(repr(c) for c in missing[:10])
         raise UsageError(f"the prefix has characters the model never saw: {shown}; "
                          "use characters of the training corpus")
     return vocab.encode(prefix)
+
+
+def read_prefix_file(path: Path) -> str:
+    """A prefix from a UTF-8 file, exactly as written (a BOM dropped); check_prefix checks it like --prefix."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"prefix file {path} not found: pass an existing UTF-8 text file")
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"prefix file {path} is not UTF-8 text (byte 0x{e.object[e.start]:02x}): "
+                         "convert it, e.g. iconv -t UTF-8") from None
+    except OSError as e:
+        raise UsageError(f"cannot read prefix file {path} ({e.strerror or e}): check the file") from None
+
+
+def stop_ids(vocab: Vocab, stop: tuple[str, ...]) -> list[list[int]]:
+    for text in stop:
+        if vocab.missing(text):
+            shown = " ".join(repr(c) for c in vocab.missing(text)[:10])
+            raise UsageError(f"the stop text {text!r} has characters the model never saw ({shown}), so it "
+                             "could never be emitted: use characters of the training corpus")
+    return [vocab.encode(text) for text in stop]
 
 
 def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
@@ -39,32 +145,132 @@ def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_k: int = 0, 
     return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
 
 
-def check_sampling(length: int, temperature: float, top_k: int, top_p: float, num_samples: int) -> None:
-    for ok, message in [(length >= 0, "length must be >= 0"), (temperature >= 0, "temperature must be >= 0"),
-                        (top_k >= 0, "top-k must be >= 0"), (0 < top_p <= 1, "top-p must be in (0, 1]"),
-                        (num_samples >= 1, "num-samples must be >= 1")]:
-        if not ok:
-            raise UsageError(message)
+def context_ids(vocab: Vocab, prefix: str | None, num_samples: int, device) -> torch.Tensor:
+    """(num_samples, P) ids the model reads before it writes: the prefix, or the start text."""
+    ids = check_prefix(vocab, prefix) if prefix is not None else vocab.encode(start_text(vocab))
+    return torch.tensor(ids, device=device).repeat(num_samples, 1)
 
 
-def stream(model, vocab: Vocab, prefix: str, length: int, temperature: float = 0.0, top_k: int = 0,
-           top_p: float = 1.0, num_samples: int = 1, seed: int | None = None,
-           device: torch.device | str = "cpu") -> Iterator[torch.Tensor]:
-    """Yield the next ids (num_samples,) one step at a time, after warming up on the prefix.
+def stream(model, vocab: Vocab, prefix: str | None, length: int, device: torch.device | str = "cpu",
+           **options) -> Stream:
+    """The next ids (num_samples,) one step at a time (see `Stream`); `options` are SamplingOptions' fields.
 
-    The arguments are checked here, before the first step, so a caller can rely on them being valid
-    before it prints anything.
+    Everything is checked here, before the first step, so a caller can rely on it before it prints anything.
+    prefix None starts at a new line (`start_text`). Beam search does not stream: use `samples`.
     """
-    check_sampling(length, temperature, top_k, top_p, num_samples)
-    ids = torch.tensor(check_prefix(vocab, prefix), device=device).repeat(num_samples, 1)
-    generator = None
-    if temperature > 0:
-        generator = torch.Generator(device=device)
-        if seed is None:
-            generator.seed()  # fresh randomness without touching torch's global generator
-        else:
-            generator.manual_seed(seed)
-    return _steps(model, ids, length, temperature, top_k, top_p, generator)
+    chosen = SamplingOptions(**options)
+    if chosen.beam:
+        raise UsageError("beam search does not stream: call samples() (or generate())")
+    return Stream(model, vocab, prefix, length, chosen, device)
+
+
+def samples(model, vocab: Vocab, prefix: str | None, length: int, device: torch.device | str = "cpu",
+            **options) -> list[Sample]:
+    """`num_samples` samples (the best beams with beam=N), each with its stop and its bits per char."""
+    chosen = SamplingOptions(**options)
+    if not chosen.beam:
+        return Stream(model, vocab, prefix, length, chosen, device).samples()
+    from charlm.beam import beam_search
+
+    chosen.check(length)
+    stops = stop_ids(vocab, chosen.stop)
+    context = context_ids(vocab, prefix, 1, device)
+    beams = beam_search(model, context, length, chosen.beam, chosen.num_samples, stops)
+    return [_sample(vocab, prefix, ids, chosen.stop[which] if which is not None else None,
+                    -log_prob / len(ids) / math.log(2) if ids else None)
+            for ids, log_prob, which in beams]
+
+
+def generate(model, vocab: Vocab, prefix: str | None, length: int, **options) -> list[str]:
+    """The prefix followed by the sampled characters, for each of `num_samples` samples."""
+    return [sample.text for sample in samples(model, vocab, prefix, length, **options)]
+
+
+def _sample(vocab: Vocab, prefix: str | None, ids: list[int], stop: str | None, bits: float | None) -> Sample:
+    prefix = prefix or ""
+    return Sample(prefix, prefix + vocab.decode(ids), len(ids), stop, bits)
+
+
+class Stream:
+    """Iterate for the next ids (num_samples,) as they are made; then `samples()` has the results.
+
+    Iteration ends after `length` steps, or as soon as every sample has emitted a stop text (a sample
+    that stopped earlier keeps producing ids, which its result leaves out).
+    """
+
+    def __init__(self, model, vocab: Vocab, prefix: str | None, length: int, options: SamplingOptions,
+                 device: torch.device | str = "cpu"):
+        options.check(length)
+        stops = stop_ids(vocab, options.stop)
+        self.vocab, self.prefix, self.options = vocab, prefix, options
+        self.context = context_ids(vocab, prefix, options.num_samples, device)
+        self.stops = StopTexts(stops, self.context) if stops else None
+        self.penalty = (RepetitionPenalty(options.repetition_penalty, options.repetition_window, len(vocab),
+                                          self.context) if options.repetition_penalty != 1 else None)
+        self.ids: list[torch.Tensor] = []
+        self.log_probs: list[torch.Tensor] = []  # of each chosen id under the model's own distribution
+        self._steps = self._run(model, length, _generator(options, device))
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return self._steps
+
+    def samples(self) -> list[Sample]:
+        for _ in self._steps:  # finish the stream first
+            pass
+        n = self.options.num_samples
+        if not self.ids:
+            return [_sample(self.vocab, self.prefix, [], None, None) for _ in range(n)]
+        ids = torch.stack(self.ids, dim=1)
+        log_probs = torch.stack(self.log_probs, dim=1).double()
+        ended = self.stops.ended if self.stops else torch.full((n,), -1, device=ids.device)
+        lengths = torch.where(ended >= 0, ended, ids.shape[1])
+        kept = torch.arange(ids.shape[1], device=ids.device)[None, :] < lengths[:, None]
+        bits = -(log_probs * kept).sum(1) / lengths.clamp(min=1) / math.log(2)
+        which = self.stops.which.tolist() if self.stops else [-1] * n
+        return [_sample(self.vocab, self.prefix, row[:size], self.options.stop[k] if k >= 0 else None, b)
+                for row, size, k, b in zip(ids.tolist(), lengths.tolist(), which, bits.tolist(), strict=True)]
+
+    def _run(self, model, length: int, generator: torch.Generator | None) -> Iterator[torch.Tensor]:
+        o = self.options
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.inference_mode():
+                hidden, step = warm_up(model, self.context)
+                current = self.context[:, -1]
+                for t in range(length):
+                    logits, hidden = step(current, hidden)
+                    chosen = self.penalty(logits) if self.penalty else logits
+                    current = sample_next(chosen, o.temperature, o.top_k, o.top_p, generator)
+                    self.ids.append(current)
+                    self.log_probs.append(logits.float().log_softmax(-1).gather(1, current[:, None]).squeeze(1))
+                    if self.penalty:
+                        self.penalty.push(current)
+                    yield current
+                    if self.stops and self.stops.push(current, t + 1):
+                        return
+        finally:
+            model.train(was_training)
+
+
+def warm_up(model, context: torch.Tensor):
+    """The hidden state after all of the context but its last character (one model call), and a FastStep."""
+    if context.shape[1] > 1:
+        _, hidden = model(context[:, :-1], None)
+    else:
+        hidden = model.begin_hidden(context.shape[0], context.device)
+    return hidden, FastStep(model)
+
+
+def _generator(options: SamplingOptions, device) -> torch.Generator | None:
+    if options.temperature == 0:
+        return None
+    generator = torch.Generator(device=device)
+    if options.seed is None:
+        generator.seed()  # fresh randomness without touching torch's global generator
+    else:
+        generator.manual_seed(options.seed)
+    return generator
 
 
 class FastStep:
@@ -117,33 +323,3 @@ class FastStep:
         logits = torch.addmm(self.head_b, x, self.head_w)
         hs = torch.stack(new_h)
         return logits, ((hs, torch.stack(new_c)) if lstm else hs)
-
-
-def _steps(model, ids, length, temperature, top_k, top_p, generator) -> Iterator[torch.Tensor]:
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            # the prefix but its last character in one model call, which also gives the hidden state's layout
-            if ids.shape[1] > 1:
-                _, hidden = model(ids[:, :-1], None)
-            else:
-                hidden = model.begin_hidden(ids.shape[0], ids.device)
-            step = FastStep(model)
-            current = ids[:, -1]
-            for _ in range(length):
-                logits, hidden = step(current, hidden)
-                current = sample_next(logits, temperature, top_k, top_p, generator)
-                yield current
-    finally:
-        model.train(was_training)
-
-
-def generate(model, vocab: Vocab, prefix: str, length: int, **options) -> list[str]:
-    """The prefix followed by `length` sampled characters, for each of `num_samples` samples."""
-    steps = list(stream(model, vocab, prefix, length, **options))
-    num_samples = options.get("num_samples", 1)
-    if not steps:
-        return [prefix] * num_samples
-    ids = torch.stack(steps, dim=1).tolist()  # one transfer for the whole sample
-    return [prefix + vocab.decode(row) for row in ids]

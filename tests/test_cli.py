@@ -76,6 +76,65 @@ def test_generate_uses_latest_run_streams_and_is_repeatable(trained):
     assert many.stdout.count("--- sample") == 3
 
 
+def run_main(capsys, *argv: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_generate_json_stop_and_bits_per_char(trained, capsys):
+    _, run_dir, _ = trained
+    code, out, err = run_main(capsys, "generate", "-r", str(run_dir), "-p", "分开", "-n", "80", "--temperature", "1",
+                              "--seed", "3", "--num-samples", "3", "--stop", "\\n", "--json")
+    assert code == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [r["sample"] for r in records] == [1, 2, 3]
+    for r in records:
+        assert set(r) == {"sample", "prefix", "text", "generated", "stop", "bits_per_char", "options"}
+        assert r["prefix"] == "分开" and r["text"].startswith("分开") and len(r["text"]) == 2 + r["generated"]
+        assert (r["stop"] == "\n") == r["text"].endswith("\n") and "\n" not in r["text"][:-1]
+        assert 0 < r["bits_per_char"] < 20
+        assert r["options"]["stop"] == ["\n"] and r["options"]["seed"] == 3 and r["options"]["length"] == 80
+    assert any(r["stop"] for r in records)
+
+
+def test_generate_streams_until_a_stop_text_and_says_so(trained, capsys):
+    _, run_dir, _ = trained
+    code, out, err = run_main(capsys, "generate", "-r", str(run_dir), "-p", "分开", "-n", "200", "--temperature",
+                              "0", "--stop", " ")
+    assert code == 0, err
+    written = out[:-1]  # the text, then a line break
+    assert written.startswith("分开") and written.endswith(" ") and " " not in written[:-1]
+    assert err.strip() == f"stopped at ' ' after {len(written) - 2} characters"
+
+
+def test_generate_prefix_file_and_no_prefix(trained, capsys, tmp_path):
+    _, run_dir, _ = trained
+    args = ["generate", "-r", str(run_dir), "-n", "40", "--seed", "5"]
+    (tmp_path / "p.txt").write_text("爱情\n", encoding="utf-8")
+    from_file = run_main(capsys, *args, "--prefix-file", str(tmp_path / "p.txt"))
+    assert from_file[0] == 0 and from_file[1] == run_main(capsys, *args, "--prefix", "爱情\n")[1]
+    (tmp_path / "nl.txt").write_text("\n", encoding="utf-8")
+    after_newline = run_main(capsys, *args, "--prefix-file", str(tmp_path / "nl.txt"))[1]
+    code, out, err = run_main(capsys, *args)  # no prefix: it starts at a new line
+    assert code == 0, err
+    assert out == after_newline[1:] and len(out) == 41
+
+
+def test_generate_beam_search_returns_the_best_beams(trained, capsys):
+    _, run_dir, _ = trained
+    args = ["generate", "-r", str(run_dir), "-p", "爱", "-n", "12", "--beam", "4"]
+    code, out, err = run_main(capsys, *args, "--num-samples", "3")
+    assert code == 0, err
+    assert out.count("--- sample") == 3 and out == run_main(capsys, *args, "--num-samples", "3")[1]
+    code, out, _ = run_main(capsys, *args, "--num-samples", "3", "--json")
+    bits = [json.loads(line)["bits_per_char"] for line in out.splitlines()]
+    assert bits == sorted(bits) and len(set(bits)) == 3  # best first
+    greedy = run_main(capsys, "generate", "-r", str(run_dir), "-p", "爱", "-n", "12", "--temperature", "0", "--json")
+    assert json.loads(greedy[1])["bits_per_char"] >= bits[0] - 1e-9
+
+
 def test_perplexity_reproduces_best_val_in_metrics(trained):
     root, run_dir, _ = trained
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -127,6 +186,7 @@ def _cases(tmp: Path, run_dir: Path) -> list[tuple[str, list[str], str]]:
     not_mapping = tmp / "list.yaml"
     not_mapping.write_text("- 1\n- 2\n")
     base = ["train", "--config", TINY, "--run-dir", str(tmp / "new_run")]
+    gen = ["generate", "--run-dir", str(run_dir), "--prefix", "分"]
     return [
         ("missing corpus", base + ["--corpus", str(tmp / "nope.txt")], "neither a file"),
         ("empty corpus", base + ["--corpus", str(empty)], "empty"),
@@ -163,6 +223,20 @@ def _cases(tmp: Path, run_dir: Path) -> list[tuple[str, list[str], str]]:
          "use best or last"),
         ("negative length", ["generate", "--run-dir", str(run_dir), "--prefix", "分", "--length", "-1"],
          "length must be >= 0"),
+        ("prefix and prefix file", gen + ["--prefix-file", str(good)], "not both"),
+        ("missing prefix file", ["generate", "--run-dir", str(run_dir), "--prefix-file", str(tmp / "p.txt")],
+         "not found"),
+        ("non-utf8 prefix file", ["generate", "--run-dir", str(run_dir), "--prefix-file", str(latin1)], "not UTF-8"),
+        ("empty prefix file", ["generate", "--run-dir", str(run_dir), "--prefix-file", str(empty)], "prefix is empty"),
+        ("unseen stop text", gen + ["--stop", "分😀"], "could never be emitted"),
+        ("empty stop text", gen + ["--stop", ""], "stop text is empty"),
+        ("bad stop escape", gen + ["--stop", "\\q"], "a backslash starts"),
+        ("negative beam", gen + ["--beam", "-1"], "beam must be >= 0"),
+        ("more samples than beams", gen + ["--beam", "2", "--num-samples", "3"], "must be <= beam (2)"),
+        ("beam and top-k", gen + ["--beam", "2", "--top-k", "5"], "drop --top-k"),
+        ("zero repetition penalty", gen + ["--repetition-penalty", "0"], "repetition-penalty must be > 0"),
+        ("nan repetition penalty", gen + ["--repetition-penalty", "nan"], "repetition-penalty must be > 0"),
+        ("zero repetition window", gen + ["--repetition-window", "0"], "repetition-window must be >= 1"),
         ("config not a mapping", ["train", "--config", str(not_mapping)], "must be a mapping"),
         ("run folder in use", ["train", "--config", TINY, "--corpus", str(good), "--run-dir", str(run_dir)],
          "already holds a run"),

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import json
+import math
+
 import pytest
 import torch
 from helpers import make_rnn
 
 from charlm.data import Vocab
 from charlm.errors import UsageError
-from charlm.generate import check_prefix, generate, sample_next, stream
+from charlm.generate import (
+    SamplingOptions,
+    check_prefix,
+    generate,
+    read_prefix_file,
+    sample_next,
+    samples,
+    start_text,
+    stream,
+)
 from charlm.model import CharRNN
 
 VOCAB = Vocab("分开不的我你爱abcdefgh ,.\n")
@@ -163,3 +175,134 @@ def test_fast_step_computes_the_model(kind, input_kind, weight_drop):
             assert torch.allclose(logits, expected[t], atol=1e-5), t
     flat = (lambda s: torch.cat([x.flatten() for x in s])) if kind == "lstm" else (lambda s: s.flatten())
     assert torch.allclose(flat(state), flat(expected_state), atol=1e-5)
+
+
+# --- sampling controls: stop texts, no prefix, prefix files, the repetition penalty, samples and scores
+
+
+def model_log_probs(model, context: str, written: str) -> list[float]:
+    """log p of each written character under the model, by one plain forward over context + written."""
+    ids = torch.tensor([VOCAB.encode(context + written)])
+    with torch.inference_mode():
+        logits, _ = model.eval()(ids[:, :-1], None)
+    log_probs = logits[:, 0].log_softmax(-1)
+    targets = ids[0, 1:]
+    return log_probs[torch.arange(len(targets)), targets][len(context) - 1:].tolist()
+
+
+def test_a_stop_text_ends_the_sample_with_it(model):
+    greedy = generate(model, VOCAB, "分开", 60)[0]
+    stop = greedy[9:11]  # two characters the greedy text emits, first ending at or before position 11
+    end = greedy.index(stop, 2) + len(stop)
+    (sample,) = samples(model, VOCAB, "分开", 60, stop=(stop,))
+    assert sample.text == greedy[:end] and sample.stop == stop and sample.generated == end - 2
+    assert len(list(stream(model, VOCAB, "分开", 60, stop=(stop,)))) == end - 2  # the stream ends there
+    assert samples(model, VOCAB, "分开", 60, stop=("分分分",))[0].stop is None  # never emitted: runs its length
+
+
+def test_each_sample_stops_on_its_own_and_the_first_listed_text_wins(model):
+    free = samples(model, VOCAB, "我", 40, temperature=1.0, num_samples=6, seed=3)
+    stopped = samples(model, VOCAB, "我", 40, temperature=1.0, num_samples=6, seed=3, stop=(" ", "a"))
+    for a, b in zip(free, stopped, strict=True):
+        written = a.text[1:]
+        cut = min((written.index(s) + 1 for s in (" ", "a") if s in written), default=None)
+        if cut is None:
+            assert b == a
+        else:
+            assert b.text == a.text[:1 + cut] and b.stop == b.text[-1] and b.generated == cut
+    assert len({s.generated for s in stopped}) > 1  # they stopped at different places
+    both = samples(model, VOCAB, "我", 40, temperature=1.0, num_samples=6, seed=3, stop=(" ", " "))
+    assert all(s.stop in (None, " ") for s in both)
+
+
+def test_a_stop_text_may_begin_in_the_prefix(model):
+    first = generate(model, VOCAB, "分开", 1)[0][-1]
+    (sample,) = samples(model, VOCAB, "分开", 30, stop=("开" + first,))
+    assert sample.generated == 1 and sample.text == "分开" + first
+
+
+def test_no_prefix_starts_after_a_new_line(model):
+    after_newline = generate(model, VOCAB, "\n", 30, temperature=1.0, seed=4)[0]
+    (sample,) = samples(model, VOCAB, None, 30, temperature=1.0, seed=4)
+    assert sample.prefix == "" and sample.text == after_newline[1:]
+    spaced = Vocab("abc ")  # no newline in the vocabulary (data.newlines: space): a space instead
+    assert start_text(spaced) == " " and start_text(VOCAB) == "\n"
+    with pytest.raises(UsageError, match="pass --prefix"):
+        start_text(Vocab("abc"))
+
+
+def test_prefix_file_is_read_exactly(tmp_path):
+    path = tmp_path / "p.txt"
+    path.write_bytes("\ufeff分开\r\n你".encode())
+    assert read_prefix_file(path) == "分开\r\n你"  # the BOM goes, line endings stay as written
+    path.write_bytes("caf\xe9".encode("latin-1"))
+    with pytest.raises(UsageError, match="not UTF-8"):
+        read_prefix_file(path)
+    with pytest.raises(UsageError, match="not found"):
+        read_prefix_file(tmp_path / "none.txt")
+    path.write_bytes(b"")
+    with pytest.raises(UsageError, match="empty"):
+        check_prefix(VOCAB, read_prefix_file(path))
+
+
+def test_repetition_penalty_changes_greedy_as_a_reference_loop_says(model):
+    def reference(prefix, length, r, window):
+        text = prefix
+        model.eval()
+        with torch.inference_mode():
+            for _ in range(length):
+                logits, _ = model(torch.tensor([VOCAB.encode(text)]), None)
+                last = logits[-1, 0].clone()
+                seen = sorted(set(VOCAB.encode(text[-window:])))
+                last[seen] = torch.where(last[seen] > 0, last[seen] / r, last[seen] * r)
+                text += VOCAB.chars[int(last.argmax())]
+        return text
+
+    plain = generate(model, VOCAB, "分开", 40)[0]
+    penalised = generate(model, VOCAB, "分开", 40, repetition_penalty=1.8, repetition_window=5)[0]
+    assert penalised == reference("分开", 40, 1.8, 5)
+    assert penalised != plain
+
+
+def test_samples_are_scored_under_the_model(model):
+    for options in ({}, {"temperature": 1.0, "top_k": 3, "seed": 0, "repetition_penalty": 1.5}):
+        (sample,) = samples(model, VOCAB, "分开", 25, **options)
+        expected = -sum(model_log_probs(model, "分开", sample.text[2:])) / 25 / math.log(2)
+        assert sample.bits_per_char == pytest.approx(expected, abs=1e-5)
+    (stopped,) = samples(model, VOCAB, "分开", 60, stop=(generate(model, VOCAB, "分开", 5)[0][-2:],))
+    written = stopped.text[2:]
+    expected = -sum(model_log_probs(model, "分开", written)) / len(written) / math.log(2)
+    assert stopped.bits_per_char == pytest.approx(expected, abs=1e-5)  # up to the stop only
+    assert samples(model, VOCAB, "分开", 0)[0].bits_per_char is None
+
+
+def test_a_sample_record_has_the_json_schema(model):
+    options = SamplingOptions(temperature=0.5, seed=2, stop=("\n",))
+    (sample,) = samples(model, VOCAB, "我", 10, **vars(options))
+    record = json.loads(json.dumps(sample.record(1, 10, options)))
+    assert set(record) == {"sample", "prefix", "text", "generated", "stop", "bits_per_char", "options"}
+    assert record["options"] == {"length": 10, "temperature": 0.5, "top_k": 0, "top_p": 1.0, "num_samples": 1,
+                                 "seed": 2, "stop": ["\n"], "repetition_penalty": 1.0, "repetition_window": 64,
+                                 "beam": 0}
+    assert record["text"] == sample.text and record["prefix"] == "我"
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"temperature": -1}, "temperature must be >= 0"),
+    ({"temperature": float("nan")}, "temperature must be >= 0"),
+    ({"repetition_penalty": 0}, "repetition-penalty must be > 0"),
+    ({"repetition_window": 0}, "repetition-window must be >= 1"),
+    ({"beam": -2}, "beam must be >= 0"),
+    ({"beam": 2, "num_samples": 3}, "must be <= beam"),
+    ({"beam": 2, "top_k": 3, "seed": 1}, "drop --top-k, --seed"),
+    ({"stop": ("",)}, "stop text is empty"),
+    ({"stop": ("分X",)}, "could never be emitted"),
+])
+def test_bad_sampling_options_are_usage_errors(model, options, message):
+    with pytest.raises(UsageError, match=message):
+        samples(model, VOCAB, "分开", 5, **options)
+
+
+def test_stream_refuses_beams(model):
+    with pytest.raises(UsageError, match="does not stream"):
+        stream(model, VOCAB, "分开", 5, beam=2)
