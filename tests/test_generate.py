@@ -306,3 +306,18 @@ def test_bad_sampling_options_are_usage_errors(model, options, message):
 def test_stream_refuses_beams(model):
     with pytest.raises(UsageError, match="does not stream"):
         stream(model, VOCAB, "分开", 5, beam=2)
+
+
+def test_a_long_prefix_is_read_once_for_all_samples(model):
+    """issue: a 40,000-character prefix for 50 samples ran the prefix 50 times (4.7 GB)."""
+    batches = []
+    handle = model.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape))
+    prefix = "分开不分开" * 2000
+    try:
+        texts = generate(model, VOCAB, prefix, 5, temperature=1.0, num_samples=50, seed=3)
+    finally:
+        handle.remove()
+    assert batches == [(1, len(prefix) - 1)]  # one model call, one row: the prefix but its last character
+    assert len(texts) == 50 and all(t.startswith(prefix) and len(t) == len(prefix) + 5 for t in texts)
+    alone = generate(model, VOCAB, prefix, 5, temperature=0.0, num_samples=1)[0]
+    assert generate(model, VOCAB, prefix, 5, temperature=0.0, num_samples=4) == [alone] * 4
