@@ -29,8 +29,10 @@ except ImportError:  # older Typer uses click itself
 app = typer.Typer(
     help="Character-level RNN/LSTM/GRU language models: train, generate, perplexity.",
     no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode="rich",
+    epilog="Example: charlm train --corpus tinyshakespeare && charlm generate --prefix ROMEO: -n 200",
 )
-data_app = typer.Typer(help="Built-in corpora: list them, download one.", no_args_is_help=True)
+data_app = typer.Typer(help="Built-in corpora: list them, download one.", no_args_is_help=True,
+                       epilog="Example: charlm data list; charlm data fetch tinyshakespeare")
 app.add_typer(data_app, name="data")
 
 out = Console(highlight=False, soft_wrap=True)  # one record per line, even in a log file
@@ -325,6 +327,7 @@ def data_fetch(name: Annotated[str, typer.Argument(help="A built-in corpus name 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: every error becomes one line on stderr and an exit code (2 bad input, 1 failure)."""
     command = typer.main.get_command(app)
+    _tidy_help(command)
     try:
         result = command.main(args=argv, prog_name="charlm", standalone_mode=False)
     except click_errors.NoArgsIsHelpError:  # the help is already printed
@@ -344,6 +347,12 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `charlm generate ... | head`: the reader left, which is fine
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 0
+    except SystemExit as e:
+        # rich meets a closed pipe (`charlm --help | head`) by pointing stdout at /dev/null and raising
+        # SystemExit(1); with standalone_mode=False nothing else here exits that way: the reader left
+        if e.code == 1 and os.path.samestat(os.fstat(sys.stdout.fileno()), os.stat(os.devnull)):
+            return 0
+        raise
     except Exception as e:  # a bug or an unforeseen failure: still one line, unless debugging
         if os.environ.get("CHARLM_DEBUG"):
             raise
@@ -351,6 +360,29 @@ def main(argv: list[str] | None = None) -> int:
                   markup=False)
         return 1
     return result if isinstance(result, int) else 0
+
+
+def _tidy_help(command) -> None:
+    """Typer writes `<bool>` after a flag and `<list[str]>` after a repeatable option, as if a flag took a value:
+    show nothing after a flag, and the item's type (with ...) after an option that can be repeated."""
+    for param in getattr(command, "params", []):
+        if param.param_type_name != "option" or param.metavar is not None:
+            continue
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+        elif getattr(param, "multiple", False):
+            param.metavar = param.display_type(None).replace("list[", "").replace("]", "").lower() + "..."
+    make_help = command.get_help_option  # --help itself is made on demand
+
+    def help_option(ctx):
+        option = make_help(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    command.get_help_option = help_option
+    for sub in getattr(command, "commands", {}).values():
+        _tidy_help(sub)
 
 
 def _rank_prefix() -> str:
