@@ -63,6 +63,8 @@ def train(
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Check the config and print the torchrun commands (one machine, several); train nothing.")]
     = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors and the final summary line.")]
+    = False,
 ) -> None:
     """Train a model and write its run folder (config, vocab, metrics, checkpoints).
 
@@ -97,7 +99,7 @@ def train(
             return 0
         launch.check_launch(processes, cfg.train.device, cfg.train.batch_size)
         return launch.launch(processes, args)
-    reporter = RichReporter(out) if distributed.is_main_process() else SilentReporter()  # other ranks stay quiet
+    reporter = RichReporter(out, err, quiet) if distributed.is_main_process() else SilentReporter()  # ranks > 0: silent
     run_training(cfg, run_dir, reporter, resume=resume, explicit=explicit, resume_from=resume_from or "last")
 
 

@@ -38,8 +38,11 @@ def download_bar(console: Console, filename: str, total: int | None):
 class RichReporter:
     REFRESH_SECONDS = 0.5  # how often the bar reads the loss (a host sync) and redraws
 
-    def __init__(self, console: Console | None = None):
+    def __init__(self, console: Console | None = None, errors: Console | None = None, quiet: bool = False):
+        """`console` for results, `errors` (stderr) for warnings; quiet: only the final summary line."""
         self.console = console or Console(highlight=False)
+        self.errors = errors or Console(stderr=True, highlight=False)
+        self.quiet = quiet
         self.progress: Progress | None = None
         self.chars_per_batch = 0
         self.epochs = 0
@@ -51,6 +54,8 @@ class RichReporter:
     def start(self, event: RunStart) -> None:
         self.epochs = event.epochs
         self.chars_per_batch = event.chars_per_batch
+        if self.quiet:
+            return
         self.console.print(
             f"[bold]charlm[/] {event.corpus}: vocab {event.vocab_size:,} · train {event.train_chars:,} / "
             f"val {event.val_chars:,} / test {event.test_chars:,} chars · {event.parameters:,} parameters · "
@@ -60,7 +65,7 @@ class RichReporter:
             self.console.print(f"resuming after {epoch} epochs and {batch} batches")
 
     def warn(self, message: str) -> None:
-        self.console.print(f"[yellow]warning:[/] {message}")
+        self.errors.print(f"[yellow]warning:[/] {message}")
 
     def epoch_start(self, epoch: int, num_batches: int, done: int = 0) -> None:
         self.num_batches = num_batches
@@ -70,7 +75,7 @@ class RichReporter:
             console=self.console, transient=True)
         self.task = self.progress.add_task("train", total=num_batches, completed=done, speed="", loss="…")
         self.first_batch = done
-        if self.console.is_terminal:  # a bar in a log file is noise
+        if self.console.is_terminal and not self.quiet:  # a bar in a log file is noise
             self.progress.start()
         self.epoch_started = self.last_refresh = time.perf_counter()
 
@@ -93,15 +98,21 @@ class RichReporter:
         if record.val_ppl is not None:
             line += f"  val ppl {record.val_ppl:9.3f}  val bpc {record.val_bpc:.3f}"
         line += f"  |g| {record.grad_norm:.3g}  {record.seconds:.1f} s  {record.chars_per_s:,.0f} chars/s"
-        self.console.print(line)
+        if not self.quiet:
+            self.console.print(line)
 
     def preview(self, epoch: int, samples: list[str]) -> None:
-        for sample in samples:
+        for sample in samples if not self.quiet else []:
             self.console.print(f" - {sample}".replace("\n", "↵"), markup=False)  # one line per preview
 
     def finish(self, summary: RunSummary) -> None:
         loss = summary.best_loss
         what = "val" if summary.monitored == "val_loss" else "train"
+        if self.quiet:
+            self.console.print(f"best {what} perplexity {perplexity(loss):.3f} ({loss / math.log(2):.3f} bits/char) "
+                               f"at epoch {summary.best_epoch}, {summary.seconds:.1f} s: {summary.run_dir}",
+                               markup=False)
+            return
         last = summary.last
         stopped = {"time_budget": " (time budget reached)", "early_stopping": " (early stopping)"}
         epochs = f"{last.get('epochs_done', summary.epochs):g}"
