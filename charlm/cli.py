@@ -128,7 +128,7 @@ def generate(
     sys.stdout.write("\n")
 
 
-@app.command(epilog="Example: charlm perplexity --split val --json")
+@app.command(epilog="Example: charlm perplexity --split val --show")
 def perplexity(
     run_dir: RunDir = None,
     split: Annotated[Optional[str], typer.Option(help="train | val | test (default: val)")] = None,
@@ -136,19 +136,62 @@ def perplexity(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     checkpoint: Which = "best",
     device: Device = "auto",
+    text: Annotated[Optional[str], typer.Option("--text", "-t", help="Score this string, not a split.")] = None,
+    show: Annotated[bool, typer.Option("--show", help="Print the text shaded by each character's bits.")] = False,
+    html: Annotated[Optional[Path], typer.Option(
+        "--html", help="Write a page: the shaded text, bits and top-5 predictions on hover.")] = None,
+    breakdown: Annotated[bool, typer.Option(
+        "--breakdown", help="The loss by characters unseen / rare / common in training, the costliest ones "
+        "(implied by --show and --html; in --json as \"breakdown\").")] = False,
+    show_chars: Annotated[int, typer.Option(help="Characters shown by --show and --html (the figures cover all).")]
+    = 5000,
 ) -> None:
-    """Score a run on a split of its corpus or on any text file: nats/char, bits/char, perplexity."""
+    """Score a run on a split of its corpus, a text file or a string: nats/char, bits/char, perplexity."""
     from charlm.device import pick_device
-    from charlm.evaluate import score_run
     from charlm.rundir import RunDir
 
     folder = RunDir.resolve(run_dir).path
-    result, saved = score_run(folder, checkpoint, split, file, pick_device(device))
-    if as_json:
-        print(json.dumps({k: result[k] for k in ("nats_per_char", "bits_per_char", "perplexity", "chars")}))
+    if not (show or html or breakdown):
+        from charlm.evaluate import score_run
+
+        result, saved = score_run(folder, checkpoint, split, file, pick_device(device), text)
+        if as_json:
+            print(json.dumps({k: result[k] for k in ("nats_per_char", "bits_per_char", "perplexity", "chars")}))
+            return
+        _print_scores(f"{folder} ({checkpoint}, epoch {saved.train_state.epoch}) on {result['source']}", result)
         return
-    epoch = saved.train_state.epoch
-    out.print(f"{folder} ({checkpoint}, epoch {epoch}) on {result['source']}: {result['chars']:,} chars")
+    _surprisal(folder, checkpoint, split, file, text, pick_device(device), as_json, show, html, show_chars)
+
+
+def _surprisal(folder: Path, checkpoint: str, split, file, text, device, as_json: bool, show: bool,
+               html: Optional[Path], show_chars: int) -> None:
+    from charlm import pages, shading, surprisal
+
+    if show and as_json:
+        raise UsageError("--show and --json both print to stdout: pass one of them")
+    if show_chars < 1:
+        raise UsageError(f"--show-chars must be >= 1, got {show_chars}")
+    if html is not None:
+        pages.check_target(html)
+    report = surprisal.analyse(folder, checkpoint, split, file, text, device, predictions=html is not None)
+    parts = report.breakdown()
+    if html is not None:
+        pages.write(html, surprisal.page(report, parts, show_chars))
+    if as_json:
+        print(json.dumps({**report.figures(), "breakdown": parts.to_dict()}, ensure_ascii=False))
+        return
+    _print_scores(f"{folder} ({checkpoint}, epoch {report.epoch}) on {report.source}", report.figures())
+    if show:
+        out.print(shading.shaded_text(report, show_chars), soft_wrap=False, markup=False)
+        out.print(shading.legend(report, show_chars), soft_wrap=False)
+    for table in shading.breakdown_tables(parts):
+        out.print(table)
+    if html is not None:
+        out.print(f"wrote {html}", markup=False)
+
+
+def _print_scores(what: str, result: dict) -> None:
+    out.print(f"{what}: {result['chars']:,} chars", markup=False)
     out.print(f"nats/char  {result['nats_per_char']:.4f}\nbits/char  {result['bits_per_char']:.4f}\n"
               f"perplexity {result['perplexity']:.4f}")
 
