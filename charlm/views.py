@@ -1,4 +1,4 @@
-"""The terminal side of `charlm perplexity --show` and `--breakdown`: shaded text, its legend, the tables.
+"""The terminal side of `charlm perplexity --show / --breakdown` and `charlm neurons`: what they print.
 
 Each character's background is its cost in bits on the scale of `surprisal.heat` (white: certain, dark
 red: a uniform guess over the vocabulary or worse), the same colours as the HTML page; rich wraps the
@@ -7,10 +7,12 @@ text to the terminal and falls back to 256 or 16 colours where the terminal has 
 
 from __future__ import annotations
 
+from rich.console import Console
 from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
+from charlm.neurons import NeuronReport
 from charlm.surprisal import Breakdown, Surprisal, heat
 
 UNSCORED = Style(color="grey50", underline=True)
@@ -85,3 +87,35 @@ def breakdown_tables(breakdown: Breakdown) -> list[Table | Text]:
         costly.add_row(repr(c.char), f"{c.count:,}", train, f"{c.mean_bits:.2f}", f"{c.share_of_loss:.1%}")
     shown.append(costly)
     return shown
+
+
+def print_scores(out: Console, what: str, result: dict) -> None:
+    """The lines of `charlm perplexity`: what was scored, then nats/char, bits/char, perplexity."""
+    out.print(f"{what}: {result['chars']:,} chars", markup=False)
+    out.print(f"nats/char  {result['nats_per_char']:.4f}\nbits/char  {result['bits_per_char']:.4f}\n"
+              f"perplexity {result['perplexity']:.4f}")
+
+
+def print_surprisal(out: Console, report: Surprisal, breakdown: Breakdown, show: bool, limit: int) -> None:
+    """The scores, with --show the shaded text and its legend, then the breakdown tables."""
+    print_scores(out, f"{report.run_dir} ({report.checkpoint}, epoch {report.epoch}) on {report.source}",
+                 report.figures())
+    if show:
+        out.print(shaded_text(report, limit), soft_wrap=False, markup=False)
+        out.print(legend(report, limit), soft_wrap=False)
+    for table in breakdown_tables(breakdown):
+        out.print(table)
+
+
+def neurons_table(report: NeuronReport) -> Table:
+    """For each feature its top units and their correlation, strongest first."""
+    table = Table(title=f"units that track each feature ({report.chars:,} chars, {len(report.units):,} units)")
+    for column in ("feature", "rank", "unit", "r"):
+        table.add_column(column, justify="right" if column in ("rank", "r") else "left")
+    for ranked in report.ranked:
+        if not ranked.top:
+            table.add_row(ranked.feature.name, "", "constant on this text: nothing to rank", "")
+        for rank, (unit, r) in enumerate(ranked.top, 1):
+            table.add_row(ranked.feature.name if rank == 1 else "", str(rank), unit.label, f"{r:+.3f}")
+        table.add_section()
+    return table
