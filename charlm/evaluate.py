@@ -157,6 +157,7 @@ class TextToScore:
     checkpoint: Checkpoint
     ids: torch.Tensor
     source: str  # "val split", a file's path, or "--text"
+    streams: int  # how many streams it is read in: the run's eval_batch_size, 1 for a string (a short text)
     corpus: Corpus | None = None
 
 
@@ -165,7 +166,8 @@ def load_text_to_score(run_dir: Path, which: str = "best", split: str | None = N
     """A run's checkpoint and a text to score: a split of its own corpus, a text file or a string.
 
     The run's own normalisation (newlines, PTB spacing) is applied to a file or a string, and a split is
-    refused if the corpus changed since training.
+    refused if the corpus changed since training. A string is read as one stream: cut into eval_batch_size
+    streams, a sentence would be scored mostly from a fresh state.
     """
     from charlm import checkpoint as ckpt
     from charlm import data
@@ -180,17 +182,18 @@ def load_text_to_score(run_dir: Path, which: str = "best", split: str | None = N
         raise UsageError(f"split {split!r} is not valid: use train, val or test")
     model, vocab, checkpoint = ckpt.load_model(RunDir(Path(run_dir)).checkpoint(which), device)
     cfg = checkpoint.config
+    streams = cfg.train.eval_batch_size
     if file is not None:
-        return TextToScore(model, vocab, checkpoint, data.encode_file(file, vocab, cfg.data), str(file))
+        return TextToScore(model, vocab, checkpoint, data.encode_file(file, vocab, cfg.data), str(file), streams)
     if text is not None:
-        return TextToScore(model, vocab, checkpoint, data.encode_text(text, vocab, cfg.data), "--text")
+        return TextToScore(model, vocab, checkpoint, data.encode_text(text, vocab, cfg.data), "--text", 1)
     corpus = data.load_corpus(cfg.data)
     if corpus.sha256 != checkpoint.corpus_sha256:
         raise UsageError(f"corpus {cfg.data.corpus} changed since this run was trained: score it with --file")
     ids = corpus.split(split)
     if len(ids) < 2:
         raise UsageError(f"this run has no {split} split: choose another --split or pass --file")
-    return TextToScore(model, vocab, checkpoint, ids, f"{split} split", corpus)
+    return TextToScore(model, vocab, checkpoint, ids, f"{split} split", streams, corpus)
 
 
 def score_run(run_dir: Path, which: str = "best", split: str | None = None, file: Path | None = None,
@@ -200,6 +203,5 @@ def score_run(run_dir: Path, which: str = "best", split: str | None = None, file
     Returns (result, the checkpoint).
     """
     scored = load_text_to_score(run_dir, which, split, file, device, text)
-    train = scored.checkpoint.config.train
-    result = evaluate(scored.model, scored.ids, train.eval_batch_size, train.num_steps, device)
+    result = evaluate(scored.model, scored.ids, scored.streams, scored.checkpoint.config.train.num_steps, device)
     return {**result, "source": scored.source}, scored.checkpoint

@@ -191,9 +191,8 @@ def analyse(run_dir: Path, which: str = "best", split: str | None = None, file: 
     decoded = decode(scored.vocab.chars, scored.ids)
     features = compute(feature_specs or [], decoded)
     matrix = torch.stack([f.values for f in features], dim=1)
-    train = scored.checkpoint.config.train
-    recorder, r, excerpt, read = record(scored.model, scored.ids, matrix, train.eval_batch_size, train.num_steps,
-                                        device, page_chars)
+    recorder, r, excerpt, read = record(scored.model, scored.ids, matrix, scored.streams,
+                                        scored.checkpoint.config.train.num_steps, device, page_chars)
     ranked = []
     for k, feature in enumerate(features):
         best = [] if feature.constant else r[k].abs().argsort(descending=True)[:top].tolist()

@@ -129,8 +129,7 @@ def analyse(run_dir: Path, which: str = "best", split: str | None = None, file: 
     With `predictions`, also the model's TOP_PREDICTIONS most likely characters at each position (for the page).
     """
     scored = load_text_to_score(run_dir, which, split, file, device, text)
-    train = scored.checkpoint.config.train
-    losses = char_losses(scored.model, scored.ids, train.eval_batch_size, train.num_steps, device,
+    losses = char_losses(scored.model, scored.ids, scored.streams, scored.checkpoint.config.train.num_steps, device,
                          top_k=TOP_PREDICTIONS if predictions else 0)
     counts, note = _train_counts(scored)
     return Surprisal(Path(run_dir), which, scored.checkpoint.train_state.epoch, scored.source, scored.vocab.chars,
