@@ -136,7 +136,8 @@ def perplexity(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     checkpoint: Which = "best",
     device: Device = "auto",
-    text: Annotated[Optional[str], typer.Option("--text", "-t", help="Score this string, not a split.")] = None,
+    text: Annotated[Optional[str], typer.Option(
+        "--text", "-t", help="Score this string (read as one stream), not a split.")] = None,
     show: Annotated[bool, typer.Option("--show", help="Print the text shaded by each character's bits.")] = False,
     html: Annotated[Optional[Path], typer.Option(
         "--html", help="Write a page: the shaded text, bits and top-5 predictions on hover.")] = None,
