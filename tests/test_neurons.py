@@ -159,3 +159,15 @@ def test_the_page_in_a_browser(lyrics, browser, tmp_path, capsys):
     assert screenshot_colours(dom.screenshot()) > 50  # rendered: text, shades, a table (a blank page has 1)
     page.check_offline()
     page.close()
+
+
+def test_the_timing_script_runs(lyrics, tmp_path, capsys):
+    """benchmarks/neurons_time.py at a tiny size: it prints both timings and their ratio."""
+    from neurons_time import main as time_neurons
+
+    _, corpus = lyrics
+    run = save_untrained_run(tmp_path / "run", corpus, ["model.kind=lstm"])
+    result = time_neurons(["--run-dir", str(run), "--file", str(corpus), "--chars", "600"])
+    assert result["chars"] == 592 and result["units"] == 128  # 16 streams of 37 characters; h and c of 64
+    assert result["neurons_seconds"] > 0 and result["perplexity_seconds"] > 0
+    assert json.loads(capsys.readouterr().out) == result
