@@ -156,7 +156,7 @@ def record(model, ids: torch.Tensor, features: torch.Tensor, batch_size: int, nu
     """(recorder, correlations (features, units), the first page_chars characters' values, chars read)."""
     layout = Streams.of(len(ids), batch_size)
     streams, length = layout.streams, layout.length
-    recorder = Recorder(model.eval(), device)
+    recorder = Recorder(model, device)  # its one-layer modules run in eval mode; the model is left as it is
     inputs = layout.rows(ids, 0, device)
     by_stream = features[:streams * length].view(streams, length, -1)
     sums = Correlations(features, len(recorder.units))
