@@ -10,6 +10,7 @@ first max_chars / batch_size characters: a sample spread evenly over the whole t
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,69 +22,183 @@ from charlm.metrics import perplexity
 
 if TYPE_CHECKING:
     from charlm.checkpoint import Checkpoint
+    from charlm.data import Corpus, Vocab
+    from charlm.model import CharRNN
+
+
+@dataclass(frozen=True)
+class Streams:
+    """How a text of n ids is read: `streams` rows of `length` inputs, each row's hidden state carried.
+
+    Row s holds inputs ids[s*full_length : s*full_length + length] and their targets one further on, so
+    in text order the scored targets are ids[1 : streams*full_length + 1] (with length == full_length).
+    """
+
+    streams: int
+    length: int
+    full_length: int
+
+    @classmethod
+    def of(cls, n: int, batch_size: int, max_chars: int | None = None) -> Streams:
+        if n < 2:
+            raise CorpusError(f"the text to score has {n} character(s): it needs at least 2")
+        streams = min(batch_size, n - 1)
+        length = full_length = (n - 1) // streams
+        if max_chars is not None:
+            length = max(1, min(length, max_chars // streams))
+        return cls(streams, length, full_length)
+
+    def rows(self, ids: torch.Tensor, shift: int, device: torch.device, mine=slice(None)) -> torch.Tensor:
+        """Inputs (shift 0) or targets (shift 1) as (streams, length), on `device`."""
+        span = ids[shift: self.streams * self.full_length + shift].view(self.streams, self.full_length)
+        return span[mine, :self.length].to(device)
+
+
+def _windows(model, inputs: torch.Tensor, num_steps: int):
+    """(start, logits, hidden) of each window of `num_steps` inputs, the hidden state carried across windows."""
+    hidden = None
+    for start in range(0, inputs.shape[1] if len(inputs) else 0, num_steps):
+        logits, hidden = model(inputs[:, start:start + num_steps], hidden)
+        yield start, logits, hidden
+
+
+def _total_dtype(device: torch.device) -> torch.dtype:
+    return torch.float32 if device.type == "mps" else torch.float64  # float64 where the device has it
 
 
 @torch.inference_mode()
 def evaluate(model, ids: torch.Tensor, batch_size: int, num_steps: int, device: torch.device | str = "cpu",
              max_chars: int | None = None, ranks=None) -> dict:
     """`ranks` (distributed.Ranks): score this process's share of the streams and add up all shares."""
-    n = len(ids)
-    if n < 2:
-        raise CorpusError(f"the text to score has {n} character(s): it needs at least 2")
+    layout = Streams.of(len(ids), batch_size, max_chars)
     device = torch.device(device)
-    streams = min(batch_size, n - 1)
-    length = (n - 1) // streams
-    full_length = length
-    if max_chars is not None:
-        length = max(1, min(length, max_chars // streams))
-    mine = ranks.share(streams) if ranks is not None and ranks.active else slice(None)
-    inputs = ids[: streams * full_length].view(streams, full_length)[mine, :length].to(device)
-    targets = ids[1: streams * full_length + 1].view(streams, full_length)[mine, :length].to(device)
+    mine = ranks.share(layout.streams) if ranks is not None and ranks.active else slice(None)
+    inputs, targets = layout.rows(ids, 0, device, mine), layout.rows(ids, 1, device, mine)
     was_training = model.training
     model.eval()
-    # summed on the device (one sync at the end); float64 where the device has it
-    total = torch.zeros((), dtype=torch.float32 if device.type == "mps" else torch.float64, device=device)
-    hidden = None
-    for start in range(0, length if len(inputs) else 0, num_steps):
-        logits, hidden = model(inputs[:, start:start + num_steps], hidden)
+    # summed on the device (one sync at the end)
+    total = torch.zeros((), dtype=_total_dtype(device), device=device)
+    for start, logits, _ in _windows(model, inputs, num_steps):
         y = targets[:, start:start + num_steps].T.reshape(-1).long()
         total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y, reduction="sum").to(total.dtype)
     model.train(was_training)
     if ranks is not None:
         ranks.sum_(total)
-    chars = streams * length
+    chars = layout.streams * layout.length
     nats = total.item() / chars
-    protocol = "full" if length == full_length else f"first {length} chars of each of {streams} streams"
+    protocol = ("full" if layout.length == layout.full_length
+                else f"first {layout.length} chars of each of {layout.streams} streams")
     return {"nats_per_char": nats, "bits_per_char": nats / math.log(2), "perplexity": perplexity(nats), "chars": chars,
             "protocol": protocol}
 
 
-def score_run(run_dir: Path, which: str = "best", split: str | None = None, file: Path | None = None,
-              device: torch.device | str = "cpu") -> tuple[dict, Checkpoint]:
-    """Score a run's checkpoint on a split of its own corpus or on a text file.
+@dataclass
+class CharLosses:
+    """The loss of every scored character of a text, in text order: `nats[i]` is that of ids[i + 1].
 
-    Returns (result, the checkpoint). The run's own normalisation (newlines, PTB spacing) is applied
-    to a file, and a split is refused if the corpus changed since training.
+    `total` is summed exactly as `evaluate` sums (the same operations in the same order), so
+    total / len(nats) is evaluate's nats_per_char to the last bit; nats.sum() equals it to float rounding.
+    """
+
+    nats: torch.Tensor  # (chars,) float32 on the CPU
+    total: float
+    top_ids: torch.Tensor | None = None  # (chars, k) the model's k most likely characters at each position
+    top_probs: torch.Tensor | None = None  # (chars, k) their probabilities
+
+    @property
+    def nats_per_char(self) -> float:
+        return self.total / len(self.nats)
+
+
+@torch.inference_mode()
+def char_losses(model, ids: torch.Tensor, batch_size: int, num_steps: int, device: torch.device | str = "cpu",
+                top_k: int = 0) -> CharLosses:
+    """Per-character loss of `ids` under the protocol of `evaluate` (whole streams, hidden state carried).
+
+    With top_k, also the k most likely next characters at each scored position and their probabilities.
+    """
+    layout = Streams.of(len(ids), batch_size)
+    device = torch.device(device)
+    inputs, targets = layout.rows(ids, 0, device), layout.rows(ids, 1, device)
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), dtype=_total_dtype(device), device=device)
+    top_k = min(top_k, model.vocab_size)
+    nats = torch.empty(layout.streams, layout.length, device=device)
+    top_ids = torch.empty(layout.streams, layout.length, top_k, dtype=torch.int64, device=device)
+    top_probs = torch.empty(layout.streams, layout.length, top_k, device=device)
+    for start, logits, _ in _windows(model, inputs, num_steps):
+        steps = logits.shape[0]
+        y = targets[:, start:start + num_steps].T.reshape(-1).long()
+        # cross_entropy is log_softmax then nll_loss: the same two calls give evaluate's sum bit for bit
+        log_probs = F.log_softmax(logits.reshape(-1, logits.shape[-1]).float(), dim=1)
+        total += F.nll_loss(log_probs, y, reduction="sum").to(total.dtype)
+        window = slice(start, start + steps)
+        nats[:, window] = -log_probs.gather(1, y[:, None]).view(steps, -1).T
+        if top_k:
+            best = log_probs.topk(top_k, dim=1)
+            top_ids[:, window] = best.indices.view(steps, layout.streams, -1).transpose(0, 1)
+            top_probs[:, window] = best.values.exp().view(steps, layout.streams, -1).transpose(0, 1)
+    model.train(was_training)
+    flat = (lambda t: t.reshape(layout.streams * layout.length, -1).cpu()) if top_k else None
+    return CharLosses(nats.reshape(-1).cpu(), total.item(), flat(top_ids) if flat else None,
+                      flat(top_probs) if flat else None)
+
+
+@dataclass
+class TextToScore:
+    """A run's model and vocabulary with the text to score, encoded; `corpus` when the run's corpus was read."""
+
+    model: CharRNN
+    vocab: Vocab
+    checkpoint: Checkpoint
+    ids: torch.Tensor
+    source: str  # "val split", a file's path, or "--text"
+    streams: int  # how many streams it is read in: the run's eval_batch_size, 1 for a string (a short text)
+    corpus: Corpus | None = None
+
+
+def load_text_to_score(run_dir: Path, which: str = "best", split: str | None = None, file: Path | None = None,
+                       device: torch.device | str = "cpu", text: str | None = None) -> TextToScore:
+    """A run's checkpoint and a text to score: a split of its own corpus, a text file or a string.
+
+    The run's own normalisation (newlines, PTB spacing) is applied to a file or a string, and a split is
+    refused if the corpus changed since training. A string is read as one stream: cut into eval_batch_size
+    streams, a sentence would be scored mostly from a fresh state.
     """
     from charlm import checkpoint as ckpt
     from charlm import data
     from charlm.rundir import RunDir
 
-    if split is not None and file is not None:
-        raise UsageError("pass either --split or --file, not both")
-    split = split or ("val" if file is None else None)
+    given = [flag for flag, value in (("--split", split), ("--file", file), ("--text", text)) if value is not None]
+    if len(given) > 1:
+        many = "both" if len(given) == 2 else "all three"
+        raise UsageError(f"{' and '.join(given)} were given: pass one of them, not {many}")
+    split = split or ("val" if file is None and text is None else None)
     if split is not None and split not in ("train", "val", "test"):
         raise UsageError(f"split {split!r} is not valid: use train, val or test")
     model, vocab, checkpoint = ckpt.load_run_model(RunDir(Path(run_dir)), which, device)
     cfg = checkpoint.config
+    streams = cfg.train.eval_batch_size
     if file is not None:
-        ids = data.encode_file(file, vocab, cfg.data)
-    else:
-        corpus = data.load_corpus(cfg.data)
-        if corpus.sha256 != checkpoint.corpus_sha256:
-            raise UsageError(f"corpus {cfg.data.corpus} changed since this run was trained: score it with --file")
-        ids = corpus.split(split)
-        if len(ids) < 2:
-            raise UsageError(f"this run has no {split} split: choose another --split or pass --file")
-    result = evaluate(model, ids, cfg.train.eval_batch_size, cfg.train.num_steps, device)
-    return {**result, "source": str(file) if file is not None else f"{split} split"}, checkpoint
+        return TextToScore(model, vocab, checkpoint, data.encode_file(file, vocab, cfg.data), str(file), streams)
+    if text is not None:
+        return TextToScore(model, vocab, checkpoint, data.encode_text(text, vocab, cfg.data), "--text", 1)
+    corpus = data.load_corpus(cfg.data)
+    if corpus.sha256 != checkpoint.corpus_sha256:
+        raise UsageError(f"corpus {cfg.data.corpus} changed since this run was trained: score it with --file")
+    ids = corpus.split(split)
+    if len(ids) < 2:
+        raise UsageError(f"this run has no {split} split: choose another --split or pass --file")
+    return TextToScore(model, vocab, checkpoint, ids, f"{split} split", streams, corpus)
+
+
+def score_run(run_dir: Path, which: str = "best", split: str | None = None, file: Path | None = None,
+              device: torch.device | str = "cpu", text: str | None = None) -> tuple[dict, Checkpoint]:
+    """Score a run's checkpoint on a split of its own corpus, a text file or a string (see load_text_to_score).
+
+    Returns (result, the checkpoint).
+    """
+    scored = load_text_to_score(run_dir, which, split, file, device, text)
+    result = evaluate(scored.model, scored.ids, scored.streams, scored.checkpoint.config.train.num_steps, device)
+    return {**result, "source": scored.source}, scored.checkpoint

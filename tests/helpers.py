@@ -13,3 +13,33 @@ def make_rnn(vocab_size: int, kind: str = "lstm", hidden_size: int = 256, num_la
     cfg = ModelConfig(kind=kind, hidden_size=hidden_size, num_layers=num_layers, dropout=dropout, input=input,
                       embed_size=embed_size, tie_weights=tie_weights, **rest)
     return CharRNN(cfg, vocab_size)
+
+
+def save_untrained_run(folder, corpus, settings=()):
+    """A run folder (best.pt and last.pt) holding a freshly initialised model of configs/tiny.yaml on `corpus`
+    with `settings` (KEY=VALUE): for tests of the commands that read a run, on any model kind, in a second."""
+    from pathlib import Path
+
+    from charlm import checkpoint
+    from charlm.config import load_config
+    from charlm.data import load_corpus
+
+    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml",
+                         [f"data.corpus={corpus}", *settings])
+    loaded = load_corpus(config.data)
+    model = CharRNN(config.model, len(loaded.vocab))
+    saved = checkpoint.Checkpoint(model.state_dict(), config.model, loaded.vocab.chars, config, loaded.sha256)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("best.pt", "last.pt"):
+        checkpoint.save(folder / name, saved)
+    return folder
+
+
+def screenshot_colours(png: bytes) -> int:
+    """How many distinct colours a PNG screenshot has: 1 for a blank page, hundreds for a rendered one."""
+    import io
+
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    return len(image.getcolors(maxcolors=1 << 24))

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from helpers import make_rnn
 
 from charlm.errors import CorpusError
-from charlm.evaluate import evaluate
+from charlm.evaluate import char_losses, evaluate
 from charlm.model import CharRNN
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -118,3 +118,58 @@ def test_max_chars_reads_the_start_of_every_stream():
     nats = sum(evaluate(model, torch.cat([s[:25], s[25:26]]), 1, 5)["nats_per_char"] for s in streams) / 4
     assert sampled["nats_per_char"] == pytest.approx(nats, rel=1e-6)
     assert evaluate(model, ids, 4, 5, max_chars=10**9) == full
+
+
+# --- char_losses: the per-character losses behind evaluate's figure --------------------------------------------
+
+MODELS = [dict(kind="lstm"), dict(kind="gru", num_layers=2), dict(kind="rnn_tanh"),
+          dict(kind="rnn_relu", num_layers=2, input="embedding", embed_size=6),
+          dict(kind="lstm", num_layers=2, locked_dropout=True, dropout=0.3)]  # one module per layer
+
+
+@pytest.mark.parametrize("settings", MODELS, ids=lambda s: "-".join(str(v) for v in s.values()))
+@pytest.mark.parametrize(("n", "batch_size", "num_steps"), [(503, 7, 9), (40, 1, 6), (12, 16, 5)])
+def test_char_losses_total_is_evaluates_figure_bit_for_bit(settings, n, batch_size, num_steps):
+    """The total is summed by the same operations as evaluate's, so it is equal to the last bit; the
+    per-character values add up to it to float rounding (they are float32, summed in another order)."""
+    torch.manual_seed(0)
+    model = make_rnn(11, hidden_size=16, **settings)
+    ids = torch.randint(0, 11, (n,))
+    result = evaluate(model, ids, batch_size, num_steps)
+    losses = char_losses(model, ids, batch_size, num_steps)
+    assert losses.nats_per_char == result["nats_per_char"]
+    assert len(losses.nats) == result["chars"]
+    assert float(losses.nats.double().sum()) == pytest.approx(losses.total, rel=1e-6)
+
+
+def test_char_losses_are_in_text_order():
+    """nats[i] is the loss of ids[i + 1]: each stream scored alone from a fresh state gives the same values."""
+    torch.manual_seed(0)
+    model = make_rnn(6, kind="gru", hidden_size=8)
+    ids = torch.randint(0, 6, (43,))  # 42 targets: 4 streams of 10, a tail of 2 not scored
+    losses = char_losses(model, ids, batch_size=4, num_steps=3)
+    assert len(losses.nats) == 40
+    for s in range(4):
+        stream = ids[10 * s:10 * s + 11]
+        alone = char_losses(model, stream, batch_size=1, num_steps=100)
+        assert torch.allclose(losses.nats[10 * s:10 * s + 10], alone.nats, atol=1e-6)
+    manual = [F.cross_entropy(model(ids[:t + 1].view(1, -1))[0][-1], ids[t + 1:t + 2].long()).item()
+              for t in range(10)]
+    assert losses.nats[:10].tolist() == pytest.approx(manual, abs=1e-5)
+
+
+def test_char_losses_top_predictions():
+    torch.manual_seed(0)
+    model = make_rnn(7, kind="lstm", hidden_size=8).eval()
+    ids = torch.randint(0, 7, (30,))
+    losses = char_losses(model, ids, batch_size=1, num_steps=4, top_k=5)
+    assert losses.top_ids.shape == losses.top_probs.shape == (29, 5)
+    with torch.no_grad():
+        probs = model(ids[:-1].view(1, -1))[0][:, 0].softmax(-1)
+    expected = probs.topk(5, dim=1)
+    assert torch.equal(losses.top_ids, expected.indices)
+    assert torch.allclose(losses.top_probs, expected.values, atol=1e-6)
+    # where the true next character is the top prediction, its loss is -log of that probability
+    hit = losses.top_ids[:, 0] == ids[1:]
+    assert torch.allclose(losses.nats[hit], -losses.top_probs[hit, 0].log(), atol=1e-5)
+    assert char_losses(make_rnn(3, hidden_size=4), ids % 3, 1, 4, top_k=5).top_ids.shape == (29, 3)  # k <= vocab

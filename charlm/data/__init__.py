@@ -12,7 +12,7 @@ The flow, one module a step:
   preallocated tensor of ids through a code-point lookup table: no per-character Python work.
 - cache: the encoded ids as integer files, memory-mapped by every process that trains on them.
 - corpus: load_corpus ties the steps together and splits the ids into train / val / test (Corpus);
-  encode_file encodes any file with a run's vocabulary and normalisation, to score it.
+  encode_file / encode_text encode any file or string with a run's vocabulary and normalisation, to score it.
 - batches: the batch iterators (ConsecutiveBatches, RandomBatches, make_batches and their functions).
 """
 
@@ -25,7 +25,7 @@ _WHERE = {
                      "min_chars", "num_consecutive_batches", "num_random_batches", "random_batches"], "batches"),
     **dict.fromkeys(["BUILTINS", "Builtin", "RemoteFile", "data_dir", "fetch", "is_cached"], "builtins"),
     "encoded_cache_dir": "cache",
-    **dict.fromkeys(["Corpus", "encode_file", "load_corpus"], "corpus"),
+    **dict.fromkeys(["Corpus", "encode_file", "encode_text", "load_corpus"], "corpus"),
     "Vocab": "vocab",
 }
 
@@ -48,6 +48,7 @@ __all__ = [
     "consecutive_batches",
     "data_dir",
     "encode_file",
+    "encode_text",
     "encoded_cache_dir",
     "fetch",
     "is_cached",

@@ -51,6 +51,12 @@ def encode_file(path: str | Path, vocab: Vocab, cfg: DataConfig) -> torch.Tensor
     return encode_chunks(text(), vocab, length)
 
 
+def encode_text(text: str, vocab: Vocab, cfg: DataConfig) -> torch.Tensor:
+    """Encode a string with a run's vocabulary and normalisation, as encode_file does a file."""
+    normalised = text.translate(Normalisation.of(cfg).table())
+    return encode_chunks(iter([normalised]), vocab, len(normalised))
+
+
 def load_corpus(cfg: DataConfig, progress: Callable | None = None, cache: Path | None = None) -> Corpus:
     """Read, normalise, build the vocabulary, encode and split the corpus named by `cfg`.
 
