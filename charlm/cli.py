@@ -1,8 +1,9 @@
 """The `charlm` command: parses flags, calls library functions, prints their results.
 
-Each command turns its flags into one library call (training.train, generate.stream, evaluate.score_run,
-runs.list_runs, ...) that works the same from Python; what stays here is presentation (tables, lines,
-exit codes). torch is imported inside the commands that need it, so --help and completion stay instant.
+Each command turns its flags into one library call (training.train, the API's load(...).stream,
+evaluate.score_run, model_dir.export_model, runs.list_runs, ...) that works the same from Python; what stays
+here is presentation (tables, lines, exit codes). torch is imported inside the commands that need it, so
+--help and completion stay instant.
 """
 
 from __future__ import annotations
@@ -41,6 +42,22 @@ RunDir = Annotated[Optional[Path], typer.Option("--run-dir", "-r", help="Run fol
 Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps")]
 RANK_0_GRACE_SECONDS = 2.0
 Which = Annotated[str, typer.Option("--checkpoint", help="best (lowest val loss) or last.")]
+ModelDir = Annotated[Optional[Path], typer.Option("--model", "-m", help="An exported model folder (charlm export), "
+                                                  "instead of a run folder.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from charlm import __version__
+
+        out.print(f"charlm {__version__}", markup=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def options(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                  help="Print the version and exit.")] = False) -> None:
+    """Character-level RNN/LSTM/GRU language models: train, generate, perplexity."""
 
 
 @app.command(epilog="Example: charlm train --config configs/d2l-jaychou-rnn.yaml --set train.epochs=10")
@@ -59,6 +76,9 @@ def train(
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Check the config and print the torchrun commands (one machine, several); train nothing.")]
     = False,
+    init_from: Annotated[Optional[str], typer.Option(
+        "--init-from", help="Fine-tune: start from this run's best.pt (RUN:last for last.pt) or model folder; "
+        "without --config, with its config.")] = None,
 ) -> None:
     """Train a model and write its run folder (config, vocab, metrics, checkpoints).
 
@@ -68,6 +88,7 @@ def train(
     from charlm.events import SilentReporter
     from charlm.report import RichReporter
     from charlm.training import train as run_training
+    from charlm.training.init_from import WITH_RESUME, init_config, load_parent
     from charlm.training.resume import load_resume_config
 
     settings = list(overrides or [])
@@ -75,23 +96,27 @@ def train(
         settings.append(f"data.corpus={corpus}")
     if device is not None:
         settings.append(f"train.device={device}")
+    if resume and init_from is not None:
+        raise UsageError(WITH_RESUME)
     if resume:
         if run_dir is None:
             raise UsageError("--resume needs --run-dir DIR: the run folder to continue")
         cfg = load_resume_config(run_dir, config, settings)
+    elif init_from is not None:
+        cfg = init_config(load_parent(init_from), config, settings)
     else:
         cfg = load_config(config, settings)
     explicit = {item.split("=", 1)[0].strip() for item in settings}
     if nproc is not None or dry_run:
         processes = nproc or launch.default_nproc()
-        args = launch.train_args(config, run_dir, resume, settings)
+        args = launch.train_args(config, run_dir, resume, settings, init_from)
         if dry_run:
             out.print(launch.launch_commands(processes, args, cfg.name, cfg.train.batch_size), markup=False)
             return 0
         launch.check_launch(processes, cfg.train.device, cfg.train.batch_size)
         return launch.launch(processes, args)
     reporter = RichReporter(out) if distributed.is_main_process() else SilentReporter()  # other ranks stay quiet
-    run_training(cfg, run_dir, reporter, resume=resume, explicit=explicit)
+    run_training(cfg, run_dir, reporter, resume=resume, explicit=explicit, init_from=init_from)
 
 
 @app.command(epilog="Example: charlm generate --prefix 分开 --length 100 --temperature 0.8 --seed 1")
@@ -106,24 +131,21 @@ def generate(
     seed: Annotated[Optional[int], typer.Option(help="Random seed for repeatable samples.")] = None,
     checkpoint: Which = "best",
     device: Device = "cpu",
+    model_dir: ModelDir = None,
 ) -> None:
-    """Sample text from a trained run, starting from a prefix; it streams as it is made."""
-    from charlm import checkpoint as ckpt
-    from charlm import generate as gen
-    from charlm.device import pick_device
-    from charlm.rundir import RunDir
+    """Sample text from a trained run (or an exported model), starting from a prefix; it streams as it is made."""
+    from charlm.api import load
 
-    dev = pick_device(device)
-    model, vocab, _ = ckpt.load_model(RunDir.resolve(run_dir).checkpoint(checkpoint), dev)
-    options = dict(temperature=temperature, top_k=top_k, top_p=top_p, num_samples=num_samples, seed=seed, device=dev)
-    if num_samples > 1:
-        for n, sample in enumerate(gen.generate(model, vocab, prefix, length, **options), 1):
+    model = load(_model_source(run_dir, model_dir), checkpoint, device)
+    options = dict(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+    if num_samples != 1:  # (0 and below are refused by the sampler)
+        for n, sample in enumerate(model.samples(prefix, length, num_samples, **options), 1):
             sys.stdout.write(f"--- sample {n}\n{sample}\n")
         return
-    steps = gen.stream(model, vocab, prefix, length, **options)  # checks everything before printing
+    chars = model.stream(prefix, length, **options)  # checks everything before printing
     sys.stdout.write(prefix)
-    for ids in steps:
-        sys.stdout.write(vocab.chars[int(ids[0])])
+    for char in chars:
+        sys.stdout.write(char)
         sys.stdout.flush()
     sys.stdout.write("\n")
 
@@ -136,13 +158,14 @@ def perplexity(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     checkpoint: Which = "best",
     device: Device = "auto",
+    model_dir: ModelDir = None,
 ) -> None:
-    """Score a run on a split of its corpus or on any text file: nats/char, bits/char, perplexity."""
+    """Score a run (or an exported model) on a split of its corpus or a text file: nats/char, bits/char, perplexity."""
     from charlm.device import pick_device
     from charlm.evaluate import score_run
-    from charlm.rundir import RunDir
+    from charlm.model_dir import resolve
 
-    folder = RunDir.resolve(run_dir).path
+    folder = resolve(_model_source(run_dir, model_dir))
     result, saved = score_run(folder, checkpoint, split, file, pick_device(device))
     if as_json:
         print(json.dumps({k: result[k] for k in ("nats_per_char", "bits_per_char", "perplexity", "chars")}))
@@ -151,6 +174,37 @@ def perplexity(
     out.print(f"{folder} ({checkpoint}, epoch {epoch}) on {result['source']}: {result['chars']:,} chars")
     out.print(f"nats/char  {result['nats_per_char']:.4f}\nbits/char  {result['bits_per_char']:.4f}\n"
               f"perplexity {result['perplexity']:.4f}")
+
+
+def _model_source(run_dir: Path | None, model_dir: Path | None) -> Path | None:
+    """--model MODEL_DIR or --run-dir DIR (default: the latest run)."""
+    if model_dir is None:
+        return run_dir
+    if run_dir is not None:
+        raise UsageError("pass either --run-dir or --model, not both")
+    from charlm.model_dir import check_model_dir
+
+    check_model_dir(model_dir)
+    return model_dir
+
+
+@app.command(epilog="Example: charlm export --run-dir runs/shakespeare-cpu --out models/shakespeare")
+def export(
+    run_dir: RunDir = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="The model folder to write (must not exist).")]
+    = None,
+    checkpoint: Which = "best",
+) -> None:
+    """Write a portable model folder: model.safetensors, config.json, vocab.json and a README.md model card.
+
+    generate, perplexity and train --init-from take it with --model / --init-from, with no run folder.
+    """
+    from charlm.model_dir import export_model
+
+    if out_dir is None:
+        raise UsageError("export needs --out MODEL_DIR: the model folder to write")
+    folder = export_model(run_dir, out_dir, checkpoint)
+    out.print(f"wrote {folder}/ (model.safetensors, config.json, vocab.json, README.md)", markup=False)
 
 
 @app.command(epilog="Example: charlm plot --run-dir runs/a --run-dir runs/b --out compare.png")
@@ -173,14 +227,18 @@ def plot(
 @app.command(epilog="Example: charlm runs --root runs")
 def runs(root: Annotated[Path, typer.Option(help="Folder holding run folders.")] = RUNS_ROOT) -> None:
     """List every run: corpus, model, epochs, best val perplexity and bits/char, time, state."""
-    from charlm.runs import list_runs
+    from charlm.runs import list_runs, parent_name
 
     table = Table(title=f"runs in {root}/")
-    for column in ("run", "corpus", "model", "epochs", "best ppl", "best bpc", "time", "state"):
+    found = list_runs(root)
+    parents = any(run["parent"] for run in found)  # the column appears when a run was fine-tuned
+    for column in ("run", "corpus", "model", "epochs", "best ppl", "best bpc", "time", "state") + (
+            ("parent",) if parents else ()):
         table.add_column(column, justify="right" if column in ("epochs", "best ppl", "best bpc", "time") else "left")
-    for run in list_runs(root):
+    for run in found:
         table.add_row(run["name"], Path(run["corpus"]).name, run["model"], f"{run['epochs_done']:g}/{run['epochs']}",
-                      f"{run['best_ppl']:.3f}", f"{run['best_bpc']:.3f}", f"{run['seconds']:.0f} s", run["status"])
+                      f"{run['best_ppl']:.3f}", f"{run['best_bpc']:.3f}", f"{run['seconds']:.0f} s", run["status"],
+                      *((parent_name(run["parent"]),) if parents else ()))
     out.print(table)
 
 
@@ -190,7 +248,7 @@ def info(run_dir: RunDir = None) -> None:
     from charlm import checkpoint as ckpt
     from charlm.config import dump_config
     from charlm.rundir import RunDir
-    from charlm.runs import sparkline, summarize
+    from charlm.runs import describe_parent, sparkline, summarize
 
     run_folder = RunDir.resolve(run_dir)
     folder = run_folder.path
@@ -199,6 +257,8 @@ def info(run_dir: RunDir = None) -> None:
     run = summarize(folder)
     sample = "".join(vocab.chars[:: max(1, len(vocab) // 40)][:40]).replace("\n", "↵")
     out.print(f"[bold]{folder}[/] ({run['status']}, trained on {run['device']})")
+    if run["parent"]:
+        out.print(describe_parent(run["parent"]), markup=False)
     out.print(f"vocabulary: {len(vocab):,} characters, e.g. {sample}", markup=False)
     without = model.num_parameters(embedding=False)
     out.print(f"parameters: {model.num_parameters():,} ({without:,} without the embedding)")

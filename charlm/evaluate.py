@@ -63,26 +63,31 @@ def evaluate(model, ids: torch.Tensor, batch_size: int, num_steps: int, device: 
 
 def score_run(run_dir: Path, which: str = "best", split: str | None = None, file: Path | None = None,
               device: torch.device | str = "cpu") -> tuple[dict, Checkpoint]:
-    """Score a run's checkpoint on a split of its own corpus or on a text file.
+    """Score a run's checkpoint (or an exported model folder's) on a split of its own corpus or on a text file.
 
     Returns (result, the checkpoint). The run's own normalisation (newlines, PTB spacing) is applied
     to a file, and a split is refused if the corpus changed since training.
     """
-    from charlm import checkpoint as ckpt
+    from charlm.model_dir import load_model
+
+    return score_model(*load_model(run_dir, which, device), split, file, device)
+
+
+def score_model(model, vocab, checkpoint: Checkpoint, split: str | None = None, file: Path | None = None,
+                device: torch.device | str = "cpu") -> tuple[dict, Checkpoint]:
+    """score_run for a model already loaded (model, vocab and checkpoint as model_dir.load_model gives them)."""
     from charlm import data
-    from charlm.rundir import RunDir
 
     if split is not None and file is not None:
         raise UsageError("pass either --split or --file, not both")
     split = split or ("val" if file is None else None)
     if split is not None and split not in ("train", "val", "test"):
         raise UsageError(f"split {split!r} is not valid: use train, val or test")
-    model, vocab, checkpoint = ckpt.load_model(RunDir(Path(run_dir)).checkpoint(which), device)
     cfg = checkpoint.config
     if file is not None:
         ids = data.encode_file(file, vocab, cfg.data)
     else:
-        corpus = data.load_corpus(cfg.data)
+        corpus = data.load_corpus(cfg.data, vocab=vocab)  # the run's ids (a fine-tuned run's are its parent's)
         if corpus.sha256 != checkpoint.corpus_sha256:
             raise UsageError(f"corpus {cfg.data.corpus} changed since this run was trained: score it with --file")
         ids = corpus.split(split)

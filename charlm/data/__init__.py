@@ -12,7 +12,7 @@ The flow, one module a step:
   preallocated tensor of ids through a code-point lookup table: no per-character Python work.
 - cache: the encoded ids as integer files, memory-mapped by every process that trains on them.
 - corpus: load_corpus ties the steps together and splits the ids into train / val / test (Corpus);
-  encode_file encodes any file with a run's vocabulary and normalisation, to score it.
+  encode_file (encode_text) encodes any file (string) with a run's vocabulary and normalisation, to score it.
 - batches: the batch iterators (ConsecutiveBatches, RandomBatches, make_batches and their functions).
 """
 
@@ -29,7 +29,7 @@ from charlm.data.batches import (
 )
 from charlm.data.builtins import BUILTINS, Builtin, RemoteFile, data_dir, fetch, is_cached
 from charlm.data.cache import encoded_cache_dir
-from charlm.data.corpus import Corpus, encode_file, load_corpus
+from charlm.data.corpus import Corpus, encode_file, encode_text, load_corpus
 from charlm.data.vocab import Vocab
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "consecutive_batches",
     "data_dir",
     "encode_file",
+    "encode_text",
     "encoded_cache_dir",
     "fetch",
     "is_cached",

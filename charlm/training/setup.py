@@ -1,7 +1,10 @@
-"""`train()`: set a run up (new or resumed) and hand it to the Trainer.
+"""`train()`: set a run up (new, fine-tuned or resumed) and hand it to the Trainer.
 
     config ─► corpus (load, check) ─► model + optimizer (seeded) ─► TrainState (fresh, or from last.pt)
            ─► run folder (new files, or metrics trimmed to the checkpoint) ─► Trainer.run() ─► RunSummary
+
+A fine-tuned run (init_from.py) differs only in its corpus's vocabulary (the parent's, extended) and
+its initial weights (the parent's, grown); a resumed run keeps the vocabulary its checkpoint holds.
 """
 
 from __future__ import annotations
@@ -13,30 +16,34 @@ import torch
 from charlm import checkpoint as ckpt
 from charlm import distributed
 from charlm.config import Config, dump_config, parse_duration
-from charlm.data import Corpus, encoded_cache_dir, load_corpus, make_batches
+from charlm.data import Corpus, Vocab, encoded_cache_dir, load_corpus, make_batches
 from charlm.errors import CorpusError, UsageError
 from charlm.events import Reporter, RunStart, RunSummary, SilentReporter
 from charlm.fsio import atomic_write_text, remove_stale_temp_files
 from charlm.model import CharRNN
 from charlm.rundir import CONFIG, LAST, RunDir
 from charlm.training import schedule
+from charlm.training.init_from import WITH_RESUME, Parent, check_shape, load_parent
 from charlm.training.loop import Trainer
 from charlm.training.resume import config_changes, restore, seed_rank
 from charlm.training.state import TrainState
 
 
 def train(config: Config, run_dir: Path | None = None, reporter: Reporter | None = None, resume: bool = False,
-          explicit: set[str] | None = None) -> RunSummary:
+          explicit: set[str] | None = None, init_from: str | Path | None = None) -> RunSummary:
     """Train a model as `config` says, writing everything to `run_dir` (default runs/NAME-TIME).
 
     With resume=True, continue the run in `run_dir` from its last.pt; `explicit` names the config keys
-    given on the command line (an lr change is accepted only from there). Under torchrun every process
-    calls this; rank 0 alone writes the run folder (see distributed.py).
+    given on the command line (an lr change is accepted only from there). With `init_from` (a run folder,
+    RUN:last, or an exported model folder), start from that model's weights on config's corpus (see
+    init_from.py). Under torchrun every process calls this; rank 0 alone writes the run folder.
     """
+    if init_from is not None and resume:
+        raise UsageError(WITH_RESUME)
     ranks = distributed.setup(config.train.device, config.train.batch_size)
     clean = False
     try:
-        trainer = start(config, run_dir, reporter or SilentReporter(), ranks, resume, explicit or set())
+        trainer = start(config, run_dir, reporter or SilentReporter(), ranks, resume, explicit or set(), init_from)
         summary = trainer.run()
         clean = True
         return summary
@@ -45,20 +52,20 @@ def train(config: Config, run_dir: Path | None = None, reporter: Reporter | None
 
 
 def start(config: Config, run_dir: Path | None, reporter: Reporter, ranks: distributed.Ranks, resume: bool,
-          explicit: set[str]) -> Trainer:
+          explicit: set[str], init_from: str | Path | None = None) -> Trainer:
     """Everything before the first batch: load, check, build, restore, prepare the folder, report the start."""
     t = config.train
     saved, changes = load_saved_run(run_dir, config, explicit) if resume else (None, {})
-    with ranks.local_main_first():  # several processes share one memory-mapped copy of the encoded corpus
-        corpus = load_corpus(config.data, progress=reporter.download,
-                             cache=encoded_cache_dir() if ranks.active else None)
-    if saved is not None and corpus.sha256 != saved.corpus_sha256:
-        raise UsageError(f"cannot resume: corpus {config.data.corpus} is not the text this run was trained on "
-                         "(its checksum differs); resume with the original corpus")
+    parent = load_parent(init_from) if init_from is not None else None
+    if parent is not None:
+        check_shape(parent, config.model)
+    corpus = load_run_corpus(config, reporter, ranks, saved, parent)
     check_corpus(corpus, config)
 
     torch.manual_seed(t.seed)
     model = CharRNN(config.model, len(corpus.vocab)).to(ranks.device)
+    if parent is not None:
+        parent.load_weights(model)
     optimizer = schedule.make_optimizer(model, t)
     seed_rank(ranks, t.seed)
     data_generator = torch.Generator().manual_seed(t.seed)
@@ -71,10 +78,11 @@ def start(config: Config, run_dir: Path | None, reporter: Reporter, ranks: distr
         folder = RunDir(Path(run_dir))
     with ranks.together():  # rank 0 prepares the folder; if that fails, every rank stops
         if ranks.is_main:
-            prepare_run_files(folder, saved is not None, config, corpus, state, changes)
+            prepare_run_files(folder, saved is not None, config, corpus, state, changes,
+                              parent.record(corpus.vocab) if parent is not None else None)
     prefixes = preview_prefixes(config, corpus, reporter)
     board = tensorboard(folder) if config.log.tensorboard and ranks.is_main else None
-    reporter.start(run_start(config, corpus, model, folder, ranks, state if saved is not None else None))
+    reporter.start(run_start(config, corpus, model, folder, ranks, state if saved is not None else None, parent))
     return Trainer(config=config, run_dir=folder, corpus=corpus, raw_model=model, model=ranks.wrap(model),
                    optimizer=optimizer, data_generator=data_generator, state=state, ranks=ranks, reporter=reporter,
                    prefixes=prefixes, board=board)
@@ -90,6 +98,24 @@ def load_saved_run(run_dir: Path | None, config: Config, explicit: set[str]) -> 
     return saved, config_changes(saved.config, config, explicit)
 
 
+def load_run_corpus(config: Config, reporter: Reporter, ranks: distributed.Ranks, saved: ckpt.Checkpoint | None,
+                    parent: Parent | None) -> Corpus:
+    """The corpus, with the run's vocabulary: a fine-tuned run's extends its parent's; a resumed run keeps
+    the one its checkpoint holds (a fine-tuned run's is not in sorted order)."""
+    def load(vocab: Vocab | None) -> Corpus:
+        with ranks.local_main_first():  # several processes share one memory-mapped copy of the encoded corpus
+            return load_corpus(config.data, progress=reporter.download,
+                               cache=encoded_cache_dir() if ranks.active else None, vocab=vocab)
+
+    corpus = load(parent.vocab if parent is not None else None)
+    if saved is not None and corpus.sha256 != saved.corpus_sha256:
+        raise UsageError(f"cannot resume: corpus {config.data.corpus} is not the text this run was trained on "
+                         "(its checksum differs); resume with the original corpus")
+    if saved is not None and corpus.vocab.chars != saved.vocab:
+        corpus = load(Vocab.in_order(saved.vocab))
+    return corpus
+
+
 def check_corpus(corpus: Corpus, c: Config) -> None:
     need = make_batches(corpus.train, c.train).min_chars
     if len(corpus.train) < need:
@@ -101,12 +127,15 @@ def check_corpus(corpus: Corpus, c: Config) -> None:
 
 
 def prepare_run_files(run_dir: RunDir, resumed: bool, config: Config, corpus: Corpus, state: TrainState,
-                      changes: dict) -> None:
-    """A new run: a fresh folder with its config and vocabulary. A resumed one: metrics trimmed to the
-    checkpoint (evals that a crash cut short are recomputed), a resume event, the config as resumed."""
+                      changes: dict, parent: dict | None = None) -> None:
+    """A new run: a fresh folder with its config and vocabulary (and, fine-tuned, the init_from line that
+    starts metrics.jsonl). A resumed one: metrics trimmed to the checkpoint (evals that a crash cut short
+    are recomputed), a resume event, the config as resumed."""
     if not resumed:
         run_dir.prepare_new()
         run_dir.write_run_files(dump_config(config), corpus.vocab.to_json())
+        if parent is not None:
+            run_dir.append_metrics(parent)
         return
     remove_stale_temp_files(run_dir.path)
     kept = [r for r in run_dir.read_metrics() if r.get("step", 0) <= state.step and r.get("event") != "final"]
@@ -125,7 +154,7 @@ def preview_prefixes(config: Config, corpus: Corpus, reporter: Reporter) -> list
 
 
 def run_start(config: Config, corpus: Corpus, model: CharRNN, run_dir: RunDir, ranks: distributed.Ranks,
-              resumed: TrainState | None) -> RunStart:
+              resumed: TrainState | None, parent: Parent | None = None) -> RunStart:
     t = config.train
     return RunStart(
         run_dir=str(run_dir), device=ranks.describe(), corpus=corpus.name, vocab_size=len(corpus.vocab),
@@ -133,7 +162,9 @@ def run_start(config: Config, corpus: Corpus, model: CharRNN, run_dir: RunDir, r
         parameters=model.num_parameters(), batches_per_epoch=len(make_batches(corpus.train, t)), epochs=t.epochs,
         chars_per_batch=t.batch_size * t.num_steps,
         resumed_at=(resumed.epoch, resumed.batch_in_epoch) if resumed is not None else None,
-        time_budget=parse_duration(t.time_budget) if t.time_budget is not None else None)
+        time_budget=parse_duration(t.time_budget) if t.time_budget is not None else None,
+        init_from=str(parent.path) if parent is not None else None,
+        new_chars=len(corpus.vocab) - len(parent.checkpoint.vocab) if parent is not None else 0)
 
 
 def tensorboard(run_dir: RunDir):
