@@ -49,6 +49,7 @@ def arm(config_path: Path, corpus: str, budget: float, run_dir: Path, extra: lis
     parent = next((r for r in RunDir(run_dir).read_metrics() if r.get("event") == "init_from"), None)
     return {"corpus": corpus, "budget_s": budget, "train_seconds": summary.train_seconds,
             "wall_seconds": time.perf_counter() - started, "epochs": last.get("epochs_done"),
+            "chars_per_s": last.get("chars_per_s"),
             "best_val_loss": summary.best_loss, "best_val_bpc": summary.best_loss / math.log(2),
             "run_dir": str(run_dir), "new_chars": len(parent["new_chars"]) if parent else None}
 
@@ -94,7 +95,8 @@ def main() -> None:
         results = measure(config, args.pretrain, args.target, budget, work, extra)
     print(table(results, args.pretrain, args.target))
     if args.json:
-        args.json.write_text(json.dumps({"config": str(config), "budget_s": budget, "runs": results}, indent=2) + "\n")
+        shown = config.resolve().relative_to(REPO) if config.resolve().is_relative_to(REPO) else config
+        args.json.write_text(json.dumps({"config": str(shown), "budget_s": budget, "runs": results}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
