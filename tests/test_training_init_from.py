@@ -85,7 +85,9 @@ def test_a_fine_tuned_run_records_its_parent_and_keeps_the_old_ids(parent, new_c
     assert [r["epoch"] for r in records] == [1, 2]
     vocab = json.loads((run / "vocab.json").read_text(encoding="utf-8"))["chars"]
     assert vocab[: len(parent_ckpt["vocab"])] == parent_ckpt["vocab"]  # every old character keeps its id
-    assert load_payload(run / "best.pt")["config"]["model"] == parent_ckpt["config"]["model"]  # the parent's shape
+    config = load_payload(run / "best.pt")["config"]
+    assert config["model"] == parent_ckpt["config"]["model"]  # the parent's shape (and config, named NAME-ft)
+    assert config["name"] == parent_ckpt["config"]["name"] + "-ft" and config["train"]["epochs"] == 2
     # perplexity reads the split with the run's own ids (not re-sorted): it reproduces the best val loss
     assert main(["perplexity", "--run-dir", str(run), "--json", "--device", "cpu"]) == 0
     best = min(r["val_loss"] for r in records)

@@ -83,10 +83,12 @@ def load_parent(spec: str | Path) -> Parent:
 
 
 def init_config(parent: Parent, config_path: Path | None, overrides: list[str]) -> Config:
-    """The config of a fine-tuned run: --config as given, else the parent's own; --set (and --corpus) on top."""
+    """The config of a fine-tuned run: --config as given, else the parent's own named NAME-ft; --set (and
+    --corpus) on top."""
     if config_path is not None:
         return load_config(config_path, overrides)
     raw = parent.checkpoint.config.to_dict()
+    raw["name"] = f"{raw['name']}-ft"  # its run folders are not the parent's experiment (--set name=... wins)
     for item in overrides:
         set_dotted(raw, *parse_override(item))
     return from_dict(raw)
