@@ -187,3 +187,8 @@ def test_misused_model_options_are_one_line(exported, tmp_path, capsys, argv, fr
     filled = [a.format(model=model, run=run_dir, missing=tmp_path / "nope") for a in argv]
     code, _, err = cli(capsys, *filled)
     assert code == 2 and fragment in err and err.count("\n") == 1
+
+
+def test_export_help_has_an_example(capsys):
+    assert main(["export", "--help"]) == 0
+    assert "Example: charlm export --run-dir" in capsys.readouterr().out

@@ -115,6 +115,24 @@ def test_a_fine_tuned_run_resumes_exactly_like_any_run(parent, new_corpus, tmp_p
     assert events == ["init_from", "resume"]  # the parent line stays first
 
 
+def test_a_sorted_fine_tuned_vocabulary_with_characters_the_text_lacks_resumes_too(tmp_path):
+    # new characters that sort after the parent's, and parent characters the new text lacks: the run's
+    # vocabulary is sorted but is not the new text's own
+    parent_corpus, new_corpus = tmp_path / "parent.txt", tmp_path / "new.txt"
+    parent_corpus.write_text("hello world, here we go\n" * 60, encoding="utf-8")
+    new_corpus.write_text("hello yellow wool, oh hey\n" * 60, encoding="utf-8")
+    train(load_config(TINY, settings(parent_corpus, "train.epochs=1")), tmp_path / "parent")
+    config = load_config(TINY, settings(new_corpus, "train.epochs=3", "name=tiny-ft"))
+    reference, crashed = tmp_path / "reference", tmp_path / "crashed"
+    train(config, reference, init_from=tmp_path / "parent")
+    vocab = json.loads((reference / "vocab.json").read_text(encoding="utf-8"))["chars"]
+    assert vocab == sorted(vocab) and {"d", "r"} <= set(vocab) - set("hello yellow wool, oh hey\n")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(config, crashed, CrashAt(2, 2), init_from=tmp_path / "parent")
+    train(config, crashed, resume=True)
+    assert_same_run(reference, crashed)
+
+
 def test_init_from_a_model_folder_and_from_last(parent, new_corpus, tmp_path):
     model = export_model(parent, tmp_path / "model")
     for spec, source, which in [(str(model), "model", "best"), (f"{parent}:last", "run", "last")]:

@@ -107,11 +107,14 @@ def load_run_corpus(config: Config, reporter: Reporter, ranks: distributed.Ranks
             return load_corpus(config.data, progress=reporter.download,
                                cache=encoded_cache_dir() if ranks.active else None, vocab=vocab)
 
-    corpus = load(parent.vocab if parent is not None else None)
+    base = parent.vocab if parent is not None else None
+    if saved is not None and saved.vocab != sorted(saved.vocab):  # a fine-tuned run's order: encode with it at once
+        base = Vocab.in_order(saved.vocab)
+    corpus = load(base)
     if saved is not None and corpus.sha256 != saved.corpus_sha256:
         raise UsageError(f"cannot resume: corpus {config.data.corpus} is not the text this run was trained on "
                          "(its checksum differs); resume with the original corpus")
-    if saved is not None and corpus.vocab.chars != saved.vocab:
+    if saved is not None and corpus.vocab.chars != saved.vocab:  # sorted, but with characters the text lacks
         corpus = load(Vocab.in_order(saved.vocab))
     return corpus
 
