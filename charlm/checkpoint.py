@@ -184,10 +184,10 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[CharRNN,
     """The model (eval mode, on `device`) and vocabulary of one checkpoint: nothing else is needed."""
     checkpoint = load(path)
     try:
-        model = checkpoint.build_model(device)
+        model, vocab = checkpoint.build_model(device), Vocab.in_order(checkpoint.vocab)
     except (TypeError, ValueError, RuntimeError) as e:
         raise mismatch(path, e) from None
-    return model, Vocab(checkpoint.vocab), checkpoint
+    return model, vocab, checkpoint
 
 
 def mismatch(path: Path, error: Exception) -> CheckpointError:

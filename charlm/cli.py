@@ -1,8 +1,9 @@
 """The `charlm` command: parses flags, calls library functions, prints their results.
 
-Each command turns its flags into one library call (training.train, generate.stream, evaluate.score_run,
-runs.list_runs, ...) that works the same from Python; what stays here is presentation (tables, lines,
-exit codes). torch is imported inside the commands that need it, so --help and completion stay instant.
+Each command turns its flags into one library call (training.train, the API's load(...).stream,
+evaluate.score_run, model_dir.export_model, runs.list_runs, ...) that works the same from Python; what stays
+here is presentation (tables, lines, exit codes). torch is imported inside the commands that need it, so
+--help and completion stay instant.
 """
 
 from __future__ import annotations
@@ -42,6 +43,22 @@ RunDir = Annotated[Optional[Path], typer.Option("--run-dir", "-r", help="Run fol
 Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps")]
 RANK_0_GRACE_SECONDS = 2.0
 Which = Annotated[str, typer.Option("--checkpoint", help="best (lowest val loss) or last.")]
+ModelDir = Annotated[Optional[Path], typer.Option("--model", "-m", help="An exported model folder (charlm export), "
+                                                  "instead of a run folder.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from charlm import __version__
+
+        out.print(f"charlm {__version__}", markup=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def options(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                  help="Print the version and exit.")] = False) -> None:
+    """Character-level RNN/LSTM/GRU language models: train, generate, perplexity."""
 
 
 @app.command(epilog="Example: charlm train --config configs/d2l-jaychou-rnn.yaml --set train.epochs=10")
@@ -65,6 +82,9 @@ def train(
     = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors and the final summary line.")]
     = False,
+    init_from: Annotated[Optional[str], typer.Option(
+        "--init-from", help="Fine-tune: start from this run's best.pt (RUN:last for last.pt) or model folder; "
+        "without --config, with its config.")] = None,
 ) -> None:
     """Train a model and write its run folder (config, vocab, metrics, checkpoints).
 
@@ -74,6 +94,7 @@ def train(
     from charlm.events import SilentReporter
     from charlm.report import RichReporter
     from charlm.training import train as run_training
+    from charlm.training.init_from import WITH_RESUME, init_config, load_parent
     from charlm.training.resume import load_resume_config
 
     settings = list(overrides or [])
@@ -84,23 +105,28 @@ def train(
     if resume_from is not None and resume_from not in ("best", "last"):
         raise UsageError(f"--resume-from {resume_from} is not valid: use best or last")
     resume = resume or resume_from is not None
+    if resume and init_from is not None:
+        raise UsageError(WITH_RESUME)
     if resume:
         if run_dir is None:
             raise UsageError("--resume needs --run-dir DIR: the run folder to continue")
         cfg = load_resume_config(run_dir, config, settings)
+    elif init_from is not None:
+        cfg = init_config(load_parent(init_from), config, settings)
     else:
         cfg = load_config(config, settings)
     explicit = {item.split("=", 1)[0].strip() for item in settings}
     if nproc is not None or dry_run:
         processes = nproc or launch.default_nproc()
-        args = launch.train_args(config, run_dir, resume, settings, resume_from)
+        args = launch.train_args(config, run_dir, resume, settings, resume_from, init_from)
         if dry_run:
             out.print(launch.launch_commands(processes, args, cfg.name, cfg.train.batch_size), markup=False)
             return 0
         launch.check_launch(processes, cfg.train.device, cfg.train.batch_size)
         return launch.launch(processes, args)
     reporter = RichReporter(out, err, quiet) if distributed.is_main_process() else SilentReporter()  # ranks > 0: silent
-    run_training(cfg, run_dir, reporter, resume=resume, explicit=explicit, resume_from=resume_from or "last")
+    run_training(cfg, run_dir, reporter, resume=resume, explicit=explicit, resume_from=resume_from or "last",
+                 init_from=init_from)
 
 
 @app.command(epilog="Example: charlm generate --prefix 分开 --length 100 --temperature 0.8 --seed 1")
@@ -128,12 +154,11 @@ def generate(
         "--json", help="One JSON object per sample: text, prefix, options, bits per char.")] = False,
     checkpoint: Which = "best",
     device: Device = "cpu",
+    model_dir: ModelDir = None,
 ) -> None:
-    """Sample text from a trained run, starting from a prefix; it streams as it is made."""
-    from charlm import checkpoint as ckpt
+    """Sample text from a trained run (or an exported model), starting from a prefix; it streams as it is made."""
     from charlm import generate as gen
-    from charlm.device import pick_device
-    from charlm.rundir import RunDir
+    from charlm.api import load
 
     if prefix is not None and prefix_file is not None:
         raise UsageError("pass --prefix or --prefix-file, not both")
@@ -145,10 +170,10 @@ def generate(
                                   stop=tuple(_unescape(s) for s in stop or ()),
                                   repetition_penalty=repetition_penalty, repetition_window=repetition_window)
     options.check(length)  # before the checkpoint is read: bad flags fail fast
-    dev = pick_device(device)
-    model, vocab, _ = ckpt.load_run_model(RunDir.resolve(run_dir), checkpoint, dev)
+    model = load(_model_source(run_dir, model_dir), checkpoint, device)
+    net, vocab, dev = model.net, model.vocab, model.device
     if as_json or beam or num_samples > 1:
-        results = gen.samples(model, vocab, prefix, length, device=dev, **vars(options))
+        results = gen.samples(net, vocab, prefix, length, device=dev, **vars(options))
         for n, sample in enumerate(results, 1):
             if as_json:
                 print(json.dumps(sample.record(n, length, options), ensure_ascii=False))
@@ -158,7 +183,7 @@ def generate(
                 sys.stdout.write(f"{sample.text}\n")
                 _say_stopped(sample)
         return
-    steps = gen.stream(model, vocab, prefix, length, device=dev, **vars(options))  # checks all before printing
+    steps = gen.stream(net, vocab, prefix, length, device=dev, **vars(options))  # checks all before printing
     sys.stdout.write(prefix or "")
     for ids in steps:
         sys.stdout.write(vocab.chars[int(ids[0])])
@@ -206,16 +231,17 @@ def perplexity(
         "(implied by --show and --html; in --json as \"breakdown\").")] = False,
     show_chars: Annotated[int, typer.Option(help="Characters shown by --show and --html (the figures cover all).")]
     = 5000,
+    model_dir: ModelDir = None,
 ) -> None:
-    """Score a run on a split of its corpus, a text file or a string: nats/char, bits/char, perplexity.
+    """Score a run (or an exported model) on a split of its corpus, a file or a string: nats/char, bits/char, ppl.
 
     --show, --html and --breakdown also say where the loss comes from, character by character.
     """
     from charlm.device import pick_device
     from charlm.evaluate import score_run
-    from charlm.rundir import RunDir
+    from charlm.model_dir import resolve
 
-    folder = RunDir.resolve(run_dir).path
+    folder = resolve(_model_source(run_dir, model_dir))
     if show or html or breakdown:
         return _surprisal(folder, checkpoint, split, file, text, pick_device(device), as_json, show, html, show_chars)
     result, saved = score_run(folder, checkpoint, split, file, pick_device(device), text)
@@ -290,24 +316,46 @@ def neurons(
         out.print(f"wrote {html}", markup=False)
 
 
-@app.command(epilog="Example: charlm export --run-dir runs/jaychou-lstm-20261123-235001 --html demo.html")
+def _model_source(run_dir: Path | None, model_dir: Path | None) -> Path | None:
+    """--model MODEL_DIR or --run-dir DIR (default: the latest run)."""
+    if model_dir is None:
+        return run_dir
+    if run_dir is not None:
+        raise UsageError("pass either --run-dir or --model, not both")
+    from charlm.model_dir import check_model_dir
+
+    check_model_dir(model_dir)
+    return model_dir
+
+
+@app.command(epilog="Example: charlm export --run-dir runs/shakespeare-cpu --out models/shakespeare --html demo.html")
 def export(
     run_dir: RunDir = None,
+    out_dir: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="Write a portable model folder here (must not exist).")] = None,
     html: Annotated[Optional[Path], typer.Option(
         "--html", help="Write a one-file browser demo of the model here (no server, no network).")] = None,
     precision: Annotated[str, typer.Option(
-        help="Weights in the page: float16 (half the size) or float32 (the exact weights).")] = "float16",
+        help="--html: weights in the page as float16 (half the size) or float32 (the exact weights).")] = "float16",
     checkpoint: Which = "best",
 ) -> None:
-    """Export a trained run: --html writes a self-contained page that samples from the model in a browser."""
+    """Export a trained run: --out writes a model folder (model.safetensors, config.json, vocab.json, a README.md
+    model card) that generate, perplexity and train --init-from take; --html a page that samples in a browser.
+    """
     from charlm.demo import export_html
+    from charlm.model_dir import export_model
     from charlm.rundir import RunDir
 
-    if html is None:
-        raise UsageError("say what to export: --html FILE writes a one-file browser demo")
-    page = export_html(RunDir.resolve(run_dir), checkpoint, html, precision)
-    out.print(f"wrote {html}: {page.size / 1e6:.2f} MB, {page.weights:,} weights as {precision} "
-              f"({page.weight_bytes / 1e6:.2f} MB before base64)", markup=False)
+    if out_dir is None and html is None:
+        raise UsageError("say what to export: --out MODEL_DIR (a portable model folder) or --html FILE "
+                         "(a browser demo)")
+    if out_dir is not None:
+        folder = export_model(run_dir, out_dir, checkpoint)
+        out.print(f"wrote {folder}/ (model.safetensors, config.json, vocab.json, README.md)", markup=False)
+    if html is not None:
+        page = export_html(RunDir.resolve(run_dir), checkpoint, html, precision)
+        out.print(f"wrote {html}: {page.size / 1e6:.2f} MB, {page.weights:,} weights as {precision} "
+                  f"({page.weight_bytes / 1e6:.2f} MB before base64)", markup=False)
 
 
 @app.command(epilog="Example: charlm plot --run-dir runs/a --run-dir runs/b --out compare.png")
@@ -332,18 +380,21 @@ def runs(root: Annotated[Optional[Path], typer.Option(
         help="Folder holding run folders (default: $CHARLM_RUNS_DIR or runs).")] = None) -> None:
     """List every run: corpus, model, epochs, best val perplexity and bits/char, time, state."""
     from charlm.rundir import runs_root
-    from charlm.runs import damage_notes, list_runs
+    from charlm.runs import damage_notes, list_runs, parent_name
 
     root = root if root is not None else runs_root()
     table = Table(title=f"runs in {root}/")
-    for column in ("run", "corpus", "model", "epochs", "best ppl", "best bpc", "time", "state"):
+    found = list_runs(root)
+    parents = any(run["parent"] for run in found)  # the column appears when a run was fine-tuned
+    for column in ("run", "corpus", "model", "epochs", "best ppl", "best bpc", "time", "state") + (
+            ("parent",) if parents else ()):
         table.add_column(column, justify="right" if column in ("epochs", "best ppl", "best bpc", "time") else "left")
-    listed = list_runs(root)
-    for run in listed:
+    for run in found:
         table.add_row(run["name"], Path(run["corpus"]).name, run["model"], f"{run['epochs_done']:g}/{run['epochs']}",
-                      f"{run['best_ppl']:.3f}", f"{run['best_bpc']:.3f}", f"{run['seconds']:.0f} s", run["status"])
+                      f"{run['best_ppl']:.3f}", f"{run['best_bpc']:.3f}", f"{run['seconds']:.0f} s", run["status"],
+                      *((parent_name(run["parent"]),) if parents else ()))
     out.print(table)
-    for note in (note for run in listed for note in damage_notes(run)):
+    for note in (note for run in found for note in damage_notes(run)):
         err.print(f"warning: {note}", markup=False)
 
 
@@ -353,7 +404,7 @@ def info(run_dir: RunDir = None) -> None:
     from charlm import checkpoint as ckpt
     from charlm.config import dump_config
     from charlm.rundir import RunDir
-    from charlm.runs import damage_notes, sparkline, summarize
+    from charlm.runs import damage_notes, describe_parent, sparkline, summarize
 
     run_folder = RunDir.resolve(run_dir)
     folder = run_folder.path
@@ -364,6 +415,8 @@ def info(run_dir: RunDir = None) -> None:
     out.print(f"[bold]{folder}[/] ({run['status']}, trained on {run['device']})")
     for note in damage_notes(run):
         err.print(f"warning: {note}", markup=False)
+    if run["parent"]:
+        out.print(describe_parent(run["parent"]), markup=False)
     out.print(f"vocabulary: {len(vocab):,} characters, e.g. {sample}", markup=False)
     without = model.num_parameters(embedding=False)
     out.print(f"parameters: {model.num_parameters():,} ({without:,} without the embedding)")

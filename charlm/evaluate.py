@@ -160,15 +160,21 @@ class TextToScore:
 
 def load_text_to_score(run_dir: Path, which: str = "best", split: str | None = None, file: Path | None = None,
                        device: torch.device | str = "cpu", text: str | None = None) -> TextToScore:
-    """A run's checkpoint and a text to score: a split of its own corpus, a text file or a string.
+    """A run's (or an exported model folder's) checkpoint and a text to score: see text_to_score."""
+    from charlm.model_dir import load_model
+
+    return text_to_score(*load_model(run_dir, which, device), split, file, text)
+
+
+def text_to_score(model, vocab, checkpoint: Checkpoint, split: str | None = None, file: Path | None = None,
+                  text: str | None = None) -> TextToScore:
+    """A loaded model and a text to score: a split of its own corpus, a text file or a string.
 
     The run's own normalisation (newlines, PTB spacing) is applied to a file or a string, and a split is
     refused if the corpus changed since training. A string is read as one stream: cut into eval_batch_size
     streams, a sentence would be scored mostly from a fresh state.
     """
-    from charlm import checkpoint as ckpt
     from charlm import data
-    from charlm.rundir import RunDir
 
     given = [flag for flag, value in (("--split", split), ("--file", file), ("--text", text)) if value is not None]
     if len(given) > 1:
@@ -177,14 +183,13 @@ def load_text_to_score(run_dir: Path, which: str = "best", split: str | None = N
     split = split or ("val" if file is None and text is None else None)
     if split is not None and split not in ("train", "val", "test"):
         raise UsageError(f"split {split!r} is not valid: use train, val or test")
-    model, vocab, checkpoint = ckpt.load_run_model(RunDir(Path(run_dir)), which, device)
     cfg = checkpoint.config
     streams = cfg.train.eval_batch_size
     if file is not None:
         return TextToScore(model, vocab, checkpoint, data.encode_file(file, vocab, cfg.data), str(file), streams)
     if text is not None:
         return TextToScore(model, vocab, checkpoint, data.encode_text(text, vocab, cfg.data), "--text", 1)
-    corpus = data.load_corpus(cfg.data)
+    corpus = data.load_corpus(cfg.data, vocab=vocab)  # the run's ids (a fine-tuned run's are its parent's)
     if corpus.sha256 != checkpoint.corpus_sha256:
         raise UsageError(f"corpus {cfg.data.corpus} changed since this run was trained: score it with --file")
     ids = corpus.split(split)
@@ -195,10 +200,19 @@ def load_text_to_score(run_dir: Path, which: str = "best", split: str | None = N
 
 def score_run(run_dir: Path, which: str = "best", split: str | None = None, file: Path | None = None,
               device: torch.device | str = "cpu", text: str | None = None) -> tuple[dict, Checkpoint]:
-    """Score a run's checkpoint on a split of its own corpus, a text file or a string (see load_text_to_score).
+    """Score a run's (or a model folder's) checkpoint on a split of its own corpus, a text file or a string.
 
     Returns (result, the checkpoint).
     """
-    scored = load_text_to_score(run_dir, which, split, file, device, text)
+    return _score(load_text_to_score(run_dir, which, split, file, device, text), device)
+
+
+def score_model(model, vocab, checkpoint: Checkpoint, split: str | None = None, file: Path | None = None,
+                device: torch.device | str = "cpu", text: str | None = None) -> tuple[dict, Checkpoint]:
+    """score_run for a model already loaded (model, vocab and checkpoint as model_dir.load_model gives them)."""
+    return _score(text_to_score(model, vocab, checkpoint, split, file, text), device)
+
+
+def _score(scored: TextToScore, device) -> tuple[dict, Checkpoint]:
     result = evaluate(scored.model, scored.ids, scored.streams, scored.checkpoint.config.train.num_steps, device)
     return {**result, "source": scored.source}, scored.checkpoint

@@ -29,6 +29,8 @@ class RunStart:
     chars_per_batch: int
     resumed_at: tuple[int, int] | None = None  # (epochs done, batches done) when resuming
     time_budget: float | None = None  # seconds
+    init_from: str | None = None  # the parent of a fine-tuned run
+    new_chars: int = 0  # characters the fine-tuning corpus adds to the parent's vocabulary
 
 
 @dataclass

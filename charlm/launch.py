@@ -19,11 +19,13 @@ RDZV_PORT = 29500  # the conventional torchrun port, shown in the multi-node com
 
 
 def train_args(config: Path | None, run_dir: Path | None, resume: bool, settings: list[str],
-               resume_from: str | None = None) -> list[str]:
+               resume_from: str | None = None, init_from: str | None = None) -> list[str]:
     """The `charlm train` arguments each process gets (every other flag is already a --set)."""
     args = ["train"]
     if config is not None:
         args += ["--config", str(config)]
+    if init_from is not None:
+        args += ["--init-from", init_from]
     if run_dir is not None:
         args += ["--run-dir", str(run_dir)]
     if resume_from is not None:

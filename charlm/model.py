@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 import warnings
 
 import torch
@@ -11,6 +13,7 @@ from torch import nn
 from charlm.config import ModelConfig
 
 Hidden = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # (layers, batch, hidden); an LSTM has (h, c)
+NEW_CHARS_MASS = 1e-3  # grow_vocab: the most probability the new characters can take before fine-tuning
 
 
 class ElmanRecurrence(torch.autograd.Function):
@@ -172,6 +175,51 @@ class CharRNN(nn.Module):
         if not embedding and self.embedding is not None and not self.config.tie_weights:
             params.pop(id(self.embedding.weight))
         return sum(p.numel() for p in params.values())
+
+
+def grow_vocab(state: dict, cfg: ModelConfig, old_size: int, new_size: int) -> dict:
+    """A CharRNN state_dict for `new_size` characters from one for `old_size`: old ids keep their rows.
+
+    A new character's rows (embedding, or its one-hot column of the first W_ih, and the head's; tied
+    weights are one of them) are the mean of the old ones, and its head bias is the old mean plus
+    log(NEW_CHARS_MASS * old / added). Its logit is then the mean of the old logits plus that offset at any
+    hidden state, and since exp(mean) <= mean(exp), the new characters together get at most
+    NEW_CHARS_MASS of the probability: predictions over the old ones barely move (at most
+    log(1 + NEW_CHARS_MASS) nats) until fine-tuning teaches the new ones (Hewitt 2021, with a margin).
+    """
+    added = new_size - old_size
+    if added < 0:
+        raise ValueError(f"a vocabulary cannot shrink ({old_size} -> {new_size})")
+    grown = dict(state)
+    if added == 0:
+        return grown
+
+    def with_mean_rows(t: torch.Tensor) -> torch.Tensor:
+        return torch.cat([t, t.mean(0, keepdim=True).expand(added, *t.shape[1:])])
+
+    if cfg.input == "embedding":
+        grown["embedding.weight"] = with_mean_rows(state["embedding.weight"])
+    else:  # one-hot input: each character is a column of the first layer's W_ih
+        key = "rnn.0.weight_ih_l0" if "rnn.0.weight_ih_l0" in state else "rnn.weight_ih_l0"
+        grown[key] = with_mean_rows(state[key].t()).t().contiguous()
+    grown["head.weight"] = with_mean_rows(state["head.weight"])
+    bias = state["head.bias"]
+    offset = math.log(NEW_CHARS_MASS * old_size / added)
+    grown["head.bias"] = torch.cat([bias, (bias.mean() + offset).expand(added)])
+    return grown
+
+
+def match_layout(state: dict, model: CharRNN) -> dict:
+    """`state` with its recurrent weights named as `model` names them: one multi-layer module
+    (rnn.weight_ih_l1) or one module per layer (rnn.1.weight_ih_l0, with weight drop or locked dropout)."""
+    matched = {}
+    for key, value in state.items():
+        per_layer, fused = re.fullmatch(r"rnn\.(\d+)\.(\w+)_l0", key), re.fullmatch(r"rnn\.(\w+)_l(\d+)", key)
+        if per_layer or fused:
+            layer, name = (per_layer[1], per_layer[2]) if per_layer else (fused[2], fused[1])
+            key = f"rnn.{layer}.{name}_l0" if model.per_layer else f"rnn.{name}_l{layer}"
+        matched[key] = value
+    return matched
 
 
 def _recurrent(kind: str, input_size: int, hidden_size: int, num_layers: int, dropout: float) -> nn.Module:

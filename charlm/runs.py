@@ -22,7 +22,9 @@ def summarize(run_dir: Path) -> dict:
     run = RunDir(Path(run_dir))
     damaged: list[str] = []
     config = _read_config(run, damaged)
-    records, skipped = _read_metrics(run, damaged)
+    lines, skipped = _read_metrics(run, damaged)
+    records = [r for r in lines if "event" not in r]
+    parent = next((r for r in lines if r.get("event") == "init_from"), None)
     monitored = "val_loss" if any("val_loss" in r for r in records) else "train_loss"
     best = min(records, key=lambda r: r[monitored]) if records else None
     last = records[-1] if records else {}
@@ -42,6 +44,7 @@ def summarize(run_dir: Path) -> dict:
         "seconds": sum(r.get("seconds", 0.0) for r in records),
         "chars_per_s": last.get("chars_per_s", math.nan),
         "device": _device(run), "records": records, "skipped_lines": skipped, "damaged": damaged,
+        "parent": parent,  # a fine-tuned run's init_from event
         "status": "damaged" if damaged else status,
     }
 
@@ -60,13 +63,12 @@ def _read_config(run: RunDir, damaged: list[str]) -> dict | None:
 
 
 def _read_metrics(run: RunDir, damaged: list[str]) -> tuple[list[dict], int]:
-    """The eval records of metrics.jsonl and the count of lines skipped."""
+    """The lines of metrics.jsonl (events included) and the count of lines skipped."""
     try:
-        records, skipped = run.read_metrics_counted()
+        return run.read_metrics_counted()
     except DamagedFile:
         damaged.append(METRICS)
         return [], 0
-    return [r for r in records if "event" not in r], skipped
 
 
 def _device(run: RunDir) -> str:
@@ -83,6 +85,24 @@ def damage_notes(run: dict) -> list[str]:
     if run["skipped_lines"]:
         notes.append(f"{run['path']}/{METRICS}: skipped {run['skipped_lines']} line(s) that are not charlm records")
     return notes
+
+
+def parent_name(parent: dict | None) -> str:
+    """A fine-tuned run's parent, short: its folder's name (and :last when it started from last.pt)."""
+    if not parent:
+        return ""
+    return Path(parent["path"]).name + (":last" if parent["checkpoint"] == "last" else "")
+
+
+def describe_parent(parent: dict) -> str:
+    """One line for `charlm info`: where a fine-tuned run's weights came from."""
+    what = "model folder" if parent["source"] == "model" else f"run ({parent['checkpoint']}.pt)"
+    best = parent.get("best_val_loss")
+    loss = f", best val loss {best:.4f} ({best / math.log(2):.3f} bits/char)" if best is not None else ""
+    new = parent["new_chars"]
+    return (f"fine-tuned from {parent['path']}, a {what} trained on {parent['corpus']} (sha256 "
+            f"{parent['corpus_sha256'][:12]}…){loss}; vocabulary {parent['parent_vocab_size']:,} + {len(new):,} "
+            f"new characters{': ' + repr(new[:20]) if new else ''}")
 
 
 def list_runs(root: Path | None = None) -> list[dict]:

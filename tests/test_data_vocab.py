@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from charlm.config import DataConfig
-from charlm.data.corpus import Corpus, load_corpus
+from charlm.data.corpus import Corpus, encode_text, load_corpus
 from charlm.data.vocab import Vocab, encode_chunks
 from charlm.errors import CorpusError
 
@@ -84,3 +84,45 @@ def test_encode_chunks_rejects_unknown_characters():
     assert "分" in str(info.value)
     with pytest.raises(CorpusError, match="'B'"):  # below the highest known code point, still unknown
         encode_chunks(iter(["aBc"]), v, 3)
+
+
+# ---------------------------------------------------------------------------------------------------
+# a saved vocabulary's order, and growing one (fine-tuning)
+
+
+def test_in_order_keeps_a_saved_order_and_refuses_repeats():
+    v = Vocab.in_order(["z", "a", "分"])
+    assert v.chars == ["z", "a", "分"] and v.index == {"z": 0, "a": 1, "分": 2}
+    assert Vocab.from_json(v.to_json()).chars == ["z", "a", "分"]
+    with pytest.raises(ValueError, match="once"):
+        Vocab.in_order(["a", "b", "a"])
+
+
+def test_extended_keeps_every_id_and_appends_the_new_characters_sorted():
+    parent = Vocab("hello 分开")
+    grown = parent.extended("world 不分开!")
+    assert grown.chars[: len(parent)] == parent.chars
+    assert grown.chars[len(parent):] == ["!", "d", "r", "w", "不"]
+    assert parent.extended("hello") == parent
+
+
+def test_load_corpus_with_a_base_vocabulary_encodes_with_its_ids(write_text, tmp_path):
+    base = Vocab.in_order(["z", "分", "a"])  # not sorted: a fine-tuned run's order
+    text = "abc 分开\n" * 30
+    cfg = DataConfig(corpus=str(write_text(text)), val_fraction=0.0)
+    for cache in (None, tmp_path / "enc"):
+        corpus = load_corpus(cfg, vocab=base, cache=cache)
+        assert corpus.vocab.chars == ["z", "分", "a", "\n", " ", "b", "c", "开"]
+        assert corpus.vocab.decode(corpus.train.tolist()) == text
+        assert corpus.sha256 == load_corpus(cfg).sha256  # the checksum is the text's, whatever the ids
+    assert len(list((tmp_path / "enc").iterdir())) == 1
+    load_corpus(cfg, cache=tmp_path / "enc")  # the sorted vocabulary gets its own folder
+    assert len(list((tmp_path / "enc").iterdir())) == 2
+
+
+def test_encode_text_applies_the_corpus_normalisation():
+    vocab = Vocab("ab ")
+    ids = encode_text("a\nb", vocab, DataConfig(newlines="space"))
+    assert vocab.decode(ids.tolist()) == "a b"
+    with pytest.raises(CorpusError, match="lacks"):
+        encode_text("a\nb", vocab, DataConfig())

@@ -1,8 +1,9 @@
-"""CharRNN: d2l equivalence, shapes and states of every kind, detaching, tied weights."""
+"""CharRNN: d2l equivalence, shapes and states of every kind, detaching, tied weights, vocabulary growth."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import d2l_reference
 import pytest
@@ -11,7 +12,7 @@ from helpers import make_rnn
 from torch import nn
 
 from charlm.config import ModelConfig
-from charlm.model import CharRNN, detach_hidden
+from charlm.model import NEW_CHARS_MASS, CharRNN, detach_hidden, grow_vocab, match_layout
 
 KINDS = ["rnn_tanh", "rnn_relu", "lstm", "gru"]
 INPUTS = ["onehot", "embedding"]
@@ -295,3 +296,86 @@ def test_weight_drop_model_rebuilds_from_its_args():
     twin.load_state_dict(model.state_dict())
     x = torch.randint(0, 11, (2, 5))
     assert torch.equal(model.eval()(x)[0], twin.eval()(x)[0])
+
+
+# --- vocabulary growth (fine-tuning on a corpus with new characters) -----------------------------------
+
+GROWTH_CASES = {
+    "embedding": dict(kind="lstm", input="embedding", embed_size=12, hidden_size=16),
+    "tied": dict(kind="gru", input="embedding", embed_size=16, hidden_size=16, tie_weights=True),
+    "onehot rnn (gathered)": dict(kind="rnn_tanh", input="onehot", hidden_size=16),
+    "onehot lstm, layer per module": dict(kind="lstm", input="onehot", hidden_size=16, num_layers=2, weight_drop=0.3),
+}
+
+
+def trained_like(old: int, **settings) -> CharRNN:
+    """A random model with a confident head (trained models are far from uniform), in eval mode."""
+    torch.manual_seed(0)
+    model = make_rnn(old, **settings)
+    with torch.no_grad():
+        model.head.weight.mul_(4)
+        model.head.bias.copy_(torch.randn(old) * 3)
+    return model.eval()
+
+
+@pytest.mark.parametrize("case", GROWTH_CASES)
+def test_growing_the_vocabulary_keeps_old_ids_rows_and_predictions(case):
+    settings = GROWTH_CASES[case]
+    old, new = 20, 27
+    parent = trained_like(old, **settings)
+    grown = CharRNN(parent.config, new)
+    grown.load_state_dict(grow_vocab(parent.state_dict(), parent.config, old, new))
+    grown.eval()
+    before, after = parent.state_dict(), grown.state_dict()
+    for key, value in before.items():  # every old character keeps its rows (its columns for one-hot input)
+        if key in ("embedding.weight", "head.weight", "head.bias"):
+            assert torch.equal(after[key][:old], value), key
+        elif key.endswith("weight_ih_l0") and settings["input"] == "onehot" and key.startswith(("rnn.0.", "rnn.w")):
+            assert torch.equal(after[key][:, :old], value), key
+        else:
+            assert torch.equal(after[key], value), key
+    if settings.get("tie_weights"):
+        assert grown.head.weight is grown.embedding.weight
+    x = torch.randint(0, old, (4, 30))  # text of old characters only
+    with torch.no_grad():
+        p_old = parent(x)[0].log_softmax(-1)
+        p_new = grown(x)[0].log_softmax(-1)
+    new_mass = p_new[..., old:].exp().sum(-1)
+    assert float(new_mass.max()) <= NEW_CHARS_MASS * 1.0001  # the bound holds at every position
+    shift = (p_old - p_new[..., :old]).abs().max()
+    assert 0 < float(shift) <= math.log1p(NEW_CHARS_MASS) + 1e-5
+    x_new = torch.randint(0, new, (4, 30))  # the new characters can be read and predicted
+    assert grown(x_new)[0].shape == (30, 4, new)
+
+
+def test_a_naive_growth_would_move_the_old_predictions():
+    # what the bound protects against: new rows like the old ones (mean) with an ordinary bias take a share
+    parent = trained_like(20, kind="lstm", input="embedding", embed_size=12, hidden_size=16)
+    state = grow_vocab(parent.state_dict(), parent.config, 20, 40)
+    state["head.bias"][20:] = parent.head.bias.max()
+    grown = CharRNN(parent.config, 40)
+    grown.load_state_dict(state)
+    x = torch.randint(0, 20, (4, 30))
+    with torch.no_grad():
+        mass = grown.eval()(x)[0].softmax(-1)[..., 20:].sum(-1)
+    assert float(mass.mean()) > 100 * NEW_CHARS_MASS
+
+
+def test_growth_without_new_characters_is_the_same_state_and_a_smaller_vocabulary_is_refused():
+    parent = trained_like(20, kind="gru", input="embedding", embed_size=8, hidden_size=8)
+    state = parent.state_dict()
+    same = grow_vocab(state, parent.config, 20, 20)
+    assert same.keys() == state.keys() and all(torch.equal(same[k], state[k]) for k in state)
+    with pytest.raises(ValueError, match="cannot shrink"):
+        grow_vocab(state, parent.config, 20, 19)
+
+
+@pytest.mark.parametrize("weight_drop", [0.0, 0.4])
+def test_match_layout_moves_weights_between_one_module_and_a_module_per_layer(weight_drop):
+    torch.manual_seed(0)
+    fused = make_rnn(11, "lstm", hidden_size=8, num_layers=2, input="embedding", embed_size=8)
+    split = make_rnn(11, "lstm", hidden_size=8, num_layers=2, input="embedding", embed_size=8, weight_drop=0.4)
+    source, target = (fused, split) if weight_drop else (split, fused)
+    target.load_state_dict(match_layout(source.state_dict(), target))
+    x = torch.randint(0, 11, (3, 7))
+    assert torch.equal(source.eval()(x)[0], target.eval()(x)[0])

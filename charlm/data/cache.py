@@ -32,23 +32,26 @@ def encoded_cache_dir() -> Path:
 
 
 def load_encoded(source: Source, groups: dict, text: Callable, cfg: DataConfig, cache: Path,
-                 first_pass: FirstPass) -> tuple[Vocab, dict[str, torch.Tensor], str]:
+                 first_pass: FirstPass, base: Vocab | None = None) -> tuple[Vocab, dict[str, torch.Tensor], str]:
     """The vocabulary, the ids of each split group (memory-mapped) and the text's sha256.
 
     The folder is named by a hash of the raw bytes of every file and of the options that change the
     encoding, so an edited file or another normalisation gets a folder of its own, never a stale one.
-    `first_pass` scans the text; it runs only when the folder has to be written.
+    `first_pass` scans the text; it runs only when the folder has to be written. A `base` vocabulary (a
+    fine-tuned run's) gives other ids, so it is part of the name.
     """
-    folder = Path(cache) / _encoding_key(source, cfg)
+    folder = Path(cache) / _encoding_key(source, cfg, base)
     if not (folder / "meta.json").is_file():
         _write_encoded(folder, source, groups, text, first_pass)
     return _open_encoded(folder)
 
 
-def _encoding_key(source: Source, cfg: DataConfig) -> str:
+def _encoding_key(source: Source, cfg: DataConfig, base: Vocab | None = None) -> str:
     normalisation = Normalisation.of(cfg)
     options = {"format": ENCODED_FORMAT, "newlines": normalisation.newlines, "max_chars": cfg.max_chars,
                "drop_spaces": normalisation.drop_spaces}
+    if base is not None:
+        options["base_vocab"] = hashlib.sha256("".join(base.chars).encode()).hexdigest()
     digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
     for part in source.parts:
         digest.update(f"{part.split}\0{part.member}\0{sha256_file(part.path)}\0".encode())
@@ -80,7 +83,7 @@ def _open_encoded(folder: Path) -> tuple[Vocab, dict[str, torch.Tensor], str]:
     damaged = f"the encoded corpus in {folder} is damaged: delete that folder and run again"
     try:
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-        vocab = Vocab(meta["vocab"])
+        vocab = Vocab.in_order(meta["vocab"])
         dtype = vocab.id_dtype()
         encoded = {}
         for split, n in meta["lengths"].items():

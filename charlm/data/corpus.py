@@ -57,24 +57,28 @@ def encode_text(text: str, vocab: Vocab, cfg: DataConfig) -> torch.Tensor:
     return encode_chunks(iter([normalised]), vocab, len(normalised))
 
 
-def load_corpus(cfg: DataConfig, progress: Callable | None = None, cache: Path | None = None) -> Corpus:
+def load_corpus(cfg: DataConfig, progress: Callable | None = None, cache: Path | None = None,
+                vocab: Vocab | None = None) -> Corpus:
     """Read, normalise, build the vocabulary, encode and split the corpus named by `cfg`.
 
     With `cache` (a folder), the encoded text is kept there as integer files and memory-mapped:
     encoded once, then every process that loads it shares the same pages instead of holding a copy.
+    With `vocab` (a fine-tuned run's parent's, or a saved run's), the corpus's vocabulary is that one,
+    ids unchanged, extended by the characters it lacks.
     """
     source = resolve_source(cfg.corpus, progress)
     groups = _split_groups(source)
     normalisation = Normalisation.of(cfg)
+    base = vocab
 
     def text(parts):
         return _limited(iter_text(parts, normalisation), cfg.max_chars)
 
     if cache is not None:
         vocab, encoded, sha256 = load_encoded(source, groups, text, cfg, cache,
-                                              lambda: _scan_groups(source, groups, text))
+                                              lambda: _scan_groups(source, groups, text, base), base)
     else:
-        vocab, lengths, sha256 = _scan_groups(source, groups, text)
+        vocab, lengths, sha256 = _scan_groups(source, groups, text, base)
         encoded = {split: encode_chunks(text(parts), vocab, lengths[split]) for split, parts in groups.items()}
     if source.has_splits:
         empty = torch.empty(0, dtype=vocab.id_dtype())
@@ -84,7 +88,8 @@ def load_corpus(cfg: DataConfig, progress: Callable | None = None, cache: Path |
     return Corpus(source.name, vocab, train, val, test, sha256)
 
 
-def _scan_groups(source: Source, groups: dict, text: Callable) -> tuple[Vocab, dict[str, int], str]:
+def _scan_groups(source: Source, groups: dict, text: Callable,
+                 base: Vocab | None = None) -> tuple[Vocab, dict[str, int], str]:
     """First pass over every split group: the vocabulary, each group's length, the text's sha256."""
     chars: set[str] = set()
     digest = hashlib.sha256()
@@ -95,7 +100,7 @@ def _scan_groups(source: Source, groups: dict, text: Callable) -> tuple[Vocab, d
         digest.update(split_sha.encode())
     if sum(lengths.values()) == 0:
         raise CorpusError(f"corpus {source.name} is empty: use a text file with some characters")
-    return Vocab(chars), lengths, digest.hexdigest()
+    return (base.extended(chars) if base is not None else Vocab(chars)), lengths, digest.hexdigest()
 
 
 def _split_groups(source: Source) -> dict[str, tuple[TextPart, ...]]:

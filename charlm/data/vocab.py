@@ -1,7 +1,9 @@
 """The vocabulary, and the second pass: text chunks encoded into one preallocated tensor of ids.
 
-Ids follow sorted code-point order, so the same text always gives the same ids. Encoding goes through a
-code-point lookup table (one gather per chunk): no per-character Python work, no list of ints.
+Ids follow sorted code-point order, so the same text always gives the same ids; a fine-tuned run's
+vocabulary is its parent's, in the parent's order, followed by the new corpus's new characters (sorted),
+so that every old character keeps its id. Encoding goes through a code-point lookup table (one gather per
+chunk): no per-character Python work, no list of ints.
 """
 
 from __future__ import annotations
@@ -15,11 +17,26 @@ from charlm.errors import CorpusError
 
 
 class Vocab:
-    """Characters in sorted code-point order: the same text always gives the same ids."""
+    """Characters in sorted code-point order: the same text always gives the same ids.
 
-    def __init__(self, chars):
-        self.chars: list[str] = sorted(set(chars))
+    `Vocab(chars)` builds one from any characters; `Vocab.in_order(chars)` keeps a saved vocabulary's
+    order (a checkpoint's, vocab.json's), which is not sorted in a fine-tuned run.
+    """
+
+    def __init__(self, chars, *, keep_order: bool = False):
+        self.chars: list[str] = list(chars) if keep_order else sorted(set(chars))
         self.index = {c: i for i, c in enumerate(self.chars)}
+        if len(self.index) != len(self.chars):
+            raise ValueError("a vocabulary lists each character once")
+
+    @classmethod
+    def in_order(cls, chars) -> Vocab:
+        """The vocabulary with exactly these ids (a saved one)."""
+        return cls(chars, keep_order=True)
+
+    def extended(self, chars) -> Vocab:
+        """This vocabulary, ids unchanged, followed by the characters of `chars` it lacks (sorted)."""
+        return Vocab.in_order(self.chars + sorted(set(chars) - set(self.index)))
 
     def __len__(self) -> int:
         return len(self.chars)
@@ -42,7 +59,7 @@ class Vocab:
 
     @classmethod
     def from_json(cls, text: str) -> Vocab:
-        return cls(json.loads(text)["chars"])
+        return cls.in_order(json.loads(text)["chars"])
 
     def lookup_table(self) -> torch.Tensor:
         """code point -> id (or -1): encodes text with one gather instead of a Python loop."""

@@ -1,7 +1,10 @@
-"""`train()`: set a run up (new or resumed) and hand it to the Trainer.
+"""`train()`: set a run up (new, fine-tuned or resumed) and hand it to the Trainer.
 
     config ─► corpus (load, check) ─► model + optimizer (seeded) ─► TrainState (fresh, or from last.pt)
            ─► run folder (new files, or metrics trimmed to the checkpoint) ─► Trainer.run() ─► RunSummary
+
+A fine-tuned run (init_from.py) differs only in its corpus's vocabulary (the parent's, extended) and
+its initial weights (the parent's, grown); a resumed run keeps the vocabulary its checkpoint holds.
 """
 
 from __future__ import annotations
@@ -15,13 +18,14 @@ import torch
 from charlm import checkpoint as ckpt
 from charlm import distributed
 from charlm.config import Config, dump_config, parse_duration
-from charlm.data import Corpus, encoded_cache_dir, load_corpus, make_batches
+from charlm.data import Corpus, Vocab, encoded_cache_dir, load_corpus, make_batches
 from charlm.errors import CheckpointError, CorpusError, UsageError
 from charlm.events import Reporter, RunStart, RunSummary, SilentReporter
 from charlm.fsio import atomic_write_text, remove_stale_temp_files
 from charlm.model import CharRNN
 from charlm.rundir import CONFIG, LAST, METRICS, RunDir
 from charlm.training import schedule
+from charlm.training.init_from import WITH_RESUME, Parent, check_shape, load_parent
 from charlm.training.loop import Trainer
 from charlm.training.resume import config_changes, restore, seed_rank
 from charlm.training.state import TrainState
@@ -35,19 +39,26 @@ class Request:
     resume: bool = False
     resume_from: str = "last"  # best | last: the checkpoint a resume starts from
     explicit: set[str] = field(default_factory=set)  # config keys given on the command line
+    init_from: str | Path | None = None  # fine-tune: a run folder, RUN:last, or an exported model folder
 
 
 def train(config: Config, run_dir: Path | None = None, reporter: Reporter | None = None, resume: bool = False,
-          explicit: set[str] | None = None, resume_from: str = "last") -> RunSummary:
+          explicit: set[str] | None = None, resume_from: str = "last",
+          init_from: str | Path | None = None) -> RunSummary:
     """Train a model as `config` says, writing everything to `run_dir` (default runs/NAME-TIME).
 
     With resume=True, continue the run in `run_dir` from its last.pt (or `resume_from="best"`: its best.pt);
     `explicit` names the config keys given on the command line (an lr change is accepted only from there).
-    The run folder is locked while training: a second trainer there is refused. Under torchrun every
-    process calls this; rank 0 alone writes the run folder and holds its lock (see distributed.py).
+    With `init_from` (a run folder, RUN:last, or an exported model folder), start from that model's weights
+    on config's corpus (see init_from.py). The run folder is locked while training: a second trainer there
+    is refused. Under torchrun every process calls this; rank 0 alone writes the run folder and holds its
+    lock (see distributed.py).
     """
+    if init_from is not None and resume:
+        raise UsageError(WITH_RESUME)
     ranks = distributed.setup(config.train.device, config.train.batch_size)
-    request = Request(Path(run_dir) if run_dir is not None else None, resume, resume_from, explicit or set())
+    request = Request(Path(run_dir) if run_dir is not None else None, resume, resume_from, explicit or set(),
+                      init_from)
     clean = False
     try:
         with contextlib.ExitStack() as held:
@@ -72,16 +83,16 @@ def start(config: Config, request: Request, reporter: Reporter, ranks: distribut
             if ranks.is_main:
                 lock = held.enter_context(folder.lock())
         saved, changes = load_saved_run(folder, request, config, reporter)
-    with ranks.local_main_first():  # several processes share one memory-mapped copy of the encoded corpus
-        corpus = load_corpus(config.data, progress=reporter.download,
-                             cache=encoded_cache_dir() if ranks.active else None)
-    if saved is not None and corpus.sha256 != saved.corpus_sha256:
-        raise UsageError(f"cannot resume: corpus {config.data.corpus} is not the text this run was trained on "
-                         "(its checksum differs); resume with the original corpus")
+    parent = load_parent(request.init_from) if request.init_from is not None else None
+    if parent is not None:
+        check_shape(parent, config.model)
+    corpus = load_run_corpus(config, reporter, ranks, saved, parent)
     check_corpus(corpus, config)
 
     torch.manual_seed(t.seed)
     model = CharRNN(config.model, len(corpus.vocab)).to(ranks.device)
+    if parent is not None:
+        parent.load_weights(model)
     optimizer = schedule.make_optimizer(model, t)
     seed_rank(ranks, t.seed)
     data_generator = torch.Generator().manual_seed(t.seed)
@@ -97,10 +108,11 @@ def start(config: Config, request: Request, reporter: Reporter, ranks: distribut
                 folder.check_new()  # before the lock: a refused folder is not touched
                 lock = held.enter_context(folder.lock())
             lock.record_pid()
-            prepare_run_files(folder, saved is not None, config, corpus, state, changes, reporter)
+            prepare_run_files(folder, saved is not None, config, corpus, state, changes, reporter,
+                              parent.record(corpus.vocab) if parent is not None else None)
     prefixes = preview_prefixes(config, corpus, reporter)
     board = tensorboard(folder) if config.log.tensorboard and ranks.is_main else None
-    reporter.start(run_start(config, corpus, model, folder, ranks, state if saved is not None else None))
+    reporter.start(run_start(config, corpus, model, folder, ranks, state if saved is not None else None, parent))
     return Trainer(config=config, run_dir=folder, corpus=corpus, raw_model=model, model=ranks.wrap(model),
                    optimizer=optimizer, data_generator=data_generator, state=state, ranks=ranks, reporter=reporter,
                    prefixes=prefixes, board=board)
@@ -131,6 +143,27 @@ def load_saved_run(folder: RunDir, request: Request, config: Config,
     return saved, config_changes(saved.config, config, request.explicit)
 
 
+def load_run_corpus(config: Config, reporter: Reporter, ranks: distributed.Ranks, saved: ckpt.Checkpoint | None,
+                    parent: Parent | None) -> Corpus:
+    """The corpus, with the run's vocabulary: a fine-tuned run's extends its parent's; a resumed run keeps
+    the one its checkpoint holds (a fine-tuned run's is not in sorted order)."""
+    def load(vocab: Vocab | None) -> Corpus:
+        with ranks.local_main_first():  # several processes share one memory-mapped copy of the encoded corpus
+            return load_corpus(config.data, progress=reporter.download,
+                               cache=encoded_cache_dir() if ranks.active else None, vocab=vocab)
+
+    base = parent.vocab if parent is not None else None
+    if saved is not None and saved.vocab != sorted(saved.vocab):  # a fine-tuned run's order: encode with it at once
+        base = Vocab.in_order(saved.vocab)
+    corpus = load(base)
+    if saved is not None and corpus.sha256 != saved.corpus_sha256:
+        raise UsageError(f"cannot resume: corpus {config.data.corpus} is not the text this run was trained on "
+                         "(its checksum differs); resume with the original corpus")
+    if saved is not None and corpus.vocab.chars != saved.vocab:  # sorted, but with characters the text lacks
+        corpus = load(Vocab.in_order(saved.vocab))
+    return corpus
+
+
 def check_corpus(corpus: Corpus, c: Config) -> None:
     need = make_batches(corpus.train, c.train).min_chars
     if len(corpus.train) < need:
@@ -142,14 +175,16 @@ def check_corpus(corpus: Corpus, c: Config) -> None:
 
 
 def prepare_run_files(run_dir: RunDir, resumed: bool, config: Config, corpus: Corpus, state: TrainState,
-                      changes: dict, reporter: Reporter) -> None:
-    """A new run: a fresh folder, marked as charlm's first, with its config and vocabulary. A resumed one:
-    metrics trimmed to the checkpoint (evals that a crash cut short are recomputed), a resume event, the
-    config as resumed."""
+                      changes: dict, reporter: Reporter, parent: dict | None = None) -> None:
+    """A new run: a fresh folder, marked as charlm's first, with its config and vocabulary (and, fine-tuned,
+    the init_from line that starts metrics.jsonl). A resumed one: metrics trimmed to the checkpoint (evals
+    that a crash cut short are recomputed), a resume event, the config as resumed."""
     if not resumed:
         run_dir.prepare_new()
         run_dir.mark()
         run_dir.write_run_files(dump_config(config), corpus.vocab.to_json())
+        if parent is not None:
+            run_dir.append_metrics(parent)
         return
     remove_stale_temp_files(run_dir.path)
     if not run_dir.is_marked():  # a run folder from before markers existed
@@ -173,7 +208,7 @@ def preview_prefixes(config: Config, corpus: Corpus, reporter: Reporter) -> list
 
 
 def run_start(config: Config, corpus: Corpus, model: CharRNN, run_dir: RunDir, ranks: distributed.Ranks,
-              resumed: TrainState | None) -> RunStart:
+              resumed: TrainState | None, parent: Parent | None = None) -> RunStart:
     t = config.train
     return RunStart(
         run_dir=str(run_dir), device=ranks.describe(), corpus=corpus.name, vocab_size=len(corpus.vocab),
@@ -181,7 +216,9 @@ def run_start(config: Config, corpus: Corpus, model: CharRNN, run_dir: RunDir, r
         parameters=model.num_parameters(), batches_per_epoch=len(make_batches(corpus.train, t)), epochs=t.epochs,
         chars_per_batch=t.batch_size * t.num_steps,
         resumed_at=(resumed.epoch, resumed.batch_in_epoch) if resumed is not None else None,
-        time_budget=parse_duration(t.time_budget) if t.time_budget is not None else None)
+        time_budget=parse_duration(t.time_budget) if t.time_budget is not None else None,
+        init_from=str(parent.path) if parent is not None else None,
+        new_chars=len(corpus.vocab) - len(parent.checkpoint.vocab) if parent is not None else 0)
 
 
 def tensorboard(run_dir: RunDir):

@@ -1,0 +1,130 @@
+"""The Python API: load a trained model (a run folder or an exported model folder) and use it; train; export.
+
+    import charlm
+    model = charlm.load("runs/jaychou-lstm-20261123-235001")   # or a folder made by charlm export
+    model.generate("分开", length=50, temperature=0.8, seed=1)
+    model.perplexity("some text")                              # or file=PATH, or split="val"
+    for chunk in model.stream("分开", length=500): ...
+
+The CLI's generate and perplexity go through `load` and `Model` too, so both give the same text and
+numbers. Importing this module is light: torch and the training code load when a function needs them,
+which keeps `import charlm` and the CLI's start-up fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from charlm.config import Config, load_config
+from charlm.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+    from charlm.checkpoint import Checkpoint
+    from charlm.data.vocab import Vocab
+    from charlm.events import Reporter, RunSummary
+    from charlm.model import CharRNN
+
+__all__ = ["Model", "export_model", "load", "load_config", "train"]
+
+TEMPERATURE = 0.8  # the default of charlm generate
+
+
+class Model:
+    """A trained character model, ready to sample from and to score text with. Made by `charlm.load`.
+
+    `net` is the torch module (eval mode), `vocab` its characters, `checkpoint` what was loaded (its
+    `config`, corpus checksum and train state), `path` the folder it came from.
+    """
+
+    def __init__(self, net: CharRNN, vocab: Vocab, checkpoint: Checkpoint, path: Path, device: torch.device):
+        self.net, self.vocab, self.checkpoint, self.path, self.device = net, vocab, checkpoint, path, device
+
+    @property
+    def config(self) -> Config:
+        """The config the model was trained with."""
+        return self.checkpoint.config
+
+    def __repr__(self) -> str:
+        m = self.checkpoint.model_config
+        return (f"charlm.Model({str(self.path)!r}: {m.kind} {m.num_layers}x{m.hidden_size}, "
+                f"{len(self.vocab):,} characters)")
+
+    def generate(self, prefix: str, length: int = 100, *, temperature: float = TEMPERATURE, seed: int | None = None,
+                 **options: Any) -> str:
+        """The prefix followed by `length` sampled characters. temperature 0 is greedy; `options` are any
+        other sampling options of charlm.generate (top_k, top_p, ...)."""
+        return self.samples(prefix, length, 1, temperature=temperature, seed=seed, **options)[0]
+
+    def samples(self, prefix: str, length: int = 100, num_samples: int = 2, *, temperature: float = TEMPERATURE,
+                seed: int | None = None, **options: Any) -> list[str]:
+        """`num_samples` independent samples, made in one batch (each the prefix and `length` characters)."""
+        from charlm.generate import generate
+
+        return generate(self.net, self.vocab, prefix, length, temperature=temperature, seed=seed,
+                        num_samples=num_samples, device=self.device, **options)
+
+    def stream(self, prefix: str, length: int = 100, *, temperature: float = TEMPERATURE, seed: int | None = None,
+               **options: Any) -> Iterator[str]:
+        """The text after the prefix, one character at a time as it is made (the same text as generate).
+
+        The arguments are checked here, when stream is called, before the first character."""
+        from charlm.generate import stream
+
+        steps = stream(self.net, self.vocab, prefix, length, temperature=temperature, seed=seed, device=self.device,
+                       **options)
+        chars = self.vocab.chars
+        return (chars[int(ids[0])] for ids in steps)
+
+    def perplexity(self, text: str | None = None, *, file: str | Path | None = None,
+                   split: str | None = None) -> dict:
+        """Score `text`, a text `file`, or a `split` of the training corpus (the default: val).
+
+        Returns {"nats_per_char", "bits_per_char", "perplexity", "chars", "protocol", "source"}, with the
+        protocol of training's evals (see charlm.evaluate); text and files get the corpus's normalisation.
+        """
+        from charlm.evaluate import evaluate, score_model
+
+        if text is None:
+            result, _ = score_model(self.net, self.vocab, self.checkpoint, split,
+                                    Path(file) if file is not None else None, self.device)
+            return result
+        if file is not None or split is not None:
+            raise UsageError("score one thing: text, file or split")
+        from charlm.data import encode_text
+
+        t = self.config.train
+        ids = encode_text(text, self.vocab, self.config.data)
+        return {**evaluate(self.net, ids, t.eval_batch_size, t.num_steps, self.device), "source": "text"}
+
+
+def load(path: str | Path | None = None, checkpoint: str = "best", device: str | torch.device = "cpu") -> Model:
+    """A run folder's checkpoint (best or last) or an exported model folder, ready to use on `device`
+    (cpu, cuda, mps or auto). Without a path: the latest run under runs/."""
+    from charlm.device import pick_device
+    from charlm.model_dir import load_model, resolve
+
+    folder = resolve(path)
+    where = pick_device(device) if isinstance(device, str) else device
+    net, vocab, saved = load_model(folder, checkpoint, where)
+    return Model(net, vocab, saved, folder, where)
+
+
+def train(config: Config, run_dir: str | Path | None = None, reporter: Reporter | None = None, resume: bool = False,
+          init_from: str | Path | None = None) -> RunSummary:
+    """Train as `config` says (see charlm.load_config); `init_from` fine-tunes a run or model folder
+    (RUN:last for a run's last checkpoint). Returns the run's summary (events.RunSummary)."""
+    from charlm.training import train as run_training
+
+    return run_training(config, Path(run_dir) if run_dir is not None else None, reporter, resume=resume,
+                        init_from=init_from)
+
+
+def export_model(run_dir: str | Path | None, out: str | Path, checkpoint: str = "best") -> Path:
+    """Write a portable model folder (model.safetensors, config.json, vocab.json, README.md) from a run."""
+    from charlm.model_dir import export_model as export
+
+    return export(run_dir, out, checkpoint)

@@ -1,0 +1,212 @@
+"""An exported model folder, and loading a model from it or from a run folder.
+
+    MODEL_DIR/
+        model.safetensors   the weights only (tied weights stored once: the head's are the embedding's)
+        config.json         the model's config and vocabulary size, the training config, the corpus's
+                            checksum, the checkpoint it came from and that checkpoint's eval
+        vocab.json          the characters, in id order (as in a run folder)
+        README.md           the model card (model_card.py), for people
+
+`export_model` writes one from a run's checkpoint. `load_checkpoint` / `load_model` read a run folder's
+checkpoint or a model folder into the same typed `Checkpoint` (a model folder's has no optimizer or
+generators: it is for using, not resuming), so generate, perplexity and --init-from treat both alike.
+Nothing here unpickles: safetensors and JSON only, every shape checked against config.json.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from charlm import checkpoint as ckpt
+from charlm import fsio
+from charlm.checkpoint import Checkpoint
+from charlm.config import ModelConfig, from_dict
+from charlm.data.vocab import Vocab
+from charlm.errors import CheckpointError, ConfigError, RunError, UsageError
+from charlm.model import CharRNN
+from charlm.rundir import RunDir
+from charlm.training.state import TrainState
+
+FORMAT, VERSION = "charlm-model", 1
+WEIGHTS, CONFIG_JSON, VOCAB_JSON, CARD = "model.safetensors", "config.json", "vocab.json", "README.md"
+REQUIRED = (CONFIG_JSON, VOCAB_JSON, WEIGHTS)  # the card is for people: a folder without it still loads
+TIED_KEY = "head.weight"  # with tie_weights it is embedding.weight, so it is not stored
+
+
+def is_model_dir(path: Path | str | None) -> bool:
+    """A folder holding config.json or model.safetensors (a run folder holds neither)."""
+    return path is not None and any((Path(path) / name).exists() for name in (WEIGHTS, CONFIG_JSON))
+
+
+def check_model_dir(path: Path) -> None:
+    """For --model: the folder exists and looks like an export (what it lacks, load() says)."""
+    if not Path(path).is_dir():
+        raise CheckpointError(f"model folder {path} not found: pass a folder made by charlm export")
+    if not is_model_dir(path):
+        raise CheckpointError(f"{path} is not a model folder (it has no {CONFIG_JSON} or {WEIGHTS}): pass a folder "
+                              "made by charlm export, or a run folder with --run-dir")
+
+
+def resolve(path: Path | str | None) -> Path:
+    """A model folder as given; a run folder as given, or the latest run when `path` is None."""
+    return Path(path) if is_model_dir(path) else RunDir.resolve(Path(path) if path is not None else None).path
+
+
+def load_checkpoint(path: Path | str | None, which: str = "best") -> Checkpoint:
+    """The checkpoint `which` (best | last) of a run folder, or the one an exported model folder holds."""
+    if is_model_dir(path):
+        if which != "best":
+            raise CheckpointError(f"{path} is an exported model folder: it holds one checkpoint (--checkpoint "
+                                  "applies to run folders)")
+        return load(Path(path))
+    return ckpt.load(RunDir.resolve(Path(path) if path is not None else None).checkpoint(which))
+
+
+def load_model(path: Path | str | None, which: str = "best",
+               device: torch.device | str = "cpu") -> tuple[CharRNN, Vocab, Checkpoint]:
+    """The model (eval mode, on `device`), vocabulary and checkpoint of a run folder or a model folder."""
+    if is_model_dir(path):
+        saved = load_checkpoint(path, which)
+        return saved.build_model(device), Vocab.in_order(saved.vocab), saved  # shapes were checked by load()
+    return ckpt.load_run_model(RunDir.resolve(Path(path) if path is not None else None), which, device)
+
+
+# --- writing ---------------------------------------------------------------------------------------
+
+
+def export_model(run_dir: Path | str | None, out: Path | str, which: str = "best") -> Path:
+    """Write the model folder `out` from the checkpoint `which` of a run folder (default: the latest run).
+
+    The folder appears whole or not at all (written beside it, then renamed); an existing one is refused.
+    """
+    from charlm.model_card import render_card
+
+    run = RunDir.resolve(Path(run_dir) if run_dir is not None else None)
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"{out} already exists: choose a new --out (an export never overwrites a folder)")
+    model, vocab, saved = ckpt.load_model(run.checkpoint(which))
+    meta = model_meta(saved, model, run.path, which)
+    card = render_card(meta, model, vocab, saved.config, run, out)
+    weights = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()
+               if not (saved.model_config.tie_weights and k == TIED_KEY)}  # safetensors refuses shared tensors
+    try:
+        with fsio.atomic_folder(out) as tmp:
+            (tmp / WEIGHTS).write_bytes(save_safetensors(weights, metadata={"format": FORMAT}))
+            (tmp / CONFIG_JSON).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            (tmp / VOCAB_JSON).write_text(vocab.to_json(), encoding="utf-8")
+            (tmp / CARD).write_text(card, encoding="utf-8")
+    except OSError as e:
+        raise RunError(f"cannot write {out} ({e.strerror or e}): free disk space or choose a writable --out") from None
+    return out
+
+
+def model_meta(saved: Checkpoint, model: CharRNN, run_dir: Path, which: str) -> dict:
+    """config.json: the model's config as data, and where the weights come from."""
+    state = saved.train_state
+    training = {k: v for k, v in saved.config.to_dict().items() if k != "model"}  # the model's config is "model"
+    return {
+        "format": FORMAT, "version": VERSION, "model": asdict(saved.model_config), "vocab_size": len(saved.vocab),
+        "parameters": model.num_parameters(), "training": training,
+        "corpus": {"name": saved.config.data.corpus, "sha256": saved.corpus_sha256},
+        "checkpoint": {"run_dir": str(run_dir), "which": which, "epoch": state.epoch, "step": state.step,
+                       "best_epoch": state.best_epoch,
+                       "best_loss": state.best_loss if math.isfinite(state.best_loss) else None,
+                       "eval": state.last_record},
+        "init_from": parent_record(run_dir),
+    }
+
+
+def parent_record(run_dir: Path) -> dict | None:
+    """The run's {"event": "init_from"} line: where a fine-tuned run's weights came from."""
+    return next((r for r in RunDir(run_dir).read_metrics() if r.get("event") == "init_from"), None)
+
+
+# --- reading ---------------------------------------------------------------------------------------
+
+
+def load(folder: Path) -> Checkpoint:
+    """A model folder as a Checkpoint. A missing file, a config.json that disagrees with the weights, or
+    weights of another model are refused in one line (CheckpointError, exit 2)."""
+    folder = Path(folder)
+    check_model_dir(folder)
+    for name in REQUIRED:
+        if not (folder / name).is_file():
+            raise CheckpointError(f"model folder {folder} has no {name}: export the run again "
+                                  f"(charlm export --run-dir RUN --out {folder})")
+    meta = _read_meta(folder / CONFIG_JSON)
+    try:
+        config = from_dict({**meta["training"], "model": meta["model"]})
+        vocab_size, corpus_sha256 = int(meta["vocab_size"]), str(meta["corpus"]["sha256"])
+        source = meta["checkpoint"]
+        best_loss = source["best_loss"] if source["best_loss"] is not None else math.inf
+        state = TrainState(epoch=int(source["epoch"]), step=int(source["step"]), best_epoch=int(source["best_epoch"]),
+                           best_loss=float(best_loss), last_record=dict(source["eval"]))
+    except (KeyError, TypeError, ValueError, ConfigError) as e:
+        raise CheckpointError(f"{folder / CONFIG_JSON} is not a valid charlm model config ({_first_line(e)}): "
+                              "export the run again") from None
+    vocab = _read_vocab(folder / VOCAB_JSON)
+    if len(vocab) != vocab_size:
+        raise CheckpointError(f"{folder / VOCAB_JSON} has {len(vocab)} characters but {CONFIG_JSON} says "
+                              f"{vocab_size}: the files come from different exports; export the run again")
+    weights = _read_weights(folder / WEIGHTS)
+    check_weights(weights, config.model, vocab_size, folder)
+    if config.model.tie_weights:  # loading both keys into the one shared parameter keeps the tie
+        weights[TIED_KEY] = weights["embedding.weight"]
+    return Checkpoint(model=weights, model_config=config.model, vocab=vocab.chars, config=config,
+                      corpus_sha256=corpus_sha256, train_state=state)
+
+
+def check_weights(weights: dict[str, torch.Tensor], cfg: ModelConfig, vocab_size: int, folder: Path) -> None:
+    """Every tensor the config's model needs, of its shape, and nothing else."""
+    with torch.device("meta"):  # shapes only: no memory, no random draws
+        expected = {k: tuple(v.shape) for k, v in CharRNN(cfg, vocab_size).state_dict().items()
+                    if not (cfg.tie_weights and k == TIED_KEY)}
+    problems = [f"{k} is {list(weights[k].shape)} where the config needs {list(shape)}"
+                for k, shape in expected.items() if k in weights and tuple(weights[k].shape) != shape]
+    problems += [f"it lacks {k}" for k in expected if k not in weights]
+    problems += [f"it has {k}, which the config's model has no place for" for k in weights if k not in expected]
+    if problems:
+        model = f"{cfg.kind} {cfg.num_layers}x{cfg.hidden_size}, {cfg.input} input, vocabulary {vocab_size}"
+        raise CheckpointError(f"{folder / WEIGHTS} does not hold the model {CONFIG_JSON} describes ({model}): "
+                              f"{problems[0]}; the files come from different models: export the run again")
+
+
+def _read_meta(path: Path) -> dict:
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path} is not readable JSON ({_first_line(e)}): export the run again") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a charlm model config: pass a folder made by charlm export")
+    if meta.get("version") != VERSION:
+        raise CheckpointError(f"{path} is model folder version {meta.get('version')}, this charlm reads version "
+                              f"{VERSION}: use a matching charlm release")
+    return meta
+
+
+def _read_vocab(path: Path) -> Vocab:
+    try:
+        return Vocab.from_json(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a charlm vocabulary ({_first_line(e)}): export the run again") from None
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_safetensors(path.read_bytes())
+    except (OSError, SafetensorError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({_first_line(e)}): it is truncated "
+                              "or damaged; export the run again") from None
+
+
+def _first_line(error: Exception) -> str:
+    return ((str(error) or type(error).__name__).splitlines() or [""])[0][:80]
