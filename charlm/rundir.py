@@ -124,13 +124,13 @@ class RunDir:
         present = sorted(p.name for p in self.path.iterdir() if p.name != LOCK)
         if not present:
             return
+        if (self.path / LAST).exists():  # a run, maybe from before markers existed: --resume checks it
+            raise UsageError(f"run folder {self.path} already holds a run: resume it with --resume, "
+                             "or pass a new --run-dir")
         if not self.is_marked():
             shown = ", ".join(present[:3]) + (", ..." if len(present) > 3 else "")
             raise UsageError(f"run folder {self.path} holds files charlm did not write ({shown}): pass a new or "
                              "empty --run-dir")
-        if (self.path / LAST).exists():
-            raise UsageError(f"run folder {self.path} already holds a run: resume it with --resume, "
-                             "or pass a new --run-dir")
         if any(name.endswith(".pt") for name in present):
             raise UsageError(f"run folder {self.path} holds a run whose {LAST} is gone: continue it from its best "
                              "checkpoint with --resume-from best, or pass a new --run-dir")
