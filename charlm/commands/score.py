@@ -1,0 +1,116 @@
+"""`charlm perplexity` and `charlm neurons`: score a text, say where its loss comes from, find units."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from charlm import cli
+from charlm.commands.common import Device, ModelDir, RunDir, Which, model_source
+from charlm.errors import UsageError
+
+
+@cli.app.command(epilog="Example: charlm perplexity --split val --show")
+def perplexity(
+    run_dir: RunDir = None,
+    split: Annotated[Optional[str], typer.Option(help="train | val | test (default: val)")] = None,
+    file: Annotated[Optional[Path], typer.Option("--file", "-f", help="Score this text file, not a split.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    checkpoint: Which = "best",
+    device: Device = "auto",
+    text: Annotated[Optional[str], typer.Option(
+        "--text", "-t", help="Score this string (read as one stream), not a split.")] = None,
+    show: Annotated[bool, typer.Option("--show", help="Print the text shaded by each character's bits.")] = False,
+    html: Annotated[Optional[Path], typer.Option(
+        "--html", help="Write a page: the shaded text, bits and top-5 predictions on hover.")] = None,
+    breakdown: Annotated[bool, typer.Option(
+        "--breakdown", help="The loss by characters unseen / rare / common in training, the costliest ones "
+        "(implied by --show and --html; in --json as \"breakdown\").")] = False,
+    show_chars: Annotated[int, typer.Option(help="Characters shown by --show and --html (the figures cover all).")]
+    = 5000,
+    model_dir: ModelDir = None,
+) -> None:
+    """Score a run (or an exported model) on a split of its corpus, a file or a string: nats/char, bits/char, ppl.
+
+    --show, --html and --breakdown also say where the loss comes from, character by character.
+    """
+    from charlm.device import pick_device
+    from charlm.evaluate import score_run
+    from charlm.model_dir import resolve
+
+    folder = resolve(model_source(run_dir, model_dir))
+    if show or html or breakdown:
+        return _surprisal(folder, checkpoint, split, file, text, pick_device(device), as_json, show, html, show_chars)
+    result, saved = score_run(folder, checkpoint, split, file, pick_device(device), text)
+    if as_json:
+        print(json.dumps({k: result[k] for k in ("nats_per_char", "bits_per_char", "perplexity", "chars")}))
+        return
+    epoch = saved.train_state.epoch
+    cli.out.print(f"{folder} ({checkpoint}, epoch {epoch}) on {result['source']}: {result['chars']:,} chars")
+    cli.out.print(f"nats/char  {result['nats_per_char']:.4f}\nbits/char  {result['bits_per_char']:.4f}\n"
+              f"perplexity {result['perplexity']:.4f}")
+
+
+def _surprisal(folder: Path, checkpoint: str, split, file, text, device, as_json: bool, show: bool,
+               html: Optional[Path], show_chars: int) -> None:
+    from charlm import pages, surprisal, views
+
+    if show and as_json:
+        raise UsageError("--show and --json both print to stdout: pass one of them")
+    if show_chars < 1:
+        raise UsageError(f"--show-chars must be >= 1, got {show_chars}")
+    if html is not None:
+        pages.check_target(html)
+    report = surprisal.analyse(folder, checkpoint, split, file, text, device, predictions=html is not None)
+    parts = report.breakdown()
+    if html is not None:
+        pages.write(html, surprisal.page(report, parts, show_chars))
+    if as_json:
+        print(json.dumps({**report.figures(), "breakdown": parts.to_dict()}, ensure_ascii=False))
+        return
+    views.print_surprisal(cli.out, report, parts, show, show_chars)
+    if html is not None:
+        cli.out.print(f"wrote {html}", markup=False)
+
+
+@cli.app.command(epilog="Example: charlm neurons --split val --feature quote --feature '[A-Z]+:' --html neurons.html")
+def neurons(
+    run_dir: RunDir = None,
+    split: Annotated[Optional[str], typer.Option(help="train | val | test (default: val)")] = None,
+    file: Annotated[Optional[Path], typer.Option("--file", "-f", help="Read this text file, not a split.")] = None,
+    feature: Annotated[Optional[list[str]], typer.Option(
+        "--feature", help="quote | bracket | line-position | newline-next | vowel, or a regex (inside a match); "
+        "repeat it (default: every built-in).")] = None,
+    top: Annotated[int, typer.Option(help="Units to report per feature.")] = 5,
+    html: Annotated[Optional[Path], typer.Option(
+        "--html", help="Write a page: the text coloured by each top unit, the feature underlined.")] = None,
+    page_chars: Annotated[int, typer.Option(help="Characters of the text on the page.")] = 2000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    checkpoint: Which = "best",
+    device: Device = "cpu",
+) -> None:
+    """Find the hidden units (every layer; h, and c for an LSTM) that track quotes, brackets, line length, ..."""
+    from charlm import neurons as neurons_lib
+    from charlm import pages, views
+    from charlm.device import pick_device
+    from charlm.rundir import RunDir
+
+    if top < 1 or page_chars < 1:
+        raise UsageError(f"--top and --page-chars must be >= 1, got {top} and {page_chars}")
+    if html is not None:
+        pages.check_target(html)
+    folder = RunDir.resolve(run_dir).path
+    report = neurons_lib.analyse(folder, checkpoint, split, file, None, feature, top, page_chars, pick_device(device))
+    if html is not None:
+        pages.write(html, neurons_lib.page(report))
+    if as_json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False))
+        return
+    cli.out.print(f"{folder} ({checkpoint}, epoch {report.epoch}, {report.model}) on {report.source}: "
+              f"{report.chars:,} chars read in {report.seconds:.1f} s", markup=False)
+    cli.out.print(views.neurons_table(report))
+    if html is not None:
+        cli.out.print(f"wrote {html}", markup=False)
