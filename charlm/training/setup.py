@@ -47,7 +47,8 @@ def train(config: Config, run_dir: Path | None = None, reporter: Reporter | None
     The run folder is locked while training: a second trainer there is refused. Under torchrun every
     process calls this; rank 0 alone writes the run folder and holds its lock (see distributed.py).
     """
-    with deterministic_algorithms(config.train.deterministic, config.train.device):  # before any CUDA work: cuBLAS reads its env once
+    # before any CUDA work: cuBLAS reads its workspace setting once
+    with deterministic_algorithms(config.train.deterministic, config.train.device):
         ranks = distributed.setup(config.train.device, config.train.batch_size)
         request = Request(Path(run_dir) if run_dir is not None else None, resume, resume_from, explicit or set())
         clean = False
