@@ -236,7 +236,8 @@ def main(argv: list[str] | None = None) -> dict:
           f"train {len(corpus.train):,} / val {len(corpus.val):,} chars, {device}, budget {args.budget:g} s",
           flush=True)
     evals = train_to_budget(gpt, recipe, race, log=lambda line: print(line, flush=True))
-    result = {"model": "gpt", "recipe": asdict(recipe), "parameters": gpt.num_parameters(), "device": str(device),
+    result = {"model": f"GPT {recipe.n_layer}x{recipe.n_embd}", "recipe": asdict(recipe),
+              "parameters": gpt.num_parameters(), "device": str(device),
               "config": str(args.config), "overrides": args.set, "budget": args.budget, "streams": race.streams,
               "evals": evals, "checkpoints": time_to_loss.checkpoints(evals, args.marks, args.targets),
               "chars_per_s": evals[-1]["chars_seen"] / evals[-1]["train_seconds"]}

@@ -19,6 +19,7 @@ the first of data/, shared/data and ../shared/data that holds tiny shakespeare a
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -31,6 +32,8 @@ import time
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import gpu_table  # beside this file
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS_FILES = ("tinyshakespeare.txt", "ptb.char.train.txt", "ptb.char.valid.txt", "ptb.char.test.txt")
@@ -192,7 +195,8 @@ def commands(name: str, mode: Mode, work: Path, python: str, limit: float, bf16_
     budget = ptb_budget(mode, limit)
     sets = [*mode.ptb_sets, f"train.time_budget={budget:g}s"]
     return [train_command(python, "ptb-char-gpu", work / "ptb", sets),
-            [python, "benchmarks/time_to_loss.py", str(work / "ptb"), "--json", str(work / "ptb.json")]]
+            [python, "benchmarks/time_to_loss.py", str(work / "ptb"), "--marks", "--targets", "--json",
+             str(work / "ptb.json")]]
 
 
 def train_command(python: str, config: str, run_dir: Path, sets: list[str]) -> list[str]:
@@ -267,6 +271,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in only if s not in STEPS]
     if unknown:
         parser.error(f"unknown step(s) {', '.join(unknown)}: choose from {', '.join(STEPS)}")
+    missing = [name for name in ("torch", "typer", "rich", "yaml", "pytest") if importlib.util.find_spec(name) is None]
+    if missing:
+        print(f"error: {sys.executable} cannot import {', '.join(missing)}: run with PYTHON=<a python that has "
+              "charlm's requirements and pytest>", file=sys.stderr)
+        return 2
     try:
         data = find_data()
     except MissingData as error:
@@ -280,14 +289,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
-    from gpu_table import render
-
-    table = render(figures)
+    table = gpu_table.render(figures)
     (args.out / "table.txt").write_text(table + "\n", encoding="utf-8")
     print(table)
     return 0 if all(s["status"] in ("ok", "skipped") for s in figures["steps"].values()) else 1
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     sys.exit(main())

@@ -49,21 +49,22 @@ def fast_lines(steps: dict) -> list[str]:
 
 
 def race_lines(steps: dict) -> list[str]:
-    sides = [(steps.get("gpt", {}), "GPT (nanoGPT recipe)"), (steps.get("lstm", {}), "charlm LSTM")]
-    if not any("checkpoints" in side for side, _ in sides):
+    sides = [steps.get("gpt", {}), steps.get("lstm", {})]
+    if not any("checkpoints" in side for side in sides):
         return ["race: no results"]
-    header = (f"race: val loss on the whole val split (nats/char) by training time{'':<2}"
-              + "".join(f"{title:>24}" for _, title in sides))
-    rows = [header, f"  {'model':<66}" + "".join(f"{side.get('model', '-'):>24}" for side, _ in sides)]
-    marks = next(side["checkpoints"]["val_at"] for side, _ in sides if "checkpoints" in side)
-    for mark in marks:
-        rows.append(f"  {'at ' + mark + ' s':<66}" + "".join(f"{_at(side, mark):>24}" for side, _ in sides))
-    targets = next(side["checkpoints"]["time_to"] for side, _ in sides if "checkpoints" in side)
-    for target in targets:
-        rows.append(f"  {'first at or below ' + target:<66}" + "".join(f"{_to(side, target):>24}" for side, _ in sides))
-    rows.append(f"  {'best':<66}" + "".join(f"{_best(side):>24}" for side, _ in sides))
-    rows.append(f"  {'training chars/s':<66}" + "".join(f"{_rate(side):>24}" for side, _ in sides))
-    return rows
+    points = next(side["checkpoints"] for side in sides if "checkpoints" in side)
+
+    def row(label: str, cell) -> str:
+        return f"  {label:<26}" + "".join(f"{cell(side):>24}" for side in sides)
+
+    rows = ["race: val loss (nats/char) on the whole val split, by training time",
+            row("", lambda side: side.get("model", "-"))]
+    rows += [row(f"at {mark} s", lambda side, mark=mark: _at(side, mark)) for mark in points["val_at"]]
+    rows += [row(f"first at or below {target}", lambda side, target=target: _to(side, target))
+             for target in points["time_to"]]
+    rows += [row("best", _best), row("training chars/s", _rate)]
+    notes = [side["note"] for side in sides if side.get("note")]
+    return rows + [f"  ({note})" for note in notes]
 
 
 def _at(side: dict, mark: str) -> str:

@@ -42,7 +42,7 @@ def describe(name: str, points: dict) -> str:
                    for target, seconds in points["time_to"].items())
     best = points["best"]
     best_text = f"best {best['val_loss']:.4f} at {best['train_seconds']:.1f} s" if best else "no eval"
-    return f"{name}: val {at}; {to}; {best_text}"
+    return "; ".join(part for part in (f"{name}: val {at}" if at else name, to, best_text) if part)
 
 
 def summarize_run(run_dir: Path, marks: list[float], targets: list[float]) -> dict:
