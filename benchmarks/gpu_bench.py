@@ -74,20 +74,22 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_tflops(dtype: str, size: int, device: torch.device, repeats: int = 10) -> float:
-    """The median rate of size^3 products of random matrices in `dtype` (fp32, tf32 or bf16)."""
+def matmul_tflops(dtype: str, size: int, device: torch.device, groups: int = 5, per_group: int = 10) -> float:
+    """The rate of size^3 products of random matrices in `dtype` (fp32, tf32 or bf16): the median over
+    `groups` timings of `per_group` back-to-back products (so host clock reads and syncs are amortised)."""
     set_fp32_matmuls(dtype == "tf32")
     kind = torch.bfloat16 if dtype == "bf16" else torch.float32
     a, b = (torch.randn(size, size, device=device, dtype=kind) for _ in range(2))
     for _ in range(3):
         a @ b
     times = []
-    for _ in range(repeats):
+    for _ in range(groups):
         synchronize(device)
         started = time.perf_counter()
-        a @ b
+        for _ in range(per_group):
+            a @ b
         synchronize(device)
-        times.append(time.perf_counter() - started)
+        times.append((time.perf_counter() - started) / per_group)
     set_fp32_matmuls(False)
     return 2 * size**3 / statistics.median(times) / 1e12
 
