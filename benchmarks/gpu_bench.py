@@ -18,7 +18,9 @@ import shutil
 import statistics
 import tempfile
 import time
+import traceback
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -137,6 +139,15 @@ def train_rate(layers: int, hidden: int, dtype: str, sizes: Sizes, device: torch
             "non_embedding_parameters": params}
 
 
+def attempt(measure) -> dict:
+    """One measurement; if it breaks (on a card nobody has tried yet), {"error": ...} and the others still run."""
+    try:
+        return measure()
+    except Exception as error:  # the error is the figure: it goes to the JSON and the table
+        traceback.print_exc()
+        return {"error": f"{type(error).__name__}: {str(error)[:300]}"}
+
+
 def training_figures(sizes: Sizes, device: torch.device, work: Path, peaks: dict) -> dict:
     """Every model in every dtype, MFU against that dtype's peak, and deterministic mode's cost in bf16.
     The first model's fp32 run folder is kept for the eval and generation figures."""
@@ -145,14 +156,17 @@ def training_figures(sizes: Sizes, device: torch.device, work: Path, peaks: dict
         name = f"lstm_{layers}x{hidden}"
         for dtype in DTYPES:
             run = work / f"{name}-{dtype}"
-            result = train_rate(layers, hidden, dtype, sizes, device, run)
-            result["mfu"] = 6 * result["non_embedding_parameters"] * result["chars_per_s"] / (peaks[dtype] * 1e12)
+            result = attempt(partial(train_rate, layers, hidden, dtype, sizes, device, run))
+            if "error" not in result:
+                result["mfu"] = 6 * result["non_embedding_parameters"] * result["chars_per_s"] / (peaks[dtype] * 1e12)
             figures[f"{name}_{dtype}"] = result
             if (layers, hidden) != sizes.models[0] or dtype != "fp32":
-                shutil.rmtree(run)  # checkpoints of hundreds of MB: the disk is not what is measured
-        strict = train_rate(layers, hidden, "bf16", sizes, device, work / f"{name}-strict", deterministic=True)
-        shutil.rmtree(work / f"{name}-strict")
-        strict["slowdown"] = figures[f"{name}_bf16"]["chars_per_s"] / strict["chars_per_s"]
+                shutil.rmtree(run, ignore_errors=True)  # checkpoints of hundreds of MB: the disk is not measured
+        strict = attempt(partial(train_rate, layers, hidden, "bf16", sizes, device, work / f"{name}-strict",
+                                 deterministic=True))
+        shutil.rmtree(work / f"{name}-strict", ignore_errors=True)
+        if "error" not in strict and "error" not in figures[f"{name}_bf16"]:
+            strict["slowdown"] = figures[f"{name}_bf16"]["chars_per_s"] / strict["chars_per_s"]
         figures[f"{name}_bf16_deterministic"] = strict
     return figures
 
@@ -234,12 +248,16 @@ def generation_figures(model, vocab, sizes: Sizes, device: torch.device) -> dict
     if device.type != "cuda":
         figures["gen_1_graph"] = "not run: a CUDA graph needs CUDA"
         return figures
-    graphed_greedy(model, vocab, PREFIX, 20, device)  # warm-up
-    graphed, seconds = timed(device, lambda: graphed_greedy(model, vocab, PREFIX, n, device))
-    figures["gen_1_graph_chars_per_s"] = n / seconds
-    figures["gen_1_graph_speedup"] = figures["gen_1_graph_chars_per_s"] / figures["gen_1_eager_chars_per_s"]
-    figures["gen_1_graph_same_text"] = sum(a == b for a, b in zip(eager, graphed, strict=True)) / len(eager)
-    return figures
+
+    def graph_figures() -> dict:
+        graphed_greedy(model, vocab, PREFIX, 20, device)  # warm-up
+        graphed, seconds = timed(device, lambda: graphed_greedy(model, vocab, PREFIX, n, device))
+        rate = n / seconds
+        return {"gen_1_graph_chars_per_s": rate, "gen_1_graph_speedup": rate / figures["gen_1_eager_chars_per_s"],
+                "gen_1_graph_same_text": sum(a == b for a, b in zip(eager, graphed, strict=True)) / len(eager)}
+
+    graph = attempt(graph_figures)
+    return {**figures, **({"gen_1_graph": graph["error"]} if "error" in graph else graph)}
 
 
 def lstm_autocast_dtype(device: torch.device) -> str:
@@ -274,10 +292,14 @@ def run_suite(smoke: bool) -> dict:
         work = Path(tmp)
         figures["train"] = training_figures(sizes, device, work, figures["peak_tflops"])
         layers, hidden = sizes.models[0]
-        model, vocab, checkpoint = load_run_model(RunDir(work / f"lstm_{layers}x{hidden}-fp32"), "last", device)
         figures["eval_model"] = f"lstm_{layers}x{hidden}"
-        figures["eval"] = eval_rate(model, checkpoint, sizes, device)
-        figures["generation"] = generation_figures(model, vocab, sizes, device)
+        loaded = attempt(lambda: dict(zip(("model", "vocab", "checkpoint"), load_run_model(
+            RunDir(work / f"lstm_{layers}x{hidden}-fp32"), "last", device), strict=True)))
+        if "error" in loaded:
+            figures["eval"] = figures["generation"] = loaded
+            return figures
+        figures["eval"] = attempt(lambda: eval_rate(loaded["model"], loaded["checkpoint"], sizes, device))
+        figures["generation"] = attempt(lambda: generation_figures(loaded["model"], loaded["vocab"], sizes, device))
     return figures
 
 
@@ -287,14 +309,24 @@ def rows(figures: dict) -> list[tuple[str, str]]:
            ("nn.LSTM under bf16 autocast computes in", figures["lstm_autocast_dtype"])]
     out += [(f"matmul peak {dtype}", f"{value:,.4g} TFLOP/s") for dtype, value in figures["peak_tflops"].items()]
     for name, result in figures["train"].items():
-        value = f"{result['chars_per_s']:,.0f} chars/s"
-        if "mfu" in result:
-            value += f", MFU {result['mfu']:.3f}"
-        if "slowdown" in result:
-            value += f", {result['slowdown']:.2f}x slower than without"
-        out.append((f"train {name}", value))
-    out.append((f"eval {figures['eval_model']} ({figures['eval']['streams']} streams)",
-                f"{figures['eval']['chars_per_s']:,.0f} chars/s"))
+        out.append((f"train {name}", describe_rate(result)))
+    out.append((f"eval {figures['eval_model']}", describe_rate(figures["eval"])))
+    if "error" in figures["generation"]:
+        return [*out, ("generation", figures["generation"]["error"])]
     for name, value in figures["generation"].items():
         out.append((name, f"{value:,.3f}" if isinstance(value, float) else str(value)))
     return out
+
+
+def describe_rate(result: dict) -> str:
+    """'N chars/s', with the MFU or the deterministic slowdown when there is one, or the error."""
+    if "error" in result:
+        return f"failed: {result['error']}"
+    text = f"{result['chars_per_s']:,.0f} chars/s"
+    if "streams" in result:
+        text += f" ({result['streams']} streams)"
+    if "mfu" in result:
+        text += f", MFU {result['mfu']:.3f}"
+    if "slowdown" in result:
+        text += f", {result['slowdown']:.2f}x slower than without"
+    return text

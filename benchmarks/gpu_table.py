@@ -31,6 +31,8 @@ def correct_lines(steps: dict) -> list[str]:
 
 
 def fast_lines(steps: dict) -> list[str]:
+    from gpu_bench import describe_rate
+
     fast = steps.get("fast", {})
     if "train" not in fast:
         return ["fast: no results"]
@@ -38,12 +40,12 @@ def fast_lines(steps: dict) -> list[str]:
     lines = [f"fast (LSTM, batch {fast['batch_size']} x {fast['num_steps']} steps; MFU against the matmul peak "
              "measured for the dtype)", f"  matmul peak fp32 / tf32 / bf16: {peaks} TFLOP/s; nn.LSTM under bf16 "
              f"autocast computes in {fast['lstm_autocast_dtype']}"]
-    for name, run in fast["train"].items():
-        extra = f"  MFU {run['mfu']:.3f}" if "mfu" in run else f"  {run['slowdown']:.2f}x slower than without"
-        lines.append(f"  train {name:<34}{run['chars_per_s']:>14,.0f} chars/s{extra}")
-    lines.append(f"  eval {fast['eval_model']} ({fast['eval']['streams']} streams){'':<13}"
-                 f"{fast['eval']['chars_per_s']:>14,.0f} chars/s")
-    for name, value in fast["generation"].items():
+    lines += [f"  train {name:<34}{describe_rate(run)}" for name, run in fast["train"].items()]
+    lines.append(f"  eval {fast['eval_model']:<35}{describe_rate(fast['eval'])}")
+    generation = fast["generation"]
+    if "error" in generation:
+        return [*lines, f"  generation: failed: {generation['error']}"]
+    for name, value in generation.items():
         lines.append(f"  {name:<40}{value:>14,.3f}" if isinstance(value, float) else f"  {name:<40}{value!s:>14}")
     return lines
 
