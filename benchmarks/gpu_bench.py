@@ -24,6 +24,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
+from gpu_table import describe_rate
 
 from charlm.checkpoint import load_run_model
 from charlm.config import load_config
@@ -316,17 +317,3 @@ def rows(figures: dict) -> list[tuple[str, str]]:
     for name, value in figures["generation"].items():
         out.append((name, f"{value:,.3f}" if isinstance(value, float) else str(value)))
     return out
-
-
-def describe_rate(result: dict) -> str:
-    """'N chars/s', with the MFU or the deterministic slowdown when there is one, or the error."""
-    if "error" in result:
-        return f"failed: {result['error']}"
-    text = f"{result['chars_per_s']:,.0f} chars/s"
-    if "streams" in result:
-        text += f" ({result['streams']} streams)"
-    if "mfu" in result:
-        text += f", MFU {result['mfu']:.3f}"
-    if "slowdown" in result:
-        text += f", {result['slowdown']:.2f}x slower than without"
-    return text

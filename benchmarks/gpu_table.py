@@ -31,8 +31,6 @@ def correct_lines(steps: dict) -> list[str]:
 
 
 def fast_lines(steps: dict) -> list[str]:
-    from gpu_bench import describe_rate
-
     fast = steps.get("fast", {})
     if "train" not in fast:
         return ["fast: no results"]
@@ -98,3 +96,17 @@ def ptb_lines(steps: dict) -> list[str]:
     return [f"ptb-char (configs/ptb-char-gpu.yaml, {ptb.get('budget', 0):g} s budget): test {ptb['test_bpc']:.4f} "
             f"bits/char, best val {val['val_loss'] / 0.6931471805599453:.4f} bits/char, "
             f"{ptb.get('epochs_done', 0):.2f} epochs (AWD-LSTM: 1.175 after days on a GPU)"]
+
+
+def describe_rate(result: dict) -> str:
+    """'N chars/s', with the MFU or the deterministic slowdown when there is one, or the error."""
+    if "error" in result:
+        return f"failed: {result['error']}"
+    text = f"{result['chars_per_s']:,.0f} chars/s"
+    if "streams" in result:
+        text += f" ({result['streams']} streams)"
+    if "mfu" in result:
+        text += f", MFU {result['mfu']:.3f}"
+    if "slowdown" in result:
+        text += f", {result['slowdown']:.2f}x slower than without"
+    return text
