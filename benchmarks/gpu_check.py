@@ -179,8 +179,8 @@ def commands(name: str, mode: Mode, work: Path, python: str, limit: float, bf16_
     """The step's command lines."""
     marks = ["--marks", *map(str, mode.marks), "--targets", *map(str, mode.targets)]
     if name == "correct":
-        return [[python, "-m", "pytest", "-q", "-m", "gpu", "tests", "-p", "no:cacheprovider",
-                 f"--junitxml={work / 'correct.xml'}"]]
+        return [[python, "-m", "pytest", "-q", "-m", "gpu", "tests", "-p", "no:cacheprovider", "-o",
+                 "junit_family=xunit1", f"--junitxml={work / 'correct.xml'}"]]  # xunit1 keeps record_property
     if name == "fast":
         return [[python, "benchmarks/bench.py", "--device", "cuda", *(["--smoke"] if mode.smoke else []),
                  "--json", str(work / "fast.json")]]

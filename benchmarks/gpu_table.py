@@ -26,7 +26,7 @@ def correct_lines(steps: dict) -> list[str]:
         shown = ", ".join(f"{k} {v}" for k, v in case["properties"].items())
         lines.append(f"  {case['outcome']:<8}{name}{'  (' + shown + ')' if shown else ''}")
         if case["outcome"] == "failed" and case["message"]:
-            lines.append(f"          {case['message'][:150]}")
+            lines.append(f"          {' '.join(case['message'].split())[:150]}")
     return lines
 
 
