@@ -96,3 +96,29 @@ def test_without_the_corpora_it_says_where_to_put_them_and_writes_nothing(tmp_pa
 def test_the_script_needs_an_output_folder():
     result = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True)
     assert result.returncode == 2 and "usage" in result.stderr
+
+
+def test_test_properties_reach_the_table_and_a_failed_bf16_test_turns_bf16_off(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHARLM_DATA_DIR", str(fake_corpora(tmp_path / "data")))
+    suite = tmp_path / "test_fake_gpu.py"
+    suite.write_text("def test_bf16_autocast_reaches_fp32_loss(record_property):\n"
+                     "    record_property('bf16_val_loss', 2.5)\n"
+                     "    assert 2.5 <= 2.0, 'bf16 is worse'\n", encoding="utf-8")
+    seen = {}
+
+    def fake_commands(name, mode, work, python, limit, bf16_failed):
+        seen[name] = bf16_failed
+        if name == "correct":
+            return [[python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "junit_family=xunit1",
+                     f"--junitxml={work / 'correct.xml'}", str(suite)]]
+        return [[python, "-c", "pass"]]
+
+    monkeypatch.setattr(gpu_check, "commands", fake_commands)
+    assert gpu_check.main([str(tmp_path / "out"), "--smoke"]) == 1
+    assert seen == {"correct": False, "fast": True, "gpt": True, "lstm": True, "ptb": True}  # known after correct
+    steps = json.loads((tmp_path / "out" / "figures.json").read_text())["steps"]
+    assert steps["correct"]["cases"][gpu_check.BF16_TEST]["properties"] == {"bf16_val_loss": "2.5"}
+    assert steps["lstm"]["note"] == f"bf16 off: {gpu_check.BF16_TEST} failed"
+    table = (tmp_path / "out" / "table.txt").read_text()
+    assert "failed  test_bf16_autocast_reaches_fp32_loss  (bf16_val_loss 2.5)" in table
+    assert "bf16 is worse" in table and "bf16 off" in table
