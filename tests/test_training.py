@@ -292,3 +292,11 @@ def test_deterministic_option_is_on_during_the_run_only_and_changes_no_cpu_loss(
     assert strict.losses == plain.losses
     a, b = load_payload(tmp_path / "plain" / "last.pt")["model"], load_payload(tmp_path / "strict" / "last.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_deterministic_after_cuda_was_used_without_the_cublas_setting_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)  # as in a process that already used CUDA
+    with pytest.raises(UsageError, match=r"export CUBLAS_WORKSPACE_CONFIG=:4096:8, or train in a new process"):
+        train(tiny(tmp_path, "train.deterministic=true", "train.device=cuda"), tmp_path / "run")
+    assert not (tmp_path / "run").exists() and not torch.are_deterministic_algorithms_enabled()
