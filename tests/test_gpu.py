@@ -55,13 +55,14 @@ def unigram_entropy(text: str) -> float:
     return -sum(n / len(text) * math.log(n / len(text)) for n in counts.values())
 
 
-def charlm(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+def charlm(*args: str, cwd: Path, hide_gpus: bool = False) -> subprocess.CompletedProcess:
+    """The real command in a new process; hide_gpus: as on a machine without one (CUDA_VISIBLE_DEVICES empty)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), **({"CUDA_VISIBLE_DEVICES": ""} if hide_gpus else {})}
     return subprocess.run([sys.executable, "-m", "charlm", *args], cwd=cwd, env=env, capture_output=True, text=True,
                           encoding="utf-8", timeout=120)
 
 
-def test_a_run_trained_on_cuda_generates_and_scores_on_the_cpu(tmp_path, record_property):
+def test_a_run_trained_on_cuda_generates_and_scores_where_no_gpu_is_visible(tmp_path, record_property):
     corpus = markov_text(tmp_path / "text.txt", chars=40_000)
     run = tmp_path / "run"
     trained = charlm("train", "--config", str(TINY), "--corpus", str(corpus), "--device", "cuda", "--run-dir",
@@ -70,10 +71,10 @@ def test_a_run_trained_on_cuda_generates_and_scores_on_the_cpu(tmp_path, record_
     assert trained.returncode == 0, trained.stderr
     assert json.loads((run / "status.json").read_text())["device"].startswith("cuda")
     sample = charlm("generate", "--run-dir", str(run), "--prefix", "ab", "--length", "40", "--device", "cpu",
-                    cwd=tmp_path)
+                    cwd=tmp_path, hide_gpus=True)
     assert sample.returncode == 0, sample.stderr
     assert sample.stdout.startswith("ab") and len(sample.stdout.rstrip("\n")) == 42  # the text has no line breaks
-    scored = charlm("perplexity", "--run-dir", str(run), "--device", "cpu", "--json", cwd=tmp_path)
+    scored = charlm("perplexity", "--run-dir", str(run), "--json", cwd=tmp_path, hide_gpus=True)  # auto: the CPU
     assert scored.returncode == 0, scored.stderr
     best = min(r["val_loss"] for r in RunDir(run).read_metrics() if "event" not in r)
     on_cpu = json.loads(scored.stdout)["nats_per_char"]
