@@ -2,6 +2,7 @@
 
     python benchmarks/bench.py [--quick] [--json PATH]
     python benchmarks/bench.py --ddp [--json PATH]   # 1 vs 2 DDP processes: benchmarks/ddp_bench.py
+    python benchmarks/bench.py --device cuda [--smoke] [--json PATH]   # on a GPU: benchmarks/gpu_bench.py
 
 Prints a table and writes every figure to JSON. Targets are ratios measured in the same run (never
 absolute times), so the figures travel between machines. Needs the jaychou and tinyshakespeare corpora
@@ -219,11 +220,18 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a one-minute smoke version (CI)")
     parser.add_argument("--json", type=Path, help="write every figure here")
     parser.add_argument("--ddp", action="store_true", help="only 1 vs 2 DDP processes on the CPU (ddp_bench.py)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="cuda: the GPU suite (gpu_bench.py): fp32/TF32/bf16 training, eval, CUDA-graph generation")
+    parser.add_argument("--smoke", action="store_true",
+                        help="with --device cuda: run the GPU suite's code paths on the CPU with tiny sizes")
     args = parser.parse_args()
     if args.ddp:
         import ddp_bench
 
         ddp_bench.main(["--json", str(args.json)] if args.json else [])
+        return
+    if args.device == "cuda" or args.smoke:
+        gpu_main(args.smoke, args.json)
         return
     console = Console(highlight=False)
     for name in ("jaychou", "tinyshakespeare"):
@@ -254,6 +262,24 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
         console.print(f"figures written to {args.json}")
+
+
+def gpu_main(smoke: bool, json_path: Path | None) -> None:
+    import gpu_bench
+
+    console = Console(highlight=False, width=120)
+    started = time.perf_counter()
+    figures = gpu_bench.run_suite(smoke)
+    figures["seconds"] = time.perf_counter() - started
+    table = Table(title=f"charlm on {'the CPU (--smoke)' if smoke else 'a GPU'}: peaks and MFU measured in this run")
+    for column in ("figure", "value"):
+        table.add_column(column)
+    for name, value in gpu_bench.rows(figures):
+        table.add_row(name, value)
+    console.print(table)
+    if json_path:
+        json_path.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+        console.print(f"figures written to {json_path}")
 
 
 def _cpu_name() -> str:

@@ -86,6 +86,8 @@ def test_unknown_key_in_a_file_is_reported(tmp_path):
         (["train.min_lr=0.5", "train.lr=0.1"], "train.min_lr"),
         (["train.clip_norm=0"], "train.clip_norm"),
         (["train.device=tpu"], "train.device"),
+        (["train.eval_every_seconds=-1"], "train.eval_every_seconds"),
+        (["train.eval_every_seconds=.nan"], "train.eval_every_seconds"),
         (["sample.prefixes=['a', '']"], "sample.prefixes"),
         (["name=' '"], "name"),
         (["model.tie_weights=true", "model.embed_size=8", "model.hidden_size=16"], "model.tie_weights"),
@@ -127,6 +129,7 @@ def test_bad_choice_suggests_a_valid_one(override, hint):
         ("train.epochs=1.5", "train.epochs must be int"),
         ("train.epochs=true", "train.epochs must be int"),  # a bool is not an int here
         ("model.tie_weights=1", "model.tie_weights must be bool"),
+        ("train.deterministic=maybe", "train.deterministic must be bool"),
         ("train.lr=fast", "train.lr must be float"),
         ("model={a: 1}", "unknown config key model.a"),
         ("model=gru", "model must be a mapping"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -261,3 +262,41 @@ def test_the_readme_python_example_runs_as_written(builtin_cache, tmp_path, monk
     run_dir, best_loss = capsys.readouterr().out.split()
     assert Path(run_dir).parent == Path("runs") and (tmp_path / run_dir / "best.pt").exists()
     assert 0 < float(best_loss) < 10
+
+
+def test_evals_on_the_clock_come_each_time_training_time_passes_a_multiple(tmp_path):
+    # every batch takes more than a nanosecond, so each one passes a multiple of 1e-9 s: an eval after each
+    train(tiny(tmp_path, "train.eval_every_seconds=1e-9", "train.epochs=2"), tmp_path / "run")
+    rows = records(tmp_path / "run")
+    batches = [r["batch"] for r in rows if r["epoch"] == 1]
+    assert batches == list(range(1, len(batches) + 1)) and len(batches) > 3
+    seconds = [r["train_seconds"] for r in rows]
+    assert seconds == sorted(seconds)
+    train(tiny(tmp_path, "train.eval_every_seconds=1e9", "train.epochs=2"), tmp_path / "never")
+    assert [r["batch"] for r in records(tmp_path / "never")] == [len(batches)] * 2  # the epochs' own evals only
+
+
+class SeesDeterminism(SilentReporter):
+    def start(self, event):
+        self.enabled = torch.are_deterministic_algorithms_enabled()
+
+
+def test_deterministic_option_is_on_during_the_run_only_and_changes_no_cpu_loss(tmp_path, monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    options = ("model.dropout=0.2", "train.epochs=2")
+    plain = train(tiny(tmp_path, *options), tmp_path / "plain")
+    seen = SeesDeterminism()
+    strict = train(tiny(tmp_path, *options, "train.deterministic=true"), tmp_path / "strict", seen)
+    assert seen.enabled and not torch.are_deterministic_algorithms_enabled()  # restored afterwards
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"  # set for cuBLAS, which reads it once per process
+    assert strict.losses == plain.losses
+    a, b = load_payload(tmp_path / "plain" / "last.pt")["model"], load_payload(tmp_path / "strict" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_deterministic_after_cuda_was_used_without_the_cublas_setting_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)  # as in a process that already used CUDA
+    with pytest.raises(UsageError, match=r"export CUBLAS_WORKSPACE_CONFIG=:4096:8, or train in a new process"):
+        train(tiny(tmp_path, "train.deterministic=true", "train.device=cuda"), tmp_path / "run")
+    assert not (tmp_path / "run").exists() and not torch.are_deterministic_algorithms_enabled()

@@ -110,11 +110,13 @@ class Trainer:
             self.stop.poll()
             loss = self.train_step(x, y, epoch, i + 1)
             state.batch_in_epoch = i + 1
+            before = state.train_seconds
             state.train_seconds = self.seconds_before + time.perf_counter() - self.clock_start
-            if self.budget is not None:  # every process must use the same lr and stop together: the slowest decides
+            if self.budget is not None or self.t.eval_every_seconds:
+                # every process must use the same lr, evaluate and stop together: the slowest decides
                 state.train_seconds = self.ranks.slowest(state.train_seconds)
             self.reporter.batch(i + 1, loss)
-            if not self.between_batches(epoch, i + 1):
+            if not self.between_batches(epoch, i + 1, before):
                 return False
         if self.budget is not None and state.train_seconds >= self.budget:
             state.stopped = "time_budget"  # the last batch of the epoch used the budget up: evaluate and stop
@@ -160,13 +162,17 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.state.hidden = None
 
-    def between_batches(self, epoch: int, done: int) -> bool:
-        """Every decision between two batches, in one place. False: leave the epoch (the run stops)."""
+    def between_batches(self, epoch: int, done: int, seconds_before: float) -> bool:
+        """Every decision between two batches, in one place. False: leave the epoch (the run stops).
+        `seconds_before`: the training time before this batch (an eval is due on the clock when the batch
+        took it past a multiple of train.eval_every_seconds)."""
         t, state = self.t, self.state
         last = done == self.epoch_batches
         out_of_time = self.budget is not None and state.train_seconds >= self.budget
         signalled = self.stop.signum is not None
-        eval_due = bool(t.eval_every_batches) and done % t.eval_every_batches == 0 and not last
+        every = t.eval_every_seconds
+        clock_due = bool(every) and state.train_seconds // every > seconds_before // every
+        eval_due = ((bool(t.eval_every_batches) and done % t.eval_every_batches == 0) or clock_due) and not last
         checkpoint_due = bool(t.checkpoint_every_batches) and done % t.checkpoint_every_batches == 0 and not last
         # the non-finite check is a host sync: only before a decision or a save, and every so often
         if checkpoint_due or eval_due or out_of_time or signalled or last or done % stop.NONFINITE_CHECK_EVERY == 0:

@@ -10,6 +10,7 @@ its initial weights (the parent's, grown); a resumed run keeps the vocabulary it
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,18 +57,44 @@ def train(config: Config, run_dir: Path | None = None, reporter: Reporter | None
     """
     if init_from is not None and resume:
         raise UsageError(WITH_RESUME)
-    ranks = distributed.setup(config.train.device, config.train.batch_size)
-    request = Request(Path(run_dir) if run_dir is not None else None, resume, resume_from, explicit or set(),
-                      init_from)
-    clean = False
+    # before any CUDA work: cuBLAS reads its workspace setting once
+    with deterministic_algorithms(config.train.deterministic, config.train.device):
+        ranks = distributed.setup(config.train.device, config.train.batch_size)
+        request = Request(Path(run_dir) if run_dir is not None else None, resume, resume_from, explicit or set(),
+                          init_from)
+        clean = False
+        try:
+            with contextlib.ExitStack() as held:
+                trainer = start(config, request, reporter or SilentReporter(), ranks, held)
+                summary = trainer.run()
+            clean = True
+            return summary
+        finally:
+            distributed.teardown(ranks, clean)
+
+
+CUBLAS_WORKSPACE = ":4096:8"  # PyTorch's reproducibility notes: cuBLAS is deterministic with a fixed workspace
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool, device: str):
+    """train.deterministic: PyTorch's deterministic algorithms for the run (restored afterwards), and on CUDA the
+    fixed cuBLAS workspace they need. cuBLAS reads CUBLAS_WORKSPACE_CONFIG once per process, at its first use,
+    so it is set here (unless set already) before any CUDA work, and left set. Off: nothing is touched."""
+    if not enabled:
+        yield
+        return
+    if "CUBLAS_WORKSPACE_CONFIG" not in os.environ:
+        if torch.cuda.is_initialized() and device != "cpu":
+            raise UsageError("train.deterministic needs CUBLAS_WORKSPACE_CONFIG set before this process first uses "
+                             f"CUDA: export CUBLAS_WORKSPACE_CONFIG={CUBLAS_WORKSPACE}, or train in a new process")
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True)
     try:
-        with contextlib.ExitStack() as held:
-            trainer = start(config, request, reporter or SilentReporter(), ranks, held)
-            summary = trainer.run()
-        clean = True
-        return summary
+        yield
     finally:
-        distributed.teardown(ranks, clean)
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
 
 
 def start(config: Config, request: Request, reporter: Reporter, ranks: distributed.Ranks,
