@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -10,6 +11,7 @@ from rich.table import Table
 
 from charlm import cli
 from charlm.commands.common import RunDir
+from charlm.errors import UsageError
 
 
 @cli.app.command(epilog="Example: charlm plot --run-dir runs/a --run-dir runs/b --out compare.png")
@@ -30,30 +32,63 @@ def plot(
 
 
 @cli.app.command(epilog="Example: charlm runs --root runs")
-def runs(root: Annotated[Optional[Path], typer.Option(
-        help="Folder holding run folders (default: $CHARLM_RUNS_DIR or runs).")] = None) -> None:
-    """List every run: corpus, model, epochs, best val perplexity and bits/char, time, state."""
+def runs(
+    root: Annotated[Optional[Path], typer.Option(
+        help="Folder holding run folders (default: $CHARLM_RUNS_DIR or runs).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array, a summary per run.")] = False,
+) -> None:
+    """List every run: corpus, model, epochs, best val perplexity and bits/char, time, status."""
     from charlm.rundir import runs_root
     from charlm.runs import damage_notes, list_runs, parent_name
 
+    if root is not None and not root.is_dir():
+        raise UsageError(f"runs folder {root} not found: pass the folder that holds your run folders")
     root = root if root is not None else runs_root()
-    table = Table(title=f"runs in {root}/")
-    found = list_runs(root)
-    parents = any(run["parent"] for run in found)  # the column appears when a run was fine-tuned
-    for column in ("run", "corpus", "model", "epochs", "best ppl", "best bpc", "time", "state") + (
-            ("parent",) if parents else ()):
-        table.add_column(column, justify="right" if column in ("epochs", "best ppl", "best bpc", "time") else "left")
-    for run in found:
-        table.add_row(run["name"], Path(run["corpus"]).name, run["model"], f"{run['epochs_done']:g}/{run['epochs']}",
-                      f"{run['best_ppl']:.3f}", f"{run['best_bpc']:.3f}", f"{run['seconds']:.0f} s", run["status"],
-                      *((parent_name(run["parent"]),) if parents else ()))
-    cli.out.print(table)
+    found = list_runs(root) if root.is_dir() else []
+    if as_json:
+        print(json.dumps([{k: v for k, v in run.items() if k != "records"} for run in found], ensure_ascii=False))
+    elif not found:
+        cli.err.print(f"no runs under {root}/ yet: train one with charlm train", markup=False)
+    else:
+        parents = any(run["parent"] for run in found)  # the column appears when a run was fine-tuned
+        table = table_of(f"runs in {root}/", ("run", "corpus", "model", "epochs", "best ppl", "best bpc", "time",
+                                                "state") + (("parent",) if parents else ()))
+        for run in found:
+            table.add_row(run["name"], Path(run["corpus"]).name, run["model"],
+                          f"{run['epochs_done']:g}/{run['epochs']}", f"{run['best_ppl']:.3f}",
+                          f"{run['best_bpc']:.3f}", f"{run['seconds']:.0f} s", run["status"],
+                          *((parent_name(run["parent"]),) if parents else ()))
+        print_whole(table)
     for note in (note for run in found for note in damage_notes(run)):
         cli.err.print(f"warning: {note}", markup=False)
 
 
+NUMBERS = {"epochs", "best ppl", "best bpc", "time", "MB"}
+
+
+def table_of(title: str, columns: tuple[str, ...]) -> Table:
+    """A table whose cells wrap inside their column instead of being cut with an ellipsis."""
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, justify="right" if column in NUMBERS else "left", overflow="fold")
+    return table
+
+
+def print_whole(table: Table) -> None:
+    """Print a table whole: at the terminal's width on a terminal, at its own width in a pipe or a log."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    if cli.out.is_terminal:
+        cli.out.print(table)
+        return
+    natural = Measurement.get(cli.out, cli.out.options.update_width(100_000), table).maximum
+    Console(file=cli.out.file, width=max(natural, cli.out.width), highlight=False).print(table)
+
+
 @cli.app.command(epilog="Example: charlm info --run-dir runs/jaychou-lstm-20261123-195026")
-def info(run_dir: RunDir = None) -> None:
+def info(run_dir: RunDir = None,
+         as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
     """Show a run: its config, vocabulary, parameter count, device, metrics and checkpoint files."""
     from charlm import checkpoint as ckpt
     from charlm.config import dump_config
@@ -65,6 +100,10 @@ def info(run_dir: RunDir = None) -> None:
     model, vocab, saved = ckpt.load_run_model(run_folder, "last")
     config = saved.config
     run = summarize(folder)
+    if as_json:
+        print(json.dumps({**{k: v for k, v in run.items() if k != "records"}, "vocab_size": len(vocab),
+                          "parameters": model.num_parameters(), "config": config.to_dict()}, ensure_ascii=False))
+        return
     sample = "".join(vocab.chars[:: max(1, len(vocab) // 40)][:40]).replace("\n", "↵")
     cli.out.print(f"[bold]{folder}[/] ({run['status']}, trained on {run['device']})")
     for note in damage_notes(run):
@@ -86,18 +125,22 @@ def info(run_dir: RunDir = None) -> None:
 
 
 @cli.data_app.command("list", epilog="Example: charlm data list")
-def data_list() -> None:
+def data_list(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array.")] = False) -> None:
     """Show the built-in corpora, their size and whether they are in the cache folder."""
     from charlm import data as data_mod
+
     folder = data_mod.data_dir()
-    table = Table(title=f"built-in corpora (cache: {folder})")
-    for column in ("name", "description", "files", "MB", "cached"):
-        table.add_column(column)
-    for b in data_mod.BUILTINS.values():
-        cached = all(data_mod.is_cached(r, folder) for r in b.files)
-        table.add_row(b.name, b.description, ", ".join(r.filename for r in b.files),
-                      f"{sum(r.size for r in b.files) / 1e6:.2f}", "yes" if cached else "no")
-    cli.out.print(table)
+    rows = [{"name": b.name, "description": b.description, "files": [r.filename for r in b.files],
+             "bytes": sum(r.size for r in b.files), "cached": all(data_mod.is_cached(r, folder) for r in b.files)}
+            for b in data_mod.BUILTINS.values()]
+    if as_json:
+        print(json.dumps({"cache": str(folder), "corpora": rows}, ensure_ascii=False))
+        return
+    table = table_of(f"built-in corpora (cache: {folder})", ("name", "description", "files", "MB", "cached"))
+    for row in rows:
+        table.add_row(row["name"], row["description"], ", ".join(row["files"]), f"{row['bytes'] / 1e6:.2f}",
+                      "yes" if row["cached"] else "no")
+    print_whole(table)
 
 
 @cli.data_app.command("fetch", epilog="Example: charlm data fetch tinyshakespeare")
