@@ -10,6 +10,7 @@ first max_chars / batch_size characters: a sample spread evenly over the whole t
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -68,8 +69,9 @@ def _total_dtype(device: torch.device) -> torch.dtype:
 
 @torch.inference_mode()
 def evaluate(model, ids: torch.Tensor, batch_size: int, num_steps: int, device: torch.device | str = "cpu",
-             max_chars: int | None = None, ranks=None) -> dict:
-    """`ranks` (distributed.Ranks): score this process's share of the streams and add up all shares."""
+             max_chars: int | None = None, ranks=None, progress: Callable[[int], object] | None = None) -> dict:
+    """`ranks` (distributed.Ranks): score this process's share of the streams and add up all shares.
+    `progress(chars)` is called after each window with the characters it scored (a progress bar)."""
     layout = Streams.of(len(ids), batch_size, max_chars)
     device = torch.device(device)
     mine = ranks.share(layout.streams) if ranks is not None and ranks.active else slice(None)
@@ -81,6 +83,8 @@ def evaluate(model, ids: torch.Tensor, batch_size: int, num_steps: int, device: 
     for start, logits, _ in _windows(model, inputs, num_steps):
         y = targets[:, start:start + num_steps].T.reshape(-1).long()
         total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y, reduction="sum").to(total.dtype)
+        if progress is not None:
+            progress(y.numel())
     model.train(was_training)
     if ranks is not None:
         ranks.sum_(total)
@@ -199,12 +203,13 @@ def text_to_score(model, vocab, checkpoint: Checkpoint, split: str | None = None
 
 
 def score_run(run_dir: Path, which: str = "best", split: str | None = None, file: Path | None = None,
-              device: torch.device | str = "cpu", text: str | None = None) -> tuple[dict, Checkpoint]:
+              device: torch.device | str = "cpu", text: str | None = None,
+              progress: Callable[[int, int], object] | None = None) -> tuple[dict, Checkpoint]:
     """Score a run's (or a model folder's) checkpoint on a split of its own corpus, a text file or a string.
 
-    Returns (result, the checkpoint).
+    Returns (result, the checkpoint). `progress(done, total)` follows the characters scored.
     """
-    return _score(load_text_to_score(run_dir, which, split, file, device, text), device)
+    return _score(load_text_to_score(run_dir, which, split, file, device, text), device, progress)
 
 
 def score_model(model, vocab, checkpoint: Checkpoint, split: str | None = None, file: Path | None = None,
@@ -213,6 +218,14 @@ def score_model(model, vocab, checkpoint: Checkpoint, split: str | None = None, 
     return _score(text_to_score(model, vocab, checkpoint, split, file, text), device)
 
 
-def _score(scored: TextToScore, device) -> tuple[dict, Checkpoint]:
-    result = evaluate(scored.model, scored.ids, scored.streams, scored.checkpoint.config.train.num_steps, device)
+def _score(scored: TextToScore, device, progress=None) -> tuple[dict, Checkpoint]:
+    total, done = len(scored.ids) - 1, 0
+
+    def advance(chars: int) -> None:
+        nonlocal done
+        done += chars
+        progress(done, total)
+
+    result = evaluate(scored.model, scored.ids, scored.streams, scored.checkpoint.config.train.num_steps, device,
+                      progress=advance if progress is not None else None)
     return {**result, "source": scored.source}, scored.checkpoint

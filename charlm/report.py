@@ -35,6 +35,15 @@ def download_bar(console: Console, filename: str, total: int | None):
     console.print(f"downloaded {filename}", highlight=False)
 
 
+@contextlib.contextmanager
+def scoring_bar(console: Console):
+    """A callback(done, total) drawing a progress bar while a long text is scored (on a terminal only)."""
+    with Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True, disable=not console.is_terminal) as progress:
+        task = progress.add_task("score", total=None)
+        yield lambda done, total: progress.update(task, completed=done, total=total)
+
+
 class RichReporter:
     REFRESH_SECONDS = 0.5  # how often the bar reads the loss (a host sync) and redraws
 

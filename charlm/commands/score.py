@@ -44,7 +44,10 @@ def perplexity(
     folder = resolve(model_source(run_dir, model_dir))
     if show or html or breakdown:
         return _surprisal(folder, checkpoint, split, file, text, pick_device(device), as_json, show, html, show_chars)
-    result, saved = score_run(folder, checkpoint, split, file, pick_device(device), text)
+    from charlm.report import scoring_bar
+
+    with scoring_bar(cli.err) as progress:  # on stderr: stdout keeps only the result
+        result, saved = score_run(folder, checkpoint, split, file, pick_device(device), text, progress)
     if as_json:
         print(json.dumps({k: result[k] for k in ("nats_per_char", "bits_per_char", "perplexity", "chars")}))
         return
