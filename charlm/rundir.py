@@ -87,8 +87,7 @@ class RunDir:
 
     def checkpoints_newest_first(self) -> list[Path]:
         """The run's other checkpoints, to fall back on when last.pt is damaged: the kept copies, then best.pt."""
-        kept = sorted(self.path.glob("ckpt-e*-b*.pt"), reverse=True)
-        return kept + [self.path / BEST]
+        return sorted(self.path.glob("ckpt-e*-b*.pt"), reverse=True) + [self.path / BEST]
 
     def checkpoint(self, which: str) -> Path:
         if which not in CHECKPOINTS:
@@ -255,8 +254,13 @@ class RunDir:
     # --- status.json ------------------------------------------------------------------------------
 
     def write_status(self, status: str, **extra) -> None:
-        """running (with our pid) / finished / interrupted: what `charlm runs` shows."""
-        fsio.atomic_write_text(self.path / STATUS, json.dumps({"state": status, "pid": os.getpid(), **extra}))
+        """running (with our pid) / finished / interrupted, keeping facts written before (device, parameters)."""
+        try:
+            kept = self.read_status()
+        except DamagedFile:
+            kept = {}
+        fsio.atomic_write_text(self.path / STATUS, json.dumps({**kept, "state": status, "pid": os.getpid(), **extra}))
+
 
     def mark_interrupted(self) -> None:
         with contextlib.suppress(RunError):  # a full disk may refuse even this: the checkpoint is what matters

@@ -12,7 +12,7 @@ from pathlib import Path
 from charlm import safeyaml
 from charlm.errors import CharlmError
 from charlm.metrics import perplexity
-from charlm.rundir import CONFIG, METRICS, STATUS, DamagedFile, RunDir, runs_root
+from charlm.rundir import BEST, CONFIG, LAST, METRICS, STATUS, DamagedFile, RunDir, runs_root
 
 SPARKS = "▁▂▃▄▅▆▇█"
 
@@ -76,6 +76,24 @@ def _device(run: RunDir) -> str:
         return str(run.read_status().get("device", "?"))
     except DamagedFile:
         return "?"
+
+
+def damaged_checkpoints(run: RunDir) -> dict[str, str]:
+    """{file name: what is wrong} for best.pt / last.pt whose zip archive fails its CRC check (a check of the
+    bytes that needs no torch; loading a checkpoint also checks its content's sha256)."""
+    import zipfile
+
+    damaged = {}
+    for name in (BEST, LAST):
+        if (run.path / name).is_file():
+            try:
+                with zipfile.ZipFile(run.path / name) as archive:
+                    bad = archive.testzip()
+                if bad is not None:
+                    damaged[name] = f"its bytes do not match their CRC ({bad})"
+            except (zipfile.BadZipFile, OSError) as e:
+                damaged[name] = f"not a readable checkpoint ({type(e).__name__})"
+    return damaged
 
 
 def damage_notes(run: dict) -> list[str]:

@@ -122,3 +122,13 @@ def test_commands_that_run_no_model_do_not_import_torch(tmp_path, args):
                             env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert not [line for line in result.stderr.splitlines() if line.rstrip().endswith(" torch")]
+
+
+def test_info_reads_a_run_without_torch(runs_root):
+    root, _ = runs_root
+    (run_dir,) = (root / "myruns").iterdir()
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "charlm", "info", "--run-dir", str(run_dir)],
+                            cwd=root, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0 and "parameters:" in result.stdout, result.stderr
+    assert not [line for line in result.stderr.splitlines() if line.rstrip().endswith(" torch")]

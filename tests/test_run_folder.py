@@ -147,6 +147,9 @@ def test_flipped_bytes_are_caught_and_the_intact_checkpoint_is_named(finished, t
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "best.pt is damaged" in err and "use --checkpoint last" in err
     assert main(["generate", "-r", str(run_dir), "--prefix", "分开", "--checkpoint", "last", "-n", "5"]) == 0
+    capsys.readouterr()
+    assert main(["info", "-r", str(run_dir)]) == 0  # info reads no weights, but checks their bytes
+    assert "best.pt is damaged" in capsys.readouterr().err
 
 
 def test_resume_falls_back_to_the_newest_intact_checkpoint(finished, tmp_path):

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from charlm import cli
 from charlm.commands.common import RunDir
+from charlm.config import load_config
 from charlm.errors import UsageError
 
 
@@ -90,38 +91,55 @@ def print_whole(table: Table) -> None:
 def info(run_dir: RunDir = None,
          as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
     """Show a run: its config, vocabulary, parameter count, device, metrics and checkpoint files."""
-    from charlm import checkpoint as ckpt
     from charlm.config import dump_config
     from charlm.rundir import RunDir
-    from charlm.runs import damage_notes, describe_parent, sparkline, summarize
+    from charlm.runs import damage_notes, damaged_checkpoints, describe_parent, sparkline, summarize
 
     run_folder = RunDir.resolve(run_dir)
     folder = run_folder.path
-    model, vocab, saved = ckpt.load_run_model(run_folder, "last")
-    config = saved.config
+    chars, config, parameters = _run_facts(run_folder)
     run = summarize(folder)
+    broken = damaged_checkpoints(run_folder)
     if as_json:
-        print(json.dumps({**{k: v for k, v in run.items() if k != "records"}, "vocab_size": len(vocab),
-                          "parameters": model.num_parameters(), "config": config.to_dict()}, ensure_ascii=False))
+        print(json.dumps({**{k: v for k, v in run.items() if k != "records"}, "vocab_size": len(chars),
+                          "parameters": parameters[0], "damaged_checkpoints": broken, "config": config.to_dict()},
+                         ensure_ascii=False))
         return
-    sample = "".join(vocab.chars[:: max(1, len(vocab) // 40)][:40]).replace("\n", "↵")
+    sample = "".join(chars[:: max(1, len(chars) // 40)][:40]).replace("\n", "↵")
     cli.out.print(f"[bold]{folder}[/] ({run['status']}, trained on {run['device']})")
-    for note in damage_notes(run):
+    for note in damage_notes(run) + [f"{folder / name} is damaged: {why}" for name, why in broken.items()]:
         cli.err.print(f"warning: {note}", markup=False)
     if run["parent"]:
         cli.out.print(describe_parent(run["parent"]), markup=False)
-    cli.out.print(f"vocabulary: {len(vocab):,} characters, e.g. {sample}", markup=False)
-    without = model.num_parameters(embedding=False)
-    cli.out.print(f"parameters: {model.num_parameters():,} ({without:,} without the embedding)")
+    cli.out.print(f"vocabulary: {len(chars):,} characters, e.g. {sample}", markup=False)
+    cli.out.print(f"parameters: {parameters[0]:,} ({parameters[1]:,} without the embedding)")
     what = run["monitored"][:-5]
     cli.out.print(f"epochs {run['epochs_done']:g}/{run['epochs']}, best {what} perplexity {run['best_ppl']:.3f} "
-              f"({run['best_bpc']:.3f} bits/char) at epoch {run['best_epoch']}, {run['seconds']:.1f} s in all")
+                  f"({run['best_bpc']:.3f} bits/char) at epoch {run['best_epoch']}, {run['seconds']:.1f} s in all")
     cli.out.print(f"{what} loss by epoch: {sparkline([r[run['monitored']] for r in run['records']])}")
     for path in sorted(folder.iterdir()):
         if path.is_file():
             cli.out.print(f"  {path.name:<24} {path.stat().st_size:>12,} bytes", markup=False)
     cli.out.print("config:", markup=False)
     cli.out.print(dump_config(config), markup=False)
+
+
+def _run_facts(run):
+    """The vocabulary, config and (parameters, without the embedding) of a run, read from vocab.json,
+    config.yaml and status.json with no torch; a run from before status.json held the parameter count (or
+    with a damaged file) is read from its last checkpoint instead."""
+    from charlm.rundir import CONFIG, VOCAB, DamagedFile
+
+    try:
+        status = run.read_status()
+        parameters = (int(status["parameters"]), int(status["non_embedding_parameters"]))
+        chars = json.loads((run / VOCAB).read_text(encoding="utf-8"))["chars"]
+        return chars, load_config(run / CONFIG), parameters
+    except (DamagedFile, KeyError, TypeError, ValueError, OSError, UsageError):
+        from charlm import checkpoint as ckpt
+
+        model, vocab, saved = ckpt.load_run_model(run, "last")
+        return vocab.chars, saved.config, (model.num_parameters(), model.num_parameters(embedding=False))
 
 
 @cli.data_app.command("list", epilog="Example: charlm data list")

@@ -69,7 +69,9 @@ class Trainer:
         """Train the epochs left, then score the best checkpoint on whole splits; report and return a summary."""
         started = self.last_eval_at = time.perf_counter()
         if self.main:
-            self.run_dir.write_status("running", device=self.ranks.describe())
+            self.run_dir.write_status("running", device=self.ranks.describe(),
+                                      parameters=self.raw_model.num_parameters(),
+                                      non_embedding_parameters=self.raw_model.num_parameters(embedding=False))
         with self.marked_if_it_fails(), stop.StopSignals() as signals:
             self.stop = stop.stop_requests(signals, self.ranks)
             for epoch in range(self.state.epoch + 1, self.t.epochs + 1):
