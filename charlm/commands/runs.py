@@ -45,7 +45,7 @@ def runs(
     if root is not None and not root.is_dir():
         raise UsageError(f"runs folder {root} not found: pass the folder that holds your run folders")
     root = root if root is not None else runs_root()
-    found = list_runs(root) if root.is_dir() else []
+    found = list_runs(root)  # none when the default folder does not exist yet
     if as_json:
         print(json.dumps([{k: v for k, v in run.items() if k != "records"} for run in found], ensure_ascii=False))
     elif not found:
