@@ -12,12 +12,14 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 
 from charlm.errors import CharlmError, UsageError
+from charlm.rundir import RUNS_ENV
 
 try:  # recent Typer carries its own copy of click
     from typer._click import exceptions as click_errors
@@ -47,9 +49,15 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def options(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                                  help="Print the version and exit.")] = False) -> None:
+def options(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+    runs_root: Annotated[Optional[Path], typer.Option(
+        "--runs-root", help="Where runs go and are looked for (default: $CHARLM_RUNS_DIR, else runs).")] = None,
+) -> None:
     """Character-level RNN/LSTM/GRU language models: train, generate, perplexity."""
+    if runs_root is not None:  # the one place that names the runs root for this command: see rundir.runs_root
+        os.environ[RUNS_ENV] = str(runs_root)
 
 
 def main(argv: list[str] | None = None) -> int:

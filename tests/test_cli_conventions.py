@@ -132,3 +132,11 @@ def test_info_reads_a_run_without_torch(runs_root):
                             timeout=300)
     assert result.returncode == 0 and "parameters:" in result.stdout, result.stderr
     assert not [line for line in result.stderr.splitlines() if line.rstrip().endswith(" torch")]
+
+
+def test_runs_root_flag_finds_runs_from_any_folder(runs_root, tmp_path, monkeypatch, capsys):
+    root, _ = runs_root
+    monkeypatch.chdir(tmp_path)  # a folder with no runs/
+    monkeypatch.setenv("CHARLM_RUNS_DIR", "")  # unset for charlm; restored after the test (the flag sets it)
+    assert main(["--runs-root", str(root / "myruns"), "generate", "--prefix", "分开", "-n", "5"]) == 0
+    assert capsys.readouterr().out.startswith("分开")
