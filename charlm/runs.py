@@ -7,6 +7,7 @@ with what is damaged named; it never stops the other runs from being listed.
 from __future__ import annotations
 
 import math
+import zipfile
 from pathlib import Path
 
 from charlm import safeyaml
@@ -81,8 +82,6 @@ def _device(run: RunDir) -> str:
 def damaged_checkpoints(run: RunDir) -> dict[str, str]:
     """{file name: what is wrong} for best.pt / last.pt whose zip archive fails its CRC check (a check of the
     bytes that needs no torch; loading a checkpoint also checks its content's sha256)."""
-    import zipfile
-
     damaged = {}
     for name in (BEST, LAST):
         if (run.path / name).is_file():

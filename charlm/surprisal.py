@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 from charlm.errors import CharlmError
-from charlm.evaluate import char_losses, load_text_to_score, perplexity
+from charlm.evaluate import char_losses, load_text_to_score
+from charlm.metrics import perplexity
 
 RARE = 5  # a character seen fewer times than this in training is "rare"
 COSTLY = 10  # how many of the costliest characters the breakdown names
