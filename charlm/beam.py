@@ -2,7 +2,7 @@
 
 Each step scores every (beam, next character) pair by its summed log-probability, keeps the `beams`
 best (ties go to the lower beam, then the lower character id, so the result is deterministic), and runs
-all kept beams as one batched step (`generate.FastStep`). A beam that emits a stop text is finished:
+all kept beams as one batched step (`step.FastStep`). A beam that emits a stop text is finished:
 its score is final, and it leaves the batch.
 """
 
@@ -10,27 +10,27 @@ from __future__ import annotations
 
 import torch
 
-from charlm.generate import warm_up
+from charlm.step import warm_up
 
 Beam = tuple[list[int], float, int | None]  # ids written, summed log-probability (nats), stop text index
 
 
 def beam_search(model, context: torch.Tensor, length: int, beams: int, num_results: int,
-                stops: list[list[int]] = ()) -> list[Beam]:
+                stops: list[list[int]] = (), weights: str = "fp32") -> list[Beam]:
     """The `num_results` best continuations of `context` (1, P): `length` characters each, fewer when a
     stop text ended one. Best first, by summed log-probability under the model."""
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            return _search(model, context, length, beams, num_results, stops)
+            return _search(model, context, length, beams, num_results, stops, weights)
     finally:
         model.train(was_training)
 
 
 def _search(model, context: torch.Tensor, length: int, beams: int, num_results: int,
-            stops: list[list[int]]) -> list[Beam]:
-    hidden, step = warm_up(model, context)
+            stops: list[list[int]], weights: str) -> list[Beam]:
+    hidden, step = warm_up(model, context, weights)
     current = context[:, -1]
     tokens = context.new_empty(1, 0)
     scores = torch.zeros(1, device=context.device)

@@ -17,6 +17,7 @@ import torch
 from charlm.controls import RepetitionPenalty, StopTexts
 from charlm.data import Vocab
 from charlm.errors import UsageError
+from charlm.step import WEIGHTS, warm_up
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class SamplingOptions:
     repetition_penalty: float = 1.0  # CTRL's: logits of recently seen characters are divided (>0) or multiplied by it
     repetition_window: int = 64  # "recently": the last this many characters, the prefix included
     beam: int = 0  # > 0: beam search with this many beams; deterministic, the model's own probabilities
+    weights: str = "fp32"  # the step's weight matrices: fp32 | bf16 | int8 (step.py; --weights auto picks one)
 
     def check(self, length: int) -> None:
         """Raise UsageError (one line, the flag's name) for the first bad value."""
@@ -46,6 +48,7 @@ class SamplingOptions:
              "repetition-penalty must be > 0 (1 is none; 1.2-1.5 breaks greedy loops)"),
             (self.repetition_window >= 1, "repetition-window must be >= 1"),
             (self.beam >= 0, "beam must be >= 0 (0: sample instead)"),
+            (self.weights in WEIGHTS, f"weights must be fp32, bf16 or int8, not {self.weights!r}"),
             (all(self.stop), "a stop text is empty: pass at least one character, e.g. --stop '\\n\\n'"),
         ]:
             if not ok:
@@ -176,7 +179,7 @@ def samples(model, vocab: Vocab, prefix: str | None, length: int, device: torch.
     chosen.check(length)
     stops = stop_ids(vocab, chosen.stop)
     context = context_ids(vocab, prefix, 1, device)
-    beams = beam_search(model, context, length, chosen.beam, chosen.num_samples, stops)
+    beams = beam_search(model, context, length, chosen.beam, chosen.num_samples, stops, chosen.weights)
     return [_sample(vocab, prefix, ids, chosen.stop[which] if which is not None else None,
                     -log_prob / len(ids) / math.log(2) if ids else None)
             for ids, log_prob, which in beams]
@@ -237,7 +240,7 @@ class Stream:
         model.eval()
         try:
             with torch.inference_mode():
-                hidden, step = warm_up(model, self.context)
+                hidden, step = warm_up(model, self.context, o.weights)
                 current = self.context[:, -1]
                 for t in range(length):
                     logits, hidden = step(current, hidden)
@@ -254,19 +257,6 @@ class Stream:
             model.train(was_training)
 
 
-def warm_up(model, context: torch.Tensor):
-    """The hidden state after all of the context but its last character, and a FastStep. Every row of the
-    context is the same text, so the model reads it once and each sample starts from a copy of that state
-    (a 40,000-character prefix for 50 samples costs one sample's memory and time)."""
-    samples = context.shape[0]
-    if context.shape[1] == 1:
-        return model.begin_hidden(samples, context.device), FastStep(model)
-    _, hidden = model(context[:1, :-1], None)
-    if isinstance(hidden, tuple):
-        return tuple(h.expand(-1, samples, -1).contiguous() for h in hidden), FastStep(model)
-    return hidden.expand(-1, samples, -1).contiguous(), FastStep(model)
-
-
 def _generator(options: SamplingOptions, device) -> torch.Generator | None:
     if options.temperature == 0:
         return None
@@ -276,55 +266,3 @@ def _generator(options: SamplingOptions, device) -> torch.Generator | None:
     else:
         generator.manual_seed(options.seed)
     return generator
-
-
-class FastStep:
-    """One step of a CharRNN (in eval mode) as a few plain tensor ops per layer.
-
-    Generation is latency-bound: a single-step nn.LSTM call costs milliseconds of dispatch (and oneDNN
-    set-up on the CPU) for microseconds of math. Here the first layer's input projection becomes a
-    table lookup (embedding or one-hot times W_ih, plus the biases, computed once), and each layer is
-    one addmm for its hidden state followed by the gate arithmetic.
-    """
-
-    def __init__(self, model):
-        self.kind, self.num_layers = model.kind, model.num_layers
-        fold = self.kind != "gru"  # a GRU applies b_hn inside the reset gate, so it stays separate
-        self.layers = []
-        for layer in range(self.num_layers):
-            w_ih, w_hh, b_ih, b_hh = model.layer_weights(layer)
-            # (in, out) row-major copies: a one-row matmul streams them 2-3x faster than the transposed views
-            self.layers.append((w_ih.t().contiguous(), b_ih + b_hh if fold else b_ih, w_hh.t().contiguous(), b_hh))
-        w_ih0, b_in0 = self.layers[0][0], self.layers[0][1]
-        inputs = model.embedding.weight if model.embedding is not None else None
-        self.table = (inputs @ w_ih0 if inputs is not None else w_ih0) + b_in0  # (vocab, gates * hidden)
-        self.head_w, self.head_b = model.head.weight.t().contiguous(), model.head.bias
-
-    def __call__(self, ids: torch.Tensor, hidden):
-        lstm = self.kind == "lstm"
-        hs, cs = (hidden if lstm else (hidden, None))
-        new_h, new_c = [], []
-        x = None
-        for layer, (w_ih, b_in, w_hh, b_hh) in enumerate(self.layers):
-            gx = self.table.index_select(0, ids) if layer == 0 else torch.addmm(b_in, x, w_ih)
-            h = hs[layer]
-            if lstm:
-                i, f, g, o = torch.addmm(gx, h, w_hh).chunk(4, 1)
-                c = torch.sigmoid(f) * cs[layer] + torch.sigmoid(i) * torch.tanh(g)
-                h = torch.sigmoid(o) * torch.tanh(c)
-                new_c.append(c)
-            elif self.kind == "gru":
-                gh = torch.addmm(b_hh, h, w_hh)
-                xr, xz, xn = gx.chunk(3, 1)
-                hr, hz, hn = gh.chunk(3, 1)
-                r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
-                n = torch.tanh(xn + r * hn)
-                h = n + z * (h - n)
-            else:
-                pre = torch.addmm(gx, h, w_hh)
-                h = pre.relu() if self.kind == "rnn_relu" else pre.tanh()
-            new_h.append(h)
-            x = h
-        logits = torch.addmm(self.head_b, x, self.head_w)
-        hs = torch.stack(new_h)
-        return logits, ((hs, torch.stack(new_c)) if lstm else hs)

@@ -11,6 +11,7 @@ from helpers import make_rnn
 
 from charlm import generate as gen
 from charlm.data import Vocab
+from charlm.step import FastStep
 
 VOCAB = Vocab("ab\n")
 
@@ -87,13 +88,13 @@ def test_stop_texts_finish_beams(model, prefix, stop, count):
 def test_beam_search_is_deterministic_and_one_batched_step_per_character(model, monkeypatch):
     first = gen.generate(model, VOCAB, "a", 30, beam=4, num_samples=4)
     calls = []
-    original = gen.FastStep.__call__
+    original = FastStep.__call__
 
     def counted(self, ids, hidden):
         calls.append(ids.shape[0])
         return original(self, ids, hidden)
 
-    monkeypatch.setattr(gen.FastStep, "__call__", counted)
+    monkeypatch.setattr(FastStep, "__call__", counted)
     assert gen.generate(model, VOCAB, "a", 30, beam=4, num_samples=4) == first
     assert len(calls) == 30 and max(calls) == 4  # one call per character, all beams in it
     assert len(set(first)) == 4

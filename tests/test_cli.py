@@ -76,6 +76,16 @@ def test_generate_uses_latest_run_streams_and_is_repeatable(trained):
     assert many.stdout.count("--- sample") == 3
 
 
+def test_generate_with_compact_weights(trained, capsys):
+    _, run_dir, _ = trained
+    for weights in ("bf16", "int8"):
+        code, out, err = run_main(capsys, "generate", "-r", str(run_dir), "-p", "分开", "-n", "25", "--weights", weights,
+                                  "--seed", "1", "--json")
+        assert code == 0, err
+        record = json.loads(out)
+        assert record["generated"] == 25 and record["options"]["weights"] == weights
+
+
 def run_main(capsys, *argv: str) -> tuple[int, str, str]:
     capsys.readouterr()
     code = main(list(argv))
@@ -236,6 +246,7 @@ def _cases(tmp: Path, run_dir: Path) -> list[tuple[str, list[str], str]]:
         ("empty prefix file", ["generate", "--run-dir", str(run_dir), "--prefix-file", str(empty)], "prefix is empty"),
         ("unseen stop text", gen + ["--stop", "分😀"], "could never be emitted"),
         ("empty stop text", gen + ["--stop", ""], "stop text is empty"),
+        ("unknown weights", gen + ["--weights", "fp16"], "weights must be fp32, bf16 or int8, not 'fp16'"),
         ("bad stop escape", gen + ["--stop", "\\q"], "a backslash starts"),
         ("negative beam", gen + ["--beam", "-1"], "beam must be >= 0"),
         ("more samples than beams", gen + ["--beam", "2", "--num-samples", "3"], "must be <= beam (2)"),

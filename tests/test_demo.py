@@ -20,7 +20,8 @@ from charlm.config import Config
 from charlm.data import Vocab
 from charlm.demo import build_page
 from charlm.errors import UsageError
-from charlm.generate import FastStep, generate
+from charlm.generate import generate
+from charlm.step import FastStep
 
 REPO = Path(__file__).resolve().parents[1]
 HARNESS = Path(__file__).with_name("demo_node.js")
@@ -67,7 +68,7 @@ def as_stored(model, precision: str):
 
 def python_steps(model, prefix: str, length: int, vocab: Vocab = VOCAB) -> tuple[torch.Tensor, str]:
     """Logits after each character of the prefix and of the greedy continuation, one step per character
-    (generate.FastStep, which tests/test_generate.py checks against the model's forward), in the model's dtype."""
+    (step.FastStep, which tests/test_step.py checks against the model's forward), in the model's dtype."""
     dtype = next(model.parameters()).dtype
     hidden = model.begin_hidden(1)
     hidden = tuple(h.to(dtype) for h in hidden) if isinstance(hidden, tuple) else hidden.to(dtype)

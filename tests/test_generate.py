@@ -155,28 +155,6 @@ def test_unseeded_sampling_leaves_the_global_rng_alone(model):
     assert torch.equal(torch.rand(4), expected)
 
 
-@pytest.mark.parametrize("kind", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
-@pytest.mark.parametrize("input_kind", ["onehot", "embedding"])
-@pytest.mark.parametrize("weight_drop", [0.0, 0.4])  # 0.4: the layers are separate modules
-def test_fast_step_computes_the_model(kind, input_kind, weight_drop):
-    from charlm.generate import FastStep
-
-    torch.manual_seed(0)
-    model = make_rnn(11, kind, hidden_size=8, num_layers=2, dropout=0.3, input=input_kind, embed_size=5,
-                    weight_drop=weight_drop).eval()
-    assert model.per_layer == (weight_drop > 0)
-    ids = torch.randint(0, 11, (4, 7))
-    with torch.inference_mode():
-        expected, expected_state = model(ids, None)
-        step = FastStep(model)
-        state = model.begin_hidden(4)
-        for t in range(7):
-            logits, state = step(ids[:, t], state)
-            assert torch.allclose(logits, expected[t], atol=1e-5), t
-    flat = (lambda s: torch.cat([x.flatten() for x in s])) if kind == "lstm" else (lambda s: s.flatten())
-    assert torch.allclose(flat(state), flat(expected_state), atol=1e-5)
-
-
 # --- sampling controls: stop texts, no prefix, prefix files, the repetition penalty, samples and scores
 
 
@@ -283,7 +261,7 @@ def test_a_sample_record_has_the_json_schema(model):
     assert set(record) == {"sample", "prefix", "text", "generated", "stop", "bits_per_char", "options"}
     assert record["options"] == {"length": 10, "temperature": 0.5, "top_k": 0, "top_p": 1.0, "num_samples": 1,
                                  "seed": 2, "stop": ["\n"], "repetition_penalty": 1.0, "repetition_window": 64,
-                                 "beam": 0}
+                                 "beam": 0, "weights": "fp32"}
     assert record["text"] == sample.text and record["prefix"] == "我"
 
 
