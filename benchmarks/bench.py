@@ -28,6 +28,7 @@ from rich.table import Table
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bf16_bench  # noqa: E402
 import d2l_reference as ref  # noqa: E402
 
 from charlm import checkpoint as ckpt  # noqa: E402
@@ -45,6 +46,8 @@ TARGETS = {  # figure: (minimum or maximum, value)
     "speedup_vs_d2l": (">=", 1.8), "lstm_mfu": (">=", 0.80), "eval_over_train": (">=", 3.0),
     "gen_speedup_vs_d2l": (">=", 5.0), "gen_batch_over_single": (">=", 10.0),
     "encode_peak_rss_ratio": ("<=", 2.0), "encode_mb_per_s": (">=", 20.0),
+    "gen_best_single_over_v1": (">=", 2.0), "gen_fp32_batch_over_single": (">=", 6.0),
+    "gen_bf16_batch_over_single": (">=", 6.0), "gen_int8_batch_over_single": (">=", 6.0),
 }
 
 
@@ -59,11 +62,15 @@ def matmul_gflops(m: int, k: int, n: int, seconds: float) -> float:
     return 2 * m * k * n * count / (time.perf_counter() - started) / 1e9
 
 
-def peak_gflops(quick: bool) -> float:
-    """The best fp32 matmul rate: a large square product and the LSTM's own large shapes."""
+def peak_shapes() -> list[tuple[int, int, int]]:
+    """A large square product and the LSTM's own large shapes."""
     rows = LSTM["batch_size"] * LSTM["num_steps"]
-    shapes = [(2048, 2048, 2048), (rows, 1024, 4 * LSTM["hidden_size"]), (rows, LSTM["hidden_size"], 2048)]
-    return max(matmul_gflops(*shape, 0.5 if quick else 1.5) for shape in shapes)
+    return [(2048, 2048, 2048), (rows, 1024, 4 * LSTM["hidden_size"]), (rows, LSTM["hidden_size"], 2048)]
+
+
+def peak_gflops(quick: bool) -> float:
+    """The best fp32 matmul rate over peak_shapes()."""
+    return max(matmul_gflops(*shape, 0.5 if quick else 1.5) for shape in peak_shapes())
 
 
 def run_config(path: str, overrides: list[str], run_dir: Path) -> list[dict]:
@@ -119,17 +126,22 @@ def plain_lstm_chars_per_s(vocab_size: int, batches: int) -> float:
     return batches * x.numel() / (time.perf_counter() - started)
 
 
-def lstm_figures(quick: bool, work: Path, peak: float) -> dict:
-    """Training, eval and generation of an LSTM 2x512 (embedding 128) on tiny shakespeare."""
+def lstm_overrides(quick: bool) -> list[str]:
+    """configs/tiny.yaml made into the benchmark's LSTM 2x512 (embedding 128) on a part of tiny shakespeare."""
     batches = 4 if quick else 12
     chars = LSTM["batch_size"] * (batches * LSTM["num_steps"] + 1) + 1
-    overrides = [
+    return [
         "data.corpus=tinyshakespeare", f"data.max_chars={chars}", "data.val_fraction=0", "model.kind=lstm",
         "model.input=embedding", "model.dropout=0", "model.tie_weights=false", "train.epochs=2",
         "train.warmup_steps=0", "train.eval_batch_size=256",
         *(f"{'model' if k in MODEL_KEYS else 'train'}.{k}={v}" for k, v in LSTM.items()),
     ]
-    records = run_config(str(REPO / "configs" / "tiny.yaml"), overrides, work / "lstm")
+
+
+def lstm_figures(quick: bool, work: Path, peak: float) -> dict:
+    """Training, eval and generation of an LSTM 2x512 (embedding 128) on tiny shakespeare."""
+    batches = 4 if quick else 12
+    records = run_config(str(REPO / "configs" / "tiny.yaml"), lstm_overrides(quick), work / "lstm")
     train_rate = records[-1]["chars_per_s"]  # epoch 2: oneDNN's first-call set-up is behind us
     model, vocab, _ = ckpt.load_model(RunDir(work / "lstm").checkpoint("last"))
     params = model.num_parameters(embedding=False)
@@ -209,6 +221,20 @@ def encode_figures(quick: bool, work: Path) -> dict:
             "encode_peak_rss_ratio": measured["peak_bytes"] / size}
 
 
+def bf16_figures(quick: bool, work: Path, fp32: dict) -> dict:
+    """bf16 training and compact sampling weights beside the fp32 figures above (bf16_bench.py)."""
+    figures = {"peak_bf16_gflops": bf16_bench.bf16_peak_gflops(peak_shapes(), 0.5 if quick else 1.5)}
+    figures.update(bf16_bench.d2l_bf16(run_config, str(REPO / "configs" / "d2l-jaychou-rnn.yaml"),
+                                       fp32["d2l_epochs"], work, fp32))
+    figures.update(bf16_bench.lstm_bf16(run_config, str(REPO / "configs" / "tiny.yaml"), lstm_overrides(quick),
+                                        work, fp32, figures["peak_bf16_gflops"]))
+    figures.update(bf16_bench.parity(run_config, str(REPO / "configs" / "shakespeare-cpu.yaml"), quick, work))
+    model, vocab, _ = ckpt.load_model(RunDir(work / "lstm").checkpoint("last"))
+    figures.update(bf16_bench.sampling(model, vocab, "ROMEO:", quick))
+    figures.update(bf16_bench.agreement_on(work / "parity-fp32", "ROMEO:", 500 if quick else bf16_bench.GEN_LENGTH))
+    return figures
+
+
 def verdicts(figures: dict) -> dict:
     return {name: {"target": f"{op} {value}", "value": figures[name],
                    "met": figures[name] >= value if op == ">=" else figures[name] <= value}
@@ -246,6 +272,7 @@ def main() -> None:
         figures["peak_gflops"] = peak_gflops(args.quick)
         figures.update(d2l_figures(args.quick, work))
         figures.update(lstm_figures(args.quick, work, figures["peak_gflops"]))
+        figures.update(bf16_figures(args.quick, work, figures))
         figures.update(encode_figures(args.quick, work))
     figures["seconds"] = time.perf_counter() - started
     figures["targets"] = verdicts(figures)
@@ -254,11 +281,14 @@ def main() -> None:
     for column in ("figure", "value", "target"):
         table.add_column(column)
     for name, value in figures.items():
-        if isinstance(value, float):
+        if isinstance(value, float) or name.endswith("_same_chars"):
             target = figures["targets"].get(name)
             mark = "" if target is None else f"{target['target']} {'met' if target['met'] else 'MISSED'}"
             table.add_row(name, f"{value:,.3f}" if abs(value) < 100 else f"{value:,.0f}", mark)
     console.print(table)
+    console.print(f"--weights by the default rule (fastest with fp32's greedy text over {bf16_bench.GEN_LENGTH} "
+                  f"chars on the benchmark model): {figures['weights_default_by_rule']}; bf16 loss parity "
+                  f"(|diff| <= {bf16_bench.PARITY_TOLERANCE:.0%}): {'met' if figures['parity_met'] else 'MISSED'}")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
         console.print(f"figures written to {args.json}")

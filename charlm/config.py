@@ -74,7 +74,7 @@ class TrainConfig:
     clip_norm: float | None = 1.0  # max global gradient L2 norm; null disables clipping
     label_smoothing: float = 0.1  # training targets keep 1 - this; evals always score the plain loss
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    bf16: bool = False  # bf16 autocast on CUDA
+    bf16: bool = False  # bf16 autocast (CUDA, or a CPU with AVX-512 BF16 / AMX); fp32 weights, optimizer and loss
     deterministic: bool = False  # PyTorch's deterministic algorithms (bit-identical reruns on a GPU; slower)
     seed: int = 0
     eval_batch_size: int = 16  # parallel streams when scoring a split

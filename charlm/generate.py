@@ -17,7 +17,7 @@ import torch
 from charlm.controls import RepetitionPenalty, StopTexts
 from charlm.data import Vocab
 from charlm.errors import UsageError
-from charlm.step import WEIGHTS, warm_up
+from charlm.step import DEFAULT_WEIGHTS, WEIGHTS, warm_up
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class SamplingOptions:
     repetition_penalty: float = 1.0  # CTRL's: logits of recently seen characters are divided (>0) or multiplied by it
     repetition_window: int = 64  # "recently": the last this many characters, the prefix included
     beam: int = 0  # > 0: beam search with this many beams; deterministic, the model's own probabilities
-    weights: str = "fp32"  # the step's weight matrices: fp32 | bf16 | int8 (step.py; --weights auto picks one)
+    weights: str = DEFAULT_WEIGHTS  # the step's weight matrices: fp32 | bf16 | int8 (step.py)
 
     def check(self, length: int) -> None:
         """Raise UsageError (one line, the flag's name) for the first bad value."""

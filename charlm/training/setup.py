@@ -138,6 +138,8 @@ def start(config: Config, request: Request, reporter: Reporter, ranks: distribut
             prepare_run_files(folder, saved is not None, config, corpus, state, changes, reporter,
                               parent.record(corpus.vocab) if parent is not None else None)
     prefixes = preview_prefixes(config, corpus, reporter)
+    for warning in bf16_warnings(config, ranks.device):
+        reporter.warn(warning)
     board = tensorboard(folder) if config.log.tensorboard and ranks.is_main else None
     reporter.start(run_start(config, corpus, model, folder, ranks, state if saved is not None else None, parent))
     return Trainer(config=config, run_dir=folder, corpus=corpus, raw_model=model, model=ranks.wrap(model),
@@ -232,6 +234,18 @@ def preview_prefixes(config: Config, corpus: Corpus, reporter: Reporter) -> list
         if p not in prefixes:
             reporter.warn(f"preview prefix {p!r} has characters the corpus lacks: skipped")
     return prefixes
+
+
+def bf16_warnings(config: Config, device: torch.device) -> list[str]:
+    """What train.bf16 cannot speed up on this CPU: no native bf16 arithmetic, or a GRU (no bf16 CPU kernel)."""
+    if not config.train.bf16 or device.type != "cpu":
+        return []
+    if not (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):
+        return ["train.bf16: this CPU has no native bf16 arithmetic (AVX-512 BF16 or AMX), so bf16 runs slower "
+                "than fp32 here: set train.bf16=false"]
+    if config.model.kind == "gru":
+        return ["train.bf16: PyTorch's CPU GRU has no bf16 kernel, so only the output head runs in bf16"]
+    return []
 
 
 def run_start(config: Config, corpus: Corpus, model: CharRNN, run_dir: RunDir, ranks: distributed.Ranks,

@@ -1,0 +1,118 @@
+"""bf16 on the CPU, beside fp32 in the same run (called by bench.py): training speed and loss under
+`train.bf16`, and sampling with the compact step weights of `charlm generate --weights`.
+
+Training: the d2l model and the LSTM 2x512 of bench.py again with train.bf16=true (chars/s over fp32's,
+MFU against the bf16 matmul peak measured here, the loss after the same steps), and a loss-parity run:
+configs/shakespeare-cpu.yaml for the same number of steps in fp32 and in bf16, both scored in fp32 on
+the same val text. Sampling: one and 32 sequences for each weight format against version 1's fp32
+step (faststep_v1.py), and how closely each format's greedy choices follow fp32's.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from unittest import mock
+
+import torch
+
+from charlm import checkpoint as ckpt
+from charlm import step as step_module
+from charlm.generate import generate
+from charlm.rundir import RunDir
+from charlm.step import WEIGHTS, greedy_agreement
+from faststep_v1 import FastStepV1
+
+PARITY_TOLERANCE = 0.01  # |bf16 - fp32| val loss, as a fraction of fp32's, after the same steps
+GEN_LENGTH = 2000  # greedy characters compared with fp32 (the --weights default rule)
+
+
+def bf16_peak_gflops(shapes: list[tuple[int, int, int]], seconds: float) -> float:
+    best = 0.0
+    for m, k, n in shapes:
+        a, b = torch.randn(m, k, dtype=torch.bfloat16), torch.randn(k, n, dtype=torch.bfloat16)
+        for _ in range(3):
+            a @ b
+        count, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            a @ b
+            count += 1
+        best = max(best, 2 * m * k * n * count / (time.perf_counter() - started) / 1e9)
+    return best
+
+
+def d2l_bf16(run_config, config_path: str, epochs: int, work: Path, fp32: dict) -> dict:
+    """The d2l model again under train.bf16 for the same epochs."""
+    records = run_config(config_path, [f"train.epochs={epochs}", "train.bf16=true"], work / "d2l-bf16")
+    rate = statistics.median(r["chars_per_s"] for r in records[1:])
+    fp32_loss, bf16_loss = fp32["charlm_d2l_loss_by_epoch"][-1], records[-1]["train_loss"]
+    return {"charlm_d2l_bf16_chars_per_s": rate, "d2l_bf16_over_fp32": rate / fp32["charlm_d2l_chars_per_s"],
+            "d2l_bf16_train_loss": bf16_loss, "d2l_bf16_loss_vs_fp32": bf16_loss / fp32_loss - 1}
+
+
+def lstm_bf16(run_config, config_path: str, overrides: list[str], work: Path, fp32: dict, peak_bf16: float) -> dict:
+    """The benchmark LSTM again under train.bf16: speed, MFU against the bf16 peak, the loss after the same steps."""
+    records = run_config(config_path, [*overrides, "train.bf16=true"], work / "lstm-bf16")
+    fp32_records = [r for r in RunDir(work / "lstm").read_metrics() if "event" not in r]
+    rate, params = records[-1]["chars_per_s"], fp32["lstm_config"]["non_embedding_parameters"]
+    return {"lstm_bf16_train_chars_per_s": rate, "lstm_bf16_over_fp32": rate / fp32["lstm_train_chars_per_s"],
+            "lstm_bf16_mfu": 6 * params * rate / (peak_bf16 * 1e9),
+            "lstm_bf16_loss_vs_fp32": records[-1]["train_loss"] / fp32_records[-1]["train_loss"] - 1}
+
+
+def parity(run_config, config_path: str, quick: bool, work: Path) -> dict:
+    """configs/shakespeare-cpu.yaml (LSTM 512, batch 16 x 64) for the same steps in fp32 and bf16."""
+    steps = 60 if quick else 400
+    chars = 16 * (64 * steps + 1) + 1
+    figures = {"parity_steps": steps}
+    for name, bf16 in (("fp32", "false"), ("bf16", "true")):
+        records = run_config(config_path, [f"data.max_chars={int(chars / 0.9) + 1}", "train.time_budget=null",
+                                           "train.epochs=1", f"train.bf16={bf16}"], work / f"parity-{name}")
+        figures[f"parity_{name}_val_loss"] = records[-1]["val_loss"]
+        figures[f"parity_{name}_chars_per_s"] = records[-1]["chars_per_s"]
+        figures["parity_val_chars"] = records[-1]["val_chars"]
+    figures["parity_bf16_over_fp32"] = figures["parity_bf16_chars_per_s"] / figures["parity_fp32_chars_per_s"]
+    figures["parity_val_loss_diff"] = figures["parity_bf16_val_loss"] / figures["parity_fp32_val_loss"] - 1
+    figures["parity_met"] = abs(figures["parity_val_loss_diff"]) <= PARITY_TOLERANCE
+    return figures
+
+
+def sampling(model, vocab, prefix: str, quick: bool) -> dict:
+    """chars/s of one and of 32 sequences for version 1's step and each --weights format; greedy agreement."""
+    length = 500 if quick else GEN_LENGTH
+
+    def rate(num_samples: int, weights: str = "fp32") -> float:
+        options = {"temperature": 1.0, "seed": 0} if num_samples > 1 else {}
+        generate(model, vocab, prefix, 50, num_samples=num_samples, weights=weights, **options)  # warm-up
+        started = time.perf_counter()
+        generate(model, vocab, prefix, length, num_samples=num_samples, weights=weights, **options)
+        return num_samples * length / (time.perf_counter() - started)
+
+    with mock.patch.object(step_module, "FastStep", lambda model, weights, rows: FastStepV1(model)):
+        v1 = rate(1)
+        v1_batch = rate(32)
+    figures = {"gen_v1_chars_per_s": v1, "gen_v1_batch_chars_per_s": v1_batch}
+    context = torch.tensor([vocab.encode(prefix)])
+    for weights in WEIGHTS:
+        single, batch = rate(1, weights), rate(32, weights)
+        same_until, agreement = greedy_agreement(model, context, length, weights)
+        figures.update({f"gen_{weights}_chars_per_s": single, f"gen_{weights}_over_v1": single / v1,
+                        f"gen_{weights}_batch_chars_per_s": batch, f"gen_{weights}_batch_over_single": batch / single,
+                        f"gen_{weights}_greedy_same_chars": same_until, f"gen_{weights}_greedy_agreement": agreement})
+    figures["gen_best_single_over_v1"] = max(figures[f"gen_{w}_over_v1"] for w in WEIGHTS)
+    same = [w for w in WEIGHTS if figures[f"gen_{w}_greedy_same_chars"] == length]
+    figures["weights_default_by_rule"] = max(same, key=lambda w: figures[f"gen_{w}_chars_per_s"])
+    return figures
+
+
+def agreement_on(run_dir: Path, prefix: str, length: int) -> dict:
+    """Greedy agreement of the compact formats on a trained model (the parity run's fp32 model)."""
+    model, vocab, _ = ckpt.load_model(RunDir(run_dir).checkpoint("best"))
+    context = torch.tensor([vocab.encode(prefix)])
+    figures = {}
+    for weights in WEIGHTS[1:]:
+        same_until, agreement = greedy_agreement(model, context, length, weights)
+        figures[f"trained_{weights}_greedy_same_chars"] = same_until
+        figures[f"trained_{weights}_greedy_agreement"] = agreement
+    return figures
