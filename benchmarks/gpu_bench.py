@@ -32,8 +32,8 @@ from charlm.data import load_corpus
 from charlm.evaluate import evaluate
 from charlm.events import SilentReporter
 from charlm.generate import generate
-from charlm.step import FastStep
 from charlm.rundir import RunDir
+from charlm.step import FastStep
 from charlm.training import train
 from charlm.training.setup import CUBLAS_WORKSPACE
 

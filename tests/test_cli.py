@@ -79,8 +79,8 @@ def test_generate_uses_latest_run_streams_and_is_repeatable(trained):
 def test_generate_with_compact_weights(trained, capsys):
     _, run_dir, _ = trained
     for weights in ("bf16", "int8"):
-        code, out, err = run_main(capsys, "generate", "-r", str(run_dir), "-p", "分开", "-n", "25", "--weights", weights,
-                                  "--seed", "1", "--json")
+        code, out, err = run_main(capsys, "generate", "-r", str(run_dir), "-p", "分开", "-n", "25",
+                                  "--weights", weights, "--seed", "1", "--json")
         assert code == 0, err
         record = json.loads(out)
         assert record["generated"] == 25 and record["options"]["weights"] == weights
