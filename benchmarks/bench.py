@@ -51,8 +51,8 @@ TARGETS = {  # figure: (minimum or maximum, value)
 }
 
 
-def matmul_gflops(m: int, k: int, n: int, seconds: float) -> float:
-    a, b = torch.randn(m, k), torch.randn(k, n)
+def matmul_gflops(m: int, k: int, n: int, seconds: float, dtype: torch.dtype = torch.float32) -> float:
+    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
     for _ in range(3):
         a @ b
     count, started = 0, time.perf_counter()
@@ -68,9 +68,9 @@ def peak_shapes() -> list[tuple[int, int, int]]:
     return [(2048, 2048, 2048), (rows, 1024, 4 * LSTM["hidden_size"]), (rows, LSTM["hidden_size"], 2048)]
 
 
-def peak_gflops(quick: bool) -> float:
-    """The best fp32 matmul rate over peak_shapes()."""
-    return max(matmul_gflops(*shape, 0.5 if quick else 1.5) for shape in peak_shapes())
+def peak_gflops(quick: bool, dtype: torch.dtype = torch.float32) -> float:
+    """The best matmul rate in `dtype` over peak_shapes()."""
+    return max(matmul_gflops(*shape, 0.5 if quick else 1.5, dtype) for shape in peak_shapes())
 
 
 def run_config(path: str, overrides: list[str], run_dir: Path) -> list[dict]:
@@ -223,7 +223,7 @@ def encode_figures(quick: bool, work: Path) -> dict:
 
 def bf16_figures(quick: bool, work: Path, fp32: dict) -> dict:
     """bf16 training and compact sampling weights beside the fp32 figures above (bf16_bench.py)."""
-    figures = {"peak_bf16_gflops": bf16_bench.bf16_peak_gflops(peak_shapes(), 0.5 if quick else 1.5)}
+    figures = {"peak_bf16_gflops": peak_gflops(quick, torch.bfloat16)}
     figures.update(bf16_bench.d2l_bf16(run_config, str(REPO / "configs" / "d2l-jaychou-rnn.yaml"),
                                        fp32["d2l_epochs"], work, fp32))
     figures.update(bf16_bench.lstm_bf16(run_config, str(REPO / "configs" / "tiny.yaml"), lstm_overrides(quick),

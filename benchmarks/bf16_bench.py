@@ -29,20 +29,6 @@ PARITY_TOLERANCE = 0.01  # |bf16 - fp32| val loss, as a fraction of fp32's, afte
 GEN_LENGTH = 2000  # greedy characters compared with fp32 (the --weights default rule)
 
 
-def bf16_peak_gflops(shapes: list[tuple[int, int, int]], seconds: float) -> float:
-    best = 0.0
-    for m, k, n in shapes:
-        a, b = torch.randn(m, k, dtype=torch.bfloat16), torch.randn(k, n, dtype=torch.bfloat16)
-        for _ in range(3):
-            a @ b
-        count, started = 0, time.perf_counter()
-        while time.perf_counter() - started < seconds:
-            a @ b
-            count += 1
-        best = max(best, 2 * m * k * n * count / (time.perf_counter() - started) / 1e9)
-    return best
-
-
 def d2l_bf16(run_config, config_path: str, epochs: int, work: Path, fp32: dict) -> dict:
     """The d2l model again under train.bf16 for the same epochs."""
     records = run_config(config_path, [f"train.epochs={epochs}", "train.bf16=true"], work / "d2l-bf16")
