@@ -62,15 +62,7 @@ def generate(
     model = load(model_source(run_dir, model_dir), checkpoint, device)
     net, vocab, dev = model.net, model.vocab, model.device
     if as_json or beam or num_samples > 1:
-        results = gen.samples(net, vocab, prefix, length, device=dev, **vars(options))
-        for n, sample in enumerate(results, 1):
-            if as_json:
-                print(json.dumps(sample.record(n, length, options), ensure_ascii=False))
-            elif num_samples > 1:
-                sys.stdout.write(f"--- sample {n}{_stopped(sample)}\n{sample.text}\n")
-            else:
-                sys.stdout.write(f"{sample.text}\n")
-                _say_stopped(sample)
+        _write_samples(gen.samples(net, vocab, prefix, length, device=dev, **vars(options)), length, options, as_json)
         return
     steps = gen.stream(net, vocab, prefix, length, device=dev, **vars(options))  # checks all before printing
     sys.stdout.write(prefix or "")
@@ -79,6 +71,18 @@ def generate(
         sys.stdout.flush()
     sys.stdout.write("\n")
     _say_stopped(steps.samples()[0])
+
+
+def _write_samples(results: list, length: int, options, as_json: bool) -> None:
+    """Samples made in one batch (or by beam search): JSON lines, headed texts, or the one text."""
+    for n, sample in enumerate(results, 1):
+        if as_json:
+            print(json.dumps(sample.record(n, length, options), ensure_ascii=False))
+        elif options.num_samples > 1:
+            sys.stdout.write(f"--- sample {n}{_stopped(sample)}\n{sample.text}\n")
+        else:
+            sys.stdout.write(f"{sample.text}\n")
+            _say_stopped(sample)
 
 
 def _unescape(text: str) -> str:
