@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import torch
 
-from charlm.step import warm_up
+from charlm.step import DEFAULT_WEIGHTS, warm_up
 
 Beam = tuple[list[int], float, int | None]  # ids written, summed log-probability (nats), stop text index
 
 
 def beam_search(model, context: torch.Tensor, length: int, beams: int, num_results: int,
-                stops: list[list[int]] = (), weights: str = "fp32") -> list[Beam]:
+                stops: list[list[int]] = (), weights: str = DEFAULT_WEIGHTS) -> list[Beam]:
     """The `num_results` best continuations of `context` (1, P): `length` characters each, fewer when a
     stop text ended one. Best first, by summed log-probability under the model."""
     was_training = model.training

@@ -72,7 +72,7 @@ class FastStep:
     alone). `rows` is the number of sequences stepped together (oneDNN packs for it; any n works).
     """
 
-    def __init__(self, model, weights: str = "fp32", rows: int = 1):
+    def __init__(self, model, weights: str = DEFAULT_WEIGHTS, rows: int = 1):
         if weights not in WEIGHTS:
             raise UsageError(f"--weights {weights} is not one of {', '.join(WEIGHTS)}")
         self.kind, self.num_layers, self.weights = model.kind, model.num_layers, weights
@@ -132,7 +132,7 @@ def _reorder(t: torch.Tensor, size: int) -> torch.Tensor:
     return torch.cat([blocks[k] for k in LSTM_ORDER])
 
 
-def warm_up(model, context: torch.Tensor, weights: str = "fp32"):
+def warm_up(model, context: torch.Tensor, weights: str = DEFAULT_WEIGHTS):
     """The hidden state after all of the context but its last character, and a FastStep. Every row of the
     context is the same text, so the model reads it once and each sample starts from a copy of that state
     (a 40,000-character prefix for 50 samples costs one sample's memory and time)."""
