@@ -53,9 +53,10 @@ def test_fast_step_computes_the_model(kind, input_kind, weight_drop):
 @pytest.mark.parametrize("kind", ["rnn_tanh", "lstm", "gru"])
 @pytest.mark.parametrize("weights", ["bf16", "int8"])
 @pytest.mark.parametrize("hidden_size", [24, 64])  # 24: int8 pads the inputs to a multiple of 16
-def test_compact_weights_stay_close_to_the_model(kind, weights, hidden_size):
+@pytest.mark.parametrize("input_kind", ["onehot", "embedding"])
+def test_compact_weights_stay_close_to_the_model(kind, weights, hidden_size, input_kind):
     torch.manual_seed(1)
-    model = make_rnn(30, kind, hidden_size=hidden_size, num_layers=2, input="embedding", embed_size=16).eval()
+    model = make_rnn(30, kind, hidden_size=hidden_size, num_layers=2, input=input_kind, embed_size=16).eval()
     ids = torch.randint(0, 30, (3, 20))
     with torch.inference_mode():
         expected, _ = model(ids, None)
