@@ -35,10 +35,11 @@ class Projection:
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, weights: str, rows: int):
         weight, bias = weight.detach(), bias.detach() if bias is not None else None
-        cpu32 = weight.device.type == "cpu" and weight.dtype == torch.float32
-        if weights != "fp32" and not (cpu32 and _onednn()):
+        onednn = weight.device.type == "cpu" and weight.dtype == torch.float32 and _onednn()
+        if weights != "fp32" and not onednn:
             raise UsageError(f"--weights {weights} runs on the CPU with a float32 model: use --weights fp32 here")
-        self.mode, self.bias = weights if weights != "fp32" else ("onednn" if cpu32 and _onednn() else "dense"), bias
+        self.bias = bias
+        self.mode = weights if weights != "fp32" else ("onednn" if onednn else "dense")
         if self.mode == "int8":  # one scale per output row: the row's largest |weight| maps to 127
             self.pad = -weight.shape[1] % 16  # the int8 kernel reads the inputs 16 at a time
             weight = torch.nn.functional.pad(weight, (0, self.pad))
@@ -156,16 +157,16 @@ def greedy_agreement(model, context: torch.Tensor, length: int, weights: str) ->
         hidden, reference = warm_up(model, context)
         step = FastStep(model, weights)
         other, current = hidden, context[:, -1]
-        same, first_difference = 0, None
-        for t in range(length):
+        agrees = []  # on the device: one host read at the end, not one per character
+        for _ in range(length):
             logits, hidden = reference(current, hidden)
             other_logits, other = step(current, other)
-            chosen = logits.argmax(-1)
-            if bool(other_logits.argmax(-1) == chosen):
-                same += 1
-            elif first_difference is None:
-                first_difference = t
-            current = chosen
-        return (length if first_difference is None else first_difference), same / max(length, 1)
+            current = logits.argmax(-1)
+            agrees.append(other_logits.argmax(-1) == current)
+        if not agrees:
+            return 0, 1.0
+        agrees = torch.cat(agrees)
+        differ = (~agrees).nonzero()
+        return (int(differ[0]) if len(differ) else length), agrees.float().mean().item()
     finally:
         model.train(was_training)
