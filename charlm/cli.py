@@ -25,6 +25,8 @@ try:  # recent Typer carries its own copy of click
     from typer._click import exceptions as click_errors
 except ImportError:  # older Typer uses click itself
     from click import exceptions as click_errors
+# click 8.2 raises this once `charlm` alone has printed the help; older click exits through click's Exit instead
+NO_ARGS_IS_HELP = getattr(click_errors, "NoArgsIsHelpError", ())
 
 app = typer.Typer(
     help="Character-level RNN/LSTM/GRU language models: train, generate, perplexity.",
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     _tidy_help(command)
     try:
         result = command.main(args=argv, prog_name="charlm", standalone_mode=False)
-    except click_errors.NoArgsIsHelpError:  # the help is already printed
+    except NO_ARGS_IS_HELP:  # the help is already printed
         return 0
     except click_errors.UsageError as e:
         hint = f" (see {e.ctx.command_path} --help)" if e.ctx else ""
@@ -107,7 +109,7 @@ def _tidy_help(command) -> None:
         if getattr(param, "is_flag", False):
             param.metavar = ""
         elif getattr(param, "multiple", False):
-            param.metavar = param.display_type(None).replace("list[", "").replace("]", "").lower() + "..."
+            param.metavar = _item_type(param) + "..."
     make_help = command.get_help_option  # --help itself is made on demand
 
     def help_option(ctx):
@@ -119,6 +121,15 @@ def _tidy_help(command) -> None:
     command.get_help_option = help_option
     for sub in getattr(command, "commands", {}).values():
         _tidy_help(sub)
+
+
+def _item_type(param) -> str:
+    """The type of one value of a repeatable option, as `<str>`: Typer's own click copy names it
+    `<list[str]>` (display_type); Typer on click itself has the click type (param.type)."""
+    display = getattr(param, "display_type", None)
+    if display is not None:
+        return display(None).replace("list[", "").replace("]", "").lower()
+    return f"<{getattr(getattr(param, 'type', None), 'name', 'value')}>".lower()
 
 
 def _rank_prefix() -> str:

@@ -71,6 +71,18 @@ def test_help_shows_no_value_after_flags_and_has_examples(capsys):
         assert "Example: charlm" in capsys.readouterr().out
 
 
+def test_repeatable_options_name_their_item_type_under_either_typer():
+    """Typer's own click copy has display_type; Typer on click itself (older Typer: click's Option) has
+    only the click type. Both name one item of --set, and neither breaks the CLI (it did on a GPU machine)."""
+    from types import SimpleNamespace
+
+    from charlm.cli import _item_type
+
+    own_click = SimpleNamespace(display_type=lambda ctx: "<list[str]>")
+    click_itself = SimpleNamespace(type=SimpleNamespace(name="text"))
+    assert _item_type(own_click) == "<str>" and _item_type(click_itself) == "<text>"
+
+
 def test_runs_and_data_list_are_never_cut(runs_root, monkeypatch, capsys):
     from rich.console import Console
 
