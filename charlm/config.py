@@ -69,6 +69,7 @@ class TrainConfig:
     time_budget: str | None = None  # stop when training wall time reaches this (106s, 10m, 1h); null: no limit
     eval_every_batches: int = 0  # also evaluate (and keep best) every N batches inside an epoch (0: per epoch)
     eval_every_seconds: float = 0.0  # also evaluate each time training time passes a multiple of this (0: off)
+    eval_every_epochs: int = 1  # evaluate and checkpoint at the end of every Nth epoch (and of the last)
     eval_chars: int | None = None  # in-training evals score about this many val chars (null: the whole split)
     variable_bptt: bool = False  # AWD-style random window lengths around num_steps (consecutive sampling)
     clip_norm: float | None = 1.0  # max global gradient L2 norm; null disables clipping
@@ -302,6 +303,7 @@ def _validate_train(t: TrainConfig) -> None:
     if t.time_budget is not None:
         parse_duration(t.time_budget, "train.time_budget")
     check(t.eval_every_batches >= 0, "train.eval_every_batches must be >= 0 (0: evaluate once per epoch)")
+    check(t.eval_every_epochs >= 1, "train.eval_every_epochs must be >= 1 (1: evaluate after every epoch)")
     check(t.eval_every_seconds >= 0, "train.eval_every_seconds must be >= 0 (0: no evals on the clock)")
     check(t.eval_chars is None or t.eval_chars > 0, "train.eval_chars must be positive (or null for the whole split)")
     check(not (t.variable_bptt and t.sampling != "consecutive"), "train.variable_bptt needs train.sampling=consecutive")

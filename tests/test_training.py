@@ -207,6 +207,13 @@ def test_early_stopping_stops_after_patience_evals_without_a_new_best(tmp_path):
     assert saved["step"] == rows[best]["step"]  # best.pt is the best eval's weights, even inside an epoch
 
 
+def test_eval_every_epochs_evaluates_every_nth_epoch_and_the_last(tmp_path):
+    summary = train(overfitting(tmp_path, "train.epochs=7", "train.eval_every_epochs=3"), tmp_path / "run")
+    assert [r["epoch"] for r in records(tmp_path / "run")] == [3, 6, 7]
+    assert summary.epochs_run == 7
+    assert load_payload(tmp_path / "run" / "last.pt")["epoch"] == 7
+
+
 def test_plateau_schedule_decays_the_lr_after_each_eval_without_improvement(tmp_path):
     train(overfitting(tmp_path, "train.schedule=plateau", "train.plateau_patience=0", "train.decay_factor=0.5",
                       "train.min_lr=0", "train.epochs=6"), tmp_path / "run")

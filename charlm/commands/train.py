@@ -11,12 +11,18 @@ from charlm import cli
 from charlm.config import load_config
 from charlm.errors import UsageError
 
+AUTO = "auto"
+
 
 @cli.app.command(epilog="Example: charlm train --config configs/d2l-jaychou-rnn.yaml --set train.epochs=10")
 def train(
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (default: jaychou-lstm).")]
+    config: Annotated[Optional[Path], typer.Option(
+        "--config", "-c", help="YAML config (default: jaychou-lstm), or auto: sized for the corpus and --budget.")]
     = None,
     corpus: Annotated[Optional[str], typer.Option(help="Built-in name, text file or folder of .txt files.")] = None,
+    budget: Annotated[Optional[str], typer.Option(
+        "--budget", "-b", help="Training time (90s, 10m, 2h). Without --config: a model sized for the corpus, "
+        "this budget and this machine (--config auto).")] = None,
     run_dir: Annotated[Optional[Path], typer.Option("--run-dir", "-r", help="Run folder (default: runs/NAME-TIME).")]
     = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N | mps")] = None,
@@ -54,7 +60,7 @@ def train(
     if resume_from is not None and resume_from not in ("best", "last"):
         raise UsageError(f"--resume-from {resume_from} is not valid: use best or last")
     resume = resume or resume_from is not None
-    cfg = _config(config, settings, run_dir, resume, init_from)
+    cfg = _pick_config(config, budget, settings, run_dir, resume, init_from, nproc is not None or dry_run, quiet)
     explicit = {item.split("=", 1)[0].strip() for item in settings}
     if nproc is not None or dry_run:
         processes = nproc or launch.default_nproc()
@@ -68,6 +74,50 @@ def train(
     reporter = RichReporter(cli.out, cli.err, quiet) if main else SilentReporter()
     run_training(cfg, run_dir, reporter, resume=resume, explicit=explicit, resume_from=resume_from or "last",
                  init_from=init_from)
+
+
+def _pick_config(config: Optional[Path], budget: Optional[str], settings: list[str], run_dir: Optional[Path],
+                 resume: bool, init_from: Optional[str], launched: bool, quiet: bool):
+    """Auto-sized (--config auto, or --budget without a config), else the file's, the resumed or the fine-tuned
+    run's; a --budget of a config-led run is its train.time_budget."""
+    from charlm.config import parse_duration
+
+    if budget is not None:
+        parse_duration(budget, "--budget")
+    if is_auto(config, budget, resume, init_from):
+        return _auto_config(budget, settings, launched, quiet)
+    if budget is not None:
+        settings.append(f"train.time_budget={budget}")
+    cfg = _config(config, settings, run_dir, resume, init_from)
+    if not quiet and config is None and not resume and init_from is None and cfg.data.corpus != "jaychou":
+        cli.out.print(f"tip: `charlm train --corpus {cfg.data.corpus} --budget 10m` sizes the model for this corpus "
+                      "and this machine; without --budget this is the lyrics default", markup=False)
+    return cfg
+
+
+def is_auto(config: Optional[Path], budget: Optional[str], resume: bool, init_from: Optional[str]) -> bool:
+    """--config auto, or a --budget with no config of its own (a resumed or fine-tuned run has one)."""
+    if config is not None and str(config) == AUTO:
+        if resume or init_from is not None:
+            raise UsageError("--config auto sizes a new model: a resumed or fine-tuned run keeps its own; drop "
+                             "--config auto")
+        return True
+    return config is None and budget is not None and not resume and init_from is None
+
+
+def _auto_config(budget: Optional[str], settings: list[str], launched: bool, quiet: bool):
+    """The config autosize plans for the corpus and budget on this machine; prints the choice and why."""
+    from charlm import autosize
+    from charlm.config import Config, parse_duration
+
+    if launched:
+        raise UsageError("auto-sizing plans for one process: drop --nproc/--dry-run, or give a --config "
+                         "(the run folder's config.yaml of an auto run will do)")
+    seconds = parse_duration(budget or autosize.DEFAULT_BUDGET, "--budget")
+    cfg, plan = autosize.auto_config(Config().data.corpus, seconds, settings)  # --corpus is in settings
+    if not quiet:
+        cli.out.print(f"auto: {plan.why}", markup=False)
+    return cfg
 
 
 def _config(config: Optional[Path], settings: list[str], run_dir: Optional[Path], resume: bool,

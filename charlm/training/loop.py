@@ -79,7 +79,10 @@ class Trainer:
                     break  # the time budget ran out, or early stopping, inside the epoch
                 self.state.epoch, self.state.batch_in_epoch = epoch, 0
                 self.state.epoch_data_rng = self.data_generator.get_state()  # where the next epoch's draws start
-                self.evaluate_and_save(epoch, end_of_epoch=True)
+                if epoch % self.t.eval_every_epochs == 0 or epoch == self.t.epochs or self.state.stopped is not None:
+                    self.evaluate_and_save(epoch, end_of_epoch=True)
+                elif self.stop.signum is not None:
+                    self.save()  # no eval due, but a stopped run resumes from here
                 if self.stop.signum is not None:
                     raise stop.interrupted(self.stop.signum, self.state, self.run_dir.path, self.ranks)
                 if self.state.stopped is not None:

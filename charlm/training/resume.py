@@ -27,8 +27,9 @@ if TYPE_CHECKING:  # checkpoint.py imports the training package: no import cycle
 # config keys that may differ when a run is resumed: they do not change the computation so far
 RESUMABLE_KEYS = {"name", "data.corpus", "train.epochs", "train.device", "train.eval_batch_size",
                   "train.checkpoint_every_batches", "train.keep_last", "train.on_nonfinite", "train.max_nonfinite",
-                  "train.time_budget", "train.patience", "train.eval_every_batches", "train.eval_chars",
-                  "train.eval_every_seconds", "train.deterministic"}  # the last one picks kernels, not the function
+                  "train.time_budget", "train.patience", "train.eval_every_batches", "train.eval_every_epochs",
+                  "train.eval_chars", "train.eval_every_seconds",
+                  "train.deterministic"}  # the last one picks kernels, not the function
 RESUMABLE_SECTIONS = {"sample", "log"}
 EXPLICIT_ONLY_KEYS = {"train.lr"}  # allowed only when asked for on the command line (--set train.lr=...)
 

@@ -1,0 +1,134 @@
+"""How fast this machine trains a model shape: a few timed training steps, kept in a per-user cache.
+
+The cache ($XDG_CACHE_HOME/charlm/calibration.json, by default ~/.cache/charlm) holds one machine's speeds:
+when the processor, thread count, GPU, PyTorch or charlm version differ from the ones it was measured on,
+it is measured again. A speed is keyed by everything that changes it: device, bf16, shape, batch x steps
+and the vocabulary size rounded up to a power of two (the output head's width).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from charlm.autosize.rule import Shape
+from charlm.config import ModelConfig
+from charlm.fsio import atomic_write_text
+from charlm.model import CharRNN
+
+WARMUP_STEPS = 2  # oneDNN picks and packs its kernels on the first calls
+TIMED_STEPS = 3  # at least, and for at least TIMED_SECONDS: three steps of a small model vary by 30%
+TIMED_SECONDS = 0.3
+
+
+def cache_path() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "charlm" / "calibration.json"
+
+
+def machine() -> dict:
+    """What a measured speed depends on, besides the model."""
+    from charlm import __version__
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    return {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "gpu": gpu,
+            "torch": torch.__version__, "charlm": __version__}
+
+
+class Calibration:
+    """Training speeds (chars/s) of model shapes on one device, measured once and cached."""
+
+    def __init__(self, device: torch.device, bf16: bool, vocab_size: int, path: Path | None = None):
+        self.device, self.bf16, self.vocab_size = device, bf16, vocab_size
+        self.path = path or cache_path()
+        self.machine = machine()
+        self.speeds = self._read()
+        self.measured: list[str] = []  # the keys this calibration had to time
+
+    def speed(self, shape: Shape, batch: int, steps: int) -> float:
+        key = self.key(shape, batch, steps)
+        if key not in self.speeds:
+            self.speeds[key] = measure(shape, padded_vocab(self.vocab_size), batch, steps, self.device, self.bf16)
+            self.measured.append(key)
+            self._write()
+        return self.speeds[key]
+
+    def key(self, shape: Shape, batch: int, steps: int) -> str:
+        embed = "tied" if shape.embed is None else f"e{shape.embed}"
+        dtype = "bf16" if self.bf16 else "fp32"
+        return (f"{self.device.type}-{dtype}-lstm{shape.layers}x{shape.hidden}-{embed}-"
+                f"v{padded_vocab(self.vocab_size)}-b{batch}x{steps}")
+
+    def _read(self) -> dict:
+        try:
+            saved = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(saved, dict) or saved.get("machine") != self.machine:
+            return {}  # another machine's (or another version's) speeds: measure again
+        speeds = saved.get("speeds") if isinstance(saved.get("speeds"), dict) else {}
+        return {k: float(v) for k, v in speeds.items() if isinstance(v, (int, float))}
+
+    def _write(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.path, json.dumps({"machine": self.machine, "speeds": self.speeds}, indent=1))
+        except OSError:
+            pass  # a read-only home: measure again next time, train all the same
+
+
+def padded_vocab(size: int) -> int:
+    return 1 << max(5, (size - 1).bit_length())
+
+
+def measure(shape: Shape, vocab_size: int, batch: int, steps: int, device: torch.device, bf16: bool) -> float:
+    """chars/s of full training steps (forward, loss, backward, clip, Adam) on random ids. The caller's random
+    generators are left as they were."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(0)
+        return _timed_steps(shape, vocab_size, batch, steps, device, bf16)
+
+
+def _timed_steps(shape: Shape, vocab_size: int, batch: int, steps: int, device: torch.device, bf16: bool) -> float:
+    tied = shape.embed is None
+    cfg = ModelConfig(kind="lstm", input="embedding", embed_size=shape.hidden if tied else shape.embed,
+                      hidden_size=shape.hidden, num_layers=shape.layers, dropout=0.0, tie_weights=tied)
+    model = CharRNN(cfg, vocab_size).to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    ids = torch.randint(vocab_size, (batch, steps + 1), device=device)
+    x, y = ids[:, :-1], ids[:, 1:].T.reshape(-1)
+
+    def step():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits, _ = model(x)
+            loss = F.cross_entropy(logits.reshape(-1, vocab_size).float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+
+    for _ in range(WARMUP_STEPS):
+        step()
+    synchronize(device)
+    started, done = time.perf_counter(), 0
+    while done < TIMED_STEPS or time.perf_counter() - started < TIMED_SECONDS:
+        step()
+        done += 1
+        synchronize(device)  # a GPU's queue would make the clock read early
+    return batch * steps * done / (time.perf_counter() - started)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
