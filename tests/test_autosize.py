@@ -175,3 +175,13 @@ def test_early_stopping_ends_an_auto_run_that_stops_improving(tmp_path):
     summary = train(config, tmp_path / "run")
     assert summary.stopped == "early_stopping" and summary.train_seconds < 30
     assert not math.isnan(summary.best_loss)
+
+
+def test_plain_train_on_another_corpus_is_the_lyrics_default_and_says_so(write_text, tmp_path):
+    corpus = write_text("the cat sat on the mat. " * 125)
+    done = charlm("train", "--corpus", str(corpus), "--set", "train.epochs=1", "--run-dir", str(tmp_path / "run"),
+                  "--device", "cpu", cwd=tmp_path, env_extra={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert done.returncode == 0, done.stderr
+    assert "tip: `charlm train --corpus" in done.stdout and "--budget 10m` sizes the model" in done.stdout
+    assert "name: jaychou-lstm" in (tmp_path / "run" / "config.yaml").read_text()
+    assert not (tmp_path / "cache" / "charlm" / "calibration.json").exists()  # nothing was measured

@@ -80,7 +80,8 @@ def _pick_config(config: Optional[Path], budget: Optional[str], settings: list[s
                  resume: bool, init_from: Optional[str], launched: bool, quiet: bool):
     """Auto-sized (--config auto, or --budget without a config), else the file's, the resumed or the fine-tuned
     run's; a --budget of a config-led run is its train.time_budget."""
-    from charlm.config import parse_duration
+    from charlm import distributed
+    from charlm.config import Config, parse_duration
 
     if budget is not None:
         parse_duration(budget, "--budget")
@@ -89,7 +90,8 @@ def _pick_config(config: Optional[Path], budget: Optional[str], settings: list[s
     if budget is not None:
         settings.append(f"train.time_budget={budget}")
     cfg = _config(config, settings, run_dir, resume, init_from)
-    if not quiet and config is None and not resume and init_from is None and cfg.data.corpus != "jaychou":
+    lyrics_default = config is None and not resume and init_from is None
+    if lyrics_default and cfg.data.corpus != Config().data.corpus and not quiet and distributed.is_main_process():
         cli.out.print(f"tip: `charlm train --corpus {cfg.data.corpus} --budget 10m` sizes the model for this corpus "
                       "and this machine; without --budget this is the lyrics default", markup=False)
     return cfg
