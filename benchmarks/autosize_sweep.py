@@ -174,11 +174,12 @@ def seen(row: dict, data: Path) -> float:
 
 
 def show(out: Path, data: Path) -> str:
-    """The recorded arms by corpus, budget and val loss, with what the rule reads: characters seen per
+    """The sweep's shapes by corpus, budget and val loss, with what the rule reads: characters seen per
     recurrent weight, weights per train character, epochs."""
     rows = ["| corpus | arm | budget | LSTM | dropout | mean chars/s | chars seen / weight | weights / train char | "
             "epochs | val loss (nats/char) |", "|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
-    results = sorted(recorded(out).values(), key=lambda r: (r["corpus"], r["budget_s"], r["val_loss"]))
+    results = sorted((r for r in recorded(out).values() if r["kind"] == "shape"),
+                     key=lambda r: (r["corpus"], r["budget_s"], r["val_loss"]))
     for r in results:
         m, chars = r["model"], seen(r, data)
         rows.append(f"| {r['corpus']} | {r['key'].split('@')[0]} | {r['budget_s']:g} s | "

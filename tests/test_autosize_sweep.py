@@ -34,3 +34,4 @@ def test_the_smoke_sweep_records_each_arm_once_and_compares_auto(builtin_cache, 
     assert "auto-timemachine@2s: val" in table.stdout
     assert "default-timemachine@2s: val" not in table.stdout  # recorded arms are not run again
     assert "| timemachine | 2s | 1x" in table.stdout and "| shakespeare-1x384 |" in table.stdout
+    assert "| default-timemachine |" not in table.stdout  # the sweep's table lists its shapes alone

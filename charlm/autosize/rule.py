@@ -24,8 +24,8 @@ from dataclasses import dataclass
 CHARS_PER_WEIGHT = 3.5  # the 2-minute sweep's winners saw 5.4-7.8 chars per weight, the wider losers 0.5-2.8
 MAX_WEIGHTS_PER_CHAR = 10.0  # jaychou's winner had 9.2 weights per train char, the wider loser 37
 SPEED_SHARE = 0.8  # a real run's mean chars/s over the calibration's: 0.59-0.95, median 0.82, in the sweep
-NO_DROPOUT_EPOCHS = 3.0
-DROPOUT_PER_LOG_EPOCH = 0.154  # 0.2 at 11 epochs (the 10-minute shakespeare config)
+NO_DROPOUT_EPOCHS = 7.0
+DROPOUT_PER_LOG_EPOCH = 0.29  # 0.3 at 20 epochs (the time machine's best), 0.5 at 40 (the lyrics need it: 0.4 overfits)
 MAX_DROPOUT = 0.5
 MANY_UPDATES = 8000
 STEPS = 64
