@@ -62,8 +62,9 @@ def test_a_small_corpus_caps_the_model_and_gets_dropout():
     on_small, on_large = (rule.plan(s, 600, compute_bound()) for s in (small, large))
     assert on_small.shape.weights() <= rule.MAX_WEIGHTS_PER_CHAR * 50_000
     assert on_small.parameters < on_large.parameters
-    assert on_small.dropout > 0.3 and on_large.dropout == 0.0  # hundreds of epochs against a fraction of one
-    assert on_small.epochs > 100 > 1 > on_large.epochs
+    assert on_small.dropout > 0.3 and on_large.dropout == 0.0  # many epochs against a fraction of one
+    assert on_small.epochs == rule.MAX_EPOCHS and on_small.epoch_limit == rule.MAX_EPOCHS  # stops before the budget
+    assert on_large.epochs < 1 and on_large.epoch_limit is None and on_small.chars_seen == 40 * 50_000
 
 
 def test_dropout_rises_with_the_epochs_a_budget_makes():
@@ -117,6 +118,7 @@ def test_auto_config_on_a_tiny_file_is_a_tiny_valid_config(write_text, tmp_path)
     config, chosen = autosize.auto_config(str(corpus), 4.0, ["train.device=cpu"], tmp_path / "cal.json")
     assert config.model.hidden_size == rule.WIDTHS[0] and config.train.time_budget == "4s"
     assert config.train.patience >= 3 and config.sample.prefixes == ["the"]
+    assert config.train.epochs == rule.MAX_EPOCHS and "stops after 40 epochs" in chosen.why
     assert config.name.startswith("auto-") and chosen.stats.train_chars == 2_700
     assert config.train.batch_size * config.train.num_steps * 4 <= 2_700
 

@@ -6,6 +6,7 @@ recurrent layers' (the head and the embedding are left out: on a large vocabular
   size      the widest single-layer LSTM that the budget can train: at least CHARS_PER_WEIGHT characters seen
             per weight (the speed measured on this machine x the budget), and at most MAX_WEIGHTS_PER_CHAR
             weights per character of the train split (past that a model learns the text by heart)
+  epochs    at most MAX_EPOCHS: a small corpus stops there, before the budget (more epochs overfit)
   dropout   from the epochs the budget makes over the text: none up to NO_DROPOUT_EPOCHS, then rising with
             log(epochs) to MAX_DROPOUT
   batch     16 x 64 (more updates), or 32 x 64 once the budget allows over MANY_UPDATES updates of 16 x 64;
@@ -24,6 +25,8 @@ from dataclasses import dataclass
 CHARS_PER_WEIGHT = 3.5  # the 2-minute sweep's winners saw 5.4-7.8 chars per weight, the wider losers 0.5-2.8
 MAX_WEIGHTS_PER_CHAR = 10.0  # jaychou's winner had 9.2 weights per train char, the wider loser 37
 SPEED_SHARE = 0.8  # a real run's mean chars/s over the calibration's: 0.59-0.95, median 0.82, in the sweep
+MAX_EPOCHS = 40  # a small corpus seen more often overfits: the lyrics' 10-minute run at 132 epochs ended 1.4%
+# above its 2-minute one at 37, whose best was at the end (the sweep's best runs made 20-50 epochs)
 NO_DROPOUT_EPOCHS = 7.0
 DROPOUT_PER_LOG_EPOCH = 0.29  # 0.3 at 20 epochs (the time machine's best), 0.5 at 40 (the lyrics need it: 0.4 overfits)
 MAX_DROPOUT = 0.5
@@ -79,6 +82,7 @@ class Plan:
     chars_per_s: float
     budget_s: float
     stats: CorpusStats
+    epoch_limit: int | None = None  # the run ends after this many epochs, before the budget (a small corpus)
 
     @property
     def parameters(self) -> int:
@@ -86,7 +90,8 @@ class Plan:
 
     @property
     def chars_seen(self) -> float:
-        return self.chars_per_s * self.budget_s
+        budget = self.chars_per_s * self.budget_s
+        return budget if self.epoch_limit is None else min(budget, self.epoch_limit * self.stats.train_chars)
 
     @property
     def chars_per_weight(self) -> float:
@@ -102,7 +107,9 @@ class Plan:
                 f"{self.chars_per_s:,.0f} chars/s, so {format_seconds(self.budget_s)} sees "
                 f"{self.chars_seen / 1e6:.1f}M chars = {self.chars_per_weight:.1f} per recurrent weight and "
                 f"{self.epochs:.1f} epochs of {self.stats.train_chars:,} train chars -> dropout {self.dropout:g}, "
-                f"batch {self.batch}x{self.steps}, Adam {self.lr:.2g}")
+                f"batch {self.batch}x{self.steps}, Adam {self.lr:.2g}"
+                + (f"; stops after {self.epoch_limit} epochs, before the budget (more would overfit this text)"
+                   if self.epoch_limit is not None else ""))
 
 
 def candidates(vocab: int) -> list[Shape]:
@@ -133,15 +140,17 @@ def plan(stats: CorpusStats, budget_s: float, speed: Callable[[Shape, int, int],
         if chosen is not None and chars_per_s * budget_s < CHARS_PER_WEIGHT * shape.weights():
             break  # the budget cannot train it (and wider shapes are slower still)
         chosen, chosen_speed = shape, chars_per_s
-    seen = chosen_speed * budget_s
+    train_chars = max(1, stats.train_chars)
+    limit = MAX_EPOCHS if chosen_speed * budget_s > MAX_EPOCHS * train_chars else None
+    seen = chosen_speed * budget_s if limit is None else limit * train_chars
     if seen / (batch * steps) > MANY_UPDATES and batch == 16:
         batch = window(stats, 32)[0]
-    epochs = seen / max(1, stats.train_chars)
+    epochs = seen / train_chars
     dropout = 0.0 if epochs <= NO_DROPOUT_EPOCHS else min(
         MAX_DROPOUT, round(DROPOUT_PER_LOG_EPOCH * math.log(epochs / NO_DROPOUT_EPOCHS), 2))
     lr = round(6e-3 * math.sqrt(512 / max(512, chosen.hidden)), 4)
     smoothing = 0.1 if stats.vocab_size > LARGE_VOCAB else 0.0
-    return Plan(chosen, batch, steps, dropout, lr, smoothing, chosen_speed, budget_s, stats)
+    return Plan(chosen, batch, steps, dropout, lr, smoothing, chosen_speed, budget_s, stats, limit)
 
 
 def format_seconds(seconds: float) -> str:
