@@ -118,7 +118,7 @@ def test_auto_config_on_a_tiny_file_is_a_tiny_valid_config(write_text, tmp_path)
     config, chosen = autosize.auto_config(str(corpus), 4.0, ["train.device=cpu"], tmp_path / "cal.json")
     assert config.model.hidden_size == rule.WIDTHS[0] and config.train.time_budget == "4s"
     assert config.train.patience >= 3 and config.sample.prefixes == ["the"]
-    assert config.train.epochs == rule.MAX_EPOCHS and "stops after 40 epochs" in chosen.why
+    assert config.train.epochs == rule.MAX_EPOCHS and "= 40 epochs of 2,700 train chars and stops" in chosen.why
     assert config.name.startswith("auto-") and chosen.stats.train_chars == 2_700
     assert config.train.batch_size * config.train.num_steps * 4 <= 2_700
 

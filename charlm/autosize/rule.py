@@ -103,13 +103,16 @@ class Plan:
 
     @property
     def why(self) -> str:
+        seen = f"{self.chars_seen / 1e6:.1f}M chars = {self.chars_per_weight:.1f} per recurrent weight"
+        if self.epoch_limit is None:
+            length = (f"so {format_seconds(self.budget_s)} sees {seen} and {self.epochs:.1f} epochs of "
+                      f"{self.stats.train_chars:,} train chars")
+        else:
+            length = (f"so it trains on {seen} = {self.epoch_limit} epochs of {self.stats.train_chars:,} train chars "
+                      f"and stops there, before the {format_seconds(self.budget_s)} budget (more would overfit)")
         return (f"{self.shape.label()} ({self.parameters / 1e6:.2f}M parameters): this machine trains it at "
-                f"{self.chars_per_s:,.0f} chars/s, so {format_seconds(self.budget_s)} sees "
-                f"{self.chars_seen / 1e6:.1f}M chars = {self.chars_per_weight:.1f} per recurrent weight and "
-                f"{self.epochs:.1f} epochs of {self.stats.train_chars:,} train chars -> dropout {self.dropout:g}, "
-                f"batch {self.batch}x{self.steps}, Adam {self.lr:.2g}"
-                + (f"; stops after {self.epoch_limit} epochs, before the budget (more would overfit this text)"
-                   if self.epoch_limit is not None else ""))
+                f"{self.chars_per_s:,.0f} chars/s, {length} -> dropout {self.dropout:g}, "
+                f"batch {self.batch}x{self.steps}, Adam {self.lr:.2g}")
 
 
 def candidates(vocab: int) -> list[Shape]:
