@@ -115,8 +115,9 @@ def test_calibration_survives_an_unreadable_cache(tmp_path):
 
 def test_auto_config_on_a_tiny_file_is_a_tiny_valid_config(write_text, tmp_path):
     corpus = write_text("the cat sat on the mat. " * 125)  # 3,000 characters
-    config, chosen = autosize.auto_config(str(corpus), 4.0, ["train.device=cpu"], tmp_path / "cal.json")
-    assert config.model.hidden_size == rule.WIDTHS[0] and config.train.time_budget == "4s"
+    # 10 minutes: 40 epochs of this text on any machine (the plan only; nothing trains here)
+    config, chosen = autosize.auto_config(str(corpus), 600.0, ["train.device=cpu"], tmp_path / "cal.json")
+    assert config.model.hidden_size == rule.WIDTHS[0] and config.train.time_budget == "10m"
     assert config.train.patience >= 3 and config.sample.prefixes == ["the"]
     assert config.train.epochs == rule.MAX_EPOCHS and "= 40 epochs of 2,700 train chars and stops" in chosen.why
     assert config.name.startswith("auto-") and chosen.stats.train_chars == 2_700
@@ -187,3 +188,16 @@ def test_plain_train_on_another_corpus_is_the_lyrics_default_and_says_so(write_t
     assert "tip: `charlm train --corpus" in done.stdout and "--budget 10m` sizes the model" in done.stdout
     assert "name: jaychou-lstm" in (tmp_path / "run" / "config.yaml").read_text()
     assert not (tmp_path / "cache" / "charlm" / "calibration.json").exists()  # nothing was measured
+
+
+def test_early_stopping_is_on_once_a_run_sees_its_text_and_off_before():
+    small = rule.plan(stats(50_000), 120, compute_bound())
+    huge = rule.plan(stats(90_000_000), 20, compute_bound())
+    assert small.epochs >= 1 > huge.epochs
+
+    def patience(chosen):
+        items = autosize.plan_overrides(chosen, chosen.budget_s, False)
+        item = next(i for i in items if i.startswith("train.patience="))
+        return int(item.split("=")[1])
+
+    assert patience(small) >= 3 and patience(huge) == 0
