@@ -116,8 +116,8 @@ class Plan:
 
 
 def candidates(vocab: int) -> list[Shape]:
-    """Single-layer LSTMs from 32 to 1024 units, smallest first (the sweep found width, not depth, to pay
-    at these budgets); embedding 64, or tied to the head for a large vocabulary."""
+    """Single-layer LSTMs from 32 to 1024 units, smallest first (the sweep measured widths only: depth is
+    untried by it); embedding 64, or tied to the head for a large vocabulary."""
     embed = None if vocab > LARGE_VOCAB else EMBED
     return [Shape(width, 1, embed) for width in WIDTHS]
 
