@@ -40,6 +40,12 @@ def text_of(run_dir: Path, file: Path | None, chars: int) -> str:
     return neurons.decode(corpus.vocab.chars, corpus.val[:chars])
 
 
+def seconds_since(started: float) -> float:
+    """Elapsed seconds to 4 significant digits: rounding to a fixed number of decimals made a fast machine's
+    time 0.0 (and the ratio a division by zero)."""
+    return float(f"{time.perf_counter() - started:.4g}")
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run-dir", type=Path, required=True)
@@ -55,16 +61,16 @@ def main(argv: list[str] | None = None) -> dict:
         for _ in range(args.repeat):
             started = time.perf_counter()
             score_run(args.run_dir, "best", file=text_file, device="cpu")
-            runs["perplexity"].append(round(time.perf_counter() - started, 2))
+            runs["perplexity"].append(seconds_since(started))
             started = time.perf_counter()
             report = neurons.analyse(args.run_dir, "best", file=text_file, device="cpu")
             pages.write(Path(tmp) / "neurons.html", neurons.page(report))
-            runs["neurons"].append(round(time.perf_counter() - started, 2))
+            runs["neurons"].append(seconds_since(started))
             load.append(os.getloadavg()[0])
     neurons_seconds, perplexity_seconds = min(runs["neurons"]), min(runs["perplexity"])
     result = {"chars": report.chars, "units": len(report.units), "model": report.model,
               "neurons_seconds": neurons_seconds, "perplexity_seconds": perplexity_seconds,
-              "neurons_over_perplexity": round(neurons_seconds / perplexity_seconds, 2), "runs": runs,
+              "neurons_over_perplexity": round(neurons_seconds / perplexity_seconds, 3), "runs": runs,
               "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
               "load_average_1min": [round(x, 2) for x in load]}
     print(json.dumps(result))

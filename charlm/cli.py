@@ -152,6 +152,10 @@ def _reported_elsewhere(error: CharlmError) -> bool:
 
 
 def entry() -> None:
+    # PyTorch's C++ log at ERROR unless the user chose a level: its warnings are not the user's business
+    # (offline, every c10d connection warns that a hostname "cannot be retrieved"). Set before torch loads:
+    # the level is read once, when torch is imported; torchrun's processes inherit it.
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
     sys.exit(main())
 
 

@@ -43,6 +43,7 @@ class Ranks:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     owns_group: bool = False  # we joined the process group, so we leave it
     control: object = None  # a gloo group for small CPU messages (None: the default group, already gloo)
+    failure_agreed: bool = False  # every rank knows a rank failed (together): all are alive to leave cleanly
 
     @property
     def active(self) -> bool:
@@ -168,24 +169,33 @@ class Ranks:
         self._settle(None)
 
     def _settle(self, error: Exception | None) -> None:
+        """Learn every rank's outcome of a `together` block. After a failure, the lowest failing rank reports
+        it (its error propagates); every other rank stops quietly with PeerFailed. All of them are alive and
+        agree, so they leave the group together (teardown) instead of racing each other out of it."""
         codes = [0] * self.world_size
         dist.all_gather_object(codes, getattr(error, "exit_code", 1) if error is not None else 0, group=self.control)
-        failed = [code for code in codes if code]
-        if failed and error is None:
-            # wait for the failed rank to leave (its connection closes): it prints its error before the
-            # launcher, seeing this rank exit, could stop it
-            with contextlib.suppress(RuntimeError):
-                dist.barrier(group=self.control)
-            raise PeerFailed(failed[0])
+        failed = [rank for rank, code in enumerate(codes) if code]
+        if not failed:
+            return
+        self.failure_agreed = True
+        if self.rank != failed[0]:
+            raise PeerFailed(codes[failed[0]]) from error
+
 
 class PeerFailed(CharlmError):
-    """Another rank failed and reported it; this one stops with the same exit code, silently."""
+    """Another rank failed and reports it; this one leaves silently with exit code 0.
+
+    Why 0: torchrun's agent stops every process as soon as one exits non-zero, so a peer exiting with the
+    failure's code first could kill the reporting rank before it printed its error, and make the launcher's
+    exit code a signal's (143). Exiting 0, a peer lets the reporting rank finish; the job's exit code is
+    that rank's (charlm's launcher returns it, torchrun fails the job on it)."""
 
     quiet = True
+    exit_code = 0
 
-    def __init__(self, exit_code: int):
-        super().__init__(f"another process failed (exit code {exit_code})")
-        self.exit_code = exit_code
+    def __init__(self, reported_code: int):
+        super().__init__(f"another process failed (exit code {reported_code})")
+        self.reported_code = reported_code
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -253,15 +263,15 @@ def rank_device(name: str, local_rank: int, local_world: int) -> torch.device:
 
 
 def teardown(ranks: Ranks, clean: bool) -> None:
-    """Leave the process group. After a failure the other ranks may never answer: skip the goodbyes.
-    (A clean caller has waited for its own asynchronous work first: see training.stop.AgreedStop.close.)"""
-    if not ranks.active:
+    """Leave the process group. After a failure that every rank agreed on (Ranks.together), all are alive:
+    they leave together as after a clean run. After any other failure the other ranks may never answer: skip
+    the goodbyes. (A clean caller has waited for its own asynchronous work first: see
+    training.stop.AgreedStop.close.)"""
+    if not ranks.active or not ranks.owns_group or not (clean or ranks.failure_agreed):
         return
-    if clean:
-        if ranks.owns_group:
-            # leave together: a process that tore its group down while a peer still had gloo work in
-            # flight made that peer abort at exit ("terminate called without an active exception")
-            # DDP's reducer holds the group from inside reference cycles: free it while Python is alive
-            gc.collect()
-            dist.barrier(group=ranks.control)
-            dist.destroy_process_group()
+    # leave together: a process that tore its group down (or exited) while a peer still had gloo work in
+    # flight made one of them abort at exit ("terminate called without an active exception", exit 134/143)
+    # DDP's reducer holds the group from inside reference cycles: free it while Python is alive
+    gc.collect()
+    dist.barrier(group=ranks.control)
+    dist.destroy_process_group()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import uuid
 from pathlib import Path
 
 import torch
@@ -69,7 +70,9 @@ def launch(nproc: int, args: list[str]) -> int:
     for name in list(logging.root.manager.loggerDict):
         if name.startswith(("torch.distributed.elastic", "torch.distributed.run")):
             logging.getLogger(name).setLevel(logging.CRITICAL)
-    options = get_args_parser().parse_args(["--standalone", "--nproc_per_node", str(nproc), "-m", "charlm", *args])
+    # torchrun's --standalone, on the loopback address by number: no name to resolve on a machine offline
+    rendezvous = ["--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:0", "--rdzv-id", uuid.uuid4().hex]
+    options = get_args_parser().parse_args([*rendezvous, "--nproc_per_node", str(nproc), "-m", "charlm", *args])
     try:
         run(options)
     except ChildFailedError as e:

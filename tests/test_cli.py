@@ -142,7 +142,9 @@ def test_generate_beam_search_returns_the_best_beams(trained, capsys):
     bits = [json.loads(line)["bits_per_char"] for line in out.splitlines()]
     assert bits == sorted(bits) and len(set(bits)) == 3  # best first
     greedy = run_main(capsys, "generate", "-r", str(run_dir), "-p", "爱", "-n", "12", "--temperature", "0", "--json")
-    assert json.loads(greedy[1])["bits_per_char"] >= bits[0] - 1e-9
+    # the greedy text's bits are summed by the sampling step, the beam's by the beam search: the same text can
+    # differ in the last float32 digits (1.41250285 against 1.41250291 on one CPU), so compare at 1e-6
+    assert json.loads(greedy[1])["bits_per_char"] >= bits[0] - 1e-6
 
 
 def test_perplexity_reproduces_best_val_in_metrics(trained):

@@ -290,6 +290,50 @@ def test_a_failure_on_rank_0_stops_every_rank_with_one_message(tmp_path):
                                      "or pass a new --run-dir")
 
 
+@pytest.mark.parametrize(("codes", "rank", "stops_quietly"), [
+    ([2, 0], 0, False), ([2, 0], 1, True),  # rank 0 failed: it reports, rank 1 leaves quietly
+    ([0, 1], 0, True), ([2, 1], 1, True),  # the lowest failing rank reports, even when others failed too
+])
+def test_after_an_agreed_failure_one_rank_reports_and_the_others_exit_0(monkeypatch, codes, rank, stops_quietly):
+    """The launcher stops every process once one exits non-zero: a peer exiting non-zero first could kill the
+    reporting rank before it printed (the launcher then exited 143). Peers exit 0; all leave the group together."""
+    def gather(into, mine, group=None):
+        into[:] = codes
+
+    monkeypatch.setattr(dist, "all_gather_object", gather)
+    ranks = distributed.Ranks(rank=rank, world_size=2)
+    own = CorpusError("this rank's own failure") if codes[rank] else None
+    if stops_quietly:
+        with pytest.raises(distributed.PeerFailed) as stopped:
+            ranks._settle(own)
+        assert stopped.value.exit_code == 0 and stopped.value.quiet
+        assert stopped.value.reported_code == next(code for code in codes if code)
+    else:
+        ranks._settle(own)  # the caller re-raises its own error, which the CLI prints
+    assert ranks.failure_agreed
+
+
+@needs_gloo
+def test_nproc_offline_trains_without_pytorch_warnings(tmp_path):
+    """A machine with no network (a fresh network namespace: loopback only): `charlm train --nproc 2`
+    rendezvous on 127.0.0.1 and the terminal shows no c10d noise (hostnames that cannot be looked up)."""
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.skip("needs root and unshare(1) to cut the network (a private network namespace)")
+    if subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode != 0:
+        pytest.skip("unshare -n is not permitted here (no private network namespace)")
+    corpus = make_corpus(tmp_path / "c.txt")
+    args = [sys.executable, "-m", "charlm", "train", "--config", TINY, "--run-dir", str(tmp_path / "run"),
+            "--nproc", "2"]
+    for item in settings(corpus, "train.epochs=1"):
+        args += ["--set", item]
+    environ = {key: value for key, value in environment(tmp_path).items() if key != "TORCH_CPP_LOG_LEVEL"}
+    result = subprocess.run(["unshare", "-n", "sh", "-c", 'ip link set lo up 2>/dev/null; exec "$@"', "sh", *args],
+                            cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == ""
+    assert (tmp_path / "run" / "best.pt").exists()
+
+
 @needs_gloo
 @pytest.mark.slow
 def test_ctrl_c_stops_every_rank_at_the_same_batch_and_the_run_resumes(tmp_path):
