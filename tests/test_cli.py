@@ -31,8 +31,10 @@ def make_corpus(path: Path, chars: int = 6000, seed: int = 0) -> Path:
     return path
 
 
-def charlm(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+def charlm(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the real command; `env` adds variables to the environment, or removes those it maps to None."""
+    env = {k: v for k, v in {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200", **(env or {})}.items()
+           if v is not None}
     return subprocess.run([sys.executable, "-m", "charlm", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, encoding="utf-8", timeout=300)
 
@@ -299,12 +301,59 @@ def test_bad_inputs_fail_cleanly(trained, tmp_path, capsys):
     assert {p: p.stat().st_mtime_ns for p in run_dir.iterdir()} == before
 
 
-def test_data_list_shows_cached_builtins(builtin_cache, tmp_path):
+def offline_env(tmp_path: Path) -> dict:
+    """No CHARLM_DATA_DIR, an empty HOME, and every download sent to a proxy where nothing listens."""
+    (tmp_path / "home").mkdir()
+    dead = "http://127.0.0.1:9"
+    return {"CHARLM_DATA_DIR": None, "XDG_CACHE_HOME": None, "HOME": str(tmp_path / "home"), "no_proxy": None,
+            "NO_PROXY": None, **dict.fromkeys(["http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"], dead)}
+
+
+def test_data_list_says_built_in_or_download_and_cached(builtin_cache, tmp_path):
     result = charlm("data", "list", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") > 4}
     assert {"jaychou", "tinyshakespeare", "timemachine", "ptb-char"} <= set(rows)
-    assert "yes" in rows["tinyshakespeare"]
+    for name in ("jaychou", "tinyshakespeare", "timemachine"):
+        assert "built in (ships with charlm)" in rows[name]
+    assert "download, cached" in rows["ptb-char"]  # the shared folder holds the PTB files
+
+
+def test_data_list_json_with_an_empty_cache(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CHARLM_DATA_DIR", str(tmp_path))
+    assert main(["data", "list", "--json"]) == 0
+    corpora = {c["name"]: c for c in json.loads(capsys.readouterr().out)["corpora"]}
+    assert {name: (c["source"], c["cached"]) for name, c in corpora.items()} == {
+        "jaychou": ("package", None), "tinyshakespeare": ("package", None), "timemachine": ("package", None),
+        "ptb-char": ("download", False)}
+
+
+def test_default_train_runs_offline_from_the_shipped_lyrics(tmp_path):
+    """make install && charlm train on a machine with no network: the default config, corpus jaychou."""
+    result = charlm("train", "--set", "train.epochs=1", "--set", "data.max_chars=8000", "--device", "cpu",
+                    "--run-dir", str(tmp_path / "run"), cwd=tmp_path, env=offline_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "charlm jaychou: vocab" in result.stdout
+    assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])["epoch"] == 1
+    assert (tmp_path / "run" / "best.pt").is_file()
+    assert not (tmp_path / "home" / ".cache" / "charlm" / "jaychou_lyrics.txt.zip").exists()  # not downloaded
+
+
+def test_fetch_of_a_shipped_corpus_verifies_it_offline(tmp_path):
+    result = charlm("data", "fetch", "tinyshakespeare", cwd=tmp_path, env=offline_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "tinyshakespeare.txt.gz ok (ships with charlm: nothing to download)" in result.stdout
+    assert list((tmp_path / "home").iterdir()) == []
+
+
+def test_fetch_of_a_damaged_shipped_corpus_is_one_line(tmp_path, monkeypatch, capsys):
+    from charlm.data import builtins as data_builtins
+
+    (tmp_path / "timemachine.txt.gz").write_bytes(b"not gzip")  # a stand-in for a damaged installation
+    monkeypatch.setattr(data_builtins, "packaged_file", lambda remote: tmp_path / remote.packaged)
+    assert main(["data", "fetch", "timemachine"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "timemachine.txt.gz cannot be read" in err and "reinstall charlm" in err
 
 
 def test_offline_fetch_is_one_line_naming_the_file(tmp_path, monkeypatch):
@@ -312,9 +361,11 @@ def test_offline_fetch_is_one_line_naming_the_file(tmp_path, monkeypatch):
     monkeypatch.setenv("CHARLM_DATA_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")  # nothing listens there: offline for sure
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
-    result = charlm("data", "fetch", "tinyshakespeare", cwd=tmp_path)
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")  # PTB's server is plain http
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    result = charlm("data", "fetch", "ptb-char", cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
-    assert "tinyshakespeare.txt" in result.stderr and "CHARLM_DATA_DIR" in result.stderr
+    assert "ptb.char.train.txt" in result.stderr and "CHARLM_DATA_DIR" in result.stderr
     cache = tmp_path / "cache"
     assert not cache.exists() or list(cache.iterdir()) == []  # no partial download left behind

@@ -1,10 +1,17 @@
-"""charlm.data.builtins: fetch with a file:// registry entry."""
+"""charlm.data.builtins: the corpora shipped in the package (read offline, verified), and fetch with a
+file:// registry entry."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
+import shutil
+import subprocess
+import sys
 import tarfile
+import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +21,10 @@ from charlm.data import builtins as data_builtins
 from charlm.data import load_corpus
 from charlm.data.builtins import Builtin, RemoteFile
 from charlm.errors import CorpusError, RunError
+
+REPO = Path(__file__).resolve().parents[1]
+CORPORA = REPO / "charlm" / "data" / "corpora"
+SHIPPED = ["jaychou", "timemachine", "tinyshakespeare"]
 
 
 def register(monkeypatch, tmp_path, content: bytes, *, sha256: str | None = None, url: str | None = None,
@@ -26,6 +37,132 @@ def register(monkeypatch, tmp_path, content: bytes, *, sha256: str | None = None
                         len(content) if size is None else size, member=member)
     monkeypatch.setitem(data_builtins.BUILTINS, name, Builtin(name, "unit test corpus", (remote,)))
     return remote
+
+
+# ---------------------------------------------------------------------------------------------------
+# The shipped corpora: read from the package, offline, verified
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """No CHARLM_DATA_DIR, an empty HOME, and a network that fails the test if anything tries to use it."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.delenv("CHARLM_DATA_DIR", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(home))
+    tried = []
+
+    def no_network(url, *args, **kwargs):
+        tried.append(url)
+        raise AssertionError(f"tried to download {url}")
+
+    monkeypatch.setattr(data_builtins.urllib.request, "urlopen", no_network)
+    yield home
+    assert tried == []
+
+
+def shipped_text(name: str) -> str:
+    """The text of a shipped corpus straight from the package file, as its format says to read it."""
+    (remote,) = data_builtins.BUILTINS[name].files
+    raw = (CORPORA / remote.packaged).read_bytes()
+    if remote.member:
+        raw = zipfile.ZipFile(io.BytesIO(raw)).read(remote.member)
+    elif remote.packaged.endswith(".gz"):
+        raw = gzip.decompress(raw)
+    return raw.decode("utf-8-sig")  # what text.iter_text reads: a BOM is not text
+
+
+@pytest.mark.parametrize("name, chars", [("jaychou", 63_282), ("timemachine", 178_979),
+                                         ("tinyshakespeare", 1_115_394)])  # the sizes data/README.md states
+def test_a_shipped_corpus_loads_offline_from_the_package(offline, name, chars):
+    corpus = load_corpus(DataConfig(corpus=name, val_fraction=0.0))
+    assert len(corpus.train) == chars
+    assert corpus.vocab.decode(corpus.train.tolist()) == shipped_text(name)
+    assert list(offline.rglob("*")) == []  # nothing downloaded or copied into the per-user cache
+
+
+def test_only_the_freely_shippable_corpora_ship_and_every_packaged_file_is_one_of_theirs():
+    assert sorted(b.name for b in data_builtins.BUILTINS.values() if b.shipped) == SHIPPED
+    assert not data_builtins.BUILTINS["ptb-char"].shipped  # research-only licence: a download only
+    packaged = {r.packaged for name in SHIPPED for r in data_builtins.BUILTINS[name].files}
+    assert packaged == {p.name for p in CORPORA.iterdir()}
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_the_shipped_copies_are_the_upstream_files(shared_data, name):
+    for remote in data_builtins.BUILTINS[name].files:
+        assert data_builtins.read_packaged(remote) == (shared_data / remote.filename).read_bytes()
+
+
+def test_a_shipped_corpus_is_read_from_the_package_not_the_cache(offline, monkeypatch, tmp_path):
+    """Package first: a copy in CHARLM_DATA_DIR (here a stale one) is neither read nor replaced."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "timemachine.txt").write_bytes(b"a stale copy")
+    monkeypatch.setenv("CHARLM_DATA_DIR", str(cache))
+    corpus = load_corpus(DataConfig(corpus="timemachine", val_fraction=0.0))
+    assert corpus.vocab.decode(corpus.train.tolist()) == shipped_text("timemachine")
+    assert [p.name for p in cache.iterdir()] == ["timemachine.txt"]
+    assert (cache / "timemachine.txt").read_bytes() == b"a stale copy"
+
+
+def damaged_copy(folder: Path, name: str, damage: str) -> Path:
+    """A copy of the package's corpora folder with the file of built-in `name` damaged as `damage` says."""
+    shutil.copytree(CORPORA, folder)
+    (remote,) = data_builtins.BUILTINS[name].files
+    path = folder / remote.packaged
+    raw = path.read_bytes()
+    if damage == "edited text":
+        path.write_bytes(gzip.compress(gzip.decompress(raw).replace(b"Time", b"Tide", 1)))
+    elif damage == "flipped byte":
+        path.write_bytes(raw[:1000] + bytes([raw[1000] ^ 1]) + raw[1001:])
+    elif damage == "truncated":
+        path.write_bytes(raw[: len(raw) // 2])
+    else:
+        path.unlink()
+    return folder
+
+
+@pytest.mark.parametrize("name, damage, message", [
+    ("timemachine", "edited text", "has sha256 .*, expected 8424dbd9532a...: the installation is damaged"),
+    ("jaychou", "flipped byte", "has sha256 .*, expected 3cfedd7d1741...: the installation is damaged"),
+    ("tinyshakespeare", "truncated", "cannot be read"),
+    ("tinyshakespeare", "missing", "cannot be read"),
+])
+def test_a_damaged_packaged_file_is_a_clear_error(offline, monkeypatch, tmp_path, name, damage, message):
+    folder = damaged_copy(tmp_path / "corpora", name, damage)
+    monkeypatch.setattr(data_builtins, "packaged_file", lambda remote: folder / remote.packaged)
+    with pytest.raises(RunError, match=message) as info:
+        load_corpus(DataConfig(corpus=name))
+    assert "reinstall charlm" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_wheel_and_an_sdist_carry_the_shipped_corpora(tmp_path):
+    """Built by setuptools from a copy of the sources: pyproject's package-data must name the files."""
+    setuptools = pytest.importorskip("setuptools")
+    if int(setuptools.__version__.split(".")[0]) < 68:  # pyproject's build-system floor
+        pytest.skip(f"setuptools {setuptools.__version__} is older than the build needs (68)")
+    src, out = tmp_path / "src", tmp_path / "dist"
+    shutil.copytree(REPO / "charlm", src / "charlm", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(REPO / name, src / name)
+    for kind in ("wheel", "sdist"):  # one process per hook, as build frontends (pip, build) call them
+        build = f"import sys; from setuptools import build_meta; build_meta.build_{kind}(sys.argv[1])"
+        result = subprocess.run([sys.executable, "-c", build, str(out)], cwd=src, capture_output=True, text=True,
+                                timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+    (wheel,) = out.glob("*.whl")
+    (sdist,) = out.glob("*.tar.gz")
+    with zipfile.ZipFile(wheel) as built, tarfile.open(sdist) as source:
+        top = source.getnames()[0].split("/")[0]
+        for path in CORPORA.iterdir():
+            assert built.read(f"charlm/data/corpora/{path.name}") == path.read_bytes()
+            assert source.extractfile(f"{top}/charlm/data/corpora/{path.name}").read() == path.read_bytes()
+
+
+# ---------------------------------------------------------------------------------------------------
+# The download of the others (PTB-char), into the cache
 
 
 def test_fetch_downloads_and_verifies(monkeypatch, tmp_path):

@@ -144,28 +144,38 @@ def _run_facts(run):
 
 @cli.data_app.command("list", epilog="Example: charlm data list")
 def data_list(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array.")] = False) -> None:
-    """Show the built-in corpora, their size and whether they are in the cache folder."""
+    """Show the built-in corpora, their size, and whether each ships with charlm or downloads (and if so,
+    whether it is in the cache folder)."""
     from charlm import data as data_mod
 
     folder = data_mod.data_dir()
     rows = [{"name": b.name, "description": b.description, "files": [r.filename for r in b.files],
-             "bytes": sum(r.size for r in b.files), "cached": all(data_mod.is_cached(r, folder) for r in b.files)}
+             "bytes": sum(r.size for r in b.files), "source": "package" if b.shipped else "download",
+             "cached": None if b.shipped else all(data_mod.is_cached(r, folder) for r in b.files)}
             for b in data_mod.BUILTINS.values()]
     if as_json:
         print(json.dumps({"cache": str(folder), "corpora": rows}, ensure_ascii=False))
         return
-    table = table_of(f"built-in corpora (cache: {folder})", ("name", "description", "files", "MB", "cached"))
+    table = table_of(f"built-in corpora (download cache: {folder})", ("name", "description", "files", "MB", "source"))
     for row in rows:
-        table.add_row(row["name"], row["description"], ", ".join(row["files"]), f"{row['bytes'] / 1e6:.2f}",
-                      "yes" if row["cached"] else "no")
+        where = ("built in (ships with charlm)" if row["source"] == "package"
+                 else f"download, {'cached' if row['cached'] else 'not cached'}")
+        table.add_row(row["name"], row["description"], ", ".join(row["files"]), f"{row['bytes'] / 1e6:.2f}", where)
     print_whole(table)
 
 
-@cli.data_app.command("fetch", epilog="Example: charlm data fetch tinyshakespeare")
+@cli.data_app.command("fetch", epilog="Example: charlm data fetch ptb-char")
 def data_fetch(name: Annotated[str, typer.Argument(help="A built-in corpus name (see charlm data list).")]) -> None:
-    """Download a built-in corpus into the cache folder and verify its checksum."""
+    """Download a built-in corpus into the cache folder and verify its checksum (one that ships with charlm
+    is only verified: there is nothing to download)."""
     from charlm import data as data_mod
     from charlm.report import download_bar
 
+    builtin = data_mod.BUILTINS.get(name)
+    if builtin is not None and builtin.shipped:
+        for remote in builtin.files:
+            data_mod.read_packaged(remote)
+            cli.out.print(f"{data_mod.packaged_file(remote)} ok (ships with charlm: nothing to download)")
+        return
     for path in data_mod.fetch(name, progress=lambda f, total: download_bar(cli.out, f, total)):
         cli.out.print(f"{path} ok")

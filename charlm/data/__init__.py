@@ -4,8 +4,8 @@ The flow, one module a step:
 
     source  ->  text  ->  vocab  ->  encoded ids  ->  splits  ->  batches
 
-- builtins: the built-in corpora (RemoteFile, Builtin, BUILTINS), the cache folder (data_dir) and the
-  verified download (fetch, is_cached).
+- builtins: the built-in corpora (RemoteFile, Builtin, BUILTINS), the copies shipped in the package
+  (packaged_file, read_packaged), the cache folder (data_dir) and the verified download (fetch, is_cached).
 - text: a corpus name resolved into files (resolve_source), read in chunks and normalised (iter_text,
   Normalisation: newlines, PTB's separating spaces), and the first pass (scan: characters, length, sha256).
 - vocab: the vocabulary (Vocab, sorted code points) and the second pass (encode_chunks), which fills one
@@ -23,7 +23,8 @@ import importlib
 _WHERE = {
     **dict.fromkeys(["ConsecutiveBatches", "RandomBatches", "bptt_lengths", "consecutive_batches", "make_batches",
                      "min_chars", "num_consecutive_batches", "num_random_batches", "random_batches"], "batches"),
-    **dict.fromkeys(["BUILTINS", "Builtin", "RemoteFile", "data_dir", "fetch", "is_cached"], "builtins"),
+    **dict.fromkeys(["BUILTINS", "Builtin", "RemoteFile", "data_dir", "fetch", "is_cached", "packaged_file",
+                     "read_packaged"], "builtins"),
     "encoded_cache_dir": "cache",
     **dict.fromkeys(["Corpus", "encode_file", "encode_text", "load_corpus"], "corpus"),
     "Vocab": "vocab",
@@ -57,5 +58,7 @@ __all__ = [
     "min_chars",
     "num_consecutive_batches",
     "num_random_batches",
+    "packaged_file",
     "random_batches",
+    "read_packaged",
 ]

@@ -1,19 +1,25 @@
-"""Built-in corpora: where each file comes from, its checksum, and the verified download into the cache.
+"""Built-in corpora: where each file comes from, its checksum, the shipped copies and the verified download.
 
 A built-in corpus is a list of remote files (a text file, a member of a zip kept whole in the cache, or a
-member of a tarball extracted on download). `fetch` makes them present and verified in the cache folder
-($CHARLM_DATA_DIR, else ./data); a download is published through fsio.atomic_write only once its
-checksum matches, so a failure never leaves a file, a half file or a temp file behind.
+member of a tarball extracted on download). The lyrics, The Time Machine and tiny shakespeare ship inside
+the package (charlm/data/corpora, read with `read_packaged`, verified against the same sha256 as the
+download), so they work offline and never touch the network. The others (PTB-char, whose licence is
+research-only) are downloaded: `fetch` makes them present and verified in the cache folder
+($CHARLM_DATA_DIR, else the per-user cache); a download is published through fsio.atomic_write only once
+its checksum matches, so a failure never leaves a file, a half file or a temp file behind.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
+import importlib.resources
 import os
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +37,9 @@ class RemoteFile:
     size: int
     split: str = "all"  # all | train | val | test
     member: str | None = None  # the text file inside a zip archive
+    # its copy in the package (charlm/data/corpora): the same bytes, or gzipped (.gz: zlib is in every Python,
+    # lzma is optional in some builds; xz would save 76 KB of 0.56 MB); None: download only
+    packaged: str | None = None
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,11 @@ class Builtin:
     description: str
     files: tuple[RemoteFile, ...]
     drop_spaces: bool = False  # PTB-char writes "a b c _ d": the spaces only separate symbols
+
+    @property
+    def shipped(self) -> bool:
+        """Whether every file ships inside the package: read from there, never downloaded."""
+        return all(r.packaged for r in self.files)
 
 
 _PTB = "http://www.fit.vutbr.cz/~imikolov/rnnlm/simple-examples.tgz"
@@ -55,6 +69,7 @@ BUILTINS: dict[str, Builtin] = {
                     "3cfedd7d174111cdad5a27eaffaa6a2432a2842cf2590a03dd8a97610ea07043",
                     52607,
                     member="jaychou_lyrics.txt",
+                    packaged="jaychou_lyrics.txt.zip",  # d2l-zh's zip, byte for byte
                 ),
             ),
         ),
@@ -67,6 +82,7 @@ BUILTINS: dict[str, Builtin] = {
                     "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
                     "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
                     1115394,
+                    packaged="tinyshakespeare.txt.gz",
                 ),
             ),
         ),
@@ -79,6 +95,7 @@ BUILTINS: dict[str, Builtin] = {
                     "http://d2l-data.s3-accelerate.amazonaws.com/timemachine.txt",
                     "8424dbd9532ac81f7e5f0b6add90e6952baea29158309d7d1bf3884f4e12c516",
                     178979,
+                    packaged="timemachine.txt.gz",
                 ),
             ),
         ),
@@ -115,6 +132,31 @@ BUILTINS: dict[str, Builtin] = {
         ),
     ]
 }
+
+
+def packaged_file(remote: RemoteFile):
+    """Where the package keeps the shipped copy of `remote` (an importlib.resources Traversable)."""
+    if remote.packaged is None:
+        raise ValueError(f"{remote.filename} does not ship with charlm")
+    return importlib.resources.files("charlm.data").joinpath("corpora", remote.packaged)
+
+
+def read_packaged(remote: RemoteFile) -> bytes:
+    """The shipped copy of `remote`, as the download would give it (a .gz decompressed), verified against the
+    download's sha256: a damaged installation is a clear error, never a silently different corpus."""
+    resource = packaged_file(remote)
+    fix = "reinstall charlm (pip install --force-reinstall charlm, or make install in a checkout)"
+    try:
+        data = resource.read_bytes()
+        if remote.packaged.endswith(".gz"):
+            data = gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        raise RunError(f"the packaged corpus file {resource} cannot be read ({e}): {fix}") from None
+    got = hashlib.sha256(data).hexdigest()
+    if got != remote.sha256:
+        raise RunError(f"the packaged corpus file {resource} has sha256 {got[:12]}..., expected "
+                       f"{remote.sha256[:12]}...: the installation is damaged; {fix}")
+    return data
 
 
 def data_dir() -> Path:

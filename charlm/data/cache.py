@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from charlm.config import DataConfig
-from charlm.data.builtins import data_dir, sha256_file
+from charlm.data.builtins import data_dir
 from charlm.data.text import Normalisation, Source
 from charlm.data.vocab import Vocab, encode_chunks
 from charlm.errors import CorpusError, RunError
@@ -54,7 +54,7 @@ def _encoding_key(source: Source, cfg: DataConfig, base: Vocab | None = None) ->
         options["base_vocab"] = hashlib.sha256("".join(base.chars).encode()).hexdigest()
     digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
     for part in source.parts:
-        digest.update(f"{part.split}\0{part.member}\0{sha256_file(part.path)}\0".encode())
+        digest.update(f"{part.split}\0{part.member}\0{part.sha256()}\0".encode())
     return digest.hexdigest()[:32]
 
 

@@ -1,8 +1,9 @@
 """Reading text: a corpus source resolved into files, read in chunks and normalised, and the first pass.
 
-A source is a built-in name (fetched when needed), a UTF-8 file or a folder of .txt files. Its text is
-read in chunks of CHUNK_CHARS characters, never whole, and normalised on the way as `Normalisation`
-says: the one place that knows how a run's corpus is normalised, for training and for scoring.
+A source is a built-in name (read from the package when it ships there, else fetched when needed), a
+UTF-8 file or a folder of .txt files. Its text is read in chunks of CHUNK_CHARS characters, never whole,
+and normalised on the way as `Normalisation` says: the one place that knows how a run's corpus is
+normalised, for training and for scoring.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ import hashlib
 import io
 import zipfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from charlm.config import DataConfig
-from charlm.data.builtins import BUILTINS, fetch
+from charlm.data.builtins import BUILTINS, fetch, packaged_file, read_packaged, sha256_file
 from charlm.errors import CorpusError
 
 CHUNK_CHARS = 1 << 20  # 1M characters per read: a few MB of working memory for any corpus size
@@ -52,19 +53,27 @@ class Normalisation:
 class TextPart:
     """One file of a corpus (or a member of a zip) that belongs to a split."""
 
-    path: Path
+    path: Path  # for a shipped file, where the package keeps it (named in messages; `content` is read)
     split: str = "all"
     member: str | None = None
+    content: bytes | None = field(default=None, repr=False)  # a shipped file's verified bytes
 
     def open(self):
+        raw = io.BytesIO(self.content) if self.content is not None else None
         if self.member is None:
-            return open(self.path, "rb")
+            return raw or open(self.path, "rb")
         try:
-            with zipfile.ZipFile(self.path) as archive:
+            with zipfile.ZipFile(raw or self.path) as archive:
                 return io.BytesIO(archive.read(self.member))
         except (zipfile.BadZipFile, KeyError) as e:
             raise CorpusError(f"{self.path} is not a zip holding {self.member} ({e}): "
                               "delete it and fetch again") from None
+
+    def sha256(self) -> str:
+        """The sha256 of the file's bytes (of the whole zip for a member)."""
+        if self.content is not None:
+            return hashlib.sha256(self.content).hexdigest()
+        return sha256_file(self.path)
 
 
 @dataclass(frozen=True)
@@ -80,12 +89,17 @@ class Source:
 
 
 def resolve_source(corpus: str, progress: Callable | None = None) -> Source:
-    """Turn data.corpus into files: a built-in name (fetched when needed), a file or a folder."""
+    """Turn data.corpus into files: a built-in name (shipped in the package, else fetched when needed), a file
+    or a folder. A shipped built-in is always read from the package, even when the cache holds a copy: the
+    copy has the same sha256, so the text is the same, and the package needs neither network nor cache."""
     if corpus in BUILTINS:
         builtin = BUILTINS[corpus]
-        paths = fetch(corpus, progress=progress)
-        parts = tuple(TextPart(p, r.split, r.member if r.filename.endswith(".zip") else None)
-                      for p, r in zip(paths, builtin.files, strict=True))
+        if builtin.shipped:
+            parts = tuple(TextPart(Path(str(packaged_file(r))), r.split, _zip_member(r), content=read_packaged(r))
+                          for r in builtin.files)
+        else:
+            paths = fetch(corpus, progress=progress)
+            parts = tuple(TextPart(p, r.split, _zip_member(r)) for p, r in zip(paths, builtin.files, strict=True))
         return Source(corpus, parts)
     path = Path(corpus).expanduser()
     if path.is_dir():
@@ -100,6 +114,11 @@ def resolve_source(corpus: str, progress: Callable | None = None) -> Source:
     raise CorpusError(
         f"corpus {corpus!r} is neither a file, a folder nor a built-in ({', '.join(BUILTINS)}): check the path"
     )
+
+
+def _zip_member(remote) -> str | None:
+    """The member to read of a file kept as a zip (a tarball's member is extracted on download)."""
+    return remote.member if remote.filename.endswith(".zip") else None
 
 
 def iter_text(parts: tuple[TextPart, ...], normalisation: Normalisation) -> Iterator[str]:
