@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -268,7 +269,7 @@ def main() -> None:
                   f"{torch.get_num_threads()} threads, corpora in {data_dir()} ({', '.join(BUILTINS)})")
     started = time.perf_counter()
     figures: dict = {"quick": args.quick, "torch": torch.__version__, "threads": torch.get_num_threads(),
-                     "machine": os.uname().machine, "cpu": _cpu_name()}
+                     "machine": platform.machine(), "cpu": _cpu_name()}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         figures["peak_gflops"] = peak_gflops(args.quick)

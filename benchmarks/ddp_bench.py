@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -92,6 +91,9 @@ def worker(corpus: Path, batches: int, run_dir: Path) -> None:
 
 
 def _memory() -> dict:
+    """Linux's figures (/proc, getrusage in KiB); `resource` imported here so the module imports anywhere."""
+    import resource
+
     status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
 
     def mb(key: str) -> float:

@@ -121,15 +121,23 @@ def run_command(argv: list[str], seconds: float, env: dict, log) -> int | None:
     try:
         code = process.wait(timeout=max(seconds, 1))
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGTERM)
+        stop(process, hard=False)
         try:
             process.wait(timeout=KILL_GRACE)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+            stop(process, hard=True)
             process.wait()
         code = None
     reader.join(timeout=5)
     return code
+
+
+def stop(process: subprocess.Popen, hard: bool) -> None:
+    """SIGTERM (or SIGKILL) to the process group; Windows has neither, so there the process alone is ended."""
+    if hasattr(os, "killpg"):
+        os.killpg(process.pid, signal.SIGKILL if hard else signal.SIGTERM)
+    else:
+        process.kill() if hard else process.terminate()
 
 
 def run_step(name: str, commands: list[list[str]], limit: float, env: dict, out: Path) -> StepRun:

@@ -46,6 +46,11 @@ def seconds_since(started: float) -> float:
     return float(f"{time.perf_counter() - started:.4g}")
 
 
+def load_average() -> float | None:
+    """The 1-minute load average (None on Windows, which has none)."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run-dir", type=Path, required=True)
@@ -54,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
     runs: dict[str, list[float]] = {"neurons": [], "perplexity": []}
-    load = [os.getloadavg()[0]]
+    load = [load_average()]
     with tempfile.TemporaryDirectory() as tmp:
         text_file = Path(tmp) / "text.txt"
         text_file.write_text(text_of(args.run_dir, args.file, args.chars), encoding="utf-8")
@@ -66,13 +71,13 @@ def main(argv: list[str] | None = None) -> dict:
             report = neurons.analyse(args.run_dir, "best", file=text_file, device="cpu")
             pages.write(Path(tmp) / "neurons.html", neurons.page(report))
             runs["neurons"].append(seconds_since(started))
-            load.append(os.getloadavg()[0])
+            load.append(load_average())
     neurons_seconds, perplexity_seconds = min(runs["neurons"]), min(runs["perplexity"])
     result = {"chars": report.chars, "units": len(report.units), "model": report.model,
               "neurons_seconds": neurons_seconds, "perplexity_seconds": perplexity_seconds,
               "neurons_over_perplexity": round(neurons_seconds / perplexity_seconds, 3), "runs": runs,
               "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-              "load_average_1min": [round(x, 2) for x in load]}
+              "load_average_1min": [x if x is None else round(x, 2) for x in load]}
     print(json.dumps(result))
     return result
 

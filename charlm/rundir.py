@@ -2,7 +2,8 @@
 
     runs/NAME-YYYYmmdd-HHMMSS/
         run.json        the marker written first: this folder is a charlm run (its id, the checkpoints it kept)
-        .lock           held (flock) by the one process that trains in the folder
+        .lock           held by the one process that trains in the folder (runlock: flock / LockFileEx)
+        .lock.pid       that process's id, for the message a second trainer gets
         config.yaml     the run's whole config (what --resume reads)
         vocab.json      the characters, in id order
         metrics.jsonl   one JSON line per evaluation, plus {"event": ...} lines (resume, final)
@@ -18,21 +19,22 @@ lets one trainer at a time in (an OS lock, released by the kernel when the proce
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from charlm import fsio
+from charlm import fsio, runlock
 from charlm.errors import CheckpointError, RunError, UsageError
+from charlm.runlock import HOLDER, LOCK, RunLock
 
 LAST, BEST = "last.pt", "best.pt"
 CONFIG, VOCAB, METRICS, STATUS = "config.yaml", "vocab.json", "metrics.jsonl", "status.json"
-MARKER, LOCK = "run.json", ".lock"
+MARKER = "run.json"
 MARKER_FORMAT = "charlm-run"
 RUNS_ENV = "CHARLM_RUNS_DIR"  # where new runs go and where `runs` and the latest run are looked for
 
@@ -120,7 +122,7 @@ class RunDir:
                 from None
 
     def _check_reusable(self) -> None:
-        present = sorted(p.name for p in self.path.iterdir() if p.name != LOCK)
+        present = sorted(p.name for p in self.path.iterdir() if p.name not in (LOCK, HOLDER))
         if not present:
             return
         if (self.path / LAST).exists():  # a run, maybe from before markers existed: --resume checks it
@@ -148,40 +150,15 @@ class RunDir:
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[RunLock]:
-        """Hold the folder's lock while a trainer works in it; a second trainer is refused at once. Taking it
-        changes no file but a new, empty .lock; the holder writes its pid there once it starts writing."""
+        """Hold the folder's lock while a trainer works in it; a second trainer is refused at once (runlock)."""
         if self.path.exists() and not self.path.is_dir():
             raise UsageError(f"run folder {self.path} is a file: pass a folder with --run-dir")
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise UsageError(f"cannot use run folder {self.path} ({e.strerror}): choose a writable --run-dir") \
-                from None
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-                raise UsageError(f"run folder {self.path} is in use by charlm process {holder}: wait for it to end "
-                                 f"or stop it (kill {holder}), or pass another --run-dir") from None
-            yield RunLock(fd)
-        finally:
-            os.close(fd)  # closing releases the lock; a killed process's lock is released by the kernel
+        with runlock.hold(self.path) as held:
+            yield held
 
     def is_locked(self) -> bool | None:
         """Whether a trainer holds the folder now (None: the folder has no lock file, an older run)."""
-        try:
-            fd = os.open(self.path / LOCK, os.O_RDONLY)
-        except OSError:
-            return None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            return False
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
+        return runlock.is_held(self.path)
 
     def write_run_files(self, config_yaml: str, vocab_json: str) -> None:
         fsio.atomic_write_text(self.path / CONFIG, config_yaml)
@@ -297,18 +274,6 @@ class RunDir:
         return saved["state"]
 
 
-class RunLock:
-    """The held lock of a run folder (see RunDir.lock)."""
-
-    def __init__(self, fd: int):
-        self.fd = fd
-
-    def record_pid(self) -> None:
-        """Say who holds the lock, for the message a second trainer gets."""
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
-
-
 def _is_record(record: object) -> bool:
     """A metrics line charlm wrote: an event, or an eval with its epoch and losses as numbers."""
     if not isinstance(record, dict):
@@ -339,7 +304,9 @@ def refuse_special_folder(path: Path) -> None:
 
 
 def _alive(pid: int | None) -> bool:
-    if not pid:
+    """Whether process `pid` exists; asked only of a running run without a lock file, which on Windows means
+    no trainer (filelock removes the file there on release, and charlm never ran there without the lock)."""
+    if not pid or sys.platform == "win32":  # os.kill(pid, 0) would end the process there, not probe it
         return False
     try:
         os.kill(pid, 0)

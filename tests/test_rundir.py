@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import pytest
 
@@ -77,6 +78,16 @@ def test_status_by_pid_and_without_a_status_file(tmp_path):
     assert run.status() == "running" and run.read_status()["pid"] == os.getpid()
     (tmp_path / "status.json").write_text(json.dumps({"state": "running", "pid": 2**22 + 12345}))
     assert run.status() == "interrupted"  # that process is gone
+
+
+def test_status_never_probes_a_pid_with_os_kill_on_windows(tmp_path, monkeypatch):
+    """os.kill(pid, 0) ends process pid on Windows. There a running run without a lock file has no trainer
+    (filelock removes the file on release), so status says interrupted without asking."""
+    (tmp_path / "status.json").write_text(json.dumps({"state": "running", "pid": os.getpid()}))
+    assert RunDir(tmp_path).status() == "running"  # POSIX: no lock file (an older run), the pid alive
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setattr(os, "kill", lambda *args: pytest.fail(f"os.kill{args} on Windows"))
+    assert RunDir(tmp_path).status() == "interrupted"
 
 
 def test_new_run_folders_do_not_collide(tmp_path):

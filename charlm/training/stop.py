@@ -1,8 +1,8 @@
 """Why a run stops early, decided in one place: a signal, the time budget, early stopping, a bad loss.
 
-- A signal (SIGINT, SIGTERM, SIGHUP) is a request to stop at the next batch boundary: the loop saves a checkpoint
-  and raises Interrupted (exit code 128 + signal). A second signal exits at once: every file is written
-  atomically, so stopping anywhere leaves the previous checkpoint whole.
+- A signal (SIGINT, SIGTERM, SIGHUP; SIGBREAK on Windows) is a request to stop at the next batch boundary: the
+  loop saves a checkpoint and raises Interrupted (exit code 128 + signal). A second signal exits at once: every
+  file is written atomically, so stopping anywhere leaves the previous checkpoint whole.
 - The time budget and early stopping set TrainState.stopped: the loop evaluates, saves and ends normally.
 - A NaN/Inf loss or gradient norm raises a RunError naming the epoch and batch (or, with
   on_nonfinite=skip, skips the batch until max_nonfinite).
@@ -36,11 +36,13 @@ class Interrupted(RunError):
         self.exit_code = 128 + signum
 
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, kill, the terminal closing
+# Ctrl-C, kill, the terminal closing (POSIX only), Ctrl-Break (Windows only): each where the OS has it
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK")
+                     if hasattr(signal, name))
 
 
 class StopSignals:
-    """Turn the first SIGINT/SIGTERM/SIGHUP into a request (`signum`) to stop at the next batch boundary."""
+    """Turn the first of STOP_SIGNALS into a request (`signum`) to stop at the next batch boundary."""
 
     def __init__(self):
         self.signum: int | None = None
