@@ -5,8 +5,9 @@ Generation is latency-bound: a single-step nn.LSTM call costs milliseconds of di
 set-up on the CPU) for microseconds of math, and one sequence reads every weight once per character.
 So the first layer's input projection becomes a table lookup (embedding or one-hot times W_ih, plus
 the biases, computed once), and each layer is one matrix product for its hidden state followed by the
-gate arithmetic. On the CPU the matrices are packed once for oneDNN, which multiplies a few rows
-by them faster than a plain addmm; bf16 halves the bytes read per character, int8 quarters them.
+gate arithmetic. On the CPU an fp32 matrix is packed once for oneDNN or kept transposed for a plain addmm,
+whichever this machine multiplies a few rows by faster (measured once: kernels.py); bf16 halves the bytes
+read per character, int8 quarters them.
 The hidden state and all gate arithmetic stay in fp32 in every mode.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from charlm.errors import UsageError
+from charlm.kernels import KernelTable
 
 WEIGHTS = ("fp32", "bf16", "int8")
 # The default keeps fp32: on trained models bf16 and int8 flip a near-tie within the first few dozen
@@ -27,19 +29,27 @@ def _onednn() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
+def projection(weight: torch.Tensor, bias: torch.Tensor | None, weights: str, rows: int,
+               kernels: KernelTable) -> Projection:
+    """A Projection in the mode `weights` asks for; fp32 on the CPU takes the kernel this machine runs fastest."""
+    weight, bias = weight.detach(), bias.detach() if bias is not None else None
+    onednn = weight.device.type == "cpu" and weight.dtype == torch.float32 and _onednn()
+    if weights != "fp32" and not onednn:
+        raise UsageError(f"--weights {weights} runs on the CPU with a float32 model: use --weights fp32 here")
+    if weights != "fp32":
+        return Projection(weight, bias, weights, rows)
+    if not onednn:
+        return Projection(weight, bias, "dense", rows)
+    mode = kernels.fp32(lambda kernel: Projection(weight, bias, kernel, rows), tuple(weight.shape), rows)
+    return Projection(weight, bias, mode, rows)
+
+
 class Projection:
-    """x (n, in) -> x W^T + b (n, out) in fp32, with W (out, in) kept as `weights` says.
+    """x (n, in) -> x W^T + b (n, out) in fp32, with W (out, in) kept as `mode` says: dense (a plain addmm:
+    fp32 on a GPU, or for a float64 model), onednn (fp32 packed for oneDNN), bf16 or int8."""
 
-    fp32 on a GPU, or for a float64 model, is a plain addmm: the model's own arithmetic.
-    """
-
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, weights: str, rows: int):
-        weight, bias = weight.detach(), bias.detach() if bias is not None else None
-        onednn = weight.device.type == "cpu" and weight.dtype == torch.float32 and _onednn()
-        if weights != "fp32" and not onednn:
-            raise UsageError(f"--weights {weights} runs on the CPU with a float32 model: use --weights fp32 here")
-        self.bias = bias
-        self.mode = weights if weights != "fp32" else ("onednn" if onednn else "dense")
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, mode: str, rows: int):
+        self.bias, self.mode = bias, mode
         if self.mode == "int8":  # one scale per output row: the row's largest |weight| maps to 127
             self.pad = -weight.shape[1] % 16  # the int8 kernel reads the inputs 16 at a time
             weight = torch.nn.functional.pad(weight, (0, self.pad))
@@ -49,7 +59,7 @@ class Projection:
         elif self.mode == "dense":
             self.t = weight.t().contiguous()  # (in, out): a few-row matmul streams it 2-3x faster than a view
         else:  # oneDNN's own layout, packed once; bf16 keeps its bias in bf16 (the output is rounded anyway)
-            dtype = torch.bfloat16 if weights == "bf16" else torch.float32
+            dtype = torch.bfloat16 if mode == "bf16" else torch.float32
             self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.to(dtype), rows)
             self.bias = bias.to(dtype) if bias is not None else None
 
@@ -73,11 +83,12 @@ class FastStep:
     alone). `rows` is the number of sequences stepped together (oneDNN packs for it; any n works).
     """
 
-    def __init__(self, model, weights: str = DEFAULT_WEIGHTS, rows: int = 1):
+    def __init__(self, model, weights: str = DEFAULT_WEIGHTS, rows: int = 1, kernels: KernelTable | None = None):
         if weights not in WEIGHTS:
             raise UsageError(f"--weights {weights} is not one of {', '.join(WEIGHTS)}")
         self.kind, self.num_layers, self.weights = model.kind, model.num_layers, weights
         lstm, gru = self.kind == "lstm", self.kind == "gru"
+        kernels = kernels or KernelTable()
         self.layers = []  # (input projection or None, recurrent projection, both in one when joined)
         for layer in range(self.num_layers):
             w_ih, w_hh, b_ih, b_hh = (t.detach() for t in model.layer_weights(layer))
@@ -87,12 +98,13 @@ class FastStep:
             if layer == 0:
                 inputs = model.embedding.weight.detach() if model.embedding is not None else None
                 self.table = (inputs @ w_ih.t() if inputs is not None else w_ih.t()) + b_in  # (vocab, gates)
-                self.layers.append((None, Projection(w_hh, b_hh if gru else None, weights, rows)))
+                self.layers.append((None, projection(w_hh, b_hh if gru else None, weights, rows, kernels)))
             elif gru:
-                self.layers.append((Projection(w_ih, b_in, weights, rows), Projection(w_hh, b_hh, weights, rows)))
+                self.layers.append((projection(w_ih, b_in, weights, rows, kernels),
+                                    projection(w_hh, b_hh, weights, rows, kernels)))
             else:
-                self.layers.append((None, Projection(torch.cat([w_ih, w_hh], 1), b_in, weights, rows)))
-        self.head = Projection(model.head.weight, model.head.bias, weights, rows)
+                self.layers.append((None, projection(torch.cat([w_ih, w_hh], 1), b_in, weights, rows, kernels)))
+        self.head = projection(model.head.weight, model.head.bias, weights, rows, kernels)
 
     def __call__(self, ids: torch.Tensor, hidden):
         lstm, gru = self.kind == "lstm", self.kind == "gru"

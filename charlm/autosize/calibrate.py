@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 from charlm.autosize.rule import Shape
 from charlm.config import ModelConfig
 from charlm.fsio import atomic_write_text
+from charlm.machine import identity, user_cache_dir
 from charlm.model import CharRNN
 
 WARMUP_STEPS = 2  # oneDNN picks and packs its kernels on the first calls
@@ -28,22 +28,15 @@ TIMED_SECONDS = 0.3
 
 
 def cache_path() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "charlm" / "calibration.json"
+    return user_cache_dir() / "calibration.json"
 
 
 def machine() -> dict:
     """What a measured speed depends on, besides the model."""
     from charlm import __version__
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "gpu": gpu,
-            "torch": torch.__version__, "charlm": __version__}
+    return {**identity(), "cores": os.cpu_count(), "gpu": gpu, "charlm": __version__}
 
 
 class Calibration:
