@@ -28,13 +28,13 @@ train:
 	$(VENV)/bin/charlm train --config $(CONFIG)
 
 # the suite against other releases, in a venv of its own: make compat TORCH=torch==2.2.2 PINS="typer==0.12.0 rich==13.0.0"
-# (PIP_CONSTRAINT= lifts a machine-wide pip cap on torch, where one is set; PyPI's Linux wheels are CUDA builds)
+# (PIP_CONSTRAINT=/dev/null lifts a machine-wide pip cap on torch, where one is set; PyPI's Linux wheels are CUDA builds)
 COMPAT_VENV ?= .venv-compat
 PINS        ?=
 compat:
 	rm -rf $(COMPAT_VENV) && $(PYTHON) -m venv $(COMPAT_VENV)
-	PIP_CONSTRAINT= $(COMPAT_VENV)/bin/pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH)"
-	PIP_CONSTRAINT= $(COMPAT_VENV)/bin/pip install -q -e ".[dev]" "$(TORCH)" $(PINS)
+	PIP_CONSTRAINT=/dev/null $(COMPAT_VENV)/bin/pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH)"
+	PIP_CONSTRAINT=/dev/null $(COMPAT_VENV)/bin/pip install -q -e ".[dev]" "$(TORCH)" $(PINS)
 	$(COMPAT_VENV)/bin/python -c "import torch, typer, rich, numpy; print('compat:', torch.__version__, 'typer', \
 	  typer.__version__, 'rich', __import__('importlib.metadata').metadata.version('rich'), 'numpy', numpy.__version__)"
 	$(COMPAT_VENV)/bin/python -m pytest -q -p no:cacheprovider
