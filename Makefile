@@ -10,7 +10,7 @@ TORCH       ?= torch==2.13.0
 TORCH_INDEX ?=
 CONFIG  ?= configs/jaychou-lstm.yaml
 
-.PHONY: install test lint train bench clean compat
+.PHONY: install test lint train bench clean compat shake
 
 install:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,13 @@ install:
 
 test:
 	$(PY) -m pytest -q
+
+# the suite as other machines run it: one thread, pinned to one core, and in three random orders
+SEEDS ?= 1 2 3
+shake:
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider
+	taskset -c 0 $(PY) -m pytest -q -p no:cacheprovider
+	for seed in $(SEEDS); do $(PY) -m pytest -q -p no:cacheprovider --random-order-seed=$$seed || exit 1; done
 
 lint:
 	$(VENV)/bin/ruff check charlm tests benchmarks
