@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from charlm import checkpoint as ckpt
 from charlm.config import Config, parse_duration
 from charlm.data import Corpus, make_batches
+from charlm.device import synchronize
 from charlm.distributed import Ranks
 from charlm.errors import RunError
 from charlm.evaluate import evaluate
@@ -116,16 +117,25 @@ class Trainer:
             loss = self.train_step(x, y, epoch, i + 1)
             state.batch_in_epoch = i + 1
             before = state.train_seconds
-            state.train_seconds = self.seconds_before + time.perf_counter() - self.clock_start
-            if self.budget is not None or self.t.eval_every_seconds:
-                # every process must use the same lr, evaluate and stop together: the slowest decides
-                state.train_seconds = self.ranks.slowest(state.train_seconds)
+            self.read_clock()
             self.reporter.batch(i + 1, loss)
             if not self.between_batches(epoch, i + 1, before):
                 return False
         if self.budget is not None and state.train_seconds >= self.budget:
             state.stopped = "time_budget"  # the last batch of the epoch used the budget up: evaluate and stop
         return True
+
+    def read_clock(self, synchronized: bool = False) -> None:
+        """Training time so far. Between batches the host clock alone (no sync: the host runs ahead of a GPU by
+        the batches queued on it); at a measurement point (`synchronized`: an eval, a checkpoint, the budget's
+        end, an epoch's end) the device first finishes its queue, so the time and chars/s recorded are the
+        device's, not the host's queueing."""
+        if synchronized:
+            synchronize(self.device)
+        self.state.train_seconds = self.seconds_before + time.perf_counter() - self.clock_start
+        if self.budget is not None or self.t.eval_every_seconds:
+            # every process must use the same lr, evaluate and stop together: the slowest decides
+            self.state.train_seconds = self.ranks.slowest(self.state.train_seconds)
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, epoch: int, batch: int) -> torch.Tensor:
         """One optimizer step: forward, loss, backward, clip, step. Returns the loss (left on the device)."""
@@ -179,8 +189,11 @@ class Trainer:
         clock_due = bool(every) and state.train_seconds // every > seconds_before // every
         eval_due = ((bool(t.eval_every_batches) and done % t.eval_every_batches == 0) or clock_due) and not last
         checkpoint_due = bool(t.checkpoint_every_batches) and done % t.checkpoint_every_batches == 0 and not last
+        measured = checkpoint_due or eval_due or out_of_time or signalled or last  # train_seconds is recorded
+        if measured:
+            self.read_clock(synchronized=True)
         # the non-finite check is a host sync: only before a decision or a save, and every so often
-        if checkpoint_due or eval_due or out_of_time or signalled or last or done % stop.NONFINITE_CHECK_EVERY == 0:
+        if measured or done % stop.NONFINITE_CHECK_EVERY == 0:
             stop.check_finite(self.ranks.earliest(self.first_bad), epoch, state, self.run_dir.path)
         if last:
             return True  # the end of the epoch is handled by run()
