@@ -26,7 +26,7 @@ from charlm.evaluate import evaluate
 from charlm.events import EvalRecord, Reporter, RunSummary
 from charlm.generate import generate
 from charlm.metrics import perplexity
-from charlm.model import CharRNN, detach_hidden
+from charlm.model import CharRNN, detach_hidden, match_layout, separate_layers
 from charlm.rundir import BEST, RunDir
 from charlm.training import resume, schedule, stop
 from charlm.training.state import TrainState
@@ -258,7 +258,7 @@ class Trainer:
         """Checkpoint the run. Every rank takes part (the hidden state and loss sum are gathered); rank 0 writes."""
         state = self.state
         checkpoint = ckpt.Checkpoint(
-            model=self.raw_model.state_dict(), model_config=self.config.model, vocab=self.corpus.vocab.chars,
+            model=self.saved_weights(), model_config=self.config.model, vocab=self.corpus.vocab.chars,
             config=self.config, corpus_sha256=self.corpus.sha256,
             train_state=resume.checkpoint_state(state, self.ranks), optimizer=self.optimizer.state_dict(),
             torch_rng=torch.get_rng_state(),
@@ -268,6 +268,11 @@ class Trainer:
             if self.main:
                 self.run_dir.save_checkpoint(ckpt.serialize(checkpoint), is_best, self.t.keep_last,
                                              (state.epoch, state.batch_in_epoch))
+
+    def saved_weights(self) -> dict:
+        """The weights in the layout CharRNN(config.model) has, which every reader of a checkpoint builds (the
+        model may run its layers apart for train.deterministic: see CharRNN)."""
+        return match_layout(self.raw_model.state_dict(), separate_layers(self.config.model))
 
     def final_eval(self) -> dict:
         """The best checkpoint on the whole val split (when training evals were subsampled) and the test split.
@@ -281,7 +286,7 @@ class Trainer:
             return {}
         # every process reads it (as on resume, the run folder is shared); rank 0 finished writing it in save()
         best = ckpt.load(self.run_dir / BEST)
-        self.raw_model.load_state_dict(best.model)
+        self.raw_model.load_state_dict(match_layout(best.model, self.raw_model.per_layer))
         final = {"event": "final", "checkpoint": "best", "epoch": self.state.best_epoch, "step": best.train_state.step}
         for name in splits:
             result = evaluate(self.raw_model, corpus.split(name), t.eval_batch_size, t.num_steps, self.device,
