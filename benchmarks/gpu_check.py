@@ -59,7 +59,7 @@ SMOKE_RUNS = {"s60": Run("shakespeare-gpu-60s", 2, (1, 2), (3.0,)),
               "auto3m": Run(None, 3, (1, 3), (3.0, 2.5)),
               "ptb": Run("ptb-char-gpu-5m", 3, (1, 3), (2.5,))}
 GPU = Mode(smoke=False, limits={"fast": 75, "sweep": 90, "calibrate": 60, "gpt": 175, "ptb": 420, "s3m": 260,
-                                "s60": 120, "auto3m": 280, "correct": 150, "fp16": 60},
+                                "s60": 120, "auto3m": 280, "correct": 200, "fp16": 90},
            runs=RUNS, sets=(), ptb_overhead=60)
 TINY = ("train.device=cpu", "model.hidden_size=32", "model.embed_size=16", "train.batch_size=8",
         "train.num_steps=32", "train.eval_batch_size=8", "train.eval_every_seconds=1", "data.max_chars=40000")

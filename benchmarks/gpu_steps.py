@@ -16,6 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHAKESPEARE = "tinyshakespeare.txt"
 PTB_FILES = ("ptb.char.train.txt", "ptb.char.valid.txt", "ptb.char.test.txt")
 KILL_GRACE = 10  # after SIGTERM (charlm saves and stops at the next batch), before SIGKILL
+SUMMARY_SECONDS = 15  # kept for each command after the first (a summary of what the first left)
 
 
 @dataclass(frozen=True)
@@ -97,8 +98,9 @@ def run_step(name: str, commands: list[list[str]], limit: float, env: dict, work
     run even after a failure."""
     run, started = StepRun(limit=limit), time.perf_counter()
     with open(work / f"{name}.log", "w", encoding="utf-8") as log:
-        for argv in commands:
-            left = limit - (time.perf_counter() - started)
+        for i, argv in enumerate(commands):
+            # the summaries after a command (time_to_loss.py: a second) keep their time if it runs out of its own
+            left = limit - (time.perf_counter() - started) - SUMMARY_SECONDS * (len(commands) - 1 - i)
             log.write(f"$ {' '.join(argv)}   [{name}: {left:.0f} s left]\n")
             log.flush()
             code = run_command(argv, left, env, log) if left > 1 else None
