@@ -29,6 +29,7 @@ from gpu_table import describe_rate
 from charlm.checkpoint import load_run_model
 from charlm.config import load_config
 from charlm.data import load_corpus
+from charlm.device import synchronize
 from charlm.evaluate import evaluate
 from charlm.events import SilentReporter
 from charlm.generate import generate
@@ -71,11 +72,6 @@ def set_fp32_matmuls(tf32: bool) -> None:
     else:
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.backends.cudnn.allow_tf32 = tf32
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def matmul_tflops(dtype: str, size: int, device: torch.device, groups: int = 5, per_group: int = 10) -> float:

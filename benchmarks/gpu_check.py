@@ -1,19 +1,28 @@
-"""Every GPU measurement of charlm in one command, each step under its own time limit (run by gpu_check.sh).
+"""Every GPU measurement of issue 33 in one command under 9 minutes, each step under its own time limit
+(run by gpu_check.sh).
 
     bash benchmarks/gpu_check.sh OUT_DIR [--smoke] [--only STEP,...] [--work DIR]
 
-Steps, in order, with their limits on an H100/H200 (the whole run ends within 9 minutes):
-  correct  pytest -m gpu: cuda training read on the CPU, bit-identical resume, bf16 against fp32   75 s
-  fast     bench.py --device cuda: fp32/TF32/bf16 chars/s and MFU, eval, CUDA-graph generation   75 s
-  gpt      gpt_baseline.py: nanoGPT's shakespeare_char GPT, 150 s of training                     175 s
-  lstm     charlm train --config configs/shakespeare-gpu.yaml (150 s), then time_to_loss.py       190 s
-  ptb      charlm train --config configs/ptb-char-gpu.yaml with what time is left (up to 60 s)
-A step that fails or runs out of time is recorded as such and the next one runs. Each step's output goes
-to OUT_DIR/STEP.log (and to this output); OUT_DIR/figures.json holds every figure (rewritten after each
-step) and OUT_DIR/table.txt the table printed at the end. Run folders and checkpoints stay in a work folder
-outside OUT_DIR (deleted at the end unless --work is given). The corpora come from $CHARLM_DATA_DIR, else
-the first of data/, shared/data and ../shared/data that holds tiny shakespeare and ptb-char.
---smoke runs every step on the CPU with tiny models and budgets of seconds: the same code paths.
+Nine minutes cannot hold 60 + 180 + 180 + 300 s of training in turn, so the check runs in two phases:
+  1. alone on the card, in turn: sweep (gpu_sweep.py: bf16 MFU at batch 128/256/512, 2x512 and 3x1024; where
+     the card saturates), then calibrate (the autosize speeds `--budget` plans with, cached for auto3m);
+  2. at once, in four lanes (one GPU can hold several of these small LSTM jobs: bf16 MFU 0.04-0.2):
+       ptb                  configs/ptb-char-gpu-5m.yaml, 300 s (less if phase 1 ran late), test bits/char
+       s3m, then s60        configs/shakespeare-gpu-3m.yaml (3 minutes), then shakespeare-gpu-60s.yaml
+       auto3m               charlm train --corpus tinyshakespeare --budget 3m, beside s3m: the comparison
+       correct, then fp16   pytest -m gpu; fp16 (gradient scaler) against fp32 (fp16_check.py)
+The trade-off: the runs of phase 2 share the card (time-sliced between processes), so each trains on less
+than a whole H200 in its budget of wall-clock training time: their losses are what a share of the card
+reached (a goal met is met with room; one missed may be met alone), and each run's chars/s says what share
+it had (against the sweep's, measured alone). s3m and auto3m start together: compared on equal terms.
+Every training run's figures come from its metrics.jsonl through time_to_loss.py, never from a log.
+Optional steps, only with --only: fast (bench.py --device cuda, the first round's suite), gpt (the GPT race).
+A step that fails, runs out of time or has no corpus is recorded as such and the others run. OUT_DIR gets
+three files (the device machine returns at most eight): figures.json (rewritten as each step ends),
+logs.txt (every step's output) and table.txt (printed at the end). Run folders stay in a work folder
+outside OUT_DIR (deleted at the end unless --work is given). The corpora: $CHARLM_DATA_DIR, else the first
+of data/, shared/data and ../shared/data that holds tinyshakespeare.txt; without ptb-char there, ptb is
+skipped, saying why. --smoke runs every step on the CPU, tiny, in about a minute: the same code paths.
 """
 
 from __future__ import annotations
@@ -23,256 +32,134 @@ import importlib.util
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import xml.etree.ElementTree as ElementTree
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import gpu_table  # beside this file
+from gpu_steps import MissingData, Mode, Run, StepRun, collect, commands, find_data, ptb_budget, ptb_missing, run_step
 
 REPO = Path(__file__).resolve().parents[1]
-CORPUS_FILES = ("tinyshakespeare.txt", "ptb.char.train.txt", "ptb.char.valid.txt", "ptb.char.test.txt")
-TOTAL_SECONDS = 530  # the steps' deadline: 9 minutes less the table and a margin
-KILL_GRACE = 10  # after SIGTERM (charlm saves and stops at the next batch), before SIGKILL
-BF16_TEST = "test_bf16_autocast_reaches_fp32_loss"
+TOTAL_SECONDS = 520  # the steps' deadline: 9 minutes less a stopped step's grace, the table and a margin
+ALONE = ("fast", "sweep", "calibrate", "gpt")  # phase 1, in turn (the optional ones only with --only)
+LANES = (("ptb",), ("s3m", "s60"), ("auto3m",), ("correct", "fp16"))  # phase 2, the lanes at once
+STEPS = (*ALONE, *(name for lane in LANES for name in lane))
+DEFAULT = tuple(name for name in STEPS if name not in ("fast", "gpt"))
 
 
-@dataclass(frozen=True)
-class Mode:
-    """Sizes and limits of the real check (on a GPU) or the smoke check (on the CPU)."""
-
-    smoke: bool
-    limits: dict
-    budget: float  # training seconds of each side of the race
-    eval_every: float
-    marks: tuple[float, ...]
-    targets: tuple[float, ...]
-    gpt_args: tuple[str, ...]
-    lstm_sets: tuple[str, ...]
-    ptb_sets: tuple[str, ...]
-    ptb_budget: float  # at most
-    ptb_overhead: float  # start, corpus, evals, checkpoints, the final test score: outside the budget
-
-
-GPU = Mode(smoke=False, limits={"correct": 75, "fast": 75, "gpt": 175, "lstm": 190, "ptb": 110},
-           budget=150, eval_every=15, marks=(30, 60, 150), targets=(1.55, 1.47), gpt_args=("--device", "cuda"),
-           lstm_sets=(), ptb_sets=(), ptb_budget=60, ptb_overhead=45)
+BITS = 0.6931471805599453  # nats per bit: PTB's 1.40 and 1.30 bits/char as val-loss targets
+RUNS = {"s60": Run("shakespeare-gpu-60s", 60, (15, 30, 60), (1.55, 1.47)),
+        "s3m": Run("shakespeare-gpu-3m", 180, (30, 60, 120, 180), (1.47, 1.40)),
+        "auto3m": Run(None, 180, (30, 60, 120, 180), (1.47, 1.40)),
+        "ptb": Run("ptb-char-gpu-5m", 300, (60, 120, 300), (1.40 * BITS, 1.30 * BITS))}
+SMOKE_RUNS = {"s60": Run("shakespeare-gpu-60s", 2, (1, 2), (3.0,)),
+              "s3m": Run("shakespeare-gpu-3m", 3, (1, 3), (3.0, 2.5)),
+              "auto3m": Run(None, 3, (1, 3), (3.0, 2.5)),
+              "ptb": Run("ptb-char-gpu-5m", 3, (1, 3), (2.5,))}
+GPU = Mode(smoke=False, limits={"fast": 75, "sweep": 90, "calibrate": 60, "gpt": 175, "ptb": 420, "s3m": 260,
+                                "s60": 120, "auto3m": 280, "correct": 200, "fp16": 90},
+           runs=RUNS, sets=(), ptb_overhead=60)
 TINY = ("train.device=cpu", "model.hidden_size=32", "model.embed_size=16", "train.batch_size=8",
-        "train.num_steps=32", "train.eval_batch_size=8")
-SMOKE = Mode(smoke=True, limits={"correct": 180, "fast": 240, "gpt": 90, "lstm": 90, "ptb": 90},
-             budget=4, eval_every=1, marks=(0.8, 1.6, 4), targets=(3.0, 2.5),
-             gpt_args=("--smoke", "--device", "cpu", "--set", "data.max_chars=60000", "--set",
-                       "train.eval_batch_size=8"),
-             lstm_sets=(*TINY, "data.max_chars=60000", "train.bf16=false"),
-             ptb_sets=(*TINY, "data.max_chars=20000", "sample.length=20"), ptb_budget=3, ptb_overhead=30)
-STEPS = ("correct", "fast", "gpt", "lstm", "ptb")
-
-
-class MissingData(Exception):
-    """The corpora are not where the check looks."""
-
-
-def find_data() -> Path:
-    """The folder that holds the corpora; MissingData saying where to put them."""
-    chosen = os.environ.get("CHARLM_DATA_DIR")
-    candidates = ([Path(chosen)] if chosen
-                  else [REPO / "data", REPO / "shared" / "data", REPO.parent / "shared" / "data"])
-    for folder in candidates:
-        if all((folder / name).is_file() for name in CORPUS_FILES):
-            return folder.resolve()
-    where = ", ".join(str(c) for c in candidates)
-    raise MissingData(f"tiny shakespeare and ptb-char ({', '.join(CORPUS_FILES)}) not found in {where}: "
-                     "copy them into the repo's data/ folder (git ignores it; on the device machine name it in "
-                     "carry) or set CHARLM_DATA_DIR to a folder that holds them")
-
-
-@dataclass
-class StepRun:
-    """One step's outcome: how it ended, how long it took, its commands' exit codes."""
-
-    status: str = "ok"  # ok | failed | timeout | skipped
-    seconds: float = 0.0
-    limit: float = 0.0
-    exit_codes: list = field(default_factory=list)
-    note: str | None = None
-
-
-def run_command(argv: list[str], seconds: float, env: dict, log) -> int | None:
-    """Run argv, copying its output to `log` and stdout; None when it ran out of time (then it is stopped:
-    SIGTERM to its process group, SIGKILL after KILL_GRACE seconds)."""
-    process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               start_new_session=True)
-
-    def copy():
-        for line in iter(process.stdout.readline, b""):
-            text = line.decode("utf-8", "replace")
-            log.write(text)
-            log.flush()
-            sys.stdout.write(text)
-            sys.stdout.flush()
-
-    reader = threading.Thread(target=copy, daemon=True)
-    reader.start()
-    try:
-        code = process.wait(timeout=max(seconds, 1))
-    except subprocess.TimeoutExpired:
-        stop(process, hard=False)
-        try:
-            process.wait(timeout=KILL_GRACE)
-        except subprocess.TimeoutExpired:
-            stop(process, hard=True)
-            process.wait()
-        code = None
-    reader.join(timeout=5)
-    return code
-
-
-def stop(process: subprocess.Popen, hard: bool) -> None:
-    """SIGTERM (or SIGKILL) to the process group; Windows has neither, so there the process alone is ended."""
-    if hasattr(os, "killpg"):
-        os.killpg(process.pid, signal.SIGKILL if hard else signal.SIGTERM)
-    else:
-        process.kill() if hard else process.terminate()
-
-
-def run_step(name: str, commands: list[list[str]], limit: float, env: dict, out: Path) -> StepRun:
-    """The step's commands in turn within `limit` seconds; the later ones (summaries) run even after a failure."""
-    run, started = StepRun(limit=limit), time.perf_counter()
-    with open(out / f"{name}.log", "w", encoding="utf-8") as log:
-        for argv in commands:
-            left = limit - (time.perf_counter() - started)
-            header = f"$ {' '.join(argv)}   [{name}: {left:.0f} s left]\n"
-            log.write(header)
-            sys.stdout.write(header)
-            code = run_command(argv, left, env, log) if left > 1 else None
-            run.exit_codes.append(code)
-            if code is None:
-                run.status = "timeout"
-            elif code != 0 and run.status == "ok":
-                run.status = "failed"
-    run.seconds = time.perf_counter() - started
-    return run
-
-
-def junit_cases(path: Path) -> dict:
-    """pytest's junit XML: each test's outcome, message and recorded properties."""
-    if not path.is_file():
-        return {}
-    cases = {}
-    for case in ElementTree.parse(path).getroot().iter("testcase"):
-        outcome, message = "passed", None
-        for kind in ("failure", "error", "skipped"):
-            found = case.find(kind)
-            if found is not None:
-                outcome, message = ("skipped" if kind == "skipped" else "failed"), found.get("message")
-        properties = {p.get("name"): p.get("value") for p in case.iter("property")}
-        cases[case.get("name")] = {"outcome": outcome, "message": (message or "")[:300] or None,
-                                   "properties": properties}
-    return cases
-
-
-def read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
-def commands(name: str, mode: Mode, work: Path, python: str, limit: float, bf16_failed: bool) -> list[list[str]]:
-    """The step's command lines."""
-    marks = ["--marks", *map(str, mode.marks), "--targets", *map(str, mode.targets)]
-    if name == "correct":
-        return [[python, "-m", "pytest", "-q", "-m", "gpu", "tests", "-p", "no:cacheprovider", "-o",
-                 "junit_family=xunit1", f"--junitxml={work / 'correct.xml'}"]]  # xunit1 keeps record_property
-    if name == "fast":
-        return [[python, "benchmarks/bench.py", "--device", "cuda", *(["--smoke"] if mode.smoke else []),
-                 "--json", str(work / "fast.json")]]
-    if name == "gpt":
-        return [[python, "benchmarks/gpt_baseline.py", *mode.gpt_args, "--budget", str(mode.budget),
-                 "--eval-every", str(mode.eval_every), *marks, "--json", str(work / "gpt.json")]]
-    if name == "lstm":
-        sets = [*mode.lstm_sets, *(["train.bf16=false"] if bf16_failed else []),
-                f"train.time_budget={mode.budget:g}s", f"train.eval_every_seconds={mode.eval_every:g}"]
-        return [train_command(python, "shakespeare-gpu", work / "lstm", sets),
-                [python, "benchmarks/time_to_loss.py", str(work / "lstm"), *marks, "--json", str(work / "lstm.json")]]
-    budget = ptb_budget(mode, limit)
-    sets = [*mode.ptb_sets, f"train.time_budget={budget:g}s"]
-    return [train_command(python, "ptb-char-gpu", work / "ptb", sets),
-            [python, "benchmarks/time_to_loss.py", str(work / "ptb"), "--marks", "--targets", "--json",
-             str(work / "ptb.json")]]
-
-
-def train_command(python: str, config: str, run_dir: Path, sets: list[str]) -> list[str]:
-    return [python, "-m", "charlm", "train", "--config", f"configs/{config}.yaml", "--run-dir", str(run_dir),
-            *(part for item in sets for part in ("--set", item))]
-
-
-def ptb_budget(mode: Mode, limit: float) -> float:
-    return min(mode.ptb_budget, limit - mode.ptb_overhead)
-
-
-def collect(name: str, work: Path) -> dict:
-    if name == "correct":
-        cases = junit_cases(work / "correct.xml")
-        counts = {k: sum(c["outcome"] == k for c in cases.values()) for k in ("passed", "failed", "skipped")}
-        return {**counts, "cases": cases}
-    return read_json(work / f"{name}.json")
+        "train.num_steps=32", "train.eval_batch_size=8", "train.eval_every_seconds=1", "data.max_chars=40000")
+SMOKE = Mode(smoke=True, limits={"fast": 240, "sweep": 120, "calibrate": 60, "gpt": 90, "ptb": 90, "s3m": 90,
+                                 "s60": 90, "auto3m": 90, "correct": 180, "fp16": 60},
+             runs=SMOKE_RUNS, sets=TINY, ptb_overhead=30)
 
 
 def step_limit(name: str, mode: Mode, started: float) -> float:
-    """A step's own limit; the last one also stops at the deadline (it gets what the others left)."""
-    limit = mode.limits[name]
-    if name == "ptb" and not mode.smoke:
-        limit = min(limit, TOTAL_SECONDS - KILL_GRACE - (time.perf_counter() - started))
-    return limit
+    """A step's own limit, cut to the deadline on a GPU (a late phase 1 leaves less to the others)."""
+    left = TOTAL_SECONDS - (time.perf_counter() - started)
+    return mode.limits[name] if mode.smoke else max(0.0, min(mode.limits[name], left))
 
 
-def check(mode: Mode, data: Path, out: Path, work: Path, only: tuple[str, ...], python: str) -> dict:
-    """Run the steps, rewriting OUT/figures.json after each one; return the figures."""
+class Check:
+    """One run of the check: the steps' outcomes, figures.json and logs.txt kept up to date as steps end."""
+
+    def __init__(self, mode: Mode, data: Path, out: Path, work: Path, only: tuple[str, ...], python: str):
+        self.mode, self.data, self.out, self.work, self.only, self.python = mode, data, out, work, only, python
+        self.lock, self.started = threading.Lock(), time.perf_counter()
+        self.env = environment(data, work, mode.smoke)
+        self.figures: dict = {"smoke": mode.smoke, "data": str(data), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                              "command": " ".join(["bash", "benchmarks/gpu_check.sh", *sys.argv[1:]]), "steps": {}}
+
+    def run(self) -> dict:
+        for name in ALONE:
+            self.step(name)
+        lanes = [threading.Thread(target=lambda lane=lane: [self.step(name) for name in lane]) for lane in LANES]
+        for lane in lanes:
+            lane.start()
+        for lane in lanes:
+            lane.join()
+        self.figures["seconds"] = time.perf_counter() - self.started
+        self.figures["steps"] = {name: self.figures["steps"][name] for name in STEPS if name in self.figures["steps"]}
+        self.publish()
+        return self.figures
+
+    def step(self, name: str) -> None:
+        limit = step_limit(name, self.mode, self.started)
+        why_not = self.why_not(name, limit)
+        if why_not:
+            run = StepRun(status="skipped", limit=limit, note=why_not)
+            if name in self.only:
+                self.say(f"[{name}] skipped: {why_not}")
+        else:
+            self.say(f"[{name}] started, {limit:.0f} s at most")
+            run = run_step(name, commands(name, self.mode, self.work, self.python, limit), limit, self.env, self.work)
+            self.say(f"[{name}] {run.status} after {run.seconds:.0f} s")
+        with self.lock:
+            self.figures["steps"][name] = {**vars(run), **collect(name, self.work)}
+            if name == "ptb" and run.status != "skipped":
+                self.figures["steps"][name]["budget"] = ptb_budget(self.mode, limit)
+            self.publish()
+
+    def say(self, line: str) -> None:
+        with self.lock:  # the lanes' lines, whole
+            print(line, flush=True)
+
+    def why_not(self, name: str, limit: float) -> str | None:
+        if name not in self.only:
+            return "not asked for (--only)"
+        if name == "ptb":
+            missing = ptb_missing(self.data)
+            if missing:
+                return missing
+            if ptb_budget(self.mode, limit) < (1 if self.mode.smoke else 30):
+                return f"{limit:.0f} s left: too little for a PTB run"
+        if not self.mode.smoke and limit < 5:  # the deadline came
+            return f"{limit:.0f} s left before the deadline"
+        return None
+
+    def publish(self) -> None:
+        """figures.json and logs.txt in OUT_DIR as they stand (written whole, then renamed)."""
+        write_text(self.out / "figures.json", json.dumps(self.figures, indent=2) + "\n")
+        logs = [f"===== {name} =====\n{(self.work / f'{name}.log').read_text(encoding='utf-8', errors='replace')}"
+                for name in STEPS if (self.work / f"{name}.log").is_file()]
+        write_text(self.out / "logs.txt", "\n".join(logs))
+
+
+def environment(data: Path, work: Path, smoke: bool) -> dict:
     env = {**os.environ, "CHARLM_DATA_DIR": str(data), "PYTHONUNBUFFERED": "1",
+           "XDG_CACHE_HOME": str(work / "cache"),  # calibrate's speeds, measured alone, for auto3m
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     env["CHARLM_TEST_DATA"] = env.get("CHARLM_TEST_DATA") or env["CHARLM_DATA_DIR"]
-    if mode.smoke:
-        env.setdefault("OMP_NUM_THREADS", "1")  # tiny models: one thread each is fastest, and the machine is shared
-    figures: dict = {"smoke": mode.smoke, "command": " ".join(["bash", "benchmarks/gpu_check.sh", *sys.argv[1:]]),
-                     "data": env["CHARLM_DATA_DIR"], "started": time.strftime("%Y-%m-%d %H:%M:%S"), "steps": {}}
-    started = time.perf_counter()
-    for name in STEPS:
-        limit = step_limit(name, mode, started)
-        bf16_failed = figures["steps"].get("correct", {}).get("cases", {}).get(BF16_TEST, {}).get("outcome") == "failed"
-        if name not in only:
-            run = StepRun(status="skipped", note="not asked for (--only)")
-        elif name == "ptb" and ptb_budget(mode, limit) < (1 if mode.smoke else 15):
-            run = StepRun(status="skipped", limit=limit, note=f"{limit:.0f} s left: too little for a PTB run")
-        else:
-            run = run_step(name, commands(name, mode, work, python, limit, bf16_failed), limit, env, out)
-        figures["steps"][name] = {**vars(run), **collect(name, work)}
-        if name == "lstm" and bf16_failed:
-            figures["steps"][name]["note"] = f"bf16 off: {BF16_TEST} failed"
-        if name == "ptb" and run.status != "skipped":
-            figures["steps"][name]["budget"] = ptb_budget(mode, limit)
-        write_json(out / "figures.json", figures)
-    figures["seconds"] = time.perf_counter() - started
-    write_json(out / "figures.json", figures)
-    return figures
+    if smoke:
+        env.setdefault("OMP_NUM_THREADS", "1")  # tiny models, several at once: one thread each
+    return env
 
 
-def write_json(path: Path, value: dict) -> None:
+def write_text(path: Path, text: str) -> None:
     temp = path.with_suffix(".tmp")
-    temp.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
+    temp.write_text(text, encoding="utf-8")
     temp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("out", type=Path, help="the folder for figures.json, table.txt and the steps' logs")
+    parser.add_argument("out", type=Path, help="the folder for figures.json, logs.txt and table.txt")
     parser.add_argument("--smoke", action="store_true", help="every step on the CPU, tiny (checks the script)")
-    parser.add_argument("--only", default=",".join(STEPS), help=f"comma-separated steps to run ({','.join(STEPS)})")
+    parser.add_argument("--only", default=",".join(DEFAULT), help=f"comma-separated steps to run ({','.join(STEPS)})")
     parser.add_argument("--work", type=Path, help="keep run folders and checkpoints here (default: a temp folder)")
     args = parser.parse_args(argv)
     only = tuple(s.strip() for s in args.only.split(",") if s.strip())
@@ -285,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
               "charlm's requirements and pytest>", file=sys.stderr)
         return 2
     try:
-        data = find_data()
+        data = find_data(REPO)
     except MissingData as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -293,12 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="charlm-gpu-check-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        figures = check(SMOKE if args.smoke else GPU, data, args.out.resolve(), work.resolve(), only, sys.executable)
+        figures = Check(SMOKE if args.smoke else GPU, data, args.out.resolve(), work.resolve(), only,
+                        sys.executable).run()
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
     table = gpu_table.render(figures)
-    (args.out / "table.txt").write_text(table + "\n", encoding="utf-8")
+    write_text(args.out / "table.txt", table + "\n")
     print(table)
     return 0 if all(s["status"] in ("ok", "skipped") for s in figures["steps"].values()) else 1
 

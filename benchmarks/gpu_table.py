@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+NATS_PER_BIT = 0.6931471805599453
+TRAINING = (("s60", "tiny shakespeare, 60 s"), ("s3m", "tiny shakespeare, 3 min"),
+            ("auto3m", "--budget 3m, beside s3m"), ("ptb", "ptb-char, 5 min"))
+
 
 def render(figures: dict) -> str:
     steps = figures["steps"]
-    fast = steps.get("fast", {})
-    where = "the CPU (--smoke: tiny sizes, the figures mean nothing)" if figures["smoke"] else fast.get("gpu", "a GPU")
-    lines = [f"charlm GPU check on {where}, torch {fast.get('torch', '?')}", f"command: {figures['command']}", "",
-             f"{'step':<9}{'status':<9}{'seconds':>16}  note"]
+    device = steps.get("sweep", {}) or steps.get("fast", {})
+    smoke = "the CPU (--smoke: tiny sizes, the figures mean nothing)"
+    where = smoke if figures["smoke"] else device.get("gpu", "a GPU")
+    lines = [f"charlm GPU check on {where}, torch {device.get('torch', '?')}", f"command: {figures['command']}", "",
+             f"{'step':<10}{'status':<9}{'seconds':>16}  note"]
     for name, step in steps.items():
         spent = f"{step['seconds']:.0f} / {step['limit']:.0f}" if step.get("limit") else "-"
-        lines.append(f"{name:<9}{step['status']:<9}{spent:>16}  {step.get('note') or ''}".rstrip())
-    for section in (correct_lines, fast_lines, race_lines, ptb_lines):
+        lines.append(f"{name:<10}{step['status']:<9}{spent:>16}  {step.get('note') or ''}".rstrip())
+    for section in (correct_lines, fp16_lines, sweep_lines, training_lines, fast_lines, race_lines):
         lines += ["", *section(steps)]
     return "\n".join(lines)
 
@@ -30,10 +35,59 @@ def correct_lines(steps: dict) -> list[str]:
     return lines
 
 
+def fp16_lines(steps: dict) -> list[str]:
+    fp16 = steps.get("fp16", {})
+    if "skipped" in fp16:
+        return [f"fp16 against fp32: not run: {fp16['skipped'][:150]}"]
+    if "fp16_val_loss" not in fp16:
+        return [f"fp16 against fp32: no results ({fp16.get('status', 'not run')})"]
+    return [f"fp16 against fp32 (LSTM 2x256, Markov text): best val fp32 {fp16['fp32_val_loss']:.4f}, fp16 "
+            f"{fp16['fp16_val_loss']:.4f} ({fp16['relative_difference']:+.2%}; within "
+            f"{fp16['tolerance']:.0%}: {'yes' if fp16['within_tolerance'] else 'NO'})"]
+
+
+def sweep_lines(steps: dict) -> list[str]:
+    sweep = steps.get("sweep", {})
+    if "models" not in sweep:
+        return [f"sweep: no results ({sweep.get('status', 'not run')})"]
+    lines = [f"sweep: bf16 training by batch ({sweep['num_steps']} steps; MFU against "
+             f"{sweep['peak_tflops_bf16']:,.4g} TFLOP/s measured)"]
+    for name, model in sweep["models"].items():
+        for batch, run in model["batches"].items():
+            lines.append(f"  {name:<14}batch {batch:>4}  {describe_rate(run)}")
+        where = model["saturates_at"]
+        lines.append(f"  {name:<14}" + (f"saturates at batch {where}" if where else "still gaining at the last batch"))
+    return lines
+
+
+def training_lines(steps: dict) -> list[str]:
+    """Each training run: model, speed (its share of the card), val loss at its marks, time to targets, best."""
+    lines = ["training runs (val loss in nats/char on the val split, by training time; from metrics.jsonl)"]
+    for name, label in TRAINING:
+        run = steps.get(name, {})
+        if "checkpoints" not in run:
+            lines.append(f"  {name:<7}{label}: no results ({run.get('status', 'not run')}"
+                         f"{': ' + run['note'] if run.get('note') else ''})")
+            continue
+        points = run["checkpoints"]
+        at = ", ".join(f"{v['val_loss']:.4f} at {m} s" if v else f"- at {m} s" for m, v in points["val_at"].items())
+        to = ", ".join(f"{t} at {s:.0f} s" if s is not None else f"{t} not reached"
+                       for t, s in points["time_to"].items())
+        best = points["best"]
+        lines.append(f"  {name:<7}{label}: {run.get('model', '?')}, {run.get('chars_per_s') or 0:,.0f} chars/s, "
+                     f"{run.get('epochs_done') or 0:.1f} epochs")
+        lines.append(f"         val {at}; {to}; best {best['val_loss']:.4f} at {best['train_seconds']:.0f} s"
+                     if best else f"         val {at}; {to}")
+        if name == "ptb" and run.get("test_bpc") is not None:
+            lines.append(f"         test {run['test_bpc']:.4f} bits/char (best checkpoint, whole test split; "
+                         f"best val {best['val_loss'] / NATS_PER_BIT:.4f}; AWD-LSTM 1.175 after days)")
+    return lines
+
+
 def fast_lines(steps: dict) -> list[str]:
     fast = steps.get("fast", {})
     if "train" not in fast:
-        return ["fast: no results"]
+        return []
     peaks = " / ".join(f"{v:,.4g}" for v in fast["peak_tflops"].values())
     lines = [f"fast (LSTM, batch {fast['batch_size']} x {fast['num_steps']} steps; MFU against the matmul peak "
              "measured for the dtype)", f"  matmul peak fp32 / tf32 / bf16: {peaks} TFLOP/s; nn.LSTM under bf16 "
@@ -49,34 +103,25 @@ def fast_lines(steps: dict) -> list[str]:
 
 
 def race_lines(steps: dict) -> list[str]:
-    sides = [steps.get("gpt", {}), steps.get("lstm", {})]
-    if not any("checkpoints" in side for side in sides):
-        return ["race: no results"]
-    points = next(side["checkpoints"] for side in sides if "checkpoints" in side)
+    """The GPT baseline (optional step gpt) beside the 3-minute LSTM, at the same marks."""
+    gpt = steps.get("gpt", {})
+    if "checkpoints" not in gpt:
+        return []
+    sides = [gpt, steps.get("s3m", {})]
 
     def row(label: str, cell) -> str:
         return f"  {label:<26}" + "".join(f"{cell(side):>24}" for side in sides)
 
     rows = ["race: val loss (nats/char) on the whole val split, by training time",
             row("", lambda side: side.get("model", "-"))]
-    rows += [row(f"at {mark} s", lambda side, mark=mark: _at(side, mark)) for mark in points["val_at"]]
-    rows += [row(f"first at or below {target}", lambda side, target=target: _to(side, target))
-             for target in points["time_to"]]
+    rows += [row(f"at {mark} s", lambda side, mark=mark: _at(side, mark)) for mark in gpt["checkpoints"]["val_at"]]
     rows += [row("best", _best), row("training chars/s", _rate)]
-    notes = [side["note"] for side in sides if side.get("note")]
-    return rows + [f"  ({note})" for note in notes]
+    return rows
 
 
 def _at(side: dict, mark: str) -> str:
     hit = side.get("checkpoints", {}).get("val_at", {}).get(mark)
     return f"{hit['val_loss']:.4f} ({hit['train_seconds']:.1f} s)" if hit else "-"
-
-
-def _to(side: dict, target: str) -> str:
-    if "checkpoints" not in side:
-        return "-"
-    seconds = side["checkpoints"]["time_to"].get(target)
-    return f"{seconds:.1f} s" if seconds is not None else "not reached"
 
 
 def _best(side: dict) -> str:
@@ -86,16 +131,6 @@ def _best(side: dict) -> str:
 
 def _rate(side: dict) -> str:
     return f"{side['chars_per_s']:,.0f}" if side.get("chars_per_s") else "-"
-
-
-def ptb_lines(steps: dict) -> list[str]:
-    ptb = steps.get("ptb", {})
-    if "test_bpc" not in ptb:
-        return [f"ptb: no test score ({ptb.get('status', 'not run')})"]
-    val = ptb["checkpoints"]["best"]
-    return [f"ptb-char (configs/ptb-char-gpu.yaml, {ptb.get('budget', 0):g} s budget): test {ptb['test_bpc']:.4f} "
-            f"bits/char, best val {val['val_loss'] / 0.6931471805599453:.4f} bits/char, "
-            f"{ptb.get('epochs_done', 0):.2f} epochs (AWD-LSTM: 1.175 after days on a GPU)"]
 
 
 def describe_rate(result: dict) -> str:

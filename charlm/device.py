@@ -1,4 +1,5 @@
-"""Device selection: auto picks cuda, then mps, then cpu; an explicit device must exist."""
+"""Device selection: auto picks cuda, then mps, then cpu; an explicit device must exist. And the one host-device
+sync that timings use."""
 
 from __future__ import annotations
 
@@ -31,3 +32,12 @@ def pick_device(name: str) -> torch.device:
     elif device.type not in ("cpu", "cuda", "mps"):
         raise UsageError(f"device {name!r} is not supported: use auto, cpu, cuda, cuda:N or mps")
     return device
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait until the device has finished the work queued on it, so that a host clock read next is the device's
+    time too. A GPU runs behind the host by the batches queued on it; the CPU computes in place (nothing to do)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()

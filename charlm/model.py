@@ -85,9 +85,15 @@ class CharRNN(nn.Module):
     uses one mask per sequence for all three; weight_drop is DropConnect on the recurrent weights W_hh.
     Locked dropout between layers and weight drop need the layers as separate modules (`self.rnn` is then
     a ModuleList of one-layer modules); otherwise `self.rnn` is one multi-layer nn.RNN/LSTM/GRU.
+
+    `layer_by_layer` (train.deterministic) also keeps the layers apart when dropout falls between them, so
+    that its masks are drawn by nn.Dropout from torch's generator, which a checkpoint saves: inside cuDNN's
+    fused multi-layer RNN they come from a dropout state of cuDNN's own that no checkpoint holds, and a
+    resumed GPU run would not be the same run. The weights are the same either way (same draws, same
+    order); checkpoints hold the config's own layout (`separate_layers`), `match_layout` converts.
     """
 
-    def __init__(self, cfg: ModelConfig, vocab_size: int):
+    def __init__(self, cfg: ModelConfig, vocab_size: int, *, layer_by_layer: bool = False):
         super().__init__()
         self.config, self.vocab_size = cfg, vocab_size
         kind, hidden_size, num_layers = cfg.kind, cfg.hidden_size, cfg.num_layers
@@ -100,7 +106,7 @@ class CharRNN(nn.Module):
         input_size = cfg.embed_size if self.embedding is not None else vocab_size
         if kind not in ("rnn_tanh", "rnn_relu", "lstm", "gru"):
             raise ValueError(f"unknown model kind {kind!r}")
-        self.per_layer = cfg.weight_drop > 0 or (cfg.locked_dropout and num_layers > 1)
+        self.per_layer = separate_layers(cfg) or (layer_by_layer and num_layers > 1 and p_hidden > 0)
         if self.per_layer:
             sizes = [input_size] + [hidden_size] * (num_layers - 1)
             self.rnn = nn.ModuleList(_recurrent(kind, size, hidden_size, 1, 0.0) for size in sizes)
@@ -209,15 +215,21 @@ def grow_vocab(state: dict, cfg: ModelConfig, old_size: int, new_size: int) -> d
     return grown
 
 
-def match_layout(state: dict, model: CharRNN) -> dict:
-    """`state` with its recurrent weights named as `model` names them: one multi-layer module
-    (rnn.weight_ih_l1) or one module per layer (rnn.1.weight_ih_l0, with weight drop or locked dropout)."""
+def separate_layers(cfg: ModelConfig) -> bool:
+    """Whether CharRNN(cfg) keeps one module per layer (weight drop, locked dropout between layers): the layout
+    of its state_dict that checkpoints and exported models hold."""
+    return cfg.weight_drop > 0 or (cfg.locked_dropout and cfg.num_layers > 1)
+
+
+def match_layout(state: dict, per_layer: bool) -> dict:
+    """`state` with its recurrent weights named for one layout: one multi-layer module (rnn.weight_ih_l1), or
+    one module per layer (`per_layer`: rnn.1.weight_ih_l0). The tensors are the same in both."""
     matched = {}
     for key, value in state.items():
-        per_layer, fused = re.fullmatch(r"rnn\.(\d+)\.(\w+)_l0", key), re.fullmatch(r"rnn\.(\w+)_l(\d+)", key)
-        if per_layer or fused:
-            layer, name = (per_layer[1], per_layer[2]) if per_layer else (fused[2], fused[1])
-            key = f"rnn.{layer}.{name}_l0" if model.per_layer else f"rnn.{name}_l{layer}"
+        apart, fused = re.fullmatch(r"rnn\.(\d+)\.(\w+)_l0", key), re.fullmatch(r"rnn\.(\w+)_l(\d+)", key)
+        if apart or fused:
+            layer, name = (apart[1], apart[2]) if apart else (fused[2], fused[1])
+            key = f"rnn.{layer}.{name}_l0" if per_layer else f"rnn.{name}_l{layer}"
         matched[key] = value
     return matched
 

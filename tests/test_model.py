@@ -376,6 +376,38 @@ def test_match_layout_moves_weights_between_one_module_and_a_module_per_layer(we
     fused = make_rnn(11, "lstm", hidden_size=8, num_layers=2, input="embedding", embed_size=8)
     split = make_rnn(11, "lstm", hidden_size=8, num_layers=2, input="embedding", embed_size=8, weight_drop=0.4)
     source, target = (fused, split) if weight_drop else (split, fused)
-    target.load_state_dict(match_layout(source.state_dict(), target))
+    target.load_state_dict(match_layout(source.state_dict(), target.per_layer))
     x = torch.randint(0, 11, (3, 7))
     assert torch.equal(source.eval()(x)[0], target.eval()(x)[0])
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn_tanh"])
+def test_layer_by_layer_is_the_fused_model_with_the_dropout_between_layers_drawn_by_torch(kind):
+    cfg = ModelConfig(kind=kind, hidden_size=16, num_layers=3, embed_size=8, dropout=0.3, tie_weights=False)
+    torch.manual_seed(0)
+    fused = CharRNN(cfg, 11)
+    torch.manual_seed(0)
+    apart = CharRNN(cfg, 11, layer_by_layer=True)
+    assert apart.per_layer and not fused.per_layer
+    # the same random draws in the same order: the same weights, which match_layout names for the fused layout
+    saved = match_layout(apart.state_dict(), False)
+    assert saved.keys() == fused.state_dict().keys()
+    assert all(torch.equal(saved[k], v) for k, v in fused.state_dict().items())
+    x = torch.randint(0, 11, (4, 9))
+    # without dropout (eval) the same function by another code path (three one-layer calls against one
+    # three-layer call): equal within float rounding, not necessarily to the bit
+    torch.testing.assert_close(apart.eval()(x)[0], fused.eval()(x)[0], rtol=1e-5, atol=1e-6)
+    # training: its dropout masks come from torch's generator, which a checkpoint saves and restores
+    apart.train()
+    torch.manual_seed(1)
+    first = apart(x)[0]
+    torch.manual_seed(1)
+    assert torch.equal(apart(x)[0], first)
+    assert not torch.equal(apart(x)[0], first)  # the generator moved on: new masks
+
+
+def test_layer_by_layer_changes_nothing_without_dropout_between_layers():
+    one = ModelConfig(kind="lstm", hidden_size=8, num_layers=1, embed_size=8, dropout=0.3, tie_weights=False)
+    undropped = dataclasses.replace(one, num_layers=2, dropout_hidden=0.0)
+    assert not CharRNN(one, 11, layer_by_layer=True).per_layer
+    assert not CharRNN(undropped, 11, layer_by_layer=True).per_layer

@@ -335,3 +335,31 @@ def test_deterministic_after_cuda_was_used_without_the_cublas_setting_is_a_clear
     with pytest.raises(UsageError, match=r"export CUBLAS_WORKSPACE_CONFIG=:4096:8, or train in a new process"):
         train(tiny(tmp_path, "train.deterministic=true", "train.device=cuda"), tmp_path / "run")
     assert not (tmp_path / "run").exists() and not torch.are_deterministic_algorithms_enabled()
+
+
+class BatchCount(SilentReporter):
+    def __init__(self):
+        self.epoch, self.done = 0, 0
+
+    def epoch_start(self, epoch, num_batches, done=0):
+        self.epoch, self.batches = epoch, num_batches
+
+    def batch(self, done, loss):
+        self.done = done
+
+
+def test_the_device_is_synchronised_at_measurement_points_only(tmp_path, monkeypatch):
+    from charlm.training import loop
+
+    seen, counter = [], BatchCount()
+    monkeypatch.setattr(loop, "synchronize", lambda device: seen.append((device.type, counter.epoch, counter.done)))
+    train(tiny(tmp_path, "train.epochs=2", "train.eval_every_batches=4"), tmp_path / "run", counter)
+    batches = counter.batches
+    assert batches > 9  # several evals inside an epoch, and batches between them
+    # after the batch that reports (an eval every 4 batches, the epoch's end), never per batch; the batch is
+    # counted before the sync, so the reporter has seen it
+    expected = [("cpu", epoch, done) for epoch in (1, 2) for done in range(1, batches + 1)
+                if done % 4 == 0 or done == batches]
+    assert seen == expected
+    rows = records(tmp_path / "run")
+    assert [(r["epoch"], r["batch"]) for r in rows] == [(e, d) for _, e, d in expected]

@@ -276,3 +276,20 @@ def test_variable_bptt_and_in_epoch_evals_resume_mid_epoch_as_the_same_run(tmp_p
         train(config(tmp_path, *options), run_dir, CrashAt(epoch=2, batch=7))
     train(config(tmp_path, *options), run_dir, resume=True)
     assert_same_run(run_dir, expected)
+
+
+def test_deterministic_resume_with_dropout_between_layers_is_the_same_run_and_saves_the_usual_layout(
+        tmp_path, reference):
+    # train.deterministic runs the layers apart, the dropout between them drawn from torch's saved generator
+    options = ("model.kind=lstm", "model.num_layers=2", "model.dropout_hidden=0.4", "train.deterministic=true",
+               "train.checkpoint_every_batches=3")
+    expected = reference(*options)
+    run = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(config(tmp_path, *options), run, CrashAt(epoch=2, batch=7))
+    train(config(tmp_path, *options), run, resume=True)
+    assert_same_run(run, expected)
+    assert "rnn.weight_ih_l1" in weights(run)  # the config's own layout: every reader of a checkpoint builds it
+    # and it resumes without train.deterministic too (the fused layers take the same weights)
+    train(config(tmp_path, *options[:-2], "train.epochs=5"), run, resume=True)
+    assert [r["epoch"] for r in losses(run)][-1] == 5

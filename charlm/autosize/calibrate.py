@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from charlm.autosize.rule import Shape
 from charlm.config import ModelConfig
+from charlm.device import synchronize
 from charlm.fsio import atomic_write_text
 from charlm.machine import identity, user_cache_dir
 from charlm.model import CharRNN
@@ -121,7 +122,3 @@ def _timed_steps(shape: Shape, vocab_size: int, batch: int, steps: int, device: 
         synchronize(device)  # a GPU's queue would make the clock read early
     return batch * steps * done / (time.perf_counter() - started)
 
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

@@ -50,7 +50,7 @@ class Parent:
         """The parent's weights into `model`, whose vocabulary is the parent's plus the new characters."""
         state = grow_vocab(self.checkpoint.model, self.checkpoint.model_config, len(self.checkpoint.vocab),
                            model.vocab_size)
-        model.load_state_dict(match_layout(state, model))
+        model.load_state_dict(match_layout(state, model.per_layer))
 
     def record(self, vocab: Vocab) -> dict:
         """metrics.jsonl's first line: where the weights came from (no epoch/step keys: those are the run's)."""

@@ -19,13 +19,14 @@ import torch.nn.functional as F
 from charlm import checkpoint as ckpt
 from charlm.config import Config, parse_duration
 from charlm.data import Corpus, make_batches
+from charlm.device import synchronize
 from charlm.distributed import Ranks
 from charlm.errors import RunError
 from charlm.evaluate import evaluate
 from charlm.events import EvalRecord, Reporter, RunSummary
 from charlm.generate import generate
 from charlm.metrics import perplexity
-from charlm.model import CharRNN, detach_hidden
+from charlm.model import CharRNN, detach_hidden, match_layout, separate_layers
 from charlm.rundir import BEST, RunDir
 from charlm.training import resume, schedule, stop
 from charlm.training.state import TrainState
@@ -116,16 +117,25 @@ class Trainer:
             loss = self.train_step(x, y, epoch, i + 1)
             state.batch_in_epoch = i + 1
             before = state.train_seconds
-            state.train_seconds = self.seconds_before + time.perf_counter() - self.clock_start
-            if self.budget is not None or self.t.eval_every_seconds:
-                # every process must use the same lr, evaluate and stop together: the slowest decides
-                state.train_seconds = self.ranks.slowest(state.train_seconds)
+            self.read_clock()
             self.reporter.batch(i + 1, loss)
             if not self.between_batches(epoch, i + 1, before):
                 return False
         if self.budget is not None and state.train_seconds >= self.budget:
             state.stopped = "time_budget"  # the last batch of the epoch used the budget up: evaluate and stop
         return True
+
+    def read_clock(self, synchronized: bool = False) -> None:
+        """Training time so far. Between batches the host clock alone (no sync: the host runs ahead of a GPU by
+        the batches queued on it); at a measurement point (`synchronized`: an eval, a checkpoint, the budget's
+        end, an epoch's end) the device first finishes its queue, so the time and chars/s recorded are the
+        device's, not the host's queueing."""
+        if synchronized:
+            synchronize(self.device)
+        self.state.train_seconds = self.seconds_before + time.perf_counter() - self.clock_start
+        if self.budget is not None or self.t.eval_every_seconds:
+            # every process must use the same lr, evaluate and stop together: the slowest decides
+            self.state.train_seconds = self.ranks.slowest(self.state.train_seconds)
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, epoch: int, batch: int) -> torch.Tensor:
         """One optimizer step: forward, loss, backward, clip, step. Returns the loss (left on the device)."""
@@ -179,8 +189,11 @@ class Trainer:
         clock_due = bool(every) and state.train_seconds // every > seconds_before // every
         eval_due = ((bool(t.eval_every_batches) and done % t.eval_every_batches == 0) or clock_due) and not last
         checkpoint_due = bool(t.checkpoint_every_batches) and done % t.checkpoint_every_batches == 0 and not last
+        measured = checkpoint_due or eval_due or out_of_time or signalled or last  # train_seconds is recorded
+        if measured:
+            self.read_clock(synchronized=True)
         # the non-finite check is a host sync: only before a decision or a save, and every so often
-        if checkpoint_due or eval_due or out_of_time or signalled or last or done % stop.NONFINITE_CHECK_EVERY == 0:
+        if measured or done % stop.NONFINITE_CHECK_EVERY == 0:
             stop.check_finite(self.ranks.earliest(self.first_bad), epoch, state, self.run_dir.path)
         if last:
             return True  # the end of the epoch is handled by run()
@@ -245,7 +258,7 @@ class Trainer:
         """Checkpoint the run. Every rank takes part (the hidden state and loss sum are gathered); rank 0 writes."""
         state = self.state
         checkpoint = ckpt.Checkpoint(
-            model=self.raw_model.state_dict(), model_config=self.config.model, vocab=self.corpus.vocab.chars,
+            model=self.saved_weights(), model_config=self.config.model, vocab=self.corpus.vocab.chars,
             config=self.config, corpus_sha256=self.corpus.sha256,
             train_state=resume.checkpoint_state(state, self.ranks), optimizer=self.optimizer.state_dict(),
             torch_rng=torch.get_rng_state(),
@@ -255,6 +268,11 @@ class Trainer:
             if self.main:
                 self.run_dir.save_checkpoint(ckpt.serialize(checkpoint), is_best, self.t.keep_last,
                                              (state.epoch, state.batch_in_epoch))
+
+    def saved_weights(self) -> dict:
+        """The weights in the layout CharRNN(config.model) has, which every reader of a checkpoint builds (the
+        model may run its layers apart for train.deterministic: see CharRNN)."""
+        return match_layout(self.raw_model.state_dict(), separate_layers(self.config.model))
 
     def final_eval(self) -> dict:
         """The best checkpoint on the whole val split (when training evals were subsampled) and the test split.
@@ -268,7 +286,7 @@ class Trainer:
             return {}
         # every process reads it (as on resume, the run folder is shared); rank 0 finished writing it in save()
         best = ckpt.load(self.run_dir / BEST)
-        self.raw_model.load_state_dict(best.model)
+        self.raw_model.load_state_dict(match_layout(best.model, self.raw_model.per_layer))
         final = {"event": "final", "checkpoint": "best", "epoch": self.state.best_epoch, "step": best.train_state.step}
         for name in splits:
             result = evaluate(self.raw_model, corpus.split(name), t.eval_batch_size, t.num_steps, self.device,

@@ -17,7 +17,7 @@ import torch
 from charlm.config import Config, load_config
 from charlm.distributed import Ranks
 from charlm.errors import UsageError
-from charlm.model import Hidden
+from charlm.model import Hidden, match_layout
 from charlm.rundir import CONFIG
 from charlm.training.state import TrainState, to_device
 
@@ -65,7 +65,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 def restore(checkpoint: Checkpoint, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
             data_generator: torch.Generator, device: torch.device, ranks: Ranks) -> TrainState:
     """Weights, optimizer, generators and this rank's TrainState, as the checkpoint left them."""
-    model.load_state_dict(checkpoint.model)
+    model.load_state_dict(match_layout(checkpoint.model, model.per_layer))  # layer by layer if deterministic now
     optimizer.load_state_dict(checkpoint.optimizer)
     saved = checkpoint.train_state
     hidden = local_hidden(ranks, saved.hidden, checkpoint.config.train.batch_size)

@@ -117,7 +117,7 @@ def start(config: Config, request: Request, reporter: Reporter, ranks: distribut
     check_corpus(corpus, config)
 
     torch.manual_seed(t.seed)
-    model = CharRNN(config.model, len(corpus.vocab)).to(ranks.device)
+    model = CharRNN(config.model, len(corpus.vocab), layer_by_layer=t.deterministic).to(ranks.device)
     if parent is not None:
         parent.load_weights(model)
     optimizer = schedule.make_optimizer(model, t)
