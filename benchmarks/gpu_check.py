@@ -68,7 +68,7 @@ SMOKE = Mode(smoke=True, limits={"correct": 180, "fast": 240, "gpt": 90, "lstm":
              budget=4, eval_every=1, marks=(0.8, 1.6, 4), targets=(3.0, 2.5),
              gpt_args=("--smoke", "--device", "cpu", "--set", "data.max_chars=60000", "--set",
                        "train.eval_batch_size=8"),
-             lstm_sets=(*TINY, "data.max_chars=60000", "train.bf16=false"),
+             lstm_sets=(*TINY, "data.max_chars=60000", "train.precision=fp32"),
              ptb_sets=(*TINY, "data.max_chars=20000", "sample.length=20"), ptb_budget=3, ptb_overhead=30)
 STEPS = ("correct", "fast", "gpt", "lstm", "ptb")
 
@@ -188,7 +188,7 @@ def commands(name: str, mode: Mode, work: Path, python: str, limit: float, bf16_
         return [[python, "benchmarks/gpt_baseline.py", *mode.gpt_args, "--budget", str(mode.budget),
                  "--eval-every", str(mode.eval_every), *marks, "--json", str(work / "gpt.json")]]
     if name == "lstm":
-        sets = [*mode.lstm_sets, *(["train.bf16=false"] if bf16_failed else []),
+        sets = [*mode.lstm_sets, *(["train.precision=fp32"] if bf16_failed else []),
                 f"train.time_budget={mode.budget:g}s", f"train.eval_every_seconds={mode.eval_every:g}"]
         return [train_command(python, "shakespeare-gpu", work / "lstm", sets),
                 [python, "benchmarks/time_to_loss.py", str(work / "lstm"), *marks, "--json", str(work / "lstm.json")]]
