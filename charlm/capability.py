@@ -33,10 +33,10 @@ class Precision:
         return self.name == "fp16"
 
 
-def cpu_flags(path: Path = CPUINFO) -> frozenset[str]:
-    """The CPU's feature flags as /proc/cpuinfo lists them (Linux); empty where there is no such file."""
+def cpu_flags(path: Path | None = None) -> frozenset[str]:
+    """The CPU's feature flags as /proc/cpuinfo (or `path`) lists them (Linux); empty where there is no such file."""
     try:
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
+        text = Path(path or CPUINFO).read_text(encoding="utf-8", errors="replace")
     except OSError:
         return frozenset()
     for line in text.splitlines():
