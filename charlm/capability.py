@@ -26,6 +26,7 @@ class Precision:
 
     name: str  # fp32 | bf16 | fp16
     reason: str
+    asked: bool = True  # False: auto chose it (never a format the device only emulates)
 
     @property
     def scaled(self) -> bool:
@@ -93,15 +94,15 @@ def resolve_precision(requested: str, device_type: str) -> Precision:
         return Precision(requested, f"train.precision={requested} as asked")
     if device_type == "cuda":
         if cuda_bf16_native():
-            return Precision("bf16", "auto: this GPU computes bf16 natively")
-        return Precision("fp16", "auto: this GPU has no native bf16, so fp16 with loss scaling")
+            return Precision("bf16", "auto: this GPU computes bf16 natively", asked=False)
+        return Precision("fp16", "auto: this GPU has no native bf16, so fp16 with loss scaling", asked=False)
     if device_type == "cpu":
         if cpu_bf16_native():
-            return Precision("bf16", "auto: this CPU computes bf16 natively (AVX-512 BF16 or AMX)")
+            return Precision("bf16", "auto: this CPU computes bf16 natively (AVX-512 BF16 or AMX)", asked=False)
         return Precision("fp32", "auto: this CPU has no native bf16 (AVX-512 BF16 or AMX), where bf16 would be "
-                                 "slower than fp32")
+                                 "slower than fp32", asked=False)
     return Precision("fp32", f"auto: fp32 on {device_type} (mixed precision there is unmeasured; set "
-                             "train.precision=bf16 or fp16 to try it)")
+                             "train.precision=bf16 or fp16 to try it)", asked=False)
 
 
 def autocast_dtype(precision: str):

@@ -70,7 +70,7 @@ def test_auto_is_bf16_on_a_cpu_that_computes_it_and_fp32_on_one_that_does_not(mo
 
 def test_auto_is_bf16_on_a_gpu_with_it_and_fp16_with_loss_scaling_on_one_without(monkeypatch):
     gpu(monkeypatch, True)
-    assert resolve_precision("auto", "cuda") == Precision("bf16", "auto: this GPU computes bf16 natively")
+    assert resolve_precision("auto", "cuda") == Precision("bf16", "auto: this GPU computes bf16 natively", asked=False)
     gpu(monkeypatch, False)
     chosen = resolve_precision("auto", "cuda")
     assert chosen.name == "fp16" and chosen.scaled and "loss scaling" in chosen.reason

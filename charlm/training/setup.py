@@ -142,7 +142,7 @@ def start(config: Config, request: Request, reporter: Reporter, ranks: distribut
             prepare_run_files(folder, saved is not None, config, corpus, state, changes, reporter,
                               parent.record(corpus.vocab) if parent is not None else None)
     prefixes = preview_prefixes(config, corpus, reporter)
-    for warning in precision_warnings(config, ranks.device):
+    for warning in precision_warnings(precision, config.model.kind, ranks.device):
         reporter.warn(warning)
     board = tensorboard(folder) if config.log.tensorboard and ranks.is_main else None
     reporter.start(run_start(config, corpus, model, folder, ranks, state if saved is not None else None, parent,
@@ -254,16 +254,17 @@ def resolved_precision(config: Config, device: torch.device) -> capability.Preci
 NATIVE_UNITS = {"bf16": "AVX-512 BF16 or AMX", "fp16": "AMX-FP16 or AVX-512 FP16"}  # on a CPU
 
 
-def precision_warnings(config: Config, device: torch.device) -> list[str]:
-    """What train.precision cannot speed up here: a format this device only emulates, or a CPU GRU in bf16."""
-    name = config.train.precision
-    if name == "fp32" or device.type not in ("cpu", "cuda"):
+def precision_warnings(precision: capability.Precision, kind: str, device: torch.device) -> list[str]:
+    """What an asked-for precision cannot speed up here: a format this device only emulates, or a CPU GRU in
+    bf16 (auto picks neither warning's case: bf16 pays for a GRU's head)."""
+    name = precision.name
+    if not precision.asked or name == "fp32" or device.type not in ("cpu", "cuda"):
         return []
     if not capability.native(name, device.type):
         where, units = ("CPU", NATIVE_UNITS[name]) if device.type == "cpu" else ("GPU", "compute capability 8.0+")
         return [f"train.precision={name}: this {where} has no native {name} arithmetic ({units}), so {name} runs "
                 "slower than fp32 here: set train.precision=auto"]
-    if name == "bf16" and device.type == "cpu" and config.model.kind == "gru":
+    if name == "bf16" and device.type == "cpu" and kind == "gru":
         return ["train.precision=bf16: PyTorch's CPU GRU has no bf16 kernel, so only the output head runs in bf16"]
     return []
 
