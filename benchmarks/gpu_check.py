@@ -3,7 +3,7 @@
     bash benchmarks/gpu_check.sh OUT_DIR [--smoke] [--only STEP,...] [--work DIR]
 
 Steps, in order, with their limits on an H100/H200 (the whole run ends within 9 minutes):
-  correct  pytest -m gpu: cuda training read on the CPU, bit-identical resume, bf16 against fp32   75 s
+  correct  pytest -m gpu: cuda training read on the CPU, bit-identical resume, bf16/fp16 vs fp32  75 s
   fast     bench.py --device cuda: fp32/TF32/bf16 chars/s and MFU, eval, CUDA-graph generation   75 s
   gpt      gpt_baseline.py: nanoGPT's shakespeare_char GPT, 150 s of training                     175 s
   lstm     charlm train --config configs/shakespeare-gpu.yaml (150 s), then time_to_loss.py       190 s
