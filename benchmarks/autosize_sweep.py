@@ -41,7 +41,7 @@ HELD_OUT = "wikitext-2"
 # the shared recipe of the sweep's shapes: what the hand-tuned CPU configs have in common
 RECIPE = ("model.kind=lstm", "model.input=embedding", "train.num_steps=64", "train.random_offset=true",
           "train.optimizer=adam", "train.schedule=cosine", "train.warmup_steps=100", "train.min_lr=0.0001",
-          "train.clip_norm=1.0", "train.bf16=true", "train.eval_batch_size=32")
+          "train.clip_norm=1.0", "train.precision=bf16", "train.eval_batch_size=32")
 
 
 def shape(hidden: int, layers: int = 1, dropout: float = 0.0, batch: int = 16, lr: float = 6e-3,
@@ -73,7 +73,7 @@ SHAPES = {
 }
 HAND = {"tinyshakespeare": {120: "shakespeare-cpu.yaml", 600: "shakespeare-cpu-10m.yaml"}}
 SMOKE = ("data.max_chars=20000", "train.num_steps=16", "train.batch_size=8", "model.hidden_size=32",
-         "model.embed_size=16", "model.tie_weights=false", "model.num_layers=1", "train.bf16=false")
+         "model.embed_size=16", "model.tie_weights=false", "model.num_layers=1", "train.precision=fp32")
 
 
 def corpus_source(name: str, data: Path) -> str:

@@ -1,7 +1,7 @@
 """bf16 on the CPU, beside fp32 in the same run (called by bench.py): training speed and loss under
-`train.bf16`, and sampling with the compact step weights of `charlm generate --weights`.
+`train.precision=bf16`, and sampling with the compact step weights of `charlm generate --weights`.
 
-Training: the d2l model and the LSTM 2x512 of bench.py again with train.bf16=true (chars/s over fp32's,
+Training: the d2l model and the LSTM 2x512 of bench.py again with train.precision=bf16 (chars/s over fp32's,
 MFU against the bf16 matmul peak measured here, the loss after the same steps), and a loss-parity run:
 configs/shakespeare-cpu.yaml for the same number of steps in fp32 and in bf16, both scored in fp32 on
 the same val text. Sampling: one and 32 sequences for each weight format against version 1's fp32
@@ -30,8 +30,8 @@ GEN_LENGTH = 2000  # greedy characters compared with fp32 (the --weights default
 
 
 def d2l_bf16(run_config, config_path: str, epochs: int, work: Path, fp32: dict) -> dict:
-    """The d2l model again under train.bf16 for the same epochs."""
-    records = run_config(config_path, [f"train.epochs={epochs}", "train.bf16=true"], work / "d2l-bf16")
+    """The d2l model again under train.precision=bf16 for the same epochs."""
+    records = run_config(config_path, [f"train.epochs={epochs}", "train.precision=bf16"], work / "d2l-bf16")
     rate = statistics.median(r["chars_per_s"] for r in records[1:])
     fp32_loss, bf16_loss = fp32["charlm_d2l_loss_by_epoch"][-1], records[-1]["train_loss"]
     return {"charlm_d2l_bf16_chars_per_s": rate, "d2l_bf16_over_fp32": rate / fp32["charlm_d2l_chars_per_s"],
@@ -39,8 +39,8 @@ def d2l_bf16(run_config, config_path: str, epochs: int, work: Path, fp32: dict) 
 
 
 def lstm_bf16(run_config, config_path: str, overrides: list[str], work: Path, fp32: dict, peak_bf16: float) -> dict:
-    """The benchmark LSTM again under train.bf16: speed, MFU against the bf16 peak, the loss after the same steps."""
-    records = run_config(config_path, [*overrides, "train.bf16=true"], work / "lstm-bf16")
+    """The benchmark LSTM again in bf16: speed, MFU against the bf16 peak, the loss after the same steps."""
+    records = run_config(config_path, [*overrides, "train.precision=bf16"], work / "lstm-bf16")
     fp32_records = [r for r in RunDir(work / "lstm").read_metrics() if "event" not in r]
     rate, params = records[-1]["chars_per_s"], fp32["lstm_config"]["non_embedding_parameters"]
     return {"lstm_bf16_train_chars_per_s": rate, "lstm_bf16_over_fp32": rate / fp32["lstm_train_chars_per_s"],
@@ -53,9 +53,9 @@ def parity(run_config, config_path: str, quick: bool, work: Path) -> dict:
     steps = 60 if quick else 400
     chars = 16 * (64 * steps + 1) + 1
     figures = {"parity_steps": steps}
-    for name, bf16 in (("fp32", "false"), ("bf16", "true")):
+    for name in ("fp32", "bf16"):
         records = run_config(config_path, [f"data.max_chars={int(chars / 0.9) + 1}", "train.time_budget=null",
-                                           "train.epochs=1", f"train.bf16={bf16}"], work / f"parity-{name}")
+                                           "train.epochs=1", f"train.precision={name}"], work / f"parity-{name}")
         figures[f"parity_{name}_val_loss"] = records[-1]["val_loss"]
         figures[f"parity_{name}_chars_per_s"] = records[-1]["chars_per_s"]
         figures["parity_val_chars"] = records[-1]["val_chars"]

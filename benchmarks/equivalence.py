@@ -58,6 +58,9 @@ DEFAULT_REF = "2ac1925"
 WALL_CLOCK_KEYS = frozenset({"seconds", "chars_per_s", "train_seconds"})
 IGNORED_EVENTS = frozenset({"resume"})
 NO_PREVIEW = "sample.preview_every=0"
+# both sides in fp32, in the old key that REF reads and this charlm maps to train.precision=fp32 (a config from
+# REF's tree has no train.precision, and this charlm's default, auto, picks by the CPU)
+FP32 = "train.bf16=false"
 LSTM = "configs/jaychou-lstm.yaml"
 RESUME_EPOCHS = (1, 2)  # the old code trains the first, the new code resumes up to the second
 GENERATE_ARGS = ("--prefix", "分开", "--length", "50", "--temperature", "0")
@@ -275,7 +278,7 @@ def run_plain(scenario: Scenario, ctx: Context) -> list[Row]:
     folder = ctx.work / scenario.name
     folder.mkdir()
     log = folder / "charlm.log"
-    settings = [*scenario.settings, *ctx.settings]
+    settings = [*scenario.settings, FP32, *ctx.settings]
     row = Row(scenario.name)
     for side in (ctx.old, ctx.new):
         seconds = train(side, ctx, scenario.config, settings, folder / side.label, log)
@@ -291,7 +294,7 @@ def run_resume(scenario: Scenario, ctx: Context) -> list[Row]:
     folder.mkdir()
     log = folder / "charlm.log"
     part, total = RESUME_EPOCHS
-    settings = [*scenario.settings, *ctx.settings]
+    settings = [*scenario.settings, FP32, *ctx.settings]
     interrupted, uninterrupted = folder / "old-then-new", folder / "old-uninterrupted"
     started = time.perf_counter()
     for run_dir, epochs in ((interrupted, part), (uninterrupted, total)):

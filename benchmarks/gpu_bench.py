@@ -122,8 +122,9 @@ def train_rate(layers: int, hidden: int, dtype: str, sizes: Sizes, device: torch
                deterministic: bool = False) -> dict:
     """charlm's trainer on an LSTM: chars/s between two synchronised batch boundaries."""
     first, last = sizes.warmup_batches, sizes.warmup_batches + sizes.timed_batches
+    precision = "bf16" if dtype == "bf16" else "fp32"  # tf32 is fp32 autocast-free, with TF32 matmuls
     config = load_config(None, lstm_overrides(layers, hidden, sizes, device, last) +
-                         [f"train.bf16={dtype == 'bf16'}", f"train.deterministic={deterministic}"])
+                         [f"train.precision={precision}", f"train.deterministic={deterministic}"])
     set_fp32_matmuls(dtype == "tf32")
     clock = BatchClock(device, first, last)
     try:

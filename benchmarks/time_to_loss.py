@@ -56,7 +56,7 @@ def summarize_run(run_dir: Path, marks: list[float], targets: list[float]) -> di
     m = config.model
     result = {"model": f"charlm {m.kind} {m.num_layers}x{m.hidden_size}", "config": config.name,
               "run_dir": str(run_dir), "evals": evals, "checkpoints": checkpoints(evals, marks, targets),
-              "final": final, "bf16": config.train.bf16}
+              "final": final, "precision": config.train.precision}
     if evals:
         last = evals[-1]
         result.update(train_seconds=last["train_seconds"], epochs_done=last["epochs_done"],

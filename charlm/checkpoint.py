@@ -39,6 +39,7 @@ class Checkpoint:
     corpus_sha256: str  # of the normalised training text: resume and scoring check it
     train_state: TrainState = field(default_factory=TrainState)
     optimizer: dict = field(default_factory=dict)
+    scaler: dict = field(default_factory=dict)  # fp16: torch.amp.GradScaler's state (scale, growth); else empty
     torch_rng: torch.Tensor | None = None
     cuda_rng: list = field(default_factory=list)
     ranks: list | None = None  # each process's own generator and loss sum (distributed runs only)
@@ -47,8 +48,9 @@ class Checkpoint:
         payload = {
             "format": FORMAT, "version": VERSION, "model": self.model,
             "model_args": {"vocab_size": len(self.vocab), **asdict(self.model_config)}, "vocab": self.vocab,
-            "config": self.config.to_dict(), "optimizer": self.optimizer, "corpus_sha256": self.corpus_sha256,
-            "torch_rng": self.torch_rng, "cuda_rng": self.cuda_rng, **self.train_state.state_dict(),
+            "config": self.config.to_dict(), "optimizer": self.optimizer, "scaler": self.scaler,
+            "corpus_sha256": self.corpus_sha256, "torch_rng": self.torch_rng, "cuda_rng": self.cuda_rng,
+            **self.train_state.state_dict(),
         }
         if self.ranks is not None:
             payload["ranks"] = self.ranks
@@ -62,6 +64,7 @@ class Checkpoint:
             return cls(model=payload["model"], model_config=ModelConfig(**args), vocab=list(payload["vocab"]),
                        config=from_dict(payload["config"]), corpus_sha256=payload["corpus_sha256"],
                        train_state=TrainState.from_state_dict(payload), optimizer=payload.get("optimizer", {}),
+                       scaler=payload.get("scaler") or {},
                        torch_rng=payload.get("torch_rng"), cuda_rng=payload.get("cuda_rng") or [],
                        ranks=payload.get("ranks"))
         except (KeyError, TypeError, ValueError, ConfigError) as e:

@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from charlm import safeyaml
+from charlm.capability import REQUESTS as PRECISIONS
 from charlm.errors import ConfigError, shown
 
 
@@ -75,7 +76,10 @@ class TrainConfig:
     clip_norm: float | None = 1.0  # max global gradient L2 norm; null disables clipping
     label_smoothing: float = 0.1  # training targets keep 1 - this; evals always score the plain loss
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    bf16: bool = False  # bf16 autocast (CUDA, or a CPU with AVX-512 BF16 / AMX); fp32 weights, optimizer and loss
+    # auto | fp32 | bf16 | fp16: autocast's dtype (weights, optimizer and loss stay fp32); auto picks by what the
+    # device computes natively (capability.py) and the run folder saves what it picked. A new key, not a wider
+    # train.bf16: a bool cannot say auto or fp16 (train.bf16 still loads, as precision bf16 or fp32)
+    precision: str = "auto"
     deterministic: bool = False  # PyTorch's deterministic algorithms (bit-identical reruns on a GPU; slower)
     seed: int = 0
     eval_batch_size: int = 16  # parallel streams when scoring a split
@@ -121,7 +125,9 @@ CHOICES = {
     "train.optimizer": ("sgd", "adam", "adamw"),
     "train.schedule": ("constant", "cosine", "step", "plateau"),
     "train.on_nonfinite": ("stop", "skip"),
+    "train.precision": PRECISIONS,
 }
+LEGACY_KEYS = {"train.bf16": "train.precision"}  # an old key and the one that replaced it
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -132,10 +138,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         raw = safeyaml.load_file(path) or {}
         if not isinstance(raw, dict):
             raise ConfigError(f"config file {path} must be a mapping of sections (data, model, train, sample)")
-    for item in overrides:
-        key, value = parse_override(item)
-        set_dotted(raw, key, value)
+    apply_overrides(raw, overrides)
     return from_dict(raw)
+
+
+def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> None:
+    """`key=value` items onto nested plain data; the old train.bf16 and train.precision must agree."""
+    items = [parse_override(item) for item in overrides]
+    given = {key: value for key, value in items if key in ("train.bf16", "train.precision")}
+    if len(given) == 2:
+        _legacy_precision({"precision": given["train.precision"], "bf16": given["train.bf16"]})
+    for key, value in items:
+        set_dotted(raw, key, value)
 
 
 def parse_override(item: str) -> tuple[str, object]:
@@ -169,6 +183,10 @@ def _field_type(key: str):
 
 
 def set_dotted(raw: dict, key: str, value: object) -> None:
+    if key in ("train.bf16", "train.precision") and isinstance(raw.get("train"), dict):
+        raw["train"].pop("bf16", None)  # an override replaces the file's setting, in either spelling
+    if key == "train.bf16" and isinstance(value, bool):
+        key, value = "train.precision", "bf16" if value else "fp32"
     parts = key.split(".")
     node = raw
     for part in parts[:-1]:
@@ -185,9 +203,23 @@ def set_dotted(raw: dict, key: str, value: object) -> None:
 
 def from_dict(raw: dict) -> Config:
     """Build a validated Config from nested plain data (what YAML gives)."""
+    if isinstance(raw, dict) and isinstance(raw.get("train"), dict) and "bf16" in raw["train"]:
+        raw = {**raw, "train": dict(raw["train"])}  # a config or run folder from before train.precision
+        _legacy_precision(raw["train"])
     config = _build(Config, raw, prefix="")
     validate(config)
     return config
+
+
+def _legacy_precision(train: dict) -> None:
+    """train.bf16 (before train.precision) as the precision it meant; both given and disagreeing: an error."""
+    old = train.pop("bf16")
+    if not isinstance(old, bool):
+        raise ConfigError(f"train.bf16 must be true or false, got {shown(old)}: or write train.precision=bf16/fp32")
+    meant = "bf16" if old else "fp32"
+    if train.setdefault("precision", meant) != meant:
+        raise ConfigError(f"train.bf16={str(old).lower()} and train.precision={shown(train['precision'])} disagree: "
+                          f"drop train.bf16 (the old name of train.precision; {str(old).lower()} is {meant})")
 
 
 def _build(cls, raw: dict, prefix: str):

@@ -31,6 +31,8 @@ class RunStart:
     time_budget: float | None = None  # seconds
     init_from: str | None = None  # the parent of a fine-tuned run
     new_chars: int = 0  # characters the fine-tuning corpus adds to the parent's vocabulary
+    precision: str = "fp32"  # what the run computes in (train.precision, auto resolved)
+    precision_reason: str = ""  # why: asked for, or what auto found on the device
 
 
 @dataclass

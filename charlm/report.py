@@ -69,6 +69,7 @@ class RichReporter:
             f"[bold]charlm[/] {event.corpus}: vocab {event.vocab_size:,} · train {event.train_chars:,} / "
             f"val {event.val_chars:,} / test {event.test_chars:,} chars · {event.parameters:,} parameters · "
             f"{event.batches_per_epoch} batches/epoch · {event.device}\nrun folder {event.run_dir}")
+        self.console.print(f"precision {event.precision} ({event.precision_reason})", markup=False)
         if event.init_from:
             self.console.print(f"weights from {event.init_from} ({event.new_chars:,} new characters)", markup=False)
         if event.resumed_at:

@@ -94,15 +94,15 @@ def test_the_why_line_names_the_shape_speed_and_epochs():
 
 def test_calibration_measures_once_then_reads_the_cache(tmp_path):
     path = tmp_path / "calibration.json"
-    first = calibrate.Calibration(torch.device("cpu"), False, 40, path)
+    first = calibrate.Calibration(torch.device("cpu"), "fp32", 40, path)
     speed = first.speed(Shape(16, 1, 8), 4, 8)
     assert speed > 0 and len(first.measured) == 1
-    second = calibrate.Calibration(torch.device("cpu"), False, 40, path)
+    second = calibrate.Calibration(torch.device("cpu"), "fp32", 40, path)
     assert second.speed(Shape(16, 1, 8), 4, 8) == speed and second.measured == []
     saved = json.loads(path.read_text())
     saved["machine"]["cpu"] = "another processor"
     path.write_text(json.dumps(saved))
-    third = calibrate.Calibration(torch.device("cpu"), False, 40, path)
+    third = calibrate.Calibration(torch.device("cpu"), "fp32", 40, path)
     third.speed(Shape(16, 1, 8), 4, 8)
     assert third.measured  # another machine's speeds are measured again
 
@@ -110,7 +110,7 @@ def test_calibration_measures_once_then_reads_the_cache(tmp_path):
 def test_calibration_survives_an_unreadable_cache(tmp_path):
     path = tmp_path / "calibration.json"
     path.write_text("{not json")
-    assert calibrate.Calibration(torch.device("cpu"), False, 40, path).speeds == {}
+    assert calibrate.Calibration(torch.device("cpu"), "fp32", 40, path).speeds == {}
 
 
 def test_auto_config_on_a_tiny_file_is_a_tiny_valid_config(write_text, tmp_path):
@@ -196,7 +196,7 @@ def test_early_stopping_is_on_once_a_run_sees_its_text_and_off_before():
     assert small.epochs >= 1 > huge.epochs
 
     def patience(chosen):
-        items = autosize.plan_overrides(chosen, chosen.budget_s, False)
+        items = autosize.plan_overrides(chosen, chosen.budget_s)
         item = next(i for i in items if i.startswith("train.patience="))
         return int(item.split("=")[1])
 

@@ -64,6 +64,19 @@ def test_train_writes_a_complete_run_folder(trained):
         assert all(key in r for r in records), key
     assert "epoch    2" in result.stdout and "val ppl" in result.stdout
     assert " - 分开" in result.stdout  # the greedy preview at the last epoch
+    assert "precision fp32 (train.precision=fp32 as asked)" in result.stdout  # tiny.yaml asks for fp32
+
+
+def test_train_prints_what_auto_chose_and_saves_it_in_the_run_config(tmp_path):
+    corpus = make_corpus(tmp_path / "lyrics.txt", chars=2000)
+    result = charlm("train", *tiny_args(corpus), "--set", "train.epochs=1", "--set", "train.precision=auto",
+                    "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    # which one depends on this machine's CPU: bf16 with AVX-512 BF16 or AMX, fp32 without; the line says why
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("precision ")]
+    chosen = line.split()[1]
+    assert chosen in ("bf16", "fp32") and "(auto: this CPU" in line
+    assert f"  precision: {chosen}\n" in (tmp_path / "run" / "config.yaml").read_text(encoding="utf-8")
 
 
 def test_generate_uses_latest_run_streams_and_is_repeatable(trained):
@@ -269,6 +282,9 @@ def _cases(tmp: Path, run_dir: Path) -> list[tuple[str, list[str], str]]:
          "checksum differs"),
         ("zero eval batch", base + ["--set", "train.eval_batch_size=0"], "train.eval_batch_size"),
         ("bad nonfinite policy", base + ["--set", "train.on_nonfinite=ignore"], "train.on_nonfinite"),
+        ("bad precision", base + ["--set", "train.precision=fp8"], "train.precision = 'fp8' is not valid"),
+        ("precision keys disagree", base + ["--set", "train.bf16=true", "--set", "train.precision=fp16"],
+         "train.bf16=true and train.precision='fp16' disagree"),
     ]
 
 

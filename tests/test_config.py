@@ -240,3 +240,52 @@ def test_config_error_is_a_usage_error_with_exit_code_2():
 def test_from_dict_round_trips_to_dict():
     c = load_config(None, ["model.kind=rnn_relu", "train.sampling=random"])
     assert from_dict(c.to_dict()) == c
+
+
+# ---------------------------------------------------------------------------------------------------
+# train.precision, and train.bf16 (its old name) in old configs, run folders and --set
+
+
+@pytest.mark.parametrize("name", ["auto", "fp32", "bf16", "fp16"])
+def test_precision_takes_its_four_values(name):
+    assert load_config(None, [f"train.precision={name}"]).train.precision == name
+
+
+def test_precision_defaults_to_auto_and_a_bad_value_is_named():
+    assert Config().train.precision == "auto"
+    with pytest.raises(ConfigError, match=r"train.precision = 'bf61' is not valid: did you mean bf16\?"):
+        load_config(None, ["train.precision=bf61"])
+
+
+@pytest.mark.parametrize(("old", "name"), [("true", "bf16"), ("false", "fp32")])
+def test_the_old_bf16_key_loads_as_its_precision(tmp_path, old, name):
+    path = tmp_path / "old.yaml"
+    path.write_text(f"train:\n  lr: 0.01\n  bf16: {old}\n", encoding="utf-8")
+    config = load_config(path)
+    assert config.train.precision == name and config.train.lr == 0.01
+    assert load_config(None, [f"train.bf16={old}"]).train.precision == name
+    assert from_dict({"train": {"bf16": old == "true"}}).train.precision == name  # a checkpoint's saved config
+    assert "bf16:" not in dump_config(config) and f"precision: {name}" in dump_config(config)
+
+
+def test_both_keys_agreeing_load_and_disagreeing_are_a_usage_error(tmp_path):
+    path = tmp_path / "both.yaml"
+    path.write_text("train:\n  bf16: true\n  precision: bf16\n", encoding="utf-8")
+    assert load_config(path).train.precision == "bf16"
+    path.write_text("train:\n  bf16: true\n  precision: fp16\n", encoding="utf-8")
+    with pytest.raises(UsageError, match=r"train.bf16=true and train.precision='fp16' disagree: drop train.bf16"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="disagree"):
+        load_config(None, ["train.precision=auto", "train.bf16=false"])
+    with pytest.raises(ConfigError, match="train.bf16 must be true or false"):
+        load_config(None, ["train.bf16=fast"])
+
+
+def test_an_override_in_either_spelling_replaces_the_file_setting(tmp_path):
+    old = tmp_path / "old.yaml"
+    old.write_text("train:\n  bf16: true\n", encoding="utf-8")
+    assert load_config(old, ["train.precision=fp16"]).train.precision == "fp16"
+    assert load_config(old, ["train.bf16=false"]).train.precision == "fp32"
+    new = tmp_path / "new.yaml"
+    new.write_text("train:\n  precision: auto\n", encoding="utf-8")
+    assert load_config(new, ["train.bf16=true"]).train.precision == "bf16"

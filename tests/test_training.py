@@ -109,32 +109,6 @@ def test_previews_follow_preview_every_and_skip_unknown_prefixes(tmp_path):
     assert any("xyz" in w for w in recorder.warnings)
 
 
-BF16_TOLERANCE = 0.02  # |bf16 / fp32 - 1| of the best val loss after the same steps (README, bf16 on the CPU)
-
-
-@pytest.mark.parametrize("kind", ["rnn_tanh", "lstm"])
-def test_bf16_training_on_the_cpu_reaches_fp32_loss(tmp_path, kind):
-    options = [f"model.kind={kind}", "train.epochs=3", "model.hidden_size=64"]
-    fp32 = train(tiny(tmp_path, *options), tmp_path / "fp32", SilentReporter()).best_loss
-    bf16 = train(tiny(tmp_path, *options, "train.bf16=true"), tmp_path / "bf16", SilentReporter()).best_loss
-    assert bf16 != fp32  # bf16 really ran
-    assert abs(bf16 / fp32 - 1) <= BF16_TOLERANCE, (bf16, fp32)
-
-
-def test_bf16_says_what_this_cpu_cannot_speed_up(tmp_path, monkeypatch):
-    recorder = Recorder()
-    train(tiny(tmp_path, "model.kind=gru", "train.epochs=1", "train.bf16=true"), tmp_path / "gru", recorder)
-    assert any("GRU has no bf16 kernel" in w for w in recorder.warnings)
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    recorder = Recorder()
-    train(tiny(tmp_path, "train.epochs=1", "train.bf16=true"), tmp_path / "old-cpu", recorder)
-    assert any("no native bf16" in w and "train.bf16=false" in w for w in recorder.warnings)
-    recorder = Recorder()
-    train(tiny(tmp_path, "train.epochs=1"), tmp_path / "fp32", recorder)
-    assert not any("bf16" in w for w in recorder.warnings)
-
-
 @pytest.mark.slow
 def test_d2l_seed_experiment_reproduces(builtin_cache, tmp_path):
     """configs/d2l-jaychou-rnn.yaml: vocab 1,027 and train perplexity <= 1.10 at epoch 250 (d2l: 1.02)."""
@@ -159,7 +133,7 @@ def test_gpu_run_loads_on_cpu_with_bf16(tmp_path):
     from charlm.evaluate import evaluate
     from charlm.rundir import RunDir
 
-    cfg = tiny(tmp_path, "train.device=cuda", "train.bf16=true", "train.epochs=1")
+    cfg = tiny(tmp_path, "train.device=cuda", "train.precision=bf16", "train.epochs=1")
     train(cfg, tmp_path / "run")
     model, vocab, _ = load_model(RunDir(tmp_path / "run").checkpoint("best"), "cpu")
     assert next(model.parameters()).device.type == "cpu"

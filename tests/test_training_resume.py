@@ -293,3 +293,72 @@ def test_deterministic_resume_with_dropout_between_layers_is_the_same_run_and_sa
     # and it resumes without train.deterministic too (the fused layers take the same weights)
     train(config(tmp_path, *options[:-2], "train.epochs=5"), run, resume=True)
     assert [r["epoch"] for r in losses(run)][-1] == 5
+
+
+# ---------------------------------------------------------------------------------------------------
+# train.precision on resume: fp16's loss scale, a run folder from before train.precision, auto elsewhere
+
+
+def test_an_fp16_run_resumes_mid_epoch_as_the_same_run_with_its_loss_scale(tmp_path, reference):
+    from charlm.capability import cpu_fp16_kernel
+
+    if not cpu_fp16_kernel("gru"):  # tiny.yaml's model
+        pytest.skip("this torch has no float16 GRU kernel on this CPU")
+    options = ("train.precision=fp16", "train.checkpoint_every_batches=3")
+    expected = reference(*options)
+    run_dir = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(config(tmp_path, *options), run_dir, CrashAt(epoch=2, batch=7))
+    train(config(tmp_path, *options), run_dir, resume=True)
+    assert_same_run(run_dir, expected)
+    # the growth tracker counts steps since the last overflow: a scaler started afresh on resume would count
+    # only the resumed steps
+    resumed, whole = load_payload(run_dir / "last.pt")["scaler"], load_payload(expected / "last.pt")["scaler"]
+    assert resumed == whole and whole["_growth_tracker"] > 0
+
+
+def as_before_precision(run_dir: Path, bf16: bool) -> None:
+    """Make a run folder as a charlm from before train.precision wrote it: `bf16:` in config.yaml and in each
+    checkpoint's config, no loss scaler, no checksum."""
+    from charlm.checkpoint import save_payload
+
+    text = (run_dir / "config.yaml").read_text(encoding="utf-8")
+    assert "  precision: " in text
+    lines = [f"  bf16: {str(bf16).lower()}" if line.startswith("  precision: ") else line for line in text.splitlines()]
+    (run_dir / "config.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    for path in run_dir.glob("*.pt"):
+        payload = load_payload(path)
+        payload["config"]["train"].pop("precision")
+        payload["config"]["train"]["bf16"] = bf16
+        payload.pop("scaler")
+        save_payload(path, {k: v for k, v in payload.items() if k not in ("format", "version")})
+
+
+@pytest.mark.parametrize(("precision", "bf16"), [("fp32", False), ("bf16", True)])
+def test_a_run_folder_from_before_train_precision_resumes_as_the_same_run(tmp_path, reference, precision, bf16):
+    options = (f"train.precision={precision}",)
+    expected = reference(*options)
+    run_dir = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(config(tmp_path, *options), run_dir, CrashAt(epoch=3, batch=4))
+    as_before_precision(run_dir, bf16)
+    assert load_config(run_dir / "config.yaml").train.precision == precision
+    train(load_config(run_dir / "config.yaml"), run_dir, resume=True)  # what `charlm train --resume` reads
+    assert_same_run(run_dir, expected)
+    assert f"  precision: {precision}\n" in (run_dir / "config.yaml").read_text(encoding="utf-8")
+
+
+def test_an_auto_run_resumes_in_what_it_chose_and_changes_only_when_asked(tmp_path, monkeypatch):
+    from charlm import capability
+
+    run_dir = tmp_path / "run"
+    monkeypatch.setattr(capability, "cpu_bf16_native", lambda: True)
+    train(config(tmp_path, "train.epochs=1", "train.precision=auto"), run_dir)  # auto: bf16 here
+    monkeypatch.setattr(capability, "cpu_bf16_native", lambda: False)  # resumed on a CPU without bf16
+    again = config(tmp_path, "train.epochs=2", "train.precision=auto")  # auto: fp32 there
+    with pytest.raises(UsageError, match=r"changed train.precision \('bf16' -> 'fp32'\)"):
+        train(again, run_dir, resume=True, explicit={"train.epochs"})
+    train(again, run_dir, resume=True, explicit={"train.epochs", "train.bf16"})  # --set, in either spelling
+    (event,) = [r for r in RunDir(run_dir).read_metrics() if r.get("event") == "resume"]
+    assert event["changed"]["train.precision"] == ["bf16", "fp32"]
+    assert load_config(run_dir / "config.yaml").train.precision == "fp32"

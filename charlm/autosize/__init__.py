@@ -1,7 +1,7 @@
 """`charlm train --corpus X --budget 10m`: a config sized for the corpus, the budget and this machine.
 
     corpus ─► CorpusStats (train chars, val chars, vocabulary) ─┐
-    device, bf16 ─► Calibration (measured chars/s, cached) ─────┼─► rule.plan ─► Plan ─► Config (+ --set on top)
+    device, precision ─► Calibration (measured chars/s, cached) ┼─► rule.plan ─► Plan ─► Config (+ --set on top)
 
 The rule and the measurements it comes from: rule.py. The config is a plain Config: the run folder keeps
 it like any other (so --resume, `charlm info` and the Python API see it).
@@ -29,29 +29,30 @@ def auto_config(corpus: str, budget_s: float, overrides: list[str] | tuple[str, 
                 calibration_path=None) -> tuple[Config, Plan]:
     """The config that `charlm train --corpus CORPUS --budget B` trains, and the plan behind it.
     `overrides` (KEY=VALUE, as --set) are applied on top of the plan: what the user pins stays pinned."""
-    import torch
-
     from charlm.autosize.calibrate import Calibration
+    from charlm.capability import resolve_precision
     from charlm.data import load_corpus
     from charlm.device import pick_device
 
-    # what the plan depends on: the data and the device (the rest of --set goes on top of the plan)
+    # what the plan depends on: the data, the device and its precision (the rest of --set goes on top of the plan)
     asked = load_config(None, [f"data.corpus={corpus}", *[item for item in overrides if item.startswith(
-        ("data.", "train.device="))]])
+        ("data.", "train.device=", "train.precision=", "train.bf16="))]])
     loaded = load_corpus(asked.data)
     stats = CorpusStats(loaded.name, len(loaded.train), len(loaded.val), len(loaded.vocab))
     device = pick_device(asked.train.device)
-    bf16 = native_bf16(device, torch)
-    chosen = plan(stats, budget_s, Calibration(device, bf16, stats.vocab_size, calibration_path).speed)
+    precision = resolve_precision(asked.train.precision, device.type).name  # as training will resolve it
+    chosen = plan(stats, budget_s, Calibration(device, precision, stats.vocab_size, calibration_path).speed)
     prefix = first_word(loaded.vocab.decode(loaded.train[:200].tolist()))
-    config = load_config(None, [*plan_overrides(chosen, budget_s, bf16), f"data.corpus={corpus}", *overrides])
+    config = load_config(None, [*plan_overrides(chosen, budget_s, asked.train.precision), f"data.corpus={corpus}",
+                                *overrides])
     if prefix and not any(item.split("=", 1)[0].strip() == "sample.prefixes" for item in overrides):
         config.sample.prefixes = [prefix]  # the lyrics' 分开 means nothing to another corpus
     return config, chosen
 
 
-def plan_overrides(chosen: Plan, budget_s: float, bf16: bool) -> list[str]:
-    """The plan as --set items on the default config."""
+def plan_overrides(chosen: Plan, budget_s: float, precision: str = "auto") -> list[str]:
+    """The plan as --set items on the default config (`precision` as asked: auto resolves when training starts,
+    and says why)."""
     shape, stats = chosen.shape, chosen.stats
     tied = shape.embed is None
     # about EVALS_PER_BUDGET evals: every few epochs of a small corpus, on the clock for a large one
@@ -69,21 +70,12 @@ def plan_overrides(chosen: Plan, budget_s: float, bf16: bool) -> list[str]:
         f"train.batch_size={chosen.batch}", f"train.num_steps={chosen.steps}", "train.random_offset=true",
         "train.optimizer=adam", f"train.lr={chosen.lr}", "train.schedule=cosine", "train.warmup_steps=100",
         "train.min_lr=0.0001", "train.clip_norm=1.0", f"train.label_smoothing={chosen.label_smoothing}",
-        f"train.bf16={str(bf16).lower()}", f"train.eval_every_epochs={every_epochs}",
+        f"train.precision={precision}", f"train.eval_every_epochs={every_epochs}",
         f"train.eval_every_seconds={budget_s / EVALS_PER_BUDGET if on_clock else 0:.4g}",
         f"train.eval_chars={eval_chars if eval_chars else 'null'}", f"train.eval_batch_size={eval_batch}",
         f"train.patience={max(3, math.ceil(PATIENCE_SHARE * evals)) if chosen.epochs >= 1 else 0}",
         "sample.preview_every=0", "sample.length=200",
     ]
-
-
-def native_bf16(device, torch) -> bool:
-    """bf16 pays where the hardware has it: a CUDA GPU that supports it, a CPU with AVX-512 BF16 or AMX."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    return False
 
 
 def first_word(text: str) -> str:

@@ -2,7 +2,7 @@
 
 The cache ($XDG_CACHE_HOME/charlm/calibration.json, by default ~/.cache/charlm) holds one machine's speeds:
 when the processor, thread count, GPU, PyTorch or charlm version differ from the ones it was measured on,
-it is measured again. A speed is keyed by everything that changes it: device, bf16, shape, batch x steps
+it is measured again. A speed is keyed by everything that changes it: device, precision, shape, batch x steps
 and the vocabulary size rounded up to a power of two (the output head's width).
 """
 
@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from charlm.autosize.rule import Shape
+from charlm.capability import autocast_dtype
 from charlm.config import ModelConfig
 from charlm.device import synchronize
 from charlm.fsio import atomic_write_text
@@ -43,8 +44,8 @@ def machine() -> dict:
 class Calibration:
     """Training speeds (chars/s) of model shapes on one device, measured once and cached."""
 
-    def __init__(self, device: torch.device, bf16: bool, vocab_size: int, path: Path | None = None):
-        self.device, self.bf16, self.vocab_size = device, bf16, vocab_size
+    def __init__(self, device: torch.device, precision: str, vocab_size: int, path: Path | None = None):
+        self.device, self.precision, self.vocab_size = device, precision, vocab_size  # fp32 | bf16 | fp16
         self.path = path or cache_path()
         self.machine = machine()
         self.speeds = self._read()
@@ -53,15 +54,15 @@ class Calibration:
     def speed(self, shape: Shape, batch: int, steps: int) -> float:
         key = self.key(shape, batch, steps)
         if key not in self.speeds:
-            self.speeds[key] = measure(shape, padded_vocab(self.vocab_size), batch, steps, self.device, self.bf16)
+            self.speeds[key] = measure(shape, padded_vocab(self.vocab_size), batch, steps, self.device,
+                                       self.precision)
             self.measured.append(key)
             self._write()
         return self.speeds[key]
 
     def key(self, shape: Shape, batch: int, steps: int) -> str:
         embed = "tied" if shape.embed is None else f"e{shape.embed}"
-        dtype = "bf16" if self.bf16 else "fp32"
-        return (f"{self.device.type}-{dtype}-lstm{shape.layers}x{shape.hidden}-{embed}-"
+        return (f"{self.device.type}-{self.precision}-lstm{shape.layers}x{shape.hidden}-{embed}-"
                 f"v{padded_vocab(self.vocab_size)}-b{batch}x{steps}")
 
     def _read(self) -> dict:
@@ -86,15 +87,16 @@ def padded_vocab(size: int) -> int:
     return 1 << max(5, (size - 1).bit_length())
 
 
-def measure(shape: Shape, vocab_size: int, batch: int, steps: int, device: torch.device, bf16: bool) -> float:
+def measure(shape: Shape, vocab_size: int, batch: int, steps: int, device: torch.device, precision: str) -> float:
     """chars/s of full training steps (forward, loss, backward, clip, Adam) on random ids. The caller's random
     generators are left as they were."""
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(0)
-        return _timed_steps(shape, vocab_size, batch, steps, device, bf16)
+        return _timed_steps(shape, vocab_size, batch, steps, device, precision)
 
 
-def _timed_steps(shape: Shape, vocab_size: int, batch: int, steps: int, device: torch.device, bf16: bool) -> float:
+def _timed_steps(shape: Shape, vocab_size: int, batch: int, steps: int, device: torch.device,
+                 precision: str) -> float:
     tied = shape.embed is None
     cfg = ModelConfig(kind="lstm", input="embedding", embed_size=shape.hidden if tied else shape.embed,
                       hidden_size=shape.hidden, num_layers=shape.layers, dropout=0.0, tie_weights=tied)
@@ -102,9 +104,10 @@ def _timed_steps(shape: Shape, vocab_size: int, batch: int, steps: int, device: 
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     ids = torch.randint(vocab_size, (batch, steps + 1), device=device)
     x, y = ids[:, :-1], ids[:, 1:].T.reshape(-1)
+    dtype = autocast_dtype(precision)  # fp16's loss scaling is left out: a multiply and one sync per step
 
     def step():
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             logits, _ = model(x)
             loss = F.cross_entropy(logits.reshape(-1, vocab_size).float(), y)
         optimizer.zero_grad(set_to_none=True)

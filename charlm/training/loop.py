@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from charlm import capability
 from charlm import checkpoint as ckpt
 from charlm.config import Config, parse_duration
 from charlm.data import Corpus, make_batches
@@ -42,6 +43,7 @@ class Trainer:
     raw_model: CharRNN  # evals, previews and checkpoints use it
     model: torch.nn.Module  # the model that trains: DistributedDataParallel(raw_model) under torchrun
     optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler  # fp16's loss scaling; disabled (a pass-through) in every other precision
     data_generator: torch.Generator  # the only source of data randomness (offsets, window lengths, order)
     state: TrainState
     ranks: Ranks
@@ -58,7 +60,8 @@ class Trainer:
         self.val_ids = self.corpus.val.to(self.device)
         self.params = list(self.raw_model.parameters())
         self.clip = t.clip_norm if t.clip_norm is not None else math.inf  # inf: measure the norm, clip nothing
-        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=t.bf16)
+        dtype = capability.autocast_dtype(t.precision)
+        self.autocast = torch.autocast(self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
         # set as the run goes: the stop requests (run), the epoch's batch count and its first non-finite
         # step (train_epoch), the training clock that excludes evals, and when the last eval ended
         self.stop: stop.StopSignals | stop.AgreedStop | None = None
@@ -152,21 +155,31 @@ class Trainer:
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.T.reshape(-1).long(),
                                    label_smoothing=t.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)  # fp16: clip and measure the true gradients, not the scaled ones
         norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip)  # the norm before clipping
-        bad = ~(torch.isfinite(loss) & torch.isfinite(norm))
+        bad = ~(torch.isfinite(loss) & (torch.isfinite(norm) | self.overflow_allowed()))
         if t.on_nonfinite == "skip" and bool(self.ranks.any(bad)):  # decided before the step: a sync per batch
             self.skip_batch(epoch, batch)
         else:
             self.first_bad = torch.where((self.first_bad < 0) & bad, state.step, self.first_bad)
-            self.optimizer.step()
+            self.scaler.step(self.optimizer)  # fp16: skipped (and the scale lowered) when the gradients overflowed
+            self.scaler.update()
             state.loss_sum += loss.detach() * weight
+            if self.scaler.is_enabled():  # a step the scaler skipped adds no norm (a few in thousands: ~0 bias)
+                norm = torch.nan_to_num(norm, nan=0.0, posinf=0.0)
             state.norm_sum += norm * weight
             state.epoch_weight += weight
             state.hidden = detach_hidden(hidden)
         state.step += 1
         state.lr = lr
         return loss
+
+    def overflow_allowed(self) -> bool:
+        """fp16: non-finite gradients are an overflow of the scaled ones, which the scaler handles (it skips the
+        step and halves the scale), until the scale is down to MIN_LOSS_SCALE: then they are a real fault.
+        Reading the scale is a host sync, as is the scaler's own step."""
+        return self.scaler.is_enabled() and self.scaler.get_scale() > stop.MIN_LOSS_SCALE
 
     def skip_batch(self, epoch: int, batch: int) -> None:
         """on_nonfinite=skip: drop the batch's gradients and the hidden state that produced NaN."""
@@ -175,6 +188,7 @@ class Trainer:
             raise stop.nonfinite(epoch, batch, self.run_dir.path,
                                  f"more than train.max_nonfinite={self.t.max_nonfinite} batches")
         self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.update()  # the scaler's next unscale_ needs this step closed
         self.state.hidden = None
 
     def between_batches(self, epoch: int, done: int, seconds_before: float) -> bool:
@@ -261,6 +275,7 @@ class Trainer:
             model=self.saved_weights(), model_config=self.config.model, vocab=self.corpus.vocab.chars,
             config=self.config, corpus_sha256=self.corpus.sha256,
             train_state=resume.checkpoint_state(state, self.ranks), optimizer=self.optimizer.state_dict(),
+            scaler=self.scaler.state_dict(),
             torch_rng=torch.get_rng_state(),
             cuda_rng=torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
             ranks=resume.rank_states(self.ranks, state.loss_sum))

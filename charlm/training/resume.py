@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from charlm.config import Config, load_config
+from charlm.config import LEGACY_KEYS, Config, load_config
 from charlm.distributed import Ranks
 from charlm.errors import UsageError
 from charlm.model import Hidden, match_layout
@@ -31,7 +31,9 @@ RESUMABLE_KEYS = {"name", "data.corpus", "train.epochs", "train.device", "train.
                   "train.eval_chars", "train.eval_every_seconds",
                   "train.deterministic"}  # the last one picks kernels, not the function
 RESUMABLE_SECTIONS = {"sample", "log"}
-EXPLICIT_ONLY_KEYS = {"train.lr"}  # allowed only when asked for on the command line (--set train.lr=...)
+# allowed only when asked for on the command line (--set train.lr=...): a precision other than the run's may be
+# all a resume on another machine can compute in (weights and optimizer are fp32 in every precision)
+EXPLICIT_ONLY_KEYS = {"train.lr", "train.precision"}
 
 
 def load_resume_config(run_dir: Path, config_path: Path | None, overrides: list[str]) -> Config:
@@ -43,6 +45,7 @@ def config_changes(saved: Config, new: Config, explicit: set[str]) -> dict:
     """The differences between a run's config and the one it is resumed with; refuse the unsafe ones."""
     old_flat, new_flat = _flatten(saved.to_dict()), _flatten(new.to_dict())
     changed = {k: [old_flat[k], new_flat[k]] for k in old_flat if old_flat[k] != new_flat[k]}
+    explicit = {LEGACY_KEYS.get(key, key) for key in explicit}
     refused = [k for k in changed if k not in RESUMABLE_KEYS and k.split(".")[0] not in RESUMABLE_SECTIONS
                and not (k in EXPLICIT_ONLY_KEYS and k in explicit)]
     if refused:
@@ -63,10 +66,13 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 
 def restore(checkpoint: Checkpoint, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-            data_generator: torch.Generator, device: torch.device, ranks: Ranks) -> TrainState:
-    """Weights, optimizer, generators and this rank's TrainState, as the checkpoint left them."""
+            scaler: torch.amp.GradScaler, data_generator: torch.Generator, device: torch.device,
+            ranks: Ranks) -> TrainState:
+    """Weights, optimizer, fp16's loss scale, generators and this rank's TrainState, as the checkpoint left them."""
     model.load_state_dict(match_layout(checkpoint.model, model.per_layer))  # layer by layer if deterministic now
     optimizer.load_state_dict(checkpoint.optimizer)
+    if scaler.is_enabled() and checkpoint.scaler:  # none saved: a run that was not fp16 starts a fresh scale
+        scaler.load_state_dict(checkpoint.scaler)
     saved = checkpoint.train_state
     hidden = local_hidden(ranks, saved.hidden, checkpoint.config.train.batch_size)
     state = replace(saved, hidden=to_device(hidden, device), loss_sum=saved.loss_sum.to(device),

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
+from charlm import capability, distributed
 from charlm import checkpoint as ckpt
-from charlm import distributed
 from charlm.config import Config, dump_config, parse_duration
 from charlm.data import Corpus, Vocab, encoded_cache_dir, load_corpus, make_batches
 from charlm.errors import CheckpointError, CorpusError, UsageError
@@ -102,6 +102,9 @@ def start(config: Config, request: Request, reporter: Reporter, ranks: distribut
     """Everything before the first batch: load, check, build, restore, prepare the folder, report the start.
     The folder's lock goes on `held`: before reading a checkpoint to resume, or, for a new run, once every
     input has been checked (bad input leaves no folder behind)."""
+    precision = resolved_precision(config, ranks.device)
+    # the run's config says what auto chose: a resume (on any machine) computes in it, or is refused
+    config = replace(config, train=replace(config.train, precision=precision.name))
     t = config.train
     saved, changes, lock = None, {}, None
     if request.resume:
@@ -121,6 +124,7 @@ def start(config: Config, request: Request, reporter: Reporter, ranks: distribut
     if parent is not None:
         parent.load_weights(model)
     optimizer = schedule.make_optimizer(model, t)
+    scaler = torch.amp.GradScaler(ranks.device.type, enabled=precision.scaled)  # fp16's loss scaling
     seed_rank(ranks, t.seed)
     data_generator = torch.Generator().manual_seed(t.seed)
     if saved is None:
@@ -128,7 +132,7 @@ def start(config: Config, request: Request, reporter: Reporter, ranks: distribut
                            norm_sum=torch.zeros((), device=ranks.device))
         folder = RunDir(ranks.from_main(request.run_dir or RunDir.new(config.name).path))
     else:
-        state = restore(saved, model, optimizer, data_generator, ranks.device, ranks)
+        state = restore(saved, model, optimizer, scaler, data_generator, ranks.device, ranks)
     with ranks.together():  # rank 0 prepares the folder; if that fails, every rank stops
         if ranks.is_main:
             if saved is None:
@@ -138,13 +142,14 @@ def start(config: Config, request: Request, reporter: Reporter, ranks: distribut
             prepare_run_files(folder, saved is not None, config, corpus, state, changes, reporter,
                               parent.record(corpus.vocab) if parent is not None else None)
     prefixes = preview_prefixes(config, corpus, reporter)
-    for warning in bf16_warnings(config, ranks.device):
+    for warning in precision_warnings(precision, config.model.kind, ranks.device):
         reporter.warn(warning)
     board = tensorboard(folder) if config.log.tensorboard and ranks.is_main else None
-    reporter.start(run_start(config, corpus, model, folder, ranks, state if saved is not None else None, parent))
+    reporter.start(run_start(config, corpus, model, folder, ranks, state if saved is not None else None, parent,
+                             precision=precision))
     return Trainer(config=config, run_dir=folder, corpus=corpus, raw_model=model, model=ranks.wrap(model),
-                   optimizer=optimizer, data_generator=data_generator, state=state, ranks=ranks, reporter=reporter,
-                   prefixes=prefixes, board=board)
+                   optimizer=optimizer, scaler=scaler, data_generator=data_generator, state=state, ranks=ranks,
+                   reporter=reporter, prefixes=prefixes, board=board)
 
 
 def resumable_folder(request: Request) -> RunDir:
@@ -236,20 +241,37 @@ def preview_prefixes(config: Config, corpus: Corpus, reporter: Reporter) -> list
     return prefixes
 
 
-def bf16_warnings(config: Config, device: torch.device) -> list[str]:
-    """What train.bf16 cannot speed up on this CPU: no native bf16 arithmetic, or a GRU (no bf16 CPU kernel)."""
-    if not config.train.bf16 or device.type != "cpu":
+def resolved_precision(config: Config, device: torch.device) -> capability.Precision:
+    """train.precision on this device (auto resolved); fp16 refused where the CPU has no float16 kernel."""
+    precision = capability.resolve_precision(config.train.precision, device.type)
+    kind = config.model.kind
+    if precision.name == "fp16" and device.type == "cpu" and not capability.cpu_fp16_kernel(kind):
+        raise UsageError(f"train.precision=fp16: PyTorch has no float16 {kind} kernel on this CPU: use "
+                         "train.precision=auto (or fp32, bf16) on the CPU; fp16 is for GPUs without bf16")
+    return precision
+
+
+NATIVE_UNITS = {"bf16": "AVX-512 BF16 or AMX", "fp16": "AMX-FP16 or AVX-512 FP16"}  # on a CPU
+
+
+def precision_warnings(precision: capability.Precision, kind: str, device: torch.device) -> list[str]:
+    """What an asked-for precision cannot speed up here: a format this device only emulates, or a CPU GRU in
+    bf16 (auto picks neither warning's case: bf16 pays for a GRU's head)."""
+    name = precision.name
+    if not precision.asked or name == "fp32" or device.type not in ("cpu", "cuda"):
         return []
-    if not (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):
-        return ["train.bf16: this CPU has no native bf16 arithmetic (AVX-512 BF16 or AMX), so bf16 runs slower "
-                "than fp32 here: set train.bf16=false"]
-    if config.model.kind == "gru":
-        return ["train.bf16: PyTorch's CPU GRU has no bf16 kernel, so only the output head runs in bf16"]
+    if not capability.native(name, device.type):
+        where, units = ("CPU", NATIVE_UNITS[name]) if device.type == "cpu" else ("GPU", "compute capability 8.0+")
+        return [f"train.precision={name}: this {where} has no native {name} arithmetic ({units}), so {name} runs "
+                "slower than fp32 here: set train.precision=auto"]
+    if name == "bf16" and device.type == "cpu" and kind == "gru":
+        return ["train.precision=bf16: PyTorch's CPU GRU has no bf16 kernel, so only the output head runs in bf16"]
     return []
 
 
 def run_start(config: Config, corpus: Corpus, model: CharRNN, run_dir: RunDir, ranks: distributed.Ranks,
-              resumed: TrainState | None, parent: Parent | None = None) -> RunStart:
+              resumed: TrainState | None, parent: Parent | None = None, *,
+              precision: capability.Precision) -> RunStart:
     t = config.train
     return RunStart(
         run_dir=str(run_dir), device=ranks.describe(), corpus=corpus.name, vocab_size=len(corpus.vocab),
@@ -259,7 +281,8 @@ def run_start(config: Config, corpus: Corpus, model: CharRNN, run_dir: RunDir, r
         resumed_at=(resumed.epoch, resumed.batch_in_epoch) if resumed is not None else None,
         time_budget=parse_duration(t.time_budget) if t.time_budget is not None else None,
         init_from=str(parent.path) if parent is not None else None,
-        new_chars=len(corpus.vocab) - len(parent.checkpoint.vocab) if parent is not None else 0)
+        new_chars=len(corpus.vocab) - len(parent.checkpoint.vocab) if parent is not None else 0,
+        precision=precision.name, precision_reason=precision.reason)
 
 
 def tensorboard(run_dir: RunDir):

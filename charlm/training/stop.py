@@ -5,7 +5,8 @@
   file is written atomically, so stopping anywhere leaves the previous checkpoint whole.
 - The time budget and early stopping set TrainState.stopped: the loop evaluates, saves and ends normally.
 - A NaN/Inf loss or gradient norm raises a RunError naming the epoch and batch (or, with
-  on_nonfinite=skip, skips the batch until max_nonfinite).
+  on_nonfinite=skip, skips the batch until max_nonfinite). Under fp16 a non-finite gradient norm is first
+  the loss scaler's overflow (it skips that step itself), a fault only once the scale is down to MIN_LOSS_SCALE.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from charlm.rundir import LAST
 from charlm.training.state import TrainState
 
 NONFINITE_CHECK_EVERY = 50  # batches between checks of the loss for NaN/Inf (each check is a host sync)
+# fp16: gradients that overflow at a loss scale above this are the scaler's to handle (it skips the step and
+# lowers the scale); still non-finite at this scale or below, no scaling caused them: a non-finite failure
+MIN_LOSS_SCALE = 1.0
 
 
 class Interrupted(RunError):
