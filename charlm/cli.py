@@ -160,4 +160,4 @@ def entry() -> None:
 
 
 # the commands register themselves on `app` when imported (in this order in --help)
-from charlm.commands import train, sample, score, runs  # noqa: E402, F401, I001
+from charlm.commands import train, sample, score, runs, doctor  # noqa: E402, F401, I001
