@@ -141,7 +141,7 @@ def load(folder: Path) -> Checkpoint:
     folder = Path(folder)
     check_model_dir(folder)
     for name in REQUIRED:
-        if not (folder / name).is_file():
+        if not (folder / name).exists():  # one that is there but not a regular file, its reader refuses
             raise CheckpointError(f"model folder {folder} has no {name}: export the run again "
                                   f"(charlm export --run-dir RUN --out {folder})")
     meta = _read_meta(folder / CONFIG_JSON)
@@ -228,7 +228,7 @@ def _read_weights(path: Path, limit: int) -> dict[str, torch.Tensor]:
     try:
         return load_safetensors(readback.read_bytes(path, limit))
     except readback.BadFile as e:
-        raise CheckpointError(f"{path} is not the weights of the model {CONFIG_JSON} describes ({e.reason}): "
+        raise CheckpointError(f"{path} cannot be the weights of the model {CONFIG_JSON} describes ({e.reason}): "
                               "export the run again") from None
     except (OSError, SafetensorError) as e:
         raise CheckpointError(f"{path} is not a readable safetensors file ({_first_line(e)}): it is truncated "

@@ -98,7 +98,7 @@ def check_vocab(chars: object) -> list[str]:
     """A saved vocabulary as its list of characters: a non-empty list of distinct single characters that
     UTF-8 can hold (no lone surrogate). BadFile names the first problem."""
     if not isinstance(chars, list):
-        raise BadFile(f"its characters are a {type(chars).__name__}, not a list")
+        raise BadFile(f"its characters are not a list but {shown(chars, 40)}")
     if not chars:
         raise BadFile("its list of characters is empty")
     seen: set[str] = set()
