@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from charlm.errors import CorpusError, UsageError
+from charlm.errors import CorpusError, UsageError, shown
 from charlm.metrics import perplexity
 
 if TYPE_CHECKING:
@@ -184,9 +184,11 @@ def text_to_score(model, vocab, checkpoint: Checkpoint, split: str | None = None
     if len(given) > 1:
         many = "both" if len(given) == 2 else "all three"
         raise UsageError(f"{' and '.join(given)} were given: pass one of them, not {many}")
-    split = split or ("val" if file is None and text is None else None)
-    if split is not None and split not in ("train", "val", "test"):
+    if split is not None and (not isinstance(split, str) or split not in ("train", "val", "test")):
         raise UsageError(f"split {split!r} is not valid: use train, val or test")
+    if text is not None and not isinstance(text, str):
+        raise UsageError(f"the text to score must be a str, not {shown(text)}: pass text, or file=PATH")
+    split = split or ("val" if file is None and text is None else None)
     cfg = checkpoint.config
     streams = cfg.train.eval_batch_size
     if file is not None:

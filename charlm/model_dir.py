@@ -32,7 +32,7 @@ from charlm.config import ModelConfig, from_dict
 from charlm.data.vocab import Vocab
 from charlm.errors import CheckpointError, ConfigError, RunError, UsageError, shown
 from charlm.model import CharRNN
-from charlm.rundir import RunDir
+from charlm.rundir import RunDir, check_which
 from charlm.training.state import TrainState
 
 FORMAT, VERSION = "charlm-model", 1
@@ -64,6 +64,7 @@ def resolve(path: Path | str | None) -> Path:
 
 def load_checkpoint(path: Path | str | None, which: str = "best") -> Checkpoint:
     """The checkpoint `which` (best | last) of a run folder, or the one an exported model folder holds."""
+    check_which(which)
     if is_model_dir(path):
         if which != "best":
             raise CheckpointError(f"{path} is an exported model folder: it holds one checkpoint (--checkpoint "
@@ -75,6 +76,7 @@ def load_checkpoint(path: Path | str | None, which: str = "best") -> Checkpoint:
 def load_model(path: Path | str | None, which: str = "best",
                device: torch.device | str = "cpu") -> tuple[CharRNN, Vocab, Checkpoint]:
     """The model (eval mode, on `device`), vocabulary and checkpoint of a run folder or a model folder."""
+    check_which(which)
     if is_model_dir(path):
         saved = load_checkpoint(path, which)
         return saved.build_model(device), Vocab.in_order(saved.vocab), saved  # shapes were checked by load()

@@ -97,8 +97,7 @@ class RunDir:
         return sorted(self.path.glob("ckpt-e*-b*.pt"), reverse=True) + [self.path / BEST]
 
     def checkpoint(self, which: str) -> Path:
-        if which not in CHECKPOINTS:
-            raise CheckpointError(f"checkpoint {which!r} is not valid: use best or last")
+        check_which(which)
         return self.path / (BEST if which == "best" else LAST)
 
     # --- a new run's folder -----------------------------------------------------------------------
@@ -320,6 +319,11 @@ class DamagedFile(RunError):
         super().__init__(f"{path} is damaged ({type(error).__name__}): move it aside to go on; the checkpoints "
                          "are not affected")
         self.path = path
+
+
+def check_which(which: object) -> None:
+    if not isinstance(which, str) or which not in CHECKPOINTS:
+        raise CheckpointError(f"checkpoint {which!r} is not valid: use best or last")
 
 
 def refuse_special_folder(path: Path) -> None:

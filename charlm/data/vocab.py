@@ -75,6 +75,8 @@ class Vocab:
 
 
 def code_points(chunk: str) -> torch.Tensor:
+    if not chunk:  # frombuffer refuses an empty buffer
+        return torch.empty(0, dtype=torch.int32)
     return torch.frombuffer(bytearray(chunk.encode("utf-32-le")), dtype=torch.int32)
 
 
