@@ -68,7 +68,7 @@ def test_the_model_card_says_what_how_good_and_how_made(exported):
     assert f"{best:.4f} nats/char" in card and f"{loaded.net.num_parameters():,} parameters" in card
     assert f"charlm export --run-dir {run_dir} --out {model} --checkpoint best" in card
     assert "tie_weights: true" in card  # the training config
-    sample = card.split("````text\n")[1].split("\n````")[0]
+    sample = card.split("```text\n")[1].split("\n```")[0]
     assert sample == loaded.generate("分开", length=300, temperature=0.8, seed=1)  # the command shown above it
 
 
