@@ -93,7 +93,8 @@ class Model:
 
         if sum(x is not None for x in (text, file, split)) > 1:
             raise UsageError("score one thing: text, file or split")
-        result, _ = score_model(self.net, self.vocab, self.checkpoint, split, path_arg(file, "file"), self.device, text)
+        result, _ = score_model(self.net, self.vocab, self.checkpoint, split, path_arg(file, "file"), self.device, text,
+                                text_as_file=True)  # the CLI's checks; a text is read as a file holding it
         return result
 
 

@@ -61,19 +61,13 @@ def test_generate_stream_and_samples_agree_and_options_pass_through(run_dir):
         model.generate("分开😀")
 
 
-def test_perplexity_of_text_file_and_split(run_dir, tmp_path, capsys):
+def test_perplexity_of_text_file_and_split(run_dir, tmp_path):
     model = charlm.load(run_dir)
     text = "我想就这样牵着你的手不放开\n爱可不可以简简单单没有伤害\n" * 3
     path = tmp_path / "new.txt"
     path.write_text(text, encoding="utf-8")
     of_text, of_file = model.perplexity(text), model.perplexity(file=path)
-    assert of_text["chars"] == len(text) - 1 and of_text["source"] == "--text"  # one stream, as the CLI's --text
-    assert of_file["source"] == str(path) and of_file["chars"] <= len(text) - 1  # eval_batch_size streams
-    from charlm.cli import main
-
-    assert main(["perplexity", "--run-dir", str(run_dir), "--text", text, "--json", "--device", "cpu"]) == 0
-    figures = json.loads(capsys.readouterr().out)
-    assert figures == {k: of_text[k] for k in figures}  # the same function: the same numbers, bit for bit
+    assert {k: v for k, v in of_text.items() if k != "source"} == {k: v for k, v in of_file.items() if k != "source"}
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert model.perplexity()["nats_per_char"] == pytest.approx(min(r["val_loss"] for r in records), rel=1e-9)
     with pytest.raises(UsageError, match="score one thing"):
