@@ -13,12 +13,13 @@ which keeps `import charlm` and the CLI's start-up fast.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from charlm.config import Config, load_config
-from charlm.errors import UsageError
+from charlm.errors import UsageError, shown
 
 if TYPE_CHECKING:
     import torch
@@ -57,6 +58,8 @@ class Model:
                  **options: Any) -> str:
         """The prefix followed by `length` sampled characters. temperature 0 is greedy; `options` are any
         other sampling options of charlm.generate (top_k, top_p, ...)."""
+        if "num_samples" in options:
+            raise UsageError("generate makes one text: call samples(prefix, length, num_samples) for several")
         return self.samples(prefix, length, 1, temperature=temperature, seed=seed, **options)[0]
 
     def samples(self, prefix: str, length: int = 100, num_samples: int = 2, *, temperature: float = TEMPERATURE,
@@ -86,28 +89,26 @@ class Model:
         Returns {"nats_per_char", "bits_per_char", "perplexity", "chars", "protocol", "source"}, with the
         protocol of training's evals (see charlm.evaluate); text and files get the corpus's normalisation.
         """
-        from charlm.evaluate import evaluate, score_model
+        from charlm.evaluate import score_model
 
-        if text is None:
-            result, _ = score_model(self.net, self.vocab, self.checkpoint, split,
-                                    Path(file) if file is not None else None, self.device)
-            return result
-        if file is not None or split is not None:
+        if sum(x is not None for x in (text, file, split)) > 1:
             raise UsageError("score one thing: text, file or split")
-        from charlm.data import encode_text
-
-        t = self.config.train
-        ids = encode_text(text, self.vocab, self.config.data)
-        return {**evaluate(self.net, ids, t.eval_batch_size, t.num_steps, self.device), "source": "text"}
+        result, _ = score_model(self.net, self.vocab, self.checkpoint, split, path_arg(file, "file"), self.device, text,
+                                text_as_file=True)  # the CLI's checks; a text is read as a file holding it
+        return result
 
 
 def load(path: str | Path | None = None, checkpoint: str = "best", device: str | torch.device = "cpu") -> Model:
     """A run folder's checkpoint (best or last) or an exported model folder, ready to use on `device`
     (cpu, cuda, mps or auto). Without a path: the latest run under runs/."""
+    import torch
+
     from charlm.device import pick_device
     from charlm.model_dir import load_model, resolve
 
-    folder = resolve(path)
+    if not isinstance(device, (str, torch.device)):
+        raise UsageError(f"device must be auto, cpu, cuda, cuda:N or mps, not {shown(device)}")
+    folder = resolve(path_arg(path, "the folder to load"))
     where = pick_device(device) if isinstance(device, str) else device
     net, vocab, saved = load_model(folder, checkpoint, where)
     return Model(net, vocab, saved, folder, where)
@@ -119,12 +120,28 @@ def train(config: Config, run_dir: str | Path | None = None, reporter: Reporter 
     (RUN:last for a run's last checkpoint). Returns the run's summary (events.RunSummary)."""
     from charlm.training import train as run_training
 
-    return run_training(config, Path(run_dir) if run_dir is not None else None, reporter, resume=resume,
-                        init_from=init_from)
+    if not isinstance(config, Config):
+        raise UsageError(f"charlm.train takes a Config, not {shown(config)}: make one with "
+                         "charlm.load_config('configs/tiny.yaml', ['train.epochs=2'])")
+    if not isinstance(resume, bool):
+        raise UsageError(f"resume must be True or False, not {shown(resume)}")
+    return run_training(config, path_arg(run_dir, "run_dir"), reporter, resume=resume,
+                        init_from=path_arg(init_from, "init_from"))
 
 
 def export_model(run_dir: str | Path | None, out: str | Path, checkpoint: str = "best") -> Path:
     """Write a portable model folder (model.safetensors, config.json, vocab.json, README.md) from a run."""
     from charlm.model_dir import export_model as export
 
-    return export(run_dir, out, checkpoint)
+    if out is None:
+        raise UsageError("out is needed: the new model folder's path")
+    return export(path_arg(run_dir, "run_dir"), path_arg(out, "out"), checkpoint)
+
+
+def path_arg(value: object, name: str) -> Path | None:
+    """A path argument as a Path (None stays None); anything but text or an os.PathLike is a UsageError."""
+    if value is None:
+        return None
+    if isinstance(value, (bytes, bytearray)) or not isinstance(value, (str, os.PathLike)):
+        raise UsageError(f"{name} must be a path (a str or pathlib.Path), not {shown(value)}")
+    return Path(value)

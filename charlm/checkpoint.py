@@ -22,6 +22,7 @@ from charlm.config import Config, ModelConfig, from_dict
 from charlm.data.vocab import Vocab
 from charlm.errors import CheckpointError, ConfigError
 from charlm.model import CharRNN
+from charlm.readback import check_vocab
 from charlm.rundir import RunDir
 from charlm.training.state import TrainState
 
@@ -61,7 +62,7 @@ class Checkpoint:
         try:
             args = dict(payload["model_args"])
             args.pop("vocab_size")
-            return cls(model=payload["model"], model_config=ModelConfig(**args), vocab=list(payload["vocab"]),
+            return cls(model=payload["model"], model_config=ModelConfig(**args), vocab=check_vocab(payload["vocab"]),
                        config=from_dict(payload["config"]), corpus_sha256=payload["corpus_sha256"],
                        train_state=TrainState.from_state_dict(payload), optimizer=payload.get("optimizer", {}),
                        scaler=payload.get("scaler") or {},

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import re
 import types
 import typing
@@ -134,6 +135,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     """Read a YAML config (or start from the defaults), apply `key=value` overrides, validate."""
     raw: dict = {}
     if path is not None:
+        if isinstance(path, (bytes, bytearray)) or not isinstance(path, (str, os.PathLike)):
+            raise ConfigError(f"config path must be a file path (a str or pathlib.Path), not {shown(path)}")
         path = Path(path)
         raw = safeyaml.load_file(path) or {}
         if not isinstance(raw, dict):
@@ -144,6 +147,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 
 def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> None:
     """`key=value` items onto nested plain data; the old train.bf16 and train.precision must agree."""
+    if isinstance(overrides, str):
+        overrides = (overrides,)  # one setting, never its characters
+    if not isinstance(overrides, (list, tuple)):
+        raise ConfigError(f"overrides must be a list of 'section.key=value' texts, not {shown(overrides)}")
     items = [parse_override(item) for item in overrides]
     given = {key: value for key, value in items if key in ("train.bf16", "train.precision")}
     if len(given) == 2:
@@ -155,7 +162,7 @@ def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> None:
 def parse_override(item: str) -> tuple[str, object]:
     """`key=value`: the value is read as YAML, except that text fields keep the text as typed
     (quote it, or write a [list], to have YAML read it)."""
-    if "=" not in item:
+    if not isinstance(item, str) or "=" not in item:
         raise ConfigError(f"override {shown(item)} is not KEY=VALUE: write it like train.lr=0.01")
     key, text = item.split("=", 1)
     key = key.strip()

@@ -9,7 +9,6 @@ external script, no build step. tests/test_demo.py runs demo.js in node against 
 from __future__ import annotations
 
 import base64
-import json
 import math
 import sys
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from charlm.data import Vocab
 from charlm.data.builtins import BUILTINS
 from charlm.errors import UsageError
 from charlm.generate import start_text
+from charlm.pages import embed_json
 from charlm.rundir import RunDir
 
 FORMAT, VERSION = "charlm-demo", 1
@@ -112,8 +112,7 @@ def build_page(model, checkpoint: Checkpoint, which: str = "best", precision: st
         "card": model_card(checkpoint, model.num_parameters(), which), "tensors": index,
         "data": base64.b64encode(raw).decode("ascii"),
     }
-    # "<" escaped: no text from the model (a corpus name, a character) can close the script element
-    blob = json.dumps(spec, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
+    blob = embed_json(spec)  # no text from the model (a corpus name, a character) can close the script element
     package = resources.files("charlm")
     before, rest = package.joinpath("demo.html").read_text(encoding="utf-8").split("__CHARLM_MODEL__")
     middle, after = rest.split("__CHARLM_CODE__")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from charlm.errors import CorpusError, UsageError
+from charlm.errors import CorpusError, UsageError, shown
 from charlm.metrics import perplexity
 
 if TYPE_CHECKING:
@@ -171,12 +171,13 @@ def load_text_to_score(run_dir: Path, which: str = "best", split: str | None = N
 
 
 def text_to_score(model, vocab, checkpoint: Checkpoint, split: str | None = None, file: Path | None = None,
-                  text: str | None = None) -> TextToScore:
+                  text: str | None = None, *, text_as_file: bool = False) -> TextToScore:
     """A loaded model and a text to score: a split of its own corpus, a text file or a string.
 
     The run's own normalisation (newlines, PTB spacing) is applied to a file or a string, and a split is
     refused if the corpus changed since training. A string is read as one stream: cut into eval_batch_size
-    streams, a sentence would be scored mostly from a fresh state.
+    streams, a sentence would be scored mostly from a fresh state (`text_as_file`: as a file holding it, in
+    eval_batch_size streams, as the Python API's Model.perplexity(text) documents).
     """
     from charlm import data
 
@@ -184,15 +185,19 @@ def text_to_score(model, vocab, checkpoint: Checkpoint, split: str | None = None
     if len(given) > 1:
         many = "both" if len(given) == 2 else "all three"
         raise UsageError(f"{' and '.join(given)} were given: pass one of them, not {many}")
-    split = split or ("val" if file is None and text is None else None)
-    if split is not None and split not in ("train", "val", "test"):
+    if split is not None and (not isinstance(split, str) or split not in ("train", "val", "test")):
         raise UsageError(f"split {split!r} is not valid: use train, val or test")
+    if text is not None and not isinstance(text, str):
+        raise UsageError(f"the text to score must be a str, not {shown(text)}: pass text, or file=PATH")
+    split = split or ("val" if file is None and text is None else None)
     cfg = checkpoint.config
     streams = cfg.train.eval_batch_size
     if file is not None:
         return TextToScore(model, vocab, checkpoint, data.encode_file(file, vocab, cfg.data), str(file), streams)
     if text is not None:
-        return TextToScore(model, vocab, checkpoint, data.encode_text(text, vocab, cfg.data), "--text", 1)
+        ids = data.encode_text(text, vocab, cfg.data)
+        return TextToScore(model, vocab, checkpoint, ids, "text" if text_as_file else "--text",
+                           streams if text_as_file else 1)
     corpus = data.load_corpus(cfg.data, vocab=vocab)  # the run's ids (a fine-tuned run's are its parent's)
     if corpus.sha256 != checkpoint.corpus_sha256:
         raise UsageError(f"corpus {cfg.data.corpus} changed since this run was trained: score it with --file")
@@ -213,9 +218,10 @@ def score_run(run_dir: Path, which: str = "best", split: str | None = None, file
 
 
 def score_model(model, vocab, checkpoint: Checkpoint, split: str | None = None, file: Path | None = None,
-                device: torch.device | str = "cpu", text: str | None = None) -> tuple[dict, Checkpoint]:
+                device: torch.device | str = "cpu", text: str | None = None,
+                text_as_file: bool = False) -> tuple[dict, Checkpoint]:
     """score_run for a model already loaded (model, vocab and checkpoint as model_dir.load_model gives them)."""
-    return _score(text_to_score(model, vocab, checkpoint, split, file, text), device)
+    return _score(text_to_score(model, vocab, checkpoint, split, file, text, text_as_file=text_as_file), device)
 
 
 def _score(scored: TextToScore, device, progress=None) -> tuple[dict, Checkpoint]:

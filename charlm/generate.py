@@ -17,6 +17,7 @@ import torch
 from charlm.controls import RepetitionPenalty, StopTexts
 from charlm.data import Vocab
 from charlm.errors import UsageError
+from charlm.errors import shown as quoted
 from charlm.step import DEFAULT_WEIGHTS, WEIGHTS, warm_up
 
 
@@ -35,8 +36,29 @@ class SamplingOptions:
     beam: int = 0  # > 0: beam search with this many beams; deterministic, the model's own probabilities
     weights: str = DEFAULT_WEIGHTS  # the step's weight matrices: fp32 | bf16 | int8 (step.py)
 
+    def __post_init__(self):
+        """Each option of the type its flag has (UsageError otherwise), whoever made it: the CLI or the Python
+        API. One stop text may be given as a str: it is one text, never split into its characters."""
+        stop = (self.stop,) if isinstance(self.stop, str) else self.stop
+        if not isinstance(stop, (tuple, list)) or not all(isinstance(text, str) for text in stop):
+            raise UsageError(f"stop must be a text or a list of texts, not {quoted(self.stop)}")
+        object.__setattr__(self, "stop", tuple(stop))  # frozen: set once, here
+        for name, kind in (("temperature", "number"), ("top_k", "whole"), ("top_p", "number"),
+                           ("num_samples", "whole"), ("seed", "whole or None"), ("repetition_penalty", "number"),
+                           ("repetition_window", "whole"), ("beam", "whole"), ("weights", "text")):
+            check_type(getattr(self, name), name, kind)
+
+    @classmethod
+    def of(cls, options: dict) -> SamplingOptions:
+        """The options given by keyword (the Python API's **options); an unknown name is a UsageError."""
+        unknown = sorted(set(options) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise UsageError(f"unknown sampling option {unknown[0]!r}: use {', '.join(cls.__dataclass_fields__)}")
+        return cls(**options)
+
     def check(self, length: int) -> None:
         """Raise UsageError (one line, the flag's name) for the first bad value."""
+        check_type(length, "length", "whole")
         for ok, message in [
             (length >= 0, "length must be >= 0"),
             (math.isfinite(self.temperature) and self.temperature >= 0, "temperature must be >= 0"),
@@ -71,6 +93,17 @@ class SamplingOptions:
         return {**asdict(self), "stop": list(self.stop)}
 
 
+def check_type(value: object, name: str, kind: str) -> None:
+    """`value` is a whole number (int), a number (int or float), text (str), or also None ("... or None");
+    a bool is none of them. UsageError names the option as its flag does (top_k: top-k)."""
+    if value is None and kind.endswith(" or None"):
+        return
+    wanted = {"whole": (int,), "number": (int, float), "text": (str,)}[kind.removesuffix(" or None")]
+    if isinstance(value, bool) or not isinstance(value, wanted):
+        what = {"whole": "a whole number", "number": "a number", "text": "text"}[kind.removesuffix(" or None")]
+        raise UsageError(f"{name.replace('_', '-')} must be {what}, not {quoted(value)}")
+
+
 @dataclass(frozen=True)
 class Sample:
     """One sample: `text` is the prefix followed by what the model wrote."""
@@ -97,6 +130,9 @@ def start_text(vocab: Vocab) -> str:
 
 
 def check_prefix(vocab: Vocab, prefix: str) -> list[int]:
+    if not isinstance(prefix, str):
+        hint = " (decode bytes first, e.g. prefix.decode('utf-8'))" if isinstance(prefix, (bytes, bytearray)) else ""
+        raise UsageError(f"the prefix must be text, not {quoted(prefix)}{hint}")
     if not prefix:
         raise UsageError("the prefix is empty: pass at least one character, e.g. --prefix 分开 "
                          "(or leave --prefix out to start at a new line)")
@@ -162,7 +198,7 @@ def stream(model, vocab: Vocab, prefix: str | None, length: int, device: torch.d
     Everything is checked here, before the first step, so a caller can rely on it before it prints anything.
     prefix None starts at a new line (`start_text`). Beam search does not stream: use `samples`.
     """
-    chosen = SamplingOptions(**options)
+    chosen = SamplingOptions.of(options)
     if chosen.beam:
         raise UsageError("beam search does not stream: call samples() (or generate())")
     return Stream(model, vocab, prefix, length, chosen, device)
@@ -171,7 +207,7 @@ def stream(model, vocab: Vocab, prefix: str | None, length: int, device: torch.d
 def samples(model, vocab: Vocab, prefix: str | None, length: int, device: torch.device | str = "cpu",
             **options) -> list[Sample]:
     """`num_samples` samples (the best beams with beam=N), each with its stop and its bits per char."""
-    chosen = SamplingOptions(**options)
+    chosen = SamplingOptions.of(options)
     if not chosen.beam:
         return Stream(model, vocab, prefix, length, chosen, device).samples()
     from charlm.beam import beam_search

@@ -17,12 +17,15 @@ from pathlib import Path
 
 import torch
 
+from charlm.errors import RunError
 from charlm.fsio import atomic_write_text
 from charlm.machine import identity, user_cache_dir
+from charlm.readback import KIB, MIB, BadFile, read_json
 
 FP32_KERNELS = ("onednn", "dense")
 TIMED_SECONDS = 0.02  # per kernel and round; three rounds, the best of each kernel counts
 ROUNDS = 3
+MAX_CACHE_BYTES = 4 * MIB  # an entry is ~30 bytes: far more shapes than a machine ever times
 
 
 def cache_path() -> Path:
@@ -48,20 +51,22 @@ class KernelTable:
         return self.choices[key]
 
     def _read(self) -> dict:
+        """The cached choices of this machine; a cache that is not a bounded regular JSON file is measured again,
+        and so is any entry that names no known kernel."""
         try:
-            saved = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            saved = read_json(self.path, MAX_CACHE_BYTES)
+        except (OSError, BadFile):
             return {}
         if not isinstance(saved, dict) or saved.get("machine") != self.machine:
             return {}  # another machine's choices (or another torch's): measure again
         choices = saved.get("fp32") if isinstance(saved.get("fp32"), dict) else {}
-        return {k: v for k, v in choices.items() if v in FP32_KERNELS}
+        return {k: v for k, v in choices.items() if len(k) <= KIB and isinstance(v, str) and v in FP32_KERNELS}
 
     def _write(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.path, json.dumps({"machine": self.machine, "fp32": self.choices}, indent=1))
-        except OSError:
+        except (OSError, RunError):  # atomic_write_text reports an OSError as a RunError
             pass  # a read-only home: measure again next time, generate all the same
 
 

@@ -26,19 +26,21 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from charlm import checkpoint as ckpt
-from charlm import fsio
+from charlm import fsio, readback
 from charlm.checkpoint import Checkpoint
 from charlm.config import ModelConfig, from_dict
 from charlm.data.vocab import Vocab
-from charlm.errors import CheckpointError, ConfigError, RunError, UsageError
+from charlm.errors import CheckpointError, ConfigError, RunError, UsageError, shown
 from charlm.model import CharRNN
-from charlm.rundir import RunDir
+from charlm.rundir import RunDir, check_which
 from charlm.training.state import TrainState
 
 FORMAT, VERSION = "charlm-model", 1
 WEIGHTS, CONFIG_JSON, VOCAB_JSON, CARD = "model.safetensors", "config.json", "vocab.json", "README.md"
 REQUIRED = (CONFIG_JSON, VOCAB_JSON, WEIGHTS)  # the card is for people: a folder without it still loads
 TIED_KEY = "head.weight"  # with tie_weights it is embedding.weight, so it is not stored
+MAX_CONFIG_JSON = 4 * readback.MIB  # charlm writes a few kB: the config, an eval record, a parent record
+HEADER_SLACK = 16 * readback.MIB  # safetensors' JSON header and alignment, beyond the tensors' own bytes
 
 
 def is_model_dir(path: Path | str | None) -> bool:
@@ -62,6 +64,7 @@ def resolve(path: Path | str | None) -> Path:
 
 def load_checkpoint(path: Path | str | None, which: str = "best") -> Checkpoint:
     """The checkpoint `which` (best | last) of a run folder, or the one an exported model folder holds."""
+    check_which(which)
     if is_model_dir(path):
         if which != "best":
             raise CheckpointError(f"{path} is an exported model folder: it holds one checkpoint (--checkpoint "
@@ -73,6 +76,7 @@ def load_checkpoint(path: Path | str | None, which: str = "best") -> Checkpoint:
 def load_model(path: Path | str | None, which: str = "best",
                device: torch.device | str = "cpu") -> tuple[CharRNN, Vocab, Checkpoint]:
     """The model (eval mode, on `device`), vocabulary and checkpoint of a run folder or a model folder."""
+    check_which(which)
     if is_model_dir(path):
         saved = load_checkpoint(path, which)
         return saved.build_model(device), Vocab.in_order(saved.vocab), saved  # shapes were checked by load()
@@ -139,17 +143,22 @@ def load(folder: Path) -> Checkpoint:
     folder = Path(folder)
     check_model_dir(folder)
     for name in REQUIRED:
-        if not (folder / name).is_file():
+        if not (folder / name).exists():  # one that is there but not a regular file, its reader refuses
             raise CheckpointError(f"model folder {folder} has no {name}: export the run again "
                                   f"(charlm export --run-dir RUN --out {folder})")
     meta = _read_meta(folder / CONFIG_JSON)
     try:
         config = from_dict({**meta["training"], "model": meta["model"]})
-        vocab_size, corpus_sha256 = int(meta["vocab_size"]), str(meta["corpus"]["sha256"])
+        vocab_size, corpus_sha256 = _count(meta["vocab_size"], 1), meta["corpus"]["sha256"]
         source = meta["checkpoint"]
         best_loss = source["best_loss"] if source["best_loss"] is not None else math.inf
-        state = TrainState(epoch=int(source["epoch"]), step=int(source["step"]), best_epoch=int(source["best_epoch"]),
-                           best_loss=float(best_loss), last_record=dict(source["eval"]))
+        if not isinstance(corpus_sha256, str) or not isinstance(source["eval"], dict):
+            raise TypeError("corpus.sha256 must be text and checkpoint.eval an object")
+        if not (best_loss == math.inf or readback.finite_number(best_loss) and best_loss >= 0):
+            raise ValueError(f"checkpoint.best_loss {best_loss!r} is not a loss")
+        state = TrainState(epoch=_count(source["epoch"]), step=_count(source["step"]),
+                           best_epoch=_count(source["best_epoch"]), best_loss=float(best_loss),
+                           last_record=dict(source["eval"]))
     except (KeyError, TypeError, ValueError, ConfigError) as e:
         raise CheckpointError(f"{folder / CONFIG_JSON} is not a valid charlm model config ({_first_line(e)}): "
                               "export the run again") from None
@@ -157,7 +166,7 @@ def load(folder: Path) -> Checkpoint:
     if len(vocab) != vocab_size:
         raise CheckpointError(f"{folder / VOCAB_JSON} has {len(vocab)} characters but {CONFIG_JSON} says "
                               f"{vocab_size}: the files come from different exports; export the run again")
-    weights = _read_weights(folder / WEIGHTS)
+    weights = _read_weights(folder / WEIGHTS, weights_limit(config.model, vocab_size))
     check_weights(weights, config.model, vocab_size, folder)
     if config.model.tie_weights:  # loading both keys into the one shared parameter keeps the tie
         weights[TIED_KEY] = weights["embedding.weight"]
@@ -167,9 +176,7 @@ def load(folder: Path) -> Checkpoint:
 
 def check_weights(weights: dict[str, torch.Tensor], cfg: ModelConfig, vocab_size: int, folder: Path) -> None:
     """Every tensor the config's model needs, of its shape, and nothing else."""
-    with torch.device("meta"):  # shapes only: no memory, no random draws
-        expected = {k: tuple(v.shape) for k, v in CharRNN(cfg, vocab_size).state_dict().items()
-                    if not (cfg.tie_weights and k == TIED_KEY)}
+    expected = expected_shapes(cfg, vocab_size)
     problems = [f"{k} is {list(weights[k].shape)} where the config needs {list(shape)}"
                 for k, shape in expected.items() if k in weights and tuple(weights[k].shape) != shape]
     problems += [f"it lacks {k}" for k in expected if k not in weights]
@@ -180,32 +187,58 @@ def check_weights(weights: dict[str, torch.Tensor], cfg: ModelConfig, vocab_size
                               f"{problems[0]}; the files come from different models: export the run again")
 
 
+def expected_shapes(cfg: ModelConfig, vocab_size: int) -> dict[str, tuple[int, ...]]:
+    """The tensors model.safetensors holds for this config: name -> shape."""
+    with torch.device("meta"):  # shapes only: no memory, no random draws
+        return {k: tuple(v.shape) for k, v in CharRNN(cfg, vocab_size).state_dict().items()
+                if not (cfg.tie_weights and k == TIED_KEY)}
+
+
+def weights_limit(cfg: ModelConfig, vocab_size: int) -> int:
+    """The most bytes a model.safetensors of this config can take (8-byte numbers, a generous header)."""
+    return 8 * sum(math.prod(shape) for shape in expected_shapes(cfg, vocab_size).values()) + HEADER_SLACK
+
+
+def _count(value: object, least: int = 0) -> int:
+    """An integer of config.json (not a bool, a float or text), at least `least`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{shown(value)} is not a whole number >= {least}")
+    return value
+
+
 def _read_meta(path: Path) -> dict:
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path} is not readable JSON ({_first_line(e)}): export the run again") from None
+        meta = readback.read_json(path, MAX_CONFIG_JSON)
+    except (OSError, readback.BadFile) as e:
+        raise CheckpointError(f"{path} is not readable JSON ({_reason(e)}): export the run again") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a charlm model config: pass a folder made by charlm export")
     if meta.get("version") != VERSION:
-        raise CheckpointError(f"{path} is model folder version {meta.get('version')}, this charlm reads version "
-                              f"{VERSION}: use a matching charlm release")
+        raise CheckpointError(f"{path} is model folder version {shown(meta.get('version'))}, this charlm "
+                              f"reads version {VERSION}: use a matching charlm release")
     return meta
 
 
 def _read_vocab(path: Path) -> Vocab:
     try:
-        return Vocab.from_json(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path} is not a charlm vocabulary ({_first_line(e)}): export the run again") from None
+        return Vocab.from_json(readback.read_bytes(path, readback.MAX_VOCAB_JSON))
+    except (OSError, readback.BadFile) as e:
+        raise CheckpointError(f"{path} is not a charlm vocabulary ({_reason(e)}): export the run again") from None
 
 
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+def _read_weights(path: Path, limit: int) -> dict[str, torch.Tensor]:
     try:
-        return load_safetensors(path.read_bytes())
+        return load_safetensors(readback.read_bytes(path, limit))
+    except readback.BadFile as e:
+        raise CheckpointError(f"{path} cannot be the weights of the model {CONFIG_JSON} describes ({e.reason}): "
+                              "export the run again") from None
     except (OSError, SafetensorError) as e:
         raise CheckpointError(f"{path} is not a readable safetensors file ({_first_line(e)}): it is truncated "
                               "or damaged; export the run again") from None
+
+
+def _reason(error: Exception) -> str:
+    return error.reason if isinstance(error, readback.BadFile) else (error.strerror or _first_line(error))
 
 
 def _first_line(error: Exception) -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 import uuid
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from charlm import fsio, runlock
+from charlm import fsio, readback, runlock
 from charlm.errors import CheckpointError, RunError, UsageError
 from charlm.runlock import HOLDER, LOCK, RunLock
 
@@ -36,6 +37,10 @@ LAST, BEST = "last.pt", "best.pt"
 CONFIG, VOCAB, METRICS, STATUS = "config.yaml", "vocab.json", "metrics.jsonl", "status.json"
 MARKER = "run.json"
 MARKER_FORMAT = "charlm-run"
+KEPT_NAME = re.compile(r"ckpt-e\d{4,}-b\d{6,}\.pt")  # the only names run.json's "kept" may list: they get deleted
+STATES = ("running", "finished", "interrupted")  # status.json's "state"
+MAX_BOOKKEEPING = readback.MIB  # run.json and status.json: charlm writes a few hundred bytes
+MAX_METRICS = 256 * readback.MIB  # a line per eval (~400 bytes): over half a million evals
 RUNS_ENV = "CHARLM_RUNS_DIR"  # where new runs go and where `runs` and the latest run are looked for
 
 
@@ -92,8 +97,7 @@ class RunDir:
         return sorted(self.path.glob("ckpt-e*-b*.pt"), reverse=True) + [self.path / BEST]
 
     def checkpoint(self, which: str) -> Path:
-        if which not in CHECKPOINTS:
-            raise CheckpointError(f"checkpoint {which!r} is not valid: use best or last")
+        check_which(which)
         return self.path / (BEST if which == "best" else LAST)
 
     # --- a new run's folder -----------------------------------------------------------------------
@@ -143,10 +147,7 @@ class RunDir:
         fsio.atomic_write_text(self.path / MARKER, json.dumps(marker))
 
     def is_marked(self) -> bool:
-        try:
-            return json.loads((self.path / MARKER).read_text(encoding="utf-8")).get("format") == MARKER_FORMAT
-        except (OSError, ValueError, AttributeError):
-            return False
+        return self._marker().get("format") == MARKER_FORMAT
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[RunLock]:
@@ -185,11 +186,17 @@ class RunDir:
             self._update_marker(kept=kept[-keep_last:])
 
     def _marker(self) -> dict:
+        """run.json as data ({} when it is missing or not charlm's); "kept" holds only checkpoint names, since
+        those files get deleted: a name like ../x or /home/x is dropped."""
         try:
-            marker = json.loads((self.path / MARKER).read_text(encoding="utf-8"))
-            return marker if isinstance(marker, dict) else {}
-        except (OSError, ValueError):
+            marker = readback.read_json(self.path / MARKER, MAX_BOOKKEEPING)
+        except (OSError, readback.BadFile):
             return {}
+        if not isinstance(marker, dict):
+            return {}
+        kept = marker.get("kept")
+        return {**marker, "kept": [n for n in kept if isinstance(n, str) and KEPT_NAME.fullmatch(n)]
+                if isinstance(kept, list) else []}
 
     def _update_marker(self, **values) -> None:
         marker = self._marker() or {"format": MARKER_FORMAT, "id": uuid.uuid4().hex}
@@ -204,11 +211,11 @@ class RunDir:
         """The records of metrics.jsonl, and how many lines were skipped: cut short by a crash, not UTF-8,
         or not charlm's (DamagedFile when the file cannot be read at all, e.g. a folder in its place)."""
         path = self.path / METRICS
-        if not path.exists():
-            return [], 0
         try:
-            text = path.read_bytes().decode("utf-8", errors="replace")
-        except OSError as e:
+            text = readback.read_bytes(path, MAX_METRICS).decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            return [], 0
+        except (OSError, readback.BadFile) as e:
             raise DamagedFile(path, e) from None
         records, skipped = [], 0
         for line in text.splitlines():
@@ -246,14 +253,16 @@ class RunDir:
     def read_status(self) -> dict:
         """status.json as data ({} when there is none); DamagedFile when it cannot be read as one."""
         path = self.path / STATUS
-        if not path.exists():
-            return {}
         try:
-            status = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
+            status = readback.read_json(path, MAX_BOOKKEEPING)
+        except FileNotFoundError:
+            return {}
+        except (OSError, readback.BadFile) as e:
             raise DamagedFile(path, e) from None
-        if not isinstance(status, dict) or not isinstance(status.get("state"), str):
-            raise DamagedFile(path, ValueError("not a charlm status"))
+        pid = status.get("pid") if isinstance(status, dict) else None
+        if not isinstance(status, dict) or status.get("state") not in STATES or not (
+                pid is None or isinstance(pid, int) and not isinstance(pid, bool) and pid > 0):
+            raise DamagedFile(path, readback.BadFile("not a charlm status"))
         return status
 
     def status(self, complete: bool = False) -> str:
@@ -275,13 +284,32 @@ class RunDir:
 
 
 def _is_record(record: object) -> bool:
-    """A metrics line charlm wrote: an event, or an eval with its epoch and losses as numbers."""
+    """A metrics line charlm wrote: an event (an init_from one with its fields), or an eval with its epoch and
+    train loss, and its other figures numbers when present; `runs`, `info` and `plot` use them as such."""
     if not isinstance(record, dict):
         return False
     if "event" in record:
-        return isinstance(record["event"], str)
-    return isinstance(record.get("epoch"), int) and all(
-        isinstance(record.get(key, 0.0), (int, float)) for key in ("train_loss", "val_loss", "step", "seconds"))
+        return record["event"] != "init_from" or _is_parent(record) if isinstance(record["event"], str) else False
+    numbers = ("val_loss", "step", "seconds", "epochs_done", "chars_per_s", "lr")
+    return (_is_int(record.get("epoch")) and _is_number(record.get("train_loss"))
+            and all(_is_number(record[key]) for key in numbers if key in record)
+            and isinstance(record.get("stopped"), (str, type(None))))
+
+
+def _is_parent(record: dict) -> bool:
+    """An init_from line as `runs` and `info` show it (training/init_from.py writes it)."""
+    texts = ("path", "checkpoint", "source", "corpus", "corpus_sha256", "new_chars")
+    best = record.get("best_val_loss")
+    return (all(isinstance(record.get(key), str) for key in texts) and _is_int(record.get("parent_vocab_size"))
+            and (best is None or _is_number(best)))
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 class DamagedFile(RunError):
@@ -291,6 +319,11 @@ class DamagedFile(RunError):
         super().__init__(f"{path} is damaged ({type(error).__name__}): move it aside to go on; the checkpoints "
                          "are not affected")
         self.path = path
+
+
+def check_which(which: object) -> None:
+    if not isinstance(which, str) or which not in CHECKPOINTS:
+        raise CheckpointError(f"checkpoint {which!r} is not valid: use best or last")
 
 
 def refuse_special_folder(path: Path) -> None:

@@ -27,7 +27,7 @@ def summarize(run_dir: Path) -> dict:
     records = [r for r in lines if "event" not in r]
     parent = next((r for r in lines if r.get("event") == "init_from"), None)
     monitored = "val_loss" if any("val_loss" in r for r in records) else "train_loss"
-    best = min(records, key=lambda r: r[monitored]) if records else None
+    best = min(records, key=lambda r: r.get(monitored, math.inf)) if records else None
     last = records[-1] if records else {}
     complete = bool(records and config) and (last["epoch"] >= config["epochs"] or bool(last.get("stopped")))
     status = run.status(complete=complete)

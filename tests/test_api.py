@@ -116,3 +116,89 @@ def test_the_package_is_marked_typed_and_ships_the_marker():
     assert (REPO / "charlm" / "py.typed").is_file()
     assert "py.typed" in pyproject()["tool"]["setuptools"]["package-data"]["charlm"]
     assert set(charlm.__all__) >= {"load", "train", "load_config", "export_model", "Model"}
+
+
+API_MISUSE = [  # (what is called on a loaded model `m` or on charlm, the error's type, a fragment of its message)
+    (lambda m: charlm.train({"train": {"epochs": 1}}), UsageError, "charlm.train takes a Config, not {'train'"),
+    (lambda m: charlm.train("configs/tiny.yaml"), UsageError, "takes a Config, not 'configs/tiny.yaml'"),
+    (lambda m: charlm.train(None), UsageError, "takes a Config, not None"),
+    (lambda m: charlm.train(m.config, resume="yes"), UsageError, "resume must be True or False"),
+    (lambda m: charlm.train(m.config, run_dir=5), UsageError, "run_dir must be a path"),
+    (lambda m: charlm.load(123), UsageError, "the folder to load must be a path (a str or pathlib.Path), not 123"),
+    (lambda m: charlm.load(b"runs/x"), UsageError, "not b'runs/x'"),
+    (lambda m: charlm.load(m.path, "newest"), UsageError, "checkpoint 'newest' is not valid: use best or last"),
+    (lambda m: charlm.load(m.path, 1), UsageError, "checkpoint 1 is not valid"),
+    (lambda m: charlm.load(m.path, device=0), UsageError, "device must be auto, cpu, cuda, cuda:N or mps, not 0"),
+    (lambda m: m.generate(42), UsageError, "the prefix must be text, not 42"),
+    (lambda m: m.generate(b"hello"), UsageError, "not b'hello' (decode bytes first"),
+    (lambda m: m.generate(["分"]), UsageError, "the prefix must be text, not ['分']"),
+    (lambda m: m.generate("分", length="10"), UsageError, "length must be a whole number, not '10'"),
+    (lambda m: m.generate("分", length=2.5), UsageError, "length must be a whole number, not 2.5"),
+    (lambda m: m.generate("分", length=None), UsageError, "length must be a whole number, not None"),
+    (lambda m: m.generate("分", length=True), UsageError, "length must be a whole number, not True"),
+    (lambda m: m.generate("分", temperature="hot"), UsageError, "temperature must be a number, not 'hot'"),
+    (lambda m: m.generate("分", temperature=None), UsageError, "temperature must be a number, not None"),
+    (lambda m: m.generate("分", beam=2.5), UsageError, "beam must be a whole number, not 2.5"),
+    (lambda m: m.generate("分", seed="x"), UsageError, "seed must be a whole number, not 'x'"),
+    (lambda m: m.generate("分", seed=1.0), UsageError, "seed must be a whole number, not 1.0"),
+    (lambda m: m.generate("分", top_k=True), UsageError, "top-k must be a whole number, not True"),
+    (lambda m: m.generate("分", top_p="0.9"), UsageError, "top-p must be a number, not '0.9'"),
+    (lambda m: m.generate("分", weights=16), UsageError, "weights must be text, not 16"),
+    (lambda m: m.generate("分", stop=[1]), UsageError, "stop must be a text or a list of texts, not [1]"),
+    (lambda m: m.generate("分", stop=b"\n"), UsageError, "stop must be a text or a list of texts"),
+    (lambda m: m.generate("分", stop=""), UsageError, "a stop text is empty"),
+    (lambda m: m.generate("分", topk=3), UsageError, "unknown sampling option 'topk': use temperature, top_k"),
+    (lambda m: m.samples("分", 10, "2"), UsageError, "num-samples must be a whole number, not '2'"),
+    (lambda m: m.samples("分", 10, 0), UsageError, "num-samples must be >= 1"),
+    (lambda m: m.generate("分", num_samples=3), UsageError, "generate makes one text: call samples("),
+    (lambda m: m.stream("分", repetition_window=1.5), UsageError, "repetition-window must be a whole number"),
+    (lambda m: m.stream(7), UsageError, "the prefix must be text, not 7"),
+    (lambda m: m.perplexity(""), CorpusError, "has 0 character(s): it needs at least 2"),
+    (lambda m: m.perplexity(5), UsageError, "the text to score must be a str, not 5"),
+    (lambda m: m.perplexity(b"abc"), UsageError, "must be a str, not b'abc'"),
+    (lambda m: m.perplexity(file=5), UsageError, "file must be a path (a str or pathlib.Path), not 5"),
+    (lambda m: m.perplexity(split=5), UsageError, "split 5 is not valid: use train, val or test"),
+    (lambda m: m.perplexity(split="dev"), UsageError, "split 'dev' is not valid"),
+    (lambda m: m.perplexity("分开", file="x.txt"), UsageError, "score one thing"),
+    (lambda m: charlm.load_config(5), UsageError, "config path must be a file path (a str or pathlib.Path), not 5"),
+    (lambda m: charlm.load_config(None, 5), UsageError, "overrides must be a list of 'section.key=value' texts"),
+    (lambda m: charlm.load_config(None, [5]), UsageError, "override 5 is not KEY=VALUE"),
+    (lambda m: charlm.load_config(None, ["train.epochs"]), UsageError, "override 'train.epochs' is not KEY=VALUE"),
+    (lambda m: charlm.export_model(m.path, None), UsageError, "out is needed"),
+    (lambda m: charlm.export_model(m.path, 3.5), UsageError, "out must be a path"),
+]
+
+
+@pytest.mark.parametrize("n", range(len(API_MISUSE)))
+def test_api_misuse_is_charlms_one_line_error_at_the_call(run_dir, n):
+    call, error, fragment = API_MISUSE[n]
+    with pytest.raises(error) as caught:
+        call(charlm.load(run_dir))
+    assert fragment in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_str_is_one_stop_text_and_one_setting_never_their_characters(run_dir, tmp_path):
+    model = charlm.load(run_dir)
+    greedy = model.generate("分开", length=60, temperature=0)
+    stop = next(greedy[i:i + 2] for i in range(3, 40) if greedy[i] != greedy[i + 1])  # two different characters
+    (sample,) = model.samples("分开", 60, 1, temperature=0, stop=stop)
+    assert sample.endswith(stop) and len(sample) == greedy.index(stop, 2) + 2  # not at its first character alone
+    config = charlm.load_config(REPO / "configs" / "tiny.yaml", "train.epochs=3")
+    assert config.train.epochs == 3
+
+
+@pytest.mark.parametrize(("flag", "value", "option"), [
+    ("--top-k", "-1", {"top_k": -1}), ("--top-p", "0", {"top_p": 0}), ("--num-samples", "0", {"num_samples": 0}),
+    ("--seed", "-1", {"seed": -1}), ("--repetition-penalty", "0", {"repetition_penalty": 0}),
+    ("--repetition-window", "0", {"repetition_window": 0}), ("--beam", "-2", {"beam": -2}),
+    ("--weights", "fp8", {"weights": "fp8"}), ("--temperature", "-1", {"temperature": -1}),
+    ("--length", "-5", {"length": -5}),
+])
+def test_the_api_refuses_what_the_cli_refuses_with_the_same_message(run_dir, capsys, flag, value, option):
+    from charlm.cli import main
+
+    assert main(["generate", "--run-dir", str(run_dir), "--prefix", "分", flag, value]) == 2
+    cli_message = capsys.readouterr().err.strip().removeprefix("error: ")
+    with pytest.raises(UsageError) as caught:
+        charlm.load(run_dir).samples("分", **option)
+    assert str(caught.value) == cli_message

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -113,6 +114,63 @@ def test_calibration_survives_an_unreadable_cache(tmp_path):
     assert calibrate.Calibration(torch.device("cpu"), "fp32", 40, path).speeds == {}
 
 
+@pytest.mark.parametrize("speed", ["NaN", "Infinity", "-Infinity", "-800", "0", "-0.0", "1e300", "1" + "0" * 400,
+                                   '"fast"', "true", "null", "[1234]", '{"v": 1}'])
+def test_a_cached_speed_that_was_not_measured_is_measured_again(tmp_path, monkeypatch, speed):
+    path = tmp_path / "calibration.json"
+    monkeypatch.setattr(calibrate, "measure", lambda *a: 4321.0)
+    first = calibrate.Calibration(torch.device("cpu"), "fp32", 40, path)
+    first.speed(Shape(16, 1, 8), 4, 8)
+    good = json.loads(path.read_text())
+    (key,) = good["speeds"]
+    text = json.dumps({**good, "speeds": {key: "SPEED", "other": 99.0}}).replace('"SPEED"', speed)
+    path.write_text(text)  # raw text: NaN and Infinity are what a careless editor (or Python's json) writes
+    again = calibrate.Calibration(torch.device("cpu"), "fp32", 40, path)
+    assert again.speed(Shape(16, 1, 8), 4, 8) == 4321.0 and again.measured == [key]
+    unreadable = speed in ("NaN", "Infinity", "-Infinity")  # not JSON: nothing of such a file is trusted
+    expected = {key: 4321.0} if unreadable else {"other": 99.0, key: 4321.0}
+    assert json.loads(path.read_text())["speeds"] == expected  # strict JSON again, a good entry kept
+
+
+@pytest.mark.parametrize("damage", ["fifo", "dev-zero", "folder", "huge", "list", "speeds-list", "not-utf8",
+                                    "deep"])
+def test_a_cache_that_is_not_a_bounded_json_file_is_ignored_without_hanging(tmp_path, damage):
+    path = tmp_path / "calibration.json"
+    if damage in ("fifo", "dev-zero") and not hasattr(os, "mkfifo"):
+        pytest.skip("FIFOs and /dev/zero are POSIX")
+    if damage == "fifo":
+        os.mkfifo(path)  # reading it would wait for a writer forever
+    elif damage == "dev-zero":
+        path.symlink_to("/dev/zero")  # reading it would never end
+    elif damage == "folder":
+        path.mkdir()
+    elif damage == "huge":
+        with open(path, "wb") as f:
+            f.truncate(calibrate.MAX_CACHE_BYTES + 1)
+    else:
+        path.write_bytes({"list": b"[1, 2]", "speeds-list": json.dumps(
+            {"machine": calibrate.machine(), "speeds": [1.0]}).encode(), "not-utf8": b'{"\xff": 1}\xff',
+            "deep": b"[" * 50_000}[damage])
+    assert calibrate.Calibration(torch.device("cpu"), "fp32", 40, path).speeds == {}
+
+
+def test_budget_training_with_a_nan_cache_measures_again(write_text, tmp_path):
+    corpus = write_text("the cat sat on the mat. " * 125)
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    argv = ("train", "--corpus", str(corpus), "--budget", "2s", "--device", "cpu", "--set", "train.epochs=1")
+    assert charlm(*argv, "--run-dir", str(tmp_path / "first"), cwd=tmp_path, env_extra=env).returncode == 0
+    path = tmp_path / "cache" / "charlm" / "calibration.json"
+    saved = json.loads(path.read_text())
+    bad = dict(zip(saved["speeds"], ["NaN", "-800", "0", "1e300", "Infinity"] * 9, strict=False))
+    path.write_text(json.dumps({**saved, "speeds": bad}).replace('"NaN"', "NaN").replace('"Infinity"', "Infinity")
+                    .replace('"-800"', "-800").replace('"0"', "0").replace('"1e300"', "1e300"))
+    done = charlm(*argv, "--run-dir", str(tmp_path / "second"), cwd=tmp_path, env_extra=env)
+    assert done.returncode == 0 and "unexpected" not in done.stderr, done.stderr
+    assert "auto: LSTM" in done.stdout and "nan" not in done.stdout.lower() and "-800" not in done.stdout
+    speeds = json.loads(path.read_text())["speeds"].values()
+    assert all(0 < v < calibrate.MAX_SPEED for v in speeds)
+
+
 def test_auto_config_on_a_tiny_file_is_a_tiny_valid_config(write_text, tmp_path):
     corpus = write_text("the cat sat on the mat. " * 125)  # 3,000 characters
     # 10 minutes: 40 epochs of this text on any machine (the plan only; nothing trains here)
@@ -132,8 +190,6 @@ def test_overrides_stay_on_top_of_the_plan(write_text, tmp_path):
 
 
 def charlm(*args, cwd: Path, env_extra: dict) -> subprocess.CompletedProcess:
-    import os
-
     env = {**os.environ, **env_extra, "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, "-m", "charlm", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=300)

@@ -257,3 +257,15 @@ def test_float16_overflow_is_refused():
     with pytest.raises(UsageError, match="--precision float32"):
         build_page(model, checkpoint_of(model))
     assert build_page(model, checkpoint_of(model), precision="float32").weights == model.num_parameters()
+
+
+@pytest.mark.parametrize("hostile", ["</script><script>alert(1)</script>", "<!--<script>", "</SCRIPT >", "\u2028\u2029",
+                                     "]]></x>&amp;", "<img src=x onerror=alert(1)>"])
+def test_text_from_the_run_cannot_leave_the_page_s_json(hostile):
+    model = tiny_model(0, "gru", "embedding", 1, {"embed_size": 8})
+    checkpoint = checkpoint_of(model)
+    checkpoint.config.data.corpus = hostile
+    html = build_page(model, checkpoint, "last", "float16").html
+    assert html.lower().count("<script") == 2 and html.lower().count("</script") == 2 and "<!--" not in html
+    spec = json.loads(html.split('type="application/json">')[1].split("</script>")[0])
+    assert spec["card"]["corpus"] == Path(hostile).name  # the page names a corpus file by its name

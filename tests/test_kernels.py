@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -78,3 +79,36 @@ def test_both_fp32_kernels_compute_the_model(tmp_path, kind):
                 rows.append(logits)
         # two kernels sum in different orders: equal to float32 rounding, not bit for bit
         assert torch.allclose(torch.stack(rows), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("choice", ['"fast"', "1", "null", "true", '["onednn"]', '{"k": "dense"}', "NaN", '"ONEDNN"',
+                                    '"onednn "'])
+def test_a_cached_choice_that_names_no_kernel_is_measured_again(tmp_path, monkeypatch, choice):
+    path = tmp_path / "kernels.json"
+    text = json.dumps({"machine": kernels.identity(), "fp32": {"8x4-r1": "CHOICE", "9x4-r1": "dense"}})
+    path.write_text(text.replace('"CHOICE"', choice))
+    table = KernelTable(path)
+    expected = {} if choice == "NaN" else {"9x4-r1": "dense"}  # NaN is not JSON: nothing of the file is trusted
+    assert table.choices == expected
+    monkeypatch.setattr(kernels, "fastest", lambda *a: "onednn")
+    assert table.fp32(lambda kernel: None, (8, 4), 1) == "onednn" and table.measured == ["8x4-r1"]
+
+
+@pytest.mark.parametrize("damage", ["fifo", "dev-zero", "folder", "huge", "list", "fp32-list", "deep"])
+def test_a_kernel_cache_that_is_not_a_bounded_json_file_is_ignored_without_hanging(tmp_path, damage):
+    path = tmp_path / "kernels.json"
+    if damage in ("fifo", "dev-zero") and not hasattr(os, "mkfifo"):
+        pytest.skip("FIFOs and /dev/zero are POSIX")
+    if damage == "fifo":
+        os.mkfifo(path)
+    elif damage == "dev-zero":
+        path.symlink_to("/dev/zero")
+    elif damage == "folder":
+        path.mkdir()
+    elif damage == "huge":
+        with open(path, "wb") as f:
+            f.truncate(kernels.MAX_CACHE_BYTES + 1)
+    else:
+        path.write_text({"list": "[]", "fp32-list": json.dumps({"machine": kernels.identity(), "fp32": ["dense"]}),
+                         "deep": "{\"a\":" * 50_000}[damage])
+    assert KernelTable(path).choices == {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -67,7 +68,7 @@ def test_the_model_card_says_what_how_good_and_how_made(exported):
     assert f"{best:.4f} nats/char" in card and f"{loaded.net.num_parameters():,} parameters" in card
     assert f"charlm export --run-dir {run_dir} --out {model} --checkpoint best" in card
     assert "tie_weights: true" in card  # the training config
-    sample = card.split("````text\n")[1].split("\n````")[0]
+    sample = card.split("```text\n")[1].split("\n```")[0]
     assert sample == loaded.generate("分开", length=300, temperature=0.8, seed=1)  # the command shown above it
 
 
@@ -158,6 +159,71 @@ def damaged_folders(model: Path, other: Path, tmp: Path) -> dict[str, tuple[Path
     meta["model"]["kind"] = "transformer"
     (folder / "config.json").write_text(json.dumps(meta), encoding="utf-8")
     cases["an invalid config value"] = (folder, "model.kind")
+    return {**cases, **tampered_files(copy, meta)}
+
+
+VOCAB_TAMPERING = {  # vocab.json text -> a fragment of the one-line error
+    '{"chars": [1, 2, 3]}': "entry 0 is 1, not one character",
+    '{"chars": ["ab"]}': "entry 0 is 'ab', not one character",
+    '{"chars": ["a", "a"]}': "entry 1 ('a') is listed twice",
+    '{"chars": ["a", "\\ud800"]}': "lone surrogate",
+    '{"chars": []}': "its list of characters is empty",
+    '{"chars": "abc"}': "not a list but 'abc'",
+    '["a", "b"]': 'not an object with a "chars" list',
+    '{"chars": [["a"]]}': "not one character",
+    '{"chars": ["a", null]}': "entry 1 is None",
+    '{"chars": ["a", NaN]}': "holds NaN",
+    '{"chars": [': "not valid JSON",
+    '[' * 100_000: "nested too deeply",
+}
+CONFIG_TAMPERING = {  # (key path, value as JSON text) -> fragment
+    (("vocab_size",), '"12"'): "'12' is not a whole number",
+    (("vocab_size",), "12.0"): "12.0 is not a whole number",
+    (("vocab_size",), "true"): "True is not a whole number",
+    (("vocab_size",), "0"): "0 is not a whole number >= 1",
+    (("checkpoint", "epoch"), "-1"): "-1 is not a whole number >= 0",
+    (("checkpoint", "best_loss"), "NaN"): "holds NaN",
+    (("checkpoint", "best_loss"), "-3.5"): "best_loss -3.5 is not a loss",
+    (("checkpoint", "best_loss"), '"low"'): "best_loss 'low' is not a loss",
+    (("checkpoint", "eval"), "[1]"): "checkpoint.eval an object",
+    (("corpus", "sha256"), "12345"): "corpus.sha256 must be text",
+    (("corpus",), '"x"'): "string indices",
+    (("version",), '"1"'): "is model folder version '1'",
+}
+
+
+def tampered_files(copy, meta: dict) -> dict[str, tuple[Path, str]]:
+    """Model folders whose vocab.json or config.json was edited, or replaced by something that is not a file."""
+    cases = {}
+    for n, (text, fragment) in enumerate(VOCAB_TAMPERING.items()):
+        folder = copy(f"vocab-{n}")
+        (folder / "vocab.json").write_text(text, encoding="utf-8")
+        cases[f"vocab.json {text[:30]}"] = (folder, fragment)
+    for n, ((keys, value), fragment) in enumerate(CONFIG_TAMPERING.items()):
+        folder = copy(f"config-{n}")
+        edited = json.loads(json.dumps(meta))
+        edited["model"]["kind"] = "lstm"
+        target = edited
+        for key in keys[:-1]:
+            target = target[key]
+        target[keys[-1]] = "VALUE"
+        (folder / "config.json").write_text(json.dumps(edited).replace('"VALUE"', value), encoding="utf-8")
+        cases[f"config.json {keys}={value}"] = (folder, fragment)
+    for name, limit in (("vocab.json", 32), ("config.json", 4), ("model.safetensors", 16)):
+        folder = copy(f"huge-{name}")
+        with open(folder / name, "wb") as f:
+            f.truncate((limit + 1) * 1024 * 1024)  # sparse: the limit is checked before anything is read
+        cases[f"huge {name}"] = (folder, f"{name} ")
+    if hasattr(os, "mkfifo"):
+        for name in ("vocab.json", "config.json", "model.safetensors"):
+            folder = copy(f"fifo-{name}")
+            (folder / name).unlink()
+            os.mkfifo(folder / name)  # opened without waiting for a writer, then refused
+            cases[f"{name} a FIFO"] = (folder, "not a regular file (a FIFO)")
+            folder = copy(f"zero-{name}")
+            (folder / name).unlink()
+            (folder / name).symlink_to("/dev/zero")
+            cases[f"{name} -> /dev/zero"] = (folder, "not a regular file (a device)")
     return cases
 
 
@@ -170,7 +236,7 @@ def test_bad_model_folders_are_one_line_exit_2(exported, tmp_path, capsys):
                      ["perplexity", "--model", str(folder)],
                      ["train", "--init-from", str(folder), "--run-dir", str(tmp_path / "never")]):
             code, out, err = cli(capsys, *argv)
-            if code != 2 or fragment not in err or err.count("\n") != 1 or out:
+            if code != 2 or fragment not in err or str(folder) not in err or err.count("\n") != 1 or out:
                 failures.append(f"{case} / {argv[0]}: exit {code}, {err!r}")
     assert not failures, "\n".join(failures)
     assert not (tmp_path / "never").exists()

@@ -215,3 +215,94 @@ def test_damaged_status_config_or_metrics_show_as_damaged_and_others_still_list(
     for name in ("status", "config", "metrics"):
         assert main(["info", "-r", str(root / name)]) == 0
         assert "is damaged" in capsys.readouterr().err
+
+
+# --- bookkeeping files read back -------------------------------------------------------------------
+
+STATUS_TAMPERING = ['{"state": "running", "pid": "123"}', '{"state": "running", "pid": -5}',
+                    '{"state": "running", "pid": true}', '{"state": "hacked"}', '{"state": ["finished"]}',
+                    '{"state": "finished", "best": NaN}', '["finished"]', '"finished"', "deep", "fifo",
+                    "dev-zero", "huge"]
+METRICS_LINES = ['{"epoch": 1, "train_loss": "2.5"}', '{"epoch": "1", "train_loss": 2.5}',
+                 '{"epoch": 1, "train_loss": 2.5, "epochs_done": "x"}', '{"epoch": 1, "train_loss": 2.5, "lr": null}',
+                 '{"epoch": 1, "train_loss": 2.5, "stopped": 7}', '{"epoch": 1}', '{"epoch": true, "train_loss": 1}',
+                 '{"event": "init_from"}', '{"event": "init_from", "path": 5, "checkpoint": "best"}', '{"event": 3}',
+                 '{"epoch": 1, "train_loss": 2.5, "val_loss": [1]}']
+
+
+def damage(path: Path, how: str) -> None:
+    path.unlink()
+    if how == "fifo":
+        os.mkfifo(path)  # `runs` would wait for a writer forever if it opened it plainly
+    elif how == "dev-zero":
+        path.symlink_to("/dev/zero")
+    elif how == "huge":
+        with open(path, "wb") as f:
+            f.truncate(300 * 1024 * 1024)  # sparse: over every bookkeeping limit, costs no disk
+    elif how == "deep":
+        path.write_text("[" * 50_000 + "]" * 50_000)  # deeper than Python's JSON parser survives
+    else:
+        path.write_text(how, encoding="utf-8")
+
+
+@pytest.mark.parametrize("how", STATUS_TAMPERING)
+def test_a_tampered_status_json_shows_the_run_as_damaged(finished, tmp_path, capsys, how):
+    if how in ("fifo", "dev-zero") and not hasattr(os, "mkfifo"):
+        pytest.skip("FIFOs and /dev/zero are POSIX")
+    run_dir = copy_run(finished, tmp_path)
+    damage(run_dir / "status.json", how)
+    assert RunDir(run_dir).status() == "damaged"
+    capsys.readouterr()
+    assert main(["runs", "--root", str(tmp_path)]) == 0 and main(["info", "-r", str(run_dir)]) == 0
+    err = capsys.readouterr().err
+    assert "status.json is damaged" in err and "unexpected" not in err
+
+
+@pytest.mark.parametrize("how", ["fifo", "dev-zero", "huge"])
+def test_metrics_jsonl_that_is_not_a_bounded_file_shows_as_damaged_without_hanging(finished, tmp_path, capsys, how):
+    if how in ("fifo", "dev-zero") and not hasattr(os, "mkfifo"):
+        pytest.skip("FIFOs and /dev/zero are POSIX")
+    run_dir = copy_run(finished, tmp_path)
+    damage(run_dir / "metrics.jsonl", how)
+    capsys.readouterr()
+    assert main(["info", "-r", str(run_dir)]) == 0
+    assert "metrics.jsonl is damaged" in capsys.readouterr().err
+
+
+def test_metrics_lines_with_fields_of_the_wrong_type_are_skipped_and_counted(finished, tmp_path, capsys):
+    run_dir = copy_run(finished, tmp_path)
+    with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write("".join(line + "\n" for line in METRICS_LINES))
+    records, skipped = RunDir(run_dir).read_metrics_counted()
+    assert skipped == len(METRICS_LINES) and [r["epoch"] for r in records if "event" not in r] == [1, 2]
+    capsys.readouterr()
+    for argv in (["info", "-r", str(run_dir)], ["runs", "--root", str(tmp_path)]):
+        assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert f"skipped {len(METRICS_LINES)} line(s)" in err and "unexpected" not in err
+
+
+@pytest.mark.parametrize("text", ['{"chars": [1, 2]}', '{"chars": ["ab"]}', '{"chars": ["a", "\\ud800"]}', "[]",
+                                  '{"chars": ["a", "a"]}', "not json"])
+def test_info_with_a_damaged_vocab_json_says_so_and_shows_the_checkpoints(finished, tmp_path, capsys, text):
+    run_dir = copy_run(finished, tmp_path)
+    (run_dir / "vocab.json").write_text(text, encoding="utf-8")
+    capsys.readouterr()
+    assert main(["info", "-r", str(run_dir)]) == 0
+    captured = capsys.readouterr()
+    assert "vocab.json is damaged" in captured.err and "the vocabulary shown is last.pt's" in captured.err
+    assert "vocabulary: " in captured.out
+
+
+@pytest.mark.parametrize("kept", [["../victim.txt"], ["/VICTIM"], ["ckpt-e0001-b000000.pt/../../victim.txt"],
+                                  ["..", "ckpt-e0001-b000000.pt"], "victim.txt", [3, None]])
+def test_run_json_can_never_make_a_checkpoint_rotation_delete_another_file(finished, tmp_path, kept):
+    run_dir = copy_run(finished, tmp_path)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine")
+    marker = json.loads((run_dir / "run.json").read_text())
+    names = [str(victim) if k == "/VICTIM" else k for k in kept] if isinstance(kept, list) else kept
+    (run_dir / "run.json").write_text(json.dumps({**marker, "kept": names}))
+    RunDir(run_dir).save_checkpoint(b"data", False, keep_last=1, position=(9, 0))
+    assert victim.read_text() == "mine" and (run_dir / "ckpt-e0009-b000000.pt").is_file()
+    assert json.loads((run_dir / "run.json").read_text())["kept"] == ["ckpt-e0009-b000000.pt"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -97,7 +98,7 @@ def info(run_dir: RunDir = None,
 
     run_folder = RunDir.resolve(run_dir)
     folder = run_folder.path
-    chars, config, parameters = _run_facts(run_folder)
+    chars, config, parameters, notes = _run_facts(run_folder)
     run = summarize(folder)
     broken = damaged_checkpoints(run_folder)
     if as_json:
@@ -107,7 +108,7 @@ def info(run_dir: RunDir = None,
         return
     sample = "".join(chars[:: max(1, len(chars) // 40)][:40]).replace("\n", "↵")
     cli.out.print(f"[bold]{folder}[/] ({run['status']}, trained on {run['device']})")
-    for note in damage_notes(run) + [f"{folder / name} is damaged: {why}" for name, why in broken.items()]:
+    for note in notes + damage_notes(run) + [f"{folder / name} is damaged: {why}" for name, why in broken.items()]:
         cli.err.print(f"warning: {note}", markup=False)
     if run["parent"]:
         cli.out.print(describe_parent(run["parent"]), markup=False)
@@ -116,7 +117,7 @@ def info(run_dir: RunDir = None,
     what = run["monitored"][:-5]
     cli.out.print(f"epochs {run['epochs_done']:g}/{run['epochs']}, best {what} perplexity {run['best_ppl']:.3f} "
                   f"({run['best_bpc']:.3f} bits/char) at epoch {run['best_epoch']}, {run['seconds']:.1f} s in all")
-    cli.out.print(f"{what} loss by epoch: {sparkline([r[run['monitored']] for r in run['records']])}")
+    cli.out.print(f"{what} loss by epoch: {sparkline([r.get(run['monitored'], math.nan) for r in run['records']])}")
     for path in sorted(folder.iterdir()):
         if path.is_file():
             cli.out.print(f"  {path.name:<24} {path.stat().st_size:>12,} bytes", markup=False)
@@ -125,21 +126,26 @@ def info(run_dir: RunDir = None,
 
 
 def _run_facts(run):
-    """The vocabulary, config and (parameters, without the embedding) of a run, read from vocab.json,
-    config.yaml and status.json with no torch; a run from before status.json held the parameter count (or
-    with a damaged file) is read from its last checkpoint instead."""
+    """The vocabulary, config, (parameters, without the embedding) and notes on damaged files of a run, read
+    from vocab.json, config.yaml and status.json with no torch; a run from before status.json held the
+    parameter count (or with a damaged file) is read from its last checkpoint instead."""
+    from charlm import readback
     from charlm.rundir import CONFIG, VOCAB, DamagedFile
 
     try:
         status = run.read_status()
         parameters = (int(status["parameters"]), int(status["non_embedding_parameters"]))
-        chars = json.loads((run / VOCAB).read_text(encoding="utf-8"))["chars"]
-        return chars, load_config(run / CONFIG), parameters
+        config = load_config(run / CONFIG)
+        chars = readback.vocab_chars(readback.read_bytes(run / VOCAB, readback.MAX_VOCAB_JSON))
+        return chars, config, parameters, []
+    except readback.BadFile as e:
+        notes = [f"{run / VOCAB} is damaged ({e.reason}): the vocabulary shown is last.pt's"]
     except (DamagedFile, KeyError, TypeError, ValueError, OSError, UsageError):
-        from charlm import checkpoint as ckpt
+        notes = []
+    from charlm import checkpoint as ckpt
 
-        model, vocab, saved = ckpt.load_run_model(run, "last")
-        return vocab.chars, saved.config, (model.num_parameters(), model.num_parameters(embedding=False))
+    model, vocab, saved = ckpt.load_run_model(run, "last")
+    return vocab.chars, saved.config, (model.num_parameters(), model.num_parameters(embedding=False)), notes
 
 
 @cli.data_app.command("list", epilog="Example: charlm data list")

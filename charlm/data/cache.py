@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from charlm import readback
 from charlm.config import DataConfig
 from charlm.data.builtins import data_dir
 from charlm.data.text import Normalisation, Source
@@ -82,8 +83,8 @@ def _write_encoded(folder: Path, source: Source, groups: dict, text: Callable, f
 def _open_encoded(folder: Path) -> tuple[Vocab, dict[str, torch.Tensor], str]:
     damaged = f"the encoded corpus in {folder} is damaged: delete that folder and run again"
     try:
-        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-        vocab = Vocab.in_order(meta["vocab"])
+        meta = readback.read_json(folder / "meta.json", readback.MAX_VOCAB_JSON + readback.MIB)
+        vocab = Vocab.in_order(readback.check_vocab(meta["vocab"]))
         dtype = vocab.id_dtype()
         encoded = {}
         for split, n in meta["lengths"].items():

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import torch
 
 from charlm.errors import CorpusError
+from charlm.readback import vocab_chars
 
 
 class Vocab:
@@ -58,8 +59,9 @@ class Vocab:
         return json.dumps({"chars": self.chars}, ensure_ascii=False)
 
     @classmethod
-    def from_json(cls, text: str) -> Vocab:
-        return cls.in_order(json.loads(text)["chars"])
+    def from_json(cls, text: str | bytes) -> Vocab:
+        """A saved vocab.json's vocabulary; readback.BadFile (a ValueError) says what is wrong with one."""
+        return cls.in_order(vocab_chars(text))
 
     def lookup_table(self) -> torch.Tensor:
         """code point -> id (or -1): encodes text with one gather instead of a Python loop."""
@@ -73,6 +75,8 @@ class Vocab:
 
 
 def code_points(chunk: str) -> torch.Tensor:
+    if not chunk:  # frombuffer refuses an empty buffer
+        return torch.empty(0, dtype=torch.int32)
     return torch.frombuffer(bytearray(chunk.encode("utf-32-le")), dtype=torch.int32)
 
 
