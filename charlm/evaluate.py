@@ -189,10 +189,14 @@ def text_to_score(model, vocab, checkpoint: Checkpoint, split: str | None = None
         raise UsageError(f"split {split!r} is not valid: use train, val or test")
     cfg = checkpoint.config
     streams = cfg.train.eval_batch_size
-    if file is not None:
-        return TextToScore(model, vocab, checkpoint, data.encode_file(file, vocab, cfg.data), str(file), streams)
-    if text is not None:
-        return TextToScore(model, vocab, checkpoint, data.encode_text(text, vocab, cfg.data), "--text", 1)
+    if file is not None or text is not None:
+        ids = data.encode_file(file, vocab, cfg.data) if file is not None else data.encode_text(text, vocab, cfg.data)
+        if len(ids) < 2:  # one character has nothing before it: no prediction to score
+            source = f"file {file}" if file is not None else "--text"
+            raise UsageError(f"{source} has {len(ids)} character{'' if len(ids) == 1 else 's'} (after the run's "
+                             "normalisation): a text to score needs at least 2")
+        return TextToScore(model, vocab, checkpoint, ids, str(file) if file is not None else "--text",
+                           streams if file is not None else 1)
     corpus = data.load_corpus(cfg.data, vocab=vocab)  # the run's ids (a fine-tuned run's are its parent's)
     if corpus.sha256 != checkpoint.corpus_sha256:
         raise UsageError(f"corpus {cfg.data.corpus} changed since this run was trained: score it with --file")

@@ -16,6 +16,7 @@ import torch
 
 from charlm.controls import RepetitionPenalty, StopTexts
 from charlm.data import Vocab
+from charlm.data.vocab import not_utf8
 from charlm.errors import UsageError, finite
 from charlm.limits import PREFIX_FILE_LIMIT, check_memory, read_user_text
 from charlm.step import DEFAULT_WEIGHTS, WEIGHTS, warm_up
@@ -105,6 +106,9 @@ def check_prefix(vocab: Vocab, prefix: str) -> list[int]:
         raise UsageError("the prefix is empty: pass at least one character, e.g. --prefix 分开 "
                          "(or leave --prefix out to start at a new line)")
     missing = vocab.missing(prefix)
+    if not_utf8(missing):
+        raise UsageError(f"the prefix is not UTF-8 (it holds the byte or lone surrogate {not_utf8(missing)}): "
+                         "pass UTF-8 text")
     if missing:
         shown = " ".join(repr(c) for c in missing[:10])
         raise UsageError(f"the prefix has characters the model never saw: {shown}; "
@@ -148,6 +152,9 @@ def _continuations(vocab: int, length: int) -> int:
 
 def stop_ids(vocab: Vocab, stop: tuple[str, ...]) -> list[list[int]]:
     for text in stop:
+        if not_utf8(text):
+            raise UsageError(f"the stop text {text!r} is not UTF-8 (it holds the byte or lone surrogate "
+                             f"{not_utf8(text)}): pass UTF-8 text")
         if vocab.missing(text):
             shown = " ".join(repr(c) for c in vocab.missing(text)[:10])
             raise UsageError(f"the stop text {text!r} has characters the model never saw ({shown}), so it "
