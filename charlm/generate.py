@@ -130,7 +130,7 @@ def check_sizes(options: SamplingOptions, length: int, prefix: str | None, model
         raise UsageError(f"top-k {options.top_k} is more than this model's {vocab} characters: pass at most {vocab} "
                          "(0 samples among all)")
     texts = _continuations(vocab, length)
-    if options.beam > texts:
+    if texts is not None and options.beam > texts:
         raise UsageError(f"beam {options.beam:,} is more than the {vocab}^{length} = {texts:,} texts of {length} "
                          f"characters this model can write: pass at most {texts:,} beams")
     state = 4 * model.num_layers * model.hidden_size * (2 if model.kind == "lstm" else 1)
@@ -145,9 +145,10 @@ def check_sizes(options: SamplingOptions, length: int, prefix: str | None, model
     check_memory(need, what, fix, device)
 
 
-def _continuations(vocab: int, length: int) -> int:
-    """vocab^length, the texts of `length` characters; past 2^64 (more beams than memory holds) just 2^64."""
-    return 2**64 if vocab > 1 and length * math.log2(vocab) > 64 else vocab ** length
+def _continuations(vocab: int, length: int) -> int | None:
+    """vocab^length, the texts of `length` characters; None past 2^64 (more beams than any memory holds:
+    the memory check refuses those)."""
+    return None if vocab > 1 and length * math.log2(vocab) > 64 else vocab ** length
 
 
 def stop_ids(vocab: Vocab, stop: tuple[str, ...]) -> list[list[int]]:
