@@ -52,14 +52,15 @@ def check_runs_root(root: Path, named_by: str, must_exist: bool = False) -> Path
         info = root.stat()
     except FileNotFoundError:
         if must_exist:
-            raise UsageError(f"runs folder {root} ({named_by}) not found: pass the folder that holds your run "
+            raise UsageError(f"the runs folder {root} ({named_by}) not found: pass the folder that holds your run "
                              "folders") from None
         return root
     except (OSError, RuntimeError) as e:  # ELOOP, ENOTDIR, EACCES, a name too long
         reason = getattr(e, "strerror", None) or str(e)
-        raise UsageError(f"runs folder {root} ({named_by}) cannot be used ({reason}): point it at a folder") from None
+        raise UsageError(f"the runs folder {root} ({named_by}) cannot be used ({reason}): point it at a "
+                         "folder") from None
     if not stat.S_ISDIR(info.st_mode):
-        raise UsageError(f"runs folder {root} ({named_by}) is not a folder: point it at a folder (or at a path "
+        raise UsageError(f"the runs folder {root} ({named_by}) is not a folder: point it at a folder (or at a path "
                          "where one can be made)")
     return root
 CHECKPOINTS = ("best", "last")
