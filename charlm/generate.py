@@ -132,7 +132,7 @@ def check_sizes(options: SamplingOptions, length: int, prefix: str | None, model
     texts = _continuations(vocab, length)
     if texts is not None and options.beam > texts:
         raise UsageError(f"beam {options.beam:,} is more than the {vocab}^{length} = {texts:,} texts of {length} "
-                         f"characters this model can write: pass at most {texts:,} beams")
+                         f"characters this model can write: pass at most {texts:,} beam{'s' if texts > 1 else ''}")
     state = 4 * model.num_layers * model.hidden_size * (2 if model.kind == "lstm" else 1)
     if options.beam:  # per beam: scores and sort over every next character, its tokens, its state and copies
         rows, per_row = options.beam, 28 * vocab + 16 * length + 4 * state
