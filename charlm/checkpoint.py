@@ -12,6 +12,7 @@ import hashlib
 import io
 import pickle
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -173,15 +174,22 @@ def newest_intact(paths: list[Path], error: CheckpointError) -> tuple[Checkpoint
 def load_run_model(run: RunDir, which: str = "best", device: torch.device | str = "cpu"):
     """`load_model` of a run's best or last checkpoint; when that one is damaged, the error says whether the
     other is intact and how to use it."""
+    return of_run(run, which, lambda path: load_model(path, device))
+
+
+def of_run(run: RunDir, which: str, read=None, use_other: Callable[[str], str] = lambda other: f"--checkpoint {other}"):
+    """`read` (default: `load`) of a run's best or last checkpoint. When that one is damaged, the error says
+    whether the other is intact and how to ask for it (`use_other(other)`: a flag, as each command takes it):
+    the one message of every command that reads a run's checkpoint."""
     try:
-        return load_model(run.checkpoint(which), device)
+        return (read or load)(run.checkpoint(which))
     except CheckpointError as error:
         other = "last" if which == "best" else "best"
         try:
             load(run.checkpoint(other))
         except CheckpointError:
             raise error from None
-        raise CheckpointError(f"{error}; its {other} checkpoint is intact: use --checkpoint {other}") from None
+        raise CheckpointError(f"{error}; its {other} checkpoint is intact: use {use_other(other)}") from None
 
 
 def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[CharRNN, Vocab, Checkpoint]:

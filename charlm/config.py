@@ -22,7 +22,7 @@ import yaml
 
 from charlm import safeyaml
 from charlm.capability import REQUESTS as PRECISIONS
-from charlm.errors import ConfigError, shown
+from charlm.errors import ConfigError, finite, shown
 
 
 @dataclass
@@ -262,13 +262,15 @@ def _coerce(value, kind, key: str):
         if not isinstance(value, list):
             raise ConfigError(f"{key} must be a list, got {shown(value)}")
         return [_coerce(v, item, key) for v in value]
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if kind is float and isinstance(value, str):
+    if kind is float and (isinstance(value, (int, str)) and not isinstance(value, bool)):
         try:
-            return float(value)  # YAML reads 1e-3 (no dot) as a string
+            value = float(value)  # an int, or a string: YAML reads 1e-3 (no dot) as one
+        except OverflowError:
+            raise ConfigError(f"{key} = {shown(value)} is out of range: use a finite number") from None
         except ValueError:
             pass
+    if kind is float and isinstance(value, float):
+        return finite(value, key, ConfigError)
     if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):

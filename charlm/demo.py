@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from charlm import fsio
-from charlm.checkpoint import Checkpoint, load_model
+from charlm.checkpoint import Checkpoint, load_run_model
 from charlm.data import Vocab
 from charlm.data.builtins import BUILTINS
 from charlm.errors import UsageError
@@ -129,7 +129,7 @@ def export_html(run: RunDir, which: str, path: Path, precision: str = "float16")
         raise UsageError(f"folder {path.parent} does not exist: create it or write the page elsewhere")
     if precision not in PRECISIONS:
         raise UsageError(f"precision {precision!r} is not valid: use float16 (half the size) or float32 (exact)")
-    model, _, checkpoint = load_model(run.checkpoint(which))
+    model, _, checkpoint = load_run_model(run, which)
     page = build_page(model, checkpoint, which, precision)
     fsio.atomic_write_text(path, page.html)
     return page

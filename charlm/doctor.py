@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from charlm import capability
+from charlm.errors import UsageError
 from charlm.machine import cpu_model, user_cache_dir
 
 PACKAGES = ("torch", "typer", "rich", "pyyaml", "numpy", "safetensors", "filelock")
@@ -77,19 +78,24 @@ def cpu() -> dict[str, object]:
 
 def folders(problems: list[str]) -> dict[str, object]:
     from charlm.data import builtins
-    from charlm.rundir import runs_root
+    from charlm.rundir import RUNS_ENV, runs_root
 
     cache = builtins.data_dir()
     cached = sorted(b.name for b in builtins.BUILTINS.values()
                     if not b.shipped and all(builtins.is_cached(r, cache) for r in b.files))
     shipped = sorted(b.name for b in builtins.BUILTINS.values() if b.shipped)
-    root = runs_root()
-    writable = is_writable(root)
-    if not writable:
-        problems.append(f"the runs folder {root} is not writable: set CHARLM_RUNS_DIR or pass --run-dir to a folder "
-                        "you can write")
+    try:
+        root = runs_root()
+        writable = is_writable(root)
+    except UsageError as e:  # a file or a symlink loop: said as a problem, with its fix
+        root, writable = Path(os.environ.get(RUNS_ENV) or "runs"), False
+        problems.append(str(e))
+    else:
+        if not writable:
+            problems.append(f"the runs folder {root} is not writable: set CHARLM_RUNS_DIR or pass --run-dir to a "
+                            "folder you can write")
     return {"user_cache": str(user_cache_dir()), "corpus_cache": str(cache), "corpora_built_in": shipped,
-            "corpora_cached": cached, "runs_root": str(root.resolve()), "runs_root_writable": writable}
+            "corpora_cached": cached, "runs_root": os.path.abspath(root), "runs_root_writable": writable}
 
 
 def is_writable(folder: Path) -> bool:

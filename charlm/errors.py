@@ -1,5 +1,7 @@
 """Errors a user can act on. The CLI prints their message as one line and exits with `exit_code`."""
 
+import math
+
 
 class CharlmError(Exception):
     """Base class: a problem charlm can explain in one line."""
@@ -27,6 +29,14 @@ class CheckpointError(UsageError):
 
 class RunError(CharlmError):
     """A failure while running (download, disk, numerical fault): exit code 1."""
+
+
+def finite(value: float, name: str, error: type[CharlmError] = UsageError) -> float:
+    """`value` when it is a finite number: no setting or flag of charlm has a meaning for infinity or NaN
+    (a limit that can be off says so with 0 or null), so every float a user gives goes through here."""
+    if not math.isfinite(value):
+        raise error(f"{name} must be a finite number, got {value}")
+    return value
 
 
 def shown(value: object, limit: int = 80) -> str:

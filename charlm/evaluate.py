@@ -98,28 +98,35 @@ def evaluate(model, ids: torch.Tensor, batch_size: int, num_steps: int, device: 
 
 @dataclass
 class CharLosses:
-    """The loss of every scored character of a text, in text order: `nats[i]` is that of ids[i + 1].
+    """The losses of a text's scored characters: their sums by character, and each one's for the first `keep`.
 
-    `total` is summed exactly as `evaluate` sums (the same operations in the same order), so
-    total / len(nats) is evaluate's nats_per_char to the last bit; nats.sum() equals it to float rounding.
+    `nats[i]` is the loss of ids[i + 1], for the first `keep` scored characters in text order (all of them
+    without `keep`); `count` and `cost` add up every scored character by its id (occurrences, and nats in
+    float64), so memory follows `keep` and the vocabulary, not the text. `total` is summed exactly as
+    `evaluate` sums (the same operations in the same order), so total / chars is evaluate's nats_per_char
+    to the last bit; cost.sum() equals it to float rounding.
     """
 
-    nats: torch.Tensor  # (chars,) float32 on the CPU
+    nats: torch.Tensor  # (min(keep, chars),) float32 on the CPU
     total: float
-    top_ids: torch.Tensor | None = None  # (chars, k) the model's k most likely characters at each position
-    top_probs: torch.Tensor | None = None  # (chars, k) their probabilities
+    chars: int  # characters scored
+    count: torch.Tensor  # (vocab,) int64: scored occurrences of each id
+    cost: torch.Tensor  # (vocab,) float64: their summed nats
+    top_ids: torch.Tensor | None = None  # (len(nats), k) the model's k most likely characters at each kept position
+    top_probs: torch.Tensor | None = None  # (len(nats), k) their probabilities
 
     @property
     def nats_per_char(self) -> float:
-        return self.total / len(self.nats)
+        return self.total / self.chars
 
 
 @torch.inference_mode()
 def char_losses(model, ids: torch.Tensor, batch_size: int, num_steps: int, device: torch.device | str = "cpu",
-                top_k: int = 0) -> CharLosses:
-    """Per-character loss of `ids` under the protocol of `evaluate` (whole streams, hidden state carried).
+                top_k: int = 0, keep: int | None = None) -> CharLosses:
+    """The losses of `ids` under the protocol of `evaluate` (whole streams, hidden state carried): summed by
+    character for all, each one kept for the first `keep` scored characters (None: all).
 
-    With top_k, also the k most likely next characters at each scored position and their probabilities.
+    With top_k, also the k most likely next characters at each kept position and their probabilities.
     """
     layout = Streams.of(len(ids), batch_size)
     device = torch.device(device)
@@ -127,26 +134,46 @@ def char_losses(model, ids: torch.Tensor, batch_size: int, num_steps: int, devic
     was_training = model.training
     model.eval()
     total = torch.zeros((), dtype=_total_dtype(device), device=device)
-    top_k = min(top_k, model.vocab_size)
-    nats = torch.empty(layout.streams, layout.length, device=device)
-    top_ids = torch.empty(layout.streams, layout.length, top_k, dtype=torch.int64, device=device)
-    top_probs = torch.empty(layout.streams, layout.length, top_k, device=device)
+    vocab, chars = model.vocab_size, layout.streams * layout.length
+    count = torch.zeros(vocab, dtype=torch.int64, device=device)
+    cost = torch.zeros(vocab, dtype=_total_dtype(device), device=device)
+    kept = Kept(chars if keep is None else min(keep, chars), layout.length, min(top_k, vocab), device)
     for start, logits, _ in _windows(model, inputs, num_steps):
         steps = logits.shape[0]
         y = targets[:, start:start + num_steps].T.reshape(-1).long()
         # cross_entropy is log_softmax then nll_loss: the same two calls give evaluate's sum bit for bit
         log_probs = F.log_softmax(logits.reshape(-1, logits.shape[-1]).float(), dim=1)
         total += F.nll_loss(log_probs, y, reduction="sum").to(total.dtype)
-        window = slice(start, start + steps)
-        nats[:, window] = -log_probs.gather(1, y[:, None]).view(steps, -1).T
-        if top_k:
-            best = log_probs.topk(top_k, dim=1)
-            top_ids[:, window] = best.indices.view(steps, layout.streams, -1).transpose(0, 1)
-            top_probs[:, window] = best.values.exp().view(steps, layout.streams, -1).transpose(0, 1)
+        nats = -log_probs.gather(1, y[:, None]).squeeze(1)  # time-major: row t * streams + s
+        count += torch.bincount(y, minlength=vocab)
+        cost += torch.bincount(y, weights=nats.to(cost.dtype), minlength=vocab)
+        kept.add(start, nats.view(steps, -1), log_probs.view(steps, layout.streams, -1))
     model.train(was_training)
-    flat = (lambda t: t.reshape(layout.streams * layout.length, -1).cpu()) if top_k else None
-    return CharLosses(nats.reshape(-1).cpu(), total.item(), flat(top_ids) if flat else None,
-                      flat(top_probs) if flat else None)
+    return CharLosses(kept.nats.cpu(), total.item(), chars, count.cpu(), cost.cpu().double(),
+                      *((kept.top_ids.cpu(), kept.top_probs.cpu()) if kept.top_k else (None, None)))
+
+
+class Kept:
+    """The first `size` scored characters in text order, gathered window by window: stream s holds text
+    positions s * length ..., so only the streams that reach into the first `size` are read."""
+
+    def __init__(self, size: int, length: int, top_k: int, device: torch.device):
+        self.size, self.length, self.top_k = size, length, top_k
+        self.nats = torch.empty(size, device=device)
+        self.top_ids = torch.empty(size, top_k, dtype=torch.int64, device=device)
+        self.top_probs = torch.empty(size, top_k, device=device)
+
+    def add(self, start: int, nats: torch.Tensor, log_probs: torch.Tensor) -> None:
+        """nats (steps, streams) and log_probs (steps, streams, vocab) of the window at `start`."""
+        for s in range(min(nats.shape[1], -(-self.size // self.length))):
+            at = s * self.length + start
+            n = min(nats.shape[0], self.size - at)
+            if n <= 0:
+                continue
+            self.nats[at:at + n] = nats[:n, s]
+            if self.top_k:
+                best = log_probs[:n, s].topk(self.top_k, dim=1)
+                self.top_ids[at:at + n], self.top_probs[at:at + n] = best.indices, best.values.exp()
 
 
 @dataclass
@@ -192,10 +219,14 @@ def text_to_score(model, vocab, checkpoint: Checkpoint, split: str | None = None
     split = split or ("val" if file is None and text is None else None)
     cfg = checkpoint.config
     streams = cfg.train.eval_batch_size
-    if file is not None:
-        return TextToScore(model, vocab, checkpoint, data.encode_file(file, vocab, cfg.data), str(file), streams)
-    if text is not None:
-        ids = data.encode_text(text, vocab, cfg.data)
+    if file is not None or text is not None:
+        ids = data.encode_file(file, vocab, cfg.data) if file is not None else data.encode_text(text, vocab, cfg.data)
+        if len(ids) < 2:  # one character has nothing before it: no prediction to score
+            source = f"file {file}" if file is not None else "--text"
+            raise UsageError(f"{source} has {len(ids)} character{'' if len(ids) == 1 else 's'} (after the run's "
+                             "normalisation): a text to score needs at least 2")
+        if file is not None:
+            return TextToScore(model, vocab, checkpoint, ids, str(file), streams)
         return TextToScore(model, vocab, checkpoint, ids, "text" if text_as_file else "--text",
                            streams if text_as_file else 1)
     corpus = data.load_corpus(cfg.data, vocab=vocab)  # the run's ids (a fine-tuned run's are its parent's)

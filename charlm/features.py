@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from charlm.data import vocab
 from charlm.errors import UsageError
 
 SPAN, COUNT = "span", "count"  # a 0/1 feature (shown underlined) or a number (shown on hover)
@@ -33,7 +34,7 @@ class Feature:
 
 
 def code_points(text: str) -> torch.Tensor:
-    return torch.frombuffer(bytearray(text.encode("utf-32-le")), dtype=torch.int32).long()
+    return vocab.code_points(text).long()  # the one conversion (an empty text included)
 
 
 def _marks(points: torch.Tensor, chars: str) -> torch.Tensor:

@@ -16,8 +16,10 @@ import torch
 
 from charlm.controls import RepetitionPenalty, StopTexts
 from charlm.data import Vocab
-from charlm.errors import UsageError
+from charlm.data.vocab import not_utf8
+from charlm.errors import UsageError, finite
 from charlm.errors import shown as quoted
+from charlm.limits import PREFIX_FILE_LIMIT, check_memory, read_user_text
 from charlm.step import DEFAULT_WEIGHTS, WEIGHTS, warm_up
 
 
@@ -59,14 +61,17 @@ class SamplingOptions:
     def check(self, length: int) -> None:
         """Raise UsageError (one line, the flag's name) for the first bad value."""
         check_type(length, "length", "whole")
+        for value, name in ((self.temperature, "temperature"), (self.top_p, "top-p"),
+                            (self.repetition_penalty, "repetition-penalty")):
+            finite(value, name)
         for ok, message in [
             (length >= 0, "length must be >= 0"),
-            (math.isfinite(self.temperature) and self.temperature >= 0, "temperature must be >= 0"),
+            (self.temperature >= 0, "temperature must be >= 0"),
             (self.top_k >= 0, "top-k must be >= 0"),
             (0 < self.top_p <= 1, "top-p must be in (0, 1]"),
             (self.num_samples >= 1, "num-samples must be >= 1"),
             (self.seed is None or 0 <= self.seed < 2**63, "seed must be in 0..2^63-1"),
-            (math.isfinite(self.repetition_penalty) and self.repetition_penalty > 0,
+            (self.repetition_penalty > 0,
              "repetition-penalty must be > 0 (1 is none; 1.2-1.5 breaks greedy loops)"),
             (self.repetition_window >= 1, "repetition-window must be >= 1"),
             (self.beam >= 0, "beam must be >= 0 (0: sample instead)"),
@@ -137,6 +142,9 @@ def check_prefix(vocab: Vocab, prefix: str) -> list[int]:
         raise UsageError("the prefix is empty: pass at least one character, e.g. --prefix 分开 "
                          "(or leave --prefix out to start at a new line)")
     missing = vocab.missing(prefix)
+    if not_utf8(missing):
+        raise UsageError(f"the prefix is not UTF-8 (it holds the byte or lone surrogate {not_utf8(missing)}): "
+                         "pass UTF-8 text")
     if missing:
         shown = " ".join(repr(c) for c in missing[:10])
         raise UsageError(f"the prefix has characters the model never saw: {shown}; "
@@ -145,21 +153,45 @@ def check_prefix(vocab: Vocab, prefix: str) -> list[int]:
 
 
 def read_prefix_file(path: Path) -> str:
-    """A prefix from a UTF-8 file, exactly as written (a BOM dropped); check_prefix checks it like --prefix."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"prefix file {path} not found: pass an existing UTF-8 text file")
-    try:
-        return path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise UsageError(f"prefix file {path} is not UTF-8 text (byte 0x{e.object[e.start]:02x}): "
-                         "convert it, e.g. iconv -t UTF-8") from None
-    except OSError as e:
-        raise UsageError(f"cannot read prefix file {path} ({e.strerror or e}): check the file") from None
+    """A prefix from a UTF-8 file, exactly as written (a BOM dropped); check_prefix checks it like --prefix.
+    A regular file of at most limits.PREFIX_FILE_LIMIT bytes, refused before it is read."""
+    return read_user_text(path, "prefix file", PREFIX_FILE_LIMIT)
+
+
+def check_sizes(options: SamplingOptions, length: int, prefix: str | None, model, device=None) -> None:
+    """Refuse, before anything is allocated, a request bigger than what can exist or than the memory there
+    is: top-k over the vocabulary, more beams than continuations, samples or beams that would not fit."""
+    vocab, prefix_chars = model.vocab_size, len(prefix or " ")
+    if options.top_k > vocab:
+        raise UsageError(f"top-k {options.top_k} is more than this model's {vocab} characters: pass at most {vocab} "
+                         "(0 samples among all)")
+    texts = _continuations(vocab, length)
+    if texts is not None and options.beam > texts:
+        raise UsageError(f"beam {options.beam:,} is more than the {vocab}^{length} = {texts:,} texts of {length} "
+                         f"characters this model can write: pass at most {texts:,} beam{'s' if texts > 1 else ''}")
+    state = 4 * model.num_layers * model.hidden_size * (2 if model.kind == "lstm" else 1)
+    if options.beam:  # per beam: scores and sort over every next character, its tokens, its state and copies
+        rows, per_row = options.beam, 28 * vocab + 16 * length + 4 * state
+        what, fix = f"beam search with {options.beam:,} beams", "pass fewer --beam or a shorter --length"
+    else:  # per sample: the step's logits and sampling copies, its state, every written character's id and text
+        rows, per_row = options.num_samples, 32 * vocab + 4 * state + 48 * length + 16 * prefix_chars
+        what = f"{options.num_samples:,} sample{'s' if options.num_samples > 1 else ''} of {length:,} characters"
+        fix = "pass fewer --num-samples or a shorter --length"
+    need = rows * per_row + 400 * length + 24 * prefix_chars  # the per-step tensors kept; the prefix's ids
+    check_memory(need, what, fix, device)
+
+
+def _continuations(vocab: int, length: int) -> int | None:
+    """vocab^length, the texts of `length` characters; None past 2^64 (more beams than any memory holds:
+    the memory check refuses those)."""
+    return None if vocab > 1 and length * math.log2(vocab) > 64 else vocab ** length
 
 
 def stop_ids(vocab: Vocab, stop: tuple[str, ...]) -> list[list[int]]:
     for text in stop:
+        if not_utf8(text):
+            raise UsageError(f"the stop text {text!r} is not UTF-8 (it holds the byte or lone surrogate "
+                             f"{not_utf8(text)}): pass UTF-8 text")
         if vocab.missing(text):
             shown = " ".join(repr(c) for c in vocab.missing(text)[:10])
             raise UsageError(f"the stop text {text!r} has characters the model never saw ({shown}), so it "
@@ -213,6 +245,7 @@ def samples(model, vocab: Vocab, prefix: str | None, length: int, device: torch.
     from charlm.beam import beam_search
 
     chosen.check(length)
+    check_sizes(chosen, length, prefix, model, device)
     stops = stop_ids(vocab, chosen.stop)
     context = context_ids(vocab, prefix, 1, device)
     beams = beam_search(model, context, length, chosen.beam, chosen.num_samples, stops, chosen.weights)
@@ -241,12 +274,14 @@ class Stream:
     def __init__(self, model, vocab: Vocab, prefix: str | None, length: int, options: SamplingOptions,
                  device: torch.device | str = "cpu"):
         options.check(length)
+        check_sizes(options, length, prefix, model, device)
         stops = stop_ids(vocab, options.stop)
         self.vocab, self.prefix, self.options = vocab, prefix, options
         self.context = context_ids(vocab, prefix, options.num_samples, device)
         self.stops = StopTexts(stops, self.context) if stops else None
-        self.penalty = (RepetitionPenalty(options.repetition_penalty, options.repetition_window, len(vocab),
-                                          self.context) if options.repetition_penalty != 1 else None)
+        window = min(options.repetition_window, self.context.shape[1] + length)  # no more text than that exists
+        self.penalty = (RepetitionPenalty(options.repetition_penalty, window, len(vocab), self.context)
+                        if options.repetition_penalty != 1 else None)
         self.ids: list[torch.Tensor] = []
         self.log_probs: list[torch.Tensor] = []  # of each chosen id under the model's own distribution
         self._steps = self._run(model, length, _generator(options, device))

@@ -62,15 +62,17 @@ def resolve(path: Path | str | None) -> Path:
     return Path(path) if is_model_dir(path) else RunDir.resolve(Path(path) if path is not None else None).path
 
 
-def load_checkpoint(path: Path | str | None, which: str = "best") -> Checkpoint:
-    """The checkpoint `which` (best | last) of a run folder, or the one an exported model folder holds."""
+def load_checkpoint(path: Path | str | None, which: str = "best", use_other=None) -> Checkpoint:
+    """The checkpoint `which` (best | last) of a run folder, or the one an exported model folder holds.
+    `use_other(other)`: how the caller's flags ask for the other checkpoint of a run (checkpoint.of_run)."""
     check_which(which)
     if is_model_dir(path):
         if which != "best":
             raise CheckpointError(f"{path} is an exported model folder: it holds one checkpoint (--checkpoint "
                                   "applies to run folders)")
         return load(Path(path))
-    return ckpt.load(RunDir.resolve(Path(path) if path is not None else None).checkpoint(which))
+    run = RunDir.resolve(Path(path) if path is not None else None)
+    return ckpt.of_run(run, which, use_other=use_other) if use_other else ckpt.of_run(run, which)
 
 
 def load_model(path: Path | str | None, which: str = "best",
@@ -97,7 +99,7 @@ def export_model(run_dir: Path | str | None, out: Path | str, which: str = "best
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"{out} already exists: choose a new --out (an export never overwrites a folder)")
-    model, vocab, saved = ckpt.load_model(run.checkpoint(which))
+    model, vocab, saved = ckpt.load_run_model(run, which)
     meta = model_meta(saved, model, run.path, which)
     card = render_card(meta, model, vocab, saved.config, run, out)
     weights = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()

@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import re
+import stat
 import sys
 import uuid
 from collections.abc import Iterator
@@ -45,8 +46,28 @@ RUNS_ENV = "CHARLM_RUNS_DIR"  # where new runs go and where `runs` and the lates
 
 
 def runs_root() -> Path:
-    """$CHARLM_RUNS_DIR, else ./runs."""
-    return Path(os.environ.get(RUNS_ENV) or "runs")
+    """$CHARLM_RUNS_DIR (which --runs-root sets), else ./runs: a folder, or nothing yet (the first run makes it)."""
+    return check_runs_root(Path(os.environ.get(RUNS_ENV) or "runs"), f"--runs-root / ${RUNS_ENV}")
+
+
+def check_runs_root(root: Path, named_by: str, must_exist: bool = False) -> Path:
+    """`root` when it is a folder (or, unless `must_exist`, not there yet); else a UsageError naming it: a
+    file, a symlink loop or a path through a file is no place to keep or find runs."""
+    try:
+        info = root.stat()
+    except FileNotFoundError:
+        if must_exist:
+            raise UsageError(f"the runs folder {root} ({named_by}) not found: pass the folder that holds your run "
+                             "folders") from None
+        return root
+    except (OSError, RuntimeError) as e:  # ELOOP, ENOTDIR, EACCES, a name too long
+        reason = getattr(e, "strerror", None) or str(e)
+        raise UsageError(f"the runs folder {root} ({named_by}) cannot be used ({reason}): point it at a "
+                         "folder") from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise UsageError(f"the runs folder {root} ({named_by}) is not a folder: point it at a folder (or at a path "
+                         "where one can be made)")
+    return root
 CHECKPOINTS = ("best", "last")
 
 

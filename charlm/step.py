@@ -22,6 +22,9 @@ WEIGHTS = ("fp32", "bf16", "int8")
 # The default keeps fp32: on trained models bf16 and int8 flip a near-tie within the first few dozen
 # greedy characters, after which the texts part (README, Performance: the benchmark's agreement rows)
 DEFAULT_WEIGHTS = "fp32"
+# a long prefix is read in windows of this many characters, the state carried: its logits, which are not
+# needed, take a window's memory rather than the prefix's (16M characters x a 10,000-character vocabulary)
+WARM_UP_WINDOW = 4096
 LSTM_ORDER = (0, 1, 3, 2)  # PyTorch's gate blocks i, f, g, o -> i, f, o, g: one sigmoid over i, f, o
 
 
@@ -153,7 +156,9 @@ def warm_up(model, context: torch.Tensor, weights: str = DEFAULT_WEIGHTS):
     step = FastStep(model, weights, rows=samples)
     if context.shape[1] == 1:
         return model.begin_hidden(samples, context.device), step
-    _, hidden = model(context[:1, :-1], None)
+    hidden = None
+    for start in range(0, context.shape[1] - 1, WARM_UP_WINDOW):  # windows: the logits of a window at a time
+        _, hidden = model(context[:1, start:min(start + WARM_UP_WINDOW, context.shape[1] - 1)], hidden)
     if isinstance(hidden, tuple):
         return tuple(h.expand(-1, samples, -1).contiguous() for h in hidden), step
     return hidden.expand(-1, samples, -1).contiguous(), step

@@ -1,7 +1,8 @@
 """Per-character surprisal: what each character of a text costs a run's model, and why.
 
 `analyse` scores a text with the protocol of `charlm perplexity` (`evaluate.char_losses`: whole streams,
-the hidden state carried), so its totals are that command's figures, and keeps each character's bits.
+the hidden state carried), so its totals are that command's figures; it sums the bits by character as it
+goes and keeps each character's bits only for the first characters, those --show and --html show.
 `Surprisal.breakdown` groups the characters by how often they occur in the run's training split (never,
 rarely, often) and names the costliest ones; `page` lays the same out as a self-contained HTML page.
 
@@ -60,25 +61,29 @@ class Breakdown:
 
 @dataclass
 class Surprisal:
-    """A scored text: `bits[i]` is the cost of character ids[i + 1] (the first one has no prediction; a tail
-    shorter than the number of streams is not scored either, as in `evaluate`)."""
+    """A scored text: the figures of all of it, its bits summed by character, and each character's bits and
+    top predictions for the first characters only (what --show and --html show), so that memory follows
+    --show-chars and the vocabulary, never the text.
+
+    `shown_ids` are the text's first characters; `bits[i]` is the cost of shown_ids[i + 1] (the first has
+    no prediction; a tail shorter than the number of streams is not scored either, as in `evaluate`)."""
 
     run_dir: Path
     checkpoint: str  # best | last
     epoch: int
     source: str
     chars_of_vocab: list[str]
-    ids: torch.Tensor  # the whole text
-    bits: torch.Tensor  # (chars,) float32
+    shown_ids: torch.Tensor  # the text's first characters
+    bits: torch.Tensor  # float32: the cost of each of shown_ids[1:] that was scored
+    chars: int  # characters scored
+    text_chars: int  # characters of the whole text
+    count: torch.Tensor  # (vocab,) scored occurrences of each character
+    cost: torch.Tensor  # (vocab,) float64: their summed bits
     nats_per_char: float  # exactly evaluate's figure (charlm perplexity)
     train_counts: torch.Tensor | None  # occurrences of each id in the training split
     train_note: str | None = None  # why train_counts is None
-    top_ids: torch.Tensor | None = None  # (chars, TOP_PREDICTIONS)
+    top_ids: torch.Tensor | None = None  # (len(bits), TOP_PREDICTIONS)
     top_probs: torch.Tensor | None = None
-
-    @property
-    def chars(self) -> int:
-        return len(self.bits)
 
     @property
     def uniform_bits(self) -> float:
@@ -92,49 +97,48 @@ class Surprisal:
                 "chars": self.chars}
 
     def breakdown(self) -> Breakdown:
-        targets = self.ids[1:1 + self.chars].long()
-        bits = self.bits.double()
-        total = float(bits.sum())
-        size = len(self.chars_of_vocab)
-        count = torch.bincount(targets, minlength=size)
-        cost = torch.bincount(targets, weights=bits, minlength=size)
+        count, cost = self.count.long(), self.cost.double()
+        total = float(cost.sum())
         order = [int(i) for i in cost.argsort(descending=True)[:COSTLY] if count[i] > 0]
         costly = [CostlyChar(self.chars_of_vocab[i], int(count[i]),
                              None if self.train_counts is None else int(self.train_counts[i]),
                              float(cost[i] / count[i]), float(cost[i]) / total) for i in order]
         if self.train_counts is None:
             return Breakdown(None, costly, self.train_note)
-        seen = self.train_counts.long()[targets]
+        seen = self.train_counts.long()  # a band holds the characters seen this often in training
         masks = {"unseen": seen == 0, "rare": (seen > 0) & (seen < RARE), "common": seen >= RARE}
         descriptions = {"unseen": "unseen (0 in training)", "rare": f"rare (1-{RARE - 1} in training)",
                         "common": f"common ({RARE}+ in training)"}
         bands = []
         for name, mask in masks.items():
-            n = int(mask.sum())
-            band_bits = float(bits[mask].sum())
+            n = int(count[mask].sum())
+            band_bits = float(cost[mask].sum())
             bands.append(Band(name, descriptions[name], n, n / self.chars, band_bits / n if n else None,
                               band_bits / total))
         return Breakdown(bands, costly)
 
     def display(self, limit: int) -> list[tuple[str, float | None]]:
-        """The first `limit` characters of the text with their bits (None: not scored)."""
-        shown = self.ids[:limit].tolist()
+        """The first `limit` characters of the text (at most those kept) with their bits (None: not scored)."""
+        shown = self.shown_ids[:limit].tolist()
         bits = self.bits[:max(0, limit - 1)].tolist()
         return [(self.chars_of_vocab[c], bits[i - 1] if 0 < i <= len(bits) else None) for i, c in enumerate(shown)]
 
 
 def analyse(run_dir: Path, which: str = "best", split: str | None = None, file: Path | None = None,
-            text: str | None = None, device: torch.device | str = "cpu", predictions: bool = False) -> Surprisal:
-    """Score a text (a split, a file or a string) under a run's checkpoint, keeping each character's bits.
+            text: str | None = None, device: torch.device | str = "cpu", predictions: bool = False,
+            keep: int = 0) -> Surprisal:
+    """Score a text (a split, a file or a string) under a run's checkpoint: the figures and the bits by
+    character of all of it, and each of the first `keep` characters' bits (what --show and --html show).
 
-    With `predictions`, also the model's TOP_PREDICTIONS most likely characters at each position (for the page).
+    With `predictions`, also the model's TOP_PREDICTIONS most likely characters at each of those (for the page).
     """
     scored = load_text_to_score(run_dir, which, split, file, device, text)
     losses = char_losses(scored.model, scored.ids, scored.streams, scored.checkpoint.config.train.num_steps, device,
-                         top_k=TOP_PREDICTIONS if predictions else 0)
+                         top_k=TOP_PREDICTIONS if predictions else 0, keep=max(0, keep - 1))
     counts, note = _train_counts(scored)
     return Surprisal(Path(run_dir), which, scored.checkpoint.train_state.epoch, scored.source, scored.vocab.chars,
-                     scored.ids, losses.nats / math.log(2), losses.nats_per_char, counts, note,
+                     scored.ids[:keep].clone(), losses.nats / math.log(2), losses.chars, len(scored.ids),
+                     losses.count, losses.cost / math.log(2), losses.nats_per_char, counts, note,
                      losses.top_ids, losses.top_probs)
 
 
@@ -179,6 +183,6 @@ def page(report: Surprisal, breakdown: Breakdown, limit: int) -> str:
         "source": report.source, "figures": report.figures(), "vocab_size": len(report.chars_of_vocab),
         "scale_bits": report.uniform_bits, "stops": [[f, list(rgb)] for f, rgb in HEAT_STOPS],
         "text": [c for c, _ in shown], "bits": [None if b is None else round(b, 3) for _, b in shown],
-        "top": top, "breakdown": breakdown.to_dict(), "total_text_chars": len(report.ids),
+        "top": top, "breakdown": breakdown.to_dict(), "total_text_chars": report.text_chars,
     }
     return pages.render("surprisal", data)

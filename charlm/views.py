@@ -58,7 +58,7 @@ def legend(report: Surprisal, limit: int) -> Text:
                 "characters; ")
     line.append("underlined", UNSCORED)
     line.append(": not scored)")
-    total = len(report.ids)
+    total = report.text_chars
     if limit < total:
         line.append(f"\nshown: the first {limit:,} of {total:,} characters (--show-chars); "
                     "the figures cover them all")

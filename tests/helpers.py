@@ -43,3 +43,21 @@ def screenshot_colours(png: bytes) -> int:
 
     image = Image.open(io.BytesIO(png)).convert("RGB")
     return len(image.getcolors(maxcolors=1 << 24))
+
+
+def surprisal_of(chars: list[str], ids: list[int], bits: list[float], nats_per_char: float, train_counts=None,
+                 note: str | None = None, source: str = "val split", epoch: int = 3):
+    """A surprisal.Surprisal of a whole text kept (every character shown), its sums by character made here
+    by hand: for tests of the breakdown and the views without a model."""
+    from pathlib import Path
+
+    import torch
+
+    from charlm.surprisal import Surprisal
+
+    targets = torch.tensor(ids[1:1 + len(bits)], dtype=torch.long)
+    count = torch.bincount(targets, minlength=len(chars))
+    cost = torch.bincount(targets, weights=torch.tensor(bits, dtype=torch.float64), minlength=len(chars))
+    return Surprisal(Path("runs/x"), "best", epoch, source, chars, torch.tensor(ids), torch.tensor(bits), len(bits),
+                     len(ids), count, cost, nats_per_char, None if train_counts is None else torch.tensor(train_counts),
+                     note)

@@ -22,6 +22,7 @@ from charlm.generate import (
     stream,
 )
 from charlm.model import CharRNN
+from charlm.step import WARM_UP_WINDOW
 
 VOCAB = Vocab("分开不的我你爱abcdefgh ,.\n")
 
@@ -267,7 +268,8 @@ def test_a_sample_record_has_the_json_schema(model):
 
 @pytest.mark.parametrize(("options", "message"), [
     ({"temperature": -1}, "temperature must be >= 0"),
-    ({"temperature": float("nan")}, "temperature must be >= 0"),
+    ({"temperature": float("nan")}, "temperature must be a finite number, got nan"),
+    ({"temperature": float("inf")}, "temperature must be a finite number, got inf"),
     ({"repetition_penalty": 0}, "repetition-penalty must be > 0"),
     ({"repetition_window": 0}, "repetition-window must be >= 1"),
     ({"beam": -2}, "beam must be >= 0"),
@@ -295,7 +297,9 @@ def test_a_long_prefix_is_read_once_for_all_samples(model):
         texts = generate(model, VOCAB, prefix, 5, temperature=1.0, num_samples=50, seed=3)
     finally:
         handle.remove()
-    assert batches == [(1, len(prefix) - 1)]  # one model call, one row: the prefix but its last character
+    # one row, the prefix but its last character, read once in windows (their logits a window at a time)
+    assert {rows for rows, _ in batches} == {1} and sum(n for _, n in batches) == len(prefix) - 1
+    assert max(n for _, n in batches) == WARM_UP_WINDOW and len(batches) == -(-(len(prefix) - 1) // WARM_UP_WINDOW)
     assert len(texts) == 50 and all(t.startswith(prefix) and len(t) == len(prefix) + 5 for t in texts)
     alone = generate(model, VOCAB, prefix, 5, temperature=0.0, num_samples=1)[0]
     assert generate(model, VOCAB, prefix, 5, temperature=0.0, num_samples=4) == [alone] * 4

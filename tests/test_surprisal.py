@@ -7,8 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
-from helpers import save_untrained_run, screenshot_colours
+from helpers import save_untrained_run, screenshot_colours, surprisal_of
 
 from charlm.cli import main
 from charlm.surprisal import HEAT_STOPS, RARE, Surprisal, heat
@@ -17,10 +16,8 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def made_up(ids: list[int], bits: list[float], train_counts: list[int] | None) -> Surprisal:
-    chars = list("abcdef")
-    return Surprisal(Path("runs/x"), "best", 3, "val split", chars, torch.tensor(ids), torch.tensor(bits),
-                     sum(bits) / len(bits) * math.log(2), None if train_counts is None else torch.tensor(train_counts),
-                     None if train_counts is not None else "no corpus")
+    return surprisal_of(list("abcdef"), ids, bits, sum(bits) / len(bits) * math.log(2), train_counts,
+                        None if train_counts is not None else "no corpus")
 
 
 def test_breakdown_by_hand():

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
-import torch
+from helpers import surprisal_of
 from rich.console import Console
 
 from charlm.surprisal import Surprisal
@@ -14,8 +13,8 @@ from charlm.views import breakdown_tables, legend, shaded_text, visible
 
 def report() -> Surprisal:
     chars = list("\nabc")
-    return Surprisal(Path("runs/x"), "best", 1, "--text", chars, torch.tensor([1, 2, 0, 3, 1]),
-                     torch.tensor([0.0, 1.0, 2.0, 9.0]), math.log(2), torch.tensor([3, 0, 9, 1]))
+    return surprisal_of(chars, [1, 2, 0, 3, 1], [0.0, 1.0, 2.0, 9.0], math.log(2), [3, 0, 9, 1], source="--text",
+                        epoch=1)
 
 
 def test_each_character_is_shaded_by_its_bits():

@@ -40,12 +40,10 @@ def runs(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array, a summary per run.")] = False,
 ) -> None:
     """List every run: corpus, model, epochs, best val perplexity and bits/char, time, status."""
-    from charlm.rundir import runs_root
+    from charlm.rundir import check_runs_root, runs_root
     from charlm.runs import damage_notes, list_runs, parent_name
 
-    if root is not None and not root.is_dir():
-        raise UsageError(f"runs folder {root} not found: pass the folder that holds your run folders")
-    root = root if root is not None else runs_root()
+    root = check_runs_root(root, "--root", must_exist=True) if root is not None else runs_root()
     found = list_runs(root)  # none when the default folder does not exist yet
     if as_json:
         print(json.dumps([{k: v for k, v in run.items() if k != "records"} for run in found], ensure_ascii=False))

@@ -67,7 +67,8 @@ def _surprisal(folder: Path, checkpoint: str, split, file, text, device, as_json
         raise UsageError(f"--show-chars must be >= 1, got {show_chars}")
     if html is not None:
         pages.check_target(html)
-    report = surprisal.analyse(folder, checkpoint, split, file, text, device, predictions=html is not None)
+    report = surprisal.analyse(folder, checkpoint, split, file, text, device, predictions=html is not None,
+                               keep=show_chars if show or html is not None else 0)  # what is shown, no more
     parts = report.breakdown()
     if html is not None:
         pages.write(html, surprisal.page(report, parts, show_chars))

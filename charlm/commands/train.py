@@ -63,6 +63,9 @@ def train(
     cfg = _pick_config(config, budget, settings, run_dir, resume, init_from, nproc is not None or dry_run, quiet)
     explicit = {item.split("=", 1)[0].strip() for item in settings}
     if nproc is not None or dry_run:
+        from charlm.data.text import check_source
+
+        check_source(cfg.data.corpus)  # checked here: the processes would each fail on it
         processes = nproc or launch.default_nproc()
         args = launch.train_args(config, run_dir, resume, settings, resume_from, init_from)
         if dry_run:

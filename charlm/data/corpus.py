@@ -19,6 +19,7 @@ from charlm.data.cache import load_encoded
 from charlm.data.text import Normalisation, Source, TextPart, _limited, iter_text, resolve_source, scan
 from charlm.data.vocab import Vocab, encode_chunks
 from charlm.errors import CorpusError
+from charlm.limits import check_memory
 
 
 @dataclass
@@ -41,6 +42,10 @@ def encode_file(path: str | Path, vocab: Vocab, cfg: DataConfig) -> torch.Tensor
         raise CorpusError(f"file {path} not found: check the path")
     if not path.is_file():
         raise CorpusError(f"{path} is not a regular file: pass a UTF-8 text file")
+    # its ids are held whole (one to four bytes each, and a file has at most as many characters as bytes):
+    # refused before the first read when they cannot fit
+    need = path.stat().st_size * torch.empty(0, dtype=vocab.id_dtype()).element_size()
+    check_memory(need, f"scoring {path}", "score a part of it (split it, e.g. with head -c)")
     parts = (TextPart(path),)
     normalisation = Normalisation.of(cfg)  # as the run's corpus was: a PTB run scores files without spaces
 

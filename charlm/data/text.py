@@ -116,6 +116,13 @@ def resolve_source(corpus: str, progress: Callable | None = None) -> Source:
     )
 
 
+def check_source(corpus: str) -> None:
+    """Refuse a corpus that names no built-in, file or folder, reading and fetching nothing (a dry run, or a
+    launch that would otherwise fail in every process)."""
+    if corpus not in BUILTINS:
+        resolve_source(corpus)
+
+
 def _zip_member(remote) -> str | None:
     """The member to read of a file kept as a zip (a tarball's member is extracted on download)."""
     return remote.member if remote.filename.endswith(".zip") else None

@@ -77,7 +77,20 @@ class Vocab:
 def code_points(chunk: str) -> torch.Tensor:
     if not chunk:  # frombuffer refuses an empty buffer
         return torch.empty(0, dtype=torch.int32)
-    return torch.frombuffer(bytearray(chunk.encode("utf-32-le")), dtype=torch.int32)
+    # surrogatepass: a lone surrogate (a byte that was not UTF-8 on the command line) becomes a code point
+    # that no vocabulary has, refused below with the other unknown characters
+    return torch.frombuffer(bytearray(chunk.encode("utf-32-le", "surrogatepass")), dtype=torch.int32)
+
+
+def not_utf8(chars) -> str | None:
+    """Where text came from a command line holding bytes that are not UTF-8 (Python keeps each as a lone
+    surrogate, U+DC80-U+DCFF): the first such byte as 0xNN, else None."""
+    for c in chars:
+        if "\udc80" <= c <= "\udcff":
+            return f"0x{ord(c) - 0xDC00:02x}"
+        if "\ud800" <= c <= "\udfff":
+            return f"U+{ord(c):04X}"
+    return None
 
 
 def encode_chunks(chunks: Iterator[str], vocab: Vocab, length: int, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -95,6 +108,9 @@ def encode_chunks(chunks: Iterator[str], vocab: Vocab, length: int, out: torch.T
         bad = ~known | (encoded < 0)
         if bool(bad.any()):
             missing = vocab.missing(chunk)
+            if not_utf8(missing):
+                raise CorpusError(f"the text is not UTF-8 (it holds the byte or lone surrogate {not_utf8(missing)}): "
+                                  "pass UTF-8 text")
             shown = "".join(missing[:20])
             raise CorpusError(f"the text has {len(missing)} characters the vocabulary lacks ({shown!r}): "
                               "score text written with the training corpus's characters")

@@ -79,7 +79,8 @@ def load_parent(spec: str | Path) -> Parent:
         raise UsageError(f"--init-from {spec}: folder {path} not found; pass a run folder (RUN or RUN:last) or a "
                          "model folder made by charlm export")
     source = "model" if is_model_dir(path) else "run"
-    return Parent(path, which, source, load_checkpoint(path, which))
+    saved = load_checkpoint(path, which, use_other=lambda other: f"--init-from {path}:{other}")
+    return Parent(path, which, source, saved)
 
 
 def init_config(parent: Parent, config_path: Path | None, overrides: list[str]) -> Config:
