@@ -222,7 +222,7 @@ def text_to_score(model, vocab, checkpoint: Checkpoint, split: str | None = None
     if file is not None or text is not None:
         ids = data.encode_file(file, vocab, cfg.data) if file is not None else data.encode_text(text, vocab, cfg.data)
         if len(ids) < 2:  # one character has nothing before it: no prediction to score
-            source = f"file {file}" if file is not None else "--text"
+            source = f"file {file}" if file is not None else ("the text" if text_as_file else "--text")
             raise UsageError(f"{source} has {len(ids)} character{'' if len(ids) == 1 else 's'} (after the run's "
                              "normalisation): a text to score needs at least 2")
         if file is not None:

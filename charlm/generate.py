@@ -158,10 +158,10 @@ def read_prefix_file(path: Path) -> str:
     return read_user_text(path, "prefix file", PREFIX_FILE_LIMIT)
 
 
-def check_sizes(options: SamplingOptions, length: int, prefix: str | None, model, device=None) -> None:
+def check_sizes(options: SamplingOptions, length: int, prefix_chars: int, model, device=None) -> None:
     """Refuse, before anything is allocated, a request bigger than what can exist or than the memory there
     is: top-k over the vocabulary, more beams than continuations, samples or beams that would not fit."""
-    vocab, prefix_chars = model.vocab_size, len(prefix or " ")
+    vocab = model.vocab_size
     if options.top_k > vocab:
         raise UsageError(f"top-k {options.top_k} is more than this model's {vocab} characters: pass at most {vocab} "
                          "(0 samples among all)")
@@ -217,10 +217,9 @@ def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_k: int = 0, 
     return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
 
 
-def context_ids(vocab: Vocab, prefix: str | None, num_samples: int, device) -> torch.Tensor:
-    """(num_samples, P) ids the model reads before it writes: the prefix, or the start text."""
-    ids = check_prefix(vocab, prefix) if prefix is not None else vocab.encode(start_text(vocab))
-    return torch.tensor(ids, device=device).repeat(num_samples, 1)
+def read_first(vocab: Vocab, prefix: str | None) -> list[int]:
+    """The ids the model reads before it writes: the prefix (checked), or the start text."""
+    return check_prefix(vocab, prefix) if prefix is not None else vocab.encode(start_text(vocab))
 
 
 def stream(model, vocab: Vocab, prefix: str | None, length: int, device: torch.device | str = "cpu",
@@ -245,9 +244,10 @@ def samples(model, vocab: Vocab, prefix: str | None, length: int, device: torch.
     from charlm.beam import beam_search
 
     chosen.check(length)
-    check_sizes(chosen, length, prefix, model, device)
+    first = read_first(vocab, prefix)
+    check_sizes(chosen, length, len(first), model, device)
     stops = stop_ids(vocab, chosen.stop)
-    context = context_ids(vocab, prefix, 1, device)
+    context = torch.tensor(first, device=device)[None]
     beams = beam_search(model, context, length, chosen.beam, chosen.num_samples, stops, chosen.weights)
     return [_sample(vocab, prefix, ids, chosen.stop[which] if which is not None else None,
                     -log_prob / len(ids) / math.log(2) if ids else None)
@@ -274,10 +274,11 @@ class Stream:
     def __init__(self, model, vocab: Vocab, prefix: str | None, length: int, options: SamplingOptions,
                  device: torch.device | str = "cpu"):
         options.check(length)
-        check_sizes(options, length, prefix, model, device)
+        first = read_first(vocab, prefix)
+        check_sizes(options, length, len(first), model, device)
         stops = stop_ids(vocab, options.stop)
         self.vocab, self.prefix, self.options = vocab, prefix, options
-        self.context = context_ids(vocab, prefix, options.num_samples, device)
+        self.context = torch.tensor(first, device=device).repeat(options.num_samples, 1)
         self.stops = StopTexts(stops, self.context) if stops else None
         window = min(options.repetition_window, self.context.shape[1] + length)  # no more text than that exists
         self.penalty = (RepetitionPenalty(options.repetition_penalty, window, len(vocab), self.context)

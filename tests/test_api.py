@@ -153,7 +153,7 @@ API_MISUSE = [  # (what is called on a loaded model `m` or on charlm, the error'
     (lambda m: m.generate("分", num_samples=3), UsageError, "generate makes one text: call samples("),
     (lambda m: m.stream("分", repetition_window=1.5), UsageError, "repetition-window must be a whole number"),
     (lambda m: m.stream(7), UsageError, "the prefix must be text, not 7"),
-    (lambda m: m.perplexity(""), CorpusError, "has 0 character(s): it needs at least 2"),
+    (lambda m: m.perplexity(""), UsageError, "the text has 0 characters (after the run's normalisation)"),
     (lambda m: m.perplexity(5), UsageError, "the text to score must be a str, not 5"),
     (lambda m: m.perplexity(b"abc"), UsageError, "must be a str, not b'abc'"),
     (lambda m: m.perplexity(file=5), UsageError, "file must be a path (a str or pathlib.Path), not 5"),
