@@ -10,7 +10,7 @@ TORCH       ?= torch==2.13.0
 TORCH_INDEX ?=
 CONFIG  ?= configs/jaychou-lstm.yaml
 
-.PHONY: install test lint train bench clean compat shake
+.PHONY: install test lint train bench clean compat compat-oldest shake
 
 install:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,17 +34,25 @@ lint:
 train:
 	$(VENV)/bin/charlm train --config $(CONFIG)
 
-# the suite against other releases, in a venv of its own: make compat TORCH=torch==2.2.2 PINS="typer==0.12.0 rich==13.0.0"
+# the suite against other releases, in a venv of its own per torch release (.venv-compat-2.5.1, ...):
+#   make compat TORCH=torch==2.15.0 PINS="typer==0.29.2"    the releases named, the newest of the rest
+#   make compat-oldest                                     the lower bounds in pyproject.toml, every one pinned
 # (PIP_CONSTRAINT=/dev/null lifts a machine-wide pip cap on torch, where one is set; PyPI's Linux wheels are CUDA builds)
-COMPAT_VENV ?= .venv-compat
+COMPAT_VENV ?= .venv-compat-$(word 2,$(subst ==, ,$(TORCH)))
 PINS        ?=
+# pyproject's `name>=X` dependencies as `name==X`
+OLDEST = $(shell $(PYTHON) -c "import re; t = open('pyproject.toml').read().split('dependencies = [')[1].split(']')[0]; \
+  print(' '.join(n + '==' + v for n, v in re.findall(r'\"([A-Za-z0-9_.-]+)>=([0-9.]+)', t)))")
 compat:
 	rm -rf $(COMPAT_VENV) && $(PYTHON) -m venv $(COMPAT_VENV)
 	PIP_CONSTRAINT=/dev/null $(COMPAT_VENV)/bin/pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH)"
 	PIP_CONSTRAINT=/dev/null $(COMPAT_VENV)/bin/pip install -q -e ".[dev]" "$(TORCH)" $(PINS)
-	$(COMPAT_VENV)/bin/python -c "import torch, typer, rich, numpy; print('compat:', torch.__version__, 'typer', \
-	  typer.__version__, 'rich', __import__('importlib.metadata').metadata.version('rich'), 'numpy', numpy.__version__)"
+	$(COMPAT_VENV)/bin/python -m pip list --format=freeze 2>/dev/null | grep -iE \
+	  '^(torch|typer|click|rich|numpy|pyyaml|safetensors|filelock)==' | tr '\n' ' ' && echo
 	$(COMPAT_VENV)/bin/python -m pytest -q -p no:cacheprovider
+
+compat-oldest:
+	$(MAKE) compat TORCH="$(filter torch==%,$(OLDEST))" PINS="$(filter-out torch==%,$(OLDEST))"
 
 bench:
 	$(PY) benchmarks/bench.py --json benchmarks/results.json

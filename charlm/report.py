@@ -38,8 +38,11 @@ def download_bar(console: Console, filename: str, total: int | None):
 @contextlib.contextmanager
 def scoring_bar(console: Console):
     """A callback(done, total) drawing a progress bar while a long text is scored (on a terminal only)."""
+    if not console.is_terminal:  # no bar at all: rich before 14.3 prints a blank line when a disabled one stops
+        yield lambda done, total: None
+        return
     with Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=console, transient=True, disable=not console.is_terminal) as progress:
+                  console=console, transient=True) as progress:
         task = progress.add_task("score", total=None)
         yield lambda done, total: progress.update(task, completed=done, total=total)
 

@@ -65,7 +65,8 @@ def test_version_is_the_package_version(capsys):
 def test_help_shows_no_value_after_flags_and_has_examples(capsys):
     assert main(["train", "--help"]) == 0
     text = capsys.readouterr().out
-    assert "<bool>" not in text and "list[" not in text and "<str>..." in text
+    # the item type of --set: Typer's own click copy names it str, Typer on click itself (before 0.26) text
+    assert "<bool>" not in text and "list[" not in text and ("<str>..." in text or "<text>..." in text)
     for argv in (["--help"], ["data", "--help"]):
         assert main(argv) == 0
         assert "Example: charlm" in capsys.readouterr().out
