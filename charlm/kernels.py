@@ -32,23 +32,33 @@ def cache_path() -> Path:
     return user_cache_dir() / "kernels.json"
 
 
+def machine() -> dict:
+    """The processor and torch release a cached choice holds for (the threads are in each choice's key)."""
+    return {k: v for k, v in identity().items() if k != "threads"}
+
+
 class KernelTable:
     """The fp32 kernel of each matrix shape on this machine: read from the cache, measured when missing."""
 
     def __init__(self, path: Path | None = None):
         self.path = path or cache_path()
-        self.machine = identity()
+        self.machine = machine()
         self.choices = self._read()
         self.measured: list[str] = []  # the keys this table had to time
 
     def fp32(self, make: Callable[[str], Callable], shape: tuple[int, int], rows: int) -> str:
         """The faster of FP32_KERNELS for x (rows, in) -> (rows, out); `make(kernel)` builds that projection."""
-        key = f"{shape[0]}x{shape[1]}-r{rows}"
+        key = self.key(shape, rows)
         if key not in self.choices:
             self.choices[key] = fastest({kernel: make(kernel) for kernel in FP32_KERNELS}, rows, shape[1])
             self.measured.append(key)
             self._write()
         return self.choices[key]
+
+    @staticmethod
+    def key(shape: tuple[int, int], rows: int) -> str:
+        # the thread count is part of the key, not of the machine: one cache serves 1-thread and n-thread runs
+        return f"{shape[0]}x{shape[1]}-r{rows}-t{torch.get_num_threads()}"
 
     def _read(self) -> dict:
         """The cached choices of this machine; a cache that is not a bounded regular JSON file is measured again,
@@ -72,7 +82,8 @@ class KernelTable:
 
 def fastest(candidates: dict[str, Callable], rows: int, in_features: int) -> str:
     """The candidate that multiplies a (rows, in_features) input fastest, by calls per second."""
-    x = torch.randn(rows, in_features)
+    # a generator of its own: measuring must not move the caller's random state (an unseeded sample's)
+    x = torch.randn(rows, in_features, generator=torch.Generator().manual_seed(0))
     best = dict.fromkeys(candidates, 0.0)
     for _ in range(ROUNDS):  # interleaved: a burst of load on the machine hits both kernels alike
         for name, project in candidates.items():

@@ -30,14 +30,27 @@ def test_a_choice_is_measured_once_per_machine_and_read_back(tmp_path, monkeypat
     model = make_rnn(9, "lstm", hidden_size=16, num_layers=2).eval()
     first = KernelTable(path)
     FastStep(model, "fp32", rows=3, kernels=first)
-    assert first.measured == ["64x16-r3", "64x32-r3", "9x16-r3"]  # layer 0's W_hh, layer 1's [W_ih | W_hh], head
+    # layer 0's W_hh, layer 1's [W_ih | W_hh], the head
+    assert first.measured == [KernelTable.key(shape, 3) for shape in [(64, 16), (64, 32), (9, 16)]]
     saved = json.loads(path.read_text())
-    assert saved["machine"] == kernels.identity() and set(saved["fp32"].values()) <= set(FP32_KERNELS)
+    assert saved["machine"] == kernels.machine() and set(saved["fp32"].values()) <= set(FP32_KERNELS)
 
     monkeypatch.setattr(kernels, "fastest", lambda *a: pytest.fail("measured again"))
     second = KernelTable(path)
     FastStep(model, "fp32", rows=3, kernels=second)
     assert second.measured == [] and second.choices == first.choices
+
+
+@needs_onednn
+def test_measuring_leaves_the_callers_random_state_alone(tmp_path):
+    model = make_rnn(9, "lstm", hidden_size=16).eval()
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    table = KernelTable(tmp_path / "kernels.json")
+    FastStep(model, "fp32", kernels=table)
+    assert table.measured  # it did measure
+    assert torch.equal(torch.rand(3), expected)
 
 
 @needs_onednn
@@ -68,8 +81,8 @@ def test_both_fp32_kernels_compute_the_model(tmp_path, kind):
         expected, _ = model(ids, None)
     for kernel in FP32_KERNELS:
         table = KernelTable(tmp_path / f"{kernel}.json")
-        table.choices = {f"{o}x{i}-r4": kernel for o, i in [(96, 24), (96, 48), (72, 24), (72, 48), (11, 24),
-                                                          (24, 24), (24, 48)]}
+        table.choices = {KernelTable.key(shape, 4): kernel for shape in [(96, 24), (96, 48), (72, 24), (72, 48),
+                                                                         (11, 24), (24, 24), (24, 48)]}
         step, hidden, rows = FastStep(model, "fp32", rows=4, kernels=table), model.begin_hidden(4), []
         assert table.measured == []
         assert {p.mode for p in [step.head, *(q for pair in step.layers for q in pair if q)]} == {kernel}
@@ -85,13 +98,14 @@ def test_both_fp32_kernels_compute_the_model(tmp_path, kind):
                                     '"onednn "'])
 def test_a_cached_choice_that_names_no_kernel_is_measured_again(tmp_path, monkeypatch, choice):
     path = tmp_path / "kernels.json"
-    text = json.dumps({"machine": kernels.identity(), "fp32": {"8x4-r1": "CHOICE", "9x4-r1": "dense"}})
+    fast, kept = KernelTable.key((8, 4), 1), KernelTable.key((9, 4), 1)
+    text = json.dumps({"machine": kernels.machine(), "fp32": {fast: "CHOICE", kept: "dense"}})
     path.write_text(text.replace('"CHOICE"', choice))
     table = KernelTable(path)
-    expected = {} if choice == "NaN" else {"9x4-r1": "dense"}  # NaN is not JSON: nothing of the file is trusted
+    expected = {} if choice == "NaN" else {kept: "dense"}  # NaN is not JSON: nothing of the file is trusted
     assert table.choices == expected
     monkeypatch.setattr(kernels, "fastest", lambda *a: "onednn")
-    assert table.fp32(lambda kernel: None, (8, 4), 1) == "onednn" and table.measured == ["8x4-r1"]
+    assert table.fp32(lambda kernel: None, (8, 4), 1) == "onednn" and table.measured == [fast]
 
 
 @pytest.mark.parametrize("damage", ["fifo", "dev-zero", "folder", "huge", "list", "fp32-list", "deep"])
