@@ -145,6 +145,9 @@ def _mode(path: Path) -> int | None:
         return path.stat().st_mode
     except FileNotFoundError:
         return None
+    except NotADirectoryError:
+        raise UsageError(f"cannot use {path}: part of its path is a file, not a folder: choose another path") \
+            from None
     except OSError as e:
         raise UsageError(f"cannot use {path} ({e.strerror or e}): choose another path") from None
 
