@@ -76,7 +76,7 @@ def check_output_folder(path: Path | str, *, option: str = "--out") -> Path:
     """A folder to create whole (export --out): new, or an empty real folder; not inside a folder charlm
     owns; below an existing folder (missing folders above it are created)."""
     path = Path(path)
-    if path.is_symlink():
+    if stat.S_ISLNK(_mode(path, follow=False) or 0):
         raise UsageError(f"{option} {path} is a symbolic link: pass the path of a new folder")
     mode = _mode(path)
     if mode is not None and not stat.S_ISDIR(mode):
@@ -128,7 +128,7 @@ def written_by_charlm(path: Path) -> bool:
 
 def _follow(path: Path, option: str) -> Path:
     """`path`, or the file its link points to (links of links followed); a dangling link or a loop is refused."""
-    if not path.is_symlink():
+    if not stat.S_ISLNK(_mode(path, follow=False) or 0):
         return path
     real = Path(os.path.realpath(path))
     try:
@@ -140,9 +140,11 @@ def _follow(path: Path, option: str) -> Path:
     return real
 
 
-def _mode(path: Path) -> int | None:
+def _mode(path: Path, *, follow: bool = True) -> int | None:
+    """The file type and mode of `path` (None: nothing there); an unusable path (a file on the way, a name too
+    long, no permission) is refused in one line."""
     try:
-        return path.stat().st_mode
+        return (path.stat() if follow else path.lstat()).st_mode
     except FileNotFoundError:
         return None
     except NotADirectoryError:

@@ -193,6 +193,16 @@ def test_a_fifo_a_folder_and_a_missing_folder_are_refused(made, capsys, tmp_path
 
 
 @pytest.mark.parametrize("writer", WRITERS)
+def test_an_unusable_path_is_one_line(made, capsys, tmp_path, writer):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine", encoding="utf-8")
+    for target, fragment in ((tmp_path / ("a" * 300 + ".html"), "cannot use"), (notes / "page.html", "not a folder"),
+                             ("", "is a folder")):
+        refused(*write(made, capsys, writer, target), fragment)
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+@pytest.mark.parametrize("writer", WRITERS)
 def test_a_device_node_is_refused_before_anything_is_written(made, capsys, tmp_path, writer):
     """A character device made here (never /dev/null: a bug would replace it); as root only."""
     device = tmp_path / "null"

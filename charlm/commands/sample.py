@@ -134,10 +134,10 @@ def export(
     if out_dir is not None:  # both targets checked before either is written
         check_output_folder(out_dir)
     if html is not None:
-        check_output_file(html, option="--html", force=force)
-        check_precision(precision)
         if out_dir is not None:
             check_apart(html, out_dir, option="--html", folder_option="--out")
+        check_output_file(html, option="--html", force=force)
+        check_precision(precision)
     if out_dir is not None:
         folder = export_model(run_dir, out_dir, checkpoint)
         cli.out.print(f"wrote {folder}/ (model.safetensors, config.json, vocab.json, README.md)", markup=False)
