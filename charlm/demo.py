@@ -17,7 +17,6 @@ from pathlib import Path
 
 import torch
 
-from charlm import fsio
 from charlm.checkpoint import Checkpoint, load_run_model
 from charlm.data import Vocab
 from charlm.data.builtins import BUILTINS
@@ -25,6 +24,7 @@ from charlm.errors import UsageError
 from charlm.generate import start_text
 from charlm.pages import embed_json
 from charlm.rundir import RunDir
+from charlm.targets import check_output_file, write_output_file
 
 FORMAT, VERSION = "charlm-demo", 1
 PRECISIONS = {"float16": torch.float16, "float32": torch.float32}
@@ -120,16 +120,17 @@ def build_page(model, checkpoint: Checkpoint, which: str = "best", precision: st
     return Page(before + blob + middle + code + after, sum(t.numel() for t in tensors.values()), len(raw))
 
 
-def export_html(run: RunDir, which: str, path: Path, precision: str = "float16") -> Page:
-    """Write the demo page of a run's checkpoint to `path` (atomically)."""
-    path = Path(path)
-    if path.is_dir():
-        raise UsageError(f"{path} is a folder: pass a file name for the page, e.g. {path / 'demo.html'}")
-    if not path.parent.is_dir():
-        raise UsageError(f"folder {path.parent} does not exist: create it or write the page elsewhere")
+def check_precision(precision: str) -> None:
     if precision not in PRECISIONS:
         raise UsageError(f"precision {precision!r} is not valid: use float16 (half the size) or float32 (exact)")
+
+
+def export_html(run: RunDir, which: str, path: Path, precision: str = "float16", *, force: bool = False) -> Page:
+    """Write the demo page of a run's checkpoint to `path` (atomically). The path is checked first
+    (targets.check_output_file: never a file in a run or model folder, a user's file only with `force`)."""
+    check_output_file(path, option="--html", force=force)
+    check_precision(precision)
     model, _, checkpoint = load_run_model(run, which)
     page = build_page(model, checkpoint, which, precision)
-    fsio.atomic_write_text(path, page.html)
+    write_output_file(path, page.html.encode("utf-8"), option="--html", force=force)
     return page

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -33,10 +34,13 @@ from charlm.data.vocab import Vocab
 from charlm.errors import CheckpointError, ConfigError, RunError, UsageError, shown
 from charlm.model import CharRNN
 from charlm.rundir import RunDir, check_which
+from charlm.targets import MODEL_CONFIG, MODEL_FORMAT, MODEL_WEIGHTS, check_output_folder
 from charlm.training.state import TrainState
 
-FORMAT, VERSION = "charlm-model", 1
-WEIGHTS, CONFIG_JSON, VOCAB_JSON, CARD = "model.safetensors", "config.json", "vocab.json", "README.md"
+VERSION = 1
+# targets.py, which must not import torch, recognises a model folder by these
+FORMAT, WEIGHTS, CONFIG_JSON = MODEL_FORMAT, MODEL_WEIGHTS, MODEL_CONFIG
+VOCAB_JSON, CARD = "vocab.json", "README.md"
 REQUIRED = (CONFIG_JSON, VOCAB_JSON, WEIGHTS)  # the card is for people: a folder without it still loads
 TIED_KEY = "head.weight"  # with tie_weights it is embedding.weight, so it is not stored
 MAX_CONFIG_JSON = 4 * readback.MIB  # charlm writes a few kB: the config, an eval record, a parent record
@@ -91,26 +95,30 @@ def load_model(path: Path | str | None, which: str = "best",
 def export_model(run_dir: Path | str | None, out: Path | str, which: str = "best") -> Path:
     """Write the model folder `out` from the checkpoint `which` of a run folder (default: the latest run).
 
-    The folder appears whole or not at all (written beside it, then renamed); an existing one is refused.
+    The folder appears whole or not at all (written beside it, then renamed); an existing one, or one inside
+    a run or model folder, is refused (targets.check_output_folder) before anything is read. A stop signal
+    removes the temp folder; one that SIGKILL left is removed by the next write beside it (fsio).
     """
     from charlm.model_card import render_card
 
+    out = check_output_folder(out)
     run = RunDir.resolve(Path(run_dir) if run_dir is not None else None)
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(f"{out} already exists: choose a new --out (an export never overwrites a folder)")
     model, vocab, saved = ckpt.load_run_model(run, which)
     meta = model_meta(saved, model, run.path, which)
     card = render_card(meta, model, vocab, saved.config, run, out)
     weights = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()
                if not (saved.model_config.tie_weights and k == TIED_KEY)}  # safetensors refuses shared tensors
+    check_output_folder(out)  # again: the card took a while, and the folder may have appeared since
     try:
-        with fsio.atomic_folder(out) as tmp:
+        with fsio.atomic_folder(out, exclusive=True) as tmp:
             (tmp / WEIGHTS).write_bytes(save_safetensors(weights, metadata={"format": FORMAT}))
             (tmp / CONFIG_JSON).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
             (tmp / VOCAB_JSON).write_text(vocab.to_json(), encoding="utf-8")
             (tmp / CARD).write_text(card, encoding="utf-8")
     except OSError as e:
+        if os.path.lexists(out):  # the rename met something that appeared there while the card was made
+            raise UsageError(f"{out} appeared while exporting: choose a new --out (an export never overwrites "
+                             "a folder)") from None
         raise RunError(f"cannot write {out} ({e.strerror or e}): free disk space or choose a writable --out") from None
     return out
 

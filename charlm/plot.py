@@ -5,15 +5,20 @@ matplotlib is an optional extra (pip install 'charlm[plot]'); nothing else in ch
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
 from charlm.errors import UsageError
 from charlm.runs import summarize
+from charlm.targets import check_output_file, write_output_file
 
 
-def plot_runs(run_dirs: list[Path], out: Path):
-    """Draw every run (overlaid) into `out` (PNG) and return the matplotlib figure."""
+def plot_runs(run_dirs: list[Path], out: Path, *, force: bool = False):
+    """Draw every run (overlaid) into `out` (PNG, published atomically) and return the matplotlib figure. `out`
+    is checked first (targets.check_output_file: loss.png inside a run folder, or a file outside charlm's
+    folders; a file charlm did not write only with `force`)."""
+    check_output_file(out, option="--out", force=force, plot=True)
     try:
         import matplotlib
 
@@ -54,8 +59,10 @@ def plot_runs(run_dirs: list[Path], out: Path):
     corpora = ", ".join(sorted({r["corpus"] for r in runs}))
     models = ", ".join(sorted({r["model"] for r in runs}))
     fig.suptitle(f"{corpora} · {models}")
-    fig.savefig(out, dpi=90)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=90, metadata={"Software": "charlm"})  # how targets knows charlm wrote it
     plt.close(fig)
+    write_output_file(out, png.getvalue(), option="--out", force=force, plot=True)
     return fig
 
 

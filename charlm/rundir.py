@@ -23,7 +23,6 @@ import json
 import os
 import re
 import stat
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -360,12 +359,4 @@ def refuse_special_folder(path: Path) -> None:
 def _alive(pid: int | None) -> bool:
     """Whether process `pid` exists; asked only of a running run without a lock file, which on Windows means
     no trainer (filelock removes the file there on release, and charlm never ran there without the lock)."""
-    if not pid or sys.platform == "win32":  # os.kill(pid, 0) would end the process there, not probe it
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return isinstance(pid, int) and fsio.pid_alive(pid) is True

@@ -1,10 +1,15 @@
-"""Exported model folders: the files, the model card, bit-identical use, tied weights, bad folders."""
+"""Exported model folders: the files, the model card, bit-identical use, tied weights, bad folders, and an
+export stopped by a signal or killed (what it leaves, and who cleans it up)."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -258,3 +263,74 @@ def test_misused_model_options_are_one_line(exported, tmp_path, capsys, argv, fr
 def test_export_help_has_an_example(capsys):
     assert main(["export", "--help"]) == 0
     assert "Example: charlm export --run-dir" in capsys.readouterr().out
+
+
+# `python -m charlm` with every fsync of a regular file slowed down (the fault injected from the test side, as
+# in test_crash_safety.py), so that a signal sent once the temp folder exists lands in the middle of the export
+SLOW_FSYNC = """
+import os, stat, sys, time
+fsync, pause = os.fsync, float(sys.argv.pop(1))
+def slow_fsync(fd):
+    if stat.S_ISREG(os.fstat(fd).st_mode):
+        time.sleep(pause)
+    return fsync(fd)
+os.fsync = slow_fsync
+from charlm.cli import entry
+entry()
+"""
+
+
+def slow_export(run_dir: Path, out: Path) -> subprocess.Popen:
+    """`charlm export --out` in its own process, stopped on its way: returns once the temp folder exists."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_FSYNC, "5", "export", "--run-dir", str(run_dir), "--out",
+                             str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not any(p.name.startswith(".charlm-tmp-") for p in out.parent.iterdir()):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the export did not start writing"
+        time.sleep(0.05)
+    return proc
+
+
+@pytest.mark.parametrize("signum", [s for s in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", 0)) if s])
+def test_a_stop_signal_during_export_leaves_nothing(exported, tmp_path, signum):
+    run_dir, _ = exported
+    proc = slow_export(run_dir, tmp_path / "model")
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signum, err
+    assert err.count("\n") == 1 and err.startswith("interrupted: ") and "nothing left behind" in err, err
+    assert list(tmp_path.iterdir()) == []  # no temp folder, no half model folder
+
+
+def test_what_sigkill_left_is_named_by_runs_and_removed_by_the_next_export(exported, tmp_path, capsys):
+    run_dir, _ = exported
+    proc = slow_export(run_dir, tmp_path / "model")
+    proc.kill()  # no chance to clean up
+    proc.communicate(timeout=60)
+    (debris,) = list(tmp_path.iterdir())
+    assert debris.name.startswith(f".charlm-tmp-{proc.pid}-") and debris.is_dir()
+    code, _, err = cli(capsys, "runs", "--root", str(tmp_path))
+    assert code == 0 and f"warning: {debris} was left by an interrupted charlm write (process {proc.pid})" in err
+    assert debris.exists()  # runs only reads
+    code, _, err = cli(capsys, "export", "--run-dir", str(run_dir), "--out", str(tmp_path / "model"))
+    assert code == 0, err
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+    assert cli(capsys, "runs", "--root", str(tmp_path))[2].count("left by an interrupted") == 0
+
+
+def test_a_page_write_removes_what_a_killed_page_write_left(exported, tmp_path, capsys):
+    """A temp file of an atomic write whose process died (SIGKILL mid-write), named as charlm names it."""
+    from charlm import fsio
+
+    run_dir, _ = exported
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # a pid that has ended
+    debris = tmp_path / f".charlm-tmp-{proc.pid}-{fsio.host_tag()}-demo.html.k2j4h5.tmp"
+    debris.write_text("<!doctype html><html>half a pa")
+    code, _, err = cli(capsys, "runs", "--root", str(tmp_path))
+    assert str(debris) in err
+    code, _, err = cli(capsys, "export", "--run-dir", str(run_dir), "--html", str(tmp_path / "demo.html"))
+    assert code == 0, err
+    assert [p.name for p in tmp_path.iterdir()] == ["demo.html"]

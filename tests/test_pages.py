@@ -1,4 +1,4 @@
-"""pages: templates shipped as package data, data embedded safely, page paths checked before the work."""
+"""pages: templates shipped as package data, data embedded safely, each page marked as charlm's, its path checked."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from charlm import pages
+from charlm import pages, targets
 from charlm.errors import UsageError
 
 
@@ -28,9 +28,27 @@ def test_embedded_data_cannot_close_the_script_element():
         pages.embed_json({"x": float("nan")})  # not JSON: the page would not parse it
 
 
-def test_check_target(tmp_path):
-    pages.check_target(tmp_path / "page.html")
+def test_every_page_says_in_its_first_bytes_that_charlm_wrote_it(tmp_path):
+    """targets.written_by_charlm reads a bounded prefix: the tag must be in it, whatever the page holds."""
+    from importlib import resources
+
+    demo = resources.files("charlm").joinpath("demo.html").read_text(encoding="utf-8")
+    for name, html in (("surprisal", pages.render("surprisal", {"title": "x" * 10_000})),
+                       ("neurons", pages.render("neurons", {"title": "t"})), ("demo", demo)):
+        assert html.encode().find(targets.GENERATOR_TAG.encode()) < 512, name
+        page = tmp_path / f"{name}.html"
+        pages.write(page, html)
+        assert targets.written_by_charlm(page)
+
+
+def test_write_checks_the_page_again(tmp_path):
     with pytest.raises(UsageError, match="does not exist"):
-        pages.check_target(tmp_path / "missing" / "page.html")
+        pages.write(tmp_path / "missing" / "page.html", "<p>")
     with pytest.raises(UsageError, match="is a folder"):
-        pages.check_target(tmp_path)
+        pages.write(tmp_path, "<p>")
+    (tmp_path / "notes.html").write_text("mine")
+    with pytest.raises(UsageError, match="--force"):
+        pages.write(tmp_path / "notes.html", "<p>")
+    assert (tmp_path / "notes.html").read_text() == "mine"
+    pages.write(tmp_path / "notes.html", "<p>", force=True)
+    assert (tmp_path / "notes.html").read_text() == "<p>"

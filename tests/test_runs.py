@@ -91,8 +91,8 @@ def test_plot_is_a_png_drawn_from_the_metrics(two_runs, monkeypatch):
     drawn = {}
     real = plot.plot_runs
 
-    def spy(run_dirs, out):
-        figure = real(run_dirs, out)
+    def spy(run_dirs, out, **options):
+        figure = real(run_dirs, out, **options)
         drawn["figure"] = figure
         return figure
 

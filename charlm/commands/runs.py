@@ -22,6 +22,8 @@ def plot(
     = None,
     out_file: Annotated[Optional[Path], typer.Option("--out", "-o", help="PNG to write (default: RUN/loss.png).")]
     = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing file that charlm did not write.")]
+    = False,
 ) -> None:
     """Draw train/val loss against epoch and wall time, the LR and the best epoch, as a PNG."""
     from charlm.plot import plot_runs
@@ -29,7 +31,7 @@ def plot(
 
     folders = [RunDir.resolve(d).path for d in run_dirs] if run_dirs else [RunDir.resolve(None).path]
     target = out_file or folders[0] / "loss.png"
-    plot_runs(folders, target)
+    plot_runs(folders, target, force=force)
     cli.out.print(f"wrote {target}")
 
 
@@ -61,6 +63,17 @@ def runs(
         print_whole(table)
     for note in (note for run in found for note in damage_notes(run)):
         cli.err.print(f"warning: {note}", markup=False)
+    for note in leftover_notes([root, *(Path(run["path"]) for run in found)]):
+        cli.err.print(f"warning: {note}", markup=False)
+
+
+def leftover_notes(folders: list[Path]) -> list[str]:
+    """What interrupted writes left in `folders` (temps of a killed export, page or checkpoint write)."""
+    from charlm.fsio import stale_temps
+
+    return [f"{path} was left by an interrupted charlm write (process {path.name.split('-')[2]}): delete it, "
+            "or let charlm remove it the next time it writes into that folder"
+            for folder in folders for path in stale_temps(folder)]
 
 
 NUMBERS = {"epochs", "best ppl", "best bpc", "time", "MB"}

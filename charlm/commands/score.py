@@ -32,6 +32,8 @@ def perplexity(
     show_chars: Annotated[int, typer.Option(help="Characters shown by --show and --html (the figures cover all).")]
     = 5000,
     model_dir: ModelDir = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="--html: replace an existing file that charlm did not write.")] = False,
 ) -> None:
     """Score a run (or an exported model) on a split of its corpus, a file or a string: nats/char, bits/char, ppl.
 
@@ -40,10 +42,14 @@ def perplexity(
     from charlm.device import pick_device
     from charlm.evaluate import score_run
     from charlm.model_dir import resolve
+    from charlm.targets import check_output_file
 
+    if html is not None:  # before the model is read: a refused page costs nothing
+        check_output_file(html, option="--html", force=force, reads=(file,))
     folder = resolve(model_source(run_dir, model_dir))
     if show or html or breakdown:
-        return _surprisal(folder, checkpoint, split, file, text, pick_device(device), as_json, show, html, show_chars)
+        return _surprisal(folder, checkpoint, split, file, text, pick_device(device), as_json, show, html, show_chars,
+                          force)
     from charlm.report import scoring_bar
 
     with scoring_bar(cli.err) as progress:  # on stderr: stdout keeps only the result
@@ -58,20 +64,18 @@ def perplexity(
 
 
 def _surprisal(folder: Path, checkpoint: str, split, file, text, device, as_json: bool, show: bool,
-               html: Optional[Path], show_chars: int) -> None:
+               html: Optional[Path], show_chars: int, force: bool) -> None:
     from charlm import pages, surprisal, views
 
     if show and as_json:
         raise UsageError("--show and --json both print to stdout: pass one of them")
     if show_chars < 1:
         raise UsageError(f"--show-chars must be >= 1, got {show_chars}")
-    if html is not None:
-        pages.check_target(html)
     report = surprisal.analyse(folder, checkpoint, split, file, text, device, predictions=html is not None,
                                keep=show_chars if show or html is not None else 0)  # what is shown, no more
     parts = report.breakdown()
     if html is not None:
-        pages.write(html, surprisal.page(report, parts, show_chars))
+        pages.write(html, surprisal.page(report, parts, show_chars), force=force)
     if as_json:
         print(json.dumps({**report.figures(), "breakdown": parts.to_dict()}, ensure_ascii=False))
         return
@@ -95,21 +99,24 @@ def neurons(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     checkpoint: Which = "best",
     device: Device = "cpu",
+    force: Annotated[bool, typer.Option(
+        "--force", help="--html: replace an existing file that charlm did not write.")] = False,
 ) -> None:
     """Find the hidden units (every layer; h, and c for an LSTM) that track quotes, brackets, line length, ..."""
     from charlm import neurons as neurons_lib
     from charlm import pages, views
     from charlm.device import pick_device
     from charlm.rundir import RunDir
+    from charlm.targets import check_output_file
 
     if top < 1 or page_chars < 1:
         raise UsageError(f"--top and --page-chars must be >= 1, got {top} and {page_chars}")
     if html is not None:
-        pages.check_target(html)
+        check_output_file(html, option="--html", force=force, reads=(file,))
     folder = RunDir.resolve(run_dir).path
     report = neurons_lib.analyse(folder, checkpoint, split, file, None, feature, top, page_chars, pick_device(device))
     if html is not None:
-        pages.write(html, neurons_lib.page(report))
+        pages.write(html, neurons_lib.page(report), force=force)
     if as_json:
         print(json.dumps(report.to_dict(), ensure_ascii=False))
         return

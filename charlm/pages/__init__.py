@@ -10,8 +10,7 @@ import json
 from importlib import resources
 from pathlib import Path
 
-from charlm import fsio
-from charlm.errors import UsageError
+from charlm.targets import write_output_file
 
 DATA_MARK = "/*CHARLM_DATA*/null"  # where a template takes its data
 TITLE_MARK = "<!--CHARLM_TITLE-->"
@@ -35,14 +34,7 @@ def render(name: str, data: dict) -> str:
     return html.replace(TITLE_MARK, title, 1).replace(DATA_MARK, embed_json(data), 1)
 
 
-def check_target(path: Path) -> None:
-    """Refuse a page path that cannot be written, before the work that fills the page."""
-    path = Path(path)
-    if path.is_dir():
-        raise UsageError(f"{path} is a folder: pass a file name for the page, e.g. {path / 'page.html'}")
-    if not path.parent.is_dir():
-        raise UsageError(f"folder {path.parent} does not exist: create it or write the page elsewhere")
-
-
-def write(path: Path, html: str) -> None:
-    fsio.atomic_write_text(Path(path), html)
+def write(path: Path, html: str, *, force: bool = False) -> None:
+    """Publish the page at `path`, checked again as targets.check_output_file says (the caller checked it
+    before its work)."""
+    write_output_file(Path(path), html.encode("utf-8"), option="--html", force=force)

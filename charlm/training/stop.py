@@ -21,6 +21,7 @@ import torch
 from charlm import launch
 from charlm.distributed import Ranks
 from charlm.errors import RunError
+from charlm.interrupts import STOP_SIGNALS, Interrupted
 from charlm.rundir import LAST
 from charlm.training.state import TrainState
 
@@ -28,21 +29,6 @@ NONFINITE_CHECK_EVERY = 50  # batches between checks of the loss for NaN/Inf (ea
 # fp16: gradients that overflow at a loss scale above this are the scaler's to handle (it skips the step and
 # lowers the scale); still non-finite at this scale or below, no scaling caused them: a non-finite failure
 MIN_LOSS_SCALE = 1.0
-
-
-class Interrupted(RunError):
-    """Training stopped by a signal after saving a checkpoint; exit code 128 + signal number."""
-
-    label = "interrupted"
-
-    def __init__(self, message: str, signum: int):
-        super().__init__(message)
-        self.exit_code = 128 + signum
-
-
-# Ctrl-C, kill, the terminal closing (POSIX only), Ctrl-Break (Windows only): each where the OS has it
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK")
-                     if hasattr(signal, name))
 
 
 class StopSignals:
