@@ -10,22 +10,17 @@ generated text the same from run to run; on another machine it is measured again
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from charlm.errors import RunError
-from charlm.fsio import atomic_write_text
-from charlm.machine import identity, user_cache_dir
-from charlm.readback import KIB, MIB, BadFile, read_json
+from charlm.machine import identity, read_cache, user_cache_dir, write_cache
 
 FP32_KERNELS = ("onednn", "dense")
 TIMED_SECONDS = 0.02  # per kernel and round; three rounds, the best of each kernel counts
 ROUNDS = 3
-MAX_CACHE_BYTES = 4 * MIB  # an entry is ~30 bytes: far more shapes than a machine ever times
 
 
 def cache_path() -> Path:
@@ -61,23 +56,12 @@ class KernelTable:
         return f"{shape[0]}x{shape[1]}-r{rows}-t{torch.get_num_threads()}"
 
     def _read(self) -> dict:
-        """The cached choices of this machine; a cache that is not a bounded regular JSON file is measured again,
-        and so is any entry that names no known kernel."""
-        try:
-            saved = read_json(self.path, MAX_CACHE_BYTES)
-        except (OSError, BadFile):
-            return {}
-        if not isinstance(saved, dict) or saved.get("machine") != self.machine:
-            return {}  # another machine's choices (or another torch's): measure again
-        choices = saved.get("fp32") if isinstance(saved.get("fp32"), dict) else {}
-        return {k: v for k, v in choices.items() if len(k) <= KIB and isinstance(v, str) and v in FP32_KERNELS}
+        """The cached choices of this machine; any entry that names no known kernel is measured again."""
+        choices = read_cache(self.path, self.machine, "fp32")
+        return {k: v for k, v in choices.items() if isinstance(v, str) and v in FP32_KERNELS}
 
     def _write(self) -> None:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.path, json.dumps({"machine": self.machine, "fp32": self.choices}, indent=1))
-        except (OSError, RunError):  # atomic_write_text reports an OSError as a RunError
-            pass  # a read-only home: measure again next time, generate all the same
+        write_cache(self.path, self.machine, "fp32", self.choices)
 
 
 def fastest(candidates: dict[str, Callable], rows: int, in_features: int) -> str:

@@ -61,3 +61,19 @@ def surprisal_of(chars: list[str], ids: list[int], bits: list[float], nats_per_c
     return Surprisal(Path("runs/x"), "best", epoch, source, chars, torch.tensor(ids), torch.tensor(bits), len(bits),
                      len(ids), count, cost, nats_per_char, None if train_counts is None else torch.tensor(train_counts),
                      note)
+
+
+# `python -m charlm` with every fsync of a regular file slowed down (the fault injected from the test side, never
+# through a hook in charlm), so that a signal or a SIGKILL lands in the middle of a write: between a temp file's
+# last byte and its rename. The pause in seconds is the first argument, the CLI's arguments follow.
+SLOW_FSYNC = """
+import os, stat, sys, time
+fsync, pause = os.fsync, float(sys.argv.pop(1))
+def slow_fsync(fd):
+    if stat.S_ISREG(os.fstat(fd).st_mode):
+        time.sleep(pause)
+    return fsync(fd)
+os.fsync = slow_fsync
+from charlm.cli import entry
+entry()
+"""

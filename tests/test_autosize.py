@@ -16,6 +16,7 @@ from charlm import autosize
 from charlm.autosize import calibrate, rule
 from charlm.autosize.rule import CorpusStats, Shape
 from charlm.config import ModelConfig
+from charlm.machine import MAX_CACHE_BYTES
 from charlm.model import CharRNN
 
 REPO = Path(__file__).resolve().parents[1]
@@ -146,7 +147,7 @@ def test_a_cache_that_is_not_a_bounded_json_file_is_ignored_without_hanging(tmp_
         path.mkdir()
     elif damage == "huge":
         with open(path, "wb") as f:
-            f.truncate(calibrate.MAX_CACHE_BYTES + 1)
+            f.truncate(MAX_CACHE_BYTES + 1)
     else:
         path.write_bytes({"list": b"[1, 2]", "speeds-list": json.dumps(
             {"machine": calibrate.machine(), "speeds": [1.0]}).encode(), "not-utf8": b'{"\xff": 1}\xff',

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import SLOW_FSYNC
 
 from charlm import rundir
 from charlm.checkpoint import load_payload
@@ -27,19 +28,6 @@ def make_corpus(path: Path) -> Path:
     return path
 
 
-# `python -m charlm` with every fsync of a file slowed down, so that many SIGKILLs land in the middle of a
-# write (between the temp file's last byte and its rename): the fault is injected here, not in charlm
-SLOW_FSYNC = """
-import os, stat, sys, time
-fsync, pause = os.fsync, float(sys.argv.pop(1))
-def slow_fsync(fd):
-    if stat.S_ISREG(os.fstat(fd).st_mode):
-        time.sleep(pause)
-    return fsync(fd)
-os.fsync = slow_fsync
-from charlm.cli import entry
-entry()
-"""
 
 
 def start(run_dir: Path, corpus: Path, *extra: str, slow_writes: float = 0) -> subprocess.Popen:

@@ -11,6 +11,7 @@ from helpers import make_rnn
 
 from charlm import kernels
 from charlm.kernels import FP32_KERNELS, KernelTable
+from charlm.machine import MAX_CACHE_BYTES
 from charlm.step import FastStep, _onednn
 
 needs_onednn = pytest.mark.skipif(not _onednn(), reason="this PyTorch build has no oneDNN linear on the CPU")
@@ -121,7 +122,7 @@ def test_a_kernel_cache_that_is_not_a_bounded_json_file_is_ignored_without_hangi
         path.mkdir()
     elif damage == "huge":
         with open(path, "wb") as f:
-            f.truncate(kernels.MAX_CACHE_BYTES + 1)
+            f.truncate(MAX_CACHE_BYTES + 1)
     else:
         path.write_text({"list": "[]", "fp32-list": json.dumps({"machine": kernels.identity(), "fp32": ["dense"]}),
                          "deep": "{\"a\":" * 50_000}[damage])

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import SLOW_FSYNC
 from safetensors.torch import load_file, save_file
 
 import charlm
@@ -265,19 +266,6 @@ def test_export_help_has_an_example(capsys):
     assert "Example: charlm export --run-dir" in capsys.readouterr().out
 
 
-# `python -m charlm` with every fsync of a regular file slowed down (the fault injected from the test side, as
-# in test_crash_safety.py), so that a signal sent once the temp folder exists lands in the middle of the export
-SLOW_FSYNC = """
-import os, stat, sys, time
-fsync, pause = os.fsync, float(sys.argv.pop(1))
-def slow_fsync(fd):
-    if stat.S_ISREG(os.fstat(fd).st_mode):
-        time.sleep(pause)
-    return fsync(fd)
-os.fsync = slow_fsync
-from charlm.cli import entry
-entry()
-"""
 
 
 def slow_export(run_dir: Path, out: Path) -> subprocess.Popen:

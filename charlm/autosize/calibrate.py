@@ -8,7 +8,6 @@ and the vocabulary size rounded up to a power of two (the output head's width).
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -20,16 +19,13 @@ from charlm.autosize.rule import Shape
 from charlm.capability import autocast_dtype
 from charlm.config import ModelConfig
 from charlm.device import synchronize
-from charlm.errors import RunError
-from charlm.fsio import atomic_write_text
-from charlm.machine import identity, user_cache_dir
+from charlm.machine import identity, read_cache, user_cache_dir, write_cache
 from charlm.model import CharRNN
-from charlm.readback import KIB, MIB, BadFile, finite_number, read_json
+from charlm.readback import finite_number
 
 WARMUP_STEPS = 2  # oneDNN picks and packs its kernels on the first calls
 TIMED_STEPS = 3  # at least, and for at least TIMED_SECONDS: three steps of a small model vary by 30%
 TIMED_SECONDS = 0.3
-MAX_CACHE_BYTES = 4 * MIB  # an entry is ~80 bytes: tens of thousands of measured shapes
 MAX_SPEED = 1e12  # chars/s: a cached speed above this (or not > 0) was not measured; it is measured again
 
 
@@ -70,24 +66,13 @@ class Calibration:
                 f"v{padded_vocab(self.vocab_size)}-b{batch}x{steps}")
 
     def _read(self) -> dict:
-        """The cached speeds of this machine; a cache that is not a bounded regular JSON file, and any speed that
-        is not a plausible number of chars/s, is left out (and so measured again)."""
-        try:
-            saved = read_json(self.path, MAX_CACHE_BYTES)
-        except (OSError, BadFile):
-            return {}
-        if not isinstance(saved, dict) or saved.get("machine") != self.machine:
-            return {}  # another machine's (or another version's) speeds: measure again
-        speeds = saved.get("speeds") if isinstance(saved.get("speeds"), dict) else {}
-        return {k: float(v) for k, v in speeds.items() if len(k) <= KIB and finite_number(v, positive=True,
-                                                                                          limit=MAX_SPEED)}
+        """The cached speeds of this machine; any speed that is not a plausible number of chars/s is measured
+        again."""
+        speeds = read_cache(self.path, self.machine, "speeds")
+        return {k: float(v) for k, v in speeds.items() if finite_number(v, positive=True, limit=MAX_SPEED)}
 
     def _write(self) -> None:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.path, json.dumps({"machine": self.machine, "speeds": self.speeds}, indent=1))
-        except (OSError, RunError):  # atomic_write_text reports an OSError as a RunError
-            pass  # a read-only home: measure again next time, train all the same
+        write_cache(self.path, self.machine, "speeds", self.speeds)
 
 
 def padded_vocab(size: int) -> int:
