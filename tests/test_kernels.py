@@ -127,3 +127,14 @@ def test_a_kernel_cache_that_is_not_a_bounded_json_file_is_ignored_without_hangi
         path.write_text({"list": "[]", "fp32-list": json.dumps({"machine": kernels.identity(), "fp32": ["dense"]}),
                          "deep": "{\"a\":" * 50_000}[damage])
     assert KernelTable(path).choices == {}
+
+
+@needs_onednn
+def test_the_kernel_benchmark_runs(tmp_path):
+    """benchmarks/kernel_choice.py in its quick form: every way of stepping measured, the choice made in the run."""
+    from kernel_choice import main as bench
+
+    figures = bench(["--quick", "--json", str(tmp_path / "k.json")])
+    assert json.loads((tmp_path / "k.json").read_text()) == figures
+    assert all(figures[f"{w}_{n}_chars_per_s"] > 0 for w in ("v1", "dense", "onednn", "chosen") for n in (1, 32))
+    assert set(figures["chosen_kernels"]) <= set(FP32_KERNELS) and figures["chosen_kernels"]
