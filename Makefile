@@ -10,7 +10,7 @@ TORCH       ?= torch==2.13.0
 TORCH_INDEX ?=
 CONFIG  ?= configs/jaychou-lstm.yaml
 
-.PHONY: install test lint train bench clean compat compat-oldest shake
+.PHONY: install test test-all lint train bench clean compat compat-oldest shake
 
 install:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ install:
 	@echo "installed: activate with 'source $(VENV)/bin/activate' or run $(VENV)/bin/charlm"
 
 test:
+	$(PY) -m pytest -q -m "not soak"
+
+test-all:
 	$(PY) -m pytest -q
 
 # the suite as other machines run it: one thread, pinned to one core, and in three random orders

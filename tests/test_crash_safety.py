@@ -48,6 +48,7 @@ def wait_for_training(proc: subprocess.Popen, run_dir: Path, timeout: float = 60
 
 
 @pytest.mark.slow
+@pytest.mark.soak
 def test_sigkill_at_random_moments_never_loses_the_run(tmp_path):
     """20+ SIGKILLs across a run's life, a checkpoint per batch, each fsync slowed (SLOW_FSYNC) so that
     many kills land in the middle of a write."""
