@@ -43,7 +43,8 @@ class Ranks:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     owns_group: bool = False  # we joined the process group, so we leave it
     control: object = None  # a gloo group for small CPU messages (None: the default group, already gloo)
-    failure_agreed: bool = False  # every rank knows a rank failed (together): all are alive to leave cleanly
+    failure_agreed: bool = False  # every rank knows the run stops here (a failure in `together`, or a stop signal
+    # agreed at a batch): all are alive to leave the group cleanly
 
     @property
     def active(self) -> bool:

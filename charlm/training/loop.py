@@ -88,7 +88,7 @@ class Trainer:
                 elif self.stop.signum is not None:
                     self.save()  # no eval due, but a stopped run resumes from here
                 if self.stop.signum is not None:
-                    raise stop.interrupted(self.stop.signum, self.state, self.run_dir.path, self.ranks)
+                    raise self.interrupted()
                 if self.state.stopped is not None:
                     break
             final = self.final_eval()
@@ -221,8 +221,15 @@ class Trainer:
         elif checkpoint_due or signalled:
             self.save()
         if signalled:
-            raise stop.interrupted(self.stop.signum, state, self.run_dir.path, self.ranks)
+            raise self.interrupted()
         return True
+
+    def interrupted(self) -> stop.Interrupted:
+        """The stop a signal asked for. Every rank stops at this batch (AgreedStop), so they wait for the last
+        vote and leave the process group together (distributed.teardown), not racing out of it."""
+        self.stop.close()
+        self.ranks.failure_agreed = True
+        return stop.interrupted(self.stop.signum, self.state, self.run_dir.path, self.ranks)
 
     def evaluate_and_save(self, epoch: int, end_of_epoch: bool) -> None:
         """Score the model, keep the best, decide on plateau decay and early stopping, save, report."""
