@@ -77,3 +77,29 @@ os.fsync = slow_fsync
 from charlm.cli import entry
 entry()
 """
+
+
+def make_unreadable(path, damage: str) -> bool:
+    """Turn `path` into a cache file charlm must not read: a FIFO (reading waits forever), a link to /dev/zero
+    (reading never ends), a folder, or a file past machine.MAX_CACHE_BYTES. False for any other `damage` (the
+    caller writes its own content); skips where FIFOs are not POSIX's."""
+    import os
+
+    import pytest
+
+    from charlm.machine import MAX_CACHE_BYTES
+
+    if damage in ("fifo", "dev-zero") and not hasattr(os, "mkfifo"):
+        pytest.skip("FIFOs and /dev/zero are POSIX")
+    if damage == "fifo":
+        os.mkfifo(path)
+    elif damage == "dev-zero":
+        path.symlink_to("/dev/zero")
+    elif damage == "folder":
+        path.mkdir()
+    elif damage == "huge":
+        with open(path, "wb") as f:
+            f.truncate(MAX_CACHE_BYTES + 1)
+    else:
+        return False
+    return True

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import make_unreadable
 
 from charlm import autosize
 from charlm.autosize import calibrate, rule
 from charlm.autosize.rule import CorpusStats, Shape
 from charlm.config import ModelConfig
-from charlm.machine import MAX_CACHE_BYTES
 from charlm.model import CharRNN
 
 REPO = Path(__file__).resolve().parents[1]
@@ -137,18 +137,7 @@ def test_a_cached_speed_that_was_not_measured_is_measured_again(tmp_path, monkey
                                     "deep"])
 def test_a_cache_that_is_not_a_bounded_json_file_is_ignored_without_hanging(tmp_path, damage):
     path = tmp_path / "calibration.json"
-    if damage in ("fifo", "dev-zero") and not hasattr(os, "mkfifo"):
-        pytest.skip("FIFOs and /dev/zero are POSIX")
-    if damage == "fifo":
-        os.mkfifo(path)  # reading it would wait for a writer forever
-    elif damage == "dev-zero":
-        path.symlink_to("/dev/zero")  # reading it would never end
-    elif damage == "folder":
-        path.mkdir()
-    elif damage == "huge":
-        with open(path, "wb") as f:
-            f.truncate(MAX_CACHE_BYTES + 1)
-    else:
+    if not make_unreadable(path, damage):
         path.write_bytes({"list": b"[1, 2]", "speeds-list": json.dumps(
             {"machine": calibrate.machine(), "speeds": [1.0]}).encode(), "not-utf8": b'{"\xff": 1}\xff',
             "deep": b"[" * 50_000}[damage])

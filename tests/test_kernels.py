@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 import torch
-from helpers import make_rnn
+from helpers import make_rnn, make_unreadable
 
 from charlm import kernels
 from charlm.kernels import FP32_KERNELS, KernelTable
-from charlm.machine import MAX_CACHE_BYTES
 from charlm.step import FastStep, _onednn
 
 needs_onednn = pytest.mark.skipif(not _onednn(), reason="this PyTorch build has no oneDNN linear on the CPU")
@@ -112,19 +110,9 @@ def test_a_cached_choice_that_names_no_kernel_is_measured_again(tmp_path, monkey
 @pytest.mark.parametrize("damage", ["fifo", "dev-zero", "folder", "huge", "list", "fp32-list", "deep"])
 def test_a_kernel_cache_that_is_not_a_bounded_json_file_is_ignored_without_hanging(tmp_path, damage):
     path = tmp_path / "kernels.json"
-    if damage in ("fifo", "dev-zero") and not hasattr(os, "mkfifo"):
-        pytest.skip("FIFOs and /dev/zero are POSIX")
-    if damage == "fifo":
-        os.mkfifo(path)
-    elif damage == "dev-zero":
-        path.symlink_to("/dev/zero")
-    elif damage == "folder":
-        path.mkdir()
-    elif damage == "huge":
-        with open(path, "wb") as f:
-            f.truncate(MAX_CACHE_BYTES + 1)
-    else:
-        path.write_text({"list": "[]", "fp32-list": json.dumps({"machine": kernels.identity(), "fp32": ["dense"]}),
+    if not make_unreadable(path, damage):
+        # the right machine: only the entries' shape is wrong
+        path.write_text({"list": "[]", "fp32-list": json.dumps({"machine": kernels.machine(), "fp32": ["dense"]}),
                          "deep": "{\"a\":" * 50_000}[damage])
     assert KernelTable(path).choices == {}
 

@@ -63,20 +63,26 @@ def train(
     cfg = _pick_config(config, budget, settings, run_dir, resume, init_from, nproc is not None or dry_run, quiet)
     explicit = {item.split("=", 1)[0].strip() for item in settings}
     if nproc is not None or dry_run:
-        from charlm.data.text import check_source
-
-        check_source(cfg.data.corpus)  # checked here: the processes would each fail on it
-        processes = nproc or launch.default_nproc()
         args = launch.train_args(config, run_dir, resume, settings, resume_from, init_from)
-        if dry_run:
-            cli.out.print(launch.launch_commands(processes, args, cfg.name, cfg.train.batch_size), markup=False)
-            return 0
-        launch.check_launch(processes, cfg.train.device, cfg.train.batch_size)
-        return launch.launch(processes, args)
+        return _launch(cfg, args, nproc, dry_run)
     main = distributed.is_main_process()  # the other ranks stay silent
     reporter = RichReporter(cli.out, cli.err, quiet) if main else SilentReporter()
     run_training(cfg, run_dir, reporter, resume=resume, explicit=explicit, resume_from=resume_from or "last",
                  init_from=init_from)
+
+
+def _launch(cfg, args: list[str], nproc: int | None, dry_run: bool) -> int:
+    """--nproc: torchrun's launcher on this machine; --dry-run: the commands it would run, here and on several."""
+    from charlm import launch
+    from charlm.data.text import check_source
+
+    check_source(cfg.data.corpus)  # checked here: the processes would each fail on it
+    processes = nproc or launch.default_nproc()
+    if dry_run:
+        cli.out.print(launch.launch_commands(processes, args, cfg.name, cfg.train.batch_size), markup=False)
+        return 0
+    launch.check_launch(processes, cfg.train.device, cfg.train.batch_size)
+    return launch.launch(processes, args)
 
 
 def _pick_config(config: Optional[Path], budget: Optional[str], settings: list[str], run_dir: Optional[Path],
