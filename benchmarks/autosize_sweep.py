@@ -1,4 +1,4 @@
-"""The measurements behind `charlm train --budget` (charlm/autosize.py): a sweep of model shapes per corpus, and
+"""The measurements behind `charlm train --budget` (charlm/autosize/): a sweep of model shapes per corpus, and
 the table of auto against the lyrics default and the hand-tuned configs.
 
     python benchmarks/autosize_sweep.py sweep [--only NAME,...] [--out benchmarks/autosize_sweep.jsonl]
@@ -90,9 +90,9 @@ def run_arm(arm: dict, data: Path, work: Path, smoke: bool) -> dict:
     run_dir = work / f"{arm['key']}".replace("/", "-")
     started = time.perf_counter()
     if arm["kind"] == "auto":
-        from charlm import autosize
+        from charlm.autosize import auto
 
-        config, plan = autosize.auto_config(common[0].split("=", 1)[1], budget, overrides=common[1:])
+        config, plan = auto.auto_config(common[0].split("=", 1)[1], budget, overrides=common[1:])
         arm["plan"] = plan.why
     else:
         path = REPO / "configs" / arm["config"] if arm.get("config") else None

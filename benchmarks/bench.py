@@ -32,12 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bf16_bench  # noqa: E402
 import d2l_reference as ref  # noqa: E402
 
-from charlm import checkpoint as ckpt  # noqa: E402
 from charlm.config import load_config  # noqa: E402
 from charlm.data import BUILTINS, data_dir, fetch  # noqa: E402
 from charlm.evaluate import score_run  # noqa: E402
-from charlm.generate import generate  # noqa: E402
-from charlm.rundir import RunDir  # noqa: E402
+from charlm.generation.sampling import generate  # noqa: E402
+from charlm.store import checkpoint as ckpt  # noqa: E402
+from charlm.store.run_dir import RunDir  # noqa: E402
 from charlm.training import train  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -19,11 +19,11 @@ from unittest import mock
 import torch
 from faststep_v1 import FastStepV1
 
-from charlm import checkpoint as ckpt
-from charlm import step as step_module
-from charlm.generate import generate
-from charlm.rundir import RunDir
-from charlm.step import WEIGHTS, greedy_agreement
+from charlm.generation import fast_step as step_module
+from charlm.generation.fast_step import WEIGHTS, greedy_agreement
+from charlm.generation.sampling import generate
+from charlm.store import checkpoint as ckpt
+from charlm.store.run_dir import RunDir
 
 PARITY_TOLERANCE = 0.01  # |bf16 - fp32| val loss, as a fraction of fp32's, after the same steps
 GEN_LENGTH = 2000  # greedy characters compared with fp32 (the --weights default rule)

@@ -27,10 +27,10 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from browser import chromium_executable, node_executable, open_page  # noqa: E402
 
-from charlm.checkpoint import load_model  # noqa: E402
-from charlm.demo import export_html  # noqa: E402
-from charlm.generate import generate  # noqa: E402
-from charlm.rundir import RunDir  # noqa: E402
+from charlm.export.demo import export_html  # noqa: E402
+from charlm.generation.sampling import generate  # noqa: E402
+from charlm.store.checkpoint import load_model  # noqa: E402
+from charlm.store.run_dir import RunDir  # noqa: E402
 
 
 def node_check(page: Path, run: Path, prefix: str, length: int, folder: Path) -> dict:

@@ -1,5 +1,5 @@
 """Version 1's generation step (charlm 0.x `generate.FastStep`), kept as the baseline that the compact
-sampling weights of `charlm.step` are measured against: fp32 weights as contiguous (in, out) copies, one
+sampling weights of `charlm.generation.fast_step` are measured against: fp32 weights as contiguous (in, out) copies, one
 addmm per projection, PyTorch's gate order. Not part of charlm.
 """
 

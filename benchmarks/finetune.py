@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 
 import charlm  # noqa: E402  (the repository's charlm, not an installed one)
 from charlm.config import parse_duration  # noqa: E402
-from charlm.rundir import RunDir  # noqa: E402
+from charlm.store.run_dir import RunDir  # noqa: E402
 
 SMOKE = ["data.max_chars=20000", "train.num_steps=16", "train.batch_size=8"]
 

@@ -26,15 +26,15 @@ from pathlib import Path
 import torch
 from gpu_table import describe_rate
 
-from charlm.checkpoint import load_run_model
 from charlm.config import load_config
 from charlm.data import load_corpus
-from charlm.device import synchronize
 from charlm.evaluate import evaluate
 from charlm.events import SilentReporter
-from charlm.generate import generate
-from charlm.rundir import RunDir
-from charlm.step import FastStep
+from charlm.generation.fast_step import FastStep
+from charlm.generation.sampling import generate
+from charlm.runtime.device import synchronize
+from charlm.store.checkpoint import load_run_model
+from charlm.store.run_dir import RunDir
 from charlm.training import train
 from charlm.training.setup import CUBLAS_WORKSPACE
 

@@ -144,7 +144,7 @@ def commands(name: str, mode: Mode, work: Path, python: str, limit: float) -> li
                  "--json", str(work / "gpt.json")]]
     if name == "calibrate":  # the speeds auto3m's plan needs, measured while the card is not shared
         sets = auto_sets(mode)
-        code = (f"from charlm.autosize import auto_config; print(auto_config('tinyshakespeare', "
+        code = (f"from charlm.autosize.auto import auto_config; print(auto_config('tinyshakespeare', "
                 f"{mode.runs['auto3m'].budget}, {sets!r})[1].why)")
         return [[python, "-c", code]]
     run = mode.runs[name]

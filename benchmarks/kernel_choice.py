@@ -1,5 +1,5 @@
 """The fp32 kernel of generation, measured on this machine: one sequence (and 32) with each kernel forced,
-with the one charlm chooses (charlm/kernels.py), and with version 1's step (faststep_v1.py), in one run.
+with the one charlm chooses (charlm/runtime/kernels.py), and with version 1's step (faststep_v1.py), in one run.
 
     python benchmarks/kernel_choice.py [--json PATH] [--quick]
 
@@ -25,13 +25,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from faststep_v1 import FastStepV1  # noqa: E402
 
-from charlm import kernels  # noqa: E402
-from charlm import step as step_module  # noqa: E402
 from charlm.config import ModelConfig  # noqa: E402
 from charlm.data import Vocab  # noqa: E402
-from charlm.generate import generate  # noqa: E402
-from charlm.machine import cpu_model  # noqa: E402
+from charlm.files.machine import cpu_model  # noqa: E402
+from charlm.generation import fast_step as step_module  # noqa: E402
+from charlm.generation.sampling import generate  # noqa: E402
 from charlm.model import CharRNN  # noqa: E402
+from charlm.runtime import kernels  # noqa: E402
 
 CHARS = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # tiny shakespeare's 65
 

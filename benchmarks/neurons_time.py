@@ -27,9 +27,12 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from charlm import checkpoint, data, neurons, pages  # noqa: E402
+from charlm import data  # noqa: E402
+from charlm.analysis import neurons  # noqa: E402
 from charlm.evaluate import score_run  # noqa: E402
-from charlm.rundir import RunDir  # noqa: E402
+from charlm.store import checkpoint  # noqa: E402
+from charlm.store.run_dir import RunDir  # noqa: E402
+from charlm.ui import pages  # noqa: E402
 
 
 def text_of(run_dir: Path, file: Path | None, chars: int) -> str:
@@ -69,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
             runs["perplexity"].append(seconds_since(started))
             started = time.perf_counter()
             report = neurons.analyse(args.run_dir, "best", file=text_file, device="cpu")
-            pages.write(Path(tmp) / "neurons.html", neurons.page(report))
+            pages.write(Path(tmp) / "neurons.html", pages.render("neurons", neurons.page_data(report)))
             runs["neurons"].append(seconds_since(started))
             load.append(load_average())
     neurons_seconds, perplexity_seconds = min(runs["neurons"]), min(runs["perplexity"])

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 from charlm.config import load_config
-from charlm.rundir import CONFIG, RunDir
+from charlm.store.run_dir import CONFIG, RunDir
 
 
 def checkpoints(evals: list[dict], marks: list[float], targets: list[float]) -> dict:

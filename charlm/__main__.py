@@ -1,3 +1,3 @@
-from charlm.cli import entry
+from charlm.cli.main import entry
 
 entry()

@@ -24,10 +24,10 @@ from charlm.errors import UsageError, shown
 if TYPE_CHECKING:
     import torch
 
-    from charlm.checkpoint import Checkpoint
     from charlm.data.vocab import Vocab
     from charlm.events import Reporter, RunSummary
     from charlm.model import CharRNN
+    from charlm.store.checkpoint import Checkpoint
 
 __all__ = ["Model", "export_model", "load", "load_config", "train"]
 
@@ -57,7 +57,7 @@ class Model:
     def generate(self, prefix: str, length: int = 100, *, temperature: float = TEMPERATURE, seed: int | None = None,
                  **options: Any) -> str:
         """The prefix followed by `length` sampled characters. temperature 0 is greedy; `options` are any
-        other sampling options of charlm.generate (top_k, top_p, ...)."""
+        other sampling options of charlm.generation.sampling (top_k, top_p, ...)."""
         if "num_samples" in options:
             raise UsageError("generate makes one text: call samples(prefix, length, num_samples) for several")
         return self.samples(prefix, length, 1, temperature=temperature, seed=seed, **options)[0]
@@ -65,7 +65,7 @@ class Model:
     def samples(self, prefix: str, length: int = 100, num_samples: int = 2, *, temperature: float = TEMPERATURE,
                 seed: int | None = None, **options: Any) -> list[str]:
         """`num_samples` independent samples, made in one batch (each the prefix and `length` characters)."""
-        from charlm.generate import generate
+        from charlm.generation.sampling import generate
 
         return generate(self.net, self.vocab, prefix, length, temperature=temperature, seed=seed,
                         num_samples=num_samples, device=self.device, **options)
@@ -75,7 +75,7 @@ class Model:
         """The text after the prefix, one character at a time as it is made (the same text as generate).
 
         The arguments are checked here, when stream is called, before the first character."""
-        from charlm.generate import stream
+        from charlm.generation.sampling import stream
 
         steps = stream(self.net, self.vocab, prefix, length, temperature=temperature, seed=seed, device=self.device,
                        **options)
@@ -103,8 +103,8 @@ def load(path: str | Path | None = None, checkpoint: str = "best", device: str |
     (cpu, cuda, mps or auto). Without a path: the latest run under runs/."""
     import torch
 
-    from charlm.device import pick_device
-    from charlm.model_dir import load_model, resolve
+    from charlm.runtime.device import pick_device
+    from charlm.store.model_dir import load_model, resolve
 
     if not isinstance(device, (str, torch.device)):
         raise UsageError(f"device must be auto, cpu, cuda, cuda:N or mps, not {shown(device)}")
@@ -118,7 +118,7 @@ def train(config: Config, run_dir: str | Path | None = None, reporter: Reporter 
           init_from: str | Path | None = None) -> RunSummary:
     """Train as `config` says (see charlm.load_config); `init_from` fine-tunes a run or model folder
     (RUN:last for a run's last checkpoint). Returns the run's summary (events.RunSummary)."""
-    from charlm.training import train as run_training
+    from charlm.training.setup import train as run_training
 
     if not isinstance(config, Config):
         raise UsageError(f"charlm.train takes a Config, not {shown(config)}: make one with "
@@ -131,7 +131,7 @@ def train(config: Config, run_dir: str | Path | None = None, reporter: Reporter 
 
 def export_model(run_dir: str | Path | None, out: str | Path, checkpoint: str = "best") -> Path:
     """Write a portable model folder (model.safetensors, config.json, vocab.json, README.md) from a run."""
-    from charlm.model_dir import export_model as export
+    from charlm.export.model_folder import export_model as export
 
     if out is None:
         raise UsageError("out is needed: the new model folder's path")

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import yaml
 
-from charlm import safeyaml
-from charlm.capability import REQUESTS as PRECISIONS
 from charlm.errors import ConfigError, finite, shown
+from charlm.files import safeyaml
+from charlm.runtime.capability import REQUESTS as PRECISIONS
 
 
 @dataclass

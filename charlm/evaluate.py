@@ -19,12 +19,12 @@ import torch
 import torch.nn.functional as F
 
 from charlm.errors import CorpusError, UsageError, shown
-from charlm.metrics import perplexity
+from charlm.units import perplexity
 
 if TYPE_CHECKING:
-    from charlm.checkpoint import Checkpoint
     from charlm.data import Corpus, Vocab
     from charlm.model import CharRNN
+    from charlm.store.checkpoint import Checkpoint
 
 
 @dataclass(frozen=True)
@@ -192,7 +192,7 @@ class TextToScore:
 def load_text_to_score(run_dir: Path, which: str = "best", split: str | None = None, file: Path | None = None,
                        device: torch.device | str = "cpu", text: str | None = None) -> TextToScore:
     """A run's (or an exported model folder's) checkpoint and a text to score: see text_to_score."""
-    from charlm.model_dir import load_model
+    from charlm.store.model_dir import load_model
 
     return text_to_score(*load_model(run_dir, which, device), split, file, text)
 

@@ -20,9 +20,9 @@ def save_untrained_run(folder, corpus, settings=()):
     with `settings` (KEY=VALUE): for tests of the commands that read a run, on any model kind, in a second."""
     from pathlib import Path
 
-    from charlm import checkpoint
     from charlm.config import load_config
     from charlm.data import load_corpus
+    from charlm.store import checkpoint
 
     config = load_config(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml",
                          [f"data.corpus={corpus}", *settings])
@@ -53,7 +53,7 @@ def surprisal_of(chars: list[str], ids: list[int], bits: list[float], nats_per_c
 
     import torch
 
-    from charlm.surprisal import Surprisal
+    from charlm.analysis.surprisal import Surprisal
 
     targets = torch.tensor(ids[1:1 + len(bits)], dtype=torch.long)
     count = torch.bincount(targets, minlength=len(chars))
@@ -74,7 +74,7 @@ def slow_fsync(fd):
         time.sleep(pause)
     return fsync(fd)
 os.fsync = slow_fsync
-from charlm.cli import entry
+from charlm.cli.main import entry
 entry()
 """
 
@@ -87,7 +87,7 @@ def make_unreadable(path, damage: str) -> bool:
 
     import pytest
 
-    from charlm.machine import MAX_CACHE_BYTES
+    from charlm.files.machine import MAX_CACHE_BYTES
 
     if damage in ("fifo", "dev-zero") and not hasattr(os, "mkfifo"):
         pytest.skip("FIFOs and /dev/zero are POSIX")

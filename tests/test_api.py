@@ -195,7 +195,7 @@ def test_a_str_is_one_stop_text_and_one_setting_never_their_characters(run_dir, 
     ("--length", "-5", {"length": -5}),
 ])
 def test_the_api_refuses_what_the_cli_refuses_with_the_same_message(run_dir, capsys, flag, value, option):
-    from charlm.cli import main
+    from charlm.cli.main import main
 
     assert main(["generate", "--run-dir", str(run_dir), "--prefix", "分", flag, value]) == 2
     cli_message = capsys.readouterr().err.strip().removeprefix("error: ")

@@ -13,8 +13,7 @@ import pytest
 import torch
 from helpers import make_unreadable
 
-from charlm import autosize
-from charlm.autosize import calibrate, rule
+from charlm.autosize import auto, calibrate, rule
 from charlm.autosize.rule import CorpusStats, Shape
 from charlm.config import ModelConfig
 from charlm.model import CharRNN
@@ -164,7 +163,7 @@ def test_budget_training_with_a_nan_cache_measures_again(write_text, tmp_path):
 def test_auto_config_on_a_tiny_file_is_a_tiny_valid_config(write_text, tmp_path):
     corpus = write_text("the cat sat on the mat. " * 125)  # 3,000 characters
     # 10 minutes: 40 epochs of this text on any machine (the plan only; nothing trains here)
-    config, chosen = autosize.auto_config(str(corpus), 600.0, ["train.device=cpu"], tmp_path / "cal.json")
+    config, chosen = auto.auto_config(str(corpus), 600.0, ["train.device=cpu"], tmp_path / "cal.json")
     assert config.model.hidden_size == rule.WIDTHS[0] and config.train.time_budget == "10m"
     assert config.train.patience >= 3 and config.sample.prefixes == ["the"]
     assert config.train.epochs == rule.MAX_EPOCHS and "= 40 epochs of 2,700 train chars and stops" in chosen.why
@@ -174,7 +173,7 @@ def test_auto_config_on_a_tiny_file_is_a_tiny_valid_config(write_text, tmp_path)
 
 def test_overrides_stay_on_top_of_the_plan(write_text, tmp_path):
     corpus = write_text("abcdefgh " * 400)
-    config, _ = autosize.auto_config(str(corpus), 3.0, ["train.device=cpu", "model.hidden_size=40",
+    config, _ = auto.auto_config(str(corpus), 3.0, ["train.device=cpu", "model.hidden_size=40",
                                                          "sample.prefixes=[ab]"], tmp_path / "cal.json")
     assert config.model.hidden_size == 40 and config.sample.prefixes == ["ab"]
 
@@ -217,7 +216,7 @@ def test_bad_auto_requests_are_one_line_errors(args, message, write_text, tmp_pa
 def test_early_stopping_ends_an_auto_run_that_stops_improving(tmp_path):
     corpus = tmp_path / "abc.txt"
     corpus.write_text("abc" * 600 + "cba" * 60, encoding="utf-8")  # fitting train makes val worse
-    config, _ = autosize.auto_config(str(corpus), 30.0, ["train.device=cpu", "data.val_fraction=0.0909"],
+    config, _ = auto.auto_config(str(corpus), 30.0, ["train.device=cpu", "data.val_fraction=0.0909"],
                                      tmp_path / "cal.json")
     from charlm import train
 
@@ -242,7 +241,7 @@ def test_early_stopping_is_on_once_a_run_sees_its_text_and_off_before():
     assert small.epochs >= 1 > huge.epochs
 
     def patience(chosen):
-        items = autosize.plan_overrides(chosen, chosen.budget_s)
+        items = auto.plan_overrides(chosen, chosen.budget_s)
         item = next(i for i in items if i.startswith("train.patience="))
         return int(item.split("=")[1])
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from charlm.cli import main
+from charlm.cli.main import main
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "configs" / "tiny.yaml")

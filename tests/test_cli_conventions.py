@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import charlm
-from charlm.cli import main
+from charlm.cli.main import main
 from charlm.data import data_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,7 +77,7 @@ def test_repeatable_options_name_their_item_type_under_either_typer():
     only the click type. Both name one item of --set, and neither breaks the CLI (it did on a GPU machine)."""
     from types import SimpleNamespace
 
-    from charlm.cli import _item_type
+    from charlm.cli.main import _item_type
 
     own_click = SimpleNamespace(display_type=lambda ctx: "<list[str]>")
     click_itself = SimpleNamespace(type=SimpleNamespace(name="text"))
@@ -87,11 +87,11 @@ def test_repeatable_options_name_their_item_type_under_either_typer():
 def test_runs_and_data_list_are_never_cut(runs_root, monkeypatch, capsys):
     from rich.console import Console
 
-    import charlm.cli
+    import charlm.cli.app
 
     root, _ = runs_root
     (run_dir,) = (root / "myruns").iterdir()
-    monkeypatch.setattr(charlm.cli, "out", Console(width=80, force_terminal=True, highlight=False))
+    monkeypatch.setattr(charlm.cli.app, "out", Console(width=80, force_terminal=True, highlight=False))
     for argv in (["runs", "--root", str(root / "myruns")], ["data", "list"]):
         assert main(argv) == 0
         assert "…" not in capsys.readouterr().out

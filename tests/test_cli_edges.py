@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from helpers import save_untrained_run
 
-from charlm.cli import main
-from charlm.rundir import RUNS_ENV
+from charlm.cli.main import main
+from charlm.store.run_dir import RUNS_ENV
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 TINY = str(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml")

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from helpers import SLOW_FSYNC
 
-from charlm import rundir
-from charlm.checkpoint import load_payload
-from charlm.rundir import RunDir
+from charlm.store import run_dir as rundir
+from charlm.store.checkpoint import load_payload
+from charlm.store.run_dir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "configs" / "tiny.yaml")

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from charlm import fsio
 from charlm.config import DataConfig
 from charlm.data import builtins as data_builtins
 from charlm.data import load_corpus
 from charlm.data.builtins import Builtin, RemoteFile
 from charlm.errors import CorpusError, RunError
+from charlm.files import fsio
 
 REPO = Path(__file__).resolve().parents[1]
 CORPORA = REPO / "charlm" / "data" / "corpora"

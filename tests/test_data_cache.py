@@ -7,13 +7,13 @@ import json
 import pytest
 import torch
 
-from charlm import fsio
 from charlm.config import DataConfig
 from charlm.data import cache as data_cache
 from charlm.data import encoded_cache_dir
 from charlm.data.corpus import load_corpus
 from charlm.data.text import resolve_source
 from charlm.errors import CorpusError, RunError
+from charlm.files import fsio
 
 TEXT = "分开 hello\n不分开,\t世界!\r\n" * 40
 

@@ -24,14 +24,14 @@ if torch.cuda.is_available():
 
 from test_training_resume import CrashAt, assert_same_run  # noqa: E402
 
-from charlm.capability import resolve_precision  # noqa: E402
-from charlm.checkpoint import load_payload  # noqa: E402
 from charlm.config import ModelConfig, load_config  # noqa: E402
 from charlm.data import Vocab  # noqa: E402
-from charlm.generate import generate  # noqa: E402
+from charlm.generation.sampling import generate  # noqa: E402
 from charlm.model import CharRNN  # noqa: E402
-from charlm.rundir import RunDir  # noqa: E402
-from charlm.training import train  # noqa: E402
+from charlm.runtime.capability import resolve_precision  # noqa: E402
+from charlm.store.checkpoint import load_payload  # noqa: E402
+from charlm.store.run_dir import RunDir  # noqa: E402
+from charlm.training.setup import train  # noqa: E402
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (on one: pytest -m gpu)")]

@@ -38,14 +38,14 @@ warnings.filterwarnings("ignore", message="only soft file lock is available")
 
 CLI = WITHOUT_POSIX + """
 sys.argv = ["charlm", *sys.argv[1:]]
-from charlm.cli import entry
+from charlm.cli.main import entry
 entry()
 """
 
 HOLD = WITHOUT_POSIX + """
 import time
 from pathlib import Path
-from charlm.rundir import RunDir
+from charlm.store.run_dir import RunDir
 with RunDir(Path(sys.argv[1])).lock() as lock:
     lock.record_pid()
     print("held", flush=True)

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from charlm.checkpoint import load_payload
 from charlm.config import TrainConfig, load_config
 from charlm.errors import UsageError
 from charlm.events import SilentReporter
-from charlm.training import train
+from charlm.store.checkpoint import load_payload
 from charlm.training.schedule import lr_at
+from charlm.training.setup import train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -129,9 +129,9 @@ def test_d2l_seed_experiment_reproduces(builtin_cache, tmp_path):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_run_loads_on_cpu_with_bf16(tmp_path):
-    from charlm.checkpoint import load_model
     from charlm.evaluate import evaluate
-    from charlm.rundir import RunDir
+    from charlm.store.checkpoint import load_model
+    from charlm.store.run_dir import RunDir
 
     cfg = tiny(tmp_path, "train.device=cuda", "train.precision=bf16", "train.epochs=1")
     train(cfg, tmp_path / "run")

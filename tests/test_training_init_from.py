@@ -10,16 +10,16 @@ import pytest
 import torch
 from test_training_resume import CrashAt, assert_same_run, losses
 
-from charlm.checkpoint import load_payload
-from charlm.cli import main
+from charlm.cli.main import main
 from charlm.config import load_config
 from charlm.data import load_corpus
 from charlm.evaluate import evaluate
+from charlm.export.model_folder import export_model
 from charlm.model import CharRNN
-from charlm.model_dir import export_model
-from charlm.rundir import RunDir
-from charlm.training import train
+from charlm.store.checkpoint import load_payload
+from charlm.store.run_dir import RunDir
 from charlm.training.init_from import load_parent
+from charlm.training.setup import train
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny.yaml"

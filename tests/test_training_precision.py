@@ -12,12 +12,12 @@ import pytest
 import torch
 from test_training import Recorder, metrics, tiny
 
-from charlm import capability
-from charlm.checkpoint import load_payload
 from charlm.config import load_config
 from charlm.errors import RunError, UsageError
 from charlm.events import SilentReporter
-from charlm.training import train
+from charlm.runtime import capability
+from charlm.store.checkpoint import load_payload
+from charlm.training.setup import train
 from charlm.training.stop import MIN_LOSS_SCALE
 
 BF16_TOLERANCE = 0.02  # |bf16 / fp32 - 1| of the best val loss after the same steps (README, bf16 on the CPU)

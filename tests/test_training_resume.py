@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from charlm import fsio
-from charlm.checkpoint import load_payload
 from charlm.config import load_config
 from charlm.errors import RunError, UsageError
 from charlm.events import SilentReporter
-from charlm.rundir import RunDir
-from charlm.training import train
+from charlm.files import fsio
+from charlm.store.checkpoint import load_payload
+from charlm.store.run_dir import RunDir
+from charlm.training.setup import train
 from charlm.training.stop import Interrupted
 
 REPO = Path(__file__).resolve().parents[1]
@@ -300,7 +300,7 @@ def test_deterministic_resume_with_dropout_between_layers_is_the_same_run_and_sa
 
 
 def test_an_fp16_run_resumes_mid_epoch_as_the_same_run_with_its_loss_scale(tmp_path, reference):
-    from charlm.capability import cpu_fp16_kernel
+    from charlm.runtime.capability import cpu_fp16_kernel
 
     if not cpu_fp16_kernel("gru"):  # tiny.yaml's model
         pytest.skip("this torch has no float16 GRU kernel on this CPU")
@@ -320,7 +320,7 @@ def test_an_fp16_run_resumes_mid_epoch_as_the_same_run_with_its_loss_scale(tmp_p
 def as_before_precision(run_dir: Path, bf16: bool) -> None:
     """Make a run folder as a charlm from before train.precision wrote it: `bf16:` in config.yaml and in each
     checkpoint's config, no loss scaler, no checksum."""
-    from charlm.checkpoint import save_payload
+    from charlm.store.checkpoint import save_payload
 
     text = (run_dir / "config.yaml").read_text(encoding="utf-8")
     assert "  precision: " in text
@@ -349,7 +349,7 @@ def test_a_run_folder_from_before_train_precision_resumes_as_the_same_run(tmp_pa
 
 
 def test_an_auto_run_resumes_in_what_it_chose_and_changes_only_when_asked(tmp_path, monkeypatch):
-    from charlm import capability
+    from charlm.runtime import capability
 
     run_dir = tmp_path / "run"
     monkeypatch.setattr(capability, "cpu_bf16_native", lambda: True)

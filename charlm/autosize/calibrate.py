@@ -16,12 +16,12 @@ import torch
 import torch.nn.functional as F
 
 from charlm.autosize.rule import Shape
-from charlm.capability import autocast_dtype
 from charlm.config import ModelConfig
-from charlm.device import synchronize
-from charlm.machine import identity, read_cache, user_cache_dir, write_cache
+from charlm.files.machine import identity, read_cache, user_cache_dir, write_cache
+from charlm.files.readback import finite_number
 from charlm.model import CharRNN
-from charlm.readback import finite_number
+from charlm.runtime.capability import autocast_dtype
+from charlm.runtime.device import synchronize
 
 WARMUP_STEPS = 2  # oneDNN picks and packs its kernels on the first calls
 TIMED_STEPS = 3  # at least, and for at least TIMED_SECONDS: three steps of a small model vary by 30%

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from charlm.errors import CorpusError, RunError
-from charlm.fsio import atomic_write
+from charlm.files.fsio import atomic_write
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import torch
 
-from charlm import readback
 from charlm.config import DataConfig
 from charlm.data.builtins import data_dir
 from charlm.data.text import Normalisation, Source
 from charlm.data.vocab import Vocab, encode_chunks
 from charlm.errors import CorpusError, RunError
-from charlm.fsio import atomic_folder
+from charlm.files import readback
+from charlm.files.fsio import atomic_folder
 
 ENCODED_FORMAT = 1
 

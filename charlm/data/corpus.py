@@ -19,7 +19,7 @@ from charlm.data.cache import load_encoded
 from charlm.data.text import Normalisation, Source, TextPart, _limited, iter_text, resolve_source, scan
 from charlm.data.vocab import Vocab, encode_chunks
 from charlm.errors import CorpusError
-from charlm.limits import check_memory
+from charlm.files.limits import check_memory
 
 
 @dataclass

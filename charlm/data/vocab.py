@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import torch
 
 from charlm.errors import CorpusError
-from charlm.readback import vocab_chars
+from charlm.files.readback import vocab_chars
 
 
 class Vocab:

@@ -22,10 +22,10 @@ from charlm.config import Config, ModelConfig, from_dict, load_config, parse_ove
 from charlm.data.vocab import Vocab
 from charlm.errors import UsageError
 from charlm.model import CharRNN, grow_vocab, match_layout
-from charlm.rundir import CHECKPOINTS
+from charlm.store.run_dir import CHECKPOINTS
 
 if TYPE_CHECKING:  # checkpoint.py imports the training package: no import cycle at run time
-    from charlm.checkpoint import Checkpoint
+    from charlm.store.checkpoint import Checkpoint
 
 # what fixes the parameters' shapes; regularisers (dropout, weight drop) may change when fine-tuning
 SHAPE_KEYS = ("kind", "input", "embed_size", "hidden_size", "num_layers", "tie_weights")
@@ -72,7 +72,7 @@ def parse_spec(spec: str | Path) -> tuple[Path, str]:
 
 
 def load_parent(spec: str | Path) -> Parent:
-    from charlm.model_dir import is_model_dir, load_checkpoint
+    from charlm.store.model_dir import is_model_dir, load_checkpoint
 
     path, which = parse_spec(spec)
     if not path.is_dir():

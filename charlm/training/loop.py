@@ -16,21 +16,21 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from charlm import capability
-from charlm import checkpoint as ckpt
 from charlm.config import Config, parse_duration
 from charlm.data import Corpus, make_batches
-from charlm.device import synchronize
-from charlm.distributed import Ranks
 from charlm.errors import RunError
 from charlm.evaluate import evaluate
 from charlm.events import EvalRecord, Reporter, RunSummary
-from charlm.generate import generate
-from charlm.metrics import perplexity
+from charlm.generation.sampling import generate
 from charlm.model import CharRNN, detach_hidden, match_layout, separate_layers
-from charlm.rundir import BEST, RunDir
+from charlm.runtime import capability
+from charlm.runtime.device import synchronize
+from charlm.runtime.distributed import Ranks
+from charlm.store import checkpoint as ckpt
+from charlm.store.run_dir import BEST, RunDir
+from charlm.store.state import TrainState
 from charlm.training import resume, schedule, stop
-from charlm.training.state import TrainState
+from charlm.units import perplexity
 
 
 @dataclass

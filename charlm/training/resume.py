@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING
 import torch
 
 from charlm.config import LEGACY_KEYS, Config, load_config
-from charlm.distributed import Ranks
 from charlm.errors import UsageError
 from charlm.model import Hidden, match_layout
-from charlm.rundir import CONFIG
-from charlm.training.state import TrainState, to_device
+from charlm.runtime.distributed import Ranks
+from charlm.store.run_dir import CONFIG
+from charlm.store.state import TrainState, to_device
 
 if TYPE_CHECKING:  # checkpoint.py imports the training package: no import cycle at run time
-    from charlm.checkpoint import Checkpoint
+    from charlm.store.checkpoint import Checkpoint
 
 # config keys that may differ when a run is resumed: they do not change the computation so far
 RESUMABLE_KEYS = {"name", "data.corpus", "train.epochs", "train.device", "train.eval_batch_size",

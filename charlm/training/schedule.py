@@ -7,7 +7,7 @@ import math
 import torch
 
 from charlm.config import TrainConfig
-from charlm.training.state import TrainState
+from charlm.store.state import TrainState
 
 
 def make_optimizer(model: torch.nn.Module, t: TrainConfig) -> torch.optim.Optimizer:

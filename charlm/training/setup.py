@@ -16,20 +16,20 @@ from pathlib import Path
 
 import torch
 
-from charlm import capability, distributed
-from charlm import checkpoint as ckpt
 from charlm.config import Config, dump_config, parse_duration
 from charlm.data import Corpus, Vocab, encoded_cache_dir, load_corpus, make_batches
 from charlm.errors import CheckpointError, CorpusError, UsageError
 from charlm.events import Reporter, RunStart, RunSummary, SilentReporter
-from charlm.fsio import atomic_write_text, remove_stale_temp_files
+from charlm.files.fsio import atomic_write_text, remove_stale_temp_files
 from charlm.model import CharRNN
-from charlm.rundir import CONFIG, LAST, METRICS, RunDir
+from charlm.runtime import capability, distributed
+from charlm.store import checkpoint as ckpt
+from charlm.store.run_dir import CONFIG, LAST, METRICS, RunDir
+from charlm.store.state import TrainState
 from charlm.training import schedule
 from charlm.training.init_from import WITH_RESUME, Parent, check_shape, load_parent
 from charlm.training.loop import Trainer
 from charlm.training.resume import config_changes, restore, seed_rank
-from charlm.training.state import TrainState
 
 
 @dataclass

@@ -18,12 +18,11 @@ from pathlib import Path
 
 import torch
 
-from charlm import launch
-from charlm.distributed import Ranks
 from charlm.errors import RunError
-from charlm.interrupts import STOP_SIGNALS, Interrupted
-from charlm.rundir import LAST
-from charlm.training.state import TrainState
+from charlm.files.interrupts import STOP_SIGNALS, Interrupted
+from charlm.runtime.distributed import Ranks
+from charlm.store.run_dir import LAST
+from charlm.store.state import TrainState
 
 NONFINITE_CHECK_EVERY = 50  # batches between checks of the loss for NaN/Inf (each check is a host sync)
 # fp16: gradients that overflow at a loss scale above this are the scaler's to handle (it skips the step and
@@ -98,7 +97,7 @@ def stop_requests(signals: StopSignals, ranks: Ranks) -> StopSignals | AgreedSto
 def interrupted(signum: int, state: TrainState, run_dir: Path, ranks: Ranks) -> Interrupted:
     name = signal.Signals(signum).name
     return Interrupted(f"{name}: checkpoint saved after {state.epoch} epochs and {state.batch_in_epoch} batches; "
-                       f"continue with: {launch.resume_command(ranks, run_dir)}", signum)
+                       f"continue with: {resume_command(ranks, run_dir)}", signum)
 
 
 def nonfinite(epoch: int, batch: int, run_dir: Path, what: str) -> RunError:
@@ -114,3 +113,12 @@ def check_finite(first_bad: torch.Tensor, epoch: int, state: TrainState, run_dir
     if bad_step >= 0:
         batch = bad_step - (state.step - state.batch_in_epoch) + 1
         raise nonfinite(epoch, batch, run_dir, "a NaN/Inf loss or gradient norm")
+
+
+def resume_command(ranks: Ranks, run_dir: Path) -> str:
+    """The command that continues a stopped run, as this run was started."""
+    if not ranks.active:
+        return f"charlm train --resume --run-dir {run_dir}"
+    if ranks.local_world_size == ranks.world_size:
+        return f"charlm train --nproc {ranks.world_size} --resume --run-dir {run_dir}"
+    return f"your torchrun command with --resume --run-dir {run_dir}"

@@ -1,0 +1,1 @@
+"""Looking inside a model: per-character surprisal, neurons against text features."""

@@ -1,0 +1,106 @@
+"""`charlm generate`: sample text from a run or a model folder, starting from a prefix."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from charlm.cli import app as cli
+from charlm.cli.common import Device, ModelDir, RunDir, Which, model_source
+from charlm.errors import UsageError
+
+
+@cli.app.command(epilog="Example: charlm generate --prefix 分开 --length 100 --temperature 0.8 --seed 1")
+def generate(
+    prefix: Annotated[Optional[str], typer.Option(
+        "--prefix", "-p", help="Text to start from (default: none; the sample starts at a new line).")] = None,
+    prefix_file: Annotated[Optional[Path], typer.Option(
+        "--prefix-file", help="Start from the text of this UTF-8 file, exactly as written.")] = None,
+    run_dir: RunDir = None,
+    length: Annotated[int, typer.Option("--length", "-n", help="Characters to generate.")] = 100,
+    temperature: Annotated[float, typer.Option(help="0 is greedy (d2l); higher is more varied.")] = 0.8,
+    top_k: Annotated[int, typer.Option(help="Sample among the k most likely (0: all).")] = 0,
+    top_p: Annotated[float, typer.Option(help="Sample among the most likely holding this probability.")] = 1.0,
+    num_samples: Annotated[int, typer.Option(
+        help="Independent samples, made in one batch (with --beam: the best beams).")] = 1,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed for repeatable samples.")] = None,
+    stop: Annotated[Optional[list[str]], typer.Option(
+        "--stop", help="End a sample when it emits this text (repeatable; \\n is a line break).")] = None,
+    beam: Annotated[int, typer.Option(help="Beam search with N beams instead of sampling (ignores --temperature).")]
+    = 0,
+    repetition_penalty: Annotated[float, typer.Option(
+        help="Divide the logits of characters seen in the last --repetition-window by R (1: off; try 1.3).")] = 1.0,
+    repetition_window: Annotated[int, typer.Option(help="Characters the repetition penalty looks back on.")] = 64,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="One JSON object per sample: text, prefix, options, bits per char.")] = False,
+    weights: Annotated[str, typer.Option(
+        help="The step's weights: fp32 (exact), bf16 (fastest for many samples) or int8 (fastest for one); "
+             "bf16 and int8 run on the CPU.")] = "fp32",
+    checkpoint: Which = "best",
+    device: Device = "cpu",
+    model_dir: ModelDir = None,
+) -> None:
+    """Sample text from a trained run (or an exported model), starting from a prefix; it streams as it is made."""
+    from charlm.api import load
+    from charlm.generation import sampling as gen
+
+    if prefix is not None and prefix_file is not None:
+        raise UsageError("pass --prefix or --prefix-file, not both")
+    if prefix_file is not None:
+        prefix = gen.read_prefix_file(prefix_file)
+    # beam search ranks by the model's own probabilities: no temperature
+    options = gen.SamplingOptions(temperature=0.0 if beam else temperature, top_k=top_k, top_p=top_p,
+                                  num_samples=num_samples, seed=seed, beam=beam,
+                                  stop=tuple(_unescape(s) for s in stop or ()),
+                                  repetition_penalty=repetition_penalty, repetition_window=repetition_window,
+                                  weights=weights)
+    options.check(length)  # before the checkpoint is read: bad flags fail fast
+    model = load(model_source(run_dir, model_dir), checkpoint, device)
+    net, vocab, dev = model.net, model.vocab, model.device
+    if as_json or beam or num_samples > 1:
+        _write_samples(gen.samples(net, vocab, prefix, length, device=dev, **vars(options)), length, options, as_json)
+        return
+    steps = gen.stream(net, vocab, prefix, length, device=dev, **vars(options))  # checks all before printing
+    sys.stdout.write(prefix or "")
+    for ids in steps:
+        sys.stdout.write(vocab.chars[int(ids[0])])
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    _say_stopped(steps.samples()[0])
+
+
+def _write_samples(results: list, length: int, options, as_json: bool) -> None:
+    """Samples made in one batch (or by beam search): JSON lines, headed texts, or the one text."""
+    for n, sample in enumerate(results, 1):
+        if as_json:
+            print(json.dumps(sample.record(n, length, options), ensure_ascii=False))
+        elif options.num_samples > 1:
+            sys.stdout.write(f"--- sample {n}{_stopped(sample)}\n{sample.text}\n")
+        else:
+            sys.stdout.write(f"{sample.text}\n")
+            _say_stopped(sample)
+
+
+def _unescape(text: str) -> str:
+    """--stop '\\n\\n' means two line breaks (the shell passes the backslashes through)."""
+    escapes = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+    out, chars = [], iter(text)
+    for c in chars:
+        out.append(escapes.get(next(chars, "\\"), None) if c == "\\" else c)
+        if out[-1] is None:
+            raise UsageError(f"--stop {text!r}: a backslash starts \\n, \\t, \\r or \\\\ only")
+    return "".join(out)
+
+
+def _stopped(sample) -> str:
+    return f" (stopped at {sample.stop!r} after {sample.generated} characters)" if sample.stop else ""
+
+
+def _say_stopped(sample) -> None:
+    if sample.stop:
+        sys.stdout.flush()
+        cli.err.print(_stopped(sample).strip()[1:-1], markup=False)

@@ -1,0 +1,74 @@
+"""`charlm info`: one run folder in detail, read without torch where it can be."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Annotated
+
+import typer
+
+from charlm.cli import app as cli
+from charlm.cli.common import RunDir
+from charlm.config import load_config
+from charlm.errors import UsageError
+
+
+@cli.app.command(epilog="Example: charlm info --run-dir runs/jaychou-lstm-20261123-195026")
+def info(run_dir: RunDir = None,
+         as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
+    """Show a run: its config, vocabulary, parameter count, device, metrics and checkpoint files."""
+    from charlm.config import dump_config
+    from charlm.store.run_dir import RunDir
+    from charlm.store.run_info import damage_notes, damaged_checkpoints, describe_parent, sparkline, summarize
+
+    run_folder = RunDir.resolve(run_dir)
+    folder = run_folder.path
+    chars, config, parameters, notes = _run_facts(run_folder)
+    run = summarize(folder)
+    broken = damaged_checkpoints(run_folder)
+    if as_json:
+        print(json.dumps({**{k: v for k, v in run.items() if k != "records"}, "vocab_size": len(chars),
+                          "parameters": parameters[0], "damaged_checkpoints": broken, "config": config.to_dict()},
+                         ensure_ascii=False))
+        return
+    sample = "".join(chars[:: max(1, len(chars) // 40)][:40]).replace("\n", "↵")
+    cli.out.print(f"[bold]{folder}[/] ({run['status']}, trained on {run['device']})")
+    for note in notes + damage_notes(run) + [f"{folder / name} is damaged: {why}" for name, why in broken.items()]:
+        cli.err.print(f"warning: {note}", markup=False)
+    if run["parent"]:
+        cli.out.print(describe_parent(run["parent"]), markup=False)
+    cli.out.print(f"vocabulary: {len(chars):,} characters, e.g. {sample}", markup=False)
+    cli.out.print(f"parameters: {parameters[0]:,} ({parameters[1]:,} without the embedding)")
+    what = run["monitored"][:-5]
+    cli.out.print(f"epochs {run['epochs_done']:g}/{run['epochs']}, best {what} perplexity {run['best_ppl']:.3f} "
+                  f"({run['best_bpc']:.3f} bits/char) at epoch {run['best_epoch']}, {run['seconds']:.1f} s in all")
+    cli.out.print(f"{what} loss by epoch: {sparkline([r.get(run['monitored'], math.nan) for r in run['records']])}")
+    for path in sorted(folder.iterdir()):
+        if path.is_file():
+            cli.out.print(f"  {path.name:<24} {path.stat().st_size:>12,} bytes", markup=False)
+    cli.out.print("config:", markup=False)
+    cli.out.print(dump_config(config), markup=False)
+
+
+def _run_facts(run):
+    """The vocabulary, config, (parameters, without the embedding) and notes on damaged files of a run, read
+    from vocab.json, config.yaml and status.json with no torch; a run from before status.json held the
+    parameter count (or with a damaged file) is read from its last checkpoint instead."""
+    from charlm.files import readback
+    from charlm.store.run_dir import CONFIG, VOCAB, DamagedFile
+
+    try:
+        status = run.read_status()
+        parameters = (int(status["parameters"]), int(status["non_embedding_parameters"]))
+        config = load_config(run / CONFIG)
+        chars = readback.vocab_chars(readback.read_bytes(run / VOCAB, readback.MAX_VOCAB_JSON))
+        return chars, config, parameters, []
+    except readback.BadFile as e:
+        notes = [f"{run / VOCAB} is damaged ({e.reason}): the vocabulary shown is last.pt's"]
+    except (DamagedFile, KeyError, TypeError, ValueError, OSError, UsageError):
+        notes = []
+    from charlm.store import checkpoint as ckpt
+
+    model, vocab, saved = ckpt.load_run_model(run, "last")
+    return vocab.chars, saved.config, (model.num_parameters(), model.num_parameters(embedding=False)), notes

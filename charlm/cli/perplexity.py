@@ -1,0 +1,86 @@
+"""`charlm perplexity`: score a run or model folder on a split, a file or a text; --show, --html and --breakdown
+look at each character."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from charlm.cli import app as cli
+from charlm.cli.common import Device, ModelDir, RunDir, Which, model_source
+from charlm.errors import UsageError
+
+
+@cli.app.command(epilog="Example: charlm perplexity --split val --show")
+def perplexity(
+    run_dir: RunDir = None,
+    split: Annotated[Optional[str], typer.Option(help="train | val | test (default: val)")] = None,
+    file: Annotated[Optional[Path], typer.Option("--file", "-f", help="Score this text file, not a split.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    checkpoint: Which = "best",
+    device: Device = "auto",
+    text: Annotated[Optional[str], typer.Option(
+        "--text", "-t", help="Score this string (read as one stream), not a split.")] = None,
+    show: Annotated[bool, typer.Option("--show", help="Print the text shaded by each character's bits.")] = False,
+    html: Annotated[Optional[Path], typer.Option(
+        "--html", help="Write a page: the shaded text, bits and top-5 predictions on hover.")] = None,
+    breakdown: Annotated[bool, typer.Option(
+        "--breakdown", help="The loss by characters unseen / rare / common in training, the costliest ones "
+        "(implied by --show and --html; in --json as \"breakdown\").")] = False,
+    show_chars: Annotated[int, typer.Option(help="Characters shown by --show and --html (the figures cover all).")]
+    = 5000,
+    model_dir: ModelDir = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="--html: replace an existing file that charlm did not write.")] = False,
+) -> None:
+    """Score a run (or an exported model) on a split of its corpus, a file or a string: nats/char, bits/char, ppl.
+
+    --show, --html and --breakdown also say where the loss comes from, character by character.
+    """
+    from charlm.evaluate import score_run
+    from charlm.runtime.device import pick_device
+    from charlm.store.model_dir import resolve
+    from charlm.store.targets import check_output_file
+
+    if html is not None:  # before the model is read: a refused page costs nothing
+        check_output_file(html, option="--html", force=force, reads=(file,))
+    folder = resolve(model_source(run_dir, model_dir))
+    if show or html or breakdown:
+        return _surprisal(folder, checkpoint, split, file, text, pick_device(device), as_json, show, html, show_chars,
+                          force)
+    from charlm.ui.report import scoring_bar
+
+    with scoring_bar(cli.err) as progress:  # on stderr: stdout keeps only the result
+        result, saved = score_run(folder, checkpoint, split, file, pick_device(device), text, progress)
+    if as_json:
+        print(json.dumps({k: result[k] for k in ("nats_per_char", "bits_per_char", "perplexity", "chars")}))
+        return
+    epoch = saved.train_state.epoch
+    cli.out.print(f"{folder} ({checkpoint}, epoch {epoch}) on {result['source']}: {result['chars']:,} chars")
+    cli.out.print(f"nats/char  {result['nats_per_char']:.4f}\nbits/char  {result['bits_per_char']:.4f}\n"
+              f"perplexity {result['perplexity']:.4f}")
+
+
+def _surprisal(folder: Path, checkpoint: str, split, file, text, device, as_json: bool, show: bool,
+               html: Optional[Path], show_chars: int, force: bool) -> None:
+    from charlm.analysis import surprisal
+    from charlm.ui import pages, views
+
+    if show and as_json:
+        raise UsageError("--show and --json both print to stdout: pass one of them")
+    if show_chars < 1:
+        raise UsageError(f"--show-chars must be >= 1, got {show_chars}")
+    report = surprisal.analyse(folder, checkpoint, split, file, text, device, predictions=html is not None,
+                               keep=show_chars if show or html is not None else 0)  # what is shown, no more
+    parts = report.breakdown()
+    if html is not None:
+        pages.write(html, pages.render("surprisal", surprisal.page_data(report, parts, show_chars)), force=force)
+    if as_json:
+        print(json.dumps({**report.figures(), "breakdown": parts.to_dict()}, ensure_ascii=False))
+        return
+    views.print_surprisal(cli.out, report, parts, show, show_chars)
+    if html is not None:
+        cli.out.print(f"wrote {html}", markup=False)

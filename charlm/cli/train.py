@@ -1,0 +1,149 @@
+"""`charlm train`: parse the flags, pick the config (new, resumed, fine-tuned), train or launch torchrun."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from charlm.cli import app as cli
+from charlm.config import load_config
+from charlm.errors import UsageError
+
+AUTO = "auto"
+
+
+@cli.app.command(epilog="Example: charlm train --config configs/d2l-jaychou-rnn.yaml --set train.epochs=10")
+def train(
+    config: Annotated[Optional[Path], typer.Option(
+        "--config", "-c", help="YAML config (default: jaychou-lstm), or auto: sized for the corpus and --budget.")]
+    = None,
+    corpus: Annotated[Optional[str], typer.Option(help="Built-in name, text file or folder of .txt files.")] = None,
+    budget: Annotated[Optional[str], typer.Option(
+        "--budget", "-b", help="Training time (90s, 10m, 2h). Without --config: a model sized for the corpus, "
+        "this budget and this machine (--config auto).")] = None,
+    run_dir: Annotated[Optional[Path], typer.Option("--run-dir", "-r", help="Run folder (default: runs/NAME-TIME).")]
+    = None,
+    device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N | mps")] = None,
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="KEY=VALUE, e.g. train.lr=0.01.")]
+    = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --run-dir from its last.pt.")] = False,
+    resume_from: Annotated[Optional[str], typer.Option(
+        "--resume-from", help="best | last: continue the run in --run-dir from that checkpoint (implies --resume).")]
+    = None,
+    nproc: Annotated[Optional[int], typer.Option(
+        "--nproc", help="Train with N processes on this machine (torchrun; one per GPU, or CPU processes).")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Check the config and print the torchrun commands (one machine, several); train nothing.")]
+    = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors and the final summary line.")]
+    = False,
+    init_from: Annotated[Optional[str], typer.Option(
+        "--init-from", help="Fine-tune: start from this run's best.pt (RUN:last for last.pt) or model folder; "
+        "without --config, with its config.")] = None,
+) -> None:
+    """Train a model and write its run folder (config, vocab, metrics, checkpoints).
+
+    Under torchrun (or with --nproc) the processes train one model with DistributedDataParallel.
+    """
+    from charlm.cli import launch
+    from charlm.events import SilentReporter
+    from charlm.runtime import distributed
+    from charlm.training.setup import train as run_training
+    from charlm.ui.report import RichReporter
+
+    settings = list(overrides or [])
+    if corpus is not None:
+        settings.append(f"data.corpus={corpus}")
+    if device is not None:
+        settings.append(f"train.device={device}")
+    if resume_from is not None and resume_from not in ("best", "last"):
+        raise UsageError(f"--resume-from {resume_from} is not valid: use best or last")
+    resume = resume or resume_from is not None
+    cfg = _pick_config(config, budget, settings, run_dir, resume, init_from, nproc is not None or dry_run, quiet)
+    explicit = {item.split("=", 1)[0].strip() for item in settings}
+    if nproc is not None or dry_run:
+        args = launch.train_args(config, run_dir, resume, settings, resume_from, init_from)
+        return _launch(cfg, args, nproc, dry_run)
+    main = distributed.is_main_process()  # the other ranks stay silent
+    reporter = RichReporter(cli.out, cli.err, quiet) if main else SilentReporter()
+    run_training(cfg, run_dir, reporter, resume=resume, explicit=explicit, resume_from=resume_from or "last",
+                 init_from=init_from)
+
+
+def _launch(cfg, args: list[str], nproc: int | None, dry_run: bool) -> int:
+    """--nproc: torchrun's launcher on this machine; --dry-run: the commands it would run, here and on several."""
+    from charlm.cli import launch
+    from charlm.data.text import check_source
+
+    check_source(cfg.data.corpus)  # checked here: the processes would each fail on it
+    processes = nproc or launch.default_nproc()
+    if dry_run:
+        cli.out.print(launch.launch_commands(processes, args, cfg.name, cfg.train.batch_size), markup=False)
+        return 0
+    launch.check_launch(processes, cfg.train.device, cfg.train.batch_size)
+    return launch.launch(processes, args)
+
+
+def _pick_config(config: Optional[Path], budget: Optional[str], settings: list[str], run_dir: Optional[Path],
+                 resume: bool, init_from: Optional[str], launched: bool, quiet: bool):
+    """Auto-sized (--config auto, or --budget without a config), else the file's, the resumed or the fine-tuned
+    run's; a --budget of a config-led run is its train.time_budget."""
+    from charlm.config import Config, parse_duration
+    from charlm.runtime import distributed
+
+    if budget is not None:
+        parse_duration(budget, "--budget")
+    if is_auto(config, budget, resume, init_from):
+        return _auto_config(budget, settings, launched, quiet)
+    if budget is not None:
+        settings.append(f"train.time_budget={budget}")
+    cfg = _config(config, settings, run_dir, resume, init_from)
+    lyrics_default = config is None and not resume and init_from is None
+    if lyrics_default and cfg.data.corpus != Config().data.corpus and not quiet and distributed.is_main_process():
+        cli.out.print(f"tip: `charlm train --corpus {cfg.data.corpus} --budget 10m` sizes the model for this corpus "
+                      "and this machine; without --budget this is the lyrics default", markup=False)
+    return cfg
+
+
+def is_auto(config: Optional[Path], budget: Optional[str], resume: bool, init_from: Optional[str]) -> bool:
+    """--config auto, or a --budget with no config of its own (a resumed or fine-tuned run has one)."""
+    if config is not None and str(config) == AUTO:
+        if resume or init_from is not None:
+            raise UsageError("--config auto sizes a new model: a resumed or fine-tuned run keeps its own; drop "
+                             "--config auto")
+        return True
+    return config is None and budget is not None and not resume and init_from is None
+
+
+def _auto_config(budget: Optional[str], settings: list[str], launched: bool, quiet: bool):
+    """The config autosize plans for the corpus and budget on this machine; prints the choice and why."""
+    from charlm.autosize import auto
+    from charlm.config import Config, parse_duration
+
+    if launched:
+        raise UsageError("auto-sizing plans for one process: drop --nproc/--dry-run, or give a --config "
+                         "(the run folder's config.yaml of an auto run will do)")
+    seconds = parse_duration(budget or auto.DEFAULT_BUDGET, "--budget")
+    cfg, plan = auto.auto_config(Config().data.corpus, seconds, settings)  # --corpus is in settings
+    if not quiet:
+        cli.out.print(f"auto: {plan.why}", markup=False)
+    return cfg
+
+
+def _config(config: Optional[Path], settings: list[str], run_dir: Optional[Path], resume: bool,
+            init_from: Optional[str]):
+    """The run's config: the file (or defaults), a resumed run's own, or a fine-tuned run's parent's; --set on top."""
+    from charlm.training.init_from import WITH_RESUME, init_config, load_parent
+    from charlm.training.resume import load_resume_config
+
+    if resume and init_from is not None:
+        raise UsageError(WITH_RESUME)
+    if resume:
+        if run_dir is None:
+            raise UsageError("--resume needs --run-dir DIR: the run folder to continue")
+        return load_resume_config(run_dir, config, settings)
+    if init_from is not None:
+        return init_config(load_parent(init_from), config, settings)
+    return load_config(config, settings)

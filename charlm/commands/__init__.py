@@ -1,1 +1,0 @@
-"""The commands of `charlm`, one module per group; cli.py makes the app and registers them."""

@@ -1,0 +1,47 @@
+"""views: the terminal rendering of surprisal (shades, legend, tables) and of the neurons ranking."""
+
+from __future__ import annotations
+
+import math
+
+from helpers import surprisal_of
+from rich.console import Console
+
+from charlm.analysis.surprisal import Surprisal
+from charlm.ui.views import breakdown_tables, legend, shaded_text, visible
+
+
+def report() -> Surprisal:
+    chars = list("\nabc")
+    return surprisal_of(chars, [1, 2, 0, 3, 1], [0.0, 1.0, 2.0, 9.0], math.log(2), [3, 0, 9, 1], source="--text",
+                        epoch=1)
+
+
+def test_each_character_is_shaded_by_its_bits():
+    # the text "ab\nca": b costs 0 bits, \n 1, c 2 (the top of the scale: log2 of 4 characters), the last a 9
+    text = shaded_text(report(), 10)
+    assert text.plain == "ab↵\nca"
+    spans = [(text.plain[span.start:span.end], span.style) for span in text.spans]
+    assert [shown for shown, _ in spans] == ["a", "b", "↵", "c", "a"]  # the line break itself is not shaded
+    first, zero, one, two, nine = (style for _, style in spans)
+    assert first.underline and first.bgcolor is None  # the first character is not scored
+    assert zero.bgcolor.triplet.hex == "#ffffff"
+    assert one.bgcolor.triplet.blue > two.bgcolor.triplet.blue  # costlier is darker
+    assert two.bgcolor == nine.bgcolor  # the scale stops at a uniform guess
+    assert zero.color.triplet.hex == "#000000" and two.color.triplet.hex == "#ffffff"  # ink stays readable
+
+
+def test_legend_and_tables_render():
+    r = report()
+    console = Console(width=100, record=True, color_system=None)
+    console.print(legend(r, 3))
+    for table in breakdown_tables(r.breakdown()):
+        console.print(table)
+    printed = console.export_text()
+    assert " 2.0+ " in printed and "2.00 bits or more" in printed  # log2(4) = 2 bits: a uniform guess
+    assert "the first 3 of 5 characters" in printed
+    assert "unseen (0 in training)" in printed and "'\\n'" in printed
+
+
+def test_visible():
+    assert visible("\n") == "↵\n" and visible("\t") == "␉" and visible("x") == "x"
