@@ -33,6 +33,7 @@ shake:
 
 lint:
 	$(VENV)/bin/ruff check charlm tests benchmarks
+	$(VENV)/bin/ruff format --check charlm tests benchmarks
 
 train:
 	$(VENV)/bin/charlm train --config $(CONFIG)

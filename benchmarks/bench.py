@@ -44,11 +44,17 @@ REPO = Path(__file__).resolve().parents[1]
 LSTM = dict(hidden_size=512, num_layers=2, embed_size=128, batch_size=64, num_steps=128)
 MODEL_KEYS = ("hidden_size", "num_layers", "embed_size")
 TARGETS = {  # figure: (minimum or maximum, value)
-    "speedup_vs_d2l": (">=", 1.8), "lstm_mfu": (">=", 0.80), "eval_over_train": (">=", 3.0),
-    "gen_speedup_vs_d2l": (">=", 5.0), "gen_batch_over_single": (">=", 10.0),
-    "encode_peak_rss_ratio": ("<=", 2.0), "encode_mb_per_s": (">=", 20.0),
-    "gen_best_single_over_v1": (">=", 2.0), "gen_fp32_batch_over_single": (">=", 6.0),
-    "gen_bf16_batch_over_single": (">=", 6.0), "gen_int8_batch_over_single": (">=", 6.0),
+    "speedup_vs_d2l": (">=", 1.8),
+    "lstm_mfu": (">=", 0.80),
+    "eval_over_train": (">=", 3.0),
+    "gen_speedup_vs_d2l": (">=", 5.0),
+    "gen_batch_over_single": (">=", 10.0),
+    "encode_peak_rss_ratio": ("<=", 2.0),
+    "encode_mb_per_s": (">=", 20.0),
+    "gen_best_single_over_v1": (">=", 2.0),
+    "gen_fp32_batch_over_single": (">=", 6.0),
+    "gen_bf16_batch_over_single": (">=", 6.0),
+    "gen_int8_batch_over_single": (">=", 6.0),
 }
 
 
@@ -94,11 +100,17 @@ def d2l_figures(quick: bool, work: Path) -> dict:
     seed_model = ref.RNNModel(nn.RNN(len(vocab), 256), len(vocab))
     losses, seed_rates = ref.train_epochs(seed_model, ids, epochs, 35, 1e-3, 0.01, 32)
     seed_rate = statistics.median(seed_rates[1:])  # both skip their first (warm-up) epoch
-    return {"d2l_ref_chars_per_s": seed_rate, "charlm_d2l_chars_per_s": charlm_rate,
-            "speedup_vs_d2l": charlm_rate / seed_rate, "d2l_epochs": epochs,
-            "d2l_ref_loss_by_epoch": losses, "charlm_d2l_loss_by_epoch": [r["train_loss"] for r in records],
-            "d2l_same_losses_5_digits": all(f"{a:.5f}" == f"{r['train_loss']:.5f}"
-                                           for a, r in zip(losses, records, strict=True))}
+    return {
+        "d2l_ref_chars_per_s": seed_rate,
+        "charlm_d2l_chars_per_s": charlm_rate,
+        "speedup_vs_d2l": charlm_rate / seed_rate,
+        "d2l_epochs": epochs,
+        "d2l_ref_loss_by_epoch": losses,
+        "charlm_d2l_loss_by_epoch": [r["train_loss"] for r in records],
+        "d2l_same_losses_5_digits": all(
+            f"{a:.5f}" == f"{r['train_loss']:.5f}" for a, r in zip(losses, records, strict=True)
+        ),
+    }
 
 
 def plain_lstm_chars_per_s(vocab_size: int, batches: int) -> float:
@@ -132,9 +144,16 @@ def lstm_overrides(quick: bool) -> list[str]:
     batches = 4 if quick else 12
     chars = LSTM["batch_size"] * (batches * LSTM["num_steps"] + 1) + 1
     return [
-        "data.corpus=tinyshakespeare", f"data.max_chars={chars}", "data.val_fraction=0", "model.kind=lstm",
-        "model.input=embedding", "model.dropout=0", "model.tie_weights=false", "train.epochs=2",
-        "train.warmup_steps=0", "train.eval_batch_size=256",
+        "data.corpus=tinyshakespeare",
+        f"data.max_chars={chars}",
+        "data.val_fraction=0",
+        "model.kind=lstm",
+        "model.input=embedding",
+        "model.dropout=0",
+        "model.tie_weights=false",
+        "train.epochs=2",
+        "train.warmup_steps=0",
+        "train.eval_batch_size=256",
         *(f"{'model' if k in MODEL_KEYS else 'train'}.{k}={v}" for k, v in LSTM.items()),
     ]
 
@@ -175,13 +194,18 @@ def lstm_figures(quick: bool, work: Path, peak: float) -> dict:
     agree = sum(a == b for a, b in zip(ours, vocab.decode(theirs), strict=True)) / len(ours)
     return {
         "lstm_config": {**LSTM, "vocab_size": len(vocab), "non_embedding_parameters": params},
-        "lstm_train_chars_per_s": train_rate, "lstm_mfu": 6 * params * train_rate / (peak * 1e9),
-        "plain_lstm_chars_per_s": plain_rate, "plain_lstm_mfu": 6 * params * plain_rate / (peak * 1e9),
-        "eval_chars_per_s": eval_rate, "eval_over_train": eval_rate / train_rate,
-        "gen_chars_per_s": gen_rate, "d2l_gen_chars_per_s": seed_gen_rate,
+        "lstm_train_chars_per_s": train_rate,
+        "lstm_mfu": 6 * params * train_rate / (peak * 1e9),
+        "plain_lstm_chars_per_s": plain_rate,
+        "plain_lstm_mfu": 6 * params * plain_rate / (peak * 1e9),
+        "eval_chars_per_s": eval_rate,
+        "eval_over_train": eval_rate / train_rate,
+        "gen_chars_per_s": gen_rate,
+        "d2l_gen_chars_per_s": seed_gen_rate,
         "gen_speedup_vs_d2l": gen_rate / seed_gen_rate,
         "gen_greedy_agreement_with_d2l": agree,
-        "gen_batch_chars_per_s": batch_rate, "gen_batch_over_single": batch_rate / gen_rate,
+        "gen_batch_chars_per_s": batch_rate,
+        "gen_batch_over_single": batch_rate / gen_rate,
     }
 
 
@@ -215,20 +239,37 @@ def encode_figures(quick: bool, work: Path) -> dict:
         f.truncate(size)
     small = work / "small.txt"
     small.write_bytes(source[:100_000])
-    probe = subprocess.run([sys.executable, "-c", ENCODE_PROBE, str(path), str(small)], capture_output=True, text=True,
-                           check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    probe = subprocess.run(
+        [sys.executable, "-c", ENCODE_PROBE, str(path), str(small)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     measured = json.loads(probe.stdout)
-    return {"encode_file_mb": size / 1e6, "encode_mb_per_s": size / 1e6 / measured["seconds"],
-            "encode_peak_rss_ratio": measured["peak_bytes"] / size}
+    return {
+        "encode_file_mb": size / 1e6,
+        "encode_mb_per_s": size / 1e6 / measured["seconds"],
+        "encode_peak_rss_ratio": measured["peak_bytes"] / size,
+    }
 
 
 def bf16_figures(quick: bool, work: Path, fp32: dict) -> dict:
     """bf16 training and compact sampling weights beside the fp32 figures above (bf16_bench.py)."""
     figures = {"peak_bf16_gflops": peak_gflops(quick, torch.bfloat16)}
-    figures.update(bf16_bench.d2l_bf16(run_config, str(REPO / "configs" / "d2l-jaychou-rnn.yaml"),
-                                       fp32["d2l_epochs"], work, fp32))
-    figures.update(bf16_bench.lstm_bf16(run_config, str(REPO / "configs" / "tiny.yaml"), lstm_overrides(quick),
-                                        work, fp32, figures["peak_bf16_gflops"]))
+    figures.update(
+        bf16_bench.d2l_bf16(run_config, str(REPO / "configs" / "d2l-jaychou-rnn.yaml"), fp32["d2l_epochs"], work, fp32)
+    )
+    figures.update(
+        bf16_bench.lstm_bf16(
+            run_config,
+            str(REPO / "configs" / "tiny.yaml"),
+            lstm_overrides(quick),
+            work,
+            fp32,
+            figures["peak_bf16_gflops"],
+        )
+    )
     figures.update(bf16_bench.parity(run_config, str(REPO / "configs" / "shakespeare-cpu.yaml"), quick, work))
     model, vocab, _ = ckpt.load_model(RunDir(work / "lstm").checkpoint("last"))
     figures.update(bf16_bench.sampling(model, vocab, "ROMEO:", quick))
@@ -239,9 +280,15 @@ def bf16_figures(quick: bool, work: Path, fp32: dict) -> dict:
 
 
 def verdicts(figures: dict) -> dict:
-    return {name: {"target": f"{op} {value}", "value": figures[name],
-                   "met": figures[name] >= value if op == ">=" else figures[name] <= value}
-            for name, (op, value) in TARGETS.items() if name in figures}
+    return {
+        name: {
+            "target": f"{op} {value}",
+            "value": figures[name],
+            "met": figures[name] >= value if op == ">=" else figures[name] <= value,
+        }
+        for name, (op, value) in TARGETS.items()
+        if name in figures
+    }
 
 
 def main() -> None:
@@ -249,10 +296,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a one-minute smoke version (CI)")
     parser.add_argument("--json", type=Path, help="write every figure here")
     parser.add_argument("--ddp", action="store_true", help="only 1 vs 2 DDP processes on the CPU (ddp_bench.py)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                        help="cuda: the GPU suite (gpu_bench.py): fp32/TF32/bf16 training, eval, CUDA-graph generation")
-    parser.add_argument("--smoke", action="store_true",
-                        help="with --device cuda: run the GPU suite's code paths on the CPU with tiny sizes")
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="cuda: the GPU suite (gpu_bench.py): fp32/TF32/bf16 training, eval, CUDA-graph generation",
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="with --device cuda: run the GPU suite's code paths on the CPU with tiny sizes",
+    )
     args = parser.parse_args()
     if args.ddp:
         import ddp_bench
@@ -265,11 +319,18 @@ def main() -> None:
     console = Console(highlight=False)
     for name in ("jaychou", "tinyshakespeare"):
         fetch(name)
-    console.print(f"charlm benchmark{' (quick)' if args.quick else ''}: torch {torch.__version__}, "
-                  f"{torch.get_num_threads()} threads, corpora in {data_dir()} ({', '.join(BUILTINS)})")
+    console.print(
+        f"charlm benchmark{' (quick)' if args.quick else ''}: torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, corpora in {data_dir()} ({', '.join(BUILTINS)})"
+    )
     started = time.perf_counter()
-    figures: dict = {"quick": args.quick, "torch": torch.__version__, "threads": torch.get_num_threads(),
-                     "machine": platform.machine(), "cpu": _cpu_name()}
+    figures: dict = {
+        "quick": args.quick,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "cpu": _cpu_name(),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         figures["peak_gflops"] = peak_gflops(args.quick)
@@ -289,9 +350,11 @@ def main() -> None:
             mark = "" if target is None else f"{target['target']} {'met' if target['met'] else 'MISSED'}"
             table.add_row(name, f"{value:,.3f}" if abs(value) < 100 else f"{value:,.0f}", mark)
     console.print(table)
-    console.print(f"--weights by the default rule (the fastest with fp32's greedy text over {bf16_bench.GEN_LENGTH} "
-                  f"chars on a trained model): {figures['weights_default_by_rule']}; bf16 loss parity "
-                  f"(|diff| <= {bf16_bench.PARITY_TOLERANCE:.0%}): {'met' if figures['parity_met'] else 'MISSED'}")
+    console.print(
+        f"--weights by the default rule (the fastest with fp32's greedy text over {bf16_bench.GEN_LENGTH} "
+        f"chars on a trained model): {figures['weights_default_by_rule']}; bf16 loss parity "
+        f"(|diff| <= {bf16_bench.PARITY_TOLERANCE:.0%}): {'met' if figures['parity_met'] else 'MISSED'}"
+    )
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
         console.print(f"figures written to {args.json}")

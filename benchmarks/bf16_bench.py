@@ -34,8 +34,12 @@ def d2l_bf16(run_config, config_path: str, epochs: int, work: Path, fp32: dict) 
     records = run_config(config_path, [f"train.epochs={epochs}", "train.precision=bf16"], work / "d2l-bf16")
     rate = statistics.median(r["chars_per_s"] for r in records[1:])
     fp32_loss, bf16_loss = fp32["charlm_d2l_loss_by_epoch"][-1], records[-1]["train_loss"]
-    return {"charlm_d2l_bf16_chars_per_s": rate, "d2l_bf16_over_fp32": rate / fp32["charlm_d2l_chars_per_s"],
-            "d2l_bf16_train_loss": bf16_loss, "d2l_bf16_loss_vs_fp32": bf16_loss / fp32_loss - 1}
+    return {
+        "charlm_d2l_bf16_chars_per_s": rate,
+        "d2l_bf16_over_fp32": rate / fp32["charlm_d2l_chars_per_s"],
+        "d2l_bf16_train_loss": bf16_loss,
+        "d2l_bf16_loss_vs_fp32": bf16_loss / fp32_loss - 1,
+    }
 
 
 def lstm_bf16(run_config, config_path: str, overrides: list[str], work: Path, fp32: dict, peak_bf16: float) -> dict:
@@ -43,9 +47,12 @@ def lstm_bf16(run_config, config_path: str, overrides: list[str], work: Path, fp
     records = run_config(config_path, [*overrides, "train.precision=bf16"], work / "lstm-bf16")
     fp32_records = [r for r in RunDir(work / "lstm").read_metrics() if "event" not in r]
     rate, params = records[-1]["chars_per_s"], fp32["lstm_config"]["non_embedding_parameters"]
-    return {"lstm_bf16_train_chars_per_s": rate, "lstm_bf16_over_fp32": rate / fp32["lstm_train_chars_per_s"],
-            "lstm_bf16_mfu": 6 * params * rate / (peak_bf16 * 1e9),
-            "lstm_bf16_loss_vs_fp32": records[-1]["train_loss"] / fp32_records[-1]["train_loss"] - 1}
+    return {
+        "lstm_bf16_train_chars_per_s": rate,
+        "lstm_bf16_over_fp32": rate / fp32["lstm_train_chars_per_s"],
+        "lstm_bf16_mfu": 6 * params * rate / (peak_bf16 * 1e9),
+        "lstm_bf16_loss_vs_fp32": records[-1]["train_loss"] / fp32_records[-1]["train_loss"] - 1,
+    }
 
 
 def parity(run_config, config_path: str, quick: bool, work: Path) -> dict:
@@ -54,8 +61,16 @@ def parity(run_config, config_path: str, quick: bool, work: Path) -> dict:
     chars = 16 * (64 * steps + 1) + 1
     figures = {"parity_steps": steps}
     for name in ("fp32", "bf16"):
-        records = run_config(config_path, [f"data.max_chars={int(chars / 0.9) + 1}", "train.time_budget=null",
-                                           "train.epochs=1", f"train.precision={name}"], work / f"parity-{name}")
+        records = run_config(
+            config_path,
+            [
+                f"data.max_chars={int(chars / 0.9) + 1}",
+                "train.time_budget=null",
+                "train.epochs=1",
+                f"train.precision={name}",
+            ],
+            work / f"parity-{name}",
+        )
         figures[f"parity_{name}_val_loss"] = records[-1]["val_loss"]
         figures[f"parity_{name}_chars_per_s"] = records[-1]["chars_per_s"]
         figures["parity_val_chars"] = records[-1]["val_chars"]
@@ -90,11 +105,16 @@ def sampling(model, vocab, prefix: str, quick: bool) -> dict:
     context = torch.tensor([vocab.encode(prefix)])
     for weights in WEIGHTS:
         same_until, agreement = greedy_agreement(model, context, length, weights)
-        figures.update({f"gen_{weights}_chars_per_s": single[weights],
-                        f"gen_{weights}_over_v1": single[weights] / single["v1"],
-                        f"gen_{weights}_batch_chars_per_s": batch[weights],
-                        f"gen_{weights}_batch_over_single": batch[weights] / single[weights],
-                        f"gen_{weights}_greedy_same_chars": same_until, f"gen_{weights}_greedy_agreement": agreement})
+        figures.update(
+            {
+                f"gen_{weights}_chars_per_s": single[weights],
+                f"gen_{weights}_over_v1": single[weights] / single["v1"],
+                f"gen_{weights}_batch_chars_per_s": batch[weights],
+                f"gen_{weights}_batch_over_single": batch[weights] / single[weights],
+                f"gen_{weights}_greedy_same_chars": same_until,
+                f"gen_{weights}_greedy_agreement": agreement,
+            }
+        )
     figures["gen_best_single_over_v1"] = max(figures[f"gen_{w}_over_v1"] for w in WEIGHTS)
     return figures
 

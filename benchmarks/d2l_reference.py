@@ -20,12 +20,12 @@ def data_iter_consecutive(corpus_indices, batch_size, num_steps, device=None):
     corpus_indices = torch.tensor(corpus_indices, dtype=torch.float32, device=device)
     data_len = len(corpus_indices)
     batch_len = data_len // batch_size
-    indices = corpus_indices[0: batch_size * batch_len].view(batch_size, batch_len)
+    indices = corpus_indices[0 : batch_size * batch_len].view(batch_size, batch_len)
     epoch_size = (batch_len - 1) // num_steps
     for i in range(epoch_size):
         i = i * num_steps
-        X = indices[:, i: i + num_steps]
-        Y = indices[:, i + 1: i + num_steps + 1]
+        X = indices[:, i : i + num_steps]
+        Y = indices[:, i + 1 : i + num_steps + 1]
         yield X, Y
 
 
@@ -46,7 +46,7 @@ class RNNModel(nn.Module):
 def grad_clipping(params, theta, device):
     norm = torch.tensor([0.0], device=device)
     for param in params:
-        norm += (param.grad.data ** 2).sum()
+        norm += (param.grad.data**2).sum()
     norm = norm.sqrt().item()
     if norm > theta:
         for param in params:

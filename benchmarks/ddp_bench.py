@@ -24,10 +24,24 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 WARMUP = 3  # batches before the clock starts: allocator and oneDNN set-up
-MODEL = ["model.kind=lstm", "model.input=embedding", "model.embed_size=128", "model.hidden_size=256",
-         "model.num_layers=1", "model.dropout=0.0", "model.tie_weights=false"]
-TRAIN = ["train.batch_size=64", "train.num_steps=64", "train.device=cpu", "train.epochs=1", "train.warmup_steps=0",
-         "data.val_fraction=0", "sample.preview_every=0"]
+MODEL = [
+    "model.kind=lstm",
+    "model.input=embedding",
+    "model.embed_size=128",
+    "model.hidden_size=256",
+    "model.num_layers=1",
+    "model.dropout=0.0",
+    "model.tie_weights=false",
+]
+TRAIN = [
+    "train.batch_size=64",
+    "train.num_steps=64",
+    "train.device=cpu",
+    "train.epochs=1",
+    "train.warmup_steps=0",
+    "data.val_fraction=0",
+    "sample.preview_every=0",
+]
 
 
 def make_corpus(path: Path, mb: float) -> Path:
@@ -45,11 +59,22 @@ def make_corpus(path: Path, mb: float) -> Path:
 
 def run(work: Path, corpus: Path, nproc: int, threads: int, batches: int) -> dict:
     """One timed run in fresh processes; returns rank 0's measurements."""
-    worker = [str(Path(__file__).resolve()), "--worker", str(corpus), "--batches", str(batches),
-              "--run-dir", str(work / f"run-{nproc}x{threads}")]
+    worker = [
+        str(Path(__file__).resolve()),
+        "--worker",
+        str(corpus),
+        "--batches",
+        str(batches),
+        "--run-dir",
+        str(work / f"run-{nproc}x{threads}"),
+    ]
     launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)] if nproc > 1 else []
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(threads),
-           "CHARLM_DATA_DIR": str(work / "data")}  # the encoded-corpus cache stays in the temp folder
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "OMP_NUM_THREADS": str(threads),
+        "CHARLM_DATA_DIR": str(work / "data"),
+    }  # the encoded-corpus cache stays in the temp folder
     done = subprocess.run([sys.executable, *launcher, *worker], env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"run with {nproc} process(es) failed:\n{done.stderr[-3000:]}")
@@ -77,8 +102,9 @@ def worker(corpus: Path, batches: int, run_dir: Path) -> None:
                 self.memory = _memory()  # while the corpus is loaded
                 raise Stop
 
-    config = load_config(REPO / "configs" / "tiny.yaml", [f"data.corpus={corpus}", "data.max_chars=null", *MODEL,
-                                                            *TRAIN])
+    config = load_config(
+        REPO / "configs" / "tiny.yaml", [f"data.corpus={corpus}", "data.max_chars=null", *MODEL, *TRAIN]
+    )
     clock = Clock()
     try:
         train(config, run_dir, clock)
@@ -86,8 +112,17 @@ def worker(corpus: Path, batches: int, run_dir: Path) -> None:
         pass
     if int(os.environ.get("RANK") or 0) == 0:
         chars = batches * config.train.batch_size * config.train.num_steps
-        print(json.dumps({"chars_per_s": chars / clock.seconds, "seconds": clock.seconds, "chars": chars,
-                          "torch_threads": torch.get_num_threads(), **clock.memory}))
+        print(
+            json.dumps(
+                {
+                    "chars_per_s": chars / clock.seconds,
+                    "seconds": clock.seconds,
+                    "chars": chars,
+                    "torch_threads": torch.get_num_threads(),
+                    **clock.memory,
+                }
+            )
+        )
 
 
 def _memory() -> dict:
@@ -99,8 +134,11 @@ def _memory() -> dict:
     def mb(key: str) -> float:
         return int(status[key].split()[0]) / 1024 if key in status else float("nan")
 
-    return {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "rss_anon_mb": mb("RssAnon"), "rss_file_mb": mb("RssFile")}
+    return {
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_anon_mb": mb("RssAnon"),
+        "rss_file_mb": mb("RssFile"),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict | None:
@@ -119,19 +157,32 @@ def main(argv: list[str] | None = None) -> dict | None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         corpus = make_corpus(work / "corpus.txt", args.mb)
-        print(f"corpus {corpus.stat().st_size / 1e6:.1f} MB; {cores} cores; LSTM 1x256, embedding 128, global batch "
-              f"64 x 64 steps; {args.batches} timed batches per run")
-        runs = [run(work, corpus, 1, cores, args.batches), run(work, corpus, 1, 1, args.batches),
-                run(work, corpus, 2, 1, args.batches)]
+        print(
+            f"corpus {corpus.stat().st_size / 1e6:.1f} MB; {cores} cores; LSTM 1x256, embedding 128, global batch "
+            f"64 x 64 steps; {args.batches} timed batches per run"
+        )
+        runs = [
+            run(work, corpus, 1, cores, args.batches),
+            run(work, corpus, 1, 1, args.batches),
+            run(work, corpus, 2, 1, args.batches),
+        ]
     for r in runs:
-        print(f"{r['processes']} process(es) x {r['threads']} thread(s): {r['chars_per_s']:>9,.0f} chars/s   "
-              f"rank 0 peak RSS {r['peak_rss_mb']:,.0f} MB, anonymous {r['rss_anon_mb']:,.0f} MB, "
-              f"file-backed {r['rss_file_mb']:,.0f} MB")
-    figures = {"corpus_mb": args.mb, "cores": cores, "runs": runs,
-               "two_over_one": runs[2]["chars_per_s"] / runs[0]["chars_per_s"],
-               "two_over_one_thread": runs[2]["chars_per_s"] / runs[1]["chars_per_s"]}
-    print(f"2 processes / 1 process with {cores} threads: {figures['two_over_one']:.2f}x; "
-          f"/ 1 process with 1 thread: {figures['two_over_one_thread']:.2f}x")
+        print(
+            f"{r['processes']} process(es) x {r['threads']} thread(s): {r['chars_per_s']:>9,.0f} chars/s   "
+            f"rank 0 peak RSS {r['peak_rss_mb']:,.0f} MB, anonymous {r['rss_anon_mb']:,.0f} MB, "
+            f"file-backed {r['rss_file_mb']:,.0f} MB"
+        )
+    figures = {
+        "corpus_mb": args.mb,
+        "cores": cores,
+        "runs": runs,
+        "two_over_one": runs[2]["chars_per_s"] / runs[0]["chars_per_s"],
+        "two_over_one_thread": runs[2]["chars_per_s"] / runs[1]["chars_per_s"],
+    }
+    print(
+        f"2 processes / 1 process with {cores} threads: {figures['two_over_one']:.2f}x; "
+        f"/ 1 process with 1 thread: {figures['two_over_one_thread']:.2f}x"
+    )
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
     return figures

@@ -37,17 +37,26 @@ def node_check(page: Path, run: Path, prefix: str, length: int, folder: Path) ->
     model, vocab, _ = load_model(run / "best.pt")
     requests = folder / "requests.json"
     requests.write_text(json.dumps([{"page": str(page), "prefix": prefix, "length": length}]), encoding="utf-8")
-    done = subprocess.run([node_executable(), str(REPO / "tests" / "demo_node.js"), str(requests)],
-                          capture_output=True, text=True, encoding="utf-8", check=True)
+    done = subprocess.run(
+        [node_executable(), str(REPO / "tests" / "demo_node.js"), str(requests)],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        check=True,
+    )
     result = json.loads(done.stdout)[0]
     with torch.inference_mode():
         logits, _ = model(torch.tensor([vocab.encode(prefix)]), None)
     logits = logits[:, 0].double()
-    difference = (torch.tensor(result["logits"], dtype=torch.float64)[:len(prefix)] - logits).abs().max()
-    greedy = generate(model, vocab, prefix, length)[0][len(prefix):]
+    difference = (torch.tensor(result["logits"], dtype=torch.float64)[: len(prefix)] - logits).abs().max()
+    greedy = generate(model, vocab, prefix, length)[0][len(prefix) :]
     same = next((i for i, (a, b) in enumerate(zip(greedy, result["greedy"], strict=True)) if a != b), None)
-    return {"greedy_identical_chars": length if same is None else same, "max_logit_diff": float(difference),
-            "max_abs_logit": float(logits.abs().max()), "node_greedy_chars_per_s": length / result["seconds"]}
+    return {
+        "greedy_identical_chars": length if same is None else same,
+        "max_logit_diff": float(difference),
+        "max_abs_logit": float(logits.abs().max()),
+        "node_greedy_chars_per_s": length / result["seconds"],
+    }
 
 
 def generate_in_page(page, length: int) -> float:
@@ -73,16 +82,22 @@ def chromium_rate(browser, page_file: Path, length: int, repeat: int, screenshot
     return {"chromium_chars_per_s": statistics.median(rates), "chromium_runs": rates}
 
 
-def measure(browser, runs: list[Path], length: int, check_length: int, repeat: int, screenshot: Path | None,
-            folder: Path) -> list[dict]:
+def measure(
+    browser, runs: list[Path], length: int, check_length: int, repeat: int, screenshot: Path | None, folder: Path
+) -> list[dict]:
     results = []
     for number, run in enumerate(runs):
         page_file = folder / f"{run.name}.html"
         page = export_html(RunDir(run), "best", page_file)
         spec = page.html.split('type="application/json">')[1].split("</script>")[0]
         prefix = json.loads(spec)["card"]["prefix"] or "\n"
-        result = {"run": run.name, "page_bytes": page.size, "weights": page.weights,
-                  "weight_bytes": page.weight_bytes, "prefix": prefix}
+        result = {
+            "run": run.name,
+            "page_bytes": page.size,
+            "weights": page.weights,
+            "weight_bytes": page.weight_bytes,
+            "prefix": prefix,
+        }
         result.update(node_check(page_file, run, prefix, check_length, folder))
         result.update(chromium_rate(browser, page_file, length, repeat, screenshot if number == 0 else None))
         results.append(result)
@@ -103,8 +118,9 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as folder, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium_executable(), args=["--no-sandbox"])
-        for result in measure(browser, args.run_dir, args.length, args.check_length, args.repeat,
-                              args.screenshot, Path(folder)):
+        for result in measure(
+            browser, args.run_dir, args.length, args.check_length, args.repeat, args.screenshot, Path(folder)
+        ):
             print(json.dumps(result, ensure_ascii=False))
         browser.close()
 

@@ -77,13 +77,33 @@ class Scenario:
 SCENARIOS = (
     Scenario("d2l-rnn", "configs/d2l-jaychou-rnn.yaml", ("train.epochs=3", "sample.preview_every=1")),
     Scenario("lstm", LSTM, ("train.epochs=2", NO_PREVIEW)),
-    Scenario("awd-lstm", LSTM, (
-        "model.num_layers=2", "model.locked_dropout=true", "model.weight_drop=0.2", "train.variable_bptt=true",
-        "train.eval_every_batches=20", "train.eval_chars=2000", "train.epochs=2", "data.test_fraction=0.05",
-        NO_PREVIEW)),
-    Scenario("gru-random", "configs/tiny.yaml", (
-        "data.max_chars=20000", "train.sampling=random", "train.schedule=step", "train.decay_every=1",
-        "train.epochs=3", "sample.preview_every=1")),
+    Scenario(
+        "awd-lstm",
+        LSTM,
+        (
+            "model.num_layers=2",
+            "model.locked_dropout=true",
+            "model.weight_drop=0.2",
+            "train.variable_bptt=true",
+            "train.eval_every_batches=20",
+            "train.eval_chars=2000",
+            "train.epochs=2",
+            "data.test_fraction=0.05",
+            NO_PREVIEW,
+        ),
+    ),
+    Scenario(
+        "gru-random",
+        "configs/tiny.yaml",
+        (
+            "data.max_chars=20000",
+            "train.sampling=random",
+            "train.schedule=step",
+            "train.decay_every=1",
+            "train.epochs=3",
+            "sample.preview_every=1",
+        ),
+    ),
     Scenario("resume", LSTM, ("train.schedule=constant", NO_PREVIEW)),
 )
 
@@ -137,8 +157,11 @@ class Context:
 
 def export_tree(ref: str, dest: Path) -> str:
     """Write REF's tree into dest with git archive; return the full commit hash."""
-    found = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
-                           capture_output=True, text=True)
+    found = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
+        capture_output=True,
+        text=True,
+    )
     if found.returncode != 0:
         raise SetupError(f"--ref {ref!r} is not a commit of {REPO}")
     commit = found.stdout.strip()
@@ -166,14 +189,21 @@ def make_side(label: str, tree: Path, env: dict[str, str], cwd: Path) -> Side:
     tree = tree.resolve()
     env = dict(env)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(tree), env.get("PYTHONPATH", "")) if p)
-    probe = subprocess.run([sys.executable, "-c", "import charlm, sys; print(charlm.__file__)"],
-                           env=env, cwd=cwd, capture_output=True, text=True)
+    probe = subprocess.run(
+        [sys.executable, "-c", "import charlm, sys; print(charlm.__file__)"],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+    )
     if probe.returncode != 0:
         raise SetupError(f"the {label} side cannot import charlm from {tree}:\n{probe.stderr.strip()}")
     imported = Path(probe.stdout.strip()).resolve()
     if not imported.is_relative_to(tree / "charlm"):
-        raise SetupError(f"the {label} side imported {imported}, not the charlm of {tree}: "
-                         "PYTHONPATH did not take precedence over the installed package")
+        raise SetupError(
+            f"the {label} side imported {imported}, not the charlm of {tree}: "
+            "PYTHONPATH did not take precedence over the installed package"
+        )
     console.print(f"{label}: charlm from {imported.parent}", markup=False)
     return Side(label, tree, env)
 
@@ -183,8 +213,9 @@ def make_side(label: str, tree: Path, env: dict[str, str], cwd: Path) -> Side:
 
 def charlm(side: Side, ctx: Context, args: list[str], log: Path) -> str:
     """Run `python -m charlm ARGS` on one side; return its stdout (stdout and stderr also go to log)."""
-    done = subprocess.run([sys.executable, "-m", "charlm", *args], env=side.env, cwd=ctx.work,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "charlm", *args], env=side.env, cwd=ctx.work, capture_output=True, text=True
+    )
     with log.open("a", encoding="utf-8") as f:
         f.write(f"$ [{side.label}] charlm {' '.join(args)}\n{done.stdout}{done.stderr}\n")
     if done.returncode != 0:
@@ -300,10 +331,14 @@ def run_resume(scenario: Scenario, ctx: Context) -> list[Row]:
     for run_dir, epochs in ((interrupted, part), (uninterrupted, total)):
         seconds = train(ctx.old, ctx, scenario.config, [*settings, f"train.epochs={epochs}"], run_dir, log)
         console.print(f"  {scenario.name}: old trained {epochs} epoch(s) in {seconds:.1f} s", markup=False)
-    rows = [run_command_check(f"{scenario.name}: perplexity", ["perplexity", "--run-dir", str(interrupted),
-                                                                 "--json"], ctx, log),
-            run_command_check(f"{scenario.name}: generate", ["generate", "--run-dir", str(interrupted),
-                                                               *GENERATE_ARGS], ctx, log)]
+    rows = [
+        run_command_check(
+            f"{scenario.name}: perplexity", ["perplexity", "--run-dir", str(interrupted), "--json"], ctx, log
+        ),
+        run_command_check(
+            f"{scenario.name}: generate", ["generate", "--run-dir", str(interrupted), *GENERATE_ARGS], ctx, log
+        ),
+    ]
     seconds = resume(ctx.new, ctx, interrupted, total, log)
     console.print(f"  {scenario.name}: new resumed epoch {part} -> {total} in {seconds:.1f} s", markup=False)
     row = Row(scenario.name, seconds=time.perf_counter() - started - sum(r.seconds for r in rows))
@@ -327,8 +362,15 @@ def run_scenario(scenario: Scenario, ctx: Context) -> list[Row]:
     try:
         return run_resume(scenario, ctx) if scenario.name == "resume" else run_plain(scenario, ctx)
     except RunFailed as e:
-        return [Row(scenario.name, max_diff=None, problems=[f"run failed: {e}"],
-                    seconds=time.perf_counter() - started, failed=True)]
+        return [
+            Row(
+                scenario.name,
+                max_diff=None,
+                problems=[f"run failed: {e}"],
+                seconds=time.perf_counter() - started,
+                failed=True,
+            )
+        ]
 
 
 # ---------------------------------------------------------------- report and main
@@ -352,16 +394,29 @@ def show(rows: list[Row]) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     names = [s.name for s in SCENARIOS]
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--ref", default=DEFAULT_REF, help=f"the release to compare with (default {DEFAULT_REF})")
-    parser.add_argument("--only", action="append", choices=names, metavar="NAME",
-                        help=f"run only this scenario (repeatable): {', '.join(names)}")
-    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
-                        help="a config override added to every scenario (repeatable)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=names,
+        metavar="NAME",
+        help=f"run only this scenario (repeatable): {', '.join(names)}",
+    )
+    parser.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config override added to every scenario (repeatable)",
+    )
     parser.add_argument("--keep", type=Path, metavar="DIR", help="keep the run folders and logs in DIR (new or empty)")
-    parser.add_argument("--new-tree", type=Path, metavar="DIR",
-                        help="import the new side's charlm from DIR instead of the repo root")
+    parser.add_argument(
+        "--new-tree", type=Path, metavar="DIR", help="import the new side's charlm from DIR instead of the repo root"
+    )
     return parser.parse_args(argv)
 
 
@@ -379,13 +434,22 @@ def compare(args: argparse.Namespace, work: Path) -> list[Row]:
     commit = export_tree(args.ref, old_tree)
     console.print(f"ref {args.ref} = {commit[:12]}, exported to {old_tree}", markup=False)
     env = base_env()
-    console.print(f"python {sys.executable}, OMP_NUM_THREADS={env.get('OMP_NUM_THREADS', 'unset')}, "
-                  f"CHARLM_DATA_DIR={env.get('CHARLM_DATA_DIR', 'unset')}", markup=False)
+    console.print(
+        f"python {sys.executable}, OMP_NUM_THREADS={env.get('OMP_NUM_THREADS', 'unset')}, "
+        f"CHARLM_DATA_DIR={env.get('CHARLM_DATA_DIR', 'unset')}",
+        markup=False,
+    )
     new_tree = args.new_tree if args.new_tree is not None else REPO
     if not (new_tree / "charlm").is_dir():
         raise SetupError(f"--new-tree {new_tree} has no charlm package")
-    ctx = Context(old=make_side("old", old_tree, env, work), new=make_side("new", new_tree, env, work),
-                  old_tree=old_tree, work=work, settings=tuple(args.settings), kept=args.keep is not None)
+    ctx = Context(
+        old=make_side("old", old_tree, env, work),
+        new=make_side("new", new_tree, env, work),
+        old_tree=old_tree,
+        work=work,
+        settings=tuple(args.settings),
+        kept=args.keep is not None,
+    )
     rows = []
     for scenario in SCENARIOS:
         if args.only is None or scenario.name in args.only:

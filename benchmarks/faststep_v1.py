@@ -32,7 +32,7 @@ class FastStepV1:
 
     def __call__(self, ids: torch.Tensor, hidden):
         lstm = self.kind == "lstm"
-        hs, cs = (hidden if lstm else (hidden, None))
+        hs, cs = hidden if lstm else (hidden, None)
         new_h, new_c = [], []
         x = None
         for layer, (w_ih, b_in, w_hh, b_hh) in enumerate(self.layers):

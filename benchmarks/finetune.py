@@ -37,21 +37,37 @@ from charlm.store.run_dir import RunDir  # noqa: E402
 SMOKE = ["data.max_chars=20000", "train.num_steps=16", "train.batch_size=8"]
 
 
-def arm(config_path: Path, corpus: str, budget: float, run_dir: Path, extra: list[str],
-        init_from: Path | None = None) -> dict:
+def arm(
+    config_path: Path, corpus: str, budget: float, run_dir: Path, extra: list[str], init_from: Path | None = None
+) -> dict:
     """One run to its time budget; its best val loss and how much it trained."""
-    config = charlm.load_config(config_path, [
-        f"data.corpus={corpus}", f"train.time_budget={budget:g}s", "train.epochs=1000", "train.device=cpu",
-        "sample.preview_every=0", *extra])
+    config = charlm.load_config(
+        config_path,
+        [
+            f"data.corpus={corpus}",
+            f"train.time_budget={budget:g}s",
+            "train.epochs=1000",
+            "train.device=cpu",
+            "sample.preview_every=0",
+            *extra,
+        ],
+    )
     started = time.perf_counter()
     summary = charlm.train(config, run_dir, init_from=init_from)
     last = summary.last
     parent = next((r for r in RunDir(run_dir).read_metrics() if r.get("event") == "init_from"), None)
-    return {"corpus": corpus, "budget_s": budget, "train_seconds": summary.train_seconds,
-            "wall_seconds": time.perf_counter() - started, "epochs": last.get("epochs_done"),
-            "chars_per_s": last.get("chars_per_s"),
-            "best_val_loss": summary.best_loss, "best_val_bpc": summary.best_loss / math.log(2),
-            "run_dir": str(run_dir), "new_chars": len(parent["new_chars"]) if parent else None}
+    return {
+        "corpus": corpus,
+        "budget_s": budget,
+        "train_seconds": summary.train_seconds,
+        "wall_seconds": time.perf_counter() - started,
+        "epochs": last.get("epochs_done"),
+        "chars_per_s": last.get("chars_per_s"),
+        "best_val_loss": summary.best_loss,
+        "best_val_bpc": summary.best_loss / math.log(2),
+        "run_dir": str(run_dir),
+        "new_chars": len(parent["new_chars"]) if parent else None,
+    }
 
 
 def measure(config: Path, pretrain: str, target: str, budget: float, work: Path, extra: list[str]) -> dict:
@@ -66,14 +82,22 @@ def measure(config: Path, pretrain: str, target: str, budget: float, work: Path,
 
 
 def table(results: dict, pretrain: str, target: str) -> str:
-    rows = ["| run | corpus | training time | epochs | best val loss (nats/char) | bits/char |",
-            "|---|---|---:|---:|---:|---:|"]
-    labels = {"pretrain": f"pretrain on {pretrain}", "fine-tune": f"fine-tune on {target} from it",
-              "scratch": f"{target} from scratch", "scratch, 2x time": f"{target} from scratch, twice the time"}
+    rows = [
+        "| run | corpus | training time | epochs | best val loss (nats/char) | bits/char |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    labels = {
+        "pretrain": f"pretrain on {pretrain}",
+        "fine-tune": f"fine-tune on {target} from it",
+        "scratch": f"{target} from scratch",
+        "scratch, 2x time": f"{target} from scratch, twice the time",
+    }
     for name, r in results.items():
         loss = f"**{r['best_val_loss']:.4f}**" if name != "pretrain" else f"{r['best_val_loss']:.4f}"
-        rows.append(f"| {labels[name]} | {r['corpus']} | {r['train_seconds']:.0f} s | {r['epochs']:.2f} | {loss} "
-                    f"| {r['best_val_bpc']:.3f} |")
+        rows.append(
+            f"| {labels[name]} | {r['corpus']} | {r['train_seconds']:.0f} s | {r['epochs']:.2f} | {loss} "
+            f"| {r['best_val_bpc']:.3f} |"
+        )
     return "\n".join(rows)
 
 

@@ -22,10 +22,24 @@ from charlm.training import train
 
 REPO = Path(__file__).resolve().parents[1]
 TOLERANCE = 0.01  # fp16's best val loss within 1% of fp32's (issue 33)
-GPU_OPTIONS = ("train.device=cuda", "model.hidden_size=256", "model.embed_size=64", "train.batch_size=64",
-               "train.num_steps=64", "train.epochs=12", "train.lr=0.003")
-SMOKE_OPTIONS = ("train.device=cpu", "model.hidden_size=16", "model.embed_size=8", "train.batch_size=8",
-                 "train.num_steps=16", "train.epochs=2", "train.lr=0.003")
+GPU_OPTIONS = (
+    "train.device=cuda",
+    "model.hidden_size=256",
+    "model.embed_size=64",
+    "train.batch_size=64",
+    "train.num_steps=64",
+    "train.epochs=12",
+    "train.lr=0.003",
+)
+SMOKE_OPTIONS = (
+    "train.device=cpu",
+    "model.hidden_size=16",
+    "model.embed_size=8",
+    "train.batch_size=8",
+    "train.num_steps=16",
+    "train.epochs=2",
+    "train.lr=0.003",
+)
 
 
 def markov_text(path: Path, chars: int, symbols: str = "abcdefghijklmno ", seed: int = 0) -> Path:
@@ -41,15 +55,26 @@ def markov_text(path: Path, chars: int, symbols: str = "abcdefghijklmno ", seed:
 
 def compare(smoke: bool, work: Path) -> dict:
     corpus = markov_text(work / "markov.txt", 20_000 if smoke else 200_000)
-    options = [f"data.corpus={corpus}", "data.max_chars=null", "model.kind=lstm", "model.num_layers=2",
-               "sample.preview_every=0", *(SMOKE_OPTIONS if smoke else GPU_OPTIONS)]
+    options = [
+        f"data.corpus={corpus}",
+        "data.max_chars=null",
+        "model.kind=lstm",
+        "model.num_layers=2",
+        "sample.preview_every=0",
+        *(SMOKE_OPTIONS if smoke else GPU_OPTIONS),
+    ]
     losses = {}
     for precision in ("fp32", "fp16"):
         config = load_config(REPO / "configs" / "tiny.yaml", [*options, f"train.precision={precision}"])
         losses[precision] = train(config, work / precision).best_loss
     difference = (losses["fp16"] - losses["fp32"]) / losses["fp32"]
-    return {"fp32_val_loss": losses["fp32"], "fp16_val_loss": losses["fp16"], "relative_difference": difference,
-            "tolerance": TOLERANCE, "within_tolerance": abs(difference) <= TOLERANCE}
+    return {
+        "fp32_val_loss": losses["fp32"],
+        "fp16_val_loss": losses["fp16"],
+        "relative_difference": difference,
+        "tolerance": TOLERANCE,
+        "within_tolerance": abs(difference) <= TOLERANCE,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,8 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     if "skipped" in result:
         print(f"fp16 check not run: {result['skipped']}")
         return 0 if args.smoke else 1
-    print(f"best val loss: fp32 {result['fp32_val_loss']:.4f}, fp16 {result['fp16_val_loss']:.4f} "
-          f"({result['relative_difference']:+.2%}; within {TOLERANCE:.0%}: {result['within_tolerance']})")
+    print(
+        f"best val loss: fp32 {result['fp32_val_loss']:.4f}, fp16 {result['fp16_val_loss']:.4f} "
+        f"({result['relative_difference']:+.2%}; within {TOLERANCE:.0%}: {result['within_tolerance']})"
+    )
     return 0 if result["within_tolerance"] or args.smoke else 1
 
 

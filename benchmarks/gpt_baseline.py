@@ -84,8 +84,12 @@ class Block(nn.Module):
         super().__init__()
         self.ln_1, self.ln_2 = nn.LayerNorm(r.n_embd, bias=False), nn.LayerNorm(r.n_embd, bias=False)
         self.attn = SelfAttention(r)
-        self.mlp = nn.Sequential(nn.Linear(r.n_embd, 4 * r.n_embd, bias=False), nn.GELU(),
-                                 nn.Linear(4 * r.n_embd, r.n_embd, bias=False), nn.Dropout(r.dropout))
+        self.mlp = nn.Sequential(
+            nn.Linear(r.n_embd, 4 * r.n_embd, bias=False),
+            nn.GELU(),
+            nn.Linear(4 * r.n_embd, r.n_embd, bias=False),
+            nn.Dropout(r.dropout),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x))
@@ -136,8 +140,8 @@ class StreamGPT(nn.Module):
     def forward(self, ids: torch.Tensor, context: torch.Tensor | None):
         ids = ids.long()  # evaluate passes the corpus's own small integer type
         x = ids if context is None else torch.cat([context, ids], 1)
-        logits = self.gpt(x)[:, -ids.shape[1]:]
-        return logits.transpose(0, 1), x[:, -(self.gpt.block_size - self.window):]
+        logits = self.gpt(x)[:, -ids.shape[1] :]
+        return logits.transpose(0, 1), x[:, -(self.gpt.block_size - self.window) :]
 
 
 def val_loss(gpt: GPT, val: torch.Tensor, streams: int, device: torch.device) -> dict:
@@ -155,8 +159,10 @@ def lr_at(it: int, time_fraction: float, r: Recipe) -> float:
 
 def optimizer_for(gpt: GPT, r: Recipe, device: torch.device) -> torch.optim.AdamW:
     params = [p for p in gpt.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": r.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": r.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
     return torch.optim.AdamW(groups, lr=r.lr, betas=r.betas, fused=device.type == "cuda")
 
 
@@ -182,8 +188,9 @@ def train_to_budget(gpt: GPT, r: Recipe, race: Race, log=print) -> list[dict]:
     evals, it, seconds, loss_sum = [], 0, 0.0, torch.zeros((), device=device)
     clock, seconds_before, since = time.perf_counter(), 0.0, 0
     while seconds < race.budget:
-        starts = torch.randint(len(race.train_ids) - r.block_size - 1, (r.batch_size, 1), device=device,
-                               generator=generator)
+        starts = torch.randint(
+            len(race.train_ids) - r.block_size - 1, (r.batch_size, 1), device=device, generator=generator
+        )
         chunk = race.train_ids[starts + window].long()  # (batch, block + 1): one gather, no per-character work
         for group in optimizer.param_groups:
             group["lr"] = lr_at(it, seconds / race.budget, r)
@@ -201,9 +208,17 @@ def train_to_budget(gpt: GPT, r: Recipe, race: Race, log=print) -> list[dict]:
             gpt.eval()
             result = val_loss(gpt, race.val_ids, race.streams, device)
             gpt.train()
-            evals.append({"iter": it, "train_seconds": seconds, "lr": optimizer.param_groups[0]["lr"],
-                          "train_loss": loss_sum.item() / since, "val_loss": result["nats_per_char"],
-                          "val_chars": result["chars"], "chars_seen": it * r.batch_size * r.block_size})
+            evals.append(
+                {
+                    "iter": it,
+                    "train_seconds": seconds,
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "train_loss": loss_sum.item() / since,
+                    "val_loss": result["nats_per_char"],
+                    "val_chars": result["chars"],
+                    "chars_seen": it * r.batch_size * r.block_size,
+                }
+            )
             log(json.dumps(evals[-1]))
             loss_sum.zero_()
             since, clock, seconds_before = 0, time.perf_counter(), seconds  # evals are not training time
@@ -212,8 +227,12 @@ def train_to_budget(gpt: GPT, r: Recipe, race: Race, log=print) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, default=REPO / "configs" / "shakespeare-gpu.yaml",
-                        help="the charlm config whose corpus, split and eval streams the GPT uses")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=REPO / "configs" / "shakespeare-gpu.yaml",
+        help="the charlm config whose corpus, split and eval streams the GPT uses",
+    )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override that config")
     parser.add_argument("--budget", type=float, default=150.0, help="seconds of training time")
     parser.add_argument("--eval-every", type=float, default=15.0, help="seconds of training time between evals")
@@ -230,17 +249,33 @@ def main(argv: list[str] | None = None) -> dict:
     corpus = load_corpus(config.data)
     torch.manual_seed(recipe.seed)
     gpt = GPT(recipe, len(corpus.vocab)).to(device)
-    race = Race(corpus.train.to(device), corpus.val.to(device), config.train.eval_batch_size, args.budget,
-                args.eval_every, device)
-    print(f"gpt {recipe.n_layer}x{recipe.n_embd}, {gpt.num_parameters():,} parameters, vocab {len(corpus.vocab)}, "
-          f"train {len(corpus.train):,} / val {len(corpus.val):,} chars, {device}, budget {args.budget:g} s",
-          flush=True)
+    race = Race(
+        corpus.train.to(device),
+        corpus.val.to(device),
+        config.train.eval_batch_size,
+        args.budget,
+        args.eval_every,
+        device,
+    )
+    print(
+        f"gpt {recipe.n_layer}x{recipe.n_embd}, {gpt.num_parameters():,} parameters, vocab {len(corpus.vocab)}, "
+        f"train {len(corpus.train):,} / val {len(corpus.val):,} chars, {device}, budget {args.budget:g} s",
+        flush=True,
+    )
     evals = train_to_budget(gpt, recipe, race, log=lambda line: print(line, flush=True))
-    result = {"model": f"GPT {recipe.n_layer}x{recipe.n_embd}", "recipe": asdict(recipe),
-              "parameters": gpt.num_parameters(), "device": str(device),
-              "config": str(args.config), "overrides": args.set, "budget": args.budget, "streams": race.streams,
-              "evals": evals, "checkpoints": time_to_loss.checkpoints(evals, args.marks, args.targets),
-              "chars_per_s": evals[-1]["chars_seen"] / evals[-1]["train_seconds"]}
+    result = {
+        "model": f"GPT {recipe.n_layer}x{recipe.n_embd}",
+        "recipe": asdict(recipe),
+        "parameters": gpt.num_parameters(),
+        "device": str(device),
+        "config": str(args.config),
+        "overrides": args.set,
+        "budget": args.budget,
+        "streams": race.streams,
+        "evals": evals,
+        "checkpoints": time_to_loss.checkpoints(evals, args.marks, args.targets),
+        "chars_per_s": evals[-1]["chars_seen"] / evals[-1]["train_seconds"],
+    }
     if device.type == "cuda":
         result["gpu"] = torch.cuda.get_device_name(device)
     if args.json:

@@ -54,10 +54,28 @@ class Sizes:
     gen_batch: int
 
 
-GPU = Sizes(models=((2, 512), (3, 1024)), batch_size=128, num_steps=256, warmup_batches=3, timed_batches=10,
-            matmul_size=8192, eval_chars=400_000, gen_chars=2000, gen_batch=256)
-SMOKE = Sizes(models=((1, 32), (2, 48)), batch_size=8, num_steps=16, warmup_batches=1, timed_batches=2,
-              matmul_size=128, eval_chars=4000, gen_chars=40, gen_batch=4)
+GPU = Sizes(
+    models=((2, 512), (3, 1024)),
+    batch_size=128,
+    num_steps=256,
+    warmup_batches=3,
+    timed_batches=10,
+    matmul_size=8192,
+    eval_chars=400_000,
+    gen_chars=2000,
+    gen_batch=256,
+)
+SMOKE = Sizes(
+    models=((1, 32), (2, 48)),
+    batch_size=8,
+    num_steps=16,
+    warmup_batches=1,
+    timed_batches=2,
+    matmul_size=128,
+    eval_chars=4000,
+    gen_chars=40,
+    gen_batch=4,
+)
 DTYPES = ("fp32", "tf32", "bf16")
 PREFIX = "First Citizen:"  # the corpus's first line: in the vocabulary of any run on its start
 
@@ -111,20 +129,38 @@ class BatchClock(SilentReporter):
 
 def lstm_overrides(layers: int, hidden: int, sizes: Sizes, device: torch.device, batches: int) -> list[str]:
     chars = sizes.batch_size * (batches * sizes.num_steps + 1) + 1  # exactly `batches` batches in one epoch
-    return ["data.corpus=tinyshakespeare", f"data.max_chars={chars}", "data.val_fraction=0", "model.kind=lstm",
-            "model.input=embedding", "model.embed_size=128", f"model.hidden_size={hidden}",
-            f"model.num_layers={layers}", "model.dropout=0", "model.tie_weights=false",
-            f"train.batch_size={sizes.batch_size}", f"train.num_steps={sizes.num_steps}", "train.epochs=1",
-            "train.warmup_steps=0", "train.label_smoothing=0", f"train.device={device}", "sample.preview_every=0"]
+    return [
+        "data.corpus=tinyshakespeare",
+        f"data.max_chars={chars}",
+        "data.val_fraction=0",
+        "model.kind=lstm",
+        "model.input=embedding",
+        "model.embed_size=128",
+        f"model.hidden_size={hidden}",
+        f"model.num_layers={layers}",
+        "model.dropout=0",
+        "model.tie_weights=false",
+        f"train.batch_size={sizes.batch_size}",
+        f"train.num_steps={sizes.num_steps}",
+        "train.epochs=1",
+        "train.warmup_steps=0",
+        "train.label_smoothing=0",
+        f"train.device={device}",
+        "sample.preview_every=0",
+    ]
 
 
-def train_rate(layers: int, hidden: int, dtype: str, sizes: Sizes, device: torch.device, run_dir: Path,
-               deterministic: bool = False) -> dict:
+def train_rate(
+    layers: int, hidden: int, dtype: str, sizes: Sizes, device: torch.device, run_dir: Path, deterministic: bool = False
+) -> dict:
     """charlm's trainer on an LSTM: chars/s between two synchronised batch boundaries."""
     first, last = sizes.warmup_batches, sizes.warmup_batches + sizes.timed_batches
     precision = "bf16" if dtype == "bf16" else "fp32"  # tf32 is fp32 autocast-free, with TF32 matmuls
-    config = load_config(None, lstm_overrides(layers, hidden, sizes, device, last) +
-                         [f"train.precision={precision}", f"train.deterministic={deterministic}"])
+    config = load_config(
+        None,
+        lstm_overrides(layers, hidden, sizes, device, last)
+        + [f"train.precision={precision}", f"train.deterministic={deterministic}"],
+    )
     set_fp32_matmuls(dtype == "tf32")
     clock = BatchClock(device, first, last)
     try:
@@ -134,8 +170,12 @@ def train_rate(layers: int, hidden: int, dtype: str, sizes: Sizes, device: torch
     seconds = clock.marks[last] - clock.marks[first]
     chars_per_s = sizes.timed_batches * sizes.batch_size * sizes.num_steps / seconds
     params = clock.parameters - clock.vocab_size * config.model.embed_size  # untied: the embedding is its own
-    return {"chars_per_s": chars_per_s, "seconds": seconds, "batches": sizes.timed_batches,
-            "non_embedding_parameters": params}
+    return {
+        "chars_per_s": chars_per_s,
+        "seconds": seconds,
+        "batches": sizes.timed_batches,
+        "non_embedding_parameters": params,
+    }
 
 
 def attempt(measure) -> dict:
@@ -161,8 +201,9 @@ def training_figures(sizes: Sizes, device: torch.device, work: Path, peaks: dict
             figures[f"{name}_{dtype}"] = result
             if (layers, hidden) != sizes.models[0] or dtype != "fp32":
                 shutil.rmtree(run, ignore_errors=True)  # checkpoints of hundreds of MB: the disk is not measured
-        strict = attempt(partial(train_rate, layers, hidden, "bf16", sizes, device, work / f"{name}-strict",
-                                 deterministic=True))
+        strict = attempt(
+            partial(train_rate, layers, hidden, "bf16", sizes, device, work / f"{name}-strict", deterministic=True)
+        )
         shutil.rmtree(work / f"{name}-strict", ignore_errors=True)
         if "error" not in strict and "error" not in figures[f"{name}_bf16"]:
             strict["slowdown"] = figures[f"{name}_bf16"]["chars_per_s"] / strict["chars_per_s"]
@@ -222,7 +263,7 @@ def graphed_greedy(model, vocab, prefix: str, length: int, device: torch.device)
     step = GraphedGreedyStep(FastStep(model), ids[:, -1], hidden)
     out = torch.empty(length, dtype=torch.long, device=device)
     for t in range(length):
-        out[t:t + 1].copy_(step.replay())
+        out[t : t + 1].copy_(step.replay())
     model.train(was_training)
     return prefix + vocab.decode(out.tolist())
 
@@ -240,8 +281,9 @@ def generation_figures(model, vocab, sizes: Sizes, device: torch.device) -> dict
     generate(model, vocab, PREFIX, 20, device=device)  # warm-up
     eager, seconds = timed(device, lambda: generate(model, vocab, PREFIX, n, device=device)[0])
     figures = {"gen_1_eager_chars_per_s": n / seconds}
-    _, seconds = timed(device, lambda: generate(model, vocab, PREFIX, n, temperature=1.0, num_samples=batch,
-                                                seed=0, device=device))
+    _, seconds = timed(
+        device, lambda: generate(model, vocab, PREFIX, n, temperature=1.0, num_samples=batch, seed=0, device=device)
+    )
     figures[f"gen_{batch}_eager_chars_per_s"] = batch * n / seconds
     figures["gen_batch"] = batch
     if device.type != "cuda":
@@ -252,8 +294,11 @@ def generation_figures(model, vocab, sizes: Sizes, device: torch.device) -> dict
         graphed_greedy(model, vocab, PREFIX, 20, device)  # warm-up
         graphed, seconds = timed(device, lambda: graphed_greedy(model, vocab, PREFIX, n, device))
         rate = n / seconds
-        return {"gen_1_graph_chars_per_s": rate, "gen_1_graph_speedup": rate / figures["gen_1_eager_chars_per_s"],
-                "gen_1_graph_same_text": sum(a == b for a, b in zip(eager, graphed, strict=True)) / len(eager)}
+        return {
+            "gen_1_graph_chars_per_s": rate,
+            "gen_1_graph_speedup": rate / figures["gen_1_eager_chars_per_s"],
+            "gen_1_graph_same_text": sum(a == b for a, b in zip(eager, graphed, strict=True)) / len(eager),
+        }
 
     graph = attempt(graph_figures)
     return {**figures, **({"gen_1_graph": graph["error"]} if "error" in graph else graph)}
@@ -272,8 +317,13 @@ def device_facts(device: torch.device) -> dict:
     facts = {"device": str(device), "torch": torch.__version__}
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
-        facts.update(gpu=props.name, multiprocessors=props.multi_processor_count, memory_gib=props.total_memory / 2**30,
-                     cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version())
+        facts.update(
+            gpu=props.name,
+            multiprocessors=props.multi_processor_count,
+            memory_gib=props.total_memory / 2**30,
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version(),
+        )
     return facts
 
 
@@ -284,16 +334,28 @@ def run_suite(smoke: bool) -> dict:
         raise SystemExit("bench.py --device cuda: no CUDA GPU is visible (use --smoke to check the suite on the CPU)")
     # the deterministic runs need cuBLAS's fixed workspace, which cuBLAS reads once: every run gets it
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
-    figures: dict = {"smoke": smoke, **device_facts(device), "batch_size": sizes.batch_size,
-                     "num_steps": sizes.num_steps, "lstm_autocast_dtype": lstm_autocast_dtype(device)}
+    figures: dict = {
+        "smoke": smoke,
+        **device_facts(device),
+        "batch_size": sizes.batch_size,
+        "num_steps": sizes.num_steps,
+        "lstm_autocast_dtype": lstm_autocast_dtype(device),
+    }
     figures["peak_tflops"] = {dtype: matmul_tflops(dtype, sizes.matmul_size, device) for dtype in DTYPES}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         figures["train"] = training_figures(sizes, device, work, figures["peak_tflops"])
         layers, hidden = sizes.models[0]
         figures["eval_model"] = f"lstm_{layers}x{hidden}"
-        loaded = attempt(lambda: dict(zip(("model", "vocab", "checkpoint"), load_run_model(
-            RunDir(work / f"lstm_{layers}x{hidden}-fp32"), "last", device), strict=True)))
+        loaded = attempt(
+            lambda: dict(
+                zip(
+                    ("model", "vocab", "checkpoint"),
+                    load_run_model(RunDir(work / f"lstm_{layers}x{hidden}-fp32"), "last", device),
+                    strict=True,
+                )
+            )
+        )
         if "error" in loaded:
             figures["eval"] = figures["generation"] = loaded
             return figures
@@ -304,8 +366,10 @@ def run_suite(smoke: bool) -> dict:
 
 def rows(figures: dict) -> list[tuple[str, str]]:
     """The table's (figure, value) rows."""
-    out = [("device", f"{figures.get('gpu', figures['device'])}, torch {figures['torch']}"),
-           ("nn.LSTM under bf16 autocast computes in", figures["lstm_autocast_dtype"])]
+    out = [
+        ("device", f"{figures.get('gpu', figures['device'])}, torch {figures['torch']}"),
+        ("nn.LSTM under bf16 autocast computes in", figures["lstm_autocast_dtype"]),
+    ]
     out += [(f"matmul peak {dtype}", f"{value:,.4g} TFLOP/s") for dtype, value in figures["peak_tflops"].items()]
     for name, result in figures["train"].items():
         out.append((f"train {name}", describe_rate(result)))

@@ -50,22 +50,64 @@ DEFAULT = tuple(name for name in STEPS if name not in ("fast", "gpt"))
 
 
 BITS = 0.6931471805599453  # nats per bit: PTB's 1.40 and 1.30 bits/char as val-loss targets
-RUNS = {"s60": Run("shakespeare-gpu-60s", 60, (15, 30, 60), (1.55, 1.47)),
-        "s3m": Run("shakespeare-gpu-3m", 180, (30, 60, 120, 180), (1.47, 1.40)),
-        "auto3m": Run(None, 180, (30, 60, 120, 180), (1.47, 1.40)),
-        "ptb": Run("ptb-char-gpu-5m", 300, (60, 120, 300), (1.40 * BITS, 1.30 * BITS))}
-SMOKE_RUNS = {"s60": Run("shakespeare-gpu-60s", 2, (1, 2), (3.0,)),
-              "s3m": Run("shakespeare-gpu-3m", 3, (1, 3), (3.0, 2.5)),
-              "auto3m": Run(None, 3, (1, 3), (3.0, 2.5)),
-              "ptb": Run("ptb-char-gpu-5m", 3, (1, 3), (2.5,))}
-GPU = Mode(smoke=False, limits={"fast": 75, "sweep": 90, "calibrate": 60, "gpt": 175, "ptb": 420, "s3m": 260,
-                                "s60": 120, "auto3m": 280, "correct": 200, "fp16": 90},
-           runs=RUNS, sets=(), ptb_overhead=60)
-TINY = ("train.device=cpu", "model.hidden_size=32", "model.embed_size=16", "train.batch_size=8",
-        "train.num_steps=32", "train.eval_batch_size=8", "train.eval_every_seconds=1", "data.max_chars=40000")
-SMOKE = Mode(smoke=True, limits={"fast": 240, "sweep": 120, "calibrate": 60, "gpt": 90, "ptb": 90, "s3m": 90,
-                                 "s60": 90, "auto3m": 90, "correct": 180, "fp16": 60},
-             runs=SMOKE_RUNS, sets=TINY, ptb_overhead=30)
+RUNS = {
+    "s60": Run("shakespeare-gpu-60s", 60, (15, 30, 60), (1.55, 1.47)),
+    "s3m": Run("shakespeare-gpu-3m", 180, (30, 60, 120, 180), (1.47, 1.40)),
+    "auto3m": Run(None, 180, (30, 60, 120, 180), (1.47, 1.40)),
+    "ptb": Run("ptb-char-gpu-5m", 300, (60, 120, 300), (1.40 * BITS, 1.30 * BITS)),
+}
+SMOKE_RUNS = {
+    "s60": Run("shakespeare-gpu-60s", 2, (1, 2), (3.0,)),
+    "s3m": Run("shakespeare-gpu-3m", 3, (1, 3), (3.0, 2.5)),
+    "auto3m": Run(None, 3, (1, 3), (3.0, 2.5)),
+    "ptb": Run("ptb-char-gpu-5m", 3, (1, 3), (2.5,)),
+}
+GPU = Mode(
+    smoke=False,
+    limits={
+        "fast": 75,
+        "sweep": 90,
+        "calibrate": 60,
+        "gpt": 175,
+        "ptb": 420,
+        "s3m": 260,
+        "s60": 120,
+        "auto3m": 280,
+        "correct": 200,
+        "fp16": 90,
+    },
+    runs=RUNS,
+    sets=(),
+    ptb_overhead=60,
+)
+TINY = (
+    "train.device=cpu",
+    "model.hidden_size=32",
+    "model.embed_size=16",
+    "train.batch_size=8",
+    "train.num_steps=32",
+    "train.eval_batch_size=8",
+    "train.eval_every_seconds=1",
+    "data.max_chars=40000",
+)
+SMOKE = Mode(
+    smoke=True,
+    limits={
+        "fast": 240,
+        "sweep": 120,
+        "calibrate": 60,
+        "gpt": 90,
+        "ptb": 90,
+        "s3m": 90,
+        "s60": 90,
+        "auto3m": 90,
+        "correct": 180,
+        "fp16": 60,
+    },
+    runs=SMOKE_RUNS,
+    sets=TINY,
+    ptb_overhead=30,
+)
 
 
 def step_limit(name: str, mode: Mode, started: float) -> float:
@@ -81,8 +123,13 @@ class Check:
         self.mode, self.data, self.out, self.work, self.only, self.python = mode, data, out, work, only, python
         self.lock, self.started = threading.Lock(), time.perf_counter()
         self.env = environment(data, work, mode.smoke)
-        self.figures: dict = {"smoke": mode.smoke, "data": str(data), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-                              "command": " ".join(["bash", "benchmarks/gpu_check.sh", *sys.argv[1:]]), "steps": {}}
+        self.figures: dict = {
+            "smoke": mode.smoke,
+            "data": str(data),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "command": " ".join(["bash", "benchmarks/gpu_check.sh", *sys.argv[1:]]),
+            "steps": {},
+        }
 
     def run(self) -> dict:
         for name in ALONE:
@@ -134,15 +181,22 @@ class Check:
     def publish(self) -> None:
         """figures.json and logs.txt in OUT_DIR as they stand (written whole, then renamed)."""
         write_text(self.out / "figures.json", json.dumps(self.figures, indent=2) + "\n")
-        logs = [f"===== {name} =====\n{(self.work / f'{name}.log').read_text(encoding='utf-8', errors='replace')}"
-                for name in STEPS if (self.work / f"{name}.log").is_file()]
+        logs = [
+            f"===== {name} =====\n{(self.work / f'{name}.log').read_text(encoding='utf-8', errors='replace')}"
+            for name in STEPS
+            if (self.work / f"{name}.log").is_file()
+        ]
         write_text(self.out / "logs.txt", "\n".join(logs))
 
 
 def environment(data: Path, work: Path, smoke: bool) -> dict:
-    env = {**os.environ, "CHARLM_DATA_DIR": str(data), "PYTHONUNBUFFERED": "1",
-           "XDG_CACHE_HOME": str(work / "cache"),  # calibrate's speeds, measured alone, for auto3m
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "CHARLM_DATA_DIR": str(data),
+        "PYTHONUNBUFFERED": "1",
+        "XDG_CACHE_HOME": str(work / "cache"),  # calibrate's speeds, measured alone, for auto3m
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
     env["CHARLM_TEST_DATA"] = env.get("CHARLM_TEST_DATA") or env["CHARLM_DATA_DIR"]
     if smoke:
         env.setdefault("OMP_NUM_THREADS", "1")  # tiny models, several at once: one thread each
@@ -168,8 +222,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown step(s) {', '.join(unknown)}: choose from {', '.join(STEPS)}")
     missing = [name for name in ("torch", "typer", "rich", "yaml", "pytest") if importlib.util.find_spec(name) is None]
     if missing:
-        print(f"error: {sys.executable} cannot import {', '.join(missing)}: run with PYTHON=<a python that has "
-              "charlm's requirements and pytest>", file=sys.stderr)
+        print(
+            f"error: {sys.executable} cannot import {', '.join(missing)}: run with PYTHON=<a python that has "
+            "charlm's requirements and pytest>",
+            file=sys.stderr,
+        )
         return 2
     try:
         data = find_data(REPO)
@@ -180,8 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="charlm-gpu-check-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        figures = Check(SMOKE if args.smoke else GPU, data, args.out.resolve(), work.resolve(), only,
-                        sys.executable).run()
+        figures = Check(
+            SMOKE if args.smoke else GPU, data, args.out.resolve(), work.resolve(), only, sys.executable
+        ).run()
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)

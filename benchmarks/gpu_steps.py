@@ -47,15 +47,18 @@ class MissingData(Exception):
 def find_data(repo: Path = REPO) -> Path:
     """The folder that holds tiny shakespeare (and, if there, ptb-char); MissingData saying where to put it."""
     chosen = os.environ.get("CHARLM_DATA_DIR")
-    candidates = ([Path(chosen)] if chosen
-                  else [repo / "data", repo / "shared" / "data", repo.parent / "shared" / "data"])
+    candidates = (
+        [Path(chosen)] if chosen else [repo / "data", repo / "shared" / "data", repo.parent / "shared" / "data"]
+    )
     for folder in candidates:
         if (folder / SHAKESPEARE).is_file():
             return folder.resolve()
     where = ", ".join(str(c) for c in candidates)
-    raise MissingData(f"{SHAKESPEARE} (and for the ptb step {', '.join(PTB_FILES)}) not found in {where}: copy "
-                      "them into the repo's data/ folder (git ignores it; on the device machine name it in carry) "
-                      "or set CHARLM_DATA_DIR to a folder that holds them")
+    raise MissingData(
+        f"{SHAKESPEARE} (and for the ptb step {', '.join(PTB_FILES)}) not found in {where}: copy "
+        "them into the repo's data/ folder (git ignores it; on the device machine name it in carry) "
+        "or set CHARLM_DATA_DIR to a folder that holds them"
+    )
 
 
 def ptb_missing(folder: Path) -> str | None:
@@ -129,8 +132,22 @@ def commands(name: str, mode: Mode, work: Path, python: str, limit: float) -> li
     """The step's command lines."""
     smoke = ["--smoke"] if mode.smoke else []
     if name == "correct":
-        return [[python, "-m", "pytest", "-q", "-m", "gpu", "tests", "-p", "no:cacheprovider", "-o",
-                 "junit_family=xunit1", f"--junitxml={work / 'correct.xml'}"]]  # xunit1 keeps record_property
+        return [
+            [
+                python,
+                "-m",
+                "pytest",
+                "-q",
+                "-m",
+                "gpu",
+                "tests",
+                "-p",
+                "no:cacheprovider",
+                "-o",
+                "junit_family=xunit1",
+                f"--junitxml={work / 'correct.xml'}",
+            ]
+        ]  # xunit1 keeps record_property
     if name in ("sweep", "fp16"):
         script = {"sweep": "gpu_sweep.py", "fp16": "fp16_check.py"}[name]
         return [[python, f"benchmarks/{script}", *smoke, "--json", str(work / f"{name}.json")]]
@@ -139,25 +156,61 @@ def commands(name: str, mode: Mode, work: Path, python: str, limit: float) -> li
     if name == "gpt":  # the race of the first round, against s3m's budget and points
         race = mode.runs["s3m"]
         tiny = ["--device", "cpu", "--set", "data.max_chars=60000", "--set", "train.eval_batch_size=8"]
-        return [[python, "benchmarks/gpt_baseline.py", *smoke, *(tiny if mode.smoke else ["--device", "cuda"]),
-                 "--budget", f"{race.budget:g}", "--eval-every", "1" if mode.smoke else "15", *points_args(race),
-                 "--json", str(work / "gpt.json")]]
+        return [
+            [
+                python,
+                "benchmarks/gpt_baseline.py",
+                *smoke,
+                *(tiny if mode.smoke else ["--device", "cuda"]),
+                "--budget",
+                f"{race.budget:g}",
+                "--eval-every",
+                "1" if mode.smoke else "15",
+                *points_args(race),
+                "--json",
+                str(work / "gpt.json"),
+            ]
+        ]
     if name == "calibrate":  # the speeds auto3m's plan needs, measured while the card is not shared
         sets = auto_sets(mode)
-        code = (f"from charlm.autosize.auto import auto_config; print(auto_config('tinyshakespeare', "
-                f"{mode.runs['auto3m'].budget}, {sets!r})[1].why)")
+        code = (
+            f"from charlm.autosize.auto import auto_config; print(auto_config('tinyshakespeare', "
+            f"{mode.runs['auto3m'].budget}, {sets!r})[1].why)"
+        )
         return [[python, "-c", code]]
     run = mode.runs[name]
     budget = ptb_budget(mode, limit) if name == "ptb" else run.budget
     folder = work / name
     if run.config is None:
-        train = [python, "-m", "charlm", "train", "--corpus", "tinyshakespeare", "--budget", f"{budget:g}s",
-                 "--run-dir", str(folder), *sets_args(auto_sets(mode))]
+        train = [
+            python,
+            "-m",
+            "charlm",
+            "train",
+            "--corpus",
+            "tinyshakespeare",
+            "--budget",
+            f"{budget:g}s",
+            "--run-dir",
+            str(folder),
+            *sets_args(auto_sets(mode)),
+        ]
     else:
-        train = [python, "-m", "charlm", "train", "--config", f"configs/{run.config}.yaml", "--run-dir", str(folder),
-                 *sets_args([*mode.sets, f"train.time_budget={budget:g}s"])]
-    return [train, [python, "benchmarks/time_to_loss.py", str(folder), *points_args(run), "--json",
-                    str(work / f"{name}.json")]]
+        train = [
+            python,
+            "-m",
+            "charlm",
+            "train",
+            "--config",
+            f"configs/{run.config}.yaml",
+            "--run-dir",
+            str(folder),
+            *sets_args([*mode.sets, f"train.time_budget={budget:g}s"]),
+        ]
+    return [
+        train,
+        [python, "benchmarks/time_to_loss.py", str(folder), *points_args(run), "--json", str(work / f"{name}.json")],
+    ]
 
 
 def points_args(run: Run) -> list[str]:
@@ -185,8 +238,11 @@ def junit_cases(path: Path) -> dict:
             if found is not None:
                 outcome, message = ("skipped" if kind == "skipped" else "failed"), found.get("message")
         properties = {p.get("name"): p.get("value") for p in case.iter("property")}
-        cases[case.get("name")] = {"outcome": outcome, "message": (message or "")[:300] or None,
-                                   "properties": properties}
+        cases[case.get("name")] = {
+            "outcome": outcome,
+            "message": (message or "")[:300] or None,
+            "properties": properties,
+        }
     return cases
 
 

@@ -37,8 +37,13 @@ def sweep(smoke: bool) -> dict:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
     base, batches = (SMOKE, SMOKE_BATCHES) if smoke else (replace(GPU, num_steps=128, timed_batches=8), BATCHES)
     peak = matmul_tflops("bf16", base.matmul_size, device)
-    figures = {"smoke": smoke, **device_facts(device), "num_steps": base.num_steps, "peak_tflops_bf16": peak,
-               "models": {}}
+    figures = {
+        "smoke": smoke,
+        **device_facts(device),
+        "num_steps": base.num_steps,
+        "peak_tflops_bf16": peak,
+        "models": {},
+    }
     with tempfile.TemporaryDirectory() as tmp:
         for layers, hidden in base.models:
             runs = {}
@@ -63,14 +68,20 @@ def saturates_at(runs: dict) -> int | None:
 
 
 def describe(figures: dict) -> list[str]:
-    lines = [f"bf16 training by batch ({figures['num_steps']} steps; MFU against {figures['peak_tflops_bf16']:,.0f} "
-             "TFLOP/s measured)"]
+    lines = [
+        f"bf16 training by batch ({figures['num_steps']} steps; MFU against {figures['peak_tflops_bf16']:,.0f} "
+        "TFLOP/s measured)"
+    ]
     for name, model in figures["models"].items():
-        cells = [f"{b}: " + (f"{r['chars_per_s']:,.0f} chars/s MFU {r['mfu']:.3f}" if "mfu" in r else r["error"][:60])
-                 for b, r in model["batches"].items()]
+        cells = [
+            f"{b}: " + (f"{r['chars_per_s']:,.0f} chars/s MFU {r['mfu']:.3f}" if "mfu" in r else r["error"][:60])
+            for b, r in model["batches"].items()
+        ]
         where = model["saturates_at"]
-        lines.append(f"  {name}: {'; '.join(cells)}; "
-                     + (f"saturates at batch {where}" if where else "still gaining at the largest batch"))
+        lines.append(
+            f"  {name}: {'; '.join(cells)}; "
+            + (f"saturates at batch {where}" if where else "still gaining at the largest batch")
+        )
     return lines
 
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 NATS_PER_BIT = 0.6931471805599453
-TRAINING = (("s60", "tiny shakespeare, 60 s"), ("s3m", "tiny shakespeare, 3 min"),
-            ("auto3m", "--budget 3m, beside s3m"), ("ptb", "ptb-char, 5 min"))
+TRAINING = (
+    ("s60", "tiny shakespeare, 60 s"),
+    ("s3m", "tiny shakespeare, 3 min"),
+    ("auto3m", "--budget 3m, beside s3m"),
+    ("ptb", "ptb-char, 5 min"),
+)
 
 
 def render(figures: dict) -> str:
@@ -12,8 +16,12 @@ def render(figures: dict) -> str:
     device = steps.get("sweep", {}) or steps.get("fast", {})
     smoke = "the CPU (--smoke: tiny sizes, the figures mean nothing)"
     where = smoke if figures["smoke"] else device.get("gpu", "a GPU")
-    lines = [f"charlm GPU check on {where}, torch {device.get('torch', '?')}", f"command: {figures['command']}", "",
-             f"{'step':<10}{'status':<9}{'seconds':>16}  note"]
+    lines = [
+        f"charlm GPU check on {where}, torch {device.get('torch', '?')}",
+        f"command: {figures['command']}",
+        "",
+        f"{'step':<10}{'status':<9}{'seconds':>16}  note",
+    ]
     for name, step in steps.items():
         spent = f"{step['seconds']:.0f} / {step['limit']:.0f}" if step.get("limit") else "-"
         lines.append(f"{name:<10}{step['status']:<9}{spent:>16}  {step.get('note') or ''}".rstrip())
@@ -41,17 +49,21 @@ def fp16_lines(steps: dict) -> list[str]:
         return [f"fp16 against fp32: not run: {fp16['skipped'][:150]}"]
     if "fp16_val_loss" not in fp16:
         return [f"fp16 against fp32: no results ({fp16.get('status', 'not run')})"]
-    return [f"fp16 against fp32 (LSTM 2x256, Markov text): best val fp32 {fp16['fp32_val_loss']:.4f}, fp16 "
-            f"{fp16['fp16_val_loss']:.4f} ({fp16['relative_difference']:+.2%}; within "
-            f"{fp16['tolerance']:.0%}: {'yes' if fp16['within_tolerance'] else 'NO'})"]
+    return [
+        f"fp16 against fp32 (LSTM 2x256, Markov text): best val fp32 {fp16['fp32_val_loss']:.4f}, fp16 "
+        f"{fp16['fp16_val_loss']:.4f} ({fp16['relative_difference']:+.2%}; within "
+        f"{fp16['tolerance']:.0%}: {'yes' if fp16['within_tolerance'] else 'NO'})"
+    ]
 
 
 def sweep_lines(steps: dict) -> list[str]:
     sweep = steps.get("sweep", {})
     if "models" not in sweep:
         return [f"sweep: no results ({sweep.get('status', 'not run')})"]
-    lines = [f"sweep: bf16 training by batch ({sweep['num_steps']} steps; MFU against "
-             f"{sweep['peak_tflops_bf16']:,.4g} TFLOP/s measured)"]
+    lines = [
+        f"sweep: bf16 training by batch ({sweep['num_steps']} steps; MFU against "
+        f"{sweep['peak_tflops_bf16']:,.4g} TFLOP/s measured)"
+    ]
     for name, model in sweep["models"].items():
         for batch, run in model["batches"].items():
             lines.append(f"  {name:<14}batch {batch:>4}  {describe_rate(run)}")
@@ -66,21 +78,31 @@ def training_lines(steps: dict) -> list[str]:
     for name, label in TRAINING:
         run = steps.get(name, {})
         if "checkpoints" not in run:
-            lines.append(f"  {name:<7}{label}: no results ({run.get('status', 'not run')}"
-                         f"{': ' + run['note'] if run.get('note') else ''})")
+            lines.append(
+                f"  {name:<7}{label}: no results ({run.get('status', 'not run')}"
+                f"{': ' + run['note'] if run.get('note') else ''})"
+            )
             continue
         points = run["checkpoints"]
         at = ", ".join(f"{v['val_loss']:.4f} at {m} s" if v else f"- at {m} s" for m, v in points["val_at"].items())
-        to = ", ".join(f"{t} at {s:.0f} s" if s is not None else f"{t} not reached"
-                       for t, s in points["time_to"].items())
+        to = ", ".join(
+            f"{t} at {s:.0f} s" if s is not None else f"{t} not reached" for t, s in points["time_to"].items()
+        )
         best = points["best"]
-        lines.append(f"  {name:<7}{label}: {run.get('model', '?')}, {run.get('chars_per_s') or 0:,.0f} chars/s, "
-                     f"{run.get('epochs_done') or 0:.1f} epochs")
-        lines.append(f"         val {at}; {to}; best {best['val_loss']:.4f} at {best['train_seconds']:.0f} s"
-                     if best else f"         val {at}; {to}")
+        lines.append(
+            f"  {name:<7}{label}: {run.get('model', '?')}, {run.get('chars_per_s') or 0:,.0f} chars/s, "
+            f"{run.get('epochs_done') or 0:.1f} epochs"
+        )
+        lines.append(
+            f"         val {at}; {to}; best {best['val_loss']:.4f} at {best['train_seconds']:.0f} s"
+            if best
+            else f"         val {at}; {to}"
+        )
         if name == "ptb" and run.get("test_bpc") is not None:
-            lines.append(f"         test {run['test_bpc']:.4f} bits/char (best checkpoint, whole test split; "
-                         f"best val {best['val_loss'] / NATS_PER_BIT:.4f}; AWD-LSTM 1.175 after days)")
+            lines.append(
+                f"         test {run['test_bpc']:.4f} bits/char (best checkpoint, whole test split; "
+                f"best val {best['val_loss'] / NATS_PER_BIT:.4f}; AWD-LSTM 1.175 after days)"
+            )
     return lines
 
 
@@ -89,9 +111,12 @@ def fast_lines(steps: dict) -> list[str]:
     if "train" not in fast:
         return []
     peaks = " / ".join(f"{v:,.4g}" for v in fast["peak_tflops"].values())
-    lines = [f"fast (LSTM, batch {fast['batch_size']} x {fast['num_steps']} steps; MFU against the matmul peak "
-             "measured for the dtype)", f"  matmul peak fp32 / tf32 / bf16: {peaks} TFLOP/s; nn.LSTM under bf16 "
-             f"autocast computes in {fast['lstm_autocast_dtype']}"]
+    lines = [
+        f"fast (LSTM, batch {fast['batch_size']} x {fast['num_steps']} steps; MFU against the matmul peak "
+        "measured for the dtype)",
+        f"  matmul peak fp32 / tf32 / bf16: {peaks} TFLOP/s; nn.LSTM under bf16 "
+        f"autocast computes in {fast['lstm_autocast_dtype']}",
+    ]
     lines += [f"  train {name:<34}{describe_rate(run)}" for name, run in fast["train"].items()]
     lines.append(f"  eval {fast['eval_model']:<35}{describe_rate(fast['eval'])}")
     generation = fast["generation"]
@@ -112,8 +137,10 @@ def race_lines(steps: dict) -> list[str]:
     def row(label: str, cell) -> str:
         return f"  {label:<26}" + "".join(f"{cell(side):>24}" for side in sides)
 
-    rows = ["race: val loss (nats/char) on the whole val split, by training time",
-            row("", lambda side: side.get("model", "-"))]
+    rows = [
+        "race: val loss (nats/char) on the whole val split, by training time",
+        row("", lambda side: side.get("model", "-")),
+    ]
     rows += [row(f"at {mark} s", lambda side, mark=mark: _at(side, mark)) for mark in gpt["checkpoints"]["val_at"]]
     rows += [row("best", _best), row("training chars/s", _rate)]
     return rows

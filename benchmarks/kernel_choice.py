@@ -64,18 +64,25 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="one round of 300 characters (a smoke test)")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
-    cfg = ModelConfig(kind="lstm", input="embedding", embed_size=128, hidden_size=512, num_layers=2, dropout=0.0,
-                      tie_weights=False)
+    cfg = ModelConfig(
+        kind="lstm", input="embedding", embed_size=128, hidden_size=512, num_layers=2, dropout=0.0, tie_weights=False
+    )
     model, vocab = CharRNN(cfg, len(CHARS)).eval(), Vocab(CHARS)
     length, rounds = (300, 1) if args.quick else (2000, 3)
     ways = ("v1", "dense", "onednn", "chosen")
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "kernels.json"  # a new cache: the choice is measured in this run
-        runs = [{(w, n): rate(model, vocab, w, n, length, cache) for w in ways for n in (1, 32)}
-                for _ in range(rounds)]
+        runs = [{(w, n): rate(model, vocab, w, n, length, cache) for w in ways for n in (1, 32)} for _ in range(rounds)]
         chosen = sorted(set(json.loads(cache.read_text())["fp32"].values()))
-    figures = {"cpu": cpu_model(), "machine": platform.machine(), "torch": torch.__version__,
-               "threads": torch.get_num_threads(), "length": length, "rounds": rounds, "chosen_kernels": chosen}
+    figures = {
+        "cpu": cpu_model(),
+        "machine": platform.machine(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "length": length,
+        "rounds": rounds,
+        "chosen_kernels": chosen,
+    }
     for w in ways:
         for n in (1, 32):
             figures[f"{w}_{n}_chars_per_s"] = round(statistics.median(r[w, n] for r in runs), 1)

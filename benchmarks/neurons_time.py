@@ -76,11 +76,18 @@ def main(argv: list[str] | None = None) -> dict:
             runs["neurons"].append(seconds_since(started))
             load.append(load_average())
     neurons_seconds, perplexity_seconds = min(runs["neurons"]), min(runs["perplexity"])
-    result = {"chars": report.chars, "units": len(report.units), "model": report.model,
-              "neurons_seconds": neurons_seconds, "perplexity_seconds": perplexity_seconds,
-              "neurons_over_perplexity": round(neurons_seconds / perplexity_seconds, 3), "runs": runs,
-              "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-              "load_average_1min": [x if x is None else round(x, 2) for x in load]}
+    result = {
+        "chars": report.chars,
+        "units": len(report.units),
+        "model": report.model,
+        "neurons_seconds": neurons_seconds,
+        "perplexity_seconds": perplexity_seconds,
+        "neurons_over_perplexity": round(neurons_seconds / perplexity_seconds, 3),
+        "runs": runs,
+        "torch_threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "load_average_1min": [x if x is None else round(x, 2) for x in load],
+    }
     print(json.dumps(result))
     return result
 

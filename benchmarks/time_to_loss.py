@@ -27,19 +27,26 @@ def checkpoints(evals: list[dict], marks: list[float], targets: list[float]) -> 
     for mark in marks:
         hit = next((e for e in scored if e["train_seconds"] >= mark - 1e-9), None)
         at[f"{mark:g}"] = None if hit is None else {"val_loss": hit["val_loss"], "train_seconds": hit["train_seconds"]}
-    reached = {f"{target:g}": next((e["train_seconds"] for e in scored if e["val_loss"] <= target), None)
-               for target in targets}
+    reached = {
+        f"{target:g}": next((e["train_seconds"] for e in scored if e["val_loss"] <= target), None) for target in targets
+    }
     best = min(scored, key=lambda e: e["val_loss"], default=None)
-    return {"val_at": at, "time_to": reached,
-            "best": None if best is None else {"val_loss": best["val_loss"], "train_seconds": best["train_seconds"]}}
+    return {
+        "val_at": at,
+        "time_to": reached,
+        "best": None if best is None else {"val_loss": best["val_loss"], "train_seconds": best["train_seconds"]},
+    }
 
 
 def describe(name: str, points: dict) -> str:
     """One line: the val loss at each mark, the time to each target, the best."""
-    at = ", ".join(f"{v['val_loss']:.4f} at {mark} s" if v else f"none at {mark} s"
-                   for mark, v in points["val_at"].items())
-    to = ", ".join(f"{target} at {seconds:.1f} s" if seconds is not None else f"{target} not reached"
-                   for target, seconds in points["time_to"].items())
+    at = ", ".join(
+        f"{v['val_loss']:.4f} at {mark} s" if v else f"none at {mark} s" for mark, v in points["val_at"].items()
+    )
+    to = ", ".join(
+        f"{target} at {seconds:.1f} s" if seconds is not None else f"{target} not reached"
+        for target, seconds in points["time_to"].items()
+    )
     best = points["best"]
     best_text = f"best {best['val_loss']:.4f} at {best['train_seconds']:.1f} s" if best else "no eval"
     return "; ".join(part for part in (f"{name}: val {at}" if at else name, to, best_text) if part)
@@ -49,18 +56,34 @@ def summarize_run(run_dir: Path, marks: list[float], targets: list[float]) -> di
     """A charlm run folder as time-to-loss figures, with its final whole-split scores when it has them."""
     folder = RunDir(run_dir)
     records = folder.read_metrics()
-    evals = [{key: r.get(key) for key in ("step", "epochs_done", "train_seconds", "val_loss", "train_loss", "lr",
-                                          "chars_per_s")} for r in records if "event" not in r]
+    evals = [
+        {
+            key: r.get(key)
+            for key in ("step", "epochs_done", "train_seconds", "val_loss", "train_loss", "lr", "chars_per_s")
+        }
+        for r in records
+        if "event" not in r
+    ]
     final = next((r for r in reversed(records) if r.get("event") == "final"), None)
     config = load_config(run_dir / CONFIG)
     m = config.model
-    result = {"model": f"charlm {m.kind} {m.num_layers}x{m.hidden_size}", "config": config.name,
-              "run_dir": str(run_dir), "evals": evals, "checkpoints": checkpoints(evals, marks, targets),
-              "final": final, "precision": config.train.precision}
+    result = {
+        "model": f"charlm {m.kind} {m.num_layers}x{m.hidden_size}",
+        "config": config.name,
+        "run_dir": str(run_dir),
+        "evals": evals,
+        "checkpoints": checkpoints(evals, marks, targets),
+        "final": final,
+        "precision": config.train.precision,
+    }
     if evals:
         last = evals[-1]
-        result.update(train_seconds=last["train_seconds"], epochs_done=last["epochs_done"],
-                      chars_per_s=last["chars_per_s"], stopped=records[-1].get("stopped"))
+        result.update(
+            train_seconds=last["train_seconds"],
+            epochs_done=last["epochs_done"],
+            chars_per_s=last["chars_per_s"],
+            stopped=records[-1].get("stopped"),
+        )
     if final and final.get("test_bpc") is not None:
         result["test_bpc"] = final["test_bpc"]
     return result

@@ -51,39 +51,71 @@ class Model:
 
     def __repr__(self) -> str:
         m = self.checkpoint.model_config
-        return (f"charlm.Model({str(self.path)!r}: {m.kind} {m.num_layers}x{m.hidden_size}, "
-                f"{len(self.vocab):,} characters)")
+        return (
+            f"charlm.Model({str(self.path)!r}: {m.kind} {m.num_layers}x{m.hidden_size}, {len(self.vocab):,} characters)"
+        )
 
-    def generate(self, prefix: str, length: int = 100, *, temperature: float = TEMPERATURE, seed: int | None = None,
-                 **options: Any) -> str:
+    def generate(
+        self,
+        prefix: str,
+        length: int = 100,
+        *,
+        temperature: float = TEMPERATURE,
+        seed: int | None = None,
+        **options: Any,
+    ) -> str:
         """The prefix followed by `length` sampled characters. temperature 0 is greedy; `options` are any
         other sampling options of charlm.generation.sampling (top_k, top_p, ...)."""
         if "num_samples" in options:
             raise UsageError("generate makes one text: call samples(prefix, length, num_samples) for several")
         return self.samples(prefix, length, 1, temperature=temperature, seed=seed, **options)[0]
 
-    def samples(self, prefix: str, length: int = 100, num_samples: int = 2, *, temperature: float = TEMPERATURE,
-                seed: int | None = None, **options: Any) -> list[str]:
+    def samples(
+        self,
+        prefix: str,
+        length: int = 100,
+        num_samples: int = 2,
+        *,
+        temperature: float = TEMPERATURE,
+        seed: int | None = None,
+        **options: Any,
+    ) -> list[str]:
         """`num_samples` independent samples, made in one batch (each the prefix and `length` characters)."""
         from charlm.generation.sampling import generate
 
-        return generate(self.net, self.vocab, prefix, length, temperature=temperature, seed=seed,
-                        num_samples=num_samples, device=self.device, **options)
+        return generate(
+            self.net,
+            self.vocab,
+            prefix,
+            length,
+            temperature=temperature,
+            seed=seed,
+            num_samples=num_samples,
+            device=self.device,
+            **options,
+        )
 
-    def stream(self, prefix: str, length: int = 100, *, temperature: float = TEMPERATURE, seed: int | None = None,
-               **options: Any) -> Iterator[str]:
+    def stream(
+        self,
+        prefix: str,
+        length: int = 100,
+        *,
+        temperature: float = TEMPERATURE,
+        seed: int | None = None,
+        **options: Any,
+    ) -> Iterator[str]:
         """The text after the prefix, one character at a time as it is made (the same text as generate).
 
         The arguments are checked here, when stream is called, before the first character."""
         from charlm.generation.sampling import stream
 
-        steps = stream(self.net, self.vocab, prefix, length, temperature=temperature, seed=seed, device=self.device,
-                       **options)
+        steps = stream(
+            self.net, self.vocab, prefix, length, temperature=temperature, seed=seed, device=self.device, **options
+        )
         chars = self.vocab.chars
         return (chars[int(ids[0])] for ids in steps)
 
-    def perplexity(self, text: str | None = None, *, file: str | Path | None = None,
-                   split: str | None = None) -> dict:
+    def perplexity(self, text: str | None = None, *, file: str | Path | None = None, split: str | None = None) -> dict:
         """Score `text`, a text `file`, or a `split` of the training corpus (the default: val).
 
         Returns {"nats_per_char", "bits_per_char", "perplexity", "chars", "protocol", "source"}, with the
@@ -93,8 +125,9 @@ class Model:
 
         if sum(x is not None for x in (text, file, split)) > 1:
             raise UsageError("score one thing: text, file or split")
-        result, _ = score_model(self.net, self.vocab, self.checkpoint, split, path_arg(file, "file"), self.device, text,
-                                text_as_file=True)  # the CLI's checks; a text is read as a file holding it
+        result, _ = score_model(
+            self.net, self.vocab, self.checkpoint, split, path_arg(file, "file"), self.device, text, text_as_file=True
+        )  # the CLI's checks; a text is read as a file holding it
         return result
 
 
@@ -114,19 +147,27 @@ def load(path: str | Path | None = None, checkpoint: str = "best", device: str |
     return Model(net, vocab, saved, folder, where)
 
 
-def train(config: Config, run_dir: str | Path | None = None, reporter: Reporter | None = None, resume: bool = False,
-          init_from: str | Path | None = None) -> RunSummary:
+def train(
+    config: Config,
+    run_dir: str | Path | None = None,
+    reporter: Reporter | None = None,
+    resume: bool = False,
+    init_from: str | Path | None = None,
+) -> RunSummary:
     """Train as `config` says (see charlm.load_config); `init_from` fine-tunes a run or model folder
     (RUN:last for a run's last checkpoint). Returns the run's summary (events.RunSummary)."""
     from charlm.training.setup import train as run_training
 
     if not isinstance(config, Config):
-        raise UsageError(f"charlm.train takes a Config, not {shown(config)}: make one with "
-                         "charlm.load_config('configs/tiny.yaml', ['train.epochs=2'])")
+        raise UsageError(
+            f"charlm.train takes a Config, not {shown(config)}: make one with "
+            "charlm.load_config('configs/tiny.yaml', ['train.epochs=2'])"
+        )
     if not isinstance(resume, bool):
         raise UsageError(f"resume must be True or False, not {shown(resume)}")
-    return run_training(config, path_arg(run_dir, "run_dir"), reporter, resume=resume,
-                        init_from=path_arg(init_from, "init_from"))
+    return run_training(
+        config, path_arg(run_dir, "run_dir"), reporter, resume=resume, init_from=path_arg(init_from, "init_from")
+    )
 
 
 def export_model(run_dir: str | Path | None, out: str | Path, checkpoint: str = "best") -> Path:

@@ -225,8 +225,10 @@ def _legacy_precision(train: dict) -> None:
         raise ConfigError(f"train.bf16 must be true or false, got {shown(old)}: or write train.precision=bf16/fp32")
     meant = "bf16" if old else "fp32"
     if train.setdefault("precision", meant) != meant:
-        raise ConfigError(f"train.bf16={str(old).lower()} and train.precision={shown(train['precision'])} disagree: "
-                          f"drop train.bf16 (the old name of train.precision; {str(old).lower()} is {meant})")
+        raise ConfigError(
+            f"train.bf16={str(old).lower()} and train.precision={shown(train['precision'])} disagree: "
+            f"drop train.bf16 (the old name of train.precision; {str(old).lower()} is {meant})"
+        )
 
 
 def _build(cls, raw: dict, prefix: str):
@@ -300,8 +302,11 @@ def check(ok: bool, message: str) -> None:
 def _validate_data_and_model(c: Config) -> None:
     d, m = c.data, c.model
     check(bool(c.name.strip()), "name must not be empty")
-    check(RUN_NAME.fullmatch(c.name) is not None, f"name {shown(c.name)} is not valid: it names the run folder, "
-          "so use up to 100 letters, digits, '-', '_' or '.', starting with a letter or digit")
+    check(
+        RUN_NAME.fullmatch(c.name) is not None,
+        f"name {shown(c.name)} is not valid: it names the run folder, "
+        "so use up to 100 letters, digits, '-', '_' or '.', starting with a letter or digit",
+    )
     check(bool(d.corpus.strip()), "data.corpus must name a built-in corpus or a path")
     check(d.max_chars is None or d.max_chars > 1, "data.max_chars must be at least 2 (or null for all)")
     check(0 <= d.val_fraction < 1, "data.val_fraction must be in [0, 1)")

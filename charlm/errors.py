@@ -42,4 +42,4 @@ def finite(value: float, name: str, error: type[CharlmError] = UsageError) -> fl
 def shown(value: object, limit: int = 80) -> str:
     """`value` as an error message quotes it: its repr, cut to `limit` characters."""
     text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit - 3]}..."
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."

@@ -51,15 +51,15 @@ class Streams:
 
     def rows(self, ids: torch.Tensor, shift: int, device: torch.device, mine=slice(None)) -> torch.Tensor:
         """Inputs (shift 0) or targets (shift 1) as (streams, length), on `device`."""
-        span = ids[shift: self.streams * self.full_length + shift].view(self.streams, self.full_length)
-        return span[mine, :self.length].to(device)
+        span = ids[shift : self.streams * self.full_length + shift].view(self.streams, self.full_length)
+        return span[mine, : self.length].to(device)
 
 
 def _windows(model, inputs: torch.Tensor, num_steps: int):
     """(start, logits, hidden) of each window of `num_steps` inputs, the hidden state carried across windows."""
     hidden = None
     for start in range(0, inputs.shape[1] if len(inputs) else 0, num_steps):
-        logits, hidden = model(inputs[:, start:start + num_steps], hidden)
+        logits, hidden = model(inputs[:, start : start + num_steps], hidden)
         yield start, logits, hidden
 
 
@@ -68,8 +68,16 @@ def _total_dtype(device: torch.device) -> torch.dtype:
 
 
 @torch.inference_mode()
-def evaluate(model, ids: torch.Tensor, batch_size: int, num_steps: int, device: torch.device | str = "cpu",
-             max_chars: int | None = None, ranks=None, progress: Callable[[int], object] | None = None) -> dict:
+def evaluate(
+    model,
+    ids: torch.Tensor,
+    batch_size: int,
+    num_steps: int,
+    device: torch.device | str = "cpu",
+    max_chars: int | None = None,
+    ranks=None,
+    progress: Callable[[int], object] | None = None,
+) -> dict:
     """`ranks` (distributed.Ranks): score this process's share of the streams and add up all shares.
     `progress(chars)` is called after each window with the characters it scored (a progress bar)."""
     layout = Streams.of(len(ids), batch_size, max_chars)
@@ -81,7 +89,7 @@ def evaluate(model, ids: torch.Tensor, batch_size: int, num_steps: int, device: 
     # summed on the device (one sync at the end)
     total = torch.zeros((), dtype=_total_dtype(device), device=device)
     for start, logits, _ in _windows(model, inputs, num_steps):
-        y = targets[:, start:start + num_steps].T.reshape(-1).long()
+        y = targets[:, start : start + num_steps].T.reshape(-1).long()
         total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y, reduction="sum").to(total.dtype)
         if progress is not None:
             progress(y.numel())
@@ -90,10 +98,18 @@ def evaluate(model, ids: torch.Tensor, batch_size: int, num_steps: int, device: 
         ranks.sum_(total)
     chars = layout.streams * layout.length
     nats = total.item() / chars
-    protocol = ("full" if layout.length == layout.full_length
-                else f"first {layout.length} chars of each of {layout.streams} streams")
-    return {"nats_per_char": nats, "bits_per_char": nats / math.log(2), "perplexity": perplexity(nats), "chars": chars,
-            "protocol": protocol}
+    protocol = (
+        "full"
+        if layout.length == layout.full_length
+        else f"first {layout.length} chars of each of {layout.streams} streams"
+    )
+    return {
+        "nats_per_char": nats,
+        "bits_per_char": nats / math.log(2),
+        "perplexity": perplexity(nats),
+        "chars": chars,
+        "protocol": protocol,
+    }
 
 
 @dataclass
@@ -121,8 +137,15 @@ class CharLosses:
 
 
 @torch.inference_mode()
-def char_losses(model, ids: torch.Tensor, batch_size: int, num_steps: int, device: torch.device | str = "cpu",
-                top_k: int = 0, keep: int | None = None) -> CharLosses:
+def char_losses(
+    model,
+    ids: torch.Tensor,
+    batch_size: int,
+    num_steps: int,
+    device: torch.device | str = "cpu",
+    top_k: int = 0,
+    keep: int | None = None,
+) -> CharLosses:
     """The losses of `ids` under the protocol of `evaluate` (whole streams, hidden state carried): summed by
     character for all, each one kept for the first `keep` scored characters (None: all).
 
@@ -140,7 +163,7 @@ def char_losses(model, ids: torch.Tensor, batch_size: int, num_steps: int, devic
     kept = Kept(chars if keep is None else min(keep, chars), layout.length, min(top_k, vocab), device)
     for start, logits, _ in _windows(model, inputs, num_steps):
         steps = logits.shape[0]
-        y = targets[:, start:start + num_steps].T.reshape(-1).long()
+        y = targets[:, start : start + num_steps].T.reshape(-1).long()
         # cross_entropy is log_softmax then nll_loss: the same two calls give evaluate's sum bit for bit
         log_probs = F.log_softmax(logits.reshape(-1, logits.shape[-1]).float(), dim=1)
         total += F.nll_loss(log_probs, y, reduction="sum").to(total.dtype)
@@ -149,8 +172,14 @@ def char_losses(model, ids: torch.Tensor, batch_size: int, num_steps: int, devic
         cost += torch.bincount(y, weights=nats.to(cost.dtype), minlength=vocab)
         kept.add(start, nats.view(steps, -1), log_probs.view(steps, layout.streams, -1))
     model.train(was_training)
-    return CharLosses(kept.nats.cpu(), total.item(), chars, count.cpu(), cost.cpu().double(),
-                      *((kept.top_ids.cpu(), kept.top_probs.cpu()) if kept.top_k else (None, None)))
+    return CharLosses(
+        kept.nats.cpu(),
+        total.item(),
+        chars,
+        count.cpu(),
+        cost.cpu().double(),
+        *((kept.top_ids.cpu(), kept.top_probs.cpu()) if kept.top_k else (None, None)),
+    )
 
 
 class Kept:
@@ -170,10 +199,10 @@ class Kept:
             n = min(nats.shape[0], self.size - at)
             if n <= 0:
                 continue
-            self.nats[at:at + n] = nats[:n, s]
+            self.nats[at : at + n] = nats[:n, s]
             if self.top_k:
                 best = log_probs[:n, s].topk(self.top_k, dim=1)
-                self.top_ids[at:at + n], self.top_probs[at:at + n] = best.indices, best.values.exp()
+                self.top_ids[at : at + n], self.top_probs[at : at + n] = best.indices, best.values.exp()
 
 
 @dataclass
@@ -189,16 +218,30 @@ class TextToScore:
     corpus: Corpus | None = None
 
 
-def load_text_to_score(run_dir: Path, which: str = "best", split: str | None = None, file: Path | None = None,
-                       device: torch.device | str = "cpu", text: str | None = None) -> TextToScore:
+def load_text_to_score(
+    run_dir: Path,
+    which: str = "best",
+    split: str | None = None,
+    file: Path | None = None,
+    device: torch.device | str = "cpu",
+    text: str | None = None,
+) -> TextToScore:
     """A run's (or an exported model folder's) checkpoint and a text to score: see text_to_score."""
     from charlm.store.model_dir import load_model
 
     return text_to_score(*load_model(run_dir, which, device), split, file, text)
 
 
-def text_to_score(model, vocab, checkpoint: Checkpoint, split: str | None = None, file: Path | None = None,
-                  text: str | None = None, *, text_as_file: bool = False) -> TextToScore:
+def text_to_score(
+    model,
+    vocab,
+    checkpoint: Checkpoint,
+    split: str | None = None,
+    file: Path | None = None,
+    text: str | None = None,
+    *,
+    text_as_file: bool = False,
+) -> TextToScore:
     """A loaded model and a text to score: a split of its own corpus, a text file or a string.
 
     The run's own normalisation (newlines, PTB spacing) is applied to a file or a string, and a split is
@@ -223,12 +266,15 @@ def text_to_score(model, vocab, checkpoint: Checkpoint, split: str | None = None
         ids = data.encode_file(file, vocab, cfg.data) if file is not None else data.encode_text(text, vocab, cfg.data)
         if len(ids) < 2:  # one character has nothing before it: no prediction to score
             source = f"file {file}" if file is not None else ("the text" if text_as_file else "--text")
-            raise UsageError(f"{source} has {len(ids)} character{'' if len(ids) == 1 else 's'} (after the run's "
-                             "normalisation): a text to score needs at least 2")
+            raise UsageError(
+                f"{source} has {len(ids)} character{'' if len(ids) == 1 else 's'} (after the run's "
+                "normalisation): a text to score needs at least 2"
+            )
         if file is not None:
             return TextToScore(model, vocab, checkpoint, ids, str(file), streams)
-        return TextToScore(model, vocab, checkpoint, ids, "text" if text_as_file else "--text",
-                           streams if text_as_file else 1)
+        return TextToScore(
+            model, vocab, checkpoint, ids, "text" if text_as_file else "--text", streams if text_as_file else 1
+        )
     corpus = data.load_corpus(cfg.data, vocab=vocab)  # the run's ids (a fine-tuned run's are its parent's)
     if corpus.sha256 != checkpoint.corpus_sha256:
         raise UsageError(f"corpus {cfg.data.corpus} changed since this run was trained: score it with --file")
@@ -238,9 +284,15 @@ def text_to_score(model, vocab, checkpoint: Checkpoint, split: str | None = None
     return TextToScore(model, vocab, checkpoint, ids, f"{split} split", streams, corpus)
 
 
-def score_run(run_dir: Path, which: str = "best", split: str | None = None, file: Path | None = None,
-              device: torch.device | str = "cpu", text: str | None = None,
-              progress: Callable[[int, int], object] | None = None) -> tuple[dict, Checkpoint]:
+def score_run(
+    run_dir: Path,
+    which: str = "best",
+    split: str | None = None,
+    file: Path | None = None,
+    device: torch.device | str = "cpu",
+    text: str | None = None,
+    progress: Callable[[int, int], object] | None = None,
+) -> tuple[dict, Checkpoint]:
     """Score a run's (or a model folder's) checkpoint on a split of its own corpus, a text file or a string.
 
     Returns (result, the checkpoint). `progress(done, total)` follows the characters scored.
@@ -248,9 +300,16 @@ def score_run(run_dir: Path, which: str = "best", split: str | None = None, file
     return _score(load_text_to_score(run_dir, which, split, file, device, text), device, progress)
 
 
-def score_model(model, vocab, checkpoint: Checkpoint, split: str | None = None, file: Path | None = None,
-                device: torch.device | str = "cpu", text: str | None = None,
-                text_as_file: bool = False) -> tuple[dict, Checkpoint]:
+def score_model(
+    model,
+    vocab,
+    checkpoint: Checkpoint,
+    split: str | None = None,
+    file: Path | None = None,
+    device: torch.device | str = "cpu",
+    text: str | None = None,
+    text_as_file: bool = False,
+) -> tuple[dict, Checkpoint]:
     """score_run for a model already loaded (model, vocab and checkpoint as model_dir.load_model gives them)."""
     return _score(text_to_score(model, vocab, checkpoint, split, file, text, text_as_file=text_as_file), device)
 
@@ -263,6 +322,12 @@ def _score(scored: TextToScore, device, progress=None) -> tuple[dict, Checkpoint
         done += chars
         progress(done, total)
 
-    result = evaluate(scored.model, scored.ids, scored.streams, scored.checkpoint.config.train.num_steps, device,
-                      progress=advance if progress is not None else None)
+    result = evaluate(
+        scored.model,
+        scored.ids,
+        scored.streams,
+        scored.checkpoint.config.train.num_steps,
+        device,
+        progress=advance if progress is not None else None,
+    )
     return {**result, "source": scored.source}, scored.checkpoint

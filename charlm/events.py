@@ -59,9 +59,26 @@ class EvalRecord:
     seconds: float = 0.0  # wall time since the previous eval (evals, checkpoints and previews included)
 
     OPTIONAL = ("skipped_batches", "val_loss", "val_ppl", "val_bpc", "val_chars", "val_protocol")
-    ORDER = ("epoch", "batch", "epochs_done", "step", "lr", "train_loss", "train_ppl", "grad_norm",
-             "skipped_batches", "val_loss", "val_ppl", "val_bpc", "val_chars", "val_protocol", "chars_per_s",
-             "train_seconds", "stopped", "seconds")
+    ORDER = (
+        "epoch",
+        "batch",
+        "epochs_done",
+        "step",
+        "lr",
+        "train_loss",
+        "train_ppl",
+        "grad_norm",
+        "skipped_batches",
+        "val_loss",
+        "val_ppl",
+        "val_bpc",
+        "val_chars",
+        "val_protocol",
+        "chars_per_s",
+        "train_seconds",
+        "stopped",
+        "seconds",
+    )
 
     def to_json(self) -> dict:
         """The metrics.jsonl line, keys in a fixed order, absent optional fields left out."""

@@ -26,8 +26,9 @@ class ElmanRecurrence(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, xw: torch.Tensor, h0: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor,
-                relu: bool) -> torch.Tensor:
+    def forward(
+        ctx, xw: torch.Tensor, h0: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor, relu: bool
+    ) -> torch.Tensor:
         hs = torch.empty_like(xw)
         h, w_t = h0, w_hh.t()
         for t in range(xw.shape[0]):
@@ -99,8 +100,9 @@ class CharRNN(nn.Module):
         kind, hidden_size, num_layers = cfg.kind, cfg.hidden_size, cfg.num_layers
         self.kind, self.input, self.hidden_size, self.num_layers = kind, cfg.input, hidden_size, num_layers
         self.weight_drop = cfg.weight_drop
-        p_embed, p_hidden, p_output = (cfg.dropout if p is None else p
-                                       for p in (cfg.dropout_embed, cfg.dropout_hidden, cfg.dropout_output))
+        p_embed, p_hidden, p_output = (
+            cfg.dropout if p is None else p for p in (cfg.dropout_embed, cfg.dropout_hidden, cfg.dropout_output)
+        )
         # the order of construction is the order of the initial random draws: keep it
         self.embedding = nn.Embedding(vocab_size, cfg.embed_size) if cfg.input == "embedding" else None
         input_size = cfg.embed_size if self.embedding is not None else vocab_size
@@ -123,8 +125,9 @@ class CharRNN(nn.Module):
             self.head.weight = self.embedding.weight
         # one-hot input times W_ih selects a column of W_ih: for the one-layer Elman RNN (d2l's model)
         # a gather plus ElmanRecurrence computes the same function without the (vocab x hidden) matmul
-        self.gather_onehot = (self.embedding is None and kind in ("rnn_tanh", "rnn_relu") and num_layers == 1
-                              and not self.per_layer)
+        self.gather_onehot = (
+            self.embedding is None and kind in ("rnn_tanh", "rnn_relu") and num_layers == 1 and not self.per_layer
+        )
 
     def forward(self, ids: torch.Tensor, hidden: Hidden | None = None) -> tuple[torch.Tensor, Hidden]:
         ids = ids.T.long()  # (num_steps, batch)
@@ -150,7 +153,7 @@ class CharRNN(nn.Module):
         lstm = self.kind == "lstm"
         finals = []
         for k, layer in enumerate(self.rnn):
-            layer_hidden = (hidden[0][k:k + 1], hidden[1][k:k + 1]) if lstm else hidden[k:k + 1]
+            layer_hidden = (hidden[0][k : k + 1], hidden[1][k : k + 1]) if lstm else hidden[k : k + 1]
             if k:
                 x = self.drop_hidden(x)
             if self.training and self.weight_drop > 0:

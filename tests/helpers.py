@@ -6,12 +6,29 @@ from charlm.config import ModelConfig
 from charlm.model import CharRNN
 
 
-def make_rnn(vocab_size: int, kind: str = "lstm", hidden_size: int = 256, num_layers: int = 1, dropout: float = 0.0,
-             input: str = "onehot", embed_size: int = 256, tie_weights: bool = False, **rest) -> CharRNN:
+def make_rnn(
+    vocab_size: int,
+    kind: str = "lstm",
+    hidden_size: int = 256,
+    num_layers: int = 1,
+    dropout: float = 0.0,
+    input: str = "onehot",
+    embed_size: int = 256,
+    tie_weights: bool = False,
+    **rest,
+) -> CharRNN:
     """A CharRNN from keyword settings, with plain defaults for tests (one-hot, no dropout, untied) rather
     than ModelConfig's recipe defaults; `rest`: any other ModelConfig field."""
-    cfg = ModelConfig(kind=kind, hidden_size=hidden_size, num_layers=num_layers, dropout=dropout, input=input,
-                      embed_size=embed_size, tie_weights=tie_weights, **rest)
+    cfg = ModelConfig(
+        kind=kind,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        dropout=dropout,
+        input=input,
+        embed_size=embed_size,
+        tie_weights=tie_weights,
+        **rest,
+    )
     return CharRNN(cfg, vocab_size)
 
 
@@ -24,8 +41,9 @@ def save_untrained_run(folder, corpus, settings=()):
     from charlm.data import load_corpus
     from charlm.store import checkpoint
 
-    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml",
-                         [f"data.corpus={corpus}", *settings])
+    config = load_config(
+        Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml", [f"data.corpus={corpus}", *settings]
+    )
     loaded = load_corpus(config.data)
     model = CharRNN(config.model, len(loaded.vocab))
     saved = checkpoint.Checkpoint(model.state_dict(), config.model, loaded.vocab.chars, config, loaded.sha256)
@@ -45,8 +63,16 @@ def screenshot_colours(png: bytes) -> int:
     return len(image.getcolors(maxcolors=1 << 24))
 
 
-def surprisal_of(chars: list[str], ids: list[int], bits: list[float], nats_per_char: float, train_counts=None,
-                 note: str | None = None, source: str = "val split", epoch: int = 3):
+def surprisal_of(
+    chars: list[str],
+    ids: list[int],
+    bits: list[float],
+    nats_per_char: float,
+    train_counts=None,
+    note: str | None = None,
+    source: str = "val split",
+    epoch: int = 3,
+):
     """A surprisal.Surprisal of a whole text kept (every character shown), its sums by character made here
     by hand: for tests of the breakdown and the views without a model."""
     from pathlib import Path
@@ -55,12 +81,25 @@ def surprisal_of(chars: list[str], ids: list[int], bits: list[float], nats_per_c
 
     from charlm.analysis.surprisal import Surprisal
 
-    targets = torch.tensor(ids[1:1 + len(bits)], dtype=torch.long)
+    targets = torch.tensor(ids[1 : 1 + len(bits)], dtype=torch.long)
     count = torch.bincount(targets, minlength=len(chars))
     cost = torch.bincount(targets, weights=torch.tensor(bits, dtype=torch.float64), minlength=len(chars))
-    return Surprisal(Path("runs/x"), "best", epoch, source, chars, torch.tensor(ids), torch.tensor(bits), len(bits),
-                     len(ids), count, cost, nats_per_char, None if train_counts is None else torch.tensor(train_counts),
-                     note)
+    return Surprisal(
+        Path("runs/x"),
+        "best",
+        epoch,
+        source,
+        chars,
+        torch.tensor(ids),
+        torch.tensor(bits),
+        len(bits),
+        len(ids),
+        count,
+        cost,
+        nats_per_char,
+        None if train_counts is None else torch.tensor(train_counts),
+        note,
+    )
 
 
 # `python -m charlm` with every fsync of a regular file slowed down (the fault injected from the test side, never

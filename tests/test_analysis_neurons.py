@@ -14,9 +14,15 @@ from charlm.cli.main import main
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-KINDS = [dict(kind="lstm"), dict(kind="lstm", num_layers=2), dict(kind="gru", num_layers=2), dict(kind="rnn_tanh"),
-         dict(kind="rnn_relu", num_layers=2), dict(kind="lstm", num_layers=2, locked_dropout=True, dropout=0.2),
-         dict(kind="gru", input="embedding", embed_size=5)]
+KINDS = [
+    dict(kind="lstm"),
+    dict(kind="lstm", num_layers=2),
+    dict(kind="gru", num_layers=2),
+    dict(kind="rnn_tanh"),
+    dict(kind="rnn_relu", num_layers=2),
+    dict(kind="lstm", num_layers=2, locked_dropout=True, dropout=0.2),
+    dict(kind="gru", input="embedding", embed_size=5),
+]
 
 
 @pytest.mark.parametrize("settings", KINDS, ids=lambda s: "-".join(str(v) for v in s.values()))
@@ -28,19 +34,19 @@ def test_recorded_states_are_the_models(settings):
     ids = torch.randint(0, 9, (3, 20))
     hidden, states = None, []
     for start in range(0, 20, 7):  # windows, the state carried
-        values, hidden = recorder.window(ids[:, start:start + 7], hidden)
+        values, hidden = recorder.window(ids[:, start : start + 7], hidden)
         states.append(values)
     values = torch.cat(states)  # (20, 3, units)
     per_layer = 24 if model.kind == "lstm" else 12
     assert values.shape == (20, 3, per_layer * model.num_layers) == (20, 3, len(recorder.units))
     with torch.no_grad():
         logits, final = model(ids)
-        top_h = values[:, :, (model.num_layers - 1) * per_layer:][:, :, :12]
+        top_h = values[:, :, (model.num_layers - 1) * per_layer :][:, :, :12]
         assert torch.allclose(model.head(top_h), logits, atol=1e-5)
     if model.kind == "lstm":
         for layer in range(model.num_layers):
-            h = values[:, :, layer * 24:layer * 24 + 12]
-            c = values[:, :, layer * 24 + 12:layer * 24 + 24]
+            h = values[:, :, layer * 24 : layer * 24 + 12]
+            c = values[:, :, layer * 24 + 12 : layer * 24 + 24]
             assert torch.allclose(c[-1], final[1][layer], atol=1e-5)
             assert bool((h.abs() <= c.tanh().abs() + 1e-6).all())  # |h| = |o tanh(c)| with 0 < o < 1
         assert [u.label for u in recorder.units[:13:12]] == ["L0.h0", "L0.c0"]
@@ -49,11 +55,17 @@ def test_recorded_states_are_the_models(settings):
 def test_correlations_match_torch_corrcoef():
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(300, 4, generator=generator)
-    f = torch.stack([x[:, 2] * 3 + torch.randn(300, generator=generator) * 0.1, torch.randn(300, generator=generator),
-                     torch.ones(300)], dim=1)
+    f = torch.stack(
+        [
+            x[:, 2] * 3 + torch.randn(300, generator=generator) * 0.1,
+            torch.randn(300, generator=generator),
+            torch.ones(300),
+        ],
+        dim=1,
+    )
     sums = Correlations(f, 4)
     for chunk in range(0, 300, 70):
-        sums.add(x[chunk:chunk + 70], f[chunk:chunk + 70])
+        sums.add(x[chunk : chunk + 70], f[chunk : chunk + 70])
     r = sums.result()
     expected = torch.corrcoef(torch.cat([f[:, :2], x], dim=1).T)[:2, 2:]
     assert torch.allclose(r[:2].float(), expected, atol=1e-5)
@@ -100,8 +112,11 @@ def lyrics(tmp_path_factory):
     return folder, corpus
 
 
-@pytest.mark.parametrize("settings", [["model.kind=lstm", "model.num_layers=2"], ["model.kind=gru"],
-                                      ["model.kind=rnn_tanh", "model.input=onehot"]], ids=lambda s: s[0][11:])
+@pytest.mark.parametrize(
+    "settings",
+    [["model.kind=lstm", "model.num_layers=2"], ["model.kind=gru"], ["model.kind=rnn_tanh", "model.input=onehot"]],
+    ids=lambda s: s[0][11:],
+)
 def test_the_command_on_every_model_kind(lyrics, settings, capsys):
     folder, corpus = lyrics
     run = save_untrained_run(folder / settings[0], corpus, settings)
@@ -109,8 +124,7 @@ def test_the_command_on_every_model_kind(lyrics, settings, capsys):
     report = json.loads(capsys.readouterr().out)
     hidden = 64 * (2 if "lstm" in settings[0] else 1) * (2 if "model.num_layers=2" in settings else 1)
     assert report["units"] == hidden
-    assert [f["feature"] for f in report["features"]] == ["quote", "bracket", "line-position", "newline-next",
-                                                          "vowel"]
+    assert [f["feature"] for f in report["features"]] == ["quote", "bracket", "line-position", "newline-next", "vowel"]
     assert all(len(f["top"]) == 2 and abs(f["top"][0]["r"]) >= abs(f["top"][1]["r"]) for f in report["features"])
 
 
@@ -134,8 +148,23 @@ def test_the_page_in_a_browser(lyrics, browser, tmp_path, capsys):
     folder, corpus = lyrics
     run = save_untrained_run(folder / "page", corpus, ["model.kind=lstm"])
     page_file = tmp_path / "neurons.html"
-    argv = ["neurons", "--run-dir", str(run), "--split", "train", "--top", "3", "--page-chars", "400",
-            "--feature", "quote", "--feature", "line-position", "--feature", "[a-z]+"]
+    argv = [
+        "neurons",
+        "--run-dir",
+        str(run),
+        "--split",
+        "train",
+        "--top",
+        "3",
+        "--page-chars",
+        "400",
+        "--feature",
+        "quote",
+        "--feature",
+        "line-position",
+        "--feature",
+        "[a-z]+",
+    ]
     assert main([*argv, "--html", str(page_file), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     page = open_page(browser, page_file)
@@ -151,7 +180,7 @@ def test_the_page_in_a_browser(lyrics, browser, tmp_path, capsys):
     quote_choice.click()
     underlined = dom.locator("#text span.c.on").count()
     text = corpus.read_text(encoding="utf-8")[:400]
-    assert underlined == sum(1 for k in range(400) if text[:k + 1].count('"') % 2 == 1)
+    assert underlined == sum(1 for k in range(400) if text[: k + 1].count('"') % 2 == 1)
     coloured = dom.evaluate("[...document.querySelectorAll('#text span.c')].filter(s => s.style.background).length")
     assert coloured == 400
     dom.hover("#text span.c >> nth=5")

@@ -16,8 +16,14 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def made_up(ids: list[int], bits: list[float], train_counts: list[int] | None) -> Surprisal:
-    return surprisal_of(list("abcdef"), ids, bits, sum(bits) / len(bits) * math.log(2), train_counts,
-                        None if train_counts is not None else "no corpus")
+    return surprisal_of(
+        list("abcdef"),
+        ids,
+        bits,
+        sum(bits) / len(bits) * math.log(2),
+        train_counts,
+        None if train_counts is not None else "no corpus",
+    )
 
 
 def test_breakdown_by_hand():
@@ -31,7 +37,11 @@ def test_breakdown_by_hand():
     assert bands["common"].mean_bits == 1.5 and bands["common"].share_of_loss == pytest.approx(0.1)
     assert sum(b.share_of_loss for b in parts.bands) == pytest.approx(1)
     assert [(c.char, c.count, c.train_count, c.mean_bits) for c in parts.costly] == [
-        ("b", 1, 0, 12.0), ("d", 1, 4, 9.0), ("c", 1, 3, 6.0), ("a", 2, 10, 1.5)]
+        ("b", 1, 0, 12.0),
+        ("d", 1, 4, 9.0),
+        ("c", 1, 3, 6.0),
+        ("a", 2, 10, 1.5),
+    ]
     assert parts.costly[0].share_of_loss == pytest.approx(0.4)
     assert RARE == 5 and "rare (1-4" in bands["rare"].description
 
@@ -76,10 +86,30 @@ def trained(tmp_path_factory):
     corpus = folder / "corpus.txt"
     corpus.write_text(text, encoding="utf-8")
     run = folder / "run"
-    assert main(["train", "--config", str(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"),
-                 "--corpus", str(corpus), "--run-dir", str(run), "--device", "cpu", "--set", "train.epochs=1",
-                 "--set", "data.val_fraction=0.02", "--set", "data.max_chars=null",
-                 "--set", "sample.preview_every=0"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"),
+                "--corpus",
+                str(corpus),
+                "--run-dir",
+                str(run),
+                "--device",
+                "cpu",
+                "--set",
+                "train.epochs=1",
+                "--set",
+                "data.val_fraction=0.02",
+                "--set",
+                "data.max_chars=null",
+                "--set",
+                "sample.preview_every=0",
+            ]
+        )
+        == 0
+    )
     return folder, run, corpus
 
 
@@ -89,8 +119,11 @@ def run_json(capsys, *argv: str) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
-@pytest.mark.parametrize("source", [["--split", "val"], ["--split", "train"], ["--file", "FILE"],
-                                    ["--text", "the cat sat on a zebra\n"]], ids=lambda s: s[0])
+@pytest.mark.parametrize(
+    "source",
+    [["--split", "val"], ["--split", "train"], ["--file", "FILE"], ["--text", "the cat sat on a zebra\n"]],
+    ids=lambda s: s[0],
+)
 def test_totals_equal_charlm_perplexity(trained, capsys, source):
     folder, run, corpus = trained
     source = [str(corpus) if s == "FILE" else s for s in source]
@@ -155,15 +188,23 @@ def test_a_changed_training_corpus_leaves_the_figures_and_drops_the_bands(traine
     assert full["chars"] == 6 and len(full["breakdown"]["costly"]) == 6  # h e space c a t
 
 
-@pytest.mark.parametrize("kind", [["model.kind=lstm", "model.num_layers=2"], ["model.kind=rnn_relu"],
-                                  ["model.kind=rnn_tanh", "model.input=onehot"], ["model.kind=gru"]],
-                         ids=lambda s: s[0][11:])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        ["model.kind=lstm", "model.num_layers=2"],
+        ["model.kind=rnn_relu"],
+        ["model.kind=rnn_tanh", "model.input=onehot"],
+        ["model.kind=gru"],
+    ],
+    ids=lambda s: s[0][11:],
+)
 def test_every_model_kind(trained, capsys, tmp_path, kind):
     _, _, corpus = trained
     run = save_untrained_run(tmp_path / "run", corpus, kind)
     plain = run_json(capsys, "perplexity", "--run-dir", str(run), "--split", "train", "--json")
-    full = run_json(capsys, "perplexity", "--run-dir", str(run), "--split", "train", "--json", "--html",
-                    str(tmp_path / "p.html"))
+    full = run_json(
+        capsys, "perplexity", "--run-dir", str(run), "--split", "train", "--json", "--html", str(tmp_path / "p.html")
+    )
     assert {k: full[k] for k in plain} == plain
     assert (tmp_path / "p.html").stat().st_size > 1000
 
@@ -173,23 +214,33 @@ def test_the_page_in_a_browser(trained, browser, capsys, tmp_path):
 
     _, run, _ = trained
     page_file = tmp_path / "surprisal.html"
-    full = run_json(capsys, "perplexity", "--run-dir", str(run), "--json", "--html", str(page_file),
-                    "--show-chars", "100")
+    full = run_json(
+        capsys, "perplexity", "--run-dir", str(run), "--json", "--html", str(page_file), "--show-chars", "100"
+    )
     page = open_page(browser, page_file)
     dom = page.page
     assert dom.locator("#text span.c").count() == 100
     assert dom.locator("#text span.c.unscored").count() == 1  # the first character
-    figures = {row.get_attribute("data-figure"): row.locator("td").nth(1).text_content()
-               for row in dom.locator("#figures tr").all()}
-    assert figures == {"chars scored": f"{full['chars']:,}", "nats/char": f"{full['nats_per_char']:.4f}",
-                       "bits/char": f"{full['bits_per_char']:.4f}", "perplexity": f"{full['perplexity']:.4f}"}
+    figures = {
+        row.get_attribute("data-figure"): row.locator("td").nth(1).text_content()
+        for row in dom.locator("#figures tr").all()
+    }
+    assert figures == {
+        "chars scored": f"{full['chars']:,}",
+        "nats/char": f"{full['nats_per_char']:.4f}",
+        "bits/char": f"{full['bits_per_char']:.4f}",
+        "perplexity": f"{full['perplexity']:.4f}",
+    }
     bands = dom.locator("#bands tbody tr")
     assert bands.count() == 3
     for k, band in enumerate(full["breakdown"]["bands"]):
         cells = bands.nth(k).locator("td").all_text_contents()
-        assert cells[1:] == [f"{band['chars']:,}", f"{100 * band['share_of_text']:.1f}%",
-                             "–" if band["mean_bits"] is None else f"{band['mean_bits']:.2f}",
-                             f"{100 * band['share_of_loss']:.1f}%"]
+        assert cells[1:] == [
+            f"{band['chars']:,}",
+            f"{100 * band['share_of_text']:.1f}%",
+            "–" if band["mean_bits"] is None else f"{band['mean_bits']:.2f}",
+            f"{100 * band['share_of_loss']:.1f}%",
+        ]
     assert dom.locator("#costly tbody tr").count() == len(full["breakdown"]["costly"]) == 10
     data = json.loads(dom.text_content("#data"))
     assert data["figures"] == {k: full[k] for k in ("nats_per_char", "bits_per_char", "perplexity", "chars")}

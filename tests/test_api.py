@@ -26,16 +26,21 @@ def run_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("api")
     corpus = root / "corpus.txt"
     corpus.write_text(TEXT, encoding="utf-8")
-    config = charlm.load_config(REPO / "configs" / "tiny.yaml", [
-        f"data.corpus={corpus}", "train.device=cpu", "sample.preview_every=0", "train.epochs=2"])
+    config = charlm.load_config(
+        REPO / "configs" / "tiny.yaml",
+        [f"data.corpus={corpus}", "train.device=cpu", "sample.preview_every=0", "train.epochs=2"],
+    )
     summary = charlm.train(config, root / "run")
     return Path(summary.run_dir)
 
 
 def test_the_readme_api_example_runs_as_written(builtin_cache, tmp_path, monkeypatch, capsys):
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    (example,) = [block.split("```", 1)[0] for block in readme.split("```python\n")[1:]
-                  if "charlm.load(" in block and "import charlm\n" in block]
+    (example,) = [
+        block.split("```", 1)[0]
+        for block in readme.split("```python\n")[1:]
+        if "charlm.load(" in block and "import charlm\n" in block
+    ]
     (tmp_path / "configs").symlink_to(REPO / "configs")
     monkeypatch.chdir(tmp_path)
     exec(compile(example, "README.md", "exec"), {})
@@ -89,8 +94,9 @@ def test_load_a_run_or_its_export_and_the_latest_run(run_dir, tmp_path, monkeypa
 
 def test_import_charlm_does_not_import_torch():
     code = "import sys, charlm; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}
+    )
     assert result.returncode == 0 and result.stdout.strip() == "[]"
 
 
@@ -106,8 +112,12 @@ def test_the_version_is_defined_once():
 
 
 def test_charlm_version_prints_it():
-    result = subprocess.run([sys.executable, "-m", "charlm", "--version"], capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    result = subprocess.run(
+        [sys.executable, "-m", "charlm", "--version"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert result.returncode == 0 and result.stdout == f"charlm {charlm.__version__}\n"
     assert charlm.__version__.count(".") == 2
 
@@ -180,20 +190,28 @@ def test_api_misuse_is_charlms_one_line_error_at_the_call(run_dir, n):
 def test_a_str_is_one_stop_text_and_one_setting_never_their_characters(run_dir, tmp_path):
     model = charlm.load(run_dir)
     greedy = model.generate("分开", length=60, temperature=0)
-    stop = next(greedy[i:i + 2] for i in range(3, 40) if greedy[i] != greedy[i + 1])  # two different characters
+    stop = next(greedy[i : i + 2] for i in range(3, 40) if greedy[i] != greedy[i + 1])  # two different characters
     (sample,) = model.samples("分开", 60, 1, temperature=0, stop=stop)
     assert sample.endswith(stop) and len(sample) == greedy.index(stop, 2) + 2  # not at its first character alone
     config = charlm.load_config(REPO / "configs" / "tiny.yaml", "train.epochs=3")
     assert config.train.epochs == 3
 
 
-@pytest.mark.parametrize(("flag", "value", "option"), [
-    ("--top-k", "-1", {"top_k": -1}), ("--top-p", "0", {"top_p": 0}), ("--num-samples", "0", {"num_samples": 0}),
-    ("--seed", "-1", {"seed": -1}), ("--repetition-penalty", "0", {"repetition_penalty": 0}),
-    ("--repetition-window", "0", {"repetition_window": 0}), ("--beam", "-2", {"beam": -2}),
-    ("--weights", "fp8", {"weights": "fp8"}), ("--temperature", "-1", {"temperature": -1}),
-    ("--length", "-5", {"length": -5}),
-])
+@pytest.mark.parametrize(
+    ("flag", "value", "option"),
+    [
+        ("--top-k", "-1", {"top_k": -1}),
+        ("--top-p", "0", {"top_p": 0}),
+        ("--num-samples", "0", {"num_samples": 0}),
+        ("--seed", "-1", {"seed": -1}),
+        ("--repetition-penalty", "0", {"repetition_penalty": 0}),
+        ("--repetition-window", "0", {"repetition_window": 0}),
+        ("--beam", "-2", {"beam": -2}),
+        ("--weights", "fp8", {"weights": "fp8"}),
+        ("--temperature", "-1", {"temperature": -1}),
+        ("--length", "-5", {"length": -5}),
+    ],
+)
 def test_the_api_refuses_what_the_cli_refuses_with_the_same_message(run_dir, capsys, flag, value, option):
     from charlm.cli.main import main
 

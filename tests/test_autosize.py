@@ -23,8 +23,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 def compute_bound(flops_per_s: float = 3e11):
     """A machine whose training speed is its FLOP rate over 6 x the weights a character passes through."""
+
     def speed(shape: Shape, batch: int, steps: int, vocab: int = 65) -> float:
         return flops_per_s / (6 * shape.parameters(vocab))
+
     return speed
 
 
@@ -36,8 +38,14 @@ def stats(train_chars: int, vocab: int = 65) -> CorpusStats:
 @pytest.mark.parametrize("layers", [1, 2])
 def test_shape_counts_the_weights_of_the_model_charlm_builds(embed, layers):
     shape = Shape(96, layers, embed)
-    cfg = ModelConfig(kind="lstm", input="embedding", embed_size=96 if embed is None else embed, hidden_size=96,
-                      num_layers=layers, tie_weights=embed is None)
+    cfg = ModelConfig(
+        kind="lstm",
+        input="embedding",
+        embed_size=96 if embed is None else embed,
+        hidden_size=96,
+        num_layers=layers,
+        tie_weights=embed is None,
+    )
     model = CharRNN(cfg, 70)
     assert shape.parameters(70) == model.num_parameters(embedding=False)
     assert shape.weights() == sum(p.numel() for p in model.rnn.parameters())
@@ -114,8 +122,24 @@ def test_calibration_survives_an_unreadable_cache(tmp_path):
     assert calibrate.Calibration(torch.device("cpu"), "fp32", 40, path).speeds == {}
 
 
-@pytest.mark.parametrize("speed", ["NaN", "Infinity", "-Infinity", "-800", "0", "-0.0", "1e300", "1" + "0" * 400,
-                                   '"fast"', "true", "null", "[1234]", '{"v": 1}'])
+@pytest.mark.parametrize(
+    "speed",
+    [
+        "NaN",
+        "Infinity",
+        "-Infinity",
+        "-800",
+        "0",
+        "-0.0",
+        "1e300",
+        "1" + "0" * 400,
+        '"fast"',
+        "true",
+        "null",
+        "[1234]",
+        '{"v": 1}',
+    ],
+)
 def test_a_cached_speed_that_was_not_measured_is_measured_again(tmp_path, monkeypatch, speed):
     path = tmp_path / "calibration.json"
     monkeypatch.setattr(calibrate, "measure", lambda *a: 4321.0)
@@ -132,14 +156,18 @@ def test_a_cached_speed_that_was_not_measured_is_measured_again(tmp_path, monkey
     assert json.loads(path.read_text())["speeds"] == expected  # strict JSON again, a good entry kept
 
 
-@pytest.mark.parametrize("damage", ["fifo", "dev-zero", "folder", "huge", "list", "speeds-list", "not-utf8",
-                                    "deep"])
+@pytest.mark.parametrize("damage", ["fifo", "dev-zero", "folder", "huge", "list", "speeds-list", "not-utf8", "deep"])
 def test_a_cache_that_is_not_a_bounded_json_file_is_ignored_without_hanging(tmp_path, damage):
     path = tmp_path / "calibration.json"
     if not make_unreadable(path, damage):
-        path.write_bytes({"list": b"[1, 2]", "speeds-list": json.dumps(
-            {"machine": calibrate.machine(), "speeds": [1.0]}).encode(), "not-utf8": b'{"\xff": 1}\xff',
-            "deep": b"[" * 50_000}[damage])
+        path.write_bytes(
+            {
+                "list": b"[1, 2]",
+                "speeds-list": json.dumps({"machine": calibrate.machine(), "speeds": [1.0]}).encode(),
+                "not-utf8": b'{"\xff": 1}\xff',
+                "deep": b"[" * 50_000,
+            }[damage]
+        )
     assert calibrate.Calibration(torch.device("cpu"), "fp32", 40, path).speeds == {}
 
 
@@ -151,8 +179,14 @@ def test_budget_training_with_a_nan_cache_measures_again(write_text, tmp_path):
     path = tmp_path / "cache" / "charlm" / "calibration.json"
     saved = json.loads(path.read_text())
     bad = dict(zip(saved["speeds"], ["NaN", "-800", "0", "1e300", "Infinity"] * 9, strict=False))
-    path.write_text(json.dumps({**saved, "speeds": bad}).replace('"NaN"', "NaN").replace('"Infinity"', "Infinity")
-                    .replace('"-800"', "-800").replace('"0"', "0").replace('"1e300"', "1e300"))
+    path.write_text(
+        json.dumps({**saved, "speeds": bad})
+        .replace('"NaN"', "NaN")
+        .replace('"Infinity"', "Infinity")
+        .replace('"-800"', "-800")
+        .replace('"0"', "0")
+        .replace('"1e300"', "1e300")
+    )
     done = charlm(*argv, "--run-dir", str(tmp_path / "second"), cwd=tmp_path, env_extra=env)
     assert done.returncode == 0 and "unexpected" not in done.stderr, done.stderr
     assert "auto: LSTM" in done.stdout and "nan" not in done.stdout.lower() and "-800" not in done.stdout
@@ -173,42 +207,67 @@ def test_auto_config_on_a_tiny_file_is_a_tiny_valid_config(write_text, tmp_path)
 
 def test_overrides_stay_on_top_of_the_plan(write_text, tmp_path):
     corpus = write_text("abcdefgh " * 400)
-    config, _ = auto.auto_config(str(corpus), 3.0, ["train.device=cpu", "model.hidden_size=40",
-                                                         "sample.prefixes=[ab]"], tmp_path / "cal.json")
+    config, _ = auto.auto_config(
+        str(corpus), 3.0, ["train.device=cpu", "model.hidden_size=40", "sample.prefixes=[ab]"], tmp_path / "cal.json"
+    )
     assert config.model.hidden_size == 40 and config.sample.prefixes == ["ab"]
 
 
 def charlm(*args, cwd: Path, env_extra: dict) -> subprocess.CompletedProcess:
     env = {**os.environ, **env_extra, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "charlm", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "charlm", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_train_with_a_budget_sizes_trains_and_keeps_the_config(write_text, tmp_path):
     corpus = write_text("the cat sat on the mat. " * 125)
     env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
-    done = charlm("train", "--corpus", str(corpus), "--budget", "3s", "--run-dir", str(tmp_path / "run"),
-                  "--device", "cpu", cwd=tmp_path, env_extra=env)
+    done = charlm(
+        "train",
+        "--corpus",
+        str(corpus),
+        "--budget",
+        "3s",
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--device",
+        "cpu",
+        cwd=tmp_path,
+        env_extra=env,
+    )
     assert done.returncode == 0, done.stderr
     assert "auto: LSTM 1x32" in done.stdout
     saved = (tmp_path / "run" / "config.yaml").read_text()
     assert "name: auto-corpus\n" in saved and "time_budget: 3s" in saved
     assert (tmp_path / "cache" / "charlm" / "calibration.json").exists()
-    resumed = charlm("train", "--resume", "--run-dir", str(tmp_path / "run"), "--set", "train.time_budget=4s",
-                     cwd=tmp_path, env_extra=env)
+    resumed = charlm(
+        "train",
+        "--resume",
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--set",
+        "train.time_budget=4s",
+        cwd=tmp_path,
+        env_extra=env,
+    )
     assert resumed.returncode == 0, resumed.stderr
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--budget", "0s"], "--budget must be a positive duration"),
-    (["--budget", "soon"], "--budget = 'soon' is not a duration"),
-    (["--config", "auto", "--resume", "--run-dir", "x"], "drop --config auto"),
-    (["--budget", "5s", "--nproc", "2"], "auto-sizing plans for one process"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--budget", "0s"], "--budget must be a positive duration"),
+        (["--budget", "soon"], "--budget = 'soon' is not a duration"),
+        (["--config", "auto", "--resume", "--run-dir", "x"], "drop --config auto"),
+        (["--budget", "5s", "--nproc", "2"], "auto-sizing plans for one process"),
+    ],
+)
 def test_bad_auto_requests_are_one_line_errors(args, message, write_text, tmp_path):
     corpus = write_text("abc " * 1000)
-    done = charlm("train", "--corpus", str(corpus), *args, cwd=tmp_path,
-                  env_extra={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    done = charlm(
+        "train", "--corpus", str(corpus), *args, cwd=tmp_path, env_extra={"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    )
     assert done.returncode == 2 and message in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "runs").exists()
 
@@ -216,8 +275,9 @@ def test_bad_auto_requests_are_one_line_errors(args, message, write_text, tmp_pa
 def test_early_stopping_ends_an_auto_run_that_stops_improving(tmp_path):
     corpus = tmp_path / "abc.txt"
     corpus.write_text("abc" * 600 + "cba" * 60, encoding="utf-8")  # fitting train makes val worse
-    config, _ = auto.auto_config(str(corpus), 30.0, ["train.device=cpu", "data.val_fraction=0.0909"],
-                                     tmp_path / "cal.json")
+    config, _ = auto.auto_config(
+        str(corpus), 30.0, ["train.device=cpu", "data.val_fraction=0.0909"], tmp_path / "cal.json"
+    )
     from charlm import train
 
     summary = train(config, tmp_path / "run")
@@ -227,8 +287,19 @@ def test_early_stopping_ends_an_auto_run_that_stops_improving(tmp_path):
 
 def test_plain_train_on_another_corpus_is_the_lyrics_default_and_says_so(write_text, tmp_path):
     corpus = write_text("the cat sat on the mat. " * 125)
-    done = charlm("train", "--corpus", str(corpus), "--set", "train.epochs=1", "--run-dir", str(tmp_path / "run"),
-                  "--device", "cpu", cwd=tmp_path, env_extra={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    done = charlm(
+        "train",
+        "--corpus",
+        str(corpus),
+        "--set",
+        "train.epochs=1",
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--device",
+        "cpu",
+        cwd=tmp_path,
+        env_extra={"XDG_CACHE_HOME": str(tmp_path / "cache")},
+    )
     assert done.returncode == 0, done.stderr
     assert "tip: `charlm train --corpus" in done.stdout and "--budget 10m` sizes the model" in done.stdout
     assert "name: jaychou-lstm" in (tmp_path / "run" / "config.yaml").read_text()

@@ -33,10 +33,20 @@ def make_corpus(path: Path, chars: int = 6000, seed: int = 0) -> Path:
 
 def charlm(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the real command; `env` adds variables to the environment, or removes those it maps to None."""
-    env = {k: v for k, v in {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200", **(env or {})}.items()
-           if v is not None}
-    return subprocess.run([sys.executable, "-m", "charlm", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, encoding="utf-8", timeout=300)
+    env = {
+        k: v
+        for k, v in {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200", **(env or {})}.items()
+        if v is not None
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "charlm", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=300,
+    )
 
 
 def tiny_args(corpus: Path) -> list[str]:
@@ -69,8 +79,17 @@ def test_train_writes_a_complete_run_folder(trained):
 
 def test_train_prints_what_auto_chose_and_saves_it_in_the_run_config(tmp_path):
     corpus = make_corpus(tmp_path / "lyrics.txt", chars=2000)
-    result = charlm("train", *tiny_args(corpus), "--set", "train.epochs=1", "--set", "train.precision=auto",
-                    "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+    result = charlm(
+        "train",
+        *tiny_args(corpus),
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "train.precision=auto",
+        "--run-dir",
+        str(tmp_path / "run"),
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     # which one depends on this machine's CPU: bf16 with AVX-512 BF16 or AMX, fp32 without; the line says why
     (line,) = [line for line in result.stdout.splitlines() if line.startswith("precision ")]
@@ -94,8 +113,21 @@ def test_generate_uses_latest_run_streams_and_is_repeatable(trained):
 def test_generate_with_compact_weights(trained, capsys):
     _, run_dir, _ = trained
     for weights in ("bf16", "int8"):
-        code, out, err = run_main(capsys, "generate", "-r", str(run_dir), "-p", "分开", "-n", "25",
-                                  "--weights", weights, "--seed", "1", "--json")
+        code, out, err = run_main(
+            capsys,
+            "generate",
+            "-r",
+            str(run_dir),
+            "-p",
+            "分开",
+            "-n",
+            "25",
+            "--weights",
+            weights,
+            "--seed",
+            "1",
+            "--json",
+        )
         assert code == 0, err
         record = json.loads(out)
         assert record["generated"] == 25 and record["options"]["weights"] == weights
@@ -110,8 +142,25 @@ def run_main(capsys, *argv: str) -> tuple[int, str, str]:
 
 def test_generate_json_stop_and_bits_per_char(trained, capsys):
     _, run_dir, _ = trained
-    code, out, err = run_main(capsys, "generate", "-r", str(run_dir), "-p", "分开", "-n", "80", "--temperature", "1",
-                              "--seed", "3", "--num-samples", "3", "--stop", "\\n", "--json")
+    code, out, err = run_main(
+        capsys,
+        "generate",
+        "-r",
+        str(run_dir),
+        "-p",
+        "分开",
+        "-n",
+        "80",
+        "--temperature",
+        "1",
+        "--seed",
+        "3",
+        "--num-samples",
+        "3",
+        "--stop",
+        "\\n",
+        "--json",
+    )
     assert code == 0, err
     records = [json.loads(line) for line in out.splitlines()]
     assert [r["sample"] for r in records] == [1, 2, 3]
@@ -126,8 +175,9 @@ def test_generate_json_stop_and_bits_per_char(trained, capsys):
 
 def test_generate_streams_until_a_stop_text_and_says_so(trained, capsys):
     _, run_dir, _ = trained
-    code, out, err = run_main(capsys, "generate", "-r", str(run_dir), "-p", "分开", "-n", "200", "--temperature",
-                              "0", "--stop", " ")
+    code, out, err = run_main(
+        capsys, "generate", "-r", str(run_dir), "-p", "分开", "-n", "200", "--temperature", "0", "--stop", " "
+    )
     assert code == 0, err
     written = out[:-1]  # the text, then a line break
     assert written.startswith("分开") and written.endswith(" ") and " " not in written[:-1]
@@ -178,8 +228,12 @@ def test_perplexity_reproduces_best_val_in_metrics(trained):
 
 def test_help_has_examples():
     for command in ("train", "generate", "perplexity"):
-        result = subprocess.run([sys.executable, "-m", "charlm", command, "--help"], capture_output=True,
-                                text=True, env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"})
+        result = subprocess.run(
+            [sys.executable, "-m", "charlm", command, "--help"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"},
+        )
         assert result.returncode == 0
         assert "Example: charlm" in result.stdout
 
@@ -249,16 +303,28 @@ def _cases(tmp: Path, run_dir: Path) -> list[tuple[str, list[str], str]]:
         ("unknown built-in", ["data", "fetch", "../../etc/passwd"], "unknown built-in"),
         ("hostile checkpoint", ["generate", "--run-dir", str(hostile), "--prefix", "分"], "refusing to load"),
         ("truncated checkpoint", ["perplexity", "--run-dir", str(torn)], "not a readable checkpoint"),
-        ("split and file", ["perplexity", "--run-dir", str(run_dir), "--split", "val", "--file", str(good)],
-         "not both"),
+        (
+            "split and file",
+            ["perplexity", "--run-dir", str(run_dir), "--split", "val", "--file", str(good)],
+            "not both",
+        ),
         ("bad device", ["generate", "--run-dir", str(run_dir), "--prefix", "分", "--device", "tpu"], "not valid"),
-        ("bad checkpoint name", ["generate", "--run-dir", str(run_dir), "--prefix", "分", "--checkpoint", "first"],
-         "use best or last"),
-        ("negative length", ["generate", "--run-dir", str(run_dir), "--prefix", "分", "--length", "-1"],
-         "length must be >= 0"),
+        (
+            "bad checkpoint name",
+            ["generate", "--run-dir", str(run_dir), "--prefix", "分", "--checkpoint", "first"],
+            "use best or last",
+        ),
+        (
+            "negative length",
+            ["generate", "--run-dir", str(run_dir), "--prefix", "分", "--length", "-1"],
+            "length must be >= 0",
+        ),
         ("prefix and prefix file", gen + ["--prefix-file", str(good)], "not both"),
-        ("missing prefix file", ["generate", "--run-dir", str(run_dir), "--prefix-file", str(tmp / "p.txt")],
-         "not found"),
+        (
+            "missing prefix file",
+            ["generate", "--run-dir", str(run_dir), "--prefix-file", str(tmp / "p.txt")],
+            "not found",
+        ),
         ("non-utf8 prefix file", ["generate", "--run-dir", str(run_dir), "--prefix-file", str(latin1)], "not UTF-8"),
         ("empty prefix file", ["generate", "--run-dir", str(run_dir), "--prefix-file", str(empty)], "prefix is empty"),
         ("unseen stop text", gen + ["--stop", "分😀"], "could never be emitted"),
@@ -269,23 +335,38 @@ def _cases(tmp: Path, run_dir: Path) -> list[tuple[str, list[str], str]]:
         ("more samples than beams", gen + ["--beam", "2", "--num-samples", "3"], "must be <= beam (2)"),
         ("beam and top-k", gen + ["--beam", "2", "--top-k", "5"], "drop --top-k"),
         ("zero repetition penalty", gen + ["--repetition-penalty", "0"], "repetition-penalty must be > 0"),
-        ("nan repetition penalty", gen + ["--repetition-penalty", "nan"],
-         "repetition-penalty must be a finite number, got nan"),
+        (
+            "nan repetition penalty",
+            gen + ["--repetition-penalty", "nan"],
+            "repetition-penalty must be a finite number, got nan",
+        ),
         ("zero repetition window", gen + ["--repetition-window", "0"], "repetition-window must be >= 1"),
         ("config not a mapping", ["train", "--config", str(not_mapping)], "must be a mapping"),
-        ("run folder in use", ["train", "--config", TINY, "--corpus", str(good), "--run-dir", str(run_dir)],
-         "already holds a run"),
+        (
+            "run folder in use",
+            ["train", "--config", TINY, "--corpus", str(good), "--run-dir", str(run_dir)],
+            "already holds a run",
+        ),
         ("resume without folder", ["train", "--resume"], "--resume needs --run-dir"),
         ("resume empty folder", ["train", "--resume", "--run-dir", str(no_ckpt)], "not found"),
-        ("resume changed shape", ["train", "--resume", "--run-dir", str(run_dir), "--set", "model.hidden_size=8"],
-         "changed model.hidden_size"),
-        ("resume changed corpus", ["train", "--resume", "--run-dir", str(run_dir), "--corpus", str(good)],
-         "checksum differs"),
+        (
+            "resume changed shape",
+            ["train", "--resume", "--run-dir", str(run_dir), "--set", "model.hidden_size=8"],
+            "changed model.hidden_size",
+        ),
+        (
+            "resume changed corpus",
+            ["train", "--resume", "--run-dir", str(run_dir), "--corpus", str(good)],
+            "checksum differs",
+        ),
         ("zero eval batch", base + ["--set", "train.eval_batch_size=0"], "train.eval_batch_size"),
         ("bad nonfinite policy", base + ["--set", "train.on_nonfinite=ignore"], "train.on_nonfinite"),
         ("bad precision", base + ["--set", "train.precision=fp8"], "train.precision = 'fp8' is not valid"),
-        ("precision keys disagree", base + ["--set", "train.bf16=true", "--set", "train.precision=fp16"],
-         "train.bf16=true and train.precision='fp16' disagree"),
+        (
+            "precision keys disagree",
+            base + ["--set", "train.bf16=true", "--set", "train.precision=fp16"],
+            "train.bf16=true and train.precision='fp16' disagree",
+        ),
     ]
 
 
@@ -322,8 +403,14 @@ def offline_env(tmp_path: Path) -> dict:
     """No CHARLM_DATA_DIR, an empty HOME, and every download sent to a proxy where nothing listens."""
     (tmp_path / "home").mkdir()
     dead = "http://127.0.0.1:9"
-    return {"CHARLM_DATA_DIR": None, "XDG_CACHE_HOME": None, "HOME": str(tmp_path / "home"), "no_proxy": None,
-            "NO_PROXY": None, **dict.fromkeys(["http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"], dead)}
+    return {
+        "CHARLM_DATA_DIR": None,
+        "XDG_CACHE_HOME": None,
+        "HOME": str(tmp_path / "home"),
+        "no_proxy": None,
+        "NO_PROXY": None,
+        **dict.fromkeys(["http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"], dead),
+    }
 
 
 def test_data_list_says_built_in_or_download_and_cached(builtin_cache, tmp_path):
@@ -341,14 +428,28 @@ def test_data_list_json_with_an_empty_cache(tmp_path, monkeypatch, capsys):
     assert main(["data", "list", "--json"]) == 0
     corpora = {c["name"]: c for c in json.loads(capsys.readouterr().out)["corpora"]}
     assert {name: (c["source"], c["cached"]) for name, c in corpora.items()} == {
-        "jaychou": ("package", None), "tinyshakespeare": ("package", None), "timemachine": ("package", None),
-        "ptb-char": ("download", False)}
+        "jaychou": ("package", None),
+        "tinyshakespeare": ("package", None),
+        "timemachine": ("package", None),
+        "ptb-char": ("download", False),
+    }
 
 
 def test_default_train_runs_offline_from_the_shipped_lyrics(tmp_path):
     """make install && charlm train on a machine with no network: the default config, corpus jaychou."""
-    result = charlm("train", "--set", "train.epochs=1", "--set", "data.max_chars=8000", "--device", "cpu",
-                    "--run-dir", str(tmp_path / "run"), cwd=tmp_path, env=offline_env(tmp_path))
+    result = charlm(
+        "train",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "data.max_chars=8000",
+        "--device",
+        "cpu",
+        "--run-dir",
+        str(tmp_path / "run"),
+        cwd=tmp_path,
+        env=offline_env(tmp_path),
+    )
     assert result.returncode == 0, result.stderr
     assert "charlm jaychou: vocab" in result.stdout
     assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])["epoch"] == 1

@@ -21,8 +21,15 @@ TINY = str(REPO / "configs" / "tiny.yaml")
 
 def charlm_cmd(*args: str, cwd: Path, env: dict | None = None, **options) -> subprocess.CompletedProcess:
     environment = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "charlm", *args], cwd=cwd, env=environment, capture_output=True,
-                          text=True, timeout=300, **options)
+    return subprocess.run(
+        [sys.executable, "-m", "charlm", *args],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        **options,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +38,24 @@ def runs_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("conventions")
     corpus = root / "corpus.txt"
     corpus.write_text("分开不分开 我想就这样牵着你的手不放开\n爱可不可以简简单单没有伤害\n" * 40, encoding="utf-8")
-    result = charlm_cmd("train", "--config", TINY, "--corpus", str(corpus), "--device", "cpu", "--quiet",
-                        "--set", "train.epochs=1", "--set", "sample.prefixes=[分开, xyz]", "--set",
-                        "sample.preview_every=1", cwd=root, env={"CHARLM_RUNS_DIR": str(root / "myruns")})
+    result = charlm_cmd(
+        "train",
+        "--config",
+        TINY,
+        "--corpus",
+        str(corpus),
+        "--device",
+        "cpu",
+        "--quiet",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "sample.prefixes=[分开, xyz]",
+        "--set",
+        "sample.preview_every=1",
+        cwd=root,
+        env={"CHARLM_RUNS_DIR": str(root / "myruns")},
+    )
     assert result.returncode == 0, result.stderr
     return root, result
 
@@ -49,8 +71,9 @@ def test_quiet_prints_one_summary_line_and_warnings_go_to_stderr(runs_root):
 def test_a_reader_that_leaves_early_is_not_an_error(runs_root, args):
     root, _ = runs_root
     env = {**os.environ, "PYTHONPATH": str(REPO), "CHARLM_RUNS_DIR": str(root / "myruns")}
-    process = subprocess.Popen([sys.executable, "-m", "charlm", *args], cwd=root, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "charlm", *args], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     process.stdout.readline()
     process.stdout.close()  # `| head -1`
     assert process.wait(timeout=300) == 0
@@ -131,8 +154,14 @@ def test_the_corpus_cache_is_per_user_unless_charlm_data_dir_says(tmp_path, monk
 
 @pytest.mark.parametrize("args", [["data", "list"], ["runs", "--root", "."], ["--help"]])
 def test_commands_that_run_no_model_do_not_import_torch(tmp_path, args):
-    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "charlm", *args], cwd=tmp_path,
-                            env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "charlm", *args],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert not [line for line in result.stderr.splitlines() if line.rstrip().endswith(" torch")]
 
@@ -140,9 +169,14 @@ def test_commands_that_run_no_model_do_not_import_torch(tmp_path, args):
 def test_info_reads_a_run_without_torch(runs_root):
     root, _ = runs_root
     (run_dir,) = (root / "myruns").iterdir()
-    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "charlm", "info", "--run-dir", str(run_dir)],
-                            cwd=root, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "charlm", "info", "--run-dir", str(run_dir)],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0 and "parameters:" in result.stdout, result.stderr
     assert not [line for line in result.stderr.splitlines() if line.rstrip().endswith(" torch")]
 

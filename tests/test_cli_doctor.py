@@ -69,10 +69,18 @@ def test_a_runs_folder_that_cannot_be_written_is_a_problem_with_its_fix(capsys, 
 
 def test_without_torch_it_still_reports_and_says_how_to_fix_it(tmp_path):
     """A broken install: torch cannot be imported. The report still has the versions, processor and folders."""
-    bootstrap = ("import sys; sys.modules['torch'] = None; from charlm.cli.main import main; "
-                 "sys.exit(main(['doctor', '--json']))")
-    result = subprocess.run([sys.executable, "-c", bootstrap], capture_output=True, text=True, cwd=tmp_path,
-                            env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    bootstrap = (
+        "import sys; sys.modules['torch'] = None; from charlm.cli.main import main; "
+        "sys.exit(main(['doctor', '--json']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", bootstrap],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=120,
+    )
     assert result.returncode == 1, result.stderr
     report = json.loads(result.stdout)
     assert report["versions"]["charlm"] == __version__ and report["cpu"]["model"]

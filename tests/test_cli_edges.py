@@ -66,8 +66,10 @@ CASES = {  # name: (argv with {p} for the folder, what the one line must say)
     "prefix-file-empty": ("generate -r {p}/run --prefix-file {p}/empty.txt", "the prefix is empty"),
     "runs-root-loop-runs": ("--runs-root {p}/loop1 runs", "cannot be used"),
     "runs-root-loop-generate": ("--runs-root {p}/loop1 generate", "cannot be used"),
-    "runs-root-loop-train": (f"--runs-root {{p}}/loop1 train --config {TINY} --corpus {{p}}/corpus.txt",
-                             "cannot be used"),
+    "runs-root-loop-train": (
+        f"--runs-root {{p}}/loop1 train --config {TINY} --corpus {{p}}/corpus.txt",
+        "cannot be used",
+    ),
     "runs-root-file-runs": ("--runs-root {p}/afile runs", "is not a folder"),
     "runs-root-file-info": ("--runs-root {p}/afile info", "is not a folder"),
     "runs-root-under-file": ("--runs-root {p}/afile/sub perplexity", "Not a directory"),
@@ -89,19 +91,26 @@ CASES = {  # name: (argv with {p} for the folder, what the one line must say)
     "dry-run-corpus-fifo": ("train --dry-run --corpus {p}/fifo", "is not a regular file or a folder"),
     "dry-run-corpus-no-txt": ("train --dry-run --corpus {p}/notxt", "has no .txt files"),
     "nproc-missing-corpus": ("train --nproc 2 --corpus {p}/nothing.txt", "is neither a file, a folder"),
-    "init-from-damaged-best": ("train --init-from {p}/damaged --corpus {p}/corpus.txt",
-                               "its last checkpoint is intact: use --init-from {p}/damaged:last"),
+    "init-from-damaged-best": (
+        "train --init-from {p}/damaged --corpus {p}/corpus.txt",
+        "its last checkpoint is intact: use --init-from {p}/damaged:last",
+    ),
     "generate-damaged-best": ("generate -r {p}/damaged", "its last checkpoint is intact: use --checkpoint last"),
-    "export-damaged-best": ("export -r {p}/damaged --out {p}/exported",
-                            "its last checkpoint is intact: use --checkpoint last"),
+    "export-damaged-best": (
+        "export -r {p}/damaged --out {p}/exported",
+        "its last checkpoint is intact: use --checkpoint last",
+    ),
 }
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_one_line_exit_2_nothing_written(place, name, capsys, monkeypatch):
     command, needle = CASES[name]
-    missing = [("fifo", hasattr(os, "mkfifo")), ("loop1", (place / "loop1").is_symlink()),
-               ("/dev/zero", Path("/dev/zero").exists())]
+    missing = [
+        ("fifo", hasattr(os, "mkfifo")),
+        ("loop1", (place / "loop1").is_symlink()),
+        ("/dev/zero", Path("/dev/zero").exists()),
+    ]
     if any(part in command and not here for part, here in missing):
         pytest.skip("not on this system")
     monkeypatch.setenv(RUNS_ENV, str(place / "runs"))  # restored after: --runs-root sets it for the process

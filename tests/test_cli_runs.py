@@ -21,14 +21,18 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def corpus(path: Path) -> Path:
-    path.write_text("".join("分开不分开 我想就这样牵着你的手不放开\n爱可不可以简简单单没有伤害\n" for _ in range(40)),
-                    encoding="utf-8")
+    path.write_text(
+        "".join("分开不分开 我想就这样牵着你的手不放开\n爱可不可以简简单单没有伤害\n" for _ in range(40)),
+        encoding="utf-8",
+    )
     return path
 
 
 def config(tmp_path: Path, *overrides: str):
-    return load_config(REPO / "configs" / "tiny.yaml", [
-        f"data.corpus={corpus(tmp_path / 'corpus.txt')}", "train.device=cpu", "sample.preview_every=0", *overrides])
+    return load_config(
+        REPO / "configs" / "tiny.yaml",
+        [f"data.corpus={corpus(tmp_path / 'corpus.txt')}", "train.device=cpu", "sample.preview_every=0", *overrides],
+    )
 
 
 @pytest.fixture
@@ -120,8 +124,22 @@ def test_plot_without_matplotlib_is_one_clear_line(two_runs, monkeypatch, capsys
 
 
 def test_summary_panel_at_the_end_of_train(tmp_path, capsys):
-    assert main(["train", "--config", str(REPO / "configs" / "tiny.yaml"), "--corpus",
-                 str(corpus(tmp_path / "c.txt")), "--run-dir", str(tmp_path / "run"), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(REPO / "configs" / "tiny.yaml"),
+                "--corpus",
+                str(corpus(tmp_path / "c.txt")),
+                "--run-dir",
+                str(tmp_path / "run"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "charlm train: done" in text and "best val perplexity" in text and "chars/s" in text
     assert str(tmp_path / "run") in text

@@ -32,8 +32,9 @@ def test_no_file_gives_the_defaults():
 
 
 def test_dump_then_load_round_trips(tmp_path):
-    config = load_config(None, ["model.kind=gru", "train.lr=0.01", "sample.prefixes=[分开, 不分开了]",
-                                "train.clip_norm=null"])
+    config = load_config(
+        None, ["model.kind=gru", "train.lr=0.01", "sample.prefixes=[分开, 不分开了]", "train.clip_norm=null"]
+    )
     path = tmp_path / "c.yaml"
     path.write_text(dump_config(config), encoding="utf-8")
     assert load_config(path) == config
@@ -141,8 +142,18 @@ def test_wrong_types_are_rejected(override, key):
 
 
 def test_overrides_set_and_coerce_values():
-    c = load_config(None, ["train.lr=0.01", "model.kind=gru", "train.clip_norm=2", "train.min_lr=1e-5",
-                           "sample.prefixes=分开", "data.max_chars=null", "name=123"])
+    c = load_config(
+        None,
+        [
+            "train.lr=0.01",
+            "model.kind=gru",
+            "train.clip_norm=2",
+            "train.min_lr=1e-5",
+            "sample.prefixes=分开",
+            "data.max_chars=null",
+            "name=123",
+        ],
+    )
     assert c.train.lr == 0.01
     assert c.model.kind == "gru"
     assert c.train.clip_norm == 2.0 and isinstance(c.train.clip_norm, float)  # int -> float

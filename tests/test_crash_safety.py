@@ -28,11 +28,25 @@ def make_corpus(path: Path) -> Path:
     return path
 
 
-
-
 def start(run_dir: Path, corpus: Path, *extra: str, slow_writes: float = 0) -> subprocess.Popen:
-    args = [sys.executable, "-c", SLOW_FSYNC, str(slow_writes), "train", "--config", TINY, "--corpus", str(corpus),
-            "--device", "cpu", "--run-dir", str(run_dir), "--set", "sample.preview_every=0", *extra]
+    args = [
+        sys.executable,
+        "-c",
+        SLOW_FSYNC,
+        str(slow_writes),
+        "train",
+        "--config",
+        TINY,
+        "--corpus",
+        str(corpus),
+        "--device",
+        "cpu",
+        "--run-dir",
+        str(run_dir),
+        "--set",
+        "sample.preview_every=0",
+        *extra,
+    ]
     if (run_dir / rundir.LAST).exists():
         args.append("--resume")
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}

@@ -44,8 +44,9 @@ def test_consecutive_offset_shifts_the_start(offset):
     ours = list(batching.consecutive_batches(ids, 4, 7, offset))
     ref = list(d2l_reference.data_iter_consecutive(ids[offset:].tolist(), 4, 7))
     assert len(ours) == len(ref)
-    assert all(torch.equal(x.float(), rx) and torch.equal(y.float(), ry)
-               for (x, y), (rx, ry) in zip(ours, ref, strict=True))
+    assert all(
+        torch.equal(x.float(), rx) and torch.equal(y.float(), ry) for (x, y), (rx, ry) in zip(ours, ref, strict=True)
+    )
     assert int(ours[0][0][0, 0]) == offset
 
 

@@ -27,14 +27,28 @@ CORPORA = REPO / "charlm" / "data" / "corpora"
 SHIPPED = ["jaychou", "timemachine", "tinyshakespeare"]
 
 
-def register(monkeypatch, tmp_path, content: bytes, *, sha256: str | None = None, url: str | None = None,
-             name: str = "unit-corpus", filename: str = "unit.txt", member: str | None = None,
-             size: int | None = None) -> RemoteFile:
+def register(
+    monkeypatch,
+    tmp_path,
+    content: bytes,
+    *,
+    sha256: str | None = None,
+    url: str | None = None,
+    name: str = "unit-corpus",
+    filename: str = "unit.txt",
+    member: str | None = None,
+    size: int | None = None,
+) -> RemoteFile:
     source = tmp_path / "upstream" / filename
     source.parent.mkdir(parents=True, exist_ok=True)
     source.write_bytes(content)
-    remote = RemoteFile(filename, url or source.as_uri(), sha256 or hashlib.sha256(content).hexdigest(),
-                        len(content) if size is None else size, member=member)
+    remote = RemoteFile(
+        filename,
+        url or source.as_uri(),
+        sha256 or hashlib.sha256(content).hexdigest(),
+        len(content) if size is None else size,
+        member=member,
+    )
     monkeypatch.setitem(data_builtins.BUILTINS, name, Builtin(name, "unit test corpus", (remote,)))
     return remote
 
@@ -73,8 +87,9 @@ def shipped_text(name: str) -> str:
     return raw.decode("utf-8-sig")  # what text.iter_text reads: a BOM is not text
 
 
-@pytest.mark.parametrize("name, chars", [("jaychou", 63_282), ("timemachine", 178_979),
-                                         ("tinyshakespeare", 1_115_394)])  # the sizes data/README.md states
+@pytest.mark.parametrize(
+    "name, chars", [("jaychou", 63_282), ("timemachine", 178_979), ("tinyshakespeare", 1_115_394)]
+)  # the sizes data/README.md states
 def test_a_shipped_corpus_loads_offline_from_the_package(offline, name, chars):
     corpus = load_corpus(DataConfig(corpus=name, val_fraction=0.0))
     assert len(corpus.train) == chars
@@ -124,12 +139,15 @@ def damaged_copy(folder: Path, name: str, damage: str) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("name, damage, message", [
-    ("timemachine", "edited text", "has sha256 .*, expected 8424dbd9532a...: the installation is damaged"),
-    ("jaychou", "flipped byte", "has sha256 .*, expected 3cfedd7d1741...: the installation is damaged"),
-    ("tinyshakespeare", "truncated", "cannot be read"),
-    ("tinyshakespeare", "missing", "cannot be read"),
-])
+@pytest.mark.parametrize(
+    "name, damage, message",
+    [
+        ("timemachine", "edited text", "has sha256 .*, expected 8424dbd9532a...: the installation is damaged"),
+        ("jaychou", "flipped byte", "has sha256 .*, expected 3cfedd7d1741...: the installation is damaged"),
+        ("tinyshakespeare", "truncated", "cannot be read"),
+        ("tinyshakespeare", "missing", "cannot be read"),
+    ],
+)
 def test_a_damaged_packaged_file_is_a_clear_error(offline, monkeypatch, tmp_path, name, damage, message):
     folder = damaged_copy(tmp_path / "corpora", name, damage)
     monkeypatch.setattr(data_builtins, "packaged_file", lambda remote: folder / remote.packaged)
@@ -149,8 +167,9 @@ def test_a_wheel_and_an_sdist_carry_the_shipped_corpora(tmp_path):
         shutil.copy(REPO / name, src / name)
     for kind in ("wheel", "sdist"):  # one process per hook, as build frontends (pip, build) call them
         build = f"import sys; from setuptools import build_meta; build_meta.build_{kind}(sys.argv[1])"
-        result = subprocess.run([sys.executable, "-c", build, str(out)], cwd=src, capture_output=True, text=True,
-                                timeout=300)
+        result = subprocess.run(
+            [sys.executable, "-c", build, str(out)], cwd=src, capture_output=True, text=True, timeout=300
+        )
         assert result.returncode == 0, result.stderr[-2000:]
     (wheel,) = out.glob("*.whl")
     (sdist,) = out.glob("*.tar.gz")
@@ -180,6 +199,7 @@ def test_fetch_downloads_and_verifies(monkeypatch, tmp_path):
             def advance(n):
                 self.received += n
                 calls.append(n)
+
             return advance
 
         def __exit__(self, *exc):
@@ -250,9 +270,15 @@ def test_fetch_unreachable_url_names_the_file_and_folder(monkeypatch, tmp_path, 
 
 def test_fetch_extracts_a_member_of_a_tarball(monkeypatch, tmp_path):
     member_bytes = b"a b c _ d\n"
-    register(monkeypatch, tmp_path, tarball("./simple-examples/data/unit.txt", member_bytes), filename="unit.txt",
-             sha256=hashlib.sha256(member_bytes).hexdigest(), size=len(member_bytes),
-             member="./simple-examples/data/unit.txt")
+    register(
+        monkeypatch,
+        tmp_path,
+        tarball("./simple-examples/data/unit.txt", member_bytes),
+        filename="unit.txt",
+        sha256=hashlib.sha256(member_bytes).hexdigest(),
+        size=len(member_bytes),
+        member="./simple-examples/data/unit.txt",
+    )
     cache = tmp_path / "cache"
     data_builtins.fetch("unit-corpus", cache)
     assert (cache / "unit.txt").read_bytes() == member_bytes
@@ -268,11 +294,19 @@ def tarball(name: str, content: bytes) -> bytes:
     return archive.getvalue()
 
 
-@pytest.mark.parametrize("upstream", [tarball("./other.txt", b"x"), b"<html>404 Not Found</html>"],
-                         ids=["member-missing", "not-a-tarball"])
+@pytest.mark.parametrize(
+    "upstream", [tarball("./other.txt", b"x"), b"<html>404 Not Found</html>"], ids=["member-missing", "not-a-tarball"]
+)
 def test_fetch_bad_archive_is_a_run_error(monkeypatch, tmp_path, upstream):
-    register(monkeypatch, tmp_path, upstream, filename="unit.txt", sha256="0" * 64, size=1,
-             member="./simple-examples/data/unit.txt")
+    register(
+        monkeypatch,
+        tmp_path,
+        upstream,
+        filename="unit.txt",
+        sha256="0" * 64,
+        size=1,
+        member="./simple-examples/data/unit.txt",
+    )
     cache = tmp_path / "cache"
     with pytest.raises(RunError, match="unit.txt"):
         data_builtins.fetch("unit-corpus", cache)
@@ -327,9 +361,11 @@ def test_fetch_into_a_folder_that_refuses_new_files(monkeypatch, tmp_path):
     monkeypatch.setattr(fsio.tempfile, "mkstemp", refuse)
     with pytest.raises(RunError) as info:
         data_builtins.fetch("unit-corpus", cache)
-    assert str(info.value) == (f"cannot write to the data folder {cache} (Permission denied): put unit.txt "
-                               f"(sha256 {hashlib.sha256(b'abc').hexdigest()[:12]}...) in {cache}/ or set "
-                               "CHARLM_DATA_DIR")
+    assert str(info.value) == (
+        f"cannot write to the data folder {cache} (Permission denied): put unit.txt "
+        f"(sha256 {hashlib.sha256(b'abc').hexdigest()[:12]}...) in {cache}/ or set "
+        "CHARLM_DATA_DIR"
+    )
     assert list(cache.iterdir()) == []
 
 
@@ -343,8 +379,10 @@ def test_fetch_that_fails_to_publish_is_a_download_error(monkeypatch, tmp_path):
     monkeypatch.setattr(fsio.os, "replace", full)
     with pytest.raises(RunError) as info:
         data_builtins.fetch("unit-corpus", cache)
-    assert str(info.value).startswith(f"cannot download unit.txt from {remote.url} (No space left on device): "
-                                      f"put unit.txt (sha256 {remote.sha256[:12]}...) in {cache}/")
+    assert str(info.value).startswith(
+        f"cannot download unit.txt from {remote.url} (No space left on device): "
+        f"put unit.txt (sha256 {remote.sha256[:12]}...) in {cache}/"
+    )
     assert list(cache.iterdir()) == []
 
 

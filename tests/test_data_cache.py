@@ -59,8 +59,12 @@ def test_the_ptb_encoding_key_is_unchanged(builtin_cache):
 
 def test_each_normalisation_gets_its_own_folder(write_text, tmp_path):
     path = str(write_text(TEXT))
-    for cfg in [DataConfig(corpus=path), DataConfig(corpus=path, newlines="space"),
-                DataConfig(corpus=path, max_chars=100), DataConfig(corpus=path)]:
+    for cfg in [
+        DataConfig(corpus=path),
+        DataConfig(corpus=path, newlines="space"),
+        DataConfig(corpus=path, max_chars=100),
+        DataConfig(corpus=path),
+    ]:
         load_corpus(cfg, cache=tmp_path / "enc")
     assert len(list((tmp_path / "enc").iterdir())) == 3
 

@@ -81,8 +81,9 @@ def test_encode_file_normalises_like_load_corpus_for_a_spaced_builtin(monkeypatc
     content = "a b _ c\nc b a\n"
     upstream = write_text(content, "upstream/spaced.txt")
     remote = RemoteFile("spaced.txt", upstream.as_uri(), hashlib.sha256(content.encode()).hexdigest(), len(content))
-    monkeypatch.setitem(BUILTINS, "spaced", Builtin("spaced", "symbols separated by spaces", (remote,),
-                                                    drop_spaces=True))
+    monkeypatch.setitem(
+        BUILTINS, "spaced", Builtin("spaced", "symbols separated by spaces", (remote,), drop_spaces=True)
+    )
     (tmp_path / "cache").mkdir()  # CHARLM_DATA_DIR must name an existing folder
     monkeypatch.setenv("CHARLM_DATA_DIR", str(tmp_path / "cache"))
     cfg = DataConfig(corpus="spaced", val_fraction=0.0)
@@ -124,8 +125,11 @@ def test_ptb_char_has_its_own_splits_without_spaces(builtin_cache):
     assert "_" in corpus.vocab.chars and "\n" in corpus.vocab.chars
     assert len(corpus.vocab) == 50  # the literature's 50 symbols: 48 characters, "_" and the end of line
     # the fractions are ignored: each split is its own file, with the spaces dropped
-    for split, filename in [("train", "ptb.char.train.txt"), ("val", "ptb.char.valid.txt"),
-                            ("test", "ptb.char.test.txt")]:
+    for split, filename in [
+        ("train", "ptb.char.train.txt"),
+        ("val", "ptb.char.valid.txt"),
+        ("test", "ptb.char.test.txt"),
+    ]:
         text = (builtin_cache / filename).read_text(encoding="utf-8").replace(" ", "")
         ids = corpus.split(split)
         assert len(ids) == len(text), split

@@ -119,8 +119,9 @@ def test_normalisation_of_a_data_config():
 
 def test_normalisation_follows_the_builtins_flag(monkeypatch):
     remote = RemoteFile("spaced.txt", "file:///nowhere/spaced.txt", "0" * 64, 1)
-    monkeypatch.setitem(BUILTINS, "spaced", Builtin("spaced", "symbols separated by spaces", (remote,),
-                                                    drop_spaces=True))
+    monkeypatch.setitem(
+        BUILTINS, "spaced", Builtin("spaced", "symbols separated by spaces", (remote,), drop_spaces=True)
+    )
     assert Normalisation.of(DataConfig(corpus="spaced")).drop_spaces
 
 

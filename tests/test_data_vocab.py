@@ -72,7 +72,7 @@ def test_encode_uses_the_narrow_dtype_and_keeps_every_id(write_text, size):
 
 def test_encode_chunks_equals_a_plain_python_encoding():
     v = Vocab(MIXED)
-    chunks = [MIXED[i:i + 5] for i in range(0, len(MIXED), 5)]
+    chunks = [MIXED[i : i + 5] for i in range(0, len(MIXED), 5)]
     ids = encode_chunks(iter(chunks), v, len(MIXED))
     assert ids.long().tolist() == [v.index[c] for c in MIXED]
 
@@ -102,7 +102,7 @@ def test_extended_keeps_every_id_and_appends_the_new_characters_sorted():
     parent = Vocab("hello 分开")
     grown = parent.extended("world 不分开!")
     assert grown.chars[: len(parent)] == parent.chars
-    assert grown.chars[len(parent):] == ["!", "d", "r", "w", "不"]
+    assert grown.chars[len(parent) :] == ["!", "d", "r", "w", "不"]
     assert parent.extended("hello") == parent
 
 

@@ -24,8 +24,9 @@ def constant_model(vocab_size: int) -> CharRNN:
     return model
 
 
-@pytest.mark.parametrize(("vocab_size", "n", "batch_size", "num_steps"),
-                         [(7, 101, 4, 5), (50, 37, 16, 8), (2, 10, 1, 3)])
+@pytest.mark.parametrize(
+    ("vocab_size", "n", "batch_size", "num_steps"), [(7, 101, 4, 5), (50, 37, 16, 8), (2, 10, 1, 3)]
+)
 def test_uniform_prediction_scores_vocab_size(vocab_size, n, batch_size, num_steps):
     ids = torch.randint(0, vocab_size, (n,), generator=torch.Generator().manual_seed(0)).to(torch.uint8)
     result = evaluate(constant_model(vocab_size), ids, batch_size, num_steps)
@@ -34,8 +35,9 @@ def test_uniform_prediction_scores_vocab_size(vocab_size, n, batch_size, num_ste
     assert result["nats_per_char"] == pytest.approx(math.log(vocab_size), abs=1e-6)
 
 
-@pytest.mark.parametrize(("n", "batch_size", "expected"), [(101, 4, 100), (103, 4, 100), (37, 16, 32), (3, 16, 2),
-                                                           (2, 1, 1), (50, 1, 49)])
+@pytest.mark.parametrize(
+    ("n", "batch_size", "expected"), [(101, 4, 100), (103, 4, 100), (37, 16, 32), (3, 16, 2), (2, 1, 1), (50, 1, 49)]
+)
 def test_chars_is_the_number_scored(n, batch_size, expected):
     ids = torch.randint(0, 5, (n,), generator=torch.Generator().manual_seed(1))
     result = evaluate(constant_model(5), ids, batch_size, num_steps=4)
@@ -48,8 +50,8 @@ def manual_nats(model: CharRNN, ids: torch.Tensor) -> float:
     state, total = None, 0.0
     with torch.no_grad():
         for t in range(len(ids) - 1):
-            logits, state = model(ids[t:t + 1].view(1, 1), state)
-            total += F.cross_entropy(logits.view(1, -1), ids[t + 1:t + 2].long(), reduction="sum").item()
+            logits, state = model(ids[t : t + 1].view(1, 1), state)
+            total += F.cross_entropy(logits.view(1, -1), ids[t + 1 : t + 2].long(), reduction="sum").item()
     return total / (len(ids) - 1)
 
 
@@ -73,7 +75,7 @@ def test_streams_are_scored_independently():
     model = make_rnn(6, kind="gru", hidden_size=8, input="onehot")
     ids = torch.randint(0, 6, (41,))  # 40 targets: 4 streams of 10
     result = evaluate(model, ids, batch_size=4, num_steps=3)
-    total = sum(manual_nats(model, ids[10 * s:10 * s + 11]) * 10 for s in range(4))
+    total = sum(manual_nats(model, ids[10 * s : 10 * s + 11]) * 10 for s in range(4))
     assert result["chars"] == 40
     assert result["nats_per_char"] == pytest.approx(total / 40, rel=1e-5)
 
@@ -122,9 +124,13 @@ def test_max_chars_reads_the_start_of_every_stream():
 
 # --- char_losses: the per-character losses behind evaluate's figure --------------------------------------------
 
-MODELS = [dict(kind="lstm"), dict(kind="gru", num_layers=2), dict(kind="rnn_tanh"),
-          dict(kind="rnn_relu", num_layers=2, input="embedding", embed_size=6),
-          dict(kind="lstm", num_layers=2, locked_dropout=True, dropout=0.3)]  # one module per layer
+MODELS = [
+    dict(kind="lstm"),
+    dict(kind="gru", num_layers=2),
+    dict(kind="rnn_tanh"),
+    dict(kind="rnn_relu", num_layers=2, input="embedding", embed_size=6),
+    dict(kind="lstm", num_layers=2, locked_dropout=True, dropout=0.3),
+]  # one module per layer
 
 
 @pytest.mark.parametrize("settings", MODELS, ids=lambda s: "-".join(str(v) for v in s.values()))
@@ -150,11 +156,12 @@ def test_char_losses_are_in_text_order():
     losses = char_losses(model, ids, batch_size=4, num_steps=3)
     assert len(losses.nats) == 40
     for s in range(4):
-        stream = ids[10 * s:10 * s + 11]
+        stream = ids[10 * s : 10 * s + 11]
         alone = char_losses(model, stream, batch_size=1, num_steps=100)
-        assert torch.allclose(losses.nats[10 * s:10 * s + 10], alone.nats, atol=1e-6)
-    manual = [F.cross_entropy(model(ids[:t + 1].view(1, -1))[0][-1], ids[t + 1:t + 2].long()).item()
-              for t in range(10)]
+        assert torch.allclose(losses.nats[10 * s : 10 * s + 10], alone.nats, atol=1e-6)
+    manual = [
+        F.cross_entropy(model(ids[: t + 1].view(1, -1))[0][-1], ids[t + 1 : t + 2].long()).item() for t in range(10)
+    ]
     assert losses.nats[:10].tolist() == pytest.approx(manual, abs=1e-5)
 
 

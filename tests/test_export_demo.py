@@ -30,12 +30,20 @@ PREFIX = "ba分 cab"
 LENGTH = 200
 # (kind, input, layers, extra ModelConfig fields): every kind, one-hot and embedding input, two layers, tied
 # weights, the per-layer layout (weight drop) and d2l's one-layer one-hot RNN (the model's gather path)
-CASES = [(kind, inputs, 2, extra) for kind in ("rnn_tanh", "rnn_relu", "lstm", "gru")
-         for inputs, extra in (("onehot", {}), ("embedding", {"embed_size": 8}),
-                               ("embedding", {"embed_size": 16, "tie_weights": True}))]
+CASES = [
+    (kind, inputs, 2, extra)
+    for kind in ("rnn_tanh", "rnn_relu", "lstm", "gru")
+    for inputs, extra in (
+        ("onehot", {}),
+        ("embedding", {"embed_size": 8}),
+        ("embedding", {"embed_size": 16, "tie_weights": True}),
+    )
+]
 CASES += [("lstm", "embedding", 2, {"embed_size": 8, "weight_drop": 0.3}), ("rnn_tanh", "onehot", 1, {})]
-IDS = [f"{k}-{i}{'-tied' if e.get('tie_weights') else ''}{'-wdrop' if 'weight_drop' in e else ''}-{n}layer"
-       for k, i, n, e in CASES]
+IDS = [
+    f"{k}-{i}{'-tied' if e.get('tie_weights') else ''}{'-wdrop' if 'weight_drop' in e else ''}-{n}layer"
+    for k, i, n, e in CASES
+]
 # float16 pages against the float32 model: |logit error| <= this x the largest |logit| (float16 keeps 11 bits,
 # 2^-11 = 4.9e-4 relative per weight); measured at most 6.9e-4 on these models (README, `charlm export --html`)
 FLOAT16_RELATIVE_TOLERANCE = 2e-3
@@ -52,8 +60,9 @@ def tiny_model(number: int, kind: str, inputs: str, layers: int, extra: dict):
 def checkpoint_of(model) -> Checkpoint:
     config = Config()
     config.model = model.config
-    return Checkpoint(model=model.state_dict(), model_config=model.config, vocab=VOCAB.chars, config=config,
-                      corpus_sha256="")
+    return Checkpoint(
+        model=model.state_dict(), model_config=model.config, vocab=VOCAB.chars, config=config, corpus_sha256=""
+    )
 
 
 def as_stored(model, precision: str):
@@ -105,8 +114,13 @@ def node_results(node, tmp_path_factory):
             requests.append({"page": str(page), "prefix": PREFIX, "length": LENGTH})
             keys.append((number, precision))
     (folder / "requests.json").write_text(json.dumps(requests), encoding="utf-8")
-    done = subprocess.run([node, str(HARNESS), str(folder / "requests.json")], capture_output=True, text=True,
-                          encoding="utf-8", timeout=300)
+    done = subprocess.run(
+        [node, str(HARNESS), str(folder / "requests.json")],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     return models, dict(zip(keys, json.loads(done.stdout), strict=True))
 
@@ -128,12 +142,12 @@ def test_the_page_reproduces_charlm_generate(node_results, number):
     """Against the float32 model of `charlm generate`: float32 pages exactly; float16 pages within the tolerance."""
     models, results = node_results
     model = models[number]
-    greedy = generate(model, VOCAB, PREFIX, LENGTH)[0][len(PREFIX):]
+    greedy = generate(model, VOCAB, PREFIX, LENGTH)[0][len(PREFIX) :]
     logits = forward_logits(model, PREFIX)
     scale = float(logits.abs().max())
     for precision, tolerance in (("float32", 1e-5), ("float16", FLOAT16_RELATIVE_TOLERANCE * scale)):
         result = results[(number, precision)]
-        page_logits = torch.tensor(result["logits"], dtype=torch.float64)[:len(PREFIX)]
+        page_logits = torch.tensor(result["logits"], dtype=torch.float64)[: len(PREFIX)]
         assert (page_logits - logits.double()).abs().max() <= tolerance, precision
         assert result["greedy"] == greedy, precision
 
@@ -150,9 +164,23 @@ def tiny_run(tmp_path_factory):
     rng = random.Random(0)
     lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 9))) for _ in range(300)]
     (root / "corpus.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    code = main(["train", "--config", str(REPO / "configs" / "tiny.yaml"), "--corpus", str(root / "corpus.txt"),
-                 "--device", "cpu", "--run-dir", str(root / "run"), "--set", "train.epochs=2",
-                 "--set", "sample.prefixes=[the]"])
+    code = main(
+        [
+            "train",
+            "--config",
+            str(REPO / "configs" / "tiny.yaml"),
+            "--corpus",
+            str(root / "corpus.txt"),
+            "--device",
+            "cpu",
+            "--run-dir",
+            str(root / "run"),
+            "--set",
+            "train.epochs=2",
+            "--set",
+            "sample.prefixes=[the]",
+        ]
+    )
     assert code == 0
     return root / "run"
 
@@ -193,8 +221,11 @@ def test_the_page_generates_in_chromium_offline(browser, tiny_run, tmp_path, cap
     no_prefix = generate_in_page(page, "", 30, 0)[0]
     assert no_prefix == python_steps(stored, "\n", 30, vocab)[1]  # it starts after a new line
     text, status = generate_in_page(page, "the 😀", 10, 0)
-    assert text == "" and status == "error: the prefix has characters the model never saw: '😀'; " \
-        "use characters of the training corpus"
+    assert (
+        text == ""
+        and status
+        == "error: the prefix has characters the model never saw: '😀'; use characters of the training corpus"
+    )
     text, status = generate_in_page(page, "the ", 0, 0)
     assert status == "error: length must be an integer from 1 to 100000"
 
@@ -221,11 +252,15 @@ def test_export_refuses_bad_targets(tiny_run, tmp_path, capsys):
         (["export", "--run-dir", str(tiny_run)], "--html FILE"),
         (["export", "--run-dir", str(tiny_run), "--html", str(tmp_path / "no" / "demo.html")], "does not exist"),
         (["export", "--run-dir", str(tiny_run), "--html", str(tmp_path)], "is a folder"),
-        (["export", "--run-dir", str(tiny_run), "--html", str(tmp_path / "d.html"), "--precision", "int8"],
-         "precision 'int8' is not valid"),
+        (
+            ["export", "--run-dir", str(tiny_run), "--html", str(tmp_path / "d.html"), "--precision", "int8"],
+            "precision 'int8' is not valid",
+        ),
         (["export", "--run-dir", str(tmp_path / "none"), "--html", str(tmp_path / "d.html")], "not found"),
-        (["export", "--run-dir", str(tiny_run), "--html", str(tmp_path / "d.html"), "--checkpoint", "first"],
-         "use best or last"),
+        (
+            ["export", "--run-dir", str(tiny_run), "--html", str(tmp_path / "d.html"), "--checkpoint", "first"],
+            "use best or last",
+        ),
     ]:
         capsys.readouterr()
         assert main(argv) == 2, argv
@@ -259,8 +294,17 @@ def test_float16_overflow_is_refused():
     assert build_page(model, checkpoint_of(model), precision="float32").weights == model.num_parameters()
 
 
-@pytest.mark.parametrize("hostile", ["</script><script>alert(1)</script>", "<!--<script>", "</SCRIPT >", "\u2028\u2029",
-                                     "]]></x>&amp;", "<img src=x onerror=alert(1)>"])
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "</script><script>alert(1)</script>",
+        "<!--<script>",
+        "</SCRIPT >",
+        "\u2028\u2029",
+        "]]></x>&amp;",
+        "<img src=x onerror=alert(1)>",
+    ],
+)
 def test_text_from_the_run_cannot_leave_the_page_s_json(hostile):
     model = tiny_model(0, "gru", "embedding", 1, {"embed_size": 8})
     checkpoint = checkpoint_of(model)

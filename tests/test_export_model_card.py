@@ -24,10 +24,33 @@ REPO = Path(__file__).resolve().parents[1]
 MD = MarkdownIt("commonmark", {"html": True}).enable("table")
 
 HOSTILE = [
-    "# heading <img src=x onerror=alert(1)>", "<script>alert(1)</script>", "[click](javascript:alert(1))",
-    "*bold* _it_ **b**", "a | b | c", "`one` ``two`` ````four````", "````", "`", "` x `", "line\n# injected",
-    "line\r\n<div>", "&lt;escaped&gt; &amp;", "<!-- comment -->", "![img](http://x/y.png)", "a\\|b", "~~~\ntilde",
-    "    indented", "> quote", "- item", "1. item", "---", "===", "\\", "分开 😀", "trailing \\", "#", "| |",
+    "# heading <img src=x onerror=alert(1)>",
+    "<script>alert(1)</script>",
+    "[click](javascript:alert(1))",
+    "*bold* _it_ **b**",
+    "a | b | c",
+    "`one` ``two`` ````four````",
+    "````",
+    "`",
+    "` x `",
+    "line\n# injected",
+    "line\r\n<div>",
+    "&lt;escaped&gt; &amp;",
+    "<!-- comment -->",
+    "![img](http://x/y.png)",
+    "a\\|b",
+    "~~~\ntilde",
+    "    indented",
+    "> quote",
+    "- item",
+    "1. item",
+    "---",
+    "===",
+    "\\",
+    "分开 😀",
+    "trailing \\",
+    "#",
+    "| |",
 ]
 
 
@@ -38,9 +61,23 @@ def inline_tokens(markdown: str) -> list:
 def no_markup(markdown: str) -> bool:
     """No HTML, link, image, emphasis or heading came out of `markdown`."""
     kinds = {t.type for t in MD.parse(markdown)} | {t.type for t in inline_tokens(markdown)}
-    return not kinds & {"html_block", "html_inline", "link_open", "image", "em_open", "strong_open", "heading_open",
-                        "s_open", "fence", "code_block", "table_open", "blockquote_open", "bullet_list_open",
-                        "ordered_list_open", "hr"}
+    return not kinds & {
+        "html_block",
+        "html_inline",
+        "link_open",
+        "image",
+        "em_open",
+        "strong_open",
+        "heading_open",
+        "s_open",
+        "fence",
+        "code_block",
+        "table_open",
+        "blockquote_open",
+        "bullet_list_open",
+        "ordered_list_open",
+        "hr",
+    }
 
 
 @pytest.mark.parametrize("value", HOSTILE)
@@ -82,8 +119,9 @@ def test_a_fenced_block_cannot_be_closed_by_its_content(value):
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="the shell words are checked by bash")
-@pytest.mark.parametrize("value", [*HOSTILE, "it's", "$HOME", "a\tb", "\x01\x7f", "new\nline", "plain", "-n",
-                                   "*", "~", "{a,b}", "!x"])
+@pytest.mark.parametrize(
+    "value", [*HOSTILE, "it's", "$HOME", "a\tb", "\x01\x7f", "new\nline", "plain", "-n", "*", "~", "{a,b}", "!x"]
+)
 def test_a_shell_word_is_one_line_and_gives_back_the_text(value):
     word = quote(value)
     assert "\n" not in word and "\r" not in word
@@ -98,9 +136,16 @@ def test_an_exported_card_with_hostile_prefixes_and_corpus_path_renders_as_meant
     corpus = folder / "text | `x`.txt"
     corpus.write_text((chars + "分开不分开 我想就这样牵着你的手不放开\n") * 30, encoding="utf-8")
     prefix = "```` # heading <img src=x onerror=alert(1)>"
-    config = charlm.load_config(REPO / "configs" / "tiny.yaml", [
-        f"data.corpus={corpus}", "train.device=cpu", "sample.preview_every=0", "train.epochs=1",
-        f"sample.prefixes={json.dumps([prefix, 'a'])}"])
+    config = charlm.load_config(
+        REPO / "configs" / "tiny.yaml",
+        [
+            f"data.corpus={corpus}",
+            "train.device=cpu",
+            "sample.preview_every=0",
+            "train.epochs=1",
+            f"sample.prefixes={json.dumps([prefix, 'a'])}",
+        ],
+    )
     run_dir = Path(charlm.train(config, tmp_path / "run`s | x").run_dir)
     out = tmp_path / "model <i>`x`</i>"
     assert main(["export", "--run-dir", str(run_dir), "--out", str(out)]) == 0
@@ -121,6 +166,14 @@ def test_an_exported_card_with_hostile_prefixes_and_corpus_path_renders_as_meant
     assert all(row.count("<td>") + row.count("<th>") == 2 for row in rows), rows
     codes = [html.unescape(c) for c in re.findall(r"<code>(.*?)</code>", table, re.S)]
     assert str(corpus) in codes and str(run_dir) in codes
-    bash = subprocess.run(["bash", "-c", "f() { printf '%s\\n' \"$@\"; }; " + fences[0].content.splitlines()[0]
-                           .replace("charlm generate", "f", 1)], capture_output=True, text=True, timeout=10)
+    bash = subprocess.run(
+        [
+            "bash",
+            "-c",
+            "f() { printf '%s\\n' \"$@\"; }; " + fences[0].content.splitlines()[0].replace("charlm generate", "f", 1),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
     assert bash.stdout.splitlines()[:4] == ["--model", str(out), "--prefix", prefix]  # the command works as shown

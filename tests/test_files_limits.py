@@ -43,6 +43,7 @@ def refused(capsys, argv: list[str], *needles: str) -> str:
 
 # --- the reader of a user's short text file ------------------------------------------------------------------
 
+
 def test_read_user_text_reads_a_regular_file_within_the_limit(tmp_path):
     (tmp_path / "p.txt").write_bytes("\ufeffROMEO:".encode())
     assert limits.read_user_text(tmp_path / "p.txt", "prefix file", 100) == "ROMEO:"  # the BOM dropped
@@ -57,14 +58,21 @@ def fifo(tmp_path: Path) -> Path:
     return tmp_path / "fifo"
 
 
-@pytest.mark.parametrize(("make", "needle"), [
-    (lambda t: t / "missing.txt", "not found"),
-    (lambda t: t, "is a folder"),
-    (fifo, "not a regular file"),
-    (lambda t: Path("/dev/zero") if Path("/dev/zero").exists() else pytest.skip("no /dev/zero"), "not a regular file"),
-    (lambda t: (t / "big.txt").write_bytes(b"a" * 101) and t / "big.txt", "over the limit of 100 B"),
-    (lambda t: (t / "latin1.txt").write_bytes(b"caf\xe9") and t / "latin1.txt", "not UTF-8 text (byte 0xe9)"),
-], ids=["missing", "folder", "fifo", "dev-zero", "over-limit", "not-utf8"])
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        (lambda t: t / "missing.txt", "not found"),
+        (lambda t: t, "is a folder"),
+        (fifo, "not a regular file"),
+        (
+            lambda t: Path("/dev/zero") if Path("/dev/zero").exists() else pytest.skip("no /dev/zero"),
+            "not a regular file",
+        ),
+        (lambda t: (t / "big.txt").write_bytes(b"a" * 101) and t / "big.txt", "over the limit of 100 B"),
+        (lambda t: (t / "latin1.txt").write_bytes(b"caf\xe9") and t / "latin1.txt", "not UTF-8 text (byte 0xe9)"),
+    ],
+    ids=["missing", "folder", "fifo", "dev-zero", "over-limit", "not-utf8"],
+)
 def test_read_user_text_refuses_in_one_line(tmp_path, make, needle):
     path = make(tmp_path)
     with pytest.raises(UsageError, match=needle.replace("(", r"\(").replace(")", r"\)")):
@@ -102,19 +110,34 @@ def test_check_memory_names_what_and_how_much():
 
 # --- generate ---------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("flags", "needles"), [
-    (["--beam", "1000000000"], ["beam search with 1,000,000,000 beams needs about", "pass fewer --beam"]),
-    (["--beam", str(10**30), "-n", "1000"], ["beam search with", "of memory"]),
-    (["--num-samples", "1000000000"], ["1,000,000,000 samples of 100 characters needs about", "--num-samples"]),
-    (["--num-samples", "100000", "-n", "100000"], ["100,000 samples of 100,000 characters"]),
-    (["--length", "10000000000"], ["1 sample of 10,000,000,000 characters needs about"]),
-    (["--length", str(10**40)], ["characters needs about"]),
-    (["--top-k", "1000"], ["top-k 1000 is more than this model's", "characters"]),
-    (["--top-k", str(10**30)], ["top-k", "is more than this model's"]),
-    (["-n", "2", "--beam", "100000"], ["texts of 2 characters this model can write"]),
-    (["-n", "0", "--beam", "2"], ["^0 = 1 texts of 0 characters"]),
-], ids=["beam-1e9", "beam-1e30", "samples-1e9", "samples-x-length", "length-1e10", "length-1e40", "top-k",
-        "top-k-1e30", "beam-over-vocab^2", "beam-length-0"])
+
+@pytest.mark.parametrize(
+    ("flags", "needles"),
+    [
+        (["--beam", "1000000000"], ["beam search with 1,000,000,000 beams needs about", "pass fewer --beam"]),
+        (["--beam", str(10**30), "-n", "1000"], ["beam search with", "of memory"]),
+        (["--num-samples", "1000000000"], ["1,000,000,000 samples of 100 characters needs about", "--num-samples"]),
+        (["--num-samples", "100000", "-n", "100000"], ["100,000 samples of 100,000 characters"]),
+        (["--length", "10000000000"], ["1 sample of 10,000,000,000 characters needs about"]),
+        (["--length", str(10**40)], ["characters needs about"]),
+        (["--top-k", "1000"], ["top-k 1000 is more than this model's", "characters"]),
+        (["--top-k", str(10**30)], ["top-k", "is more than this model's"]),
+        (["-n", "2", "--beam", "100000"], ["texts of 2 characters this model can write"]),
+        (["-n", "0", "--beam", "2"], ["^0 = 1 texts of 0 characters"]),
+    ],
+    ids=[
+        "beam-1e9",
+        "beam-1e30",
+        "samples-1e9",
+        "samples-x-length",
+        "length-1e10",
+        "length-1e40",
+        "top-k",
+        "top-k-1e30",
+        "beam-over-vocab^2",
+        "beam-length-0",
+    ],
+)
 def test_generate_refuses_what_cannot_exist_or_fit(run, capsys, flags, needles):
     refused(capsys, ["generate", "-r", str(run), *flags], *needles)
 
@@ -122,10 +145,13 @@ def test_generate_refuses_what_cannot_exist_or_fit(run, capsys, flags, needles):
 def test_beams_up_to_vocab_to_the_length_are_searched(run, capsys):
     vocab = len(set(CORPUS))
     capsys.readouterr()
-    assert main(["generate", "-r", str(run), "-p", "the", "-n", "2", "--beam", str(vocab ** 2), "--json"]) == 0
+    assert main(["generate", "-r", str(run), "-p", "the", "-n", "2", "--beam", str(vocab**2), "--json"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 1  # one sample: the best of every two-character text
-    refused(capsys, ["generate", "-r", str(run), "-p", "the", "-n", "2", "--beam", str(vocab ** 2 + 1)],
-            f"{vocab}^2 = {vocab ** 2:,}")
+    refused(
+        capsys,
+        ["generate", "-r", str(run), "-p", "the", "-n", "2", "--beam", str(vocab**2 + 1)],
+        f"{vocab}^2 = {vocab**2:,}",
+    )
 
 
 def test_top_k_up_to_the_vocabulary_and_a_huge_repetition_window_are_fine(run, capsys):
@@ -166,19 +192,32 @@ sys.exit(main(sys.argv[1:]))
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS is enforced on Linux")
-@pytest.mark.parametrize("flags", [["--beam", "1000000000"], ["--num-samples", "1000000000"],
-                                   ["--length", "10000000000"], ["--num-samples", "3000", "-n", "1000000"]],
-                         ids=["beam", "samples", "length", "samples-x-length"])
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--beam", "1000000000"],
+        ["--num-samples", "1000000000"],
+        ["--length", "10000000000"],
+        ["--num-samples", "3000", "-n", "1000000"],
+    ],
+    ids=["beam", "samples", "length", "samples-x-length"],
+)
 def test_refused_within_2_gb_of_address_space(run, flags):
     """Under a 2 GB address-space limit an allocation for the request would fail with an allocator error
     ("unexpected"): the refusal comes first, with the estimate."""
-    done = subprocess.run([sys.executable, "-c", LIMITED, "generate", "-r", str(run), *flags],
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = subprocess.run(
+        [sys.executable, "-c", LIMITED, "generate", "-r", str(run), *flags],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert done.returncode == 2, done.stderr
     assert "needs about" in done.stderr and "unexpected" not in done.stderr
 
 
 # --- files to score -------------------------------------------------------------------------------------------
+
 
 def test_a_file_to_score_that_cannot_fit_is_refused_before_reading(run, tmp_path, capsys):
     huge = tmp_path / "huge.txt"
@@ -192,6 +231,7 @@ def test_a_file_to_score_that_cannot_fit_is_refused_before_reading(run, tmp_path
 
 
 # --- perplexity --show/--html: memory follows what is shown -----------------------------------------------------
+
 
 def test_char_losses_keeps_the_first_characters_and_sums_all():
     torch.manual_seed(0)
@@ -231,8 +271,10 @@ def test_the_page_and_show_cover_show_chars_and_the_figures_all(run, tmp_path, c
     assert main(["perplexity", "-r", str(run), "--file", str(text), "--json"]) == 0
     plain = json.loads(capsys.readouterr().out)
     page = tmp_path / "page.html"
-    assert main(["perplexity", "-r", str(run), "--file", str(text), "--html", str(page), "--show-chars", "40",
-                 "--json"]) == 0
+    assert (
+        main(["perplexity", "-r", str(run), "--file", str(text), "--html", str(page), "--show-chars", "40", "--json"])
+        == 0
+    )
     full = json.loads(capsys.readouterr().out)
     assert {k: full[k] for k in plain} == plain
     html = page.read_text(encoding="utf-8")

@@ -11,8 +11,9 @@ import pytest
 from charlm.files import readback
 from charlm.files.readback import BadFile, check_vocab, finite_number, parse_json, read_bytes, read_json, vocab_chars
 
-posix_only = pytest.mark.skipif(not hasattr(os, "mkfifo") or not Path("/dev/zero").exists(),
-                                reason="FIFOs and /dev/zero are POSIX")
+posix_only = pytest.mark.skipif(
+    not hasattr(os, "mkfifo") or not Path("/dev/zero").exists(), reason="FIFOs and /dev/zero are POSIX"
+)
 
 
 def test_a_regular_file_and_a_symlink_to_one_are_read(tmp_path):
@@ -56,16 +57,19 @@ def test_a_missing_file_is_a_file_not_found_error(tmp_path):
         read_bytes(tmp_path / "nope.json", 10)
 
 
-@pytest.mark.parametrize(("data", "reason"), [
-    (b'{"speed": NaN}', "NaN"),
-    (b'{"speed": Infinity}', "Infinity"),
-    (b'[-Infinity]', "-Infinity"),
-    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
-    (b'{"a": "\xff"}', "not UTF-8"),
-    (b'{"a": 1', "not valid JSON"),
-    (b"", "not valid JSON"),
-    (b'{"a": 1} trailing', "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b'{"speed": NaN}', "NaN"),
+        (b'{"speed": Infinity}', "Infinity"),
+        (b"[-Infinity]", "-Infinity"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (b'{"a": "\xff"}', "not UTF-8"),
+        (b'{"a": 1', "not valid JSON"),
+        (b"", "not valid JSON"),
+        (b'{"a": 1} trailing', "not valid JSON"),
+    ],
+)
 def test_json_that_python_would_read_loosely_or_crash_on_is_refused(data, reason):
     with pytest.raises(BadFile, match=reason):
         parse_json(data)
@@ -75,25 +79,28 @@ def test_large_numbers_and_escapes_are_still_json():
     assert parse_json(b'{"n": 1e300, "big": 1' + b"0" * 400 + b', "s": "\\u5206"}')["s"] == "分"
 
 
-@pytest.mark.parametrize(("chars", "reason"), [
-    ([1, 2, 3], "entry 0 is 1, not one character"),
-    (["a", 2.5], "entry 1 is 2.5, not one character"),
-    (["a", "bc"], "entry 1 is 'bc', not one character"),
-    (["a", ""], "entry 1 is '', not one character"),
-    (["a", None], "entry 1 is None, not one character"),
-    (["a", True], "entry 1 is True, not one character"),
-    (["a", ["b"]], "entry 1 is ['b'], not one character"),
-    (["a", {"b": 1}], "not one character"),
-    (["a", "b", "a"], "entry 2 ('a') is listed twice"),
-    (["\n", "\n"], "listed twice"),
-    (["a", "\ud800"], "lone surrogate (0xd800)"),
-    (["\udfff"], "lone surrogate"),
-    ([], "empty"),
-    ("abc", "not a list but 'abc'"),
-    ({"a": 0}, "not a list but {'a': 0}"),
-    (None, "not a list but None"),
-    (42, "not a list but 42"),
-])
+@pytest.mark.parametrize(
+    ("chars", "reason"),
+    [
+        ([1, 2, 3], "entry 0 is 1, not one character"),
+        (["a", 2.5], "entry 1 is 2.5, not one character"),
+        (["a", "bc"], "entry 1 is 'bc', not one character"),
+        (["a", ""], "entry 1 is '', not one character"),
+        (["a", None], "entry 1 is None, not one character"),
+        (["a", True], "entry 1 is True, not one character"),
+        (["a", ["b"]], "entry 1 is ['b'], not one character"),
+        (["a", {"b": 1}], "not one character"),
+        (["a", "b", "a"], "entry 2 ('a') is listed twice"),
+        (["\n", "\n"], "listed twice"),
+        (["a", "\ud800"], "lone surrogate (0xd800)"),
+        (["\udfff"], "lone surrogate"),
+        ([], "empty"),
+        ("abc", "not a list but 'abc'"),
+        ({"a": 0}, "not a list but {'a': 0}"),
+        (None, "not a list but None"),
+        (42, "not a list but 42"),
+    ],
+)
 def test_a_saved_vocabulary_is_distinct_single_characters(chars, reason):
     with pytest.raises(BadFile, match=re.escape(reason)):
         check_vocab(chars)
@@ -104,19 +111,41 @@ def test_a_good_vocabulary_passes_in_its_order():
     assert check_vocab(chars) == chars
 
 
-@pytest.mark.parametrize("text", [
-    '["a", "b"]', '{"chars": "ab"}', '{"chars": [["a"], ["b"]]}', '{"vocab": ["a"]}', '{"chars": {"a": 0}}',
-    '"chars"', "null", '{"chars": ["a", "\\ud83d"]}',
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        '["a", "b"]',
+        '{"chars": "ab"}',
+        '{"chars": [["a"], ["b"]]}',
+        '{"vocab": ["a"]}',
+        '{"chars": {"a": 0}}',
+        '"chars"',
+        "null",
+        '{"chars": ["a", "\\ud83d"]}',
+    ],
+)
 def test_vocab_json_of_the_wrong_shape_is_refused(text):
     with pytest.raises(BadFile):
         vocab_chars(text)
 
 
-@pytest.mark.parametrize(("value", "kwargs", "ok"), [
-    (1.5, {}, True), (0, {}, True), (0, {"positive": True}, False), (-800, {"positive": True}, False),
-    (float("nan"), {}, False), (float("inf"), {}, False), (10**400, {}, False), (1e300, {"limit": 1e12}, False),
-    (1e12, {"limit": 1e12}, True), (True, {}, False), ("5", {}, False), (None, {}, False), ([1], {}, False),
-])
+@pytest.mark.parametrize(
+    ("value", "kwargs", "ok"),
+    [
+        (1.5, {}, True),
+        (0, {}, True),
+        (0, {"positive": True}, False),
+        (-800, {"positive": True}, False),
+        (float("nan"), {}, False),
+        (float("inf"), {}, False),
+        (10**400, {}, False),
+        (1e300, {"limit": 1e12}, False),
+        (1e12, {"limit": 1e12}, True),
+        (True, {}, False),
+        ("5", {}, False),
+        (None, {}, False),
+        ([1], {}, False),
+    ],
+)
 def test_finite_number(value, kwargs, ok):
     assert finite_number(value, **kwargs) is ok

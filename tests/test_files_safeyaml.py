@@ -77,8 +77,9 @@ def test_a_huge_value_is_quoted_short_in_the_error():
     assert len(str(info.value)) < 300
 
 
-@pytest.mark.parametrize("override", ["train.seed=99999999999999999999", "train.seed=-1",
-                                      "train.epochs=99999999999999999999"])
+@pytest.mark.parametrize(
+    "override", ["train.seed=99999999999999999999", "train.seed=-1", "train.epochs=99999999999999999999"]
+)
 def test_integers_out_of_range_are_refused(override):
     with pytest.raises(ConfigError, match=r"2\^63"):
         load_config(None, [override])

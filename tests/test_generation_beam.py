@@ -38,7 +38,7 @@ def brute_force(model, prefix: str, length: int, stop: str | None = None) -> lis
             ids = torch.tensor([VOCAB.encode(prefix + text)])
             logits, _ = model(ids[:, :-1], None)
             log_probs = logits[:, 0].log_softmax(-1)[torch.arange(ids.shape[1] - 1), ids[0, 1:]]
-            scored.append((text, float(log_probs[len(prefix) - 1:].sum())))
+            scored.append((text, float(log_probs[len(prefix) - 1 :].sum())))
     return sorted(scored, key=lambda item: -item[1])
 
 
@@ -76,9 +76,9 @@ def test_a_few_beams_still_beat_greedy_here_and_one_beam_is_greedy(model):
 def test_stop_texts_finish_beams(model, prefix, stop, count):
     length = 5
     exact = brute_force(model, prefix, length, stop=stop)
-    assert all(a[1] - b[1] > 1e-4 for a, b in itertools.pairwise(exact[:count + 1])), "no near-ties"
+    assert all(a[1] - b[1] > 1e-4 for a, b in itertools.pairwise(exact[: count + 1])), "no near-ties"
     found = gen.samples(model, VOCAB, prefix, length, beam=len(VOCAB) ** length, num_samples=count, stop=(stop,))
-    assert [s.text[len(prefix):] for s in found] == [text for text, _ in exact[:count]]
+    assert [s.text[len(prefix) :] for s in found] == [text for text, _ in exact[:count]]
     for sample, (text, log_prob) in zip(found, exact, strict=False):
         assert sample.stop == (stop if (prefix + text).endswith(stop) else None)
         assert sample.bits_per_char == pytest.approx(-log_prob / len(text) / math.log(2), abs=1e-5)

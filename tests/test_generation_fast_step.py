@@ -39,8 +39,9 @@ def flat(hidden) -> torch.Tensor:
 @pytest.mark.parametrize("weight_drop", [0.0, 0.4])  # 0.4: the layers are separate modules
 def test_fast_step_computes_the_model(kind, input_kind, weight_drop):
     torch.manual_seed(0)
-    model = make_rnn(11, kind, hidden_size=8, num_layers=2, dropout=0.3, input=input_kind, embed_size=5,
-                     weight_drop=weight_drop).eval()
+    model = make_rnn(
+        11, kind, hidden_size=8, num_layers=2, dropout=0.3, input=input_kind, embed_size=5, weight_drop=weight_drop
+    ).eval()
     assert model.per_layer == (weight_drop > 0)
     ids = torch.randint(0, 11, (4, 7))
     with torch.inference_mode():
@@ -81,9 +82,16 @@ def trained_lstm(tmp_path_factory):
     """A small LSTM trained for a few epochs on a lyrics-like text: greedy text with real near-ties."""
     root = tmp_path_factory.mktemp("step")
     corpus = make_corpus(root / "lyrics.txt", chars=20_000)
-    config = load_config(str(REPO / "configs" / "tiny.yaml"),
-                         [f"data.corpus={corpus}", "train.device=cpu", "train.epochs=4", "model.hidden_size=64",
-                          "sample.preview_every=0"])
+    config = load_config(
+        str(REPO / "configs" / "tiny.yaml"),
+        [
+            f"data.corpus={corpus}",
+            "train.device=cpu",
+            "train.epochs=4",
+            "model.hidden_size=64",
+            "sample.preview_every=0",
+        ],
+    )
     train(config, root / "run")
     return load(root / "run")
 

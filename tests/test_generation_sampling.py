@@ -166,7 +166,7 @@ def model_log_probs(model, context: str, written: str) -> list[float]:
         logits, _ = model.eval()(ids[:, :-1], None)
     log_probs = logits[:, 0].log_softmax(-1)
     targets = ids[0, 1:]
-    return log_probs[torch.arange(len(targets)), targets][len(context) - 1:].tolist()
+    return log_probs[torch.arange(len(targets)), targets][len(context) - 1 :].tolist()
 
 
 def test_a_stop_text_ends_the_sample_with_it(model):
@@ -188,7 +188,7 @@ def test_each_sample_stops_on_its_own_and_the_first_listed_text_wins(model):
         if cut is None:
             assert b == a
         else:
-            assert b.text == a.text[:1 + cut] and b.stop == b.text[-1] and b.generated == cut
+            assert b.text == a.text[: 1 + cut] and b.stop == b.text[-1] and b.generated == cut
     assert len({s.generated for s in stopped}) > 1  # they stopped at different places
     both = samples(model, VOCAB, "我", 40, temperature=1.0, num_samples=6, seed=3, stop=(" ", " "))
     assert all(s.stop in (None, " ") for s in both)
@@ -260,24 +260,37 @@ def test_a_sample_record_has_the_json_schema(model):
     (sample,) = samples(model, VOCAB, "我", 10, **vars(options))
     record = json.loads(json.dumps(sample.record(1, 10, options)))
     assert set(record) == {"sample", "prefix", "text", "generated", "stop", "bits_per_char", "options"}
-    assert record["options"] == {"length": 10, "temperature": 0.5, "top_k": 0, "top_p": 1.0, "num_samples": 1,
-                                 "seed": 2, "stop": ["\n"], "repetition_penalty": 1.0, "repetition_window": 64,
-                                 "beam": 0, "weights": "fp32"}
+    assert record["options"] == {
+        "length": 10,
+        "temperature": 0.5,
+        "top_k": 0,
+        "top_p": 1.0,
+        "num_samples": 1,
+        "seed": 2,
+        "stop": ["\n"],
+        "repetition_penalty": 1.0,
+        "repetition_window": 64,
+        "beam": 0,
+        "weights": "fp32",
+    }
     assert record["text"] == sample.text and record["prefix"] == "我"
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    ({"temperature": -1}, "temperature must be >= 0"),
-    ({"temperature": float("nan")}, "temperature must be a finite number, got nan"),
-    ({"temperature": float("inf")}, "temperature must be a finite number, got inf"),
-    ({"repetition_penalty": 0}, "repetition-penalty must be > 0"),
-    ({"repetition_window": 0}, "repetition-window must be >= 1"),
-    ({"beam": -2}, "beam must be >= 0"),
-    ({"beam": 2, "num_samples": 3}, "must be <= beam"),
-    ({"beam": 2, "top_k": 3, "seed": 1}, "drop --top-k, --seed"),
-    ({"stop": ("",)}, "stop text is empty"),
-    ({"stop": ("分X",)}, "could never be emitted"),
-])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"temperature": -1}, "temperature must be >= 0"),
+        ({"temperature": float("nan")}, "temperature must be a finite number, got nan"),
+        ({"temperature": float("inf")}, "temperature must be a finite number, got inf"),
+        ({"repetition_penalty": 0}, "repetition-penalty must be > 0"),
+        ({"repetition_window": 0}, "repetition-window must be >= 1"),
+        ({"beam": -2}, "beam must be >= 0"),
+        ({"beam": 2, "num_samples": 3}, "must be <= beam"),
+        ({"beam": 2, "top_k": 3, "seed": 1}, "drop --top-k, --seed"),
+        ({"stop": ("",)}, "stop text is empty"),
+        ({"stop": ("分X",)}, "could never be emitted"),
+    ],
+)
 def test_bad_sampling_options_are_usage_errors(model, options, message):
     with pytest.raises(UsageError, match=message):
         samples(model, VOCAB, "分开", 5, **options)

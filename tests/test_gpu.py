@@ -33,8 +33,10 @@ from charlm.store.checkpoint import load_payload  # noqa: E402
 from charlm.store.run_dir import RunDir  # noqa: E402
 from charlm.training.setup import train  # noqa: E402
 
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (on one: pytest -m gpu)")]
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (on one: pytest -m gpu)"),
+]
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny.yaml"
@@ -62,20 +64,57 @@ def unigram_entropy(text: str) -> float:
 def charlm(*args: str, cwd: Path, hide_gpus: bool = False) -> subprocess.CompletedProcess:
     """The real command in a new process; hide_gpus: as on a machine without one (CUDA_VISIBLE_DEVICES empty)."""
     env = {**os.environ, "PYTHONPATH": str(REPO), **({"CUDA_VISIBLE_DEVICES": ""} if hide_gpus else {})}
-    return subprocess.run([sys.executable, "-m", "charlm", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          encoding="utf-8", timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "charlm", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=120,
+    )
 
 
 def test_a_run_trained_on_cuda_generates_and_scores_where_no_gpu_is_visible(tmp_path, record_property):
     corpus = markov_text(tmp_path / "text.txt", chars=40_000)
     run = tmp_path / "run"
-    trained = charlm("train", "--config", str(TINY), "--corpus", str(corpus), "--device", "cuda", "--run-dir",
-                     str(run), "--set", "model.kind=lstm", "--set", "model.num_layers=2", "--set", "train.epochs=2",
-                     "--set", "data.max_chars=null", "--set", "sample.preview_every=0", cwd=tmp_path)
+    trained = charlm(
+        "train",
+        "--config",
+        str(TINY),
+        "--corpus",
+        str(corpus),
+        "--device",
+        "cuda",
+        "--run-dir",
+        str(run),
+        "--set",
+        "model.kind=lstm",
+        "--set",
+        "model.num_layers=2",
+        "--set",
+        "train.epochs=2",
+        "--set",
+        "data.max_chars=null",
+        "--set",
+        "sample.preview_every=0",
+        cwd=tmp_path,
+    )
     assert trained.returncode == 0, trained.stderr
     assert json.loads((run / "status.json").read_text())["device"].startswith("cuda")
-    sample = charlm("generate", "--run-dir", str(run), "--prefix", "ab", "--length", "40", "--device", "cpu",
-                    cwd=tmp_path, hide_gpus=True)
+    sample = charlm(
+        "generate",
+        "--run-dir",
+        str(run),
+        "--prefix",
+        "ab",
+        "--length",
+        "40",
+        "--device",
+        "cpu",
+        cwd=tmp_path,
+        hide_gpus=True,
+    )
     assert sample.returncode == 0, sample.stderr
     assert sample.stdout.startswith("ab") and len(sample.stdout.rstrip("\n")) == 42  # the text has no line breaks
     scored = charlm("perplexity", "--run-dir", str(run), "--json", cwd=tmp_path, hide_gpus=True)  # auto: the CPU
@@ -87,18 +126,34 @@ def test_a_run_trained_on_cuda_generates_and_scores_where_no_gpu_is_visible(tmp_
     assert on_cpu == pytest.approx(best, abs=0.01)  # the same weights; cuDNN's TF32 RNN math moves the last digits
 
 
-@pytest.mark.parametrize(("kind", "dropout", "precision"), [
-    ("lstm", "embedding_and_head", "fp32"), ("lstm", "between_layers", "fp32"), ("gru", "between_layers", "fp32"),
-    ("lstm", "embedding_and_head", "fp16")])
+@pytest.mark.parametrize(
+    ("kind", "dropout", "precision"),
+    [
+        ("lstm", "embedding_and_head", "fp32"),
+        ("lstm", "between_layers", "fp32"),
+        ("gru", "between_layers", "fp32"),
+        ("lstm", "embedding_and_head", "fp16"),
+    ],
+)
 def test_resume_on_cuda_with_deterministic_algorithms_is_the_same_run(tmp_path, kind, dropout, precision):
     # between layers: with train.deterministic the layers run apart and charlm draws that dropout from torch's
     # CUDA generator, which the checkpoint saves (cuDNN's fused RNN would draw it from a state of its own)
     hidden = "0" if dropout == "embedding_and_head" else "0.2"
     corpus = markov_text(tmp_path / "corpus.txt", chars=12_000)
-    options = [f"data.corpus={corpus}", "data.max_chars=null", "train.device=cuda", "train.deterministic=true",
-               f"model.kind={kind}", "model.num_layers=2", "model.dropout=0.2", f"model.dropout_hidden={hidden}",
-               "train.epochs=3", "train.checkpoint_every_batches=3", "sample.preview_every=0",
-               f"train.precision={precision}"]
+    options = [
+        f"data.corpus={corpus}",
+        "data.max_chars=null",
+        "train.device=cuda",
+        "train.deterministic=true",
+        f"model.kind={kind}",
+        "model.num_layers=2",
+        "model.dropout=0.2",
+        f"model.dropout_hidden={hidden}",
+        "train.epochs=3",
+        "train.checkpoint_every_batches=3",
+        "sample.preview_every=0",
+        f"train.precision={precision}",
+    ]
     reference = tmp_path / "reference"
     train(load_config(TINY, options), reference)
     run = tmp_path / "run"
@@ -115,9 +170,20 @@ def markov_fp32(tmp_path_factory) -> tuple[Path, list[str], float]:
     options and the best val loss of its fp32 run (tiny.yaml says fp32), trained once for both tests."""
     work = tmp_path_factory.mktemp("markov")
     corpus = markov_text(work / "markov.txt")
-    options = [f"data.corpus={corpus}", "data.max_chars=null", "train.device=cuda", "model.kind=lstm",
-               "model.num_layers=2", "model.hidden_size=256", "model.embed_size=64", "train.batch_size=64",
-               "train.num_steps=64", "train.epochs=12", "train.lr=0.003", "sample.preview_every=0"]
+    options = [
+        f"data.corpus={corpus}",
+        "data.max_chars=null",
+        "train.device=cuda",
+        "model.kind=lstm",
+        "model.num_layers=2",
+        "model.hidden_size=256",
+        "model.embed_size=64",
+        "train.batch_size=64",
+        "train.num_steps=64",
+        "train.epochs=12",
+        "train.lr=0.003",
+        "sample.preview_every=0",
+    ]
     return corpus, options, train(load_config(TINY, options), work / "fp32").best_loss
 
 
@@ -162,5 +228,6 @@ def test_the_cuda_graph_step_generates_what_the_eager_step_generates(kind):
     model = CharRNN(config, len(vocab)).cuda()
     eager = generate(model, vocab, "abc", 200, device="cuda")[0]
     assert graphed_greedy(model, vocab, "abc", 200, torch.device("cuda")) == eager
-    assert graphed_greedy(model, vocab, "a", 50, torch.device("cuda")) == generate(model, vocab, "a", 50,
-                                                                                    device="cuda")[0]
+    assert (
+        graphed_greedy(model, vocab, "a", 50, torch.device("cuda")) == generate(model, vocab, "a", 50, device="cuda")[0]
+    )

@@ -77,8 +77,10 @@ def upward_imports(sources: dict[str, tuple[str, bool]]) -> list[str]:
         for line, target, text in imports_in(source, module, is_package=is_package):
             their = layer_of(target)  # None for `from charlm import __version__`: the root has always run already
             if their is not None and their > own:
-                upward.append(f"{module}:{line}: {text} (the {LAYERS[own][0]} layer imports the {LAYERS[their][0]} "
-                              "layer above it)")
+                upward.append(
+                    f"{module}:{line}: {text} (the {LAYERS[own][0]} layer imports the {LAYERS[their][0]} "
+                    "layer above it)"
+                )
     return upward
 
 
@@ -103,15 +105,21 @@ def test_no_import_goes_up_a_layer():
 
 
 def test_the_check_reports_an_upward_import_inside_a_function():
-    probe = {"charlm.analysis.probe": ("def f():\n    from charlm.training import loop\n", False),
-             "charlm.training.probe": ("from charlm.analysis import surprisal\n", False)}
-    assert upward_imports(probe) == ["charlm.analysis.probe:2: from charlm.training import loop "
-                                     "(the evaluate layer imports the training layer above it)"]
+    probe = {
+        "charlm.analysis.probe": ("def f():\n    from charlm.training import loop\n", False),
+        "charlm.training.probe": ("from charlm.analysis import surprisal\n", False),
+    }
+    assert upward_imports(probe) == [
+        "charlm.analysis.probe:2: from charlm.training import loop "
+        "(the evaluate layer imports the training layer above it)"
+    ]
 
 
 def test_no_import_cycle():
-    graph = {m: sorted({r for _, t, _ in imports_in(s, m, is_package=pkg) for r in runs(t) if r in MODULES} - {m})
-             for m, (s, pkg) in SOURCES.items()}
+    graph = {
+        m: sorted({r for _, t, _ in imports_in(s, m, is_package=pkg) for r in runs(t) if r in MODULES} - {m})
+        for m, (s, pkg) in SOURCES.items()
+    }
     assert not cycles(graph), "import cycles:\n" + "\n".join(cycles(graph))
 
 
@@ -128,7 +136,7 @@ def cycles(graph: dict[str, list[str]]) -> list[str]:
         state[module] = 1
         for nxt in graph[module]:
             if state.get(nxt) == 1:
-                found.append(" -> ".join([*path[path.index(nxt):], nxt]))
+                found.append(" -> ".join([*path[path.index(nxt) :], nxt]))
             elif nxt not in state:
                 visit(nxt, [*path, nxt])
         state[module] = 2
@@ -140,8 +148,12 @@ def cycles(graph: dict[str, list[str]]) -> list[str]:
 
 
 def _modules_after(code: str) -> set[str]:
-    out = subprocess.run([sys.executable, "-c", f"{code}\nimport sys; print('\\n'.join(sys.modules))"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", f"{code}\nimport sys; print('\\n'.join(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return set(out.split())
 
 

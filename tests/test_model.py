@@ -50,8 +50,9 @@ def test_onehot_rnn_tanh_is_exactly_d2l_rnn_model():
 def test_every_kind_gives_logits_and_state_of_the_right_shape(kind, input_kind):
     torch.manual_seed(0)
     vocab, hidden, layers, batch, steps = 11, 12, 2, 3, 5
-    model = make_rnn(vocab, kind=kind, hidden_size=hidden, num_layers=layers, dropout=0.0, input=input_kind,
-                    embed_size=6)
+    model = make_rnn(
+        vocab, kind=kind, hidden_size=hidden, num_layers=layers, dropout=0.0, input=input_kind, embed_size=6
+    )
     x = torch.randint(0, vocab, (batch, steps), dtype=torch.uint8)  # ids come in the corpus's narrow dtype
     logits, state = model(x)
     assert logits.shape == (steps, batch, vocab)
@@ -157,12 +158,24 @@ def test_num_parameters_without_embedding():
 
 
 def test_the_config_rebuilds_the_same_model():
-    cfg = ModelConfig(kind="gru", input="embedding", embed_size=6, hidden_size=10, num_layers=2, dropout=0.25,
-                      tie_weights=False)
+    cfg = ModelConfig(
+        kind="gru", input="embedding", embed_size=6, hidden_size=10, num_layers=2, dropout=0.25, tie_weights=False
+    )
     model = CharRNN(cfg, 17)
     assert model.vocab_size == 17 and dataclasses.asdict(model.config) == dict(
-        kind="gru", hidden_size=10, num_layers=2, dropout=0.25, input="embedding", embed_size=6, tie_weights=False,
-        dropout_embed=None, dropout_hidden=None, dropout_output=None, locked_dropout=False, weight_drop=0.0)
+        kind="gru",
+        hidden_size=10,
+        num_layers=2,
+        dropout=0.25,
+        input="embedding",
+        embed_size=6,
+        tie_weights=False,
+        dropout_embed=None,
+        dropout_hidden=None,
+        dropout_output=None,
+        locked_dropout=False,
+        weight_drop=0.0,
+    )
     twin = CharRNN(model.config, model.vocab_size)
     twin.load_state_dict(model.state_dict())  # same parameter names and shapes
     assert model.rnn.dropout == 0.25 and model.drop.p == 0.25
@@ -192,8 +205,10 @@ def test_elman_recurrence_gradients_are_exact(relu):
     from charlm.model import ElmanRecurrence
 
     g = torch.Generator().manual_seed(0)
-    args = [torch.randn(*shape, dtype=torch.double, generator=g, requires_grad=True)
-            for shape in [(5, 3, 4), (3, 4), (4, 4), (4,)]]
+    args = [
+        torch.randn(*shape, dtype=torch.double, generator=g, requires_grad=True)
+        for shape in [(5, 3, 4), (3, 4), (4, 4), (4,)]
+    ]
     assert torch.autograd.gradcheck(lambda *a: ElmanRecurrence.apply(*a, relu), args)
 
 
@@ -242,8 +257,9 @@ def test_plain_dropout_draws_a_new_mask_per_time_step():
 
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn_tanh"])
 def test_locked_dropout_model_masks_each_sequence_once(kind):
-    model = make_rnn(11, kind, hidden_size=16, num_layers=2, dropout=0.5, input="embedding", embed_size=16,
-                    locked_dropout=True)
+    model = make_rnn(
+        11, kind, hidden_size=16, num_layers=2, dropout=0.5, input="embedding", embed_size=16, locked_dropout=True
+    )
     assert model.per_layer  # locked dropout between layers needs the layers apart
     for module in (model.drop_embed, model.drop_hidden, model.drop):
         assert type(module).__name__ == "LockedDropout" and module.p == 0.5
@@ -253,15 +269,25 @@ def test_locked_dropout_model_masks_each_sequence_once(kind):
 
 
 def test_dropout_parts_default_to_dropout_and_can_differ():
-    model = make_rnn(11, "lstm", hidden_size=8, num_layers=3, dropout=0.2, input="embedding", embed_size=8,
-                    dropout_embed=0.1, dropout_output=0.4)
+    model = make_rnn(
+        11,
+        "lstm",
+        hidden_size=8,
+        num_layers=3,
+        dropout=0.2,
+        input="embedding",
+        embed_size=8,
+        dropout_embed=0.1,
+        dropout_output=0.4,
+    )
     assert (model.drop_embed.p, model.rnn.dropout, model.drop.p) == (0.1, 0.2, 0.4)
 
 
 def weight_drop_model(**kw):
     torch.manual_seed(0)
-    return make_rnn(11, "lstm", hidden_size=8, num_layers=2, dropout=0.0, input="embedding", embed_size=8,
-                   weight_drop=0.5, **kw)
+    return make_rnn(
+        11, "lstm", hidden_size=8, num_layers=2, dropout=0.0, input="embedding", embed_size=8, weight_drop=0.5, **kw
+    )
 
 
 def test_weight_drop_changes_w_hh_on_every_training_forward_and_never_in_eval():

@@ -36,13 +36,18 @@ for name in ("fork", "pread", "pwrite", "getuid", "geteuid", "getgid", "killpg",
 warnings.filterwarnings("ignore", message="only soft file lock is available")
 """
 
-CLI = WITHOUT_POSIX + """
+CLI = (
+    WITHOUT_POSIX
+    + """
 sys.argv = ["charlm", *sys.argv[1:]]
 from charlm.cli.main import entry
 entry()
 """
+)
 
-HOLD = WITHOUT_POSIX + """
+HOLD = (
+    WITHOUT_POSIX
+    + """
 import time
 from pathlib import Path
 from charlm.store.run_dir import RunDir
@@ -51,8 +56,11 @@ with RunDir(Path(sys.argv[1])).lock() as lock:
     print("held", flush=True)
     time.sleep(600)
 """
+)
 
-IMPORT_ALL = WITHOUT_POSIX + """
+IMPORT_ALL = (
+    WITHOUT_POSIX
+    + """
 import importlib, pkgutil
 import charlm
 sys.path.insert(0, sys.argv[1])  # benchmarks/, the scripts the tests import
@@ -63,12 +71,21 @@ for name in modules:
 from charlm.training.stop import STOP_SIGNALS
 print(len(modules), *(signal.Signals(s).name for s in STOP_SIGNALS))
 """
+)
 
 
 def python(code: str, *args: str, cwd: Path, **popen) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, encoding="utf-8", **popen)
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        encoding="utf-8",
+        **popen,
+    )
 
 
 def charlm(*args: str, cwd: Path) -> tuple[int, str, str]:
@@ -78,7 +95,9 @@ def charlm(*args: str, cwd: Path) -> tuple[int, str, str]:
 
 
 def test_the_simulation_takes_away_what_windows_lacks(tmp_path):
-    check = WITHOUT_POSIX + """
+    check = (
+        WITHOUT_POSIX
+        + """
 import importlib
 for name in ("fcntl", "resource"):
     try:
@@ -87,6 +106,7 @@ for name in ("fcntl", "resource"):
         print("no", name)
 print(hasattr(signal, "SIGHUP"), hasattr(os, "pread"))
 """
+    )
     out, err = python(check, cwd=tmp_path).communicate(timeout=60)
     assert out.split("\n")[:3] == ["no fcntl", "no resource", "False False"], err
 
@@ -112,8 +132,20 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("nonposix")
     corpus = root / "corpus.txt"
     corpus.write_text("the cat sat on the mat; the dog sat on the log.\n" * 200, encoding="utf-8")
-    code, out, err = charlm("train", "--config", TINY, "--corpus", str(corpus), "--device", "cpu",
-                            "--run-dir", str(root / "runs" / "no-posix"), "--set", "train.epochs=1", cwd=root)
+    code, out, err = charlm(
+        "train",
+        "--config",
+        TINY,
+        "--corpus",
+        str(corpus),
+        "--device",
+        "cpu",
+        "--run-dir",
+        str(root / "runs" / "no-posix"),
+        "--set",
+        "train.epochs=1",
+        cwd=root,
+    )
     assert code == 0, err
     return root, corpus
 
@@ -133,8 +165,19 @@ def test_a_second_trainer_is_refused_naming_the_holder_without_posix(trained):
     holder = python(HOLD, str(run), cwd=root)
     try:
         assert holder.stdout.readline() == "held\n", holder.communicate(timeout=60)
-        code, out, err = charlm("train", "--resume", "--run-dir", str(run), "--corpus", str(corpus), "--device",
-                                "cpu", "--set", "train.epochs=2", cwd=root)
+        code, out, err = charlm(
+            "train",
+            "--resume",
+            "--run-dir",
+            str(run),
+            "--corpus",
+            str(corpus),
+            "--device",
+            "cpu",
+            "--set",
+            "train.epochs=2",
+            cwd=root,
+        )
     finally:
         holder.kill()
         holder.communicate(timeout=60)

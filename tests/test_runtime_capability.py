@@ -31,8 +31,9 @@ def without_torch_queries(monkeypatch):
         monkeypatch.delattr(torch.cpu, name, raising=False)
 
 
-@pytest.mark.parametrize(("avx512_bf16", "amx", "native"), [(True, False, True), (False, True, True),
-                                                            (False, False, False)])
+@pytest.mark.parametrize(
+    ("avx512_bf16", "amx", "native"), [(True, False, True), (False, True, True), (False, False, False)]
+)
 def test_cpu_bf16_native_asks_torch(monkeypatch, avx512_bf16, amx, native):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
@@ -40,9 +41,15 @@ def test_cpu_bf16_native_asks_torch(monkeypatch, avx512_bf16, amx, native):
     assert capability.cpu_bf16_native() is native
 
 
-@pytest.mark.parametrize(("flags", "bf16", "fp16"), [
-    ("avx2 avx512_bf16", True, False), ("amx_bf16 amx_fp16", True, True), ("avx2 avx512_fp16", False, True),
-    ("avx2 fma", False, False)])
+@pytest.mark.parametrize(
+    ("flags", "bf16", "fp16"),
+    [
+        ("avx2 avx512_bf16", True, False),
+        ("amx_bf16 amx_fp16", True, True),
+        ("avx2 avx512_fp16", False, True),
+        ("avx2 fma", False, False),
+    ],
+)
 def test_without_torch_queries_the_cpuinfo_flags_decide(tmp_path, monkeypatch, flags, bf16, fp16):
     without_torch_queries(monkeypatch)
     (tmp_path / "cpuinfo").write_text(f"flags\t\t: {flags}\n")

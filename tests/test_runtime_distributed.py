@@ -33,8 +33,10 @@ TINY = str(REPO / "configs" / "tiny.yaml")
 WORDS = ["分开", "不分开", "爱情", "你的", "微笑", "天空", "我想", "就是", "love", "rain", "回家", "风景"]
 TIMING = {"chars_per_s", "train_seconds", "seconds"}
 
-needs_gloo = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
-                                reason="this PyTorch build has no torch.distributed gloo backend")
+needs_gloo = pytest.mark.skipif(
+    not (dist.is_available() and dist.is_gloo_available()),
+    reason="this PyTorch build has no torch.distributed gloo backend",
+)
 
 
 def make_corpus(path: Path, chars: int = 3000, seed: int = 0) -> Path:
@@ -55,8 +57,13 @@ def settings(corpus: Path, *extra: str) -> list[str]:
 def environment(tmp: Path) -> dict:
     # one thread per process on a 2-core machine; the encoded-corpus cache goes under tmp
     (tmp / "data").mkdir(exist_ok=True)  # CHARLM_DATA_DIR must name a folder that exists
-    return {**os.environ, "PYTHONPATH": str(REPO), "CHARLM_DATA_DIR": str(tmp / "data"), "OMP_NUM_THREADS": "1",
-            "COLUMNS": "200"}
+    return {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "CHARLM_DATA_DIR": str(tmp / "data"),
+        "OMP_NUM_THREADS": "1",
+        "COLUMNS": "200",
+    }
 
 
 def torchrun(tmp: Path, nproc: int, *overrides: str, run_dir: Path, resume: bool = False):
@@ -64,14 +71,31 @@ def torchrun(tmp: Path, nproc: int, *overrides: str, run_dir: Path, resume: bool
     args = ["--config", TINY, "--run-dir", str(run_dir), *(["--resume"] if resume else [])]
     for item in overrides:
         args += ["--set", item]
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-               "-m", "charlm", "train", *args]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(nproc),
+        "-m",
+        "charlm",
+        "train",
+        *args,
+    ]
     return subprocess.run(command, cwd=tmp, env=environment(tmp), capture_output=True, text=True, timeout=600)
 
 
 def charlm(tmp: Path, *args: str, **options):
-    return subprocess.run([sys.executable, "-m", "charlm", *args], cwd=tmp, env=environment(tmp),
-                          capture_output=True, text=True, timeout=600, **options)
+    return subprocess.run(
+        [sys.executable, "-m", "charlm", *args],
+        cwd=tmp,
+        env=environment(tmp),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        **options,
+    )
 
 
 def single(*overrides: str, run_dir: Path, resume: bool = False) -> dict:
@@ -211,9 +235,17 @@ def test_two_ranks_train_the_same_weights_as_one_process(tmp_path, single_thread
     differences into ~1e-6 on a few weights; the runs stay together from there.)
     """
     corpus = make_corpus(tmp_path / "c.txt")
-    options = settings(corpus, f"train.sampling={sampling}", "train.optimizer=sgd", "train.lr=1.0", "train.epochs=2",
-                       "train.random_offset=true", "train.carry_state_across_epochs=true",
-                       "train.checkpoint_every_batches=5", "train.keep_last=20")
+    options = settings(
+        corpus,
+        f"train.sampling={sampling}",
+        "train.optimizer=sgd",
+        "train.lr=1.0",
+        "train.epochs=2",
+        "train.random_offset=true",
+        "train.carry_state_across_epochs=true",
+        "train.checkpoint_every_batches=5",
+        "train.keep_last=20",
+    )
     single(*options, run_dir=tmp_path / "one")
     result = torchrun(tmp_path, 2, *options, run_dir=tmp_path / "two")
     assert result.returncode == 0, result.stderr
@@ -245,8 +277,14 @@ def test_a_distributed_run_resumes_from_its_checkpoint(tmp_path):
     checkpoint in the middle of epoch 2: the same weights and losses, bit for bit, with dropout (every
     rank's generator is saved) and Adam. (A constant LR: the cosine schedule depends on train.epochs.)"""
     corpus = make_corpus(tmp_path / "c.txt")
-    options = settings(corpus, "model.dropout=0.3", "train.random_offset=true", "train.schedule=constant",
-                       "train.checkpoint_every_batches=5", "train.keep_last=20")
+    options = settings(
+        corpus,
+        "model.dropout=0.3",
+        "train.random_offset=true",
+        "train.schedule=constant",
+        "train.checkpoint_every_batches=5",
+        "train.keep_last=20",
+    )
     whole, split, middle = tmp_path / "whole", tmp_path / "split", tmp_path / "middle"
     result = torchrun(tmp_path, 2, *options, "train.epochs=3", run_dir=whole)
     assert result.returncode == 0, result.stderr
@@ -271,9 +309,11 @@ def test_nproc_refuses_a_batch_that_does_not_divide_before_starting_anything(tmp
     corpus = make_corpus(tmp_path / "c.txt")
     result = charlm(tmp_path, "train", "--config", TINY, "--corpus", str(corpus), "--device", "cpu", "--nproc", "3")
     assert result.returncode == 2
-    assert result.stderr.strip() == ("error: train.batch_size 8 does not split evenly across 3 processes: set "
-                                     "train.batch_size to a multiple of 3 (e.g. 9) or run a number of processes "
-                                     "that divides 8")
+    assert result.stderr.strip() == (
+        "error: train.batch_size 8 does not split evenly across 3 processes: set "
+        "train.batch_size to a multiple of 3 (e.g. 9) or run a number of processes "
+        "that divides 8"
+    )
 
 
 @needs_gloo
@@ -287,17 +327,24 @@ def test_a_failure_on_rank_0_stops_every_rank_with_one_message(tmp_path):
         args += ["--set", item]
     result = charlm(tmp_path, *args)
     assert result.returncode == 2, result.stderr
-    assert result.stderr.strip() == (f"error: run folder {run_dir} already holds a run: resume it with --resume, "
-                                     "or pass a new --run-dir")
+    assert result.stderr.strip() == (
+        f"error: run folder {run_dir} already holds a run: resume it with --resume, or pass a new --run-dir"
+    )
 
 
-@pytest.mark.parametrize(("codes", "rank", "stops_quietly"), [
-    ([2, 0], 0, False), ([2, 0], 1, True),  # rank 0 failed: it reports, rank 1 leaves quietly
-    ([0, 1], 0, True), ([2, 1], 1, True),  # the lowest failing rank reports, even when others failed too
-])
+@pytest.mark.parametrize(
+    ("codes", "rank", "stops_quietly"),
+    [
+        ([2, 0], 0, False),
+        ([2, 0], 1, True),  # rank 0 failed: it reports, rank 1 leaves quietly
+        ([0, 1], 0, True),
+        ([2, 1], 1, True),  # the lowest failing rank reports, even when others failed too
+    ],
+)
 def test_after_an_agreed_failure_one_rank_reports_and_the_others_exit_0(monkeypatch, codes, rank, stops_quietly):
     """The launcher stops every process once one exits non-zero: a peer exiting non-zero first could kill the
     reporting rank before it printed (the launcher then exited 143). Peers exit 0; all leave the group together."""
+
     def gather(into, mine, group=None):
         into[:] = codes
 
@@ -323,13 +370,29 @@ def test_nproc_offline_trains_without_pytorch_warnings(tmp_path):
     if subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode != 0:
         pytest.skip("unshare -n is not permitted here (no private network namespace)")
     corpus = make_corpus(tmp_path / "c.txt")
-    args = [sys.executable, "-m", "charlm", "train", "--config", TINY, "--run-dir", str(tmp_path / "run"),
-            "--nproc", "2"]
+    args = [
+        sys.executable,
+        "-m",
+        "charlm",
+        "train",
+        "--config",
+        TINY,
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--nproc",
+        "2",
+    ]
     for item in settings(corpus, "train.epochs=1"):
         args += ["--set", item]
     environ = {key: value for key, value in environment(tmp_path).items() if key != "TORCH_CPP_LOG_LEVEL"}
-    result = subprocess.run(["unshare", "-n", "sh", "-c", 'ip link set lo up 2>/dev/null; exec "$@"', "sh", *args],
-                            cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        ["unshare", "-n", "sh", "-c", 'ip link set lo up 2>/dev/null; exec "$@"', "sh", *args],
+        cwd=tmp_path,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == ""
     assert (tmp_path / "run" / "best.pt").exists()
@@ -348,8 +411,14 @@ def test_ctrl_c_stops_every_rank_at_the_same_batch_and_the_run_resumes(tmp_path)
     whole = tmp_path / "whole"
     assert charlm(tmp_path, *args, "--run-dir", str(whole)).returncode == 0
     run_dir = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "-m", "charlm", *args, "--run-dir", str(run_dir)], cwd=tmp_path,
-                               env=environment(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "charlm", *args, "--run-dir", str(run_dir)],
+        cwd=tmp_path,
+        env=environment(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 300
     while not RunDir(run_dir).read_metrics() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)  # until epoch 1 is written: the signal lands inside epoch 2

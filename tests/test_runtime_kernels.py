@@ -18,8 +18,9 @@ needs_onednn = pytest.mark.skipif(not _onednn(), reason="this PyTorch build has 
 def test_the_faster_kernel_is_chosen_whichever_it_is(monkeypatch):
     candidates = {"onednn": object(), "dense": object()}
     for winner in FP32_KERNELS:
-        monkeypatch.setattr(kernels, "calls_per_second", lambda project, x, w=winner: 2.0 if project is candidates[w]
-                            else 1.0)
+        monkeypatch.setattr(
+            kernels, "calls_per_second", lambda project, x, w=winner: 2.0 if project is candidates[w] else 1.0
+        )
         assert kernels.fastest(candidates, rows=1, in_features=8) == winner
 
 
@@ -80,8 +81,10 @@ def test_both_fp32_kernels_compute_the_model(tmp_path, kind):
         expected, _ = model(ids, None)
     for kernel in FP32_KERNELS:
         table = KernelTable(tmp_path / f"{kernel}.json")
-        table.choices = {KernelTable.key(shape, 4): kernel for shape in [(96, 24), (96, 48), (72, 24), (72, 48),
-                                                                         (11, 24), (24, 24), (24, 48)]}
+        table.choices = {
+            KernelTable.key(shape, 4): kernel
+            for shape in [(96, 24), (96, 48), (72, 24), (72, 48), (11, 24), (24, 24), (24, 48)]
+        }
         step, hidden, rows = FastStep(model, "fp32", rows=4, kernels=table), model.begin_hidden(4), []
         assert table.measured == []
         assert {p.mode for p in [step.head, *(q for pair in step.layers for q in pair if q)]} == {kernel}
@@ -93,8 +96,9 @@ def test_both_fp32_kernels_compute_the_model(tmp_path, kind):
         assert torch.allclose(torch.stack(rows), expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("choice", ['"fast"', "1", "null", "true", '["onednn"]', '{"k": "dense"}', "NaN", '"ONEDNN"',
-                                    '"onednn "'])
+@pytest.mark.parametrize(
+    "choice", ['"fast"', "1", "null", "true", '["onednn"]', '{"k": "dense"}', "NaN", '"ONEDNN"', '"onednn "']
+)
 def test_a_cached_choice_that_names_no_kernel_is_measured_again(tmp_path, monkeypatch, choice):
     path = tmp_path / "kernels.json"
     fast, kept = KernelTable.key((8, 4), 1), KernelTable.key((9, 4), 1)
@@ -112,8 +116,13 @@ def test_a_kernel_cache_that_is_not_a_bounded_json_file_is_ignored_without_hangi
     path = tmp_path / "kernels.json"
     if not make_unreadable(path, damage):
         # the right machine: only the entries' shape is wrong
-        path.write_text({"list": "[]", "fp32-list": json.dumps({"machine": kernels.machine(), "fp32": ["dense"]}),
-                         "deep": "{\"a\":" * 50_000}[damage])
+        path.write_text(
+            {
+                "list": "[]",
+                "fp32-list": json.dumps({"machine": kernels.machine(), "fp32": ["dense"]}),
+                "deep": '{"a":' * 50_000,
+            }[damage]
+        )
     assert KernelTable(path).choices == {}
 
 

@@ -26,13 +26,17 @@ def oversized(source: str, where: str) -> list[str]:
 
 
 def test_no_module_function_or_class_over_the_guide():
-    found = [line for path in sorted(PACKAGE.rglob("*.py"))
-             for line in oversized(path.read_text(encoding="utf-8"), path.relative_to(PACKAGE.parent).as_posix())]
+    found = [
+        line
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for line in oversized(path.read_text(encoding="utf-8"), path.relative_to(PACKAGE.parent).as_posix())
+    ]
     assert not found, "over the size guide:\n" + "\n".join(found)
 
 
 def test_the_check_sees_a_long_function_and_a_long_module():
     body = "".join(f"    x = {i}\n" for i in range(61))
     assert oversized(f"def long():\n{body}", "charlm/probe.py") == [
-        "charlm/probe.py:1 long: 62 lines (function, limit 60)"]
+        "charlm/probe.py:1 long: 62 lines (function, limit 60)"
+    ]
     assert oversized("x = 1\n" * 351, "charlm/probe.py") == ["charlm/probe.py: 351 lines (module, limit 350)"]

@@ -38,11 +38,17 @@ def train_like_payload(model: CharRNN, vocab: Vocab, config: Config) -> dict:
     optimizer.step()  # the optimizer state holds tensors, as after a real epoch
     generator = torch.Generator().manual_seed(0)
     return {
-        "model": model.state_dict(), "model_args": {"vocab_size": len(vocab), **dataclasses.asdict(model.config)},
-        "vocab": vocab.chars, "config": config.to_dict(),
-        "optimizer": optimizer.state_dict(), "epoch": 3, "step": 42,
+        "model": model.state_dict(),
+        "model_args": {"vocab_size": len(vocab), **dataclasses.asdict(model.config)},
+        "vocab": vocab.chars,
+        "config": config.to_dict(),
+        "optimizer": optimizer.state_dict(),
+        "epoch": 3,
+        "step": 42,
         "metrics": {"epoch": 3, "train_loss": 2.5, "val_loss": 2.75, "val_ppl": 15.6},
-        "corpus_sha256": "ab" * 32, "torch_rng": torch.get_rng_state(), "data_rng": generator.get_state(),
+        "corpus_sha256": "ab" * 32,
+        "torch_rng": torch.get_rng_state(),
+        "data_rng": generator.get_state(),
         "best_val_loss": 2.75,
     }
 
@@ -60,8 +66,13 @@ def names(folder) -> list[str]:
 
 
 def test_save_load_round_trip(tmp_path):
-    payload = {"weights": torch.randn(3, 4), "ids": torch.arange(5, dtype=torch.int16), "nested": {"a": [1, 2.5, None]},
-               "text": "分开", "flag": True}
+    payload = {
+        "weights": torch.randn(3, 4),
+        "ids": torch.arange(5, dtype=torch.int16),
+        "nested": {"a": [1, 2.5, None]},
+        "text": "分开",
+        "flag": True,
+    }
     path = tmp_path / "x.pt"
     ckpt.save_payload(path, payload)
     loaded = ckpt.load_payload(path)

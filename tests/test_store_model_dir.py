@@ -33,8 +33,10 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 def run(root: Path, name: str, *overrides: str) -> Path:
     corpus = root / "corpus.txt"
     corpus.write_text(TEXT, encoding="utf-8")
-    config = load_config(REPO / "configs" / "tiny.yaml", [
-        f"data.corpus={corpus}", "train.device=cpu", "sample.preview_every=0", "train.epochs=2", *overrides])
+    config = load_config(
+        REPO / "configs" / "tiny.yaml",
+        [f"data.corpus={corpus}", "train.device=cpu", "sample.preview_every=0", "train.epochs=2", *overrides],
+    )
     train(config, root / name)
     return root / name
 
@@ -90,13 +92,16 @@ def test_loading_restores_the_tie(exported):
     assert torch.equal(net.head.weight, net.embedding.weight)  # still one parameter after an update
 
 
-@pytest.mark.parametrize("argv", [
-    ["generate", "--prefix", "分开", "--length", "80", "--temperature", "0.8", "--seed", "3"],
-    ["generate", "--prefix", "我想", "--length", "40", "--num-samples", "3", "--top-k", "5", "--seed", "1"],
-    ["generate", "--prefix", "分", "--length", "60", "--temperature", "0"],
-    ["perplexity", "--json", "--device", "cpu"],
-    ["perplexity", "--split", "train", "--json", "--device", "cpu"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["generate", "--prefix", "分开", "--length", "80", "--temperature", "0.8", "--seed", "3"],
+        ["generate", "--prefix", "我想", "--length", "40", "--num-samples", "3", "--top-k", "5", "--seed", "1"],
+        ["generate", "--prefix", "分", "--length", "60", "--temperature", "0"],
+        ["perplexity", "--json", "--device", "cpu"],
+        ["perplexity", "--split", "train", "--json", "--device", "cpu"],
+    ],
+)
 def test_the_folder_gives_exactly_what_the_run_folder_gives(exported, capsys, argv):
     run_dir, model = exported
     from_run = cli(capsys, *argv, "--run-dir", str(run_dir))
@@ -180,7 +185,7 @@ VOCAB_TAMPERING = {  # vocab.json text -> a fragment of the one-line error
     '{"chars": ["a", null]}': "entry 1 is None",
     '{"chars": ["a", NaN]}': "holds NaN",
     '{"chars": [': "not valid JSON",
-    '[' * 100_000: "nested too deeply",
+    "[" * 100_000: "nested too deeply",
 }
 CONFIG_TAMPERING = {  # (key path, value as JSON text) -> fragment
     (("vocab_size",), '"12"'): "'12' is not a whole number",
@@ -238,9 +243,11 @@ def test_bad_model_folders_are_one_line_exit_2(exported, tmp_path, capsys):
     other = export_model(run(tmp_path, "gru-run", "model.hidden_size=32"), tmp_path / "gru-model")  # tiny: a GRU
     failures = []
     for case, (folder, fragment) in damaged_folders(model, other, tmp_path).items():
-        for argv in (["generate", "--prefix", "分", "--model", str(folder)],
-                     ["perplexity", "--model", str(folder)],
-                     ["train", "--init-from", str(folder), "--run-dir", str(tmp_path / "never")]):
+        for argv in (
+            ["generate", "--prefix", "分", "--model", str(folder)],
+            ["perplexity", "--model", str(folder)],
+            ["train", "--init-from", str(folder), "--run-dir", str(tmp_path / "never")],
+        ):
             code, out, err = cli(capsys, *argv)
             if code != 2 or fragment not in err or str(folder) not in err or err.count("\n") != 1 or out:
                 failures.append(f"{case} / {argv[0]}: exit {code}, {err!r}")
@@ -248,12 +255,15 @@ def test_bad_model_folders_are_one_line_exit_2(exported, tmp_path, capsys):
     assert not (tmp_path / "never").exists()
 
 
-@pytest.mark.parametrize(("argv", "fragment"), [
-    (["generate", "--prefix", "分", "--model", "{model}", "--checkpoint", "last"], "holds one checkpoint"),
-    (["generate", "--prefix", "分", "--model", "{model}", "--run-dir", "{run}"], "not both"),
-    (["perplexity", "--model", "{run}"], "is not a model folder"),
-    (["perplexity", "--model", "{missing}"], "model folder"),
-])
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["generate", "--prefix", "分", "--model", "{model}", "--checkpoint", "last"], "holds one checkpoint"),
+        (["generate", "--prefix", "分", "--model", "{model}", "--run-dir", "{run}"], "not both"),
+        (["perplexity", "--model", "{run}"], "is not a model folder"),
+        (["perplexity", "--model", "{missing}"], "model folder"),
+    ],
+)
 def test_misused_model_options_are_one_line(exported, tmp_path, capsys, argv, fragment):
     run_dir, model = exported
     filled = [a.format(model=model, run=run_dir, missing=tmp_path / "nope") for a in argv]
@@ -266,13 +276,16 @@ def test_export_help_has_an_example(capsys):
     assert "Example: charlm export --run-dir" in capsys.readouterr().out
 
 
-
-
 def slow_export(run_dir: Path, out: Path) -> subprocess.Popen:
     """`charlm export --out` in its own process, stopped on its way: returns once the temp folder exists."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_FSYNC, "5", "export", "--run-dir", str(run_dir), "--out",
-                             str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_FSYNC, "5", "export", "--run-dir", str(run_dir), "--out", str(out)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not any(p.name.startswith(".charlm-tmp-") for p in out.parent.iterdir()):
         assert proc.poll() is None, proc.communicate()

@@ -29,8 +29,10 @@ def config(tmp_path: Path, *overrides: str):
     corpus = tmp_path / "corpus.txt"
     if not corpus.exists():
         corpus.write_text("分开不分开 我想就这样牵着你的手不放开\n爱可不可以简简单单没有伤害\n" * 40, encoding="utf-8")
-    return load_config(REPO / "configs" / "tiny.yaml", [f"data.corpus={corpus}", "train.device=cpu",
-                                                        "sample.preview_every=0", "train.epochs=2", *overrides])
+    return load_config(
+        REPO / "configs" / "tiny.yaml",
+        [f"data.corpus={corpus}", "train.device=cpu", "sample.preview_every=0", "train.epochs=2", *overrides],
+    )
 
 
 def snapshot(folder: Path) -> dict:
@@ -64,8 +66,13 @@ def copy_run(finished: Path, tmp_path: Path) -> Path:
 def test_a_folder_with_someone_elses_files_is_refused_and_left_byte_for_byte(tmp_path):
     folder = tmp_path / "theirs"
     folder.mkdir()
-    for name, content in (("config.yaml", b"mine"), ("best.pt", b"weights"), ("metrics.jsonl", b"{}\n"),
-                          ("status.json", b"{}"), ("ckpt-e0001-b000001.pt", b"x")):
+    for name, content in (
+        ("config.yaml", b"mine"),
+        ("best.pt", b"weights"),
+        ("metrics.jsonl", b"{}\n"),
+        ("status.json", b"{}"),
+        ("ckpt-e0001-b000001.pt", b"x"),
+    ):
         (folder / name).write_bytes(content)
     before = snapshot(folder)
     with pytest.raises(UsageError, match="holds files charlm did not write"):
@@ -109,8 +116,12 @@ def test_a_second_trainer_is_refused_naming_the_holder_and_readers_still_work(fi
         lock.record_pid()
         with pytest.raises(UsageError, match=f"in use by charlm process {os.getpid()}"):
             train(config(tmp_path, "train.epochs=3"), run_dir, resume=True)
-        for argv in (["generate", "-r", str(run_dir), "--prefix", "分开", "-n", "5"], ["info", "-r", str(run_dir)],
-                     ["perplexity", "-r", str(run_dir)], ["runs", "--root", str(tmp_path)]):
+        for argv in (
+            ["generate", "-r", str(run_dir), "--prefix", "分开", "-n", "5"],
+            ["info", "-r", str(run_dir)],
+            ["perplexity", "-r", str(run_dir)],
+            ["runs", "--root", str(tmp_path)],
+        ):
             assert main(argv) == 0, argv
         assert RunDir(run_dir).is_locked()
     assert RunDir(run_dir).is_locked() is False
@@ -189,8 +200,9 @@ def test_foreign_and_undecodable_metrics_lines_are_skipped_with_a_count(finished
     assert main(["info", "-r", str(run_dir)]) == 0
 
 
-def test_damaged_status_config_or_metrics_show_as_damaged_and_others_still_list(finished, tmp_path, capsys,
-                                                                                monkeypatch):
+def test_damaged_status_config_or_metrics_show_as_damaged_and_others_still_list(
+    finished, tmp_path, capsys, monkeypatch
+):
     from rich.console import Console
 
     import charlm.cli.app
@@ -219,15 +231,33 @@ def test_damaged_status_config_or_metrics_show_as_damaged_and_others_still_list(
 
 # --- bookkeeping files read back -------------------------------------------------------------------
 
-STATUS_TAMPERING = ['{"state": "running", "pid": "123"}', '{"state": "running", "pid": -5}',
-                    '{"state": "running", "pid": true}', '{"state": "hacked"}', '{"state": ["finished"]}',
-                    '{"state": "finished", "best": NaN}', '["finished"]', '"finished"', "deep", "fifo",
-                    "dev-zero", "huge"]
-METRICS_LINES = ['{"epoch": 1, "train_loss": "2.5"}', '{"epoch": "1", "train_loss": 2.5}',
-                 '{"epoch": 1, "train_loss": 2.5, "epochs_done": "x"}', '{"epoch": 1, "train_loss": 2.5, "lr": null}',
-                 '{"epoch": 1, "train_loss": 2.5, "stopped": 7}', '{"epoch": 1}', '{"epoch": true, "train_loss": 1}',
-                 '{"event": "init_from"}', '{"event": "init_from", "path": 5, "checkpoint": "best"}', '{"event": 3}',
-                 '{"epoch": 1, "train_loss": 2.5, "val_loss": [1]}']
+STATUS_TAMPERING = [
+    '{"state": "running", "pid": "123"}',
+    '{"state": "running", "pid": -5}',
+    '{"state": "running", "pid": true}',
+    '{"state": "hacked"}',
+    '{"state": ["finished"]}',
+    '{"state": "finished", "best": NaN}',
+    '["finished"]',
+    '"finished"',
+    "deep",
+    "fifo",
+    "dev-zero",
+    "huge",
+]
+METRICS_LINES = [
+    '{"epoch": 1, "train_loss": "2.5"}',
+    '{"epoch": "1", "train_loss": 2.5}',
+    '{"epoch": 1, "train_loss": 2.5, "epochs_done": "x"}',
+    '{"epoch": 1, "train_loss": 2.5, "lr": null}',
+    '{"epoch": 1, "train_loss": 2.5, "stopped": 7}',
+    '{"epoch": 1}',
+    '{"epoch": true, "train_loss": 1}',
+    '{"event": "init_from"}',
+    '{"event": "init_from", "path": 5, "checkpoint": "best"}',
+    '{"event": 3}',
+    '{"epoch": 1, "train_loss": 2.5, "val_loss": [1]}',
+]
 
 
 def damage(path: Path, how: str) -> None:
@@ -282,8 +312,17 @@ def test_metrics_lines_with_fields_of_the_wrong_type_are_skipped_and_counted(fin
     assert f"skipped {len(METRICS_LINES)} line(s)" in err and "unexpected" not in err
 
 
-@pytest.mark.parametrize("text", ['{"chars": [1, 2]}', '{"chars": ["ab"]}', '{"chars": ["a", "\\ud800"]}', "[]",
-                                  '{"chars": ["a", "a"]}', "not json"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"chars": [1, 2]}',
+        '{"chars": ["ab"]}',
+        '{"chars": ["a", "\\ud800"]}',
+        "[]",
+        '{"chars": ["a", "a"]}',
+        "not json",
+    ],
+)
 def test_info_with_a_damaged_vocab_json_says_so_and_shows_the_checkpoints(finished, tmp_path, capsys, text):
     run_dir = copy_run(finished, tmp_path)
     (run_dir / "vocab.json").write_text(text, encoding="utf-8")
@@ -294,8 +333,17 @@ def test_info_with_a_damaged_vocab_json_says_so_and_shows_the_checkpoints(finish
     assert "vocabulary: " in captured.out
 
 
-@pytest.mark.parametrize("kept", [["../victim.txt"], ["/VICTIM"], ["ckpt-e0001-b000000.pt/../../victim.txt"],
-                                  ["..", "ckpt-e0001-b000000.pt"], "victim.txt", [3, None]])
+@pytest.mark.parametrize(
+    "kept",
+    [
+        ["../victim.txt"],
+        ["/VICTIM"],
+        ["ckpt-e0001-b000000.pt/../../victim.txt"],
+        ["..", "ckpt-e0001-b000000.pt"],
+        "victim.txt",
+        [3, None],
+    ],
+)
 def test_run_json_can_never_make_a_checkpoint_rotation_delete_another_file(finished, tmp_path, kept):
     run_dir = copy_run(finished, tmp_path)
     victim = tmp_path / "victim.txt"

@@ -16,8 +16,17 @@ from charlm.store import targets
 
 REPO = Path(__file__).resolve().parents[1]
 TEXT = "the cat sat on the mat. the dog ran.\n" * 60
-RUN_FILES = ("best.pt", "last.pt", "config.yaml", "vocab.json", "metrics.jsonl", "run.json", "status.json",
-             ".lock", ".lock.pid")
+RUN_FILES = (
+    "best.pt",
+    "last.pt",
+    "config.yaml",
+    "vocab.json",
+    "metrics.jsonl",
+    "run.json",
+    "status.json",
+    ".lock",
+    ".lock.pid",
+)
 MODEL_FILES = ("model.safetensors", "config.json", "vocab.json", "README.md")
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -29,9 +38,26 @@ def made(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("made")
     corpus = root / "corpus.txt"
     corpus.write_text(TEXT, encoding="utf-8")
-    assert main(["train", "--config", str(REPO / "configs" / "tiny.yaml"), "--corpus", str(corpus), "--device",
-                 "cpu", "--run-dir", str(root / "run"), "--set", "train.epochs=1", "--set",
-                 "sample.preview_every=0"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(REPO / "configs" / "tiny.yaml"),
+                "--corpus",
+                str(corpus),
+                "--device",
+                "cpu",
+                "--run-dir",
+                str(root / "run"),
+                "--set",
+                "train.epochs=1",
+                "--set",
+                "sample.preview_every=0",
+            ]
+        )
+        == 0
+    )
     assert main(["export", "--run-dir", str(root / "run"), "--out", str(root / "model")]) == 0
     return {"run": root / "run", "model": root / "model", "corpus": corpus}
 
@@ -196,8 +222,11 @@ def test_a_fifo_a_folder_and_a_missing_folder_are_refused(made, capsys, tmp_path
 def test_an_unusable_path_is_one_line(made, capsys, tmp_path, writer):
     notes = tmp_path / "notes.txt"
     notes.write_text("mine", encoding="utf-8")
-    for target, fragment in ((tmp_path / ("a" * 300 + ".html"), "cannot use"), (notes / "page.html", "not a folder"),
-                             ("", "is a folder")):
+    for target, fragment in (
+        (tmp_path / ("a" * 300 + ".html"), "cannot use"),
+        (notes / "page.html", "not a folder"),
+        ("", "is a folder"),
+    ):
         refused(*write(made, capsys, writer, target), fragment)
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
@@ -240,8 +269,20 @@ def test_a_page_is_not_written_over_the_text_it_reads(made, capsys, tmp_path):
     text = tmp_path / "text.txt"
     text.write_text(TEXT, encoding="utf-8")
     for command in ("perplexity", "neurons"):
-        code = main([command, "--run-dir", str(made["run"]), "--device", "cpu", "--file", str(text), "--html",
-                     str(text), "--force"])
+        code = main(
+            [
+                command,
+                "--run-dir",
+                str(made["run"]),
+                "--device",
+                "cpu",
+                "--file",
+                str(text),
+                "--html",
+                str(text),
+                "--force",
+            ]
+        )
         refused(code, capsys.readouterr().err, "the file this command reads")
     assert text.read_text(encoding="utf-8") == TEXT
 
@@ -261,9 +302,13 @@ def test_export_out_is_new_or_an_empty_real_folder(made, capsys, tmp_path):
     os.mkfifo(tmp_path / "pipe")
     (tmp_path / "empty").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "empty")
-    for out, fragment in ((notes, "not a folder"), (tmp_path / "pipe", "not a folder"),
-                          (tmp_path / "link", "symbolic link"), (tmp_path, "already exists"),
-                          (notes / "model", "not a folder")):
+    for out, fragment in (
+        (notes, "not a folder"),
+        (tmp_path / "pipe", "not a folder"),
+        (tmp_path / "link", "symbolic link"),
+        (tmp_path, "already exists"),
+        (notes / "model", "not a folder"),
+    ):
         code = main(["export", "--run-dir", str(made["run"]), "--out", str(out)])
         refused(code, capsys.readouterr().err, fragment)
     assert notes.read_text(encoding="utf-8") == "mine" and not any((tmp_path / "empty").iterdir())
@@ -276,8 +321,19 @@ def test_export_refuses_a_page_inside_the_folder_it_creates_before_writing_eithe
     for page in (out / "demo.html", out, out / "sub" / "demo.html"):
         code = main(["export", "--run-dir", str(made["run"]), "--out", str(out), "--html", str(page)])
         refused(code, capsys.readouterr().err)
-    code = main(["export", "--run-dir", str(made["run"]), "--out", str(out), "--html", str(tmp_path / "d.html"),
-                 "--precision", "int8"])
+    code = main(
+        [
+            "export",
+            "--run-dir",
+            str(made["run"]),
+            "--out",
+            str(out),
+            "--html",
+            str(tmp_path / "d.html"),
+            "--precision",
+            "int8",
+        ]
+    )
     refused(code, capsys.readouterr().err, "precision")
     assert not any(tmp_path.iterdir())  # neither the folder nor the page, nor a temp
 

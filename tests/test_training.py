@@ -28,8 +28,10 @@ def tiny_corpus(path: Path) -> Path:
 
 def tiny(tmp_path: Path, *overrides: str):
     corpus = tiny_corpus(tmp_path / "corpus.txt")
-    return load_config(REPO / "configs" / "tiny.yaml",
-                       [f"data.corpus={corpus}", "train.device=cpu", "sample.preview_every=0", *overrides])
+    return load_config(
+        REPO / "configs" / "tiny.yaml",
+        [f"data.corpus={corpus}", "train.device=cpu", "sample.preview_every=0", *overrides],
+    )
 
 
 def metrics(run_dir: Path) -> list[dict]:
@@ -45,8 +47,9 @@ def test_same_config_and_seed_give_identical_losses(tmp_path, sampling):
     a = [[r[k] for k in keys] for r in metrics(tmp_path / "a")]
     b = [[r[k] for k in keys] for r in metrics(tmp_path / "b")]
     assert a == b
-    other = tiny(tmp_path, f"train.sampling={sampling}", "model.dropout=0.2", "train.random_offset=true",
-                 "train.seed=1")
+    other = tiny(
+        tmp_path, f"train.sampling={sampling}", "model.dropout=0.2", "train.random_offset=true", "train.seed=1"
+    )
     train(other, tmp_path / "c")
     assert [r["train_loss"] for r in metrics(tmp_path / "c")] != [r[0] for r in a]
 
@@ -163,9 +166,19 @@ def overfitting(tmp_path: Path, *overrides: str):
     """Train on 'abc' cycles, validate on 'cba' cycles: the better the model fits, the worse val gets."""
     corpus = tmp_path / "abc.txt"
     corpus.write_text("abc" * 600 + "cba" * 60, encoding="utf-8")
-    return load_config(REPO / "configs" / "tiny.yaml", [
-        f"data.corpus={corpus}", "data.val_fraction=0.0909", "train.device=cpu", "sample.preview_every=0",
-        "train.epochs=30", "train.warmup_steps=0", "train.schedule=constant", *overrides])
+    return load_config(
+        REPO / "configs" / "tiny.yaml",
+        [
+            f"data.corpus={corpus}",
+            "data.val_fraction=0.0909",
+            "train.device=cpu",
+            "sample.preview_every=0",
+            "train.epochs=30",
+            "train.warmup_steps=0",
+            "train.schedule=constant",
+            *overrides,
+        ],
+    )
 
 
 def test_early_stopping_stops_after_patience_evals_without_a_new_best(tmp_path):
@@ -189,8 +202,17 @@ def test_eval_every_epochs_evaluates_every_nth_epoch_and_the_last(tmp_path):
 
 
 def test_plateau_schedule_decays_the_lr_after_each_eval_without_improvement(tmp_path):
-    train(overfitting(tmp_path, "train.schedule=plateau", "train.plateau_patience=0", "train.decay_factor=0.5",
-                      "train.min_lr=0", "train.epochs=6"), tmp_path / "run")
+    train(
+        overfitting(
+            tmp_path,
+            "train.schedule=plateau",
+            "train.plateau_patience=0",
+            "train.decay_factor=0.5",
+            "train.min_lr=0",
+            "train.epochs=6",
+        ),
+        tmp_path / "run",
+    )
     rows = records(tmp_path / "run")
     best, expected_lr = math.inf, 0.005
     for row in rows:
@@ -203,8 +225,18 @@ def test_plateau_schedule_decays_the_lr_after_each_eval_without_improvement(tmp_
 
 
 def test_step_schedule_decays_every_decay_every_epochs(tmp_path):
-    train(tiny(tmp_path, "train.schedule=step", "train.decay_every=2", "train.decay_factor=0.1",
-               "train.warmup_steps=0", "train.min_lr=0", "train.epochs=5"), tmp_path / "run")
+    train(
+        tiny(
+            tmp_path,
+            "train.schedule=step",
+            "train.decay_every=2",
+            "train.decay_factor=0.1",
+            "train.warmup_steps=0",
+            "train.min_lr=0",
+            "train.epochs=5",
+        ),
+        tmp_path / "run",
+    )
     assert [r["lr"] for r in records(tmp_path / "run")] == pytest.approx([5e-3, 5e-3, 5e-4, 5e-4, 5e-5])
 
 
@@ -263,8 +295,11 @@ def test_weight_decay_skips_biases(tmp_path):
 
 def test_the_readme_python_example_runs_as_written(builtin_cache, tmp_path, monkeypatch, capsys):
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    (example,) = [block.split("```", 1)[0] for block in readme.split("```python\n")[1:]
-                  if "from charlm.training import train" in block]
+    (example,) = [
+        block.split("```", 1)[0]
+        for block in readme.split("```python\n")[1:]
+        if "from charlm.training import train" in block
+    ]
     (tmp_path / "configs").symlink_to(REPO / "configs")
     monkeypatch.chdir(tmp_path)  # its run folder goes under tmp_path/runs
     exec(compile(example, "README.md", "exec"), {})
@@ -332,8 +367,9 @@ def test_the_device_is_synchronised_at_measurement_points_only(tmp_path, monkeyp
     assert batches > 9  # several evals inside an epoch, and batches between them
     # after the batch that reports (an eval every 4 batches, the epoch's end), never per batch; the batch is
     # counted before the sync, so the reporter has seen it
-    expected = [("cpu", epoch, done) for epoch in (1, 2) for done in range(1, batches + 1)
-                if done % 4 == 0 or done == batches]
+    expected = [
+        ("cpu", epoch, done) for epoch in (1, 2) for done in range(1, batches + 1) if done % 4 == 0 or done == batches
+    ]
     assert seen == expected
     rows = records(tmp_path / "run")
     assert [(r["epoch"], r["batch"]) for r in rows] == [(e, d) for _, e, d in expected]

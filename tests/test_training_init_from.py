@@ -39,8 +39,17 @@ def parent(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("parent")
     corpus = root / "parent.txt"
     corpus.write_text(PARENT_TEXT, encoding="utf-8")
-    config = load_config(TINY, settings(corpus, "train.epochs=3", "model.kind=lstm", "model.embed_size=32",
-                                        "model.hidden_size=32", "model.tie_weights=true"))
+    config = load_config(
+        TINY,
+        settings(
+            corpus,
+            "train.epochs=3",
+            "model.kind=lstm",
+            "model.embed_size=32",
+            "model.hidden_size=32",
+            "model.tie_weights=true",
+        ),
+    )
     train(config, root / "run")
     return root / "run"
 
@@ -70,18 +79,36 @@ def test_the_parent_val_loss_barely_moves_when_the_vocabulary_grows(parent, new_
 
 def test_a_fine_tuned_run_records_its_parent_and_keeps_the_old_ids(parent, new_corpus, tmp_path, capsys, monkeypatch):
     run = tmp_path / "runs" / "ft"
-    code = main(["train", "--init-from", str(parent), "--corpus", str(new_corpus), "--run-dir", str(run),
-                 "--set", "train.epochs=2"])
+    code = main(
+        [
+            "train",
+            "--init-from",
+            str(parent),
+            "--corpus",
+            str(new_corpus),
+            "--run-dir",
+            str(run),
+            "--set",
+            "train.epochs=2",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert f"weights from {parent}" in printed
     first, *records = RunDir(run).read_metrics()
     parent_ckpt = load_payload(parent / "best.pt")
-    assert first == {"event": "init_from", "path": str(parent), "checkpoint": "best", "source": "run",
-                     "corpus": str(parent.parent / "parent.txt"), "corpus_sha256": parent_ckpt["corpus_sha256"],
-                     "best_val_loss": parent_ckpt["best_loss"], "parent_epoch": 3,
-                     "parent_vocab_size": len(parent_ckpt["vocab"]),
-                     "new_chars": "".join(sorted(set(NEW_TEXT) - set(PARENT_TEXT)))}
+    assert first == {
+        "event": "init_from",
+        "path": str(parent),
+        "checkpoint": "best",
+        "source": "run",
+        "corpus": str(parent.parent / "parent.txt"),
+        "corpus_sha256": parent_ckpt["corpus_sha256"],
+        "best_val_loss": parent_ckpt["best_loss"],
+        "parent_epoch": 3,
+        "parent_vocab_size": len(parent_ckpt["vocab"]),
+        "new_chars": "".join(sorted(set(NEW_TEXT) - set(PARENT_TEXT))),
+    }
     assert [r["epoch"] for r in records] == [1, 2]
     vocab = json.loads((run / "vocab.json").read_text(encoding="utf-8"))["chars"]
     assert vocab[: len(parent_ckpt["vocab"])] == parent_ckpt["vocab"]  # every old character keeps its id
@@ -98,8 +125,9 @@ def test_a_fine_tuned_run_records_its_parent_and_keeps_the_old_ids(parent, new_c
     monkeypatch.setenv("COLUMNS", "200")
     assert main(["runs", "--root", str(run.parent)]) == 0
     table = capsys.readouterr().out
-    assert "parent" in table and any(line.split("│")[-2].strip() == parent.name
-                                     for line in table.splitlines() if "│ ft " in line)
+    assert "parent" in table and any(
+        line.split("│")[-2].strip() == parent.name for line in table.splitlines() if "│ ft " in line
+    )
 
 
 def test_a_fine_tuned_run_resumes_exactly_like_any_run(parent, new_corpus, tmp_path):
@@ -137,8 +165,22 @@ def test_init_from_a_model_folder_and_from_last(parent, new_corpus, tmp_path):
     model = export_model(parent, tmp_path / "model")
     for spec, source, which in [(str(model), "model", "best"), (f"{parent}:last", "run", "last")]:
         run = tmp_path / f"ft-{source}"
-        assert main(["train", "--init-from", spec, "--corpus", str(new_corpus), "--run-dir", str(run),
-                     "--set", "train.epochs=1"]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    "--init-from",
+                    spec,
+                    "--corpus",
+                    str(new_corpus),
+                    "--run-dir",
+                    str(run),
+                    "--set",
+                    "train.epochs=1",
+                ]
+            )
+            == 0
+        )
         first = RunDir(run).read_metrics()[0]
         assert (first["source"], first["checkpoint"]) == (source, which)
     a, b = (load_payload(tmp_path / f"ft-{s}" / "last.pt")["model"] for s in ("model", "run"))
@@ -147,16 +189,35 @@ def test_init_from_a_model_folder_and_from_last(parent, new_corpus, tmp_path):
 
 def test_fine_tuning_may_change_regularisers_even_the_module_layout(parent, new_corpus, tmp_path):
     run = tmp_path / "ft"
-    assert main(["train", "--init-from", str(parent), "--corpus", str(new_corpus), "--run-dir", str(run),
-                 "--set", "train.epochs=1", "--set", "model.weight_drop=0.3"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--init-from",
+                str(parent),
+                "--corpus",
+                str(new_corpus),
+                "--run-dir",
+                str(run),
+                "--set",
+                "train.epochs=1",
+                "--set",
+                "model.weight_drop=0.3",
+            ]
+        )
+        == 0
+    )
     assert "rnn.0.weight_hh_l0" in load_payload(run / "last.pt")["model"]
 
 
-@pytest.mark.parametrize(("extra", "fragment"), [
-    (["--set", "model.num_layers=2"], "model.num_layers (1 in the parent, 2 here)"),
-    (["--config", str(TINY)], "model.kind ('lstm' in the parent, 'gru' here)"),
-    (["--resume"], "use one of them"),
-])
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        (["--set", "model.num_layers=2"], "model.num_layers (1 in the parent, 2 here)"),
+        (["--config", str(TINY)], "model.kind ('lstm' in the parent, 'gru' here)"),
+        (["--resume"], "use one of them"),
+    ],
+)
 def test_a_different_shape_or_resume_is_refused(parent, new_corpus, tmp_path, capsys, extra, fragment):
     run = tmp_path / "ft"
     code = main(["train", "--init-from", str(parent), "--corpus", str(new_corpus), "--run-dir", str(run), *extra])

@@ -64,8 +64,10 @@ def test_an_explicit_precision_says_what_this_cpu_cannot_speed_up(tmp_path, monk
     native_bf16(monkeypatch, False)
     recorder = Recorder()
     train(tiny(tmp_path, "train.epochs=1", "train.bf16=true"), tmp_path / "old-cpu", recorder)  # the old key too
-    assert any("no native bf16 arithmetic (AVX-512 BF16 or AMX)" in w and "set train.precision=auto" in w
-               for w in recorder.warnings)
+    assert any(
+        "no native bf16 arithmetic (AVX-512 BF16 or AMX)" in w and "set train.precision=auto" in w
+        for w in recorder.warnings
+    )
     recorder = Recorder()
     train(tiny(tmp_path, "train.epochs=1"), tmp_path / "fp32", recorder)
     assert not recorder.warnings
@@ -93,8 +95,11 @@ def scaler_from(monkeypatch, init_scale: float) -> None:
 def test_an_fp16_overflow_is_the_scalers_to_handle_not_a_non_finite_failure(tmp_path, monkeypatch, policy):
     needs_cpu_fp16("rnn_tanh")
     scaler_from(monkeypatch, 2.0**40)  # the scaled gradients overflow float16 until the scale comes down
-    train(tiny(tmp_path, "model.kind=rnn_tanh", "train.epochs=2", "train.precision=fp16",
-               f"train.on_nonfinite={policy}"), tmp_path / "run", SilentReporter())
+    train(
+        tiny(tmp_path, "model.kind=rnn_tanh", "train.epochs=2", "train.precision=fp16", f"train.on_nonfinite={policy}"),
+        tmp_path / "run",
+        SilentReporter(),
+    )
     records = metrics(tmp_path / "run")
     assert [r["epoch"] for r in records] == [1, 2]
     assert all("skipped_batches" not in r for r in records)  # the scaler's skips are not on_nonfinite's

@@ -30,9 +30,17 @@ def corpus(path: Path) -> Path:
 
 
 def config(tmp_path: Path, *overrides: str):
-    return load_config(REPO / "configs" / "tiny.yaml", [
-        f"data.corpus={corpus(tmp_path / 'corpus.txt')}", "train.device=cpu", "sample.preview_every=0",
-        "train.epochs=4", "model.dropout=0.3", *overrides])
+    return load_config(
+        REPO / "configs" / "tiny.yaml",
+        [
+            f"data.corpus={corpus(tmp_path / 'corpus.txt')}",
+            "train.device=cpu",
+            "sample.preview_every=0",
+            "train.epochs=4",
+            "model.dropout=0.3",
+            *overrides,
+        ],
+    )
 
 
 def losses(run_dir: Path) -> list[dict]:
@@ -73,6 +81,7 @@ def reference(tmp_path):
         out = tmp_path / ("ref-" + "-".join(o.replace("=", "_").replace(".", "_") for o in overrides))
         train(config(tmp_path, *overrides), out)
         return out
+
     return run
 
 
@@ -121,8 +130,12 @@ def test_resume_refuses_changes_that_alter_the_computation(tmp_path):
     run_dir = tmp_path / "run"
     train(config(tmp_path, "train.epochs=1"), run_dir)
     before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
-    for change, named in [("model.hidden_size=32", "model.hidden_size"), ("train.batch_size=4", "train.batch_size"),
-                          ("train.lr=0.1", "train.lr"), ("data.newlines=space", "data.newlines")]:
+    for change, named in [
+        ("model.hidden_size=32", "model.hidden_size"),
+        ("train.batch_size=4", "train.batch_size"),
+        ("train.lr=0.1", "train.lr"),
+        ("data.newlines=space", "data.newlines"),
+    ]:
         with pytest.raises(UsageError, match=named):
             train(config(tmp_path, "train.epochs=1", change), run_dir, resume=True)
     (tmp_path / "corpus.txt").write_text("一些完全不同的文字\n" * 200, encoding="utf-8")
@@ -172,6 +185,7 @@ def nan_at(monkeypatch):
                 return loss * float("nan") if bad is None or calls["n"] in bad else loss
 
         monkeypatch.setattr(train_module, "F", Patched())
+
     return install
 
 
@@ -188,8 +202,9 @@ def test_a_nan_loss_stops_naming_epoch_and_batch_and_keeps_the_last_checkpoint(t
 
 
 def test_a_real_divergence_is_caught(tmp_path):
-    explode = config(tmp_path, "model.kind=rnn_relu", "train.optimizer=sgd", "train.lr=1e6", "train.clip_norm=null",
-                     "train.epochs=1")
+    explode = config(
+        tmp_path, "model.kind=rnn_relu", "train.optimizer=sgd", "train.lr=1e6", "train.clip_norm=null", "train.epochs=1"
+    )
     with pytest.raises(RunError, match="NaN/Inf"):
         train(explode, tmp_path / "run")
     assert not (tmp_path / "run" / "last.pt").exists()
@@ -266,8 +281,9 @@ def test_metrics_written_after_the_last_checkpoint_are_recomputed_not_duplicated
     assert_same_run(run_dir, expected)
 
 
-@pytest.mark.parametrize("options", [("train.variable_bptt=true",),
-                                     ("train.eval_every_batches=4", "train.schedule=plateau")])
+@pytest.mark.parametrize(
+    "options", [("train.variable_bptt=true",), ("train.eval_every_batches=4", "train.schedule=plateau")]
+)
 def test_variable_bptt_and_in_epoch_evals_resume_mid_epoch_as_the_same_run(tmp_path, reference, options):
     options = (*options, "train.checkpoint_every_batches=3")
     expected = reference(*options)
@@ -279,10 +295,16 @@ def test_variable_bptt_and_in_epoch_evals_resume_mid_epoch_as_the_same_run(tmp_p
 
 
 def test_deterministic_resume_with_dropout_between_layers_is_the_same_run_and_saves_the_usual_layout(
-        tmp_path, reference):
+    tmp_path, reference
+):
     # train.deterministic runs the layers apart, the dropout between them drawn from torch's saved generator
-    options = ("model.kind=lstm", "model.num_layers=2", "model.dropout_hidden=0.4", "train.deterministic=true",
-               "train.checkpoint_every_batches=3")
+    options = (
+        "model.kind=lstm",
+        "model.num_layers=2",
+        "model.dropout_hidden=0.4",
+        "train.deterministic=true",
+        "train.checkpoint_every_batches=3",
+    )
     expected = reference(*options)
     run = tmp_path / "run"
     with pytest.raises(RuntimeError, match="simulated crash"):

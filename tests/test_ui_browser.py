@@ -10,8 +10,9 @@ from browser import open_page
 
 def test_a_page_runs_and_its_dom_can_be_driven(browser, tmp_path):
     page_file = tmp_path / "p.html"
-    page_file.write_text("<input id=p><button id=b onclick=\"o.textContent=p.value+'!'\">go</button><pre id=o></pre>",
-                         encoding="utf-8")
+    page_file.write_text(
+        "<input id=p><button id=b onclick=\"o.textContent=p.value+'!'\">go</button><pre id=o></pre>", encoding="utf-8"
+    )
     page = open_page(browser, page_file)
     page.page.fill("#p", "分开")
     page.page.click("#b")
@@ -22,8 +23,9 @@ def test_a_page_runs_and_its_dom_can_be_driven(browser, tmp_path):
 
 def test_a_network_request_or_a_script_error_fails_the_offline_check(browser, tmp_path):
     page_file = tmp_path / "p.html"
-    page_file.write_text("<script src='https://example.com/x.js'></script><script>undefinedName()</script>",
-                         encoding="utf-8")
+    page_file.write_text(
+        "<script src='https://example.com/x.js'></script><script>undefinedName()</script>", encoding="utf-8"
+    )
     page = open_page(browser, page_file)
     with pytest.raises(AssertionError, match="network"):
         page.check_offline()
@@ -32,6 +34,7 @@ def test_a_network_request_or_a_script_error_fails_the_offline_check(browser, tm
 
 
 def test_node_runs_javascript(node):
-    result = subprocess.run([node, "-e", "console.log([1,2,3].map(x => x * 2).join(','))"], capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [node, "-e", "console.log([1,2,3].map(x => x * 2).join(','))"], capture_output=True, text=True, timeout=60
+    )
     assert result.stdout.strip() == "2,4,6"

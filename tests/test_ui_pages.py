@@ -34,8 +34,11 @@ def test_every_page_says_in_its_first_bytes_that_charlm_wrote_it(tmp_path):
     from importlib import resources
 
     demo = resources.files("charlm.ui.pages").joinpath("demo.html").read_text(encoding="utf-8")
-    for name, html in (("surprisal", pages.render("surprisal", {"title": "x" * 10_000})),
-                       ("neurons", pages.render("neurons", {"title": "t"})), ("demo", demo)):
+    for name, html in (
+        ("surprisal", pages.render("surprisal", {"title": "x" * 10_000})),
+        ("neurons", pages.render("neurons", {"title": "t"})),
+        ("demo", demo),
+    ):
         assert html.encode().find(targets.GENERATOR_TAG.encode()) < 512, name
         page = tmp_path / f"{name}.html"
         pages.write(page, html)

@@ -13,15 +13,16 @@ from charlm.ui.views import breakdown_tables, legend, shaded_text, visible
 
 def report() -> Surprisal:
     chars = list("\nabc")
-    return surprisal_of(chars, [1, 2, 0, 3, 1], [0.0, 1.0, 2.0, 9.0], math.log(2), [3, 0, 9, 1], source="--text",
-                        epoch=1)
+    return surprisal_of(
+        chars, [1, 2, 0, 3, 1], [0.0, 1.0, 2.0, 9.0], math.log(2), [3, 0, 9, 1], source="--text", epoch=1
+    )
 
 
 def test_each_character_is_shaded_by_its_bits():
     # the text "ab\nca": b costs 0 bits, \n 1, c 2 (the top of the scale: log2 of 4 characters), the last a 9
     text = shaded_text(report(), 10)
     assert text.plain == "ab↵\nca"
-    spans = [(text.plain[span.start:span.end], span.style) for span in text.spans]
+    spans = [(text.plain[span.start : span.end], span.style) for span in text.spans]
     assert [shown for shown, _ in spans] == ["a", "b", "↵", "c", "a"]  # the line break itself is not shaded
     first, zero, one, two, nine = (style for _, style in spans)
     assert first.underline and first.bgcolor is None  # the first character is not scored

@@ -91,8 +91,10 @@ def check(specs: list[str]) -> list[str]:
         try:
             re.compile(spec)
         except re.error as e:
-            raise UsageError(f"--feature {spec!r} is neither a built-in ({', '.join(BUILTINS)}) nor a valid "
-                             f"regular expression ({e}): fix the pattern") from None
+            raise UsageError(
+                f"--feature {spec!r} is neither a built-in ({', '.join(BUILTINS)}) nor a valid "
+                f"regular expression ({e}): fix the pattern"
+            ) from None
     return list(dict.fromkeys(specs)) or list(BUILTINS)
 
 

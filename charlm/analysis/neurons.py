@@ -55,12 +55,28 @@ class NeuronReport:
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
-        return {"run": str(self.run_dir), "checkpoint": self.checkpoint, "epoch": self.epoch, "source": self.source,
-                "model": self.model, "chars": self.chars, "units": len(self.units), "seconds": self.seconds,
-                "features": [{"feature": r.feature.name, "description": r.feature.description,
-                              "constant": r.feature.constant,
-                              "top": [{"unit": u.label, "layer": u.layer, "state": u.state, "index": u.index,
-                                       "r": corr} for u, corr in r.top]} for r in self.ranked]}
+        return {
+            "run": str(self.run_dir),
+            "checkpoint": self.checkpoint,
+            "epoch": self.epoch,
+            "source": self.source,
+            "model": self.model,
+            "chars": self.chars,
+            "units": len(self.units),
+            "seconds": self.seconds,
+            "features": [
+                {
+                    "feature": r.feature.name,
+                    "description": r.feature.description,
+                    "constant": r.feature.constant,
+                    "top": [
+                        {"unit": u.label, "layer": u.layer, "state": u.state, "index": u.index, "r": corr}
+                        for u, corr in r.top
+                    ],
+                }
+                for r in self.ranked
+            ],
+        }
 
 
 class Recorder:
@@ -107,8 +123,9 @@ class Recorder:
         """The cell state c at every step: the gates in one matmul, then c_t = f c_{t-1} + i g (PyTorch's order)."""
         h0, c = state if state is not None else (out.new_zeros(out[:1].shape),) * 2
         previous = torch.cat([h0, out[:-1]])
-        gates = F.linear(x, layer.weight_ih_l0, layer.bias_ih_l0) + F.linear(previous, layer.weight_hh_l0,
-                                                                             layer.bias_hh_l0)
+        gates = F.linear(x, layer.weight_ih_l0, layer.bias_ih_l0) + F.linear(
+            previous, layer.weight_hh_l0, layer.bias_hh_l0
+        )
         i, f, g, _ = gates.chunk(4, dim=2)
         i, f, g = i.sigmoid(), f.sigmoid(), g.tanh()
         cells = torch.empty_like(out)
@@ -144,34 +161,44 @@ class Correlations:
         """(features, units); 0 where a unit or a feature does not vary."""
         n = self.n
         covariance = n * self.sum_fx - self.sum_f[:, None] * self.sum_x[None, :]
-        spread = (n * self.sum_ff - self.sum_f ** 2).clamp(min=0)[:, None] * \
-            (n * self.sum_xx - self.sum_x ** 2).clamp(min=0)[None, :]
+        spread = (n * self.sum_ff - self.sum_f**2).clamp(min=0)[:, None] * (n * self.sum_xx - self.sum_x**2).clamp(
+            min=0
+        )[None, :]
         r = covariance / spread.sqrt()
         return torch.where(spread > 0, r, torch.zeros_like(r)).clamp(-1, 1)
 
 
 @torch.inference_mode()
-def record(model, ids: torch.Tensor, features: torch.Tensor, batch_size: int, num_steps: int,
-           device: torch.device, page_chars: int) -> tuple[Recorder, torch.Tensor, torch.Tensor, int]:
+def record(
+    model,
+    ids: torch.Tensor,
+    features: torch.Tensor,
+    batch_size: int,
+    num_steps: int,
+    device: torch.device,
+    page_chars: int,
+) -> tuple[Recorder, torch.Tensor, torch.Tensor, int]:
     """(recorder, correlations (features, units), the first page_chars characters' values, chars read)."""
     layout = Streams.of(len(ids), batch_size)
     streams, length = layout.streams, layout.length
     recorder = Recorder(model, device)  # its one-layer modules run in eval mode; the model is left as it is
     inputs = layout.rows(ids, 0, device)
-    by_stream = features[:streams * length].view(streams, length, -1)
+    by_stream = features[: streams * length].view(streams, length, -1)
     sums = Correlations(features, len(recorder.units))
     kept = min(page_chars, streams * length)
     excerpt = torch.zeros(kept, len(recorder.units))
     hidden = None
     for start in range(0, length, num_steps):
-        values, hidden = recorder.window(inputs[:, start:start + num_steps], hidden)
+        values, hidden = recorder.window(inputs[:, start : start + num_steps], hidden)
         values = values.transpose(0, 1).cpu()  # (streams, steps, units): text order within each stream
         steps = values.shape[1]
-        sums.add(values.reshape(-1, values.shape[2]), by_stream[:, start:start + steps].reshape(-1, by_stream.shape[2]))
+        sums.add(
+            values.reshape(-1, values.shape[2]), by_stream[:, start : start + steps].reshape(-1, by_stream.shape[2])
+        )
         for s in range(min(streams, math.ceil(kept / length))):  # the streams that hold the excerpt's characters
             end = min(start + steps, kept - s * length)
             if end > start:
-                excerpt[s * length + start:s * length + end] = values[s, :end - start]
+                excerpt[s * length + start : s * length + end] = values[s, : end - start]
     return recorder, sums.result(), excerpt, streams * length
 
 
@@ -181,9 +208,17 @@ def decode(chars: list[str], ids: torch.Tensor) -> str:
     return points.numpy().tobytes().decode("utf-32-le")
 
 
-def analyse(run_dir: Path, which: str = "best", split: str | None = None, file: Path | None = None,
-            text: str | None = None, feature_specs: list[str] | None = None, top: int = 5, page_chars: int = 2000,
-            device: torch.device | str = "cpu") -> NeuronReport:
+def analyse(
+    run_dir: Path,
+    which: str = "best",
+    split: str | None = None,
+    file: Path | None = None,
+    text: str | None = None,
+    feature_specs: list[str] | None = None,
+    top: int = 5,
+    page_chars: int = 2000,
+    device: torch.device | str = "cpu",
+) -> NeuronReport:
     """Rank a run's hidden units by how well they track each feature of a text (a split, a file or a string)."""
     started = time.perf_counter()
     device = torch.device(device)
@@ -191,16 +226,27 @@ def analyse(run_dir: Path, which: str = "best", split: str | None = None, file: 
     decoded = decode(scored.vocab.chars, scored.ids)
     features = compute(feature_specs or [], decoded)
     matrix = torch.stack([f.values for f in features], dim=1)
-    recorder, r, excerpt, read = record(scored.model, scored.ids, matrix, scored.streams,
-                                        scored.checkpoint.config.train.num_steps, device, page_chars)
+    recorder, r, excerpt, read = record(
+        scored.model, scored.ids, matrix, scored.streams, scored.checkpoint.config.train.num_steps, device, page_chars
+    )
     ranked = []
     for k, feature in enumerate(features):
         best = [] if feature.constant else r[k].abs().argsort(descending=True)[:top].tolist()
         ranked.append(Ranked(feature, [(recorder.units[u], float(r[k, u])) for u in best]))
     cfg = scored.model.config
-    return NeuronReport(Path(run_dir), which, scored.checkpoint.train_state.epoch, scored.source,
-                        f"{cfg.kind} {cfg.num_layers}x{cfg.hidden_size}", read, recorder.units, ranked,
-                        decoded[:len(excerpt)], excerpt, time.perf_counter() - started)
+    return NeuronReport(
+        Path(run_dir),
+        which,
+        scored.checkpoint.train_state.epoch,
+        scored.source,
+        f"{cfg.kind} {cfg.num_layers}x{cfg.hidden_size}",
+        read,
+        recorder.units,
+        ranked,
+        decoded[: len(excerpt)],
+        excerpt,
+        time.perf_counter() - started,
+    )
 
 
 def page_data(report: NeuronReport) -> dict:
@@ -213,10 +259,20 @@ def page_data(report: NeuronReport) -> dict:
         "title": f"{report.run_dir.name}: neurons on {report.source}",
         **{k: v for k, v in report.to_dict().items() if k != "features"},
         "text": list(report.excerpt),
-        "features": [{"name": r.feature.name, "description": r.feature.description, "kind": r.feature.kind,
-                      "constant": r.feature.constant, "values": r.feature.values[:n].long().tolist(),
-                      "top": [{"unit": u.label, "r": corr} for u, corr in r.top]} for r in report.ranked],
-        "values": {u.label: [round(v, 3) for v in report.excerpt_values[:, index[u]].tolist()]
-                   for u in sorted(chosen, key=lambda u: index[u])},
+        "features": [
+            {
+                "name": r.feature.name,
+                "description": r.feature.description,
+                "kind": r.feature.kind,
+                "constant": r.feature.constant,
+                "values": r.feature.values[:n].long().tolist(),
+                "top": [{"unit": u.label, "r": corr} for u, corr in r.top],
+            }
+            for r in report.ranked
+        ],
+        "values": {
+            u.label: [round(v, 3) for v in report.excerpt_values[:, index[u]].tolist()]
+            for u in sorted(chosen, key=lambda u: index[u])
+        },
     }
     return data

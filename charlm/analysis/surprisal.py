@@ -55,8 +55,12 @@ class Breakdown:
     note: str | None = None
 
     def to_dict(self) -> dict:
-        return {"rare_below": RARE, "bands": None if self.bands is None else [asdict(b) for b in self.bands],
-                "costly": [asdict(c) for c in self.costly], "note": self.note}
+        return {
+            "rare_below": RARE,
+            "bands": None if self.bands is None else [asdict(b) for b in self.bands],
+            "costly": [asdict(c) for c in self.costly],
+            "note": self.note,
+        }
 
 
 @dataclass
@@ -93,53 +97,96 @@ class Surprisal:
     def figures(self) -> dict:
         """The figures of `charlm perplexity --json`."""
         nats = self.nats_per_char
-        return {"nats_per_char": nats, "bits_per_char": nats / math.log(2), "perplexity": perplexity(nats),
-                "chars": self.chars}
+        return {
+            "nats_per_char": nats,
+            "bits_per_char": nats / math.log(2),
+            "perplexity": perplexity(nats),
+            "chars": self.chars,
+        }
 
     def breakdown(self) -> Breakdown:
         count, cost = self.count.long(), self.cost.double()
         total = float(cost.sum())
         order = [int(i) for i in cost.argsort(descending=True)[:COSTLY] if count[i] > 0]
-        costly = [CostlyChar(self.chars_of_vocab[i], int(count[i]),
-                             None if self.train_counts is None else int(self.train_counts[i]),
-                             float(cost[i] / count[i]), float(cost[i]) / total) for i in order]
+        costly = [
+            CostlyChar(
+                self.chars_of_vocab[i],
+                int(count[i]),
+                None if self.train_counts is None else int(self.train_counts[i]),
+                float(cost[i] / count[i]),
+                float(cost[i]) / total,
+            )
+            for i in order
+        ]
         if self.train_counts is None:
             return Breakdown(None, costly, self.train_note)
         seen = self.train_counts.long()  # a band holds the characters seen this often in training
         masks = {"unseen": seen == 0, "rare": (seen > 0) & (seen < RARE), "common": seen >= RARE}
-        descriptions = {"unseen": "unseen (0 in training)", "rare": f"rare (1-{RARE - 1} in training)",
-                        "common": f"common ({RARE}+ in training)"}
+        descriptions = {
+            "unseen": "unseen (0 in training)",
+            "rare": f"rare (1-{RARE - 1} in training)",
+            "common": f"common ({RARE}+ in training)",
+        }
         bands = []
         for name, mask in masks.items():
             n = int(count[mask].sum())
             band_bits = float(cost[mask].sum())
-            bands.append(Band(name, descriptions[name], n, n / self.chars, band_bits / n if n else None,
-                              band_bits / total))
+            bands.append(
+                Band(name, descriptions[name], n, n / self.chars, band_bits / n if n else None, band_bits / total)
+            )
         return Breakdown(bands, costly)
 
     def display(self, limit: int) -> list[tuple[str, float | None]]:
         """The first `limit` characters of the text (at most those kept) with their bits (None: not scored)."""
         shown = self.shown_ids[:limit].tolist()
-        bits = self.bits[:max(0, limit - 1)].tolist()
+        bits = self.bits[: max(0, limit - 1)].tolist()
         return [(self.chars_of_vocab[c], bits[i - 1] if 0 < i <= len(bits) else None) for i, c in enumerate(shown)]
 
 
-def analyse(run_dir: Path, which: str = "best", split: str | None = None, file: Path | None = None,
-            text: str | None = None, device: torch.device | str = "cpu", predictions: bool = False,
-            keep: int = 0) -> Surprisal:
+def analyse(
+    run_dir: Path,
+    which: str = "best",
+    split: str | None = None,
+    file: Path | None = None,
+    text: str | None = None,
+    device: torch.device | str = "cpu",
+    predictions: bool = False,
+    keep: int = 0,
+) -> Surprisal:
     """Score a text (a split, a file or a string) under a run's checkpoint: the figures and the bits by
     character of all of it, and each of the first `keep` characters' bits (what --show and --html show).
 
     With `predictions`, also the model's TOP_PREDICTIONS most likely characters at each of those (for the page).
     """
     scored = load_text_to_score(run_dir, which, split, file, device, text)
-    losses = char_losses(scored.model, scored.ids, scored.streams, scored.checkpoint.config.train.num_steps, device,
-                         top_k=TOP_PREDICTIONS if predictions else 0, keep=max(0, keep - 1))
+    losses = char_losses(
+        scored.model,
+        scored.ids,
+        scored.streams,
+        scored.checkpoint.config.train.num_steps,
+        device,
+        top_k=TOP_PREDICTIONS if predictions else 0,
+        keep=max(0, keep - 1),
+    )
     counts, note = _train_counts(scored)
-    return Surprisal(Path(run_dir), which, scored.checkpoint.train_state.epoch, scored.source, scored.vocab.chars,
-                     scored.ids[:keep].clone(), losses.nats / math.log(2), losses.chars, len(scored.ids),
-                     losses.count, losses.cost / math.log(2), losses.nats_per_char, counts, note,
-                     losses.top_ids, losses.top_probs)
+    return Surprisal(
+        Path(run_dir),
+        which,
+        scored.checkpoint.train_state.epoch,
+        scored.source,
+        scored.vocab.chars,
+        scored.ids[:keep].clone(),
+        losses.nats / math.log(2),
+        losses.chars,
+        len(scored.ids),
+        losses.count,
+        losses.cost / math.log(2),
+        losses.nats_per_char,
+        counts,
+        note,
+        losses.top_ids,
+        losses.top_probs,
+    )
 
 
 def _train_counts(scored) -> tuple[torch.Tensor | None, str | None]:
@@ -178,10 +225,18 @@ def page_data(report: Surprisal, breakdown: Breakdown, limit: int) -> dict:
             top.append([[report.chars_of_vocab[i], round(p, 4)] for i, p in zip(ids, probs, strict=True)])
     data = {
         "title": f"{report.run_dir.name}: surprisal on {report.source}",
-        "run": str(report.run_dir), "checkpoint": report.checkpoint, "epoch": report.epoch,
-        "source": report.source, "figures": report.figures(), "vocab_size": len(report.chars_of_vocab),
-        "scale_bits": report.uniform_bits, "stops": [[f, list(rgb)] for f, rgb in HEAT_STOPS],
-        "text": [c for c, _ in shown], "bits": [None if b is None else round(b, 3) for _, b in shown],
-        "top": top, "breakdown": breakdown.to_dict(), "total_text_chars": report.text_chars,
+        "run": str(report.run_dir),
+        "checkpoint": report.checkpoint,
+        "epoch": report.epoch,
+        "source": report.source,
+        "figures": report.figures(),
+        "vocab_size": len(report.chars_of_vocab),
+        "scale_bits": report.uniform_bits,
+        "stops": [[f, list(rgb)] for f, rgb in HEAT_STOPS],
+        "text": [c for c, _ in shown],
+        "bits": [None if b is None else round(b, 3) for _, b in shown],
+        "top": top,
+        "breakdown": breakdown.to_dict(),
+        "total_text_chars": report.text_chars,
     }
     return data

@@ -1,7 +1,6 @@
 """`auto_config`: the plan of rule.py, for a corpus measured here and speeds calibrated on this machine,
 made into a plain Config (`--set` on top)."""
 
-
 from __future__ import annotations
 
 import math
@@ -20,8 +19,9 @@ PATIENCE_SHARE = 0.5
 SUBSAMPLED_EVAL_CHARS = 100_000  # in-training evals of larger val splits score this many chars
 
 
-def auto_config(corpus: str, budget_s: float, overrides: list[str] | tuple[str, ...] = (),
-                calibration_path=None) -> tuple[Config, Plan]:
+def auto_config(
+    corpus: str, budget_s: float, overrides: list[str] | tuple[str, ...] = (), calibration_path=None
+) -> tuple[Config, Plan]:
     """The config that `charlm train --corpus CORPUS --budget B` trains, and the plan behind it.
     `overrides` (KEY=VALUE, as --set) are applied on top of the plan: what the user pins stays pinned."""
     from charlm.autosize.calibrate import Calibration
@@ -30,16 +30,26 @@ def auto_config(corpus: str, budget_s: float, overrides: list[str] | tuple[str, 
     from charlm.runtime.device import pick_device
 
     # what the plan depends on: the data, the device and its precision (the rest of --set goes on top of the plan)
-    asked = load_config(None, [f"data.corpus={corpus}", *[item for item in overrides if item.startswith(
-        ("data.", "train.device=", "train.precision=", "train.bf16="))]])
+    asked = load_config(
+        None,
+        [
+            f"data.corpus={corpus}",
+            *[
+                item
+                for item in overrides
+                if item.startswith(("data.", "train.device=", "train.precision=", "train.bf16="))
+            ],
+        ],
+    )
     loaded = load_corpus(asked.data)
     stats = CorpusStats(loaded.name, len(loaded.train), len(loaded.val), len(loaded.vocab))
     device = pick_device(asked.train.device)
     precision = resolve_precision(asked.train.precision, device.type).name  # as training will resolve it
     chosen = plan(stats, budget_s, Calibration(device, precision, stats.vocab_size, calibration_path).speed)
     prefix = first_word(loaded.vocab.decode(loaded.train[:200].tolist()))
-    config = load_config(None, [*plan_overrides(chosen, budget_s, asked.train.precision), f"data.corpus={corpus}",
-                                *overrides])
+    config = load_config(
+        None, [*plan_overrides(chosen, budget_s, asked.train.precision), f"data.corpus={corpus}", *overrides]
+    )
     if prefix and not any(item.split("=", 1)[0].strip() == "sample.prefixes" for item in overrides):
         config.sample.prefixes = [prefix]  # the lyrics' 分开 means nothing to another corpus
     return config, chosen
@@ -57,19 +67,34 @@ def plan_overrides(chosen: Plan, budget_s: float, precision: str = "auto") -> li
     eval_chars = SUBSAMPLED_EVAL_CHARS if stats.val_chars > 2 * SUBSAMPLED_EVAL_CHARS else None
     eval_batch = max(1, min(32, stats.val_chars // (chosen.steps + 1)))
     return [
-        f"name=auto-{slug(stats.name)}", "model.kind=lstm", "model.input=embedding",
-        f"model.hidden_size={shape.hidden}", f"model.num_layers={shape.layers}",
-        f"model.embed_size={shape.hidden if tied else shape.embed}", f"model.tie_weights={str(tied).lower()}",
-        f"model.dropout={chosen.dropout}", f"train.epochs={chosen.epoch_limit or 100000}",
+        f"name=auto-{slug(stats.name)}",
+        "model.kind=lstm",
+        "model.input=embedding",
+        f"model.hidden_size={shape.hidden}",
+        f"model.num_layers={shape.layers}",
+        f"model.embed_size={shape.hidden if tied else shape.embed}",
+        f"model.tie_weights={str(tied).lower()}",
+        f"model.dropout={chosen.dropout}",
+        f"train.epochs={chosen.epoch_limit or 100000}",
         f"train.time_budget={format_seconds(budget_s)}",
-        f"train.batch_size={chosen.batch}", f"train.num_steps={chosen.steps}", "train.random_offset=true",
-        "train.optimizer=adam", f"train.lr={chosen.lr}", "train.schedule=cosine", "train.warmup_steps=100",
-        "train.min_lr=0.0001", "train.clip_norm=1.0", f"train.label_smoothing={chosen.label_smoothing}",
-        f"train.precision={precision}", f"train.eval_every_epochs={every_epochs}",
+        f"train.batch_size={chosen.batch}",
+        f"train.num_steps={chosen.steps}",
+        "train.random_offset=true",
+        "train.optimizer=adam",
+        f"train.lr={chosen.lr}",
+        "train.schedule=cosine",
+        "train.warmup_steps=100",
+        "train.min_lr=0.0001",
+        "train.clip_norm=1.0",
+        f"train.label_smoothing={chosen.label_smoothing}",
+        f"train.precision={precision}",
+        f"train.eval_every_epochs={every_epochs}",
         f"train.eval_every_seconds={budget_s / EVALS_PER_BUDGET if on_clock else 0:.4g}",
-        f"train.eval_chars={eval_chars if eval_chars else 'null'}", f"train.eval_batch_size={eval_batch}",
+        f"train.eval_chars={eval_chars if eval_chars else 'null'}",
+        f"train.eval_batch_size={eval_batch}",
         f"train.patience={max(3, math.ceil(PATIENCE_SHARE * evals)) if chosen.epochs >= 1 else 0}",
-        "sample.preview_every=0", "sample.length=200",
+        "sample.preview_every=0",
+        "sample.length=200",
     ]
 
 

@@ -54,16 +54,17 @@ class Calibration:
     def speed(self, shape: Shape, batch: int, steps: int) -> float:
         key = self.key(shape, batch, steps)
         if key not in self.speeds:
-            self.speeds[key] = measure(shape, padded_vocab(self.vocab_size), batch, steps, self.device,
-                                       self.precision)
+            self.speeds[key] = measure(shape, padded_vocab(self.vocab_size), batch, steps, self.device, self.precision)
             self.measured.append(key)
             self._write()
         return self.speeds[key]
 
     def key(self, shape: Shape, batch: int, steps: int) -> str:
         embed = "tied" if shape.embed is None else f"e{shape.embed}"
-        return (f"{self.device.type}-{self.precision}-lstm{shape.layers}x{shape.hidden}-{embed}-"
-                f"v{padded_vocab(self.vocab_size)}-b{batch}x{steps}")
+        return (
+            f"{self.device.type}-{self.precision}-lstm{shape.layers}x{shape.hidden}-{embed}-"
+            f"v{padded_vocab(self.vocab_size)}-b{batch}x{steps}"
+        )
 
     def _read(self) -> dict:
         """The cached speeds of this machine; any speed that is not a plausible number of chars/s is measured
@@ -87,11 +88,17 @@ def measure(shape: Shape, vocab_size: int, batch: int, steps: int, device: torch
         return _timed_steps(shape, vocab_size, batch, steps, device, precision)
 
 
-def _timed_steps(shape: Shape, vocab_size: int, batch: int, steps: int, device: torch.device,
-                 precision: str) -> float:
+def _timed_steps(shape: Shape, vocab_size: int, batch: int, steps: int, device: torch.device, precision: str) -> float:
     tied = shape.embed is None
-    cfg = ModelConfig(kind="lstm", input="embedding", embed_size=shape.hidden if tied else shape.embed,
-                      hidden_size=shape.hidden, num_layers=shape.layers, dropout=0.0, tie_weights=tied)
+    cfg = ModelConfig(
+        kind="lstm",
+        input="embedding",
+        embed_size=shape.hidden if tied else shape.embed,
+        hidden_size=shape.hidden,
+        num_layers=shape.layers,
+        dropout=0.0,
+        tie_weights=tied,
+    )
     model = CharRNN(cfg, vocab_size).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     ids = torch.randint(vocab_size, (batch, steps + 1), device=device)
@@ -116,4 +123,3 @@ def _timed_steps(shape: Shape, vocab_size: int, batch: int, steps: int, device: 
         done += 1
         synchronize(device)  # a GPU's queue would make the clock read early
     return batch * steps * done / (time.perf_counter() - started)
-

@@ -58,8 +58,10 @@ class Shape:
     def weights(self) -> int:
         """The recurrent layers' weights and biases: what the rule sizes."""
         inputs = self.hidden if self.embed is None else self.embed
-        return sum(4 * self.hidden * (width + self.hidden) + 8 * self.hidden
-                   for width in [inputs] + [self.hidden] * (self.layers - 1))
+        return sum(
+            4 * self.hidden * (width + self.hidden) + 8 * self.hidden
+            for width in [inputs] + [self.hidden] * (self.layers - 1)
+        )
 
     def parameters(self, vocab: int) -> int:
         """Weights a training step multiplies: the LSTM layers and the head (the embedding is a lookup)."""
@@ -105,14 +107,20 @@ class Plan:
     def why(self) -> str:
         seen = f"{self.chars_seen / 1e6:.1f}M chars = {self.chars_per_weight:.1f} per recurrent weight"
         if self.epoch_limit is None:
-            length = (f"so {format_seconds(self.budget_s)} sees {seen} and {self.epochs:.1f} epochs of "
-                      f"{self.stats.train_chars:,} train chars")
+            length = (
+                f"so {format_seconds(self.budget_s)} sees {seen} and {self.epochs:.1f} epochs of "
+                f"{self.stats.train_chars:,} train chars"
+            )
         else:
-            length = (f"so it trains on {seen} = {self.epoch_limit} epochs of {self.stats.train_chars:,} train chars "
-                      f"and stops there, before the {format_seconds(self.budget_s)} budget (more would overfit)")
-        return (f"{self.shape.label()} ({self.parameters / 1e6:.2f}M parameters): this machine trains it at "
-                f"{self.chars_per_s:,.0f} chars/s, {length} -> dropout {self.dropout:g}, "
-                f"batch {self.batch}x{self.steps}, Adam {self.lr:.2g}")
+            length = (
+                f"so it trains on {seen} = {self.epoch_limit} epochs of {self.stats.train_chars:,} train chars "
+                f"and stops there, before the {format_seconds(self.budget_s)} budget (more would overfit)"
+            )
+        return (
+            f"{self.shape.label()} ({self.parameters / 1e6:.2f}M parameters): this machine trains it at "
+            f"{self.chars_per_s:,.0f} chars/s, {length} -> dropout {self.dropout:g}, "
+            f"batch {self.batch}x{self.steps}, Adam {self.lr:.2g}"
+        )
 
 
 def candidates(vocab: int) -> list[Shape]:
@@ -149,8 +157,11 @@ def plan(stats: CorpusStats, budget_s: float, speed: Callable[[Shape, int, int],
     if seen / (batch * steps) > MANY_UPDATES and batch == 16:
         batch = window(stats, 32)[0]
     epochs = seen / train_chars
-    dropout = 0.0 if epochs <= NO_DROPOUT_EPOCHS else min(
-        MAX_DROPOUT, round(DROPOUT_PER_LOG_EPOCH * math.log(epochs / NO_DROPOUT_EPOCHS), 2))
+    dropout = (
+        0.0
+        if epochs <= NO_DROPOUT_EPOCHS
+        else min(MAX_DROPOUT, round(DROPOUT_PER_LOG_EPOCH * math.log(epochs / NO_DROPOUT_EPOCHS), 2))
+    )
     lr = round(6e-3 * math.sqrt(512 / max(512, chosen.hidden)), 4)
     smoothing = 0.1 if stats.vocab_size > LARGE_VOCAB else 0.0
     return Plan(chosen, batch, steps, dropout, lr, smoothing, chosen_speed, budget_s, stats, limit)

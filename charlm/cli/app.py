@@ -17,11 +17,16 @@ from charlm.store.run_dir import RUNS_ENV
 
 app = typer.Typer(
     help="Character-level RNN/LSTM/GRU language models: train, generate, perplexity.",
-    no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode="rich",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
     epilog="Example: charlm train --corpus tinyshakespeare && charlm generate --prefix ROMEO: -n 200",
 )
-data_app = typer.Typer(help="Built-in corpora: list them, download one.", no_args_is_help=True,
-                       epilog="Example: charlm data list; charlm data fetch tinyshakespeare")
+data_app = typer.Typer(
+    help="Built-in corpora: list them, download one.",
+    no_args_is_help=True,
+    epilog="Example: charlm data list; charlm data fetch tinyshakespeare",
+)
 app.add_typer(data_app, name="data")
 
 out = Console(highlight=False, soft_wrap=True)  # one record per line, even in a log file
@@ -38,10 +43,13 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def options(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
-    runs_root: Annotated[Optional[Path], typer.Option(
-        "--runs-root", help="Where runs go and are looked for (default: $CHARLM_RUNS_DIR, else runs).")] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+    runs_root: Annotated[
+        Optional[Path],
+        typer.Option("--runs-root", help="Where runs go and are looked for (default: $CHARLM_RUNS_DIR, else runs)."),
+    ] = None,
 ) -> None:
     """Character-level RNN/LSTM/GRU language models: train, generate, perplexity."""
     if runs_root is not None:  # the one place that names the runs root for this command: see store.run_dir.runs_root

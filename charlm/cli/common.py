@@ -12,8 +12,10 @@ from charlm.errors import UsageError
 RunDir = Annotated[Optional[Path], typer.Option("--run-dir", "-r", help="Run folder (default: latest in runs/).")]
 Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps")]
 Which = Annotated[str, typer.Option("--checkpoint", help="best (lowest val loss) or last.")]
-ModelDir = Annotated[Optional[Path], typer.Option("--model", "-m", help="An exported model folder (charlm export), "
-                                                  "instead of a run folder.")]
+ModelDir = Annotated[
+    Optional[Path],
+    typer.Option("--model", "-m", help="An exported model folder (charlm export), instead of a run folder."),
+]
 
 
 def model_source(run_dir: Path | None, model_dir: Path | None) -> Path | None:

@@ -18,17 +18,27 @@ def data_list(as_json: Annotated[bool, typer.Option("--json", help="Print one JS
     from charlm import data as data_mod
 
     folder = data_mod.data_dir()
-    rows = [{"name": b.name, "description": b.description, "files": [r.filename for r in b.files],
-             "bytes": sum(r.size for r in b.files), "source": "package" if b.shipped else "download",
-             "cached": None if b.shipped else all(data_mod.is_cached(r, folder) for r in b.files)}
-            for b in data_mod.BUILTINS.values()]
+    rows = [
+        {
+            "name": b.name,
+            "description": b.description,
+            "files": [r.filename for r in b.files],
+            "bytes": sum(r.size for r in b.files),
+            "source": "package" if b.shipped else "download",
+            "cached": None if b.shipped else all(data_mod.is_cached(r, folder) for r in b.files),
+        }
+        for b in data_mod.BUILTINS.values()
+    ]
     if as_json:
         print(json.dumps({"cache": str(folder), "corpora": rows}, ensure_ascii=False))
         return
     table = table_of(f"built-in corpora (download cache: {folder})", ("name", "description", "files", "MB", "source"))
     for row in rows:
-        where = ("built in (ships with charlm)" if row["source"] == "package"
-                 else f"download, {'cached' if row['cached'] else 'not cached'}")
+        where = (
+            "built in (ships with charlm)"
+            if row["source"] == "package"
+            else f"download, {'cached' if row['cached'] else 'not cached'}"
+        )
         table.add_row(row["name"], row["description"], ", ".join(row["files"]), f"{row['bytes'] / 1e6:.2f}", where)
     print_whole(table)
 

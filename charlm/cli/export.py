@@ -15,15 +15,21 @@ from charlm.errors import UsageError
 @cli.app.command(epilog="Example: charlm export --run-dir runs/shakespeare-cpu --out models/shakespeare")
 def export(
     run_dir: RunDir = None,
-    out_dir: Annotated[Optional[Path], typer.Option(
-        "--out", "-o", help="Write a portable model folder here (must not exist, or be empty).")] = None,
-    html: Annotated[Optional[Path], typer.Option(
-        "--html", help="Write a one-file browser demo of the model here (no server, no network).")] = None,
-    precision: Annotated[str, typer.Option(
-        help="--html: weights in the page as float16 (half the size) or float32 (the exact weights).")] = "float16",
+    out_dir: Annotated[
+        Optional[Path],
+        typer.Option("--out", "-o", help="Write a portable model folder here (must not exist, or be empty)."),
+    ] = None,
+    html: Annotated[
+        Optional[Path],
+        typer.Option("--html", help="Write a one-file browser demo of the model here (no server, no network)."),
+    ] = None,
+    precision: Annotated[
+        str, typer.Option(help="--html: weights in the page as float16 (half the size) or float32 (the exact weights).")
+    ] = "float16",
     checkpoint: Which = "best",
-    force: Annotated[bool, typer.Option(
-        "--force", help="--html: replace an existing file that charlm did not write.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="--html: replace an existing file that charlm did not write.")
+    ] = False,
 ) -> None:
     """Export a trained run: --out writes a model folder (model.safetensors, config.json, vocab.json, a README.md
     model card) that generate, perplexity and train --init-from take; --html a page that samples in a browser.
@@ -34,8 +40,9 @@ def export(
     from charlm.store.targets import check_apart, check_output_file, check_output_folder
 
     if out_dir is None and html is None:
-        raise UsageError("say what to export: --out MODEL_DIR (a portable model folder) or --html FILE "
-                         "(a browser demo)")
+        raise UsageError(
+            "say what to export: --out MODEL_DIR (a portable model folder) or --html FILE (a browser demo)"
+        )
     if out_dir is not None:  # both targets checked before either is written
         check_output_folder(out_dir)
     if html is not None:
@@ -48,5 +55,8 @@ def export(
         cli.out.print(f"wrote {folder}/ (model.safetensors, config.json, vocab.json, README.md)", markup=False)
     if html is not None:
         page = export_html(RunDir.resolve(run_dir), checkpoint, html, precision, force=force)
-        cli.out.print(f"wrote {html}: {page.size / 1e6:.2f} MB, {page.weights:,} weights as {precision} "
-                  f"({page.weight_bytes / 1e6:.2f} MB before base64)", markup=False)
+        cli.out.print(
+            f"wrote {html}: {page.size / 1e6:.2f} MB, {page.weights:,} weights as {precision} "
+            f"({page.weight_bytes / 1e6:.2f} MB before base64)",
+            markup=False,
+        )

@@ -15,8 +15,9 @@ from charlm.errors import UsageError
 
 
 @cli.app.command(epilog="Example: charlm info --run-dir runs/jaychou-lstm-20261123-195026")
-def info(run_dir: RunDir = None,
-         as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
+def info(
+    run_dir: RunDir = None, as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False
+) -> None:
     """Show a run: its config, vocabulary, parameter count, device, metrics and checkpoint files."""
     from charlm.config import dump_config
     from charlm.store.run_dir import RunDir
@@ -28,9 +29,18 @@ def info(run_dir: RunDir = None,
     run = summarize(folder)
     broken = damaged_checkpoints(run_folder)
     if as_json:
-        print(json.dumps({**{k: v for k, v in run.items() if k != "records"}, "vocab_size": len(chars),
-                          "parameters": parameters[0], "damaged_checkpoints": broken, "config": config.to_dict()},
-                         ensure_ascii=False))
+        print(
+            json.dumps(
+                {
+                    **{k: v for k, v in run.items() if k != "records"},
+                    "vocab_size": len(chars),
+                    "parameters": parameters[0],
+                    "damaged_checkpoints": broken,
+                    "config": config.to_dict(),
+                },
+                ensure_ascii=False,
+            )
+        )
         return
     sample = "".join(chars[:: max(1, len(chars) // 40)][:40]).replace("\n", "↵")
     cli.out.print(f"[bold]{folder}[/] ({run['status']}, trained on {run['device']})")
@@ -41,8 +51,10 @@ def info(run_dir: RunDir = None,
     cli.out.print(f"vocabulary: {len(chars):,} characters, e.g. {sample}", markup=False)
     cli.out.print(f"parameters: {parameters[0]:,} ({parameters[1]:,} without the embedding)")
     what = run["monitored"][:-5]
-    cli.out.print(f"epochs {run['epochs_done']:g}/{run['epochs']}, best {what} perplexity {run['best_ppl']:.3f} "
-                  f"({run['best_bpc']:.3f} bits/char) at epoch {run['best_epoch']}, {run['seconds']:.1f} s in all")
+    cli.out.print(
+        f"epochs {run['epochs_done']:g}/{run['epochs']}, best {what} perplexity {run['best_ppl']:.3f} "
+        f"({run['best_bpc']:.3f} bits/char) at epoch {run['best_epoch']}, {run['seconds']:.1f} s in all"
+    )
     cli.out.print(f"{what} loss by epoch: {sparkline([r.get(run['monitored'], math.nan) for r in run['records']])}")
     for path in sorted(folder.iterdir()):
         if path.is_file():

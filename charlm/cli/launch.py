@@ -18,9 +18,14 @@ from charlm.runtime.distributed import check_batch, rank_device, world_size
 RDZV_PORT = 29500  # the conventional torchrun port, shown in the multi-node command
 
 
-
-def train_args(config: Path | None, run_dir: Path | None, resume: bool, settings: list[str],
-               resume_from: str | None = None, init_from: str | None = None) -> list[str]:
+def train_args(
+    config: Path | None,
+    run_dir: Path | None,
+    resume: bool,
+    settings: list[str],
+    resume_from: str | None = None,
+    init_from: str | None = None,
+) -> list[str]:
     """The `charlm train` arguments each process gets (every other flag is already a --set)."""
     args = ["train"]
     if config is not None:
@@ -89,14 +94,19 @@ def launch_commands(nproc: int, args: list[str], name: str, batch_size: int) -> 
     given = " ".join(shlex.quote(a) for a in args)
     # several machines must name the run folder: every process reads its checkpoint to resume
     named = given if "--run-dir" in args else f"{given} --run-dir runs/{shlex.quote(name)}"
-    share = (f"{batch_size // nproc} of the {batch_size} streams each" if batch_size % nproc == 0
-             else f"train.batch_size {batch_size} must be a multiple of {nproc}")
-    return "\n".join([
-        f"# this machine, {nproc} processes ({share}):",
-        f"charlm {given} --nproc {nproc}",
-        f"torchrun --standalone --nproc_per_node {nproc} -m charlm {given}",
-        f"# NNODES machines x {nproc} processes (train.batch_size a multiple of NNODES x {nproc}): run on every",
-        "# machine, HOST:PORT being the first machine's address; runs/ and the corpus reachable from all:",
-        f"torchrun --nnodes NNODES --nproc_per_node {nproc} --rdzv_backend c10d --rdzv_endpoint HOST:{RDZV_PORT} "
-        f"--rdzv_id {shlex.quote(name)} -m charlm {named}",
-    ])
+    share = (
+        f"{batch_size // nproc} of the {batch_size} streams each"
+        if batch_size % nproc == 0
+        else f"train.batch_size {batch_size} must be a multiple of {nproc}"
+    )
+    return "\n".join(
+        [
+            f"# this machine, {nproc} processes ({share}):",
+            f"charlm {given} --nproc {nproc}",
+            f"torchrun --standalone --nproc_per_node {nproc} -m charlm {given}",
+            f"# NNODES machines x {nproc} processes (train.batch_size a multiple of NNODES x {nproc}): run on every",
+            "# machine, HOST:PORT being the first machine's address; runs/ and the corpus reachable from all:",
+            f"torchrun --nnodes NNODES --nproc_per_node {nproc} --rdzv_backend c10d --rdzv_endpoint HOST:{RDZV_PORT} "
+            f"--rdzv_id {shlex.quote(name)} -m charlm {named}",
+        ]
+    )

@@ -20,6 +20,7 @@ from charlm.cli.app import app, err
 # isort: off
 # the commands register themselves on `app` when imported, in this order in --help
 from charlm.cli import train, generate, export, perplexity, neurons, plot, runs, info, data, doctor  # noqa: F401
+
 # isort: on
 from charlm.errors import CharlmError, UsageError
 
@@ -65,8 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug or an unforeseen failure: still one line, unless debugging
         if os.environ.get("CHARLM_DEBUG"):
             raise
-        err.print(f"{_rank_prefix()}error: unexpected {type(e).__name__}: {e} (set CHARLM_DEBUG=1 for the traceback)",
-                  markup=False)
+        err.print(
+            f"{_rank_prefix()}error: unexpected {type(e).__name__}: {e} (set CHARLM_DEBUG=1 for the traceback)",
+            markup=False,
+        )
         return 1
     return result if isinstance(result, int) else 0
 

@@ -18,18 +18,26 @@ def neurons(
     run_dir: RunDir = None,
     split: Annotated[Optional[str], typer.Option(help="train | val | test (default: val)")] = None,
     file: Annotated[Optional[Path], typer.Option("--file", "-f", help="Read this text file, not a split.")] = None,
-    feature: Annotated[Optional[list[str]], typer.Option(
-        "--feature", help="quote | bracket | line-position | newline-next | vowel, or a regex (inside a match); "
-        "repeat it (default: every built-in).")] = None,
+    feature: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--feature",
+            help="quote | bracket | line-position | newline-next | vowel, or a regex (inside a match); "
+            "repeat it (default: every built-in).",
+        ),
+    ] = None,
     top: Annotated[int, typer.Option(help="Units to report per feature.")] = 5,
-    html: Annotated[Optional[Path], typer.Option(
-        "--html", help="Write a page: the text coloured by each top unit, the feature underlined.")] = None,
+    html: Annotated[
+        Optional[Path],
+        typer.Option("--html", help="Write a page: the text coloured by each top unit, the feature underlined."),
+    ] = None,
     page_chars: Annotated[int, typer.Option(help="Characters of the text on the page.")] = 2000,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     checkpoint: Which = "best",
     device: Device = "cpu",
-    force: Annotated[bool, typer.Option(
-        "--force", help="--html: replace an existing file that charlm did not write.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="--html: replace an existing file that charlm did not write.")
+    ] = False,
 ) -> None:
     """Find the hidden units (every layer; h, and c for an LSTM) that track quotes, brackets, line length, ..."""
     from charlm.analysis import neurons as neurons_lib
@@ -49,8 +57,11 @@ def neurons(
     if as_json:
         print(json.dumps(report.to_dict(), ensure_ascii=False))
         return
-    cli.out.print(f"{folder} ({checkpoint}, epoch {report.epoch}, {report.model}) on {report.source}: "
-              f"{report.chars:,} chars read in {report.seconds:.1f} s", markup=False)
+    cli.out.print(
+        f"{folder} ({checkpoint}, epoch {report.epoch}, {report.model}) on {report.source}: "
+        f"{report.chars:,} chars read in {report.seconds:.1f} s",
+        markup=False,
+    )
     cli.out.print(views.neurons_table(report))
     if html is not None:
         cli.out.print(f"wrote {html}", markup=False)

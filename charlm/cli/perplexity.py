@@ -22,19 +22,29 @@ def perplexity(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     checkpoint: Which = "best",
     device: Device = "auto",
-    text: Annotated[Optional[str], typer.Option(
-        "--text", "-t", help="Score this string (read as one stream), not a split.")] = None,
+    text: Annotated[
+        Optional[str], typer.Option("--text", "-t", help="Score this string (read as one stream), not a split.")
+    ] = None,
     show: Annotated[bool, typer.Option("--show", help="Print the text shaded by each character's bits.")] = False,
-    html: Annotated[Optional[Path], typer.Option(
-        "--html", help="Write a page: the shaded text, bits and top-5 predictions on hover.")] = None,
-    breakdown: Annotated[bool, typer.Option(
-        "--breakdown", help="The loss by characters unseen / rare / common in training, the costliest ones "
-        "(implied by --show and --html; in --json as \"breakdown\").")] = False,
-    show_chars: Annotated[int, typer.Option(help="Characters shown by --show and --html (the figures cover all).")]
-    = 5000,
+    html: Annotated[
+        Optional[Path],
+        typer.Option("--html", help="Write a page: the shaded text, bits and top-5 predictions on hover."),
+    ] = None,
+    breakdown: Annotated[
+        bool,
+        typer.Option(
+            "--breakdown",
+            help="The loss by characters unseen / rare / common in training, the costliest ones "
+            '(implied by --show and --html; in --json as "breakdown").',
+        ),
+    ] = False,
+    show_chars: Annotated[
+        int, typer.Option(help="Characters shown by --show and --html (the figures cover all).")
+    ] = 5000,
     model_dir: ModelDir = None,
-    force: Annotated[bool, typer.Option(
-        "--force", help="--html: replace an existing file that charlm did not write.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="--html: replace an existing file that charlm did not write.")
+    ] = False,
 ) -> None:
     """Score a run (or an exported model) on a split of its corpus, a file or a string: nats/char, bits/char, ppl.
 
@@ -49,8 +59,9 @@ def perplexity(
         check_output_file(html, option="--html", force=force, reads=(file,))
     folder = resolve(model_source(run_dir, model_dir))
     if show or html or breakdown:
-        return _surprisal(folder, checkpoint, split, file, text, pick_device(device), as_json, show, html, show_chars,
-                          force)
+        return _surprisal(
+            folder, checkpoint, split, file, text, pick_device(device), as_json, show, html, show_chars, force
+        )
     from charlm.ui.report import scoring_bar
 
     with scoring_bar(cli.err) as progress:  # on stderr: stdout keeps only the result
@@ -60,12 +71,25 @@ def perplexity(
         return
     epoch = saved.train_state.epoch
     cli.out.print(f"{folder} ({checkpoint}, epoch {epoch}) on {result['source']}: {result['chars']:,} chars")
-    cli.out.print(f"nats/char  {result['nats_per_char']:.4f}\nbits/char  {result['bits_per_char']:.4f}\n"
-              f"perplexity {result['perplexity']:.4f}")
+    cli.out.print(
+        f"nats/char  {result['nats_per_char']:.4f}\nbits/char  {result['bits_per_char']:.4f}\n"
+        f"perplexity {result['perplexity']:.4f}"
+    )
 
 
-def _surprisal(folder: Path, checkpoint: str, split, file, text, device, as_json: bool, show: bool,
-               html: Optional[Path], show_chars: int, force: bool) -> None:
+def _surprisal(
+    folder: Path,
+    checkpoint: str,
+    split,
+    file,
+    text,
+    device,
+    as_json: bool,
+    show: bool,
+    html: Optional[Path],
+    show_chars: int,
+    force: bool,
+) -> None:
     from charlm.analysis import surprisal
     from charlm.ui import pages, views
 
@@ -73,8 +97,16 @@ def _surprisal(folder: Path, checkpoint: str, split, file, text, device, as_json
         raise UsageError("--show and --json both print to stdout: pass one of them")
     if show_chars < 1:
         raise UsageError(f"--show-chars must be >= 1, got {show_chars}")
-    report = surprisal.analyse(folder, checkpoint, split, file, text, device, predictions=html is not None,
-                               keep=show_chars if show or html is not None else 0)  # what is shown, no more
+    report = surprisal.analyse(
+        folder,
+        checkpoint,
+        split,
+        file,
+        text,
+        device,
+        predictions=html is not None,
+        keep=show_chars if show or html is not None else 0,
+    )  # what is shown, no more
     parts = report.breakdown()
     if html is not None:
         pages.write(html, pages.render("surprisal", surprisal.page_data(report, parts, show_chars)), force=force)

@@ -12,12 +12,13 @@ from charlm.cli import app as cli
 
 @cli.app.command(epilog="Example: charlm plot --run-dir runs/a --run-dir runs/b --out compare.png")
 def plot(
-    run_dirs: Annotated[Optional[list[Path]], typer.Option("--run-dir", "-r", help="Run folder (repeat to overlay).")]
-    = None,
-    out_file: Annotated[Optional[Path], typer.Option("--out", "-o", help="PNG to write (default: RUN/loss.png).")]
-    = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing file that charlm did not write.")]
-    = False,
+    run_dirs: Annotated[
+        Optional[list[Path]], typer.Option("--run-dir", "-r", help="Run folder (repeat to overlay).")
+    ] = None,
+    out_file: Annotated[
+        Optional[Path], typer.Option("--out", "-o", help="PNG to write (default: RUN/loss.png).")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing file that charlm did not write.")] = False,
 ) -> None:
     """Draw train/val loss against epoch and wall time, the LR and the best epoch, as a PNG."""
     from charlm.store.run_dir import RunDir

@@ -14,8 +14,9 @@ from charlm.cli.table import print_whole, table_of
 
 @cli.app.command(epilog="Example: charlm runs --root runs")
 def runs(
-    root: Annotated[Optional[Path], typer.Option(
-        help="Folder holding run folders (default: $CHARLM_RUNS_DIR or runs).")] = None,
+    root: Annotated[
+        Optional[Path], typer.Option(help="Folder holding run folders (default: $CHARLM_RUNS_DIR or runs).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array, a summary per run.")] = False,
 ) -> None:
     """List every run: corpus, model, epochs, best val perplexity and bits/char, time, status."""
@@ -30,13 +31,23 @@ def runs(
         cli.err.print(f"no runs under {root}/ yet: train one with charlm train", markup=False)
     else:
         parents = any(run["parent"] for run in found)  # the column appears when a run was fine-tuned
-        table = table_of(f"runs in {root}/", ("run", "corpus", "model", "epochs", "best ppl", "best bpc", "time",
-                                                "state") + (("parent",) if parents else ()))
+        table = table_of(
+            f"runs in {root}/",
+            ("run", "corpus", "model", "epochs", "best ppl", "best bpc", "time", "state")
+            + (("parent",) if parents else ()),
+        )
         for run in found:
-            table.add_row(run["name"], Path(run["corpus"]).name, run["model"],
-                          f"{run['epochs_done']:g}/{run['epochs']}", f"{run['best_ppl']:.3f}",
-                          f"{run['best_bpc']:.3f}", f"{run['seconds']:.0f} s", run["status"],
-                          *((parent_name(run["parent"]),) if parents else ()))
+            table.add_row(
+                run["name"],
+                Path(run["corpus"]).name,
+                run["model"],
+                f"{run['epochs_done']:g}/{run['epochs']}",
+                f"{run['best_ppl']:.3f}",
+                f"{run['best_bpc']:.3f}",
+                f"{run['seconds']:.0f} s",
+                run["status"],
+                *((parent_name(run["parent"]),) if parents else ()),
+            )
         print_whole(table)
     for note in (note for run in found for note in damage_notes(run)):
         cli.err.print(f"warning: {note}", markup=False)
@@ -48,6 +59,9 @@ def leftover_notes(folders: list[Path]) -> list[str]:
     """What interrupted writes left in `folders` (temps of a killed export, page or checkpoint write)."""
     from charlm.files.fsio import stale_temps
 
-    return [f"{path} was left by an interrupted charlm write (process {path.name.split('-')[2]}): delete it, "
-            "or let charlm remove it the next time it writes into that folder"
-            for folder in folders for path in stale_temps(folder)]
+    return [
+        f"{path} was left by an interrupted charlm write (process {path.name.split('-')[2]}): delete it, "
+        "or let charlm remove it the next time it writes into that folder"
+        for folder in folders
+        for path in stale_temps(folder)
+    ]

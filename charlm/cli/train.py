@@ -16,32 +16,57 @@ AUTO = "auto"
 
 @cli.app.command(epilog="Example: charlm train --config configs/d2l-jaychou-rnn.yaml --set train.epochs=10")
 def train(
-    config: Annotated[Optional[Path], typer.Option(
-        "--config", "-c", help="YAML config (default: jaychou-lstm), or auto: sized for the corpus and --budget.")]
-    = None,
+    config: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--config", "-c", help="YAML config (default: jaychou-lstm), or auto: sized for the corpus and --budget."
+        ),
+    ] = None,
     corpus: Annotated[Optional[str], typer.Option(help="Built-in name, text file or folder of .txt files.")] = None,
-    budget: Annotated[Optional[str], typer.Option(
-        "--budget", "-b", help="Training time (90s, 10m, 2h). Without --config: a model sized for the corpus, "
-        "this budget and this machine (--config auto).")] = None,
-    run_dir: Annotated[Optional[Path], typer.Option("--run-dir", "-r", help="Run folder (default: runs/NAME-TIME).")]
-    = None,
+    budget: Annotated[
+        Optional[str],
+        typer.Option(
+            "--budget",
+            "-b",
+            help="Training time (90s, 10m, 2h). Without --config: a model sized for the corpus, "
+            "this budget and this machine (--config auto).",
+        ),
+    ] = None,
+    run_dir: Annotated[
+        Optional[Path], typer.Option("--run-dir", "-r", help="Run folder (default: runs/NAME-TIME).")
+    ] = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N | mps")] = None,
-    overrides: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="KEY=VALUE, e.g. train.lr=0.01.")]
-    = None,
+    overrides: Annotated[
+        Optional[list[str]], typer.Option("--set", "-s", help="KEY=VALUE, e.g. train.lr=0.01.")
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --run-dir from its last.pt.")] = False,
-    resume_from: Annotated[Optional[str], typer.Option(
-        "--resume-from", help="best | last: continue the run in --run-dir from that checkpoint (implies --resume).")]
-    = None,
-    nproc: Annotated[Optional[int], typer.Option(
-        "--nproc", help="Train with N processes on this machine (torchrun; one per GPU, or CPU processes).")] = None,
-    dry_run: Annotated[bool, typer.Option(
-        "--dry-run", help="Check the config and print the torchrun commands (one machine, several); train nothing.")]
-    = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors and the final summary line.")]
-    = False,
-    init_from: Annotated[Optional[str], typer.Option(
-        "--init-from", help="Fine-tune: start from this run's best.pt (RUN:last for last.pt) or model folder; "
-        "without --config, with its config.")] = None,
+    resume_from: Annotated[
+        Optional[str],
+        typer.Option(
+            "--resume-from", help="best | last: continue the run in --run-dir from that checkpoint (implies --resume)."
+        ),
+    ] = None,
+    nproc: Annotated[
+        Optional[int],
+        typer.Option(
+            "--nproc", help="Train with N processes on this machine (torchrun; one per GPU, or CPU processes)."
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Check the config and print the torchrun commands (one machine, several); train nothing."
+        ),
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors and the final summary line.")] = False,
+    init_from: Annotated[
+        Optional[str],
+        typer.Option(
+            "--init-from",
+            help="Fine-tune: start from this run's best.pt (RUN:last for last.pt) or model folder; "
+            "without --config, with its config.",
+        ),
+    ] = None,
 ) -> None:
     """Train a model and write its run folder (config, vocab, metrics, checkpoints).
 
@@ -68,8 +93,9 @@ def train(
         return _launch(cfg, args, nproc, dry_run)
     main = distributed.is_main_process()  # the other ranks stay silent
     reporter = RichReporter(cli.out, cli.err, quiet) if main else SilentReporter()
-    run_training(cfg, run_dir, reporter, resume=resume, explicit=explicit, resume_from=resume_from or "last",
-                 init_from=init_from)
+    run_training(
+        cfg, run_dir, reporter, resume=resume, explicit=explicit, resume_from=resume_from or "last", init_from=init_from
+    )
 
 
 def _launch(cfg, args: list[str], nproc: int | None, dry_run: bool) -> int:
@@ -86,8 +112,16 @@ def _launch(cfg, args: list[str], nproc: int | None, dry_run: bool) -> int:
     return launch.launch(processes, args)
 
 
-def _pick_config(config: Optional[Path], budget: Optional[str], settings: list[str], run_dir: Optional[Path],
-                 resume: bool, init_from: Optional[str], launched: bool, quiet: bool):
+def _pick_config(
+    config: Optional[Path],
+    budget: Optional[str],
+    settings: list[str],
+    run_dir: Optional[Path],
+    resume: bool,
+    init_from: Optional[str],
+    launched: bool,
+    quiet: bool,
+):
     """Auto-sized (--config auto, or --budget without a config), else the file's, the resumed or the fine-tuned
     run's; a --budget of a config-led run is its train.time_budget."""
     from charlm.config import Config, parse_duration
@@ -102,8 +136,11 @@ def _pick_config(config: Optional[Path], budget: Optional[str], settings: list[s
     cfg = _config(config, settings, run_dir, resume, init_from)
     lyrics_default = config is None and not resume and init_from is None
     if lyrics_default and cfg.data.corpus != Config().data.corpus and not quiet and distributed.is_main_process():
-        cli.out.print(f"tip: `charlm train --corpus {cfg.data.corpus} --budget 10m` sizes the model for this corpus "
-                      "and this machine; without --budget this is the lyrics default", markup=False)
+        cli.out.print(
+            f"tip: `charlm train --corpus {cfg.data.corpus} --budget 10m` sizes the model for this corpus "
+            "and this machine; without --budget this is the lyrics default",
+            markup=False,
+        )
     return cfg
 
 
@@ -111,8 +148,9 @@ def is_auto(config: Optional[Path], budget: Optional[str], resume: bool, init_fr
     """--config auto, or a --budget with no config of its own (a resumed or fine-tuned run has one)."""
     if config is not None and str(config) == AUTO:
         if resume or init_from is not None:
-            raise UsageError("--config auto sizes a new model: a resumed or fine-tuned run keeps its own; drop "
-                             "--config auto")
+            raise UsageError(
+                "--config auto sizes a new model: a resumed or fine-tuned run keeps its own; drop --config auto"
+            )
         return True
     return config is None and budget is not None and not resume and init_from is None
 
@@ -123,8 +161,10 @@ def _auto_config(budget: Optional[str], settings: list[str], launched: bool, qui
     from charlm.config import Config, parse_duration
 
     if launched:
-        raise UsageError("auto-sizing plans for one process: drop --nproc/--dry-run, or give a --config "
-                         "(the run folder's config.yaml of an auto run will do)")
+        raise UsageError(
+            "auto-sizing plans for one process: drop --nproc/--dry-run, or give a --config "
+            "(the run folder's config.yaml of an auto run will do)"
+        )
     seconds = parse_duration(budget or auto.DEFAULT_BUDGET, "--budget")
     cfg, plan = auto.auto_config(Config().data.corpus, seconds, settings)  # --corpus is in settings
     if not quiet:
@@ -132,8 +172,9 @@ def _auto_config(budget: Optional[str], settings: list[str], launched: bool, qui
     return cfg
 
 
-def _config(config: Optional[Path], settings: list[str], run_dir: Optional[Path], resume: bool,
-            init_from: Optional[str]):
+def _config(
+    config: Optional[Path], settings: list[str], run_dir: Optional[Path], resume: bool, init_from: Optional[str]
+):
     """The run's config: the file (or defaults), a resumed run's own, or a fine-tuned run's parent's; --set on top."""
     from charlm.training.init_from import WITH_RESUME, init_config, load_parent
     from charlm.training.resume import load_resume_config

@@ -21,10 +21,24 @@ import importlib
 # name -> the module that defines it. Loaded on first use (PEP 562), so that `charlm data list` reads the
 # registry without importing torch, which the other modules need.
 _WHERE = {
-    **dict.fromkeys(["ConsecutiveBatches", "RandomBatches", "bptt_lengths", "consecutive_batches", "make_batches",
-                     "min_chars", "num_consecutive_batches", "num_random_batches", "random_batches"], "batches"),
-    **dict.fromkeys(["BUILTINS", "Builtin", "RemoteFile", "data_dir", "fetch", "is_cached", "packaged_file",
-                     "read_packaged"], "builtins"),
+    **dict.fromkeys(
+        [
+            "ConsecutiveBatches",
+            "RandomBatches",
+            "bptt_lengths",
+            "consecutive_batches",
+            "make_batches",
+            "min_chars",
+            "num_consecutive_batches",
+            "num_random_batches",
+            "random_batches",
+        ],
+        "batches",
+    ),
+    **dict.fromkeys(
+        ["BUILTINS", "Builtin", "RemoteFile", "data_dir", "fetch", "is_cached", "packaged_file", "read_packaged"],
+        "builtins",
+    ),
     "encoded_cache_dir": "cache",
     **dict.fromkeys(["Corpus", "encode_file", "encode_text", "load_corpus"], "corpus"),
     "Vocab": "vocab",

@@ -36,8 +36,14 @@ class ConsecutiveBatches:
 
     carries_hidden = True
 
-    def __init__(self, ids: torch.Tensor, batch_size: int, num_steps: int, random_offset: bool = False,
-                 variable_bptt: bool = False):
+    def __init__(
+        self,
+        ids: torch.Tensor,
+        batch_size: int,
+        num_steps: int,
+        random_offset: bool = False,
+        variable_bptt: bool = False,
+    ):
         self.ids, self.batch_size, self.num_steps = ids, batch_size, num_steps
         self.random_offset, self.variable_bptt = random_offset, variable_bptt
 
@@ -97,8 +103,14 @@ def min_chars(batch_size: int, num_steps: int, sampling: str) -> int:
     return batch_size * num_steps + 1
 
 
-def consecutive_batches(ids: torch.Tensor, batch_size: int, num_steps: int, offset: int = 0,
-                        share: slice = ALL, lengths: list[int] | None = None) -> Iterator[Batch]:
+def consecutive_batches(
+    ids: torch.Tensor,
+    batch_size: int,
+    num_steps: int,
+    offset: int = 0,
+    share: slice = ALL,
+    lengths: list[int] | None = None,
+) -> Iterator[Batch]:
     """The windows of the picture above. `offset` skips characters at the start; `lengths` gives each
     window its own length (variable BPTT); `share` keeps some of the streams."""
     ids = ids[offset:]
@@ -108,7 +120,7 @@ def consecutive_batches(ids: torch.Tensor, batch_size: int, num_steps: int, offs
         lengths = [num_steps] * ((stream_len - 1) // num_steps)
     start = 0
     for length in lengths:
-        yield streams[:, start:start + length], streams[:, start + 1:start + length + 1]
+        yield streams[:, start : start + length], streams[:, start + 1 : start + length + 1]
         start += length
 
 
@@ -136,15 +148,16 @@ def num_consecutive_batches(n: int, batch_size: int, num_steps: int, offset: int
     return max(0, ((n - offset) // batch_size - 1) // num_steps)
 
 
-def random_batches(ids: torch.Tensor, batch_size: int, num_steps: int, generator: torch.Generator,
-                   share: slice = ALL) -> Iterator[Batch]:
+def random_batches(
+    ids: torch.Tensor, batch_size: int, num_steps: int, generator: torch.Generator, share: slice = ALL
+) -> Iterator[Batch]:
     """Windows drawn in a random order; `share` keeps some of each batch's windows (processes drawing
     with equal generators take disjoint shares)."""
     num_windows = (len(ids) - 1) // num_steps
     order = torch.randperm(num_windows, generator=generator)
     steps = torch.arange(num_steps)
     for i in range(num_windows // batch_size):
-        starts = order[i * batch_size:(i + 1) * batch_size][share] * num_steps
+        starts = order[i * batch_size : (i + 1) * batch_size][share] * num_steps
         index = starts[:, None] + steps
         yield ids[index], ids[index + 1]
 

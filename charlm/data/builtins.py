@@ -154,8 +154,10 @@ def read_packaged(remote: RemoteFile) -> bytes:
         raise RunError(f"the packaged corpus file {resource} cannot be read ({e}): {fix}") from None
     got = hashlib.sha256(data).hexdigest()
     if got != remote.sha256:
-        raise RunError(f"the packaged corpus file {resource} has sha256 {got[:12]}..., expected "
-                       f"{remote.sha256[:12]}...: the installation is damaged; {fix}")
+        raise RunError(
+            f"the packaged corpus file {resource} has sha256 {got[:12]}..., expected "
+            f"{remote.sha256[:12]}...: the installation is damaged; {fix}"
+        )
     return data
 
 
@@ -167,8 +169,10 @@ def data_dir() -> Path:
     if not chosen:
         return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "charlm"
     if not Path(chosen).is_dir():
-        raise CorpusError(f"CHARLM_DATA_DIR={chosen[:200]} is not a folder: create it, or unset CHARLM_DATA_DIR to "
-                          "use the per-user cache")
+        raise CorpusError(
+            f"CHARLM_DATA_DIR={chosen[:200]} is not a folder: create it, or unset CHARLM_DATA_DIR to "
+            "use the per-user cache"
+        )
     return Path(chosen)
 
 
@@ -274,8 +278,10 @@ def _stream(remote: RemoteFile, out: BinaryIO, progress: Callable | None, where:
         raise _download_error(remote, e, where) from None
     got = hashing.digest.hexdigest()
     if got != remote.sha256:
-        raise RunError(f"{remote.filename} from {remote.url} has sha256 {got[:12]}..., expected "
-                       f"{remote.sha256[:12]}...: the download is corrupt or changed; {where}")
+        raise RunError(
+            f"{remote.filename} from {remote.url} has sha256 {got[:12]}..., expected "
+            f"{remote.sha256[:12]}...: the download is corrupt or changed; {where}"
+        )
 
 
 def _extract_member(raw, member: str, out) -> None:
@@ -290,5 +296,7 @@ def _extract_member(raw, member: str, out) -> None:
             for block in iter(lambda: source.read(1 << 20), b""):
                 out.write(block)
     except (tarfile.TarError, KeyError, EOFError, OSError) as e:
-        raise RunError(f"the downloaded archive has no readable {member} ({type(e).__name__}): "
-                       "the server sent something else; fetch it again later") from None
+        raise RunError(
+            f"the downloaded archive has no readable {member} ({type(e).__name__}): "
+            "the server sent something else; fetch it again later"
+        ) from None

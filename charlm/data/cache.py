@@ -32,8 +32,15 @@ def encoded_cache_dir() -> Path:
     return data_dir() / "encoded"
 
 
-def load_encoded(source: Source, groups: dict, text: Callable, cfg: DataConfig, cache: Path,
-                 first_pass: FirstPass, base: Vocab | None = None) -> tuple[Vocab, dict[str, torch.Tensor], str]:
+def load_encoded(
+    source: Source,
+    groups: dict,
+    text: Callable,
+    cfg: DataConfig,
+    cache: Path,
+    first_pass: FirstPass,
+    base: Vocab | None = None,
+) -> tuple[Vocab, dict[str, torch.Tensor], str]:
     """The vocabulary, the ids of each split group (memory-mapped) and the text's sha256.
 
     The folder is named by a hash of the raw bytes of every file and of the options that change the
@@ -49,8 +56,12 @@ def load_encoded(source: Source, groups: dict, text: Callable, cfg: DataConfig, 
 
 def _encoding_key(source: Source, cfg: DataConfig, base: Vocab | None = None) -> str:
     normalisation = Normalisation.of(cfg)
-    options = {"format": ENCODED_FORMAT, "newlines": normalisation.newlines, "max_chars": cfg.max_chars,
-               "drop_spaces": normalisation.drop_spaces}
+    options = {
+        "format": ENCODED_FORMAT,
+        "newlines": normalisation.newlines,
+        "max_chars": cfg.max_chars,
+        "drop_spaces": normalisation.drop_spaces,
+    }
     if base is not None:
         options["base_vocab"] = hashlib.sha256("".join(base.chars).encode()).hexdigest()
     digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
@@ -71,13 +82,20 @@ def _write_encoded(folder: Path, source: Source, groups: dict, text: Callable, f
                     ids = torch.from_file(str(path), shared=True, size=lengths[split], dtype=vocab.id_dtype())
                     encode_chunks(text(parts), vocab, lengths[split], out=ids)
                     del ids  # unmap before atomic_folder fsyncs the file
-            meta = {"format": ENCODED_FORMAT, "corpus": source.name, "vocab": vocab.chars, "lengths": lengths,
-                    "sha256": sha256}
+            meta = {
+                "format": ENCODED_FORMAT,
+                "corpus": source.name,
+                "vocab": vocab.chars,
+                "lengths": lengths,
+                "sha256": sha256,
+            }
             (tmp / "meta.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
     except OSError as e:
         if not (folder / "meta.json").is_file():  # another process published it first: that copy is as good
-            raise RunError(f"cannot write the encoded corpus to {folder.parent} ({e.strerror or e}): free disk "
-                           "space or set CHARLM_DATA_DIR to a writable folder") from None
+            raise RunError(
+                f"cannot write the encoded corpus to {folder.parent} ({e.strerror or e}): free disk "
+                "space or set CHARLM_DATA_DIR to a writable folder"
+            ) from None
 
 
 def _open_encoded(folder: Path) -> tuple[Vocab, dict[str, torch.Tensor], str]:
@@ -93,8 +111,9 @@ def _open_encoded(folder: Path) -> tuple[Vocab, dict[str, torch.Tensor], str]:
                 raise CorpusError(damaged)
             # shared=False maps the file copy-on-write: the pages come from the page cache, shared by
             # every process on the machine, and nothing can write back to the file
-            encoded[split] = (torch.from_file(str(path), shared=False, size=n, dtype=dtype) if n
-                              else torch.empty(0, dtype=dtype))
+            encoded[split] = (
+                torch.from_file(str(path), shared=False, size=n, dtype=dtype) if n else torch.empty(0, dtype=dtype)
+            )
         return vocab, encoded, meta["sha256"]
     except (OSError, ValueError, KeyError, TypeError):
         raise CorpusError(damaged) from None

@@ -62,8 +62,9 @@ def encode_text(text: str, vocab: Vocab, cfg: DataConfig) -> torch.Tensor:
     return encode_chunks(iter([normalised]), vocab, len(normalised))
 
 
-def load_corpus(cfg: DataConfig, progress: Callable | None = None, cache: Path | None = None,
-                vocab: Vocab | None = None) -> Corpus:
+def load_corpus(
+    cfg: DataConfig, progress: Callable | None = None, cache: Path | None = None, vocab: Vocab | None = None
+) -> Corpus:
     """Read, normalise, build the vocabulary, encode and split the corpus named by `cfg`.
 
     With `cache` (a folder), the encoded text is kept there as integer files and memory-mapped:
@@ -80,8 +81,9 @@ def load_corpus(cfg: DataConfig, progress: Callable | None = None, cache: Path |
         return _limited(iter_text(parts, normalisation), cfg.max_chars)
 
     if cache is not None:
-        vocab, encoded, sha256 = load_encoded(source, groups, text, cfg, cache,
-                                              lambda: _scan_groups(source, groups, text, base), base)
+        vocab, encoded, sha256 = load_encoded(
+            source, groups, text, cfg, cache, lambda: _scan_groups(source, groups, text, base), base
+        )
     else:
         vocab, lengths, sha256 = _scan_groups(source, groups, text, base)
         encoded = {split: encode_chunks(text(parts), vocab, lengths[split]) for split, parts in groups.items()}
@@ -93,8 +95,9 @@ def load_corpus(cfg: DataConfig, progress: Callable | None = None, cache: Path |
     return Corpus(source.name, vocab, train, val, test, sha256)
 
 
-def _scan_groups(source: Source, groups: dict, text: Callable,
-                 base: Vocab | None = None) -> tuple[Vocab, dict[str, int], str]:
+def _scan_groups(
+    source: Source, groups: dict, text: Callable, base: Vocab | None = None
+) -> tuple[Vocab, dict[str, int], str]:
     """First pass over every split group: the vocabulary, each group's length, the text's sha256."""
     chars: set[str] = set()
     digest = hashlib.sha256()
@@ -121,4 +124,4 @@ def split_ids(ids: torch.Tensor, val_fraction: float, test_fraction: float):
     n_test = int(n * test_fraction)
     n_val = int(n * val_fraction)
     n_train = n - n_val - n_test
-    return ids[:n_train], ids[n_train:n_train + n_val], ids[n_train + n_val:]
+    return ids[:n_train], ids[n_train : n_train + n_val], ids[n_train + n_val :]

@@ -66,8 +66,9 @@ class TextPart:
             with zipfile.ZipFile(raw or self.path) as archive:
                 return io.BytesIO(archive.read(self.member))
         except (zipfile.BadZipFile, KeyError) as e:
-            raise CorpusError(f"{self.path} is not a zip holding {self.member} ({e}): "
-                              "delete it and fetch again") from None
+            raise CorpusError(
+                f"{self.path} is not a zip holding {self.member} ({e}): delete it and fetch again"
+            ) from None
 
     def sha256(self) -> str:
         """The sha256 of the file's bytes (of the whole zip for a member)."""
@@ -95,8 +96,10 @@ def resolve_source(corpus: str, progress: Callable | None = None) -> Source:
     if corpus in BUILTINS:
         builtin = BUILTINS[corpus]
         if builtin.shipped:
-            parts = tuple(TextPart(Path(str(packaged_file(r))), r.split, _zip_member(r), content=read_packaged(r))
-                          for r in builtin.files)
+            parts = tuple(
+                TextPart(Path(str(packaged_file(r))), r.split, _zip_member(r), content=read_packaged(r))
+                for r in builtin.files
+            )
         else:
             paths = fetch(corpus, progress=progress)
             parts = tuple(TextPart(p, r.split, _zip_member(r)) for p, r in zip(paths, builtin.files, strict=True))
@@ -144,8 +147,9 @@ def iter_text(parts: tuple[TextPart, ...], normalisation: Normalisation) -> Iter
                         raise CorpusError(f"{name} looks binary (it has NUL bytes): use a UTF-8 text file")
                     yield chunk.translate(table) if table else chunk
         except UnicodeDecodeError as e:
-            raise CorpusError(f"{name} is not UTF-8 text (byte 0x{e.object[e.start]:02x}): "
-                              "convert it to UTF-8, e.g. iconv -t UTF-8") from None
+            raise CorpusError(
+                f"{name} is not UTF-8 text (byte 0x{e.object[e.start]:02x}): convert it to UTF-8, e.g. iconv -t UTF-8"
+            ) from None
         except OSError as e:
             raise CorpusError(f"cannot read {name} ({e.strerror or e}): check the file") from None
 

@@ -109,11 +109,14 @@ def encode_chunks(chunks: Iterator[str], vocab: Vocab, length: int, out: torch.T
         if bool(bad.any()):
             missing = vocab.missing(chunk)
             if not_utf8(missing):
-                raise CorpusError(f"the text is not UTF-8 (it holds the byte or lone surrogate {not_utf8(missing)}): "
-                                  "pass UTF-8 text")
+                raise CorpusError(
+                    f"the text is not UTF-8 (it holds the byte or lone surrogate {not_utf8(missing)}): pass UTF-8 text"
+                )
             shown = "".join(missing[:20])
-            raise CorpusError(f"the text has {len(missing)} characters the vocabulary lacks ({shown!r}): "
-                              "score text written with the training corpus's characters")
-        ids[pos:pos + len(points)] = encoded.to(ids.dtype)
+            raise CorpusError(
+                f"the text has {len(missing)} characters the vocabulary lacks ({shown!r}): "
+                "score text written with the training corpus's characters"
+            )
+        ids[pos : pos + len(points)] = encoded.to(ids.dtype)
         pos += len(points)
     return ids

@@ -64,8 +64,9 @@ def encode_weights(tensors: dict[str, torch.Tensor], precision: str) -> tuple[di
     for name, tensor in tensors.items():
         values = tensor.detach().float().cpu()
         if precision == "float16" and bool(values.abs().max() > FLOAT16_MAX):
-            raise UsageError(f"{name} has weights beyond float16's range (±{FLOAT16_MAX:g}): "
-                             "export with --precision float32")
+            raise UsageError(
+                f"{name} has weights beyond float16's range (±{FLOAT16_MAX:g}): export with --precision float32"
+            )
         rows, cols = values.shape if values.dim() == 2 else (1, values.numel())
         index[name] = [offset, rows, cols]
         offset += values.numel()
@@ -89,12 +90,17 @@ def model_card(checkpoint: Checkpoint, parameters: int, which: str) -> dict:
     epochs = record.get("epochs_done", checkpoint.train_state.epoch)  # fractional for a run stopped by its budget
     vocab = Vocab(checkpoint.vocab)
     return {
-        "name": config.name, "corpus": corpus,
+        "name": config.name,
+        "corpus": corpus,
         "model": f"{shape.kind} {shape.num_layers}x{shape.hidden_size}, {inputs}{tied}",
-        "parameters": parameters, "checkpoint": f"{which}.pt, after {epochs:g} epochs",
+        "parameters": parameters,
+        "checkpoint": f"{which}.pt, after {epochs:g} epochs",
         "loss_name": f"{split} loss",
-        "loss": (f"{loss:.4f} nats/char ({loss / math.log(2):.3f} bits/char, perplexity {math.exp(loss):.2f})"
-                 if loss is not None else "not recorded"),
+        "loss": (
+            f"{loss:.4f} nats/char ({loss / math.log(2):.3f} bits/char, perplexity {math.exp(loss):.2f})"
+            if loss is not None
+            else "not recorded"
+        ),
         "prefix": next((p for p in config.sample.prefixes if p and not vocab.missing(p)), ""),
     }
 
@@ -106,10 +112,19 @@ def build_page(model, checkpoint: Checkpoint, which: str = "best", precision: st
     index, raw = encode_weights(tensors, precision)
     shape = checkpoint.model_config
     spec = {
-        "format": FORMAT, "version": VERSION, "kind": shape.kind, "input": shape.input,
-        "num_layers": shape.num_layers, "hidden_size": shape.hidden_size, "tied": shape.tie_weights,
-        "vocab": vocab.chars, "start": start_text(vocab), "precision": precision, "weight_bytes": len(raw),
-        "card": model_card(checkpoint, model.num_parameters(), which), "tensors": index,
+        "format": FORMAT,
+        "version": VERSION,
+        "kind": shape.kind,
+        "input": shape.input,
+        "num_layers": shape.num_layers,
+        "hidden_size": shape.hidden_size,
+        "tied": shape.tie_weights,
+        "vocab": vocab.chars,
+        "start": start_text(vocab),
+        "precision": precision,
+        "weight_bytes": len(raw),
+        "card": model_card(checkpoint, model.num_parameters(), which),
+        "tensors": index,
         "data": base64.b64encode(raw).decode("ascii"),
     }
     blob = embed_json(spec)  # no text from the model (a corpus name, a character) can close the script element

@@ -24,29 +24,47 @@ def render_card(meta: dict, model: CharRNN, vocab: Vocab, config: Config, run: R
     sample = generate(model, vocab, prefix, SAMPLE_LENGTH, temperature=SAMPLE_TEMPERATURE, seed=SAMPLE_SEED)[0]
     shape = f"{m.kind} {m.num_layers}x{m.hidden_size}, " + (
         f"embedding {m.embed_size}{' tied to the output head' if m.tie_weights else ''}"
-        if m.input == "embedding" else "one-hot input")
+        if m.input == "embedding"
+        else "one-hot input"
+    )
     model_flag, run_flag = f"--model {quote(str(out))}", f"--run-dir {quote(str(run.path))}"
     generate_line = f"charlm generate {model_flag} --prefix {quote(prefix)}"
     train_line = f"charlm train --config config.yaml{init_flag(meta.get('init_from'))}"
     export_line = f"charlm export {run_flag} --out {quote(str(out))} --checkpoint {source['which']}"
     lines = [
-        f"# {text(config.name)}: a character-level language model made with charlm", "",
-        f"{shape}; {meta['parameters']:,} parameters; a vocabulary of {len(vocab):,} characters.", "",
-        "| | |", "|---|---|",
+        f"# {text(config.name)}: a character-level language model made with charlm",
+        "",
+        f"{shape}; {meta['parameters']:,} parameters; a vocabulary of {len(vocab):,} characters.",
+        "",
+        "| | |",
+        "|---|---|",
         f"| corpus | {cell(config.data.corpus)}, sha256 {cell(meta['corpus']['sha256'])} (of the normalised text) |",
         f"| checkpoint | {source['which']} of {cell(run.path)}: epoch {source['epoch']}, step {source['step']:,} |",
         *eval_rows(source["eval"]),
         *parent_rows(meta.get("init_from")),
-        "", "## Use it", "",
-        fenced(f"{generate_line} --length 200\ncharlm perplexity {model_flag} --file some.txt", "bash"), "",
-        fenced(f"import charlm\n\nmodel = charlm.load({str(out)!r})\n"
-               f"print(model.generate({prefix!r}, length=200, temperature=0.8))", "python"), "",
-        "## How it was made", "",
-        f"{code(train_line)} with this config (the run's, resolved), then {code(export_line)}:", "",
-        fenced(dump_config(config).rstrip("\n"), "yaml"), "",
-        "## A sample", "",
+        "",
+        "## Use it",
+        "",
+        fenced(f"{generate_line} --length 200\ncharlm perplexity {model_flag} --file some.txt", "bash"),
+        "",
+        fenced(
+            f"import charlm\n\nmodel = charlm.load({str(out)!r})\n"
+            f"print(model.generate({prefix!r}, length=200, temperature=0.8))",
+            "python",
+        ),
+        "",
+        "## How it was made",
+        "",
+        f"{code(train_line)} with this config (the run's, resolved), then {code(export_line)}:",
+        "",
+        fenced(dump_config(config).rstrip("\n"), "yaml"),
+        "",
+        "## A sample",
+        "",
         code(f"{generate_line} --length {SAMPLE_LENGTH} --temperature {SAMPLE_TEMPERATURE} --seed {SAMPLE_SEED}") + ":",
-        "", fenced(sample, "text"), "",
+        "",
+        fenced(sample, "text"),
+        "",
     ]
     return "\n".join(lines)
 
@@ -60,13 +78,16 @@ def eval_rows(record: dict) -> list[str]:
     ppl = math.exp(loss) if loss < 700 else math.inf
     return [f"| {what} loss | {loss:.4f} nats/char · {loss / math.log(2):.4f} bits/char · perplexity {ppl:.3f} |"]
 
+
 def parent_rows(parent: dict | None) -> list[str]:
     if not parent:
         return []
     best = parent.get("best_val_loss")
     loss = f", best val loss {best:.4f}" if best is not None else ""
-    return [f"| fine-tuned from | {cell(parent['path'])} ({text(parent['checkpoint'])}; "
-            f"corpus {cell(parent['corpus'])}, sha256 {cell(parent['corpus_sha256'][:16] + '…')}{loss}) |"]
+    return [
+        f"| fine-tuned from | {cell(parent['path'])} ({text(parent['checkpoint'])}; "
+        f"corpus {cell(parent['corpus'])}, sha256 {cell(parent['corpus_sha256'][:16] + '…')}{loss}) |"
+    ]
 
 
 def init_flag(parent: dict | None) -> str:
@@ -89,8 +110,11 @@ def quote(text: str) -> str:
     a line break or another control character (bash, zsh)."""
     if any(ord(c) < 32 or ord(c) == 127 for c in text):
         named = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\", "'": "\\'"}
-        return "$'" + "".join(named.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 32 or ord(c) == 127 else c)
-                              for c in text) + "'"
+        return (
+            "$'"
+            + "".join(named.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 32 or ord(c) == 127 else c) for c in text)
+            + "'"
+        )
     return "'" + text.replace("'", "'\\''") + "'" if any(c in text for c in " \"'$`\\;&|<>()*?[]{}~#!") else text
 
 

@@ -34,8 +34,11 @@ def export_model(run_dir: Path | str | None, out: Path | str, which: str = "best
     model, vocab, saved = ckpt.load_run_model(run, which)
     meta = model_meta(saved, model, run.path, which)
     card = render_card(meta, model, vocab, saved.config, run, out)
-    weights = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()
-               if not (saved.model_config.tie_weights and k == TIED_KEY)}  # safetensors refuses shared tensors
+    weights = {
+        k: v.detach().cpu().clone().contiguous()
+        for k, v in model.state_dict().items()
+        if not (saved.model_config.tie_weights and k == TIED_KEY)
+    }  # safetensors refuses shared tensors
     check_output_folder(out)  # again: the card took a while, and the folder may have appeared since
     try:
         with fsio.atomic_folder(out, exclusive=True) as tmp:
@@ -45,8 +48,9 @@ def export_model(run_dir: Path | str | None, out: Path | str, which: str = "best
             (tmp / CARD).write_text(card, encoding="utf-8")
     except OSError as e:
         if os.path.lexists(out):  # the rename met something that appeared there while the card was made
-            raise UsageError(f"{out} appeared while exporting: choose a new --out (an export never overwrites "
-                             "a folder)") from None
+            raise UsageError(
+                f"{out} appeared while exporting: choose a new --out (an export never overwrites a folder)"
+            ) from None
         raise RunError(f"cannot write {out} ({e.strerror or e}): free disk space or choose a writable --out") from None
     return out
 
@@ -56,13 +60,22 @@ def model_meta(saved: Checkpoint, model: CharRNN, run_dir: Path, which: str) -> 
     state = saved.train_state
     training = {k: v for k, v in saved.config.to_dict().items() if k != "model"}  # the model's config is "model"
     return {
-        "format": FORMAT, "version": VERSION, "model": asdict(saved.model_config), "vocab_size": len(saved.vocab),
-        "parameters": model.num_parameters(), "training": training,
+        "format": FORMAT,
+        "version": VERSION,
+        "model": asdict(saved.model_config),
+        "vocab_size": len(saved.vocab),
+        "parameters": model.num_parameters(),
+        "training": training,
         "corpus": {"name": saved.config.data.corpus, "sha256": saved.corpus_sha256},
-        "checkpoint": {"run_dir": str(run_dir), "which": which, "epoch": state.epoch, "step": state.step,
-                       "best_epoch": state.best_epoch,
-                       "best_loss": state.best_loss if math.isfinite(state.best_loss) else None,
-                       "eval": state.last_record},
+        "checkpoint": {
+            "run_dir": str(run_dir),
+            "which": which,
+            "epoch": state.epoch,
+            "step": state.step,
+            "best_epoch": state.best_epoch,
+            "best_loss": state.best_loss if math.isfinite(state.best_loss) else None,
+            "eval": state.last_record,
+        },
         "init_from": parent_record(run_dir),
     }
 

@@ -85,8 +85,10 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
             tmp = None
             fsync_dir(path.parent)
         except OSError as e:
-            raise RunError(f"cannot write {path} ({e.strerror or e}): free disk space or fix the folder's "
-                           "permissions; the previous file is untouched") from None
+            raise RunError(
+                f"cannot write {path} ({e.strerror or e}): free disk space or fix the folder's "
+                "permissions; the previous file is untouched"
+            ) from None
         finally:
             if tmp is not None:
                 with contextlib.suppress(OSError):

@@ -15,8 +15,9 @@ from collections.abc import Iterator
 from charlm.errors import RunError
 
 # Ctrl-C, kill, the terminal closing (POSIX only), Ctrl-Break (Windows only): each where the OS has it
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK")
-                     if hasattr(signal, name))
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK") if hasattr(signal, name)
+)
 
 
 class Interrupted(RunError):
@@ -43,8 +44,9 @@ def raising(what: str) -> Iterator[None]:
     def handle(signum, frame):
         if not fired:
             fired.append(signum)
-            raise Interrupted(f"{signal.Signals(signum).name} while writing {what}: stopped, nothing left behind",
-                              signum)
+            raise Interrupted(
+                f"{signal.Signals(signum).name} while writing {what}: stopped, nothing left behind", signum
+            )
 
     previous = {}
     for sig in STOP_SIGNALS:

@@ -94,8 +94,9 @@ def read_user_text(path: Path | str, what: str, limit: int) -> str:
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise UsageError(f"{what} {path} is not UTF-8 text (byte 0x{e.object[e.start]:02x}): "
-                         "convert it, e.g. iconv -t UTF-8") from None
+        raise UsageError(
+            f"{what} {path} is not UTF-8 text (byte 0x{e.object[e.start]:02x}): convert it, e.g. iconv -t UTF-8"
+        ) from None
 
 
 def _reason(error: Exception) -> str:

@@ -79,8 +79,13 @@ def _refuse_constant(name: str):
 
 
 def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"),
-                       (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket")):
+    for test, name in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a device"),
+        (stat.S_ISBLK, "a device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
         if test(mode):
             return name
     return "not a plain file"
@@ -119,4 +124,3 @@ def finite_number(value: object, *, positive: bool = False, limit: float = math.
         return False
     number = float(value) if abs(value) < 1e308 else math.inf  # float() of a huge int raises OverflowError
     return math.isfinite(number) and (number > 0 or not positive) and number <= limit
-

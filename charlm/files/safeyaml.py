@@ -73,8 +73,10 @@ def load_file(path: Path) -> object:
     try:
         size = path.stat().st_size
         if size > MAX_BYTES:
-            raise ConfigError(f"config file {path} is {size:,} bytes, over the {MAX_BYTES:,}-byte limit: "
-                              "a config is a few plain sections (see configs/)")
+            raise ConfigError(
+                f"config file {path} is {size:,} bytes, over the {MAX_BYTES:,}-byte limit: "
+                "a config is a few plain sections (see configs/)"
+            )
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"config file {path} is not valid YAML (not UTF-8 text): save it as UTF-8") from None

@@ -15,8 +15,15 @@ from charlm.generation.fast_step import DEFAULT_WEIGHTS, warm_up
 Beam = tuple[list[int], float, int | None]  # ids written, summed log-probability (nats), stop text index
 
 
-def beam_search(model, context: torch.Tensor, length: int, beams: int, num_results: int,
-                stops: list[list[int]] = (), weights: str = DEFAULT_WEIGHTS) -> list[Beam]:
+def beam_search(
+    model,
+    context: torch.Tensor,
+    length: int,
+    beams: int,
+    num_results: int,
+    stops: list[list[int]] = (),
+    weights: str = DEFAULT_WEIGHTS,
+) -> list[Beam]:
     """The `num_results` best continuations of `context` (1, P): `length` characters each, fewer when a
     stop text ended one. Best first, by summed log-probability under the model."""
     was_training = model.training
@@ -28,8 +35,9 @@ def beam_search(model, context: torch.Tensor, length: int, beams: int, num_resul
         model.train(was_training)
 
 
-def _search(model, context: torch.Tensor, length: int, beams: int, num_results: int,
-            stops: list[list[int]], weights: str) -> list[Beam]:
+def _search(
+    model, context: torch.Tensor, length: int, beams: int, num_results: int, stops: list[list[int]], weights: str
+) -> list[Beam]:
     hidden, step = warm_up(model, context, weights)
     current = context[:, -1]
     tokens = context.new_empty(1, 0)
@@ -70,6 +78,6 @@ def _stop_index(context: torch.Tensor, tokens: torch.Tensor, stops: list[list[in
     which = torch.full((tokens.shape[0],), -1, device=tokens.device)
     for k, stop in reversed(list(enumerate(stops))):  # reversed: the first listed wins
         if len(stop) <= text.shape[1]:
-            hit = (text[:, -len(stop):] == torch.tensor(stop, device=text.device)).all(1)
+            hit = (text[:, -len(stop) :] == torch.tensor(stop, device=text.device)).all(1)
             which = torch.where(hit, k, which)
     return which

@@ -21,7 +21,7 @@ class StopTexts:
         """Record the step's ids; True once every sample has stopped (one host sync per step)."""
         self.recent = torch.cat([self.recent[:, 1:], ids[:, None]], 1)
         for k, pattern in enumerate(self.patterns):
-            hit = (self.recent[:, -len(pattern):] == pattern).all(1) & (self.ended < 0)
+            hit = (self.recent[:, -len(pattern) :] == pattern).all(1) & (self.ended < 0)
             self.ended = torch.where(hit, written, self.ended)
             self.which = torch.where(hit, k, self.which)
         return bool((self.ended >= 0).all())

@@ -32,8 +32,9 @@ def _onednn() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
-def projection(weight: torch.Tensor, bias: torch.Tensor | None, weights: str, rows: int,
-               kernels: KernelTable) -> Projection:
+def projection(
+    weight: torch.Tensor, bias: torch.Tensor | None, weights: str, rows: int, kernels: KernelTable
+) -> Projection:
     """A Projection in the mode `weights` asks for; fp32 on the CPU takes the kernel this machine runs fastest."""
     weight, bias = weight.detach(), bias.detach() if bias is not None else None
     onednn = weight.device.type == "cpu" and weight.dtype == torch.float32 and _onednn()
@@ -103,15 +104,16 @@ class FastStep:
                 self.table = (inputs @ w_ih.t() if inputs is not None else w_ih.t()) + b_in  # (vocab, gates)
                 self.layers.append((None, projection(w_hh, b_hh if gru else None, weights, rows, kernels)))
             elif gru:
-                self.layers.append((projection(w_ih, b_in, weights, rows, kernels),
-                                    projection(w_hh, b_hh, weights, rows, kernels)))
+                self.layers.append(
+                    (projection(w_ih, b_in, weights, rows, kernels), projection(w_hh, b_hh, weights, rows, kernels))
+                )
             else:
                 self.layers.append((None, projection(torch.cat([w_ih, w_hh], 1), b_in, weights, rows, kernels)))
         self.head = projection(model.head.weight, model.head.bias, weights, rows, kernels)
 
     def __call__(self, ids: torch.Tensor, hidden):
         lstm, gru = self.kind == "lstm", self.kind == "gru"
-        hs, cs = (hidden if lstm else (hidden, None))
+        hs, cs = hidden if lstm else (hidden, None)
         new_h, new_c = [], []
         x = None
         for layer, (projection_in, projection_hh) in enumerate(self.layers):
@@ -130,9 +132,9 @@ class FastStep:
                     gates = projection_hh(torch.cat([x, h], 1))
                 if lstm:
                     size = h.shape[1]
-                    ifo, g = gates[:, :3 * size].sigmoid(), gates[:, 3 * size:].tanh()
-                    c = torch.addcmul(ifo[:, size:2 * size] * cs[layer], ifo[:, :size], g)
-                    h = ifo[:, 2 * size:] * c.tanh()
+                    ifo, g = gates[:, : 3 * size].sigmoid(), gates[:, 3 * size :].tanh()
+                    c = torch.addcmul(ifo[:, size : 2 * size] * cs[layer], ifo[:, :size], g)
+                    h = ifo[:, 2 * size :] * c.tanh()
                     new_c.append(c)
                 else:
                     h = gates.relu_() if self.kind == "rnn_relu" else gates.tanh_()
@@ -158,7 +160,7 @@ def warm_up(model, context: torch.Tensor, weights: str = DEFAULT_WEIGHTS):
         return model.begin_hidden(samples, context.device), step
     hidden = None
     for start in range(0, context.shape[1] - 1, WARM_UP_WINDOW):  # windows: the logits of a window at a time
-        _, hidden = model(context[:1, start:min(start + WARM_UP_WINDOW, context.shape[1] - 1)], hidden)
+        _, hidden = model(context[:1, start : min(start + WARM_UP_WINDOW, context.shape[1] - 1)], hidden)
     if isinstance(hidden, tuple):
         return tuple(h.expand(-1, samples, -1).contiguous() for h in hidden), step
     return hidden.expand(-1, samples, -1).contiguous(), step

@@ -45,9 +45,17 @@ class SamplingOptions:
         if not isinstance(stop, (tuple, list)) or not all(isinstance(text, str) for text in stop):
             raise UsageError(f"stop must be a text or a list of texts, not {quoted(self.stop)}")
         object.__setattr__(self, "stop", tuple(stop))  # frozen: set once, here
-        for name, kind in (("temperature", "number"), ("top_k", "whole"), ("top_p", "number"),
-                           ("num_samples", "whole"), ("seed", "whole or None"), ("repetition_penalty", "number"),
-                           ("repetition_window", "whole"), ("beam", "whole"), ("weights", "text")):
+        for name, kind in (
+            ("temperature", "number"),
+            ("top_k", "whole"),
+            ("top_p", "number"),
+            ("num_samples", "whole"),
+            ("seed", "whole or None"),
+            ("repetition_penalty", "number"),
+            ("repetition_window", "whole"),
+            ("beam", "whole"),
+            ("weights", "text"),
+        ):
             check_type(getattr(self, name), name, kind)
 
     @classmethod
@@ -61,8 +69,11 @@ class SamplingOptions:
     def check(self, length: int) -> None:
         """Raise UsageError (one line, the flag's name) for the first bad value."""
         check_type(length, "length", "whole")
-        for value, name in ((self.temperature, "temperature"), (self.top_p, "top-p"),
-                            (self.repetition_penalty, "repetition-penalty")):
+        for value, name in (
+            (self.temperature, "temperature"),
+            (self.top_p, "top-p"),
+            (self.repetition_penalty, "repetition-penalty"),
+        ):
             finite(value, name)
         for ok, message in [
             (length >= 0, "length must be >= 0"),
@@ -71,8 +82,7 @@ class SamplingOptions:
             (0 < self.top_p <= 1, "top-p must be in (0, 1]"),
             (self.num_samples >= 1, "num-samples must be >= 1"),
             (self.seed is None or 0 <= self.seed < 2**63, "seed must be in 0..2^63-1"),
-            (self.repetition_penalty > 0,
-             "repetition-penalty must be > 0 (1 is none; 1.2-1.5 breaks greedy loops)"),
+            (self.repetition_penalty > 0, "repetition-penalty must be > 0 (1 is none; 1.2-1.5 breaks greedy loops)"),
             (self.repetition_window >= 1, "repetition-window must be >= 1"),
             (self.beam >= 0, "beam must be >= 0 (0: sample instead)"),
             (self.weights in WEIGHTS, f"weights must be fp32, bf16 or int8, not {self.weights!r}"),
@@ -85,14 +95,24 @@ class SamplingOptions:
 
     def _check_beam(self) -> None:
         if self.num_samples > self.beam:
-            raise UsageError(f"num-samples ({self.num_samples}) must be <= beam ({self.beam}): "
-                             "beam search returns its best beams")
-        unused = [name for name, on in [("--top-k", self.top_k), ("--top-p", self.top_p < 1),
-                                        ("--seed", self.seed is not None),
-                                        ("--repetition-penalty", self.repetition_penalty != 1)] if on]
+            raise UsageError(
+                f"num-samples ({self.num_samples}) must be <= beam ({self.beam}): beam search returns its best beams"
+            )
+        unused = [
+            name
+            for name, on in [
+                ("--top-k", self.top_k),
+                ("--top-p", self.top_p < 1),
+                ("--seed", self.seed is not None),
+                ("--repetition-penalty", self.repetition_penalty != 1),
+            ]
+            if on
+        ]
         if unused:
-            raise UsageError(f"beam search is deterministic and ranks by the model's own probabilities: "
-                             f"drop {', '.join(unused)} or --beam")
+            raise UsageError(
+                f"beam search is deterministic and ranks by the model's own probabilities: "
+                f"drop {', '.join(unused)} or --beam"
+            )
 
     def to_dict(self) -> dict:
         return {**asdict(self), "stop": list(self.stop)}
@@ -121,9 +141,15 @@ class Sample:
 
     def record(self, number: int, length: int, options: SamplingOptions) -> dict:
         """The JSON object of `charlm generate --json`."""
-        return {"sample": number, "prefix": self.prefix, "text": self.text, "generated": self.generated,
-                "stop": self.stop, "bits_per_char": self.bits_per_char,
-                "options": {"length": length, **options.to_dict()}}
+        return {
+            "sample": number,
+            "prefix": self.prefix,
+            "text": self.text,
+            "generated": self.generated,
+            "stop": self.stop,
+            "bits_per_char": self.bits_per_char,
+            "options": {"length": length, **options.to_dict()},
+        }
 
 
 def start_text(vocab: Vocab) -> str:
@@ -139,16 +165,20 @@ def check_prefix(vocab: Vocab, prefix: str) -> list[int]:
         hint = " (decode bytes first, e.g. prefix.decode('utf-8'))" if isinstance(prefix, (bytes, bytearray)) else ""
         raise UsageError(f"the prefix must be text, not {quoted(prefix)}{hint}")
     if not prefix:
-        raise UsageError("the prefix is empty: pass at least one character, e.g. --prefix 分开 "
-                         "(or leave --prefix out to start at a new line)")
+        raise UsageError(
+            "the prefix is empty: pass at least one character, e.g. --prefix 分开 "
+            "(or leave --prefix out to start at a new line)"
+        )
     missing = vocab.missing(prefix)
     if not_utf8(missing):
-        raise UsageError(f"the prefix is not UTF-8 (it holds the byte or lone surrogate {not_utf8(missing)}): "
-                         "pass UTF-8 text")
+        raise UsageError(
+            f"the prefix is not UTF-8 (it holds the byte or lone surrogate {not_utf8(missing)}): pass UTF-8 text"
+        )
     if missing:
         shown = " ".join(repr(c) for c in missing[:10])
-        raise UsageError(f"the prefix has characters the model never saw: {shown}; "
-                         "use characters of the training corpus")
+        raise UsageError(
+            f"the prefix has characters the model never saw: {shown}; use characters of the training corpus"
+        )
     return vocab.encode(prefix)
 
 
@@ -163,12 +193,16 @@ def check_sizes(options: SamplingOptions, length: int, prefix_chars: int, model,
     is: top-k over the vocabulary, more beams than continuations, samples or beams that would not fit."""
     vocab = model.vocab_size
     if options.top_k > vocab:
-        raise UsageError(f"top-k {options.top_k} is more than this model's {vocab} characters: pass at most {vocab} "
-                         "(0 samples among all)")
+        raise UsageError(
+            f"top-k {options.top_k} is more than this model's {vocab} characters: pass at most {vocab} "
+            "(0 samples among all)"
+        )
     texts = _continuations(vocab, length)
     if texts is not None and options.beam > texts:
-        raise UsageError(f"beam {options.beam:,} is more than the {vocab}^{length} = {texts:,} texts of {length} "
-                         f"characters this model can write: pass at most {texts:,} beam{'s' if texts > 1 else ''}")
+        raise UsageError(
+            f"beam {options.beam:,} is more than the {vocab}^{length} = {texts:,} texts of {length} "
+            f"characters this model can write: pass at most {texts:,} beam{'s' if texts > 1 else ''}"
+        )
     state = 4 * model.num_layers * model.hidden_size * (2 if model.kind == "lstm" else 1)
     if options.beam:  # per beam: scores and sort over every next character, its tokens, its state and copies
         rows, per_row = options.beam, 28 * vocab + 16 * length + 4 * state
@@ -184,23 +218,32 @@ def check_sizes(options: SamplingOptions, length: int, prefix_chars: int, model,
 def _continuations(vocab: int, length: int) -> int | None:
     """vocab^length, the texts of `length` characters; None past 2^64 (more beams than any memory holds:
     the memory check refuses those)."""
-    return None if vocab > 1 and length * math.log2(vocab) > 64 else vocab ** length
+    return None if vocab > 1 and length * math.log2(vocab) > 64 else vocab**length
 
 
 def stop_ids(vocab: Vocab, stop: tuple[str, ...]) -> list[list[int]]:
     for text in stop:
         if not_utf8(text):
-            raise UsageError(f"the stop text {text!r} is not UTF-8 (it holds the byte or lone surrogate "
-                             f"{not_utf8(text)}): pass UTF-8 text")
+            raise UsageError(
+                f"the stop text {text!r} is not UTF-8 (it holds the byte or lone surrogate "
+                f"{not_utf8(text)}): pass UTF-8 text"
+            )
         if vocab.missing(text):
             shown = " ".join(repr(c) for c in vocab.missing(text)[:10])
-            raise UsageError(f"the stop text {text!r} has characters the model never saw ({shown}), so it "
-                             "could never be emitted: use characters of the training corpus")
+            raise UsageError(
+                f"the stop text {text!r} has characters the model never saw ({shown}), so it "
+                "could never be emitted: use characters of the training corpus"
+            )
     return [vocab.encode(text) for text in stop]
 
 
-def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_next(
+    logits: torch.Tensor,
+    temperature: float = 0.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """logits (n, vocab) -> next ids (n,). temperature 0 is greedy (argmax), as in d2l."""
     if temperature == 0:
         return logits.argmax(-1)
@@ -222,8 +265,9 @@ def read_first(vocab: Vocab, prefix: str | None) -> list[int]:
     return check_prefix(vocab, prefix) if prefix is not None else vocab.encode(start_text(vocab))
 
 
-def stream(model, vocab: Vocab, prefix: str | None, length: int, device: torch.device | str = "cpu",
-           **options) -> Stream:
+def stream(
+    model, vocab: Vocab, prefix: str | None, length: int, device: torch.device | str = "cpu", **options
+) -> Stream:
     """The next ids (num_samples,) one step at a time (see `Stream`); `options` are SamplingOptions' fields.
 
     Everything is checked here, before the first step, so a caller can rely on it before it prints anything.
@@ -235,8 +279,9 @@ def stream(model, vocab: Vocab, prefix: str | None, length: int, device: torch.d
     return Stream(model, vocab, prefix, length, chosen, device)
 
 
-def samples(model, vocab: Vocab, prefix: str | None, length: int, device: torch.device | str = "cpu",
-            **options) -> list[Sample]:
+def samples(
+    model, vocab: Vocab, prefix: str | None, length: int, device: torch.device | str = "cpu", **options
+) -> list[Sample]:
     """`num_samples` samples (the best beams with beam=N), each with its stop and its bits per char."""
     chosen = SamplingOptions.of(options)
     if not chosen.beam:
@@ -249,9 +294,16 @@ def samples(model, vocab: Vocab, prefix: str | None, length: int, device: torch.
     stops = stop_ids(vocab, chosen.stop)
     context = torch.tensor(first, device=device)[None]
     beams = beam_search(model, context, length, chosen.beam, chosen.num_samples, stops, chosen.weights)
-    return [_sample(vocab, prefix, ids, chosen.stop[which] if which is not None else None,
-                    -log_prob / len(ids) / math.log(2) if ids else None)
-            for ids, log_prob, which in beams]
+    return [
+        _sample(
+            vocab,
+            prefix,
+            ids,
+            chosen.stop[which] if which is not None else None,
+            -log_prob / len(ids) / math.log(2) if ids else None,
+        )
+        for ids, log_prob, which in beams
+    ]
 
 
 def generate(model, vocab: Vocab, prefix: str | None, length: int, **options) -> list[str]:
@@ -271,8 +323,15 @@ class Stream:
     that stopped earlier keeps producing ids, which its result leaves out).
     """
 
-    def __init__(self, model, vocab: Vocab, prefix: str | None, length: int, options: SamplingOptions,
-                 device: torch.device | str = "cpu"):
+    def __init__(
+        self,
+        model,
+        vocab: Vocab,
+        prefix: str | None,
+        length: int,
+        options: SamplingOptions,
+        device: torch.device | str = "cpu",
+    ):
         options.check(length)
         first = read_first(vocab, prefix)
         check_sizes(options, length, len(first), model, device)
@@ -281,8 +340,11 @@ class Stream:
         self.context = torch.tensor(first, device=device).repeat(options.num_samples, 1)
         self.stops = StopTexts(stops, self.context) if stops else None
         window = min(options.repetition_window, self.context.shape[1] + length)  # no more text than that exists
-        self.penalty = (RepetitionPenalty(options.repetition_penalty, window, len(vocab), self.context)
-                        if options.repetition_penalty != 1 else None)
+        self.penalty = (
+            RepetitionPenalty(options.repetition_penalty, window, len(vocab), self.context)
+            if options.repetition_penalty != 1
+            else None
+        )
         self.ids: list[torch.Tensor] = []
         self.log_probs: list[torch.Tensor] = []  # of each chosen id under the model's own distribution
         self._steps = self._run(model, length, _generator(options, device))
@@ -303,8 +365,10 @@ class Stream:
         kept = torch.arange(ids.shape[1], device=ids.device)[None, :] < lengths[:, None]
         bits = -(log_probs * kept).sum(1) / lengths.clamp(min=1) / math.log(2)
         which = self.stops.which.tolist() if self.stops else [-1] * n
-        return [_sample(self.vocab, self.prefix, row[:size], self.options.stop[k] if k >= 0 else None, b)
-                for row, size, k, b in zip(ids.tolist(), lengths.tolist(), which, bits.tolist(), strict=True)]
+        return [
+            _sample(self.vocab, self.prefix, row[:size], self.options.stop[k] if k >= 0 else None, b)
+            for row, size, k, b in zip(ids.tolist(), lengths.tolist(), which, bits.tolist(), strict=True)
+        ]
 
     def _run(self, model, length: int, generator: torch.Generator | None) -> Iterator[torch.Tensor]:
         o = self.options

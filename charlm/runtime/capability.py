@@ -99,10 +99,17 @@ def resolve_precision(requested: str, device_type: str) -> Precision:
     if device_type == "cpu":
         if cpu_bf16_native():
             return Precision("bf16", "auto: this CPU computes bf16 natively (AVX-512 BF16 or AMX)", asked=False)
-        return Precision("fp32", "auto: this CPU has no native bf16 (AVX-512 BF16 or AMX), where bf16 would be "
-                                 "slower than fp32", asked=False)
-    return Precision("fp32", f"auto: fp32 on {device_type} (mixed precision there is unmeasured; set "
-                             "train.precision=bf16 or fp16 to try it)", asked=False)
+        return Precision(
+            "fp32",
+            "auto: this CPU has no native bf16 (AVX-512 BF16 or AMX), where bf16 would be slower than fp32",
+            asked=False,
+        )
+    return Precision(
+        "fp32",
+        f"auto: fp32 on {device_type} (mixed precision there is unmeasured; set "
+        "train.precision=bf16 or fp16 to try it)",
+        asked=False,
+    )
 
 
 def autocast_dtype(precision: str):

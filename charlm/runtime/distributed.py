@@ -216,9 +216,11 @@ def is_main_process() -> bool:
 def check_batch(batch_size: int, processes: int) -> None:
     if batch_size % processes:
         bigger = (batch_size // processes + 1) * processes
-        raise ConfigError(f"train.batch_size {batch_size} does not split evenly across {processes} processes: "
-                          f"set train.batch_size to a multiple of {processes} (e.g. {bigger}) or run a number "
-                          f"of processes that divides {batch_size}")
+        raise ConfigError(
+            f"train.batch_size {batch_size} does not split evenly across {processes} processes: "
+            f"set train.batch_size to a multiple of {processes} (e.g. {bigger}) or run a number "
+            f"of processes that divides {batch_size}"
+        )
 
 
 def setup(device_name: str, batch_size: int) -> Ranks:
@@ -234,8 +236,10 @@ def setup(device_name: str, batch_size: int) -> Ranks:
     backend = "nccl" if device.type == "cuda" else "gloo"
     available = dist.is_available() and (dist.is_nccl_available() if backend == "nccl" else dist.is_gloo_available())
     if not available:
-        raise UsageError(f"this PyTorch build has no {backend} backend for torch.distributed: install an official "
-                         "PyTorch build" + (", or set train.device=cpu (gloo)" if backend == "nccl" else ""))
+        raise UsageError(
+            f"this PyTorch build has no {backend} backend for torch.distributed: install an official "
+            "PyTorch build" + (", or set train.device=cpu (gloo)" if backend == "nccl" else "")
+        )
     owns_group = not dist.is_initialized()
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -254,12 +258,16 @@ def rank_device(name: str, local_rank: int, local_world: int) -> torch.device:
     if device.type != "cuda":
         return device
     if device.index is not None:
-        raise UsageError(f"train.device={name} picks one GPU, but under torchrun each process uses "
-                         "cuda:LOCAL_RANK: set train.device=cuda (or auto)")
+        raise UsageError(
+            f"train.device={name} picks one GPU, but under torchrun each process uses "
+            "cuda:LOCAL_RANK: set train.device=cuda (or auto)"
+        )
     count = torch.cuda.device_count()
     if local_world > count:
-        raise UsageError(f"{local_world} processes on this machine but {count} CUDA GPU(s) visible: start at most "
-                         f"{count} per machine, or set train.device=cpu for CPU processes")
+        raise UsageError(
+            f"{local_world} processes on this machine but {count} CUDA GPU(s) visible: start at most "
+            f"{count} per machine, or set train.device=cpu for CPU processes"
+        )
     return torch.device("cuda", local_rank)
 
 

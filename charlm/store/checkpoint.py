@@ -48,10 +48,17 @@ class Checkpoint:
 
     def to_payload(self) -> dict:
         payload = {
-            "format": FORMAT, "version": VERSION, "model": self.model,
-            "model_args": {"vocab_size": len(self.vocab), **asdict(self.model_config)}, "vocab": self.vocab,
-            "config": self.config.to_dict(), "optimizer": self.optimizer, "scaler": self.scaler,
-            "corpus_sha256": self.corpus_sha256, "torch_rng": self.torch_rng, "cuda_rng": self.cuda_rng,
+            "format": FORMAT,
+            "version": VERSION,
+            "model": self.model,
+            "model_args": {"vocab_size": len(self.vocab), **asdict(self.model_config)},
+            "vocab": self.vocab,
+            "config": self.config.to_dict(),
+            "optimizer": self.optimizer,
+            "scaler": self.scaler,
+            "corpus_sha256": self.corpus_sha256,
+            "torch_rng": self.torch_rng,
+            "cuda_rng": self.cuda_rng,
             **self.train_state.state_dict(),
         }
         if self.ranks is not None:
@@ -63,12 +70,19 @@ class Checkpoint:
         try:
             args = dict(payload["model_args"])
             args.pop("vocab_size")
-            return cls(model=payload["model"], model_config=ModelConfig(**args), vocab=check_vocab(payload["vocab"]),
-                       config=from_dict(payload["config"]), corpus_sha256=payload["corpus_sha256"],
-                       train_state=TrainState.from_state_dict(payload), optimizer=payload.get("optimizer", {}),
-                       scaler=payload.get("scaler") or {},
-                       torch_rng=payload.get("torch_rng"), cuda_rng=payload.get("cuda_rng") or [],
-                       ranks=payload.get("ranks"))
+            return cls(
+                model=payload["model"],
+                model_config=ModelConfig(**args),
+                vocab=check_vocab(payload["vocab"]),
+                config=from_dict(payload["config"]),
+                corpus_sha256=payload["corpus_sha256"],
+                train_state=TrainState.from_state_dict(payload),
+                optimizer=payload.get("optimizer", {}),
+                scaler=payload.get("scaler") or {},
+                torch_rng=payload.get("torch_rng"),
+                cuda_rng=payload.get("cuda_rng") or [],
+                ranks=payload.get("ranks"),
+            )
         except (KeyError, TypeError, ValueError, ConfigError) as e:
             raise mismatch(path, e) from None
 
@@ -119,16 +133,22 @@ def load_payload(path: Path) -> dict:
     except PermissionError as e:
         raise CheckpointError(f"cannot read checkpoint {path} ({e.strerror}): fix its permissions") from None
     except pickle.UnpicklingError:
-        raise CheckpointError(f"{path} holds objects other than tensors and plain data: refusing to load it "
-                              "(it may run code); use a checkpoint written by charlm") from None
+        raise CheckpointError(
+            f"{path} holds objects other than tensors and plain data: refusing to load it "
+            "(it may run code); use a checkpoint written by charlm"
+        ) from None
     except Exception as e:  # torch.load raises many types on garbage; all mean the same to a user
-        raise CheckpointError(f"{path} is not a readable checkpoint ({_first_line(e)}): it is truncated "
-                              "or not a charlm file; use the other checkpoint of the run (best.pt / last.pt)") from None
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint ({_first_line(e)}): it is truncated "
+            "or not a charlm file; use the other checkpoint of the run (best.pt / last.pt)"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a charlm checkpoint: pass a run folder written by charlm train")
     if payload.get("version") != VERSION:
-        raise CheckpointError(f"{path} is checkpoint version {payload.get('version')}, this charlm reads "
-                              f"version {VERSION}: use a matching charlm release")
+        raise CheckpointError(
+            f"{path} is checkpoint version {payload.get('version')}, this charlm reads "
+            f"version {VERSION}: use a matching charlm release"
+        )
     expected = payload.pop(CHECKSUM, None)
     if expected is not None and content_digest(payload) != expected:
         raise CheckpointError(f"{path} is damaged: its content does not match the checksum written with it")
@@ -203,11 +223,10 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[CharRNN,
 
 
 def mismatch(path: Path, error: Exception) -> CheckpointError:
-    return CheckpointError(f"{path} does not match this charlm's model ({_first_line(error)}): "
-                           "retrain with this version")
+    return CheckpointError(
+        f"{path} does not match this charlm's model ({_first_line(error)}): retrain with this version"
+    )
 
 
 def _first_line(error: Exception) -> str:
     return ((str(error) or type(error).__name__).splitlines() or [""])[0][:80]
-
-

@@ -53,8 +53,10 @@ def check_model_dir(path: Path) -> None:
     if not Path(path).is_dir():
         raise CheckpointError(f"model folder {path} not found: pass a folder made by charlm export")
     if not is_model_dir(path):
-        raise CheckpointError(f"{path} is not a model folder (it has no {CONFIG_JSON} or {WEIGHTS}): pass a folder "
-                              "made by charlm export, or a run folder with --run-dir")
+        raise CheckpointError(
+            f"{path} is not a model folder (it has no {CONFIG_JSON} or {WEIGHTS}): pass a folder "
+            "made by charlm export, or a run folder with --run-dir"
+        )
 
 
 def resolve(path: Path | str | None) -> Path:
@@ -68,15 +70,17 @@ def load_checkpoint(path: Path | str | None, which: str = "best", use_other=None
     check_which(which)
     if is_model_dir(path):
         if which != "best":
-            raise CheckpointError(f"{path} is an exported model folder: it holds one checkpoint (--checkpoint "
-                                  "applies to run folders)")
+            raise CheckpointError(
+                f"{path} is an exported model folder: it holds one checkpoint (--checkpoint applies to run folders)"
+            )
         return load(Path(path))
     run = RunDir.resolve(Path(path) if path is not None else None)
     return ckpt.of_run(run, which, use_other=use_other) if use_other else ckpt.of_run(run, which)
 
 
-def load_model(path: Path | str | None, which: str = "best",
-               device: torch.device | str = "cpu") -> tuple[CharRNN, Vocab, Checkpoint]:
+def load_model(
+    path: Path | str | None, which: str = "best", device: torch.device | str = "cpu"
+) -> tuple[CharRNN, Vocab, Checkpoint]:
     """The model (eval mode, on `device`), vocabulary and checkpoint of a run folder or a model folder."""
     check_which(which)
     if is_model_dir(path):
@@ -98,8 +102,10 @@ def load(folder: Path) -> Checkpoint:
     check_model_dir(folder)
     for name in REQUIRED:
         if not (folder / name).exists():  # one that is there but not a regular file, its reader refuses
-            raise CheckpointError(f"model folder {folder} has no {name}: export the run again "
-                                  f"(charlm export --run-dir RUN --out {folder})")
+            raise CheckpointError(
+                f"model folder {folder} has no {name}: export the run again "
+                f"(charlm export --run-dir RUN --out {folder})"
+            )
     meta = _read_meta(folder / CONFIG_JSON)
     try:
         config = from_dict({**meta["training"], "model": meta["model"]})
@@ -110,42 +116,63 @@ def load(folder: Path) -> Checkpoint:
             raise TypeError("corpus.sha256 must be text and checkpoint.eval an object")
         if not (best_loss == math.inf or readback.finite_number(best_loss) and best_loss >= 0):
             raise ValueError(f"checkpoint.best_loss {best_loss!r} is not a loss")
-        state = TrainState(epoch=_count(source["epoch"]), step=_count(source["step"]),
-                           best_epoch=_count(source["best_epoch"]), best_loss=float(best_loss),
-                           last_record=dict(source["eval"]))
+        state = TrainState(
+            epoch=_count(source["epoch"]),
+            step=_count(source["step"]),
+            best_epoch=_count(source["best_epoch"]),
+            best_loss=float(best_loss),
+            last_record=dict(source["eval"]),
+        )
     except (KeyError, TypeError, ValueError, ConfigError) as e:
-        raise CheckpointError(f"{folder / CONFIG_JSON} is not a valid charlm model config ({_first_line(e)}): "
-                              "export the run again") from None
+        raise CheckpointError(
+            f"{folder / CONFIG_JSON} is not a valid charlm model config ({_first_line(e)}): export the run again"
+        ) from None
     vocab = _read_vocab(folder / VOCAB_JSON)
     if len(vocab) != vocab_size:
-        raise CheckpointError(f"{folder / VOCAB_JSON} has {len(vocab)} characters but {CONFIG_JSON} says "
-                              f"{vocab_size}: the files come from different exports; export the run again")
+        raise CheckpointError(
+            f"{folder / VOCAB_JSON} has {len(vocab)} characters but {CONFIG_JSON} says "
+            f"{vocab_size}: the files come from different exports; export the run again"
+        )
     weights = _read_weights(folder / WEIGHTS, weights_limit(config.model, vocab_size))
     check_weights(weights, config.model, vocab_size, folder)
     if config.model.tie_weights:  # loading both keys into the one shared parameter keeps the tie
         weights[TIED_KEY] = weights["embedding.weight"]
-    return Checkpoint(model=weights, model_config=config.model, vocab=vocab.chars, config=config,
-                      corpus_sha256=corpus_sha256, train_state=state)
+    return Checkpoint(
+        model=weights,
+        model_config=config.model,
+        vocab=vocab.chars,
+        config=config,
+        corpus_sha256=corpus_sha256,
+        train_state=state,
+    )
 
 
 def check_weights(weights: dict[str, torch.Tensor], cfg: ModelConfig, vocab_size: int, folder: Path) -> None:
     """Every tensor the config's model needs, of its shape, and nothing else."""
     expected = expected_shapes(cfg, vocab_size)
-    problems = [f"{k} is {list(weights[k].shape)} where the config needs {list(shape)}"
-                for k, shape in expected.items() if k in weights and tuple(weights[k].shape) != shape]
+    problems = [
+        f"{k} is {list(weights[k].shape)} where the config needs {list(shape)}"
+        for k, shape in expected.items()
+        if k in weights and tuple(weights[k].shape) != shape
+    ]
     problems += [f"it lacks {k}" for k in expected if k not in weights]
     problems += [f"it has {k}, which the config's model has no place for" for k in weights if k not in expected]
     if problems:
         model = f"{cfg.kind} {cfg.num_layers}x{cfg.hidden_size}, {cfg.input} input, vocabulary {vocab_size}"
-        raise CheckpointError(f"{folder / WEIGHTS} does not hold the model {CONFIG_JSON} describes ({model}): "
-                              f"{problems[0]}; the files come from different models: export the run again")
+        raise CheckpointError(
+            f"{folder / WEIGHTS} does not hold the model {CONFIG_JSON} describes ({model}): "
+            f"{problems[0]}; the files come from different models: export the run again"
+        )
 
 
 def expected_shapes(cfg: ModelConfig, vocab_size: int) -> dict[str, tuple[int, ...]]:
     """The tensors model.safetensors holds for this config: name -> shape."""
     with torch.device("meta"):  # shapes only: no memory, no random draws
-        return {k: tuple(v.shape) for k, v in CharRNN(cfg, vocab_size).state_dict().items()
-                if not (cfg.tie_weights and k == TIED_KEY)}
+        return {
+            k: tuple(v.shape)
+            for k, v in CharRNN(cfg, vocab_size).state_dict().items()
+            if not (cfg.tie_weights and k == TIED_KEY)
+        }
 
 
 def weights_limit(cfg: ModelConfig, vocab_size: int) -> int:
@@ -168,8 +195,10 @@ def _read_meta(path: Path) -> dict:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a charlm model config: pass a folder made by charlm export")
     if meta.get("version") != VERSION:
-        raise CheckpointError(f"{path} is model folder version {shown(meta.get('version'))}, this charlm "
-                              f"reads version {VERSION}: use a matching charlm release")
+        raise CheckpointError(
+            f"{path} is model folder version {shown(meta.get('version'))}, this charlm "
+            f"reads version {VERSION}: use a matching charlm release"
+        )
     return meta
 
 
@@ -184,11 +213,14 @@ def _read_weights(path: Path, limit: int) -> dict[str, torch.Tensor]:
     try:
         return load_safetensors(readback.read_bytes(path, limit))
     except readback.BadFile as e:
-        raise CheckpointError(f"{path} cannot be the weights of the model {CONFIG_JSON} describes ({e.reason}): "
-                              "export the run again") from None
+        raise CheckpointError(
+            f"{path} cannot be the weights of the model {CONFIG_JSON} describes ({e.reason}): export the run again"
+        ) from None
     except (OSError, SafetensorError) as e:
-        raise CheckpointError(f"{path} is not a readable safetensors file ({_first_line(e)}): it is truncated "
-                              "or damaged; export the run again") from None
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file ({_first_line(e)}): it is truncated "
+            "or damaged; export the run again"
+        ) from None
 
 
 def _reason(error: Exception) -> str:

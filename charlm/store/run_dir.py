@@ -57,17 +57,23 @@ def check_runs_root(root: Path, named_by: str, must_exist: bool = False) -> Path
         info = root.stat()
     except FileNotFoundError:
         if must_exist:
-            raise UsageError(f"the runs folder {root} ({named_by}) not found: pass the folder that holds your run "
-                             "folders") from None
+            raise UsageError(
+                f"the runs folder {root} ({named_by}) not found: pass the folder that holds your run folders"
+            ) from None
         return root
     except (OSError, RuntimeError) as e:  # ELOOP, ENOTDIR, EACCES, a name too long
         reason = getattr(e, "strerror", None) or str(e)
-        raise UsageError(f"the runs folder {root} ({named_by}) cannot be used ({reason}): point it at a "
-                         "folder") from None
+        raise UsageError(
+            f"the runs folder {root} ({named_by}) cannot be used ({reason}): point it at a folder"
+        ) from None
     if not stat.S_ISDIR(info.st_mode):
-        raise UsageError(f"the runs folder {root} ({named_by}) is not a folder: point it at a folder (or at a path "
-                         "where one can be made)")
+        raise UsageError(
+            f"the runs folder {root} ({named_by}) is not a folder: point it at a folder (or at a path "
+            "where one can be made)"
+        )
     return root
+
+
 CHECKPOINTS = ("best", "last")
 
 
@@ -143,28 +149,32 @@ class RunDir:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise UsageError(f"cannot create run folder {self.path} ({e.strerror}): choose a writable --run-dir") \
-                from None
+            raise UsageError(
+                f"cannot create run folder {self.path} ({e.strerror}): choose a writable --run-dir"
+            ) from None
 
     def _check_reusable(self) -> None:
         present = sorted(p.name for p in self.path.iterdir() if p.name not in (LOCK, HOLDER))
         if not present:
             return
         if (self.path / LAST).exists():  # a run, maybe from before markers existed: --resume checks it
-            raise UsageError(f"run folder {self.path} already holds a run: resume it with --resume, "
-                             "or pass a new --run-dir")
+            raise UsageError(
+                f"run folder {self.path} already holds a run: resume it with --resume, or pass a new --run-dir"
+            )
         if not self.is_marked():
             shown = ", ".join(present[:3]) + (", ..." if len(present) > 3 else "")
-            raise UsageError(f"run folder {self.path} holds files charlm did not write ({shown}): pass a new or "
-                             "empty --run-dir")
+            raise UsageError(
+                f"run folder {self.path} holds files charlm did not write ({shown}): pass a new or empty --run-dir"
+            )
         if any(name.endswith(".pt") for name in present):
-            raise UsageError(f"run folder {self.path} holds a run whose {LAST} is gone: continue it from its best "
-                             "checkpoint with --resume-from best, or pass a new --run-dir")
+            raise UsageError(
+                f"run folder {self.path} holds a run whose {LAST} is gone: continue it from its best "
+                "checkpoint with --resume-from best, or pass a new --run-dir"
+            )
 
     def mark(self) -> None:
         """Write the marker that makes this folder a charlm run (first, before any other file)."""
-        marker = {"format": MARKER_FORMAT, "id": uuid.uuid4().hex, "created": datetime.now().isoformat(),
-                  "kept": []}
+        marker = {"format": MARKER_FORMAT, "id": uuid.uuid4().hex, "created": datetime.now().isoformat(), "kept": []}
         fsio.atomic_write_text(self.path / MARKER, json.dumps(marker))
 
     def is_marked(self) -> bool:
@@ -216,8 +226,12 @@ class RunDir:
         if not isinstance(marker, dict):
             return {}
         kept = marker.get("kept")
-        return {**marker, "kept": [n for n in kept if isinstance(n, str) and KEPT_NAME.fullmatch(n)]
-                if isinstance(kept, list) else []}
+        return {
+            **marker,
+            "kept": [n for n in kept if isinstance(n, str) and KEPT_NAME.fullmatch(n)]
+            if isinstance(kept, list)
+            else [],
+        }
 
     def _update_marker(self, **values) -> None:
         marker = self._marker() or {"format": MARKER_FORMAT, "id": uuid.uuid4().hex}
@@ -266,7 +280,6 @@ class RunDir:
             kept = {}
         fsio.atomic_write_text(self.path / STATUS, json.dumps({**kept, "state": status, "pid": os.getpid(), **extra}))
 
-
     def mark_interrupted(self) -> None:
         with contextlib.suppress(RunError):  # a full disk may refuse even this: the checkpoint is what matters
             self.write_status("interrupted")
@@ -281,8 +294,11 @@ class RunDir:
         except (OSError, readback.BadFile) as e:
             raise DamagedFile(path, e) from None
         pid = status.get("pid") if isinstance(status, dict) else None
-        if not isinstance(status, dict) or status.get("state") not in STATES or not (
-                pid is None or isinstance(pid, int) and not isinstance(pid, bool) and pid > 0):
+        if (
+            not isinstance(status, dict)
+            or status.get("state") not in STATES
+            or not (pid is None or isinstance(pid, int) and not isinstance(pid, bool) and pid > 0)
+        ):
             raise DamagedFile(path, readback.BadFile("not a charlm status"))
         return status
 
@@ -312,17 +328,23 @@ def _is_record(record: object) -> bool:
     if "event" in record:
         return record["event"] != "init_from" or _is_parent(record) if isinstance(record["event"], str) else False
     numbers = ("val_loss", "step", "seconds", "epochs_done", "chars_per_s", "lr")
-    return (_is_int(record.get("epoch")) and _is_number(record.get("train_loss"))
-            and all(_is_number(record[key]) for key in numbers if key in record)
-            and isinstance(record.get("stopped"), (str, type(None))))
+    return (
+        _is_int(record.get("epoch"))
+        and _is_number(record.get("train_loss"))
+        and all(_is_number(record[key]) for key in numbers if key in record)
+        and isinstance(record.get("stopped"), (str, type(None)))
+    )
 
 
 def _is_parent(record: dict) -> bool:
     """An init_from line as `runs` and `info` show it (training/init_from.py writes it)."""
     texts = ("path", "checkpoint", "source", "corpus", "corpus_sha256", "new_chars")
     best = record.get("best_val_loss")
-    return (all(isinstance(record.get(key), str) for key in texts) and _is_int(record.get("parent_vocab_size"))
-            and (best is None or _is_number(best)))
+    return (
+        all(isinstance(record.get(key), str) for key in texts)
+        and _is_int(record.get("parent_vocab_size"))
+        and (best is None or _is_number(best))
+    )
 
 
 def _is_int(value: object) -> bool:
@@ -337,8 +359,9 @@ class DamagedFile(RunError):
     """A bookkeeping file of a run folder that cannot be read: shown as damaged, never fatal to the others."""
 
     def __init__(self, path: Path, error: Exception):
-        super().__init__(f"{path} is damaged ({type(error).__name__}): move it aside to go on; the checkpoints "
-                         "are not affected")
+        super().__init__(
+            f"{path} is damaged ({type(error).__name__}): move it aside to go on; the checkpoints are not affected"
+        )
         self.path = path
 
 
@@ -350,11 +373,15 @@ def check_which(which: object) -> None:
 def refuse_special_folder(path: Path) -> None:
     """`/`, the home folder and the working directory itself are never run folders."""
     resolved = Path(path).expanduser().resolve()
-    for special, what in ((Path("/"), "the root folder"), (Path.home(), "your home folder"),
-                          (Path.cwd(), "the working directory")):
+    for special, what in (
+        (Path("/"), "the root folder"),
+        (Path.home(), "your home folder"),
+        (Path.cwd(), "the working directory"),
+    ):
         if resolved == special.resolve():
-            raise UsageError(f"--run-dir {path} is {what}: a run writes and deletes files there; pass a new "
-                             "folder such as runs/NAME")
+            raise UsageError(
+                f"--run-dir {path} is {what}: a run writes and deletes files there; pass a new folder such as runs/NAME"
+            )
 
 
 def _alive(pid: int | None) -> bool:

@@ -35,16 +35,23 @@ def summarize(run_dir: Path) -> dict:
         damaged.append(STATUS)
     config = config or {"corpus": "?", "model": "?", "epochs": "?"}
     return {
-        "name": run.path.name, "path": str(run.path), **config,
-        "epochs_done": last.get("epochs_done", last.get("epoch", 0)), "stopped": last.get("stopped"),
-        "monitored": monitored, "best_epoch": best["epoch"] if best else None,
+        "name": run.path.name,
+        "path": str(run.path),
+        **config,
+        "epochs_done": last.get("epochs_done", last.get("epoch", 0)),
+        "stopped": last.get("stopped"),
+        "monitored": monitored,
+        "best_epoch": best["epoch"] if best else None,
         "best_epochs_done": best.get("epochs_done", best["epoch"]) if best else None,
         "best_loss": best[monitored] if best else math.nan,
         "best_ppl": perplexity(best[monitored]) if best else math.nan,
         "best_bpc": best[monitored] / math.log(2) if best else math.nan,
         "seconds": sum(r.get("seconds", 0.0) for r in records),
         "chars_per_s": last.get("chars_per_s", math.nan),
-        "device": _device(run), "records": records, "skipped_lines": skipped, "damaged": damaged,
+        "device": _device(run),
+        "records": records,
+        "skipped_lines": skipped,
+        "damaged": damaged,
         "parent": parent,  # a fine-tuned run's init_from event
         "status": "damaged" if damaged else status,
     }
@@ -56,8 +63,11 @@ def _read_config(run: RunDir, damaged: list[str]) -> dict | None:
     try:
         config = safeyaml.load_file(run / CONFIG)
         model = config["model"]
-        return {"corpus": str(config["data"]["corpus"]), "epochs": int(config["train"]["epochs"]),
-                "model": f"{model['kind']} {model['num_layers']}x{model['hidden_size']}"}
+        return {
+            "corpus": str(config["data"]["corpus"]),
+            "epochs": int(config["train"]["epochs"]),
+            "model": f"{model['kind']} {model['num_layers']}x{model['hidden_size']}",
+        }
     except (CharlmError, KeyError, TypeError, ValueError):
         damaged.append(CONFIG)
         return None
@@ -97,8 +107,10 @@ def damaged_checkpoints(run: RunDir) -> dict[str, str]:
 
 def damage_notes(run: dict) -> list[str]:
     """One line per problem of a summarized run: damaged files and skipped metrics lines."""
-    notes = [f"{run['path']}/{name} is damaged or not charlm's (shown as ?): the checkpoints are not affected"
-             for name in run["damaged"]]
+    notes = [
+        f"{run['path']}/{name} is damaged or not charlm's (shown as ?): the checkpoints are not affected"
+        for name in run["damaged"]
+    ]
     if run["skipped_lines"]:
         notes.append(f"{run['path']}/{METRICS}: skipped {run['skipped_lines']} line(s) that are not charlm records")
     return notes
@@ -117,9 +129,11 @@ def describe_parent(parent: dict) -> str:
     best = parent.get("best_val_loss")
     loss = f", best val loss {best:.4f} ({best / math.log(2):.3f} bits/char)" if best is not None else ""
     new = parent["new_chars"]
-    return (f"fine-tuned from {parent['path']}, a {what} trained on {parent['corpus']} (sha256 "
-            f"{parent['corpus_sha256'][:12]}…){loss}; vocabulary {parent['parent_vocab_size']:,} + {len(new):,} "
-            f"new characters{': ' + repr(new[:20]) if new else ''}")
+    return (
+        f"fine-tuned from {parent['path']}, a {what} trained on {parent['corpus']} (sha256 "
+        f"{parent['corpus_sha256'][:12]}…){loss}; vocabulary {parent['parent_vocab_size']:,} + {len(new):,} "
+        f"new characters{': ' + repr(new[:20]) if new else ''}"
+    )
 
 
 def list_runs(root: Path | None = None) -> list[dict]:

@@ -43,11 +43,12 @@ def hold(folder: Path) -> Iterator[RunLock]:
         lock.acquire()
     except Timeout:  # before OSError: filelock's Timeout is one
         pid = holder(folder)
-        raise UsageError(f"run folder {folder} is in use by charlm process {pid}: wait for it to end "
-                         f"or stop it (kill {pid}), or pass another --run-dir") from None
+        raise UsageError(
+            f"run folder {folder} is in use by charlm process {pid}: wait for it to end "
+            f"or stop it (kill {pid}), or pass another --run-dir"
+        ) from None
     except OSError as e:
-        raise UsageError(f"cannot use run folder {folder} ({e.strerror or e}): choose a writable --run-dir") \
-            from None
+        raise UsageError(f"cannot use run folder {folder} ({e.strerror or e}): choose a writable --run-dir") from None
     try:
         yield RunLock(folder / HOLDER)
     finally:

@@ -39,8 +39,9 @@ MODEL_FORMAT, MODEL_CONFIG, MODEL_WEIGHTS = "charlm-model", "config.json", "mode
 CONFIG_LIMIT = 1 << 20  # a model's config.json is a few kB: a bigger one is not read to find its format
 
 
-def check_output_file(path: Path | str, *, option: str, force: bool = False, plot: bool = False,
-                      reads: Iterable[Path | str | None] = ()) -> Path:
+def check_output_file(
+    path: Path | str, *, option: str, force: bool = False, plot: bool = False, reads: Iterable[Path | str | None] = ()
+) -> Path:
     """The file to write for `option` (e.g. "--html"): `path`, or the regular file a link at `path` points
     to. Refused in one line (UsageError) as the module docstring says; `reads`: input files of the same
     command, which the output must not replace; `plot`: the target of `charlm plot`."""
@@ -56,14 +57,17 @@ def check_output_file(path: Path | str, *, option: str, force: bool = False, plo
     folder = Path(os.path.realpath(real.parent))
     owner = owning_folder(folder)
     if owner is not None and not (plot and real.name == PLOT_NAME and owner == ("run", folder)):
-        raise UsageError(f"{option} {path} is inside the {owner[0]} folder {owner[1]}, whose files are charlm's: "
-                         "write it outside that folder")
+        raise UsageError(
+            f"{option} {path} is inside the {owner[0]} folder {owner[1]}, whose files are charlm's: "
+            "write it outside that folder"
+        )
     for source in reads:
         if source is not None and mode is not None and _same_file(real, Path(source)):
             raise UsageError(f"{option} {path} is the file this command reads ({source}): write to another path")
     if mode is not None and not force and not written_by_charlm(real):
-        raise UsageError(f"{option} {path} exists and charlm did not write it: pass --force to replace it, "
-                         "or choose another path")
+        raise UsageError(
+            f"{option} {path} exists and charlm did not write it: pass --force to replace it, or choose another path"
+        )
     return real
 
 
@@ -80,18 +84,21 @@ def check_output_folder(path: Path | str, *, option: str = "--out") -> Path:
         raise UsageError(f"{option} {path} is a symbolic link: pass the path of a new folder")
     mode = _mode(path)
     if mode is not None and not stat.S_ISDIR(mode):
-        raise UsageError(f"{option} {path} already exists and is not a folder: choose a new {option} "
-                         "(an export never overwrites anything)")
+        raise UsageError(
+            f"{option} {path} already exists and is not a folder: choose a new {option} "
+            "(an export never overwrites anything)"
+        )
     if mode is not None and any(os.scandir(path)):
-        raise UsageError(f"{option} {path} already exists: choose a new {option} (an export never overwrites "
-                         "a folder)")
+        raise UsageError(f"{option} {path} already exists: choose a new {option} (an export never overwrites a folder)")
     above = _nearest_existing(path.absolute().parent)
     if not above.is_dir():
         raise UsageError(f"{option} {path}: {above} is not a folder: choose another {option}")
     owner = owning_folder(Path(os.path.realpath(above)))
     if owner is not None:
-        raise UsageError(f"{option} {path} is inside the {owner[0]} folder {owner[1]}, whose files are charlm's: "
-                         "write it outside that folder")
+        raise UsageError(
+            f"{option} {path} is inside the {owner[0]} folder {owner[1]}, whose files are charlm's: "
+            "write it outside that folder"
+        )
     if not os.access(above, os.W_OK | os.X_OK):
         raise UsageError(f"{option} {path}: folder {above} is not writable: choose another {option}")
     return path
@@ -101,8 +108,10 @@ def check_apart(path: Path | str, folder: Path | str, *, option: str, folder_opt
     """Refuse a file to write inside (or at) the folder that the same command creates."""
     file, created = Path(os.path.abspath(path)), Path(os.path.abspath(folder))
     if file == created or created in file.parents:
-        raise UsageError(f"{option} {path} is inside {folder_option} {folder}, the model folder this export "
-                         f"creates (charlm's files only): write it beside that folder")
+        raise UsageError(
+            f"{option} {path} is inside {folder_option} {folder}, the model folder this export "
+            f"creates (charlm's files only): write it beside that folder"
+        )
 
 
 def owning_folder(folder: Path) -> tuple[str, Path] | None:
@@ -135,8 +144,7 @@ def _follow(path: Path, option: str) -> Path:
         real.stat()
     except OSError as e:
         why = "in a loop" if e.errno == errno.ELOOP else f"to {real}, which does not exist"
-        raise UsageError(f"{option} {path} is a symbolic link {why}: remove the link or choose another path") \
-            from None
+        raise UsageError(f"{option} {path} is a symbolic link {why}: remove the link or choose another path") from None
     return real
 
 
@@ -148,8 +156,7 @@ def _mode(path: Path, *, follow: bool = True) -> int | None:
     except FileNotFoundError:
         return None
     except NotADirectoryError:
-        raise UsageError(f"cannot use {path}: part of its path is a file, not a folder: choose another path") \
-            from None
+        raise UsageError(f"cannot use {path}: part of its path is a file, not a folder: choose another path") from None
     except OSError as e:
         raise UsageError(f"cannot use {path} ({e.strerror or e}): choose another path") from None
 
@@ -186,8 +193,9 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def _is_run_folder(folder: Path) -> bool:
     """run.json of format charlm-run (read only when it is a small regular file), or a run from before markers."""
-    return _json_format(folder / MARKER) == MARKER_FORMAT or ((folder / CONFIG).is_file() and any(
-        (folder / name).is_file() for name in (LAST, BEST)))
+    return _json_format(folder / MARKER) == MARKER_FORMAT or (
+        (folder / CONFIG).is_file() and any((folder / name).is_file() for name in (LAST, BEST))
+    )
 
 
 def _is_model_folder(folder: Path) -> bool:

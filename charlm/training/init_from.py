@@ -29,8 +29,7 @@ if TYPE_CHECKING:  # checkpoint.py imports the training package: no import cycle
 
 # what fixes the parameters' shapes; regularisers (dropout, weight drop) may change when fine-tuning
 SHAPE_KEYS = ("kind", "input", "embed_size", "hidden_size", "num_layers", "tie_weights")
-WITH_RESUME = ("--init-from starts a new run from another model's weights and --resume continues a run: "
-               "use one of them")
+WITH_RESUME = "--init-from starts a new run from another model's weights and --resume continues a run: use one of them"
 
 
 @dataclass
@@ -48,18 +47,27 @@ class Parent:
 
     def load_weights(self, model: CharRNN) -> None:
         """The parent's weights into `model`, whose vocabulary is the parent's plus the new characters."""
-        state = grow_vocab(self.checkpoint.model, self.checkpoint.model_config, len(self.checkpoint.vocab),
-                           model.vocab_size)
+        state = grow_vocab(
+            self.checkpoint.model, self.checkpoint.model_config, len(self.checkpoint.vocab), model.vocab_size
+        )
         model.load_state_dict(match_layout(state, model.per_layer))
 
     def record(self, vocab: Vocab) -> dict:
         """metrics.jsonl's first line: where the weights came from (no epoch/step keys: those are the run's)."""
         state, saved = self.checkpoint.train_state, self.checkpoint
         best = state.best_loss if "val_loss" in state.last_record and math.isfinite(state.best_loss) else None
-        return {"event": "init_from", "path": str(self.path), "checkpoint": self.which, "source": self.source,
-                "corpus": saved.config.data.corpus, "corpus_sha256": saved.corpus_sha256, "best_val_loss": best,
-                "parent_epoch": state.epoch, "parent_vocab_size": len(saved.vocab),
-                "new_chars": "".join(vocab.chars[len(saved.vocab):])}
+        return {
+            "event": "init_from",
+            "path": str(self.path),
+            "checkpoint": self.which,
+            "source": self.source,
+            "corpus": saved.config.data.corpus,
+            "corpus_sha256": saved.corpus_sha256,
+            "best_val_loss": best,
+            "parent_epoch": state.epoch,
+            "parent_vocab_size": len(saved.vocab),
+            "new_chars": "".join(vocab.chars[len(saved.vocab) :]),
+        }
 
 
 def parse_spec(spec: str | Path) -> tuple[Path, str]:
@@ -76,8 +84,10 @@ def load_parent(spec: str | Path) -> Parent:
 
     path, which = parse_spec(spec)
     if not path.is_dir():
-        raise UsageError(f"--init-from {spec}: folder {path} not found; pass a run folder (RUN or RUN:last) or a "
-                         "model folder made by charlm export")
+        raise UsageError(
+            f"--init-from {spec}: folder {path} not found; pass a run folder (RUN or RUN:last) or a "
+            "model folder made by charlm export"
+        )
     source = "model" if is_model_dir(path) else "run"
     saved = load_checkpoint(path, which, use_other=lambda other: f"--init-from {path}:{other}")
     return Parent(path, which, source, saved)
@@ -98,9 +108,14 @@ def init_config(parent: Parent, config_path: Path | None, overrides: list[str]) 
 def check_shape(parent: Parent, cfg: ModelConfig) -> None:
     """The model's shape comes from the parent: a config asking for another is refused, naming the keys."""
     old = parent.checkpoint.model_config
-    keys = [k for k in SHAPE_KEYS if getattr(old, k) != getattr(cfg, k)
-            and not (k == "embed_size" and cfg.input == old.input == "onehot")]
+    keys = [
+        k
+        for k in SHAPE_KEYS
+        if getattr(old, k) != getattr(cfg, k) and not (k == "embed_size" and cfg.input == old.input == "onehot")
+    ]
     if keys:
         shown = ", ".join(f"model.{k} ({getattr(old, k)!r} in the parent, {getattr(cfg, k)!r} here)" for k in keys)
-        raise UsageError(f"--init-from {parent.path}: the model's shape comes from the parent, but the config asks "
-                         f"for another {shown}; drop these keys from the config or set them to the parent's values")
+        raise UsageError(
+            f"--init-from {parent.path}: the model's shape comes from the parent, but the config asks "
+            f"for another {shown}; drop these keys from the config or set them to the parent's values"
+        )

@@ -73,9 +73,12 @@ class Trainer:
         """Train the epochs left, then score the best checkpoint on whole splits; report and return a summary."""
         started = self.last_eval_at = time.perf_counter()
         if self.main:
-            self.run_dir.write_status("running", device=self.ranks.describe(),
-                                      parameters=self.raw_model.num_parameters(),
-                                      non_embedding_parameters=self.raw_model.num_parameters(embedding=False))
+            self.run_dir.write_status(
+                "running",
+                device=self.ranks.describe(),
+                parameters=self.raw_model.num_parameters(),
+                non_embedding_parameters=self.raw_model.num_parameters(embedding=False),
+            )
         with self.marked_if_it_fails(), stop.StopSignals() as signals:
             self.stop = stop.stop_requests(signals, self.ranks)
             for epoch in range(self.state.epoch + 1, self.t.epochs + 1):
@@ -114,8 +117,9 @@ class Trainer:
         self.first_bad = torch.full((), -1, dtype=torch.long, device=self.device)  # first non-finite step, on device
         self.model.train()
         self.clock_start, self.seconds_before = time.perf_counter(), state.train_seconds
-        for i, (x, y) in enumerate(itertools.islice(batches, state.batch_in_epoch, self.epoch_batches),
-                                   start=state.batch_in_epoch):
+        for i, (x, y) in enumerate(
+            itertools.islice(batches, state.batch_in_epoch, self.epoch_batches), start=state.batch_in_epoch
+        ):
             self.stop.poll()
             loss = self.train_step(x, y, epoch, i + 1)
             state.batch_in_epoch = i + 1
@@ -152,8 +156,9 @@ class Trainer:
             group["lr"] = lr
         with self.autocast:
             logits, hidden = self.model(x, hidden)
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.T.reshape(-1).long(),
-                                   label_smoothing=t.label_smoothing)
+            loss = F.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]).float(), y.T.reshape(-1).long(), label_smoothing=t.label_smoothing
+            )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)  # fp16: clip and measure the true gradients, not the scaled ones
@@ -185,8 +190,9 @@ class Trainer:
         """on_nonfinite=skip: drop the batch's gradients and the hidden state that produced NaN."""
         self.state.skipped += 1
         if self.state.skipped > self.t.max_nonfinite:
-            raise stop.nonfinite(epoch, batch, self.run_dir.path,
-                                 f"more than train.max_nonfinite={self.t.max_nonfinite} batches")
+            raise stop.nonfinite(
+                epoch, batch, self.run_dir.path, f"more than train.max_nonfinite={self.t.max_nonfinite} batches"
+            )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.update()  # the scaler's next unscale_ needs this step closed
         self.state.hidden = None
@@ -250,8 +256,9 @@ class Trainer:
         s = self.config.sample
         last = epoch == self.t.epochs or self.state.stopped is not None
         if self.main and end_of_epoch and s.preview_every and self.prefixes and (epoch % s.preview_every == 0 or last):
-            samples = [generate(self.raw_model, self.corpus.vocab, p, s.length, device=self.device)[0]
-                       for p in self.prefixes]
+            samples = [
+                generate(self.raw_model, self.corpus.vocab, p, s.length, device=self.device)[0] for p in self.prefixes
+            ]
             self.reporter.preview(epoch, samples)
 
     def eval_record(self, epoch: int) -> EvalRecord:
@@ -262,16 +269,33 @@ class Trainer:
         batch = state.batch_in_epoch or self.epoch_batches  # 0 once an epoch is complete
         chars = state.epoch_weight * t.batch_size * t.num_steps
         record = EvalRecord(
-            epoch=epoch, batch=batch, epochs_done=round(epoch - 1 + batch / self.epoch_batches, 4), step=state.step,
-            lr=state.lr if state.lr is not None else t.lr, train_loss=train_loss, train_ppl=perplexity(train_loss),
-            grad_norm=state.norm_sum.item() / weight, skipped_batches=state.skipped or None,
+            epoch=epoch,
+            batch=batch,
+            epochs_done=round(epoch - 1 + batch / self.epoch_batches, 4),
+            step=state.step,
+            lr=state.lr if state.lr is not None else t.lr,
+            train_loss=train_loss,
+            train_ppl=perplexity(train_loss),
+            grad_norm=state.norm_sum.item() / weight,
+            skipped_batches=state.skipped or None,
             chars_per_s=chars / max(state.train_seconds - state.epoch_started_at, 1e-9),
-            train_seconds=state.train_seconds)
+            train_seconds=state.train_seconds,
+        )
         if len(self.val_ids):
-            val = evaluate(self.raw_model, self.val_ids, t.eval_batch_size, t.num_steps, self.device,
-                           max_chars=t.eval_chars, ranks=self.ranks)
-            record.val_loss, record.val_ppl, record.val_bpc = (val["nats_per_char"], val["perplexity"],
-                                                               val["bits_per_char"])
+            val = evaluate(
+                self.raw_model,
+                self.val_ids,
+                t.eval_batch_size,
+                t.num_steps,
+                self.device,
+                max_chars=t.eval_chars,
+                ranks=self.ranks,
+            )
+            record.val_loss, record.val_ppl, record.val_bpc = (
+                val["nats_per_char"],
+                val["perplexity"],
+                val["bits_per_char"],
+            )
             record.val_chars, record.val_protocol = val["chars"], val["protocol"]
         return record
 
@@ -279,17 +303,23 @@ class Trainer:
         """Checkpoint the run. Every rank takes part (the hidden state and loss sum are gathered); rank 0 writes."""
         state = self.state
         checkpoint = ckpt.Checkpoint(
-            model=self.saved_weights(), model_config=self.config.model, vocab=self.corpus.vocab.chars,
-            config=self.config, corpus_sha256=self.corpus.sha256,
-            train_state=resume.checkpoint_state(state, self.ranks), optimizer=self.optimizer.state_dict(),
+            model=self.saved_weights(),
+            model_config=self.config.model,
+            vocab=self.corpus.vocab.chars,
+            config=self.config,
+            corpus_sha256=self.corpus.sha256,
+            train_state=resume.checkpoint_state(state, self.ranks),
+            optimizer=self.optimizer.state_dict(),
             scaler=self.scaler.state_dict(),
             torch_rng=torch.get_rng_state(),
             cuda_rng=torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
-            ranks=resume.rank_states(self.ranks, state.loss_sum))
+            ranks=resume.rank_states(self.ranks, state.loss_sum),
+        )
         with self.ranks.together():  # a failed write (a full disk) stops every rank, not rank 0 alone
             if self.main:
-                self.run_dir.save_checkpoint(ckpt.serialize(checkpoint), is_best, self.t.keep_last,
-                                             (state.epoch, state.batch_in_epoch))
+                self.run_dir.save_checkpoint(
+                    ckpt.serialize(checkpoint), is_best, self.t.keep_last, (state.epoch, state.batch_in_epoch)
+                )
 
     def saved_weights(self) -> dict:
         """The weights in the layout CharRNN(config.model) has, which every reader of a checkpoint builds (the
@@ -302,8 +332,11 @@ class Trainer:
         Appended to metrics.jsonl as {"event": "final", ...}; empty when there is nothing new to measure.
         """
         t, corpus = self.t, self.corpus
-        splits = [name for name, ids in (("val", corpus.val), ("test", corpus.test))
-                  if len(ids) > 1 and (name == "test" or t.eval_chars is not None)]
+        splits = [
+            name
+            for name, ids in (("val", corpus.val), ("test", corpus.test))
+            if len(ids) > 1 and (name == "test" or t.eval_chars is not None)
+        ]
         if not splits or not (self.run_dir / BEST).exists():
             return {}
         # every process reads it (as on resume, the run folder is shared); rank 0 finished writing it in save()
@@ -311,11 +344,18 @@ class Trainer:
         self.raw_model.load_state_dict(match_layout(best.model, self.raw_model.per_layer))
         final = {"event": "final", "checkpoint": "best", "epoch": self.state.best_epoch, "step": best.train_state.step}
         for name in splits:
-            result = evaluate(self.raw_model, corpus.split(name), t.eval_batch_size, t.num_steps, self.device,
-                              ranks=self.ranks)
-            final.update({f"{name}_loss": result["nats_per_char"], f"{name}_ppl": result["perplexity"],
-                          f"{name}_bpc": result["bits_per_char"], f"{name}_chars": result["chars"],
-                          f"{name}_protocol": result["protocol"]})
+            result = evaluate(
+                self.raw_model, corpus.split(name), t.eval_batch_size, t.num_steps, self.device, ranks=self.ranks
+            )
+            final.update(
+                {
+                    f"{name}_loss": result["nats_per_char"],
+                    f"{name}_ppl": result["perplexity"],
+                    f"{name}_bpc": result["bits_per_char"],
+                    f"{name}_chars": result["chars"],
+                    f"{name}_protocol": result["protocol"],
+                }
+            )
         if self.main:
             self.run_dir.append_metrics(final)
         return final
@@ -324,10 +364,20 @@ class Trainer:
         monitored = "val_loss" if len(self.corpus.val) else "train_loss"
         records = [r for r in self.run_dir.read_metrics() if "event" not in r] if self.main else []
         state = self.state
-        return RunSummary(run_dir=str(self.run_dir), epochs=self.t.epochs, epochs_run=state.epoch,
-                          best_epoch=state.best_epoch, best_loss=state.best_loss, seconds=seconds,
-                          train_seconds=state.train_seconds, monitored=monitored, last=state.last_record,
-                          losses=[r[monitored] for r in records], stopped=state.stopped, final=final)
+        return RunSummary(
+            run_dir=str(self.run_dir),
+            epochs=self.t.epochs,
+            epochs_run=state.epoch,
+            best_epoch=state.best_epoch,
+            best_loss=state.best_loss,
+            seconds=seconds,
+            train_seconds=state.train_seconds,
+            monitored=monitored,
+            last=state.last_record,
+            losses=[r[monitored] for r in records],
+            stopped=state.stopped,
+            final=final,
+        )
 
     @contextlib.contextmanager
     def marked_if_it_fails(self):
@@ -336,9 +386,11 @@ class Trainer:
             yield
         except (torch.cuda.OutOfMemoryError, MemoryError):
             self.mark_interrupted()
-            raise RunError(f"out of memory in epoch {self.state.epoch + 1}: lower train.batch_size or "
-                           f"model.hidden_size; the last checkpoint in {self.run_dir} is intact (resume with "
-                           "--resume)") from None
+            raise RunError(
+                f"out of memory in epoch {self.state.epoch + 1}: lower train.batch_size or "
+                f"model.hidden_size; the last checkpoint in {self.run_dir} is intact (resume with "
+                "--resume)"
+            ) from None
         except BaseException:
             self.mark_interrupted()
             raise

@@ -25,11 +25,24 @@ if TYPE_CHECKING:  # checkpoint.py imports the training package: no import cycle
     from charlm.store.checkpoint import Checkpoint
 
 # config keys that may differ when a run is resumed: they do not change the computation so far
-RESUMABLE_KEYS = {"name", "data.corpus", "train.epochs", "train.device", "train.eval_batch_size",
-                  "train.checkpoint_every_batches", "train.keep_last", "train.on_nonfinite", "train.max_nonfinite",
-                  "train.time_budget", "train.patience", "train.eval_every_batches", "train.eval_every_epochs",
-                  "train.eval_chars", "train.eval_every_seconds",
-                  "train.deterministic"}  # the last one picks kernels, not the function
+RESUMABLE_KEYS = {
+    "name",
+    "data.corpus",
+    "train.epochs",
+    "train.device",
+    "train.eval_batch_size",
+    "train.checkpoint_every_batches",
+    "train.keep_last",
+    "train.on_nonfinite",
+    "train.max_nonfinite",
+    "train.time_budget",
+    "train.patience",
+    "train.eval_every_batches",
+    "train.eval_every_epochs",
+    "train.eval_chars",
+    "train.eval_every_seconds",
+    "train.deterministic",
+}  # the last one picks kernels, not the function
 RESUMABLE_SECTIONS = {"sample", "log"}
 # allowed only when asked for on the command line (--set train.lr=...): a precision other than the run's may be
 # all a resume on another machine can compute in (weights and optimizer are fp32 in every precision)
@@ -46,12 +59,19 @@ def config_changes(saved: Config, new: Config, explicit: set[str]) -> dict:
     old_flat, new_flat = _flatten(saved.to_dict()), _flatten(new.to_dict())
     changed = {k: [old_flat[k], new_flat[k]] for k in old_flat if old_flat[k] != new_flat[k]}
     explicit = {LEGACY_KEYS.get(key, key) for key in explicit}
-    refused = [k for k in changed if k not in RESUMABLE_KEYS and k.split(".")[0] not in RESUMABLE_SECTIONS
-               and not (k in EXPLICIT_ONLY_KEYS and k in explicit)]
+    refused = [
+        k
+        for k in changed
+        if k not in RESUMABLE_KEYS
+        and k.split(".")[0] not in RESUMABLE_SECTIONS
+        and not (k in EXPLICIT_ONLY_KEYS and k in explicit)
+    ]
     if refused:
         shown = ", ".join(f"{k} ({changed[k][0]!r} -> {changed[k][1]!r})" for k in refused)
-        raise UsageError(f"cannot resume with a changed {shown}: these change the computation; "
-                         "resume with the run's own config, or start a new run")
+        raise UsageError(
+            f"cannot resume with a changed {shown}: these change the computation; "
+            "resume with the run's own config, or start a new run"
+        )
     return changed
 
 
@@ -65,9 +85,15 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
-def restore(checkpoint: Checkpoint, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-            scaler: torch.amp.GradScaler, data_generator: torch.Generator, device: torch.device,
-            ranks: Ranks) -> TrainState:
+def restore(
+    checkpoint: Checkpoint,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    data_generator: torch.Generator,
+    device: torch.device,
+    ranks: Ranks,
+) -> TrainState:
     """Weights, optimizer, fp16's loss scale, generators and this rank's TrainState, as the checkpoint left them."""
     model.load_state_dict(match_layout(checkpoint.model, model.per_layer))  # layer by layer if deterministic now
     optimizer.load_state_dict(checkpoint.optimizer)
@@ -75,8 +101,13 @@ def restore(checkpoint: Checkpoint, model: torch.nn.Module, optimizer: torch.opt
         scaler.load_state_dict(checkpoint.scaler)
     saved = checkpoint.train_state
     hidden = local_hidden(ranks, saved.hidden, checkpoint.config.train.batch_size)
-    state = replace(saved, hidden=to_device(hidden, device), loss_sum=saved.loss_sum.to(device),
-                    norm_sum=saved.norm_sum.to(device), stopped=None)  # a stopped run continues when resumed
+    state = replace(
+        saved,
+        hidden=to_device(hidden, device),
+        loss_sum=saved.loss_sum.to(device),
+        norm_sum=saved.norm_sum.to(device),
+        stopped=None,
+    )  # a stopped run continues when resumed
     torch.set_rng_state(checkpoint.torch_rng)
     if device.type == "cuda" and checkpoint.cuda_rng:
         torch.cuda.set_rng_state_all(checkpoint.cuda_rng)
@@ -128,8 +159,11 @@ def rank_states(ranks: Ranks, loss_sum: torch.Tensor) -> list | None:
     """Every rank's own generator (torch, and CUDA's) and sum of the epoch's losses; None in one process."""
     if not ranks.active:
         return None
-    mine = {"torch_rng": torch.get_rng_state(), "loss_sum": loss_sum.detach().cpu(),
-            "cuda_rng": torch.cuda.get_rng_state(ranks.device) if ranks.device.type == "cuda" else None}
+    mine = {
+        "torch_rng": torch.get_rng_state(),
+        "loss_sum": loss_sum.detach().cpu(),
+        "cuda_rng": torch.cuda.get_rng_state(ranks.device) if ranks.device.type == "cuda" else None,
+    }
     return ranks.gather_objects(mine)
 
 

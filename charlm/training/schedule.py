@@ -13,8 +13,10 @@ from charlm.store.state import TrainState
 def make_optimizer(model: torch.nn.Module, t: TrainConfig) -> torch.optim.Optimizer:
     # decay weight matrices and embeddings only: decaying biases just pulls them to zero for no gain
     params = list(model.parameters())
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": t.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": t.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
     if t.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=t.lr)
     if t.optimizer == "adam":

@@ -43,9 +43,15 @@ class Request:
     init_from: str | Path | None = None  # fine-tune: a run folder, RUN:last, or an exported model folder
 
 
-def train(config: Config, run_dir: Path | None = None, reporter: Reporter | None = None, resume: bool = False,
-          explicit: set[str] | None = None, resume_from: str = "last",
-          init_from: str | Path | None = None) -> RunSummary:
+def train(
+    config: Config,
+    run_dir: Path | None = None,
+    reporter: Reporter | None = None,
+    resume: bool = False,
+    explicit: set[str] | None = None,
+    resume_from: str = "last",
+    init_from: str | Path | None = None,
+) -> RunSummary:
     """Train a model as `config` says, writing everything to `run_dir` (default runs/NAME-TIME).
 
     With resume=True, continue the run in `run_dir` from its last.pt (or `resume_from="best"`: its best.pt);
@@ -60,8 +66,9 @@ def train(config: Config, run_dir: Path | None = None, reporter: Reporter | None
     # before any CUDA work: cuBLAS reads its workspace setting once
     with deterministic_algorithms(config.train.deterministic, config.train.device):
         ranks = distributed.setup(config.train.device, config.train.batch_size)
-        request = Request(Path(run_dir) if run_dir is not None else None, resume, resume_from, explicit or set(),
-                          init_from)
+        request = Request(
+            Path(run_dir) if run_dir is not None else None, resume, resume_from, explicit or set(), init_from
+        )
         clean = False
         try:
             with contextlib.ExitStack() as held:
@@ -86,8 +93,10 @@ def deterministic_algorithms(enabled: bool, device: str):
         return
     if "CUBLAS_WORKSPACE_CONFIG" not in os.environ:
         if torch.cuda.is_initialized() and device != "cpu":
-            raise UsageError("train.deterministic needs CUBLAS_WORKSPACE_CONFIG set before this process first uses "
-                             f"CUDA: export CUBLAS_WORKSPACE_CONFIG={CUBLAS_WORKSPACE}, or train in a new process")
+            raise UsageError(
+                "train.deterministic needs CUBLAS_WORKSPACE_CONFIG set before this process first uses "
+                f"CUDA: export CUBLAS_WORKSPACE_CONFIG={CUBLAS_WORKSPACE}, or train in a new process"
+            )
         os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE
     before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     torch.use_deterministic_algorithms(True)
@@ -97,8 +106,9 @@ def deterministic_algorithms(enabled: bool, device: str):
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
 
 
-def start(config: Config, request: Request, reporter: Reporter, ranks: distributed.Ranks,
-          held: contextlib.ExitStack) -> Trainer:
+def start(
+    config: Config, request: Request, reporter: Reporter, ranks: distributed.Ranks, held: contextlib.ExitStack
+) -> Trainer:
     """Everything before the first batch: load, check, build, restore, prepare the folder, report the start.
     The folder's lock goes on `held`: before reading a checkpoint to resume, or, for a new run, once every
     input has been checked (bad input leaves no folder behind)."""
@@ -128,8 +138,11 @@ def start(config: Config, request: Request, reporter: Reporter, ranks: distribut
     seed_rank(ranks, t.seed)
     data_generator = torch.Generator().manual_seed(t.seed)
     if saved is None:
-        state = TrainState(epoch_data_rng=data_generator.get_state(), loss_sum=torch.zeros((), device=ranks.device),
-                           norm_sum=torch.zeros((), device=ranks.device))
+        state = TrainState(
+            epoch_data_rng=data_generator.get_state(),
+            loss_sum=torch.zeros((), device=ranks.device),
+            norm_sum=torch.zeros((), device=ranks.device),
+        )
         folder = RunDir(ranks.from_main(request.run_dir or RunDir.new(config.name).path))
     else:
         state = restore(saved, model, optimizer, scaler, data_generator, ranks.device, ranks)
@@ -139,17 +152,40 @@ def start(config: Config, request: Request, reporter: Reporter, ranks: distribut
                 folder.check_new()  # before the lock: a refused folder is not touched
                 lock = held.enter_context(folder.lock())
             lock.record_pid()
-            prepare_run_files(folder, saved is not None, config, corpus, state, changes, reporter,
-                              parent.record(corpus.vocab) if parent is not None else None)
+            prepare_run_files(
+                folder,
+                saved is not None,
+                config,
+                corpus,
+                state,
+                changes,
+                reporter,
+                parent.record(corpus.vocab) if parent is not None else None,
+            )
     prefixes = preview_prefixes(config, corpus, reporter)
     for warning in precision_warnings(precision, config.model.kind, ranks.device):
         reporter.warn(warning)
     board = tensorboard(folder) if config.log.tensorboard and ranks.is_main else None
-    reporter.start(run_start(config, corpus, model, folder, ranks, state if saved is not None else None, parent,
-                             precision=precision))
-    return Trainer(config=config, run_dir=folder, corpus=corpus, raw_model=model, model=ranks.wrap(model),
-                   optimizer=optimizer, scaler=scaler, data_generator=data_generator, state=state, ranks=ranks,
-                   reporter=reporter, prefixes=prefixes, board=board)
+    reporter.start(
+        run_start(
+            config, corpus, model, folder, ranks, state if saved is not None else None, parent, precision=precision
+        )
+    )
+    return Trainer(
+        config=config,
+        run_dir=folder,
+        corpus=corpus,
+        raw_model=model,
+        model=ranks.wrap(model),
+        optimizer=optimizer,
+        scaler=scaler,
+        data_generator=data_generator,
+        state=state,
+        ranks=ranks,
+        reporter=reporter,
+        prefixes=prefixes,
+        board=board,
+    )
 
 
 def resumable_folder(request: Request) -> RunDir:
@@ -161,8 +197,9 @@ def resumable_folder(request: Request) -> RunDir:
     return folder
 
 
-def load_saved_run(folder: RunDir, request: Request, config: Config,
-                   reporter: Reporter) -> tuple[ckpt.Checkpoint, dict]:
+def load_saved_run(
+    folder: RunDir, request: Request, config: Config, reporter: Reporter
+) -> tuple[ckpt.Checkpoint, dict]:
     """The checkpoint to resume from, and the config changes it is resumed with (refused if unsafe).
 
     A damaged last.pt falls back to the newest intact checkpoint of the run, with a warning."""
@@ -177,22 +214,30 @@ def load_saved_run(folder: RunDir, request: Request, config: Config,
     return saved, config_changes(saved.config, config, request.explicit)
 
 
-def load_run_corpus(config: Config, reporter: Reporter, ranks: distributed.Ranks, saved: ckpt.Checkpoint | None,
-                    parent: Parent | None) -> Corpus:
+def load_run_corpus(
+    config: Config, reporter: Reporter, ranks: distributed.Ranks, saved: ckpt.Checkpoint | None, parent: Parent | None
+) -> Corpus:
     """The corpus, with the run's vocabulary: a fine-tuned run's extends its parent's; a resumed run keeps
     the one its checkpoint holds (a fine-tuned run's is not in sorted order)."""
+
     def load(vocab: Vocab | None) -> Corpus:
         with ranks.local_main_first():  # several processes share one memory-mapped copy of the encoded corpus
-            return load_corpus(config.data, progress=reporter.download,
-                               cache=encoded_cache_dir() if ranks.active else None, vocab=vocab)
+            return load_corpus(
+                config.data,
+                progress=reporter.download,
+                cache=encoded_cache_dir() if ranks.active else None,
+                vocab=vocab,
+            )
 
     base = parent.vocab if parent is not None else None
     if saved is not None and saved.vocab != sorted(saved.vocab):  # a fine-tuned run's order: encode with it at once
         base = Vocab.in_order(saved.vocab)
     corpus = load(base)
     if saved is not None and corpus.sha256 != saved.corpus_sha256:
-        raise UsageError(f"cannot resume: corpus {config.data.corpus} is not the text this run was trained on "
-                         "(its checksum differs); resume with the original corpus")
+        raise UsageError(
+            f"cannot resume: corpus {config.data.corpus} is not the text this run was trained on "
+            "(its checksum differs); resume with the original corpus"
+        )
     if saved is not None and corpus.vocab.chars != saved.vocab:  # sorted, but with characters the text lacks
         corpus = load(Vocab.in_order(saved.vocab))
     return corpus
@@ -203,13 +248,22 @@ def check_corpus(corpus: Corpus, c: Config) -> None:
     if len(corpus.train) < need:
         raise CorpusError(
             f"the train split has {len(corpus.train)} characters, but batch_size {c.train.batch_size} x num_steps "
-            f"{c.train.num_steps} needs at least {need}: use a longer corpus or lower train.batch_size/train.num_steps")
+            f"{c.train.num_steps} needs at least {need}: use a longer corpus or lower train.batch_size/train.num_steps"
+        )
     if len(corpus.val) == 1 or (c.data.val_fraction > 0 and len(corpus.val) == 0):
         raise CorpusError(f"the val split has {len(corpus.val)} characters: raise data.val_fraction or set it to 0")
 
 
-def prepare_run_files(run_dir: RunDir, resumed: bool, config: Config, corpus: Corpus, state: TrainState,
-                      changes: dict, reporter: Reporter, parent: dict | None = None) -> None:
+def prepare_run_files(
+    run_dir: RunDir,
+    resumed: bool,
+    config: Config,
+    corpus: Corpus,
+    state: TrainState,
+    changes: dict,
+    reporter: Reporter,
+    parent: dict | None = None,
+) -> None:
     """A new run: a fresh folder, marked as charlm's first, with its config and vocabulary (and, fine-tuned,
     the init_from line that starts metrics.jsonl). A resumed one: metrics trimmed to the checkpoint (evals
     that a crash cut short are recomputed), a resume event, the config as resumed."""
@@ -228,8 +282,15 @@ def prepare_run_files(run_dir: RunDir, resumed: bool, config: Config, corpus: Co
         reporter.warn(f"{run_dir / METRICS}: skipped {skipped} line(s) that are not charlm records")
     kept = [r for r in records if r.get("step", 0) <= state.step and r.get("event") != "final"]
     run_dir.rewrite_metrics(kept)
-    run_dir.append_metrics({"event": "resume", "epoch": state.epoch, "step": state.step,
-                            "batch_in_epoch": state.batch_in_epoch, "changed": changes})
+    run_dir.append_metrics(
+        {
+            "event": "resume",
+            "epoch": state.epoch,
+            "step": state.step,
+            "batch_in_epoch": state.batch_in_epoch,
+            "changed": changes,
+        }
+    )
     atomic_write_text(run_dir / CONFIG, dump_config(config))
 
 
@@ -246,8 +307,10 @@ def resolved_precision(config: Config, device: torch.device) -> capability.Preci
     precision = capability.resolve_precision(config.train.precision, device.type)
     kind = config.model.kind
     if precision.name == "fp16" and device.type == "cpu" and not capability.cpu_fp16_kernel(kind):
-        raise UsageError(f"train.precision=fp16: PyTorch has no float16 {kind} kernel on this CPU: use "
-                         "train.precision=auto (or fp32, bf16) on the CPU; fp16 is for GPUs without bf16")
+        raise UsageError(
+            f"train.precision=fp16: PyTorch has no float16 {kind} kernel on this CPU: use "
+            "train.precision=auto (or fp32, bf16) on the CPU; fp16 is for GPUs without bf16"
+        )
     return precision
 
 
@@ -262,33 +325,53 @@ def precision_warnings(precision: capability.Precision, kind: str, device: torch
         return []
     if not capability.native(name, device.type):
         where, units = ("CPU", NATIVE_UNITS[name]) if device.type == "cpu" else ("GPU", "compute capability 8.0+")
-        return [f"train.precision={name}: this {where} has no native {name} arithmetic ({units}), so {name} runs "
-                "slower than fp32 here: set train.precision=auto"]
+        return [
+            f"train.precision={name}: this {where} has no native {name} arithmetic ({units}), so {name} runs "
+            "slower than fp32 here: set train.precision=auto"
+        ]
     if name == "bf16" and device.type == "cpu" and kind == "gru":
         return ["train.precision=bf16: PyTorch's CPU GRU has no bf16 kernel, so only the output head runs in bf16"]
     return []
 
 
-def run_start(config: Config, corpus: Corpus, model: CharRNN, run_dir: RunDir, ranks: distributed.Ranks,
-              resumed: TrainState | None, parent: Parent | None = None, *,
-              precision: capability.Precision) -> RunStart:
+def run_start(
+    config: Config,
+    corpus: Corpus,
+    model: CharRNN,
+    run_dir: RunDir,
+    ranks: distributed.Ranks,
+    resumed: TrainState | None,
+    parent: Parent | None = None,
+    *,
+    precision: capability.Precision,
+) -> RunStart:
     t = config.train
     return RunStart(
-        run_dir=str(run_dir), device=ranks.describe(), corpus=corpus.name, vocab_size=len(corpus.vocab),
-        train_chars=len(corpus.train), val_chars=len(corpus.val), test_chars=len(corpus.test),
-        parameters=model.num_parameters(), batches_per_epoch=len(make_batches(corpus.train, t)), epochs=t.epochs,
+        run_dir=str(run_dir),
+        device=ranks.describe(),
+        corpus=corpus.name,
+        vocab_size=len(corpus.vocab),
+        train_chars=len(corpus.train),
+        val_chars=len(corpus.val),
+        test_chars=len(corpus.test),
+        parameters=model.num_parameters(),
+        batches_per_epoch=len(make_batches(corpus.train, t)),
+        epochs=t.epochs,
         chars_per_batch=t.batch_size * t.num_steps,
         resumed_at=(resumed.epoch, resumed.batch_in_epoch) if resumed is not None else None,
         time_budget=parse_duration(t.time_budget) if t.time_budget is not None else None,
         init_from=str(parent.path) if parent is not None else None,
         new_chars=len(corpus.vocab) - len(parent.checkpoint.vocab) if parent is not None else 0,
-        precision=precision.name, precision_reason=precision.reason)
+        precision=precision.name,
+        precision_reason=precision.reason,
+    )
 
 
 def tensorboard(run_dir: RunDir):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise UsageError("log.tensorboard needs the tensorboard package: pip install tensorboard, "
-                         "or set log.tensorboard=false") from None
+        raise UsageError(
+            "log.tensorboard needs the tensorboard package: pip install tensorboard, or set log.tensorboard=false"
+        ) from None
     return SummaryWriter(str(run_dir / "tb"))

@@ -96,15 +96,23 @@ def stop_requests(signals: StopSignals, ranks: Ranks) -> StopSignals | AgreedSto
 
 def interrupted(signum: int, state: TrainState, run_dir: Path, ranks: Ranks) -> Interrupted:
     name = signal.Signals(signum).name
-    return Interrupted(f"{name}: checkpoint saved after {state.epoch} epochs and {state.batch_in_epoch} batches; "
-                       f"continue with: {resume_command(ranks, run_dir)}", signum)
+    return Interrupted(
+        f"{name}: checkpoint saved after {state.epoch} epochs and {state.batch_in_epoch} batches; "
+        f"continue with: {resume_command(ranks, run_dir)}",
+        signum,
+    )
 
 
 def nonfinite(epoch: int, batch: int, run_dir: Path, what: str) -> RunError:
-    kept = (f"the last good checkpoint {Path(run_dir) / LAST} is kept" if (Path(run_dir) / LAST).exists()
-            else "no checkpoint was written yet")
-    return RunError(f"{what} at epoch {epoch}, batch {batch}: lower train.lr or set a smaller train.clip_norm, "
-                    f"or set train.on_nonfinite=skip; {kept}")
+    kept = (
+        f"the last good checkpoint {Path(run_dir) / LAST} is kept"
+        if (Path(run_dir) / LAST).exists()
+        else "no checkpoint was written yet"
+    )
+    return RunError(
+        f"{what} at epoch {epoch}, batch {batch}: lower train.lr or set a smaller train.clip_norm, "
+        f"or set train.on_nonfinite=skip; {kept}"
+    )
 
 
 def check_finite(first_bad: torch.Tensor, epoch: int, state: TrainState, run_dir: Path) -> None:

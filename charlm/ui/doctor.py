@@ -44,13 +44,17 @@ def diagnose(*, matmul: bool = True) -> Report:
     try:
         import torch  # noqa: F401
     except Exception as e:  # a missing or broken install: say so, and report the rest
-        report.problems.append(f"torch cannot be imported ({type(e).__name__}: {e}): reinstall it, e.g. "
-                               "pip install torch==2.13.0 (see the README's set-up)")
+        report.problems.append(
+            f"torch cannot be imported ({type(e).__name__}: {e}): reinstall it, e.g. "
+            "pip install torch==2.13.0 (see the README's set-up)"
+        )
         return report
     report.sections["torch"] = torch_facts()
     if not report.sections["torch"]["cuda"] and shutil.which("nvidia-smi"):
-        report.problems.append("this machine has an NVIDIA GPU but this torch sees none (a CPU build, or a driver "
-                               "it cannot use): install a CUDA build of torch to train on the GPU")
+        report.problems.append(
+            "this machine has an NVIDIA GPU but this torch sees none (a CPU build, or a driver "
+            "it cannot use): install a CUDA build of torch to train on the GPU"
+        )
     if matmul:
         report.sections["matmul"] = matmul_speeds()
     return report
@@ -59,8 +63,11 @@ def diagnose(*, matmul: bool = True) -> Report:
 def versions() -> dict[str, object]:
     from charlm import __version__
 
-    found: dict[str, object] = {"charlm": __version__, "python": f"{platform.python_version()} ({sys.executable})",
-                                "platform": f"{platform.system()} {platform.release()} ({platform.machine()})"}
+    found: dict[str, object] = {
+        "charlm": __version__,
+        "python": f"{platform.python_version()} ({sys.executable})",
+        "platform": f"{platform.system()} {platform.release()} ({platform.machine()})",
+    }
     for name in PACKAGES:
         try:
             found[name] = importlib.metadata.version(name)
@@ -72,8 +79,14 @@ def versions() -> dict[str, object]:
 def cpu() -> dict[str, object]:
     flags = capability.cpu_flags()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"model": cpu_model(), "cores_usable": cores, "avx512_bf16": "avx512_bf16" in flags,
-            "amx_bf16": "amx_bf16" in flags, "avx2": "avx2" in flags, "flags_read": bool(flags)}
+    return {
+        "model": cpu_model(),
+        "cores_usable": cores,
+        "avx512_bf16": "avx512_bf16" in flags,
+        "amx_bf16": "amx_bf16" in flags,
+        "avx2": "avx2" in flags,
+        "flags_read": bool(flags),
+    }
 
 
 def folders(problems: list[str]) -> dict[str, object]:
@@ -81,8 +94,11 @@ def folders(problems: list[str]) -> dict[str, object]:
     from charlm.store.run_dir import RUNS_ENV, runs_root
 
     cache = builtins.data_dir()
-    cached = sorted(b.name for b in builtins.BUILTINS.values()
-                    if not b.shipped and all(builtins.is_cached(r, cache) for r in b.files))
+    cached = sorted(
+        b.name
+        for b in builtins.BUILTINS.values()
+        if not b.shipped and all(builtins.is_cached(r, cache) for r in b.files)
+    )
     shipped = sorted(b.name for b in builtins.BUILTINS.values() if b.shipped)
     try:
         root = runs_root()
@@ -92,10 +108,18 @@ def folders(problems: list[str]) -> dict[str, object]:
         problems.append(str(e))
     else:
         if not writable:
-            problems.append(f"the runs folder {root} is not writable: set CHARLM_RUNS_DIR or pass --run-dir to a "
-                            "folder you can write")
-    return {"user_cache": str(user_cache_dir()), "corpus_cache": str(cache), "corpora_built_in": shipped,
-            "corpora_cached": cached, "runs_root": os.path.abspath(root), "runs_root_writable": writable}
+            problems.append(
+                f"the runs folder {root} is not writable: set CHARLM_RUNS_DIR or pass --run-dir to a "
+                "folder you can write"
+            )
+    return {
+        "user_cache": str(user_cache_dir()),
+        "corpus_cache": str(cache),
+        "corpora_built_in": shipped,
+        "corpora_cached": cached,
+        "runs_root": os.path.abspath(root),
+        "runs_root_writable": writable,
+    }
 
 
 def is_writable(folder: Path) -> bool:
@@ -114,15 +138,27 @@ def is_writable(folder: Path) -> bool:
 def torch_facts() -> dict[str, object]:
     import torch
 
-    cuda = [{"name": torch.cuda.get_device_name(i), "memory_gib": round(
-        torch.cuda.get_device_properties(i).total_memory / 2**30, 1)} for i in range(torch.cuda.device_count())]
+    cuda = [
+        {
+            "name": torch.cuda.get_device_name(i),
+            "memory_gib": round(torch.cuda.get_device_properties(i).total_memory / 2**30, 1),
+        }
+        for i in range(torch.cuda.device_count())
+    ]
     mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
     device = "cuda" if cuda else "mps" if mps else "cpu"
     auto = capability.resolve_precision("auto", device)
     get_capability = getattr(torch.backends.cpu, "get_cpu_capability", None)
-    return {"threads": torch.get_num_threads(), "cpu_capability": get_capability() if get_capability else None,
-            "cpu_bf16_native": capability.cpu_bf16_native(), "cuda": cuda, "mps": mps, "default_device": device,
-            "precision_auto": auto.name, "precision_why": auto.reason}
+    return {
+        "threads": torch.get_num_threads(),
+        "cpu_capability": get_capability() if get_capability else None,
+        "cpu_bf16_native": capability.cpu_bf16_native(),
+        "cuda": cuda,
+        "mps": mps,
+        "default_device": device,
+        "precision_auto": auto.name,
+        "precision_why": auto.reason,
+    }
 
 
 def matmul_speeds() -> dict[str, float]:

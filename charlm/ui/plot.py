@@ -41,9 +41,15 @@ def plot_runs(run_dirs: list[Path], out: Path, *, force: bool = False):
             val = [r["val_loss"] for r in records]
             by_epoch.plot(epochs, val, "--", color=line.get_color(), label=f"{label} val")
             by_time.plot(clock, val, "--", color=line.get_color(), label=f"{label} val")
-        by_epoch.plot([run["best_epochs_done"]], [run["best_loss"]], "*", markersize=12, color=line.get_color(),
-                      label=f"best {run['monitored'][:-5]} {run['best_loss']:.3f} (ppl {run['best_ppl']:.3g}), "
-                            f"epoch {run['best_epoch']}")
+        by_epoch.plot(
+            [run["best_epochs_done"]],
+            [run["best_loss"]],
+            "*",
+            markersize=12,
+            color=line.get_color(),
+            label=f"best {run['monitored'][:-5]} {run['best_loss']:.3f} (ppl {run['best_ppl']:.3g}), "
+            f"epoch {run['best_epoch']}",
+        )
         lr.plot(epochs, [r["lr"] for r in records], color=line.get_color(), label=label)
     for axis, xlabel in ((by_epoch, "epoch"), (by_time, "wall time (s)")):
         axis.set_xlabel(xlabel)

@@ -28,8 +28,14 @@ from charlm.units import perplexity
 
 @contextlib.contextmanager
 def download_bar(console: Console, filename: str, total: int | None):
-    with Progress(TextColumn("downloading {task.description}"), BarColumn(), DownloadColumn(),
-                  TransferSpeedColumn(), console=console, transient=True) as progress:
+    with Progress(
+        TextColumn("downloading {task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
         task = progress.add_task(filename, total=total)
         yield lambda n: progress.advance(task, n)
     console.print(f"downloaded {filename}", highlight=False)
@@ -41,8 +47,9 @@ def scoring_bar(console: Console):
     if not console.is_terminal:  # no bar at all: rich before 14.3 prints a blank line when a disabled one stops
         yield lambda done, total: None
         return
-    with Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=console, transient=True) as progress:
+    with Progress(
+        TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console, transient=True
+    ) as progress:
         task = progress.add_task("score", total=None)
         yield lambda done, total: progress.update(task, completed=done, total=total)
 
@@ -71,7 +78,8 @@ class RichReporter:
         self.console.print(
             f"[bold]charlm[/] {event.corpus}: vocab {event.vocab_size:,} · train {event.train_chars:,} / "
             f"val {event.val_chars:,} / test {event.test_chars:,} chars · {event.parameters:,} parameters · "
-            f"{event.batches_per_epoch} batches/epoch · {event.device}\nrun folder {event.run_dir}")
+            f"{event.batches_per_epoch} batches/epoch · {event.device}\nrun folder {event.run_dir}"
+        )
         self.console.print(f"precision {event.precision} ({event.precision_reason})", markup=False)
         if event.init_from:
             self.console.print(f"weights from {event.init_from} ({event.new_chars:,} new characters)", markup=False)
@@ -85,9 +93,15 @@ class RichReporter:
     def epoch_start(self, epoch: int, num_batches: int, done: int = 0) -> None:
         self.num_batches = num_batches
         self.progress = Progress(
-            TextColumn(f"epoch {epoch}/{self.epochs}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[speed]}"), TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(),
-            console=self.console, transient=True)
+            TextColumn(f"epoch {epoch}/{self.epochs}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[speed]}"),
+            TextColumn("loss {task.fields[loss]}"),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+        )
         self.task = self.progress.add_task("train", total=num_batches, completed=done, speed="", loss="…")
         self.first_batch = done
         if self.console.is_terminal and not self.quiet:  # a bar in a log file is noise
@@ -124,9 +138,11 @@ class RichReporter:
         loss = summary.best_loss
         what = "val" if summary.monitored == "val_loss" else "train"
         if self.quiet:
-            self.console.print(f"best {what} perplexity {perplexity(loss):.3f} ({loss / math.log(2):.3f} bits/char) "
-                               f"at epoch {summary.best_epoch}, {summary.seconds:.1f} s: {summary.run_dir}",
-                               markup=False)
+            self.console.print(
+                f"best {what} perplexity {perplexity(loss):.3f} ({loss / math.log(2):.3f} bits/char) "
+                f"at epoch {summary.best_epoch}, {summary.seconds:.1f} s: {summary.run_dir}",
+                markup=False,
+            )
             return
         last = summary.last
         stopped = {"time_budget": " (time budget reached)", "early_stopping": " (early stopping)"}
@@ -142,8 +158,11 @@ class RichReporter:
         final = summary.final
         for split in ("val", "test"):
             if f"{split}_loss" in final:
-                lines.insert(1, f"{split} (whole split, best checkpoint): {final[f'{split}_loss']:.4f} nats/char · "
-                                f"{final[f'{split}_bpc']:.4f} bits/char · ppl {final[f'{split}_ppl']:.3f}")
+                lines.insert(
+                    1,
+                    f"{split} (whole split, best checkpoint): {final[f'{split}_loss']:.4f} nats/char · "
+                    f"{final[f'{split}_bpc']:.4f} bits/char · ppl {final[f'{split}_ppl']:.3f}",
+                )
         # a log file gets the default 80 columns: let the panel be as wide as its longest line
         width = max(len(line) for line in lines) + 4
         self.console.print(Panel("\n".join(lines), title="charlm train: done", expand=False), width=max(width, 60))

@@ -54,14 +54,14 @@ def legend(report: Surprisal, limit: int) -> Text:
     for k in range(9):
         bits = scale * k / 8
         line.append(f" {bits:.1f}{'+' if k == 8 else ''} ", shade(bits, scale))
-    line.append(f"  (dark red: {scale:.2f} bits or more, a uniform guess over {len(report.chars_of_vocab):,} "
-                "characters; ")
+    line.append(
+        f"  (dark red: {scale:.2f} bits or more, a uniform guess over {len(report.chars_of_vocab):,} characters; "
+    )
     line.append("underlined", UNSCORED)
     line.append(": not scored)")
     total = report.text_chars
     if limit < total:
-        line.append(f"\nshown: the first {limit:,} of {total:,} characters (--show-chars); "
-                    "the figures cover them all")
+        line.append(f"\nshown: the first {limit:,} of {total:,} characters (--show-chars); the figures cover them all")
     return line
 
 
@@ -76,8 +76,9 @@ def breakdown_tables(breakdown: Breakdown) -> list[Table | Text]:
             bands.add_column(column, justify="left" if column == "characters" else "right")
         for band in breakdown.bands:
             mean = "–" if band.mean_bits is None else f"{band.mean_bits:.2f}"
-            bands.add_row(band.description, f"{band.chars:,}", f"{band.share_of_text:.1%}", mean,
-                          f"{band.share_of_loss:.1%}")
+            bands.add_row(
+                band.description, f"{band.chars:,}", f"{band.share_of_text:.1%}", mean, f"{band.share_of_loss:.1%}"
+            )
         shown.append(bands)
     costly = Table(title=f"the {len(breakdown.costly)} costliest characters")
     for column in ("character", "count", "in training", "mean bits", "share of loss"):
@@ -92,14 +93,17 @@ def breakdown_tables(breakdown: Breakdown) -> list[Table | Text]:
 def print_scores(out: Console, what: str, result: dict) -> None:
     """The lines of `charlm perplexity`: what was scored, then nats/char, bits/char, perplexity."""
     out.print(f"{what}: {result['chars']:,} chars", markup=False)
-    out.print(f"nats/char  {result['nats_per_char']:.4f}\nbits/char  {result['bits_per_char']:.4f}\n"
-              f"perplexity {result['perplexity']:.4f}")
+    out.print(
+        f"nats/char  {result['nats_per_char']:.4f}\nbits/char  {result['bits_per_char']:.4f}\n"
+        f"perplexity {result['perplexity']:.4f}"
+    )
 
 
 def print_surprisal(out: Console, report: Surprisal, breakdown: Breakdown, show: bool, limit: int) -> None:
     """The scores, with --show the shaded text and its legend, then the breakdown tables."""
-    print_scores(out, f"{report.run_dir} ({report.checkpoint}, epoch {report.epoch}) on {report.source}",
-                 report.figures())
+    print_scores(
+        out, f"{report.run_dir} ({report.checkpoint}, epoch {report.epoch}) on {report.source}", report.figures()
+    )
     if show:
         out.print(shaded_text(report, limit), soft_wrap=False, markup=False)
         out.print(legend(report, limit), soft_wrap=False)

@@ -13,19 +13,29 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def sweep(*args: str, data: Path, out: Path, cache: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "benchmarks" / "autosize_sweep.py"), *args, "--smoke",
-                           "--out", str(out), "--data", str(data)], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "CHARLM_DATA_DIR": str(data), "XDG_CACHE_HOME": str(cache),
-                               "OMP_NUM_THREADS": "1"})
+    return subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "autosize_sweep.py"),
+            *args,
+            "--smoke",
+            "--out",
+            str(out),
+            "--data",
+            str(data),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "CHARLM_DATA_DIR": str(data), "XDG_CACHE_HOME": str(cache), "OMP_NUM_THREADS": "1"},
+    )
 
 
 def test_the_smoke_sweep_records_each_arm_once_and_compares_auto(builtin_cache, tmp_path):
     out, cache = tmp_path / "sweep.jsonl", tmp_path / "cache"
-    first = sweep("sweep", "--only", "shakespeare-1x384,default-timemachine", data=builtin_cache, out=out,
-                  cache=cache)
+    first = sweep("sweep", "--only", "shakespeare-1x384,default-timemachine", data=builtin_cache, out=out, cache=cache)
     assert first.returncode == 0, first.stderr
-    table = sweep("table", "--only", "auto-timemachine,default-timemachine", data=builtin_cache, out=out,
-                  cache=cache)
+    table = sweep("table", "--only", "auto-timemachine,default-timemachine", data=builtin_cache, out=out, cache=cache)
     assert table.returncode == 0, table.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["key"] for r in rows] == ["shakespeare-1x384@2s", "default-timemachine@2s", "auto-timemachine@2s"]

@@ -28,8 +28,13 @@ def test_sampling_figures_cover_every_format_against_version_1(single_thread):
 
 
 def test_the_default_rule_takes_the_fastest_format_that_keeps_fp32s_greedy_text():
-    figures = {"gen_fp32_chars_per_s": 3000, "gen_bf16_chars_per_s": 4000, "gen_int8_chars_per_s": 5000,
-               "trained_bf16_greedy_same_chars": 2000, "trained_int8_greedy_same_chars": 46}
+    figures = {
+        "gen_fp32_chars_per_s": 3000,
+        "gen_bf16_chars_per_s": 4000,
+        "gen_int8_chars_per_s": 5000,
+        "trained_bf16_greedy_same_chars": 2000,
+        "trained_int8_greedy_same_chars": 46,
+    }
     assert bf16_bench.default_by_rule(figures, 2000) == "bf16"
     figures["trained_bf16_greedy_same_chars"] = 1999
     assert bf16_bench.default_by_rule(figures, 2000) == "fp32"

@@ -14,9 +14,21 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_the_smoke_run_measures_four_arms(builtin_cache, tmp_path):
     out = tmp_path / "results.json"
-    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "finetune.py"), "--smoke", "--json", str(out),
-                             "--work", str(tmp_path / "runs")], capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "CHARLM_DATA_DIR": str(builtin_cache), "OMP_NUM_THREADS": "1"})
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "finetune.py"),
+            "--smoke",
+            "--json",
+            str(out),
+            "--work",
+            str(tmp_path / "runs"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "CHARLM_DATA_DIR": str(builtin_cache), "OMP_NUM_THREADS": "1"},
+    )
     assert result.returncode == 0, result.stderr
     runs = json.loads(out.read_text())["runs"]
     assert list(runs) == ["pretrain", "fine-tune", "scratch", "scratch, 2x time"]

@@ -14,13 +14,16 @@ def test_the_smoke_compares_or_says_why_not(tmp_path, single_thread):
     if "skipped" in result:  # before train.precision exists, or where this CPU refuses fp16
         assert "precision" in result["skipped"] or "fp16" in result["skipped"]
     else:
-        assert result["relative_difference"] == (result["fp16_val_loss"] - result["fp32_val_loss"]) / result[
-            "fp32_val_loss"]
+        assert (
+            result["relative_difference"]
+            == (result["fp16_val_loss"] - result["fp32_val_loss"]) / result["fp32_val_loss"]
+        )
 
 
 def test_without_train_precision_a_gpu_run_is_a_failure(tmp_path, monkeypatch):
     def refuse(smoke, work):
         from charlm.errors import ConfigError
+
         raise ConfigError("unknown config key train.precision")
 
     monkeypatch.setattr(fp16_check, "compare", refuse)

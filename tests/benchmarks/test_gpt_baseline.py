@@ -21,10 +21,10 @@ def brute_force_nats(gpt: GPT, ids: torch.Tensor, streams: int, window: int) -> 
     length = (len(ids) - 1) // streams
     total = 0.0
     for s in range(streams):
-        stream = ids[s * length: (s + 1) * length + 1]
+        stream = ids[s * length : (s + 1) * length + 1]
         for j in range(length):
             start = max(0, j // window * window - (gpt.block_size - window))
-            logits = gpt(stream[start: j + 1][None])[0, -1]
+            logits = gpt(stream[start : j + 1][None])[0, -1]
             total += F.cross_entropy(logits[None], stream[j + 1][None]).item()
     return total / (streams * length)
 

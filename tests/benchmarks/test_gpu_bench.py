@@ -16,8 +16,9 @@ def test_the_suite_runs_on_the_cpu_with_tiny_sizes(builtin_cache, single_thread)
     lstm = 4 * 32 * (128 + 32) + 4 * 2 * 32  # weights and biases; the rest is the head, (32 + 1) x vocab
     vocab, rest = divmod(tiny["non_embedding_parameters"] - lstm, 32 + 1)
     assert rest == 0 and 30 < vocab <= 65  # the characters of the start of tiny shakespeare
-    assert tiny["mfu"] == pytest.approx(6 * tiny["non_embedding_parameters"] * tiny["chars_per_s"]
-                                        / (figures["peak_tflops"]["fp32"] * 1e12))
+    assert tiny["mfu"] == pytest.approx(
+        6 * tiny["non_embedding_parameters"] * tiny["chars_per_s"] / (figures["peak_tflops"]["fp32"] * 1e12)
+    )
     assert train["lstm_1x32_bf16_deterministic"]["slowdown"] > 0
     assert figures["eval"]["chars"] > 0 and figures["generation"]["gen_1_eager_chars_per_s"] > 0
     assert figures["generation"]["gen_1_graph"] == "not run: a CUDA graph needs CUDA"

@@ -21,8 +21,9 @@ SCRIPT = REPO / "benchmarks" / "gpu_check.sh"
 
 def run_script(out: Path, *args: str, data: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHON": sys.executable, "CHARLM_DATA_DIR": str(data)}
-    return subprocess.run(["bash", str(SCRIPT), str(out), *args], env=env, capture_output=True, text=True,
-                          encoding="utf-8", timeout=600)
+    return subprocess.run(
+        ["bash", str(SCRIPT), str(out), *args], env=env, capture_output=True, text=True, encoding="utf-8", timeout=600
+    )
 
 
 @pytest.mark.slow
@@ -46,8 +47,13 @@ def test_the_smoke_check_runs_every_step_and_prints_one_table(shared_data, tmp_p
     assert steps["auto3m"]["config"] == "auto-tinyshakespeare"  # sized by --budget
     table = (out / "table.txt").read_text()
     assert result.stdout.rstrip().endswith(table.rstrip())  # the table is the last thing printed
-    for heading in ("correct (pytest -m gpu)", "fp16 against fp32", "sweep: bf16 training by batch",
-                    "training runs", "test "):
+    for heading in (
+        "correct (pytest -m gpu)",
+        "fp16 against fp32",
+        "sweep: bf16 training by batch",
+        "training runs",
+        "test ",
+    ):
         assert heading in table
     assert sorted(p.name for p in out.iterdir()) == ["figures.json", "logs.txt", "table.txt"]  # at most 8 come back
     assert "===== s3m =====" in (out / "logs.txt").read_text()
@@ -62,18 +68,33 @@ def fake_corpora(folder: Path, ptb: bool = True) -> Path:
 
 def test_a_failing_or_overlong_step_is_recorded_and_the_others_still_run(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CHARLM_DATA_DIR", str(fake_corpora(tmp_path / "data")))
-    fake = {"sweep": ["raise SystemExit(3)"], "s3m": ["import time; time.sleep(60)", "print('s3m summary')"],
-            "s60": ["print('s60 ran')"]}
-    monkeypatch.setattr(gpu_check, "commands", lambda name, *rest: [[sys.executable, "-c", code]
-                                                                    for code in fake.get(name, ["pass"])])
-    monkeypatch.setattr(gpu_check, "SMOKE", dataclasses.replace(gpu_check.SMOKE, limits={
-        **gpu_check.SMOKE.limits, "s3m": gpu_steps.SUMMARY_SECONDS + 2}))
+    fake = {
+        "sweep": ["raise SystemExit(3)"],
+        "s3m": ["import time; time.sleep(60)", "print('s3m summary')"],
+        "s60": ["print('s60 ran')"],
+    }
+    monkeypatch.setattr(
+        gpu_check, "commands", lambda name, *rest: [[sys.executable, "-c", code] for code in fake.get(name, ["pass"])]
+    )
+    monkeypatch.setattr(
+        gpu_check,
+        "SMOKE",
+        dataclasses.replace(gpu_check.SMOKE, limits={**gpu_check.SMOKE.limits, "s3m": gpu_steps.SUMMARY_SECONDS + 2}),
+    )
     code = gpu_check.main([str(tmp_path / "out"), "--smoke"])
     assert code == 1
     figures = json.loads((tmp_path / "out" / "figures.json").read_text())
     status = {name: step["status"] for name, step in figures["steps"].items() if step["status"] != "skipped"}
-    assert status == {"sweep": "failed", "calibrate": "ok", "ptb": "ok", "s3m": "timeout", "s60": "ok",
-                      "auto3m": "ok", "correct": "ok", "fp16": "ok"}
+    assert status == {
+        "sweep": "failed",
+        "calibrate": "ok",
+        "ptb": "ok",
+        "s3m": "timeout",
+        "s60": "ok",
+        "auto3m": "ok",
+        "correct": "ok",
+        "fp16": "ok",
+    }
     assert figures["steps"]["sweep"]["exit_codes"] == [3] and figures["steps"]["s3m"]["exit_codes"] == [None, 0]
     logs = (tmp_path / "out" / "logs.txt").read_text()
     assert "s3m summary" in logs  # the summary kept its time when the training ran out of its own
@@ -88,8 +109,13 @@ def test_the_lanes_run_at_once_after_the_steps_alone(tmp_path, monkeypatch):
 
     def commands(name, *rest):  # each step notes when it started and ended; the lane steps overlap
         note = f"import time; f = open({str(record)!r}, 'a'); f.write('{name} start\\n'); f.flush(); "
-        return [[sys.executable, "-c", note + f"time.sleep({0.1 if name in gpu_check.ALONE else 1.5}); "
-                 f"f.write('{name} end\\n')"]]
+        return [
+            [
+                sys.executable,
+                "-c",
+                note + f"time.sleep({0.1 if name in gpu_check.ALONE else 1.5}); f.write('{name} end\\n')",
+            ]
+        ]
 
     monkeypatch.setattr(gpu_check, "commands", commands)
     assert gpu_check.main([str(tmp_path / "out"), "--smoke"]) == 0
@@ -98,7 +124,8 @@ def test_the_lanes_run_at_once_after_the_steps_alone(tmp_path, monkeypatch):
     starts = {line.split()[0] for line in events[4:8]}
     assert starts == {"ptb", "s3m", "auto3m", "correct"}  # the four lanes began before any of them ended
     assert events.index("s60 start") > events.index("s3m end") and events.index("fp16 start") > events.index(
-        "correct end")
+        "correct end"
+    )
 
 
 def test_without_ptb_the_ptb_step_is_skipped_saying_why(tmp_path, monkeypatch, capsys):
@@ -138,14 +165,29 @@ def test_on_a_gpu_every_step_ends_by_the_deadline_and_ptb_gets_what_phase_one_le
 def test_test_properties_reach_the_table(tmp_path, monkeypatch):
     monkeypatch.setenv("CHARLM_DATA_DIR", str(fake_corpora(tmp_path / "data")))
     suite = tmp_path / "test_fake_gpu.py"
-    suite.write_text("def test_bf16_autocast_reaches_fp32_loss(record_property):\n"
-                     "    record_property('bf16_val_loss', 2.5)\n"
-                     "    assert 2.5 <= 2.0, 'bf16 is worse'\n", encoding="utf-8")
+    suite.write_text(
+        "def test_bf16_autocast_reaches_fp32_loss(record_property):\n"
+        "    record_property('bf16_val_loss', 2.5)\n"
+        "    assert 2.5 <= 2.0, 'bf16 is worse'\n",
+        encoding="utf-8",
+    )
 
     def fake_commands(name, mode, work, python, limit):
         if name == "correct":
-            return [[python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "junit_family=xunit1",
-                     f"--junitxml={work / 'correct.xml'}", str(suite)]]
+            return [
+                [
+                    python,
+                    "-m",
+                    "pytest",
+                    "-q",
+                    "-p",
+                    "no:cacheprovider",
+                    "-o",
+                    "junit_family=xunit1",
+                    f"--junitxml={work / 'correct.xml'}",
+                    str(suite),
+                ]
+            ]
         return [[python, "-c", "pass"]]
 
     monkeypatch.setattr(gpu_check, "commands", fake_commands)

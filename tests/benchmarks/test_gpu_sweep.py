@@ -13,16 +13,20 @@ def test_the_sweep_runs_on_the_cpu_with_tiny_sizes(builtin_cache, single_thread)
         runs = model["batches"]
         assert list(runs) == [str(b) for b in gpu_sweep.SMOKE_BATCHES] and not any("error" in r for r in runs.values())
         for run in runs.values():
-            assert run["mfu"] == pytest.approx(6 * run["non_embedding_parameters"] * run["chars_per_s"]
-                                               / (figures["peak_tflops_bf16"] * 1e12))
+            assert run["mfu"] == pytest.approx(
+                6 * run["non_embedding_parameters"] * run["chars_per_s"] / (figures["peak_tflops_bf16"] * 1e12)
+            )
     assert "lstm_2x48" in "\n".join(gpu_sweep.describe(figures))
 
 
-@pytest.mark.parametrize(("rates", "where"), [
-    ((100, 190, 370), None),  # every doubling nearly doubles the speed: the card is not full yet
-    ((100, 190, 210), 256),  # 512 buys 10% over 256
-    ((100, 110, 400), 128),  # the first doubling that does not pay
-])
+@pytest.mark.parametrize(
+    ("rates", "where"),
+    [
+        ((100, 190, 370), None),  # every doubling nearly doubles the speed: the card is not full yet
+        ((100, 190, 210), 256),  # 512 buys 10% over 256
+        ((100, 110, 400), 128),  # the first doubling that does not pay
+    ],
+)
 def test_the_card_saturates_at_the_first_batch_whose_doubling_does_not_pay(rates, where):
     runs = {str(b): {"chars_per_s": r} for b, r in zip(gpu_sweep.BATCHES, rates, strict=True)}
     assert gpu_sweep.saturates_at(runs) == where

@@ -23,8 +23,13 @@ def template(name: str) -> str:
 def embed_json(data: dict) -> str:
     """JSON that is safe inside a <script> element: no "</script>", no "<!--" (the text may contain anything)."""
     text = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026") \
-        .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    return (
+        text.replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+        .replace("\u2028", "\\u2028")
+        .replace("\u2029", "\\u2029")
+    )
 
 
 def render(name: str, data: dict) -> str:
