@@ -168,3 +168,16 @@ def test_help_does_not_import_torch(argv):
     loaded = _modules_after(f"from charlm.cli.main import main\nmain({argv!r})")
     assert "charlm.cli.train" in loaded
     assert "torch" not in loaded
+
+
+def test_architecture_md_names_every_package_and_top_level_module():
+    text = (PACKAGE.parent / "ARCHITECTURE.md").read_text(encoding="utf-8").split("\n## Packages")[1].split("\n## ")[0]
+    rows = {line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| `")}
+    tree = {
+        f"`{p.name}/`" if p.is_dir() else f"`{p.name}`"
+        for p in PACKAGE.iterdir()
+        if (p.is_dir() and (p / "__init__.py").exists())
+        or (p.suffix == ".py" and p.stem not in {"__init__", "__main__"})
+    }
+    assert tree - rows == set(), "ARCHITECTURE.md's table lacks these: add a row with the job and what it must not do"
+    assert rows - tree == set(), "ARCHITECTURE.md's table names what the tree no longer has"
