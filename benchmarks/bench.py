@@ -82,7 +82,7 @@ def peak_gflops(quick: bool, dtype: torch.dtype = torch.float32) -> float:
 
 def run_config(path: str, overrides: list[str], run_dir: Path) -> list[dict]:
     train(load_config(path, overrides + ["train.device=cpu", "sample.preview_every=0"]), run_dir)
-    return [r for r in RunDir(run_dir).read_metrics() if "event" not in r]
+    return [r for r in RunDir(run_dir).metrics.read() if "event" not in r]
 
 
 def d2l_figures(quick: bool, work: Path) -> dict:

@@ -45,7 +45,7 @@ def d2l_bf16(run_config, config_path: str, epochs: int, work: Path, fp32: dict) 
 def lstm_bf16(run_config, config_path: str, overrides: list[str], work: Path, fp32: dict, peak_bf16: float) -> dict:
     """The benchmark LSTM again in bf16: speed, MFU against the bf16 peak, the loss after the same steps."""
     records = run_config(config_path, [*overrides, "train.precision=bf16"], work / "lstm-bf16")
-    fp32_records = [r for r in RunDir(work / "lstm").read_metrics() if "event" not in r]
+    fp32_records = [r for r in RunDir(work / "lstm").metrics.read() if "event" not in r]
     rate, params = records[-1]["chars_per_s"], fp32["lstm_config"]["non_embedding_parameters"]
     return {
         "lstm_bf16_train_chars_per_s": rate,

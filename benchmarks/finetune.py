@@ -55,7 +55,7 @@ def arm(
     started = time.perf_counter()
     summary = charlm.train(config, run_dir, init_from=init_from)
     last = summary.last
-    parent = next((r for r in RunDir(run_dir).read_metrics() if r.get("event") == "init_from"), None)
+    parent = next((r for r in RunDir(run_dir).metrics.read() if r.get("event") == "init_from"), None)
     return {
         "corpus": corpus,
         "budget_s": budget,

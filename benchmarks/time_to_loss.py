@@ -17,7 +17,8 @@ import json
 from pathlib import Path
 
 from charlm.config import load_config
-from charlm.store.run_dir import CONFIG, RunDir
+from charlm.store.layout import CONFIG
+from charlm.store.run_dir import RunDir
 
 
 def checkpoints(evals: list[dict], marks: list[float], targets: list[float]) -> dict:
@@ -55,7 +56,7 @@ def describe(name: str, points: dict) -> str:
 def summarize_run(run_dir: Path, marks: list[float], targets: list[float]) -> dict:
     """A charlm run folder as time-to-loss figures, with its final whole-split scores when it has them."""
     folder = RunDir(run_dir)
-    records = folder.read_metrics()
+    records = folder.metrics.read()
     evals = [
         {
             key: r.get(key)

@@ -11,7 +11,7 @@ import pytest
 from helpers import save_untrained_run
 
 from charlm.cli.main import main
-from charlm.store.run_dir import RUNS_ENV
+from charlm.store.layout import RUNS_ENV
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 TINY = str(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml")

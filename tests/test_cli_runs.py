@@ -52,14 +52,14 @@ def two_runs(tmp_path, monkeypatch):
 
 
 def test_states_finished_interrupted_and_killed(two_runs):
-    assert RunDir(Path("runs/a")).status() == "finished"
-    assert RunDir(Path("runs/b")).status() == "interrupted"
+    assert RunDir(Path("runs/a")).status.state() == "finished"
+    assert RunDir(Path("runs/b")).status.state() == "interrupted"
     status = Path("runs/a/status.json")
     status.write_text(json.dumps({"state": "running", "pid": os.getpid()}))
-    with RunDir(Path("runs/a")).lock():  # a live trainer holds the folder's lock
-        assert RunDir(Path("runs/a")).status() == "running"
+    with RunDir(Path("runs/a")).ownership.lock():  # a live trainer holds the folder's lock
+        assert RunDir(Path("runs/a")).status.state() == "running"
     status.write_text(json.dumps({"state": "running", "pid": 2**22 + 12345}))  # no such process: killed
-    assert RunDir(Path("runs/a")).status() == "interrupted"
+    assert RunDir(Path("runs/a")).status.state() == "interrupted"
 
 
 def test_runs_table_lists_each_run_with_its_best_val_ppl(two_runs, capsys, monkeypatch):

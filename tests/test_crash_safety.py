@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from helpers import SLOW_FSYNC
 
-from charlm.store import run_dir as rundir
+from charlm.store import layout
 from charlm.store.checkpoint import load_payload
 from charlm.store.run_dir import RunDir
 
@@ -47,7 +47,7 @@ def start(run_dir: Path, corpus: Path, *extra: str, slow_writes: float = 0) -> s
         "sample.preview_every=0",
         *extra,
     ]
-    if (run_dir / rundir.LAST).exists():
+    if (run_dir / layout.LAST).exists():
         args.append("--resume")
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
     return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -55,7 +55,7 @@ def start(run_dir: Path, corpus: Path, *extra: str, slow_writes: float = 0) -> s
 
 def wait_for_training(proc: subprocess.Popen, run_dir: Path, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
-    while not (run_dir / rundir.METRICS).exists() or not (run_dir / rundir.METRICS).read_text():
+    while not (run_dir / layout.METRICS).exists() or not (run_dir / layout.METRICS).read_text():
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "training did not start"
         time.sleep(0.05)
@@ -95,13 +95,13 @@ def test_sigkill_at_random_moments_never_loses_the_run(tmp_path):
             proc.communicate()
             kills += 1
         mid_save += any(run_dir.glob(".*.tmp"))  # a write was cut short: its temp file never got renamed
-        for name in (rundir.LAST, rundir.BEST):
+        for name in (layout.LAST, layout.BEST):
             if (run_dir / name).exists():
                 load_payload(run_dir / name)  # whole and readable, whatever the moment of the kill
     assert kills >= 20 and mid_save >= 1
-    records = [r for r in RunDir(run_dir).read_metrics() if "event" not in r]
+    records = [r for r in RunDir(run_dir).metrics.read() if "event" not in r]
     assert [r["epoch"] for r in records] == list(range(1, 13))
-    assert load_payload(run_dir / rundir.LAST)["epoch"] == 12
+    assert load_payload(run_dir / layout.LAST)["epoch"] == 12
     assert not list(run_dir.glob(".*.tmp"))
 
 
@@ -116,7 +116,7 @@ def test_a_signal_saves_prints_the_resume_command_and_exits_with_its_code(tmp_pa
     assert proc.returncode == code, err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert f"charlm train --resume --run-dir {run_dir}" in err
-    saved = load_payload(run_dir / rundir.LAST)
+    saved = load_payload(run_dir / layout.LAST)
     resumed = start(run_dir, corpus, "--set", f"train.epochs={saved['epoch'] + 1}")
     out, err = resumed.communicate(timeout=120)
     assert resumed.returncode == 0, err
@@ -132,4 +132,4 @@ def test_a_second_ctrl_c_exits_at_once_and_leaves_a_loadable_run(tmp_path):
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=60)
     assert proc.returncode == 130
-    load_payload(run_dir / rundir.LAST)
+    load_payload(run_dir / layout.LAST)

@@ -119,7 +119,7 @@ def test_a_run_trained_on_cuda_generates_and_scores_where_no_gpu_is_visible(tmp_
     assert sample.stdout.startswith("ab") and len(sample.stdout.rstrip("\n")) == 42  # the text has no line breaks
     scored = charlm("perplexity", "--run-dir", str(run), "--json", cwd=tmp_path, hide_gpus=True)  # auto: the CPU
     assert scored.returncode == 0, scored.stderr
-    best = min(r["val_loss"] for r in RunDir(run).read_metrics() if "event" not in r)
+    best = min(r["val_loss"] for r in RunDir(run).metrics.read() if "event" not in r)
     on_cpu = json.loads(scored.stdout)["nats_per_char"]
     record_property("val_loss_cuda", round(best, 6))
     record_property("val_loss_cpu", round(on_cpu, 6))

@@ -51,7 +51,7 @@ HOLD = (
 import time
 from pathlib import Path
 from charlm.store.run_dir import RunDir
-with RunDir(Path(sys.argv[1])).lock() as lock:
+with RunDir(Path(sys.argv[1])).ownership.lock() as lock:
     lock.record_pid()
     print("held", flush=True)
     time.sleep(600)

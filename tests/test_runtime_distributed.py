@@ -107,7 +107,7 @@ def weights(run_dir: Path, name: str = "last.pt") -> dict:
 
 
 def losses(run_dir: Path) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in RunDir(run_dir).read_metrics() if "event" not in r]
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in RunDir(run_dir).metrics.read() if "event" not in r]
 
 
 def assert_close_runs(a: Path, b: Path, atol: float = 1e-6) -> None:
@@ -259,7 +259,7 @@ def test_two_ranks_train_the_same_weights_as_one_process(tmp_path, single_thread
         assert torch.allclose(two["state"], one["state"], rtol=0, atol=1e-6)
     assert two["loss_sum"].item() == pytest.approx(one["loss_sum"].item(), rel=1e-6)
     # rank 0 alone wrote the folder: one line per epoch, one progress report
-    assert [r["epoch"] for r in RunDir(tmp_path / "two").read_metrics()] == [1, 2]
+    assert [r["epoch"] for r in RunDir(tmp_path / "two").metrics.read()] == [1, 2]
     assert result.stdout.count("run folder") == 2 and "2 x cpu (gloo)" in result.stdout  # banner and summary
 
     # a 2-rank checkpoint from the middle of epoch 2 resumes in one process as the same run
@@ -420,7 +420,7 @@ def test_ctrl_c_stops_every_rank_at_the_same_batch_and_the_run_resumes(tmp_path)
         text=True,
     )
     deadline = time.monotonic() + 300
-    while not RunDir(run_dir).read_metrics() and process.poll() is None and time.monotonic() < deadline:
+    while not RunDir(run_dir).metrics.read() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)  # until epoch 1 is written: the signal lands inside epoch 2
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=300)

@@ -14,7 +14,7 @@ from charlm.data import Vocab
 from charlm.errors import CheckpointError
 from charlm.model import CharRNN
 from charlm.store import checkpoint as ckpt
-from charlm.store import run_dir as rundir
+from charlm.store import layout
 from charlm.store.run_dir import RunDir
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -92,7 +92,7 @@ def test_crafted_pickle_is_refused_and_runs_no_code(tmp_path, writer):
     marker = tmp_path / "pwned"
     run = tmp_path / "run"
     run.mkdir()
-    path = run / rundir.BEST
+    path = run / layout.BEST
     evil = {"format": ckpt.FORMAT, "version": ckpt.VERSION, "model": Exploit(marker)}
     if writer == "torch.save":
         torch.save(evil, path)
@@ -183,7 +183,7 @@ def test_load_model_rebuilds_the_saved_model(tmp_path, args):
     vocab = Vocab("分开不的我ab \n")
     config = load_config(None, ["model.kind=gru", "train.lr=0.01"])
     model = make_rnn(len(vocab), **args)
-    ckpt.save_payload(tmp_path / rundir.BEST, train_like_payload(model, vocab, config))
+    ckpt.save_payload(tmp_path / layout.BEST, train_like_payload(model, vocab, config))
     loaded, loaded_vocab, saved = load_run_model(tmp_path, "best")
     loaded_config, state = saved.config, saved.train_state
 
@@ -212,8 +212,8 @@ def test_load_model_last_and_best_are_separate(tmp_path):
     config = Config()
     best = make_rnn(3, kind="gru", hidden_size=4)
     last = make_rnn(3, kind="gru", hidden_size=4)
-    ckpt.save_payload(tmp_path / rundir.BEST, train_like_payload(best, vocab, config))
-    ckpt.save_payload(tmp_path / rundir.LAST, train_like_payload(last, vocab, config))
+    ckpt.save_payload(tmp_path / layout.BEST, train_like_payload(best, vocab, config))
+    ckpt.save_payload(tmp_path / layout.LAST, train_like_payload(last, vocab, config))
     got_best, *_ = load_run_model(tmp_path, "best")
     got_last, *_ = load_run_model(tmp_path, "last")
     assert torch.equal(got_best.head.weight, best.head.weight)
@@ -236,6 +236,6 @@ def test_load_model_with_a_mismatched_payload(tmp_path, damage):
     model = make_rnn(3, kind="gru", hidden_size=4)
     payload = train_like_payload(model, Vocab("abc"), Config())
     damage(payload)
-    ckpt.save_payload(tmp_path / rundir.BEST, payload)
+    ckpt.save_payload(tmp_path / layout.BEST, payload)
     with pytest.raises(CheckpointError, match="does not match"):
         load_run_model(tmp_path)

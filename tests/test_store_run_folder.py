@@ -112,7 +112,7 @@ def test_rotation_deletes_only_checkpoints_the_run_wrote(finished, tmp_path):
 
 def test_a_second_trainer_is_refused_naming_the_holder_and_readers_still_work(finished, tmp_path, capsys):
     run_dir = copy_run(finished, tmp_path)
-    with RunDir(run_dir).lock() as lock:
+    with RunDir(run_dir).ownership.lock() as lock:
         lock.record_pid()
         with pytest.raises(UsageError, match=f"in use by charlm process {os.getpid()}"):
             train(config(tmp_path, "train.epochs=3"), run_dir, resume=True)
@@ -123,16 +123,16 @@ def test_a_second_trainer_is_refused_naming_the_holder_and_readers_still_work(fi
             ["runs", "--root", str(tmp_path)],
         ):
             assert main(argv) == 0, argv
-        assert RunDir(run_dir).is_locked()
-    assert RunDir(run_dir).is_locked() is False
+        assert RunDir(run_dir).ownership.is_locked()
+    assert RunDir(run_dir).ownership.is_locked() is False
 
 
 def test_status_running_without_the_lock_is_interrupted_even_if_the_pid_is_alive(finished, tmp_path):
     run_dir = copy_run(finished, tmp_path)
     (run_dir / "status.json").write_text(json.dumps({"state": "running", "pid": 1}))  # pid 1 is alive
-    assert RunDir(run_dir).status() == "interrupted"
-    with RunDir(run_dir).lock():
-        assert RunDir(run_dir).status() == "running"
+    assert RunDir(run_dir).status.state() == "interrupted"
+    with RunDir(run_dir).ownership.lock():
+        assert RunDir(run_dir).status.state() == "running"
 
 
 # --- verified checkpoints ----------------------------------------------------------------------------
@@ -196,7 +196,7 @@ def test_foreign_and_undecodable_metrics_lines_are_skipped_with_a_count(finished
     reporter = Warnings()
     train(config(tmp_path, "train.epochs=3"), run_dir, reporter, resume=True)
     assert any("skipped 3 line(s)" in m for m in reporter.messages)
-    assert [r["epoch"] for r in RunDir(run_dir).read_metrics() if "event" not in r] == [1, 2, 3]
+    assert [r["epoch"] for r in RunDir(run_dir).metrics.read() if "event" not in r] == [1, 2, 3]
     assert main(["info", "-r", str(run_dir)]) == 0
 
 
@@ -281,7 +281,7 @@ def test_a_tampered_status_json_shows_the_run_as_damaged(finished, tmp_path, cap
         pytest.skip("FIFOs and /dev/zero are POSIX")
     run_dir = copy_run(finished, tmp_path)
     damage(run_dir / "status.json", how)
-    assert RunDir(run_dir).status() == "damaged"
+    assert RunDir(run_dir).status.state() == "damaged"
     capsys.readouterr()
     assert main(["runs", "--root", str(tmp_path)]) == 0 and main(["info", "-r", str(run_dir)]) == 0
     err = capsys.readouterr().err
@@ -303,7 +303,7 @@ def test_metrics_lines_with_fields_of_the_wrong_type_are_skipped_and_counted(fin
     run_dir = copy_run(finished, tmp_path)
     with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
         f.write("".join(line + "\n" for line in METRICS_LINES))
-    records, skipped = RunDir(run_dir).read_metrics_counted()
+    records, skipped = RunDir(run_dir).metrics.read_counted()
     assert skipped == len(METRICS_LINES) and [r["epoch"] for r in records if "event" not in r] == [1, 2]
     capsys.readouterr()
     for argv in (["info", "-r", str(run_dir)], ["runs", "--root", str(tmp_path)]):

@@ -21,7 +21,7 @@ HOLD = """
 import sys, time
 from pathlib import Path
 from charlm.store.run_dir import RunDir
-with RunDir(Path(sys.argv[1])).lock() as lock:
+with RunDir(Path(sys.argv[1])).ownership.lock() as lock:
     lock.record_pid()
     print("held", flush=True)
     time.sleep(600)
@@ -41,22 +41,22 @@ def hold_in_another_process(folder: Path) -> subprocess.Popen:
 
 def test_taking_the_lock_writes_only_an_empty_lock_file_and_the_pid_once_recorded(tmp_path):
     folder = tmp_path / "run"
-    with RunDir(folder).lock() as lock:
+    with RunDir(folder).ownership.lock() as lock:
         assert sorted(os.listdir(folder)) == [runlock.LOCK] and (folder / runlock.LOCK).stat().st_size == 0
         with pytest.raises(UsageError, match=r"in use by charlm process \?"):  # the holder has not said who it is
-            with RunDir(folder).lock():
+            with RunDir(folder).ownership.lock():
                 pass
         lock.record_pid()
         assert (folder / runlock.HOLDER).read_text() == str(os.getpid())
     assert sorted(os.listdir(folder)) == [runlock.LOCK, runlock.HOLDER]
-    RunDir(folder).check_new()  # the lock's files alone do not make it someone else's folder
+    RunDir(folder).ownership.check_new()  # the lock's files alone do not make it someone else's folder
 
 
 def test_is_locked_without_a_lock_file_is_unknown(tmp_path):
-    assert RunDir(tmp_path).is_locked() is None
-    with RunDir(tmp_path).lock():
-        assert RunDir(tmp_path).is_locked() is True
-    assert RunDir(tmp_path).is_locked() is False
+    assert RunDir(tmp_path).ownership.is_locked() is None
+    with RunDir(tmp_path).ownership.lock():
+        assert RunDir(tmp_path).ownership.is_locked() is True
+    assert RunDir(tmp_path).ownership.is_locked() is False
 
 
 def test_a_holder_killed_with_sigkill_leaves_the_lock_free(tmp_path):
@@ -65,16 +65,16 @@ def test_a_holder_killed_with_sigkill_leaves_the_lock_free(tmp_path):
     folder = tmp_path / "run"
     holder = hold_in_another_process(folder)
     try:
-        assert RunDir(folder).is_locked() is True
+        assert RunDir(folder).ownership.is_locked() is True
         with pytest.raises(UsageError, match=f"in use by charlm process {holder.pid}: .*kill {holder.pid}"):
-            with RunDir(folder).lock():
+            with RunDir(folder).ownership.lock():
                 pass
     finally:
         holder.kill()
         holder.communicate(timeout=60)
     assert (folder / runlock.LOCK).exists()  # left behind, and no obstacle
-    assert RunDir(folder).is_locked() is False
-    with RunDir(folder).lock() as lock:
+    assert RunDir(folder).ownership.is_locked() is False
+    with RunDir(folder).ownership.lock() as lock:
         lock.record_pid()
     assert (folder / runlock.HOLDER).read_text() == str(os.getpid())
 

@@ -95,7 +95,7 @@ def test_a_fine_tuned_run_records_its_parent_and_keeps_the_old_ids(parent, new_c
     assert code == 0
     printed = capsys.readouterr().out
     assert f"weights from {parent}" in printed
-    first, *records = RunDir(run).read_metrics()
+    first, *records = RunDir(run).metrics.read()
     parent_ckpt = load_payload(parent / "best.pt")
     assert first == {
         "event": "init_from",
@@ -139,7 +139,7 @@ def test_a_fine_tuned_run_resumes_exactly_like_any_run(parent, new_corpus, tmp_p
     train(config, crashed, resume=True)
     assert_same_run(reference, crashed)
     assert losses(crashed)[0]["epoch"] == 1
-    events = [r.get("event") for r in RunDir(crashed).read_metrics() if "event" in r]
+    events = [r.get("event") for r in RunDir(crashed).metrics.read() if "event" in r]
     assert events == ["init_from", "resume"]  # the parent line stays first
 
 
@@ -181,7 +181,7 @@ def test_init_from_a_model_folder_and_from_last(parent, new_corpus, tmp_path):
             )
             == 0
         )
-        first = RunDir(run).read_metrics()[0]
+        first = RunDir(run).metrics.read()[0]
         assert (first["source"], first["checkpoint"]) == (source, which)
     a, b = (load_payload(tmp_path / f"ft-{s}" / "last.pt")["model"] for s in ("model", "run"))
     assert all(torch.equal(a[k], b[k]) for k in a)  # best and last of the parent are the same epoch here

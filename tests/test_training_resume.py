@@ -45,7 +45,7 @@ def config(tmp_path: Path, *overrides: str):
 
 def losses(run_dir: Path) -> list[dict]:
     """metrics.jsonl without timings and resume events: what must match an uninterrupted run."""
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in RunDir(run_dir).read_metrics() if "event" not in r]
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in RunDir(run_dir).metrics.read() if "event" not in r]
 
 
 def weights(run_dir: Path, name: str = "last.pt") -> dict:
@@ -150,7 +150,7 @@ def test_resume_accepts_more_epochs_new_previews_and_an_explicit_lr(tmp_path):
     corpus(tmp_path / "corpus.txt")
     changed = config(tmp_path, "train.epochs=2", "sample.length=5", "train.lr=0.002")
     train(changed, run_dir, resume=True, explicit={"train.epochs", "sample.length", "train.lr"})
-    records = RunDir(run_dir).read_metrics()
+    records = RunDir(run_dir).metrics.read()
     (event,) = [r for r in records if "event" in r]
     assert event["changed"] == {"train.epochs": [1, 2], "sample.length": [20, 5], "train.lr": [0.005, 0.002]}
     assert [r["epoch"] for r in records if "event" not in r] == [1, 2]
@@ -198,7 +198,7 @@ def test_a_nan_loss_stops_naming_epoch_and_batch_and_keeps_the_last_checkpoint(t
         train(config(tmp_path, "train.epochs=2"), run_dir, resume=True)
     assert "last good checkpoint" in str(info.value)
     assert (run_dir / "last.pt").read_bytes() == good
-    assert [r["epoch"] for r in RunDir(run_dir).read_metrics() if "event" not in r] == [1]
+    assert [r["epoch"] for r in RunDir(run_dir).metrics.read() if "event" not in r] == [1]
 
 
 def test_a_real_divergence_is_caught(tmp_path):
@@ -213,7 +213,7 @@ def test_a_real_divergence_is_caught(tmp_path):
 def test_skip_mode_drops_non_finite_batches_and_counts_them(tmp_path, nan_at):
     nan_at({3, 5})
     train(config(tmp_path, "train.on_nonfinite=skip", "train.epochs=1"), tmp_path / "run")
-    (record,) = RunDir(tmp_path / "run").read_metrics()
+    (record,) = RunDir(tmp_path / "run").metrics.read()
     assert record["skipped_batches"] == 2
     assert record["train_loss"] == record["train_loss"]  # finite: the NaN batches were left out
 
@@ -275,7 +275,7 @@ def test_metrics_written_after_the_last_checkpoint_are_recomputed_not_duplicated
     (run_dir / "last.pt").write_bytes((run_dir / "ckpt-e0003-b000000.pt").read_bytes())
     with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
         f.write('{"epoch": 4, "train_lo')
-    assert [r["epoch"] for r in RunDir(run_dir).read_metrics()] == [1, 2, 3, 4]  # the torn line is ignored
+    assert [r["epoch"] for r in RunDir(run_dir).metrics.read()] == [1, 2, 3, 4]  # the torn line is ignored
     train(config(tmp_path, "train.keep_last=4"), run_dir, resume=True)
     assert [r["epoch"] for r in losses(run_dir)] == [1, 2, 3, 4]
     assert_same_run(run_dir, expected)
@@ -381,6 +381,6 @@ def test_an_auto_run_resumes_in_what_it_chose_and_changes_only_when_asked(tmp_pa
     with pytest.raises(UsageError, match=r"changed train.precision \('bf16' -> 'fp32'\)"):
         train(again, run_dir, resume=True, explicit={"train.epochs"})
     train(again, run_dir, resume=True, explicit={"train.epochs", "train.bf16"})  # --set, in either spelling
-    (event,) = [r for r in RunDir(run_dir).read_metrics() if r.get("event") == "resume"]
+    (event,) = [r for r in RunDir(run_dir).metrics.read() if r.get("event") == "resume"]
     assert event["changed"]["train.precision"] == ["bf16", "fp32"]
     assert load_config(run_dir / "config.yaml").train.precision == "fp32"

@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from charlm.store.run_dir import RUNS_ENV
+from charlm.store.layout import RUNS_ENV
 
 app = typer.Typer(
     help="Character-level RNN/LSTM/GRU language models: train, generate, perplexity.",

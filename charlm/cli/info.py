@@ -68,10 +68,11 @@ def _run_facts(run):
     from vocab.json, config.yaml and status.json with no torch; a run from before status.json held the
     parameter count (or with a damaged file) is read from its last checkpoint instead."""
     from charlm.files import readback
-    from charlm.store.run_dir import CONFIG, VOCAB, DamagedFile
+    from charlm.store.layout import CONFIG, VOCAB
+    from charlm.store.run_log import DamagedFile
 
     try:
-        status = run.read_status()
+        status = run.status.read()
         parameters = (int(status["parameters"]), int(status["non_embedding_parameters"]))
         config = load_config(run / CONFIG)
         chars = readback.vocab_chars(readback.read_bytes(run / VOCAB, readback.MAX_VOCAB_JSON))

@@ -82,4 +82,4 @@ def model_meta(saved: Checkpoint, model: CharRNN, run_dir: Path, which: str) -> 
 
 def parent_record(run_dir: Path) -> dict | None:
     """The run's {"event": "init_from"} line: where a fine-tuned run's weights came from."""
-    return next((r for r in RunDir(run_dir).read_metrics() if r.get("event") == "init_from"), None)
+    return next((r for r in RunDir(run_dir).metrics.read() if r.get("event") == "init_from"), None)

@@ -29,7 +29,8 @@ from charlm.files import readback
 from charlm.model import CharRNN
 from charlm.store import checkpoint as ckpt
 from charlm.store.checkpoint import Checkpoint
-from charlm.store.run_dir import RunDir, check_which
+from charlm.store.layout import check_which
+from charlm.store.run_dir import RunDir
 from charlm.store.state import TrainState
 from charlm.store.targets import MODEL_CONFIG, MODEL_FORMAT, MODEL_WEIGHTS
 

@@ -12,7 +12,9 @@ from pathlib import Path
 
 from charlm.errors import CharlmError
 from charlm.files import safeyaml
-from charlm.store.run_dir import BEST, CONFIG, LAST, METRICS, STATUS, DamagedFile, RunDir, runs_root
+from charlm.store.layout import BEST, CONFIG, LAST, METRICS, STATUS
+from charlm.store.run_dir import RunDir, runs_root
+from charlm.store.run_log import DamagedFile
 from charlm.units import perplexity
 
 SPARKS = "▁▂▃▄▅▆▇█"
@@ -30,7 +32,7 @@ def summarize(run_dir: Path) -> dict:
     best = min(records, key=lambda r: r.get(monitored, math.inf)) if records else None
     last = records[-1] if records else {}
     complete = bool(records and config) and (last["epoch"] >= config["epochs"] or bool(last.get("stopped")))
-    status = run.status(complete=complete)
+    status = run.status.state(complete=complete)
     if status == "damaged":
         damaged.append(STATUS)
     config = config or {"corpus": "?", "model": "?", "epochs": "?"}
@@ -76,7 +78,7 @@ def _read_config(run: RunDir, damaged: list[str]) -> dict | None:
 def _read_metrics(run: RunDir, damaged: list[str]) -> tuple[list[dict], int]:
     """The lines of metrics.jsonl (events included) and the count of lines skipped."""
     try:
-        return run.read_metrics_counted()
+        return run.metrics.read_counted()
     except DamagedFile:
         damaged.append(METRICS)
         return [], 0
@@ -84,7 +86,7 @@ def _read_metrics(run: RunDir, damaged: list[str]) -> tuple[list[dict], int]:
 
 def _device(run: RunDir) -> str:
     try:
-        return str(run.read_status().get("device", "?"))
+        return str(run.status.read().get("device", "?"))
     except DamagedFile:
         return "?"
 

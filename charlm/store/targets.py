@@ -28,7 +28,7 @@ from pathlib import Path
 
 from charlm.errors import UsageError
 from charlm.files import fsio
-from charlm.store.run_dir import BEST, CONFIG, LAST, MARKER, MARKER_FORMAT
+from charlm.store.layout import BEST, CONFIG, LAST, MARKER, MARKER_FORMAT
 
 GENERATOR_TAG = '<meta name="generator" content="charlm">'  # in each page template, in its first lines
 GENERATOR_PNG = b"tEXtSoftware\x00charlm"  # the PNG text chunk of `charlm plot` (before the image data)

@@ -22,7 +22,7 @@ from charlm.config import Config, ModelConfig, from_dict, load_config, parse_ove
 from charlm.data.vocab import Vocab
 from charlm.errors import UsageError
 from charlm.model import CharRNN, grow_vocab, match_layout
-from charlm.store.run_dir import CHECKPOINTS
+from charlm.store.layout import CHECKPOINTS
 
 if TYPE_CHECKING:  # checkpoint.py imports the training package: no import cycle at run time
     from charlm.store.checkpoint import Checkpoint

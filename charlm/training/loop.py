@@ -27,7 +27,8 @@ from charlm.runtime import capability
 from charlm.runtime.device import synchronize
 from charlm.runtime.distributed import Ranks
 from charlm.store import checkpoint as ckpt
-from charlm.store.run_dir import BEST, RunDir
+from charlm.store.layout import BEST
+from charlm.store.run_dir import RunDir
 from charlm.store.state import TrainState
 from charlm.training import resume, schedule, stop
 from charlm.units import perplexity
@@ -73,7 +74,7 @@ class Trainer:
         """Train the epochs left, then score the best checkpoint on whole splits; report and return a summary."""
         started = self.last_eval_at = time.perf_counter()
         if self.main:
-            self.run_dir.write_status(
+            self.run_dir.status.write(
                 "running",
                 device=self.ranks.describe(),
                 parameters=self.raw_model.num_parameters(),
@@ -97,7 +98,7 @@ class Trainer:
             final = self.final_eval()
             self.stop.close()
         if self.main:
-            self.run_dir.write_status("finished", device=self.ranks.describe())
+            self.run_dir.status.write("finished", device=self.ranks.describe())
         summary = self.summary(time.perf_counter() - started, final)
         self.reporter.finish(summary)
         return summary
@@ -245,7 +246,7 @@ class Trainer:
         record.stopped, record.seconds, self.last_eval_at = self.state.stopped, now - self.last_eval_at, now
         line = record.to_json()
         if self.main:  # metrics first: a crash before the checkpoint means the eval is redone and its line rewritten
-            self.run_dir.append_metrics(line)
+            self.run_dir.metrics.append(line)
         if self.board is not None:
             for key in ("train_loss", "val_loss", "lr", "grad_norm", "chars_per_s"):
                 if key in line:
@@ -357,12 +358,12 @@ class Trainer:
                 }
             )
         if self.main:
-            self.run_dir.append_metrics(final)
+            self.run_dir.metrics.append(final)
         return final
 
     def summary(self, seconds: float, final: dict) -> RunSummary:
         monitored = "val_loss" if len(self.corpus.val) else "train_loss"
-        records = [r for r in self.run_dir.read_metrics() if "event" not in r] if self.main else []
+        records = [r for r in self.run_dir.metrics.read() if "event" not in r] if self.main else []
         state = self.state
         return RunSummary(
             run_dir=str(self.run_dir),
@@ -400,4 +401,4 @@ class Trainer:
 
     def mark_interrupted(self) -> None:
         if self.main:
-            self.run_dir.mark_interrupted()
+            self.run_dir.status.mark_interrupted()

@@ -18,7 +18,7 @@ from charlm.config import LEGACY_KEYS, Config, load_config
 from charlm.errors import UsageError
 from charlm.model import Hidden, match_layout
 from charlm.runtime.distributed import Ranks
-from charlm.store.run_dir import CONFIG
+from charlm.store.layout import CONFIG
 from charlm.store.state import TrainState, to_device
 
 if TYPE_CHECKING:  # checkpoint.py imports the training package: no import cycle at run time

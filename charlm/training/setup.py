@@ -24,7 +24,8 @@ from charlm.files.fsio import atomic_write_text, remove_stale_temp_files
 from charlm.model import CharRNN
 from charlm.runtime import capability, distributed
 from charlm.store import checkpoint as ckpt
-from charlm.store.run_dir import CONFIG, LAST, METRICS, RunDir
+from charlm.store.layout import CONFIG, LAST, METRICS
+from charlm.store.run_dir import RunDir
 from charlm.store.state import TrainState
 from charlm.training import schedule
 from charlm.training.init_from import WITH_RESUME, Parent, check_shape, load_parent
@@ -121,7 +122,7 @@ def start(
         folder = resumable_folder(request)
         with ranks.together():
             if ranks.is_main:
-                lock = held.enter_context(folder.lock())
+                lock = held.enter_context(folder.ownership.lock())
         saved, changes = load_saved_run(folder, request, config, reporter)
     parent = load_parent(request.init_from) if request.init_from is not None else None
     if parent is not None:
@@ -149,8 +150,8 @@ def start(
     with ranks.together():  # rank 0 prepares the folder; if that fails, every rank stops
         if ranks.is_main:
             if saved is None:
-                folder.check_new()  # before the lock: a refused folder is not touched
-                lock = held.enter_context(folder.lock())
+                folder.ownership.check_new()  # before the lock: a refused folder is not touched
+                lock = held.enter_context(folder.ownership.lock())
             lock.record_pid()
             prepare_run_files(
                 folder,
@@ -268,21 +269,21 @@ def prepare_run_files(
     the init_from line that starts metrics.jsonl). A resumed one: metrics trimmed to the checkpoint (evals
     that a crash cut short are recomputed), a resume event, the config as resumed."""
     if not resumed:
-        run_dir.prepare_new()
-        run_dir.mark()
+        run_dir.ownership.prepare_new()
+        run_dir.ownership.mark()
         run_dir.write_run_files(dump_config(config), corpus.vocab.to_json())
         if parent is not None:
-            run_dir.append_metrics(parent)
+            run_dir.metrics.append(parent)
         return
     remove_stale_temp_files(run_dir.path)
-    if not run_dir.is_marked():  # a run folder from before markers existed
-        run_dir.mark()
-    records, skipped = run_dir.read_metrics_counted()
+    if not run_dir.ownership.is_marked():  # a run folder from before markers existed
+        run_dir.ownership.mark()
+    records, skipped = run_dir.metrics.read_counted()
     if skipped:
         reporter.warn(f"{run_dir / METRICS}: skipped {skipped} line(s) that are not charlm records")
     kept = [r for r in records if r.get("step", 0) <= state.step and r.get("event") != "final"]
-    run_dir.rewrite_metrics(kept)
-    run_dir.append_metrics(
+    run_dir.metrics.rewrite(kept)
+    run_dir.metrics.append(
         {
             "event": "resume",
             "epoch": state.epoch,

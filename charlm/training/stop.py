@@ -21,7 +21,7 @@ import torch
 from charlm.errors import RunError
 from charlm.files.interrupts import STOP_SIGNALS, Interrupted
 from charlm.runtime.distributed import Ranks
-from charlm.store.run_dir import LAST
+from charlm.store.layout import LAST
 from charlm.store.state import TrainState
 
 NONFINITE_CHECK_EVERY = 50  # batches between checks of the loss for NaN/Inf (each check is a host sync)

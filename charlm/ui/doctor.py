@@ -91,7 +91,8 @@ def cpu() -> dict[str, object]:
 
 def folders(problems: list[str]) -> dict[str, object]:
     from charlm.data import builtins
-    from charlm.store.run_dir import RUNS_ENV, runs_root
+    from charlm.store.layout import RUNS_ENV
+    from charlm.store.run_dir import runs_root
 
     cache = builtins.data_dir()
     cached = sorted(
