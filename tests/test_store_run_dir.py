@@ -1,15 +1,14 @@
-"""RunDir: a run folder's layout, finding runs, metrics.jsonl, status.json, checkpoint rotation."""
+"""RunDir: finding runs, the run files, checkpoints and their rotation; run.metrics/status/ownership reach
+the other two parts (test_store_run_log.py, test_store_ownership.py)."""
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 
 import pytest
 
 from charlm.data import Vocab
-from charlm.errors import CheckpointError, UsageError
+from charlm.errors import CheckpointError
 from charlm.store import layout
 from charlm.store.run_dir import RunDir
 
@@ -63,33 +62,6 @@ def test_save_checkpoint_writes_best_then_last_and_rotates_only_old_copies(tmp_p
     assert sorted(p.name for p in tmp_path.glob("ckpt-*")) == ["ckpt-e0002-b000000.pt", "ckpt-e0002-b000005.pt"]
 
 
-def test_prepare_new_refuses_a_folder_with_a_run(tmp_path):
-    (tmp_path / "last.pt").write_bytes(b"x")
-    with pytest.raises(UsageError, match="already holds a run"):
-        RunDir(tmp_path).ownership.prepare_new()
-
-
-def test_status_by_pid_and_without_a_status_file(tmp_path):
-    run = RunDir(tmp_path)
-    assert run.status.state() == "empty"
-    (tmp_path / "last.pt").write_bytes(b"x")
-    assert run.status.state() == "interrupted" and run.status.state(complete=True) == "finished"
-    run.status.write("running")
-    assert run.status.state() == "running" and run.status.read()["pid"] == os.getpid()
-    (tmp_path / "status.json").write_text(json.dumps({"state": "running", "pid": 2**22 + 12345}))
-    assert run.status.state() == "interrupted"  # that process is gone
-
-
-def test_status_never_probes_a_pid_with_os_kill_on_windows(tmp_path, monkeypatch):
-    """os.kill(pid, 0) ends process pid on Windows. There a running run without a lock file has no trainer
-    (filelock removes the file on release), so status says interrupted without asking."""
-    (tmp_path / "status.json").write_text(json.dumps({"state": "running", "pid": os.getpid()}))
-    assert RunDir(tmp_path).status.state() == "running"  # POSIX: no lock file (an older run), the pid alive
-    monkeypatch.setattr(sys, "platform", "win32")
-    monkeypatch.setattr(os, "kill", lambda *args: pytest.fail(f"os.kill{args} on Windows"))
-    assert RunDir(tmp_path).status.state() == "interrupted"
-
-
 def test_new_run_folders_do_not_collide(tmp_path):
     first = RunDir.new("x", tmp_path)
     first.path.mkdir()
@@ -102,3 +74,13 @@ def test_checkpoint_names(tmp_path):
     assert run.checkpoint("best") == tmp_path / "best.pt" and run.checkpoint("last") == tmp_path / "last.pt"
     with pytest.raises(CheckpointError, match="best or last"):
         run.checkpoint("middle")
+
+
+def test_a_run_reaches_its_logs_and_its_ownership(tmp_path):
+    run = RunDir(tmp_path)
+    run.ownership.prepare_new()
+    run.ownership.mark()
+    run.metrics.append({"epoch": 1, "train_loss": 2.0})
+    run.status.write("finished")
+    assert run.ownership.is_marked() and run.metrics.read() == [{"epoch": 1, "train_loss": 2.0}]
+    assert run.status.read()["state"] == "finished" and (tmp_path / layout.STATUS).exists()

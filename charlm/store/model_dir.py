@@ -90,9 +90,6 @@ def load_model(
     return ckpt.load_run_model(RunDir.resolve(Path(path) if path is not None else None), which, device)
 
 
-# --- writing ---------------------------------------------------------------------------------------
-
-
 # --- reading ---------------------------------------------------------------------------------------
 
 
