@@ -274,3 +274,17 @@ def test_a_broken_line_fails_naming_its_page_and_line(tmp_path, base_runs, monke
     assert failures[1].startswith("page.md:6: `charlm --version`: the page shows 'charlm 0.0.1'")
     assert failures[2].startswith("page.md:8: `charlm runs --json` exited 0 (the page shows an error)")
     assert len(failures) == 3
+
+
+def test_the_readme_links_to_files_that_exist():
+    """README.md is not part of the site (mkdocs --strict checks the guide's links): its own links are checked
+    here, each to a file of the repository and, for a guide page, to a heading there."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    links = re.findall(r"\]\(([^)#\s]+)(?:#([^)\s]+))?\)", readme)
+    assert len(links) >= 20
+    for target, anchor in links:
+        assert (REPO / target).exists(), target
+        if anchor:
+            headings = re.findall(r"^#+ (.+)$", (REPO / target).read_text(encoding="utf-8"), re.M)
+            slugs = {re.sub(r"[^\w\- ]", "", h.lower()).strip().replace(" ", "-") for h in headings}
+            assert anchor in slugs, f"README.md links to {target}#{anchor}, a heading {target} lacks"
