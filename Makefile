@@ -1,4 +1,4 @@
-# charlm: make install | test | lint | train | bench
+# charlm: make install | test | lint | docs | train | bench
 VENV    ?= .venv
 PYTHON  ?= python3
 PY      := $(VENV)/bin/python
@@ -10,7 +10,7 @@ TORCH       ?= torch==2.13.0
 TORCH_INDEX ?=
 CONFIG  ?= configs/jaychou-lstm.yaml
 
-.PHONY: install test test-all lint train bench clean compat compat-oldest shake
+.PHONY: install test test-all lint docs train bench clean compat compat-oldest shake
 
 install:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ shake:
 lint:
 	$(VENV)/bin/ruff check charlm tests benchmarks
 	$(VENV)/bin/ruff format --check charlm tests benchmarks
+
+# the user guide (docs/, mkdocs.yml) as a static site in site/; --strict: a broken link or anchor fails
+docs:
+	$(PY) -c "import mkdocs, material" 2>/dev/null || $(PY) -m pip install -q -e ".[docs]"
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
 train:
 	$(VENV)/bin/charlm train --config $(CONFIG)
@@ -62,4 +67,4 @@ bench:
 	$(PY) benchmarks/bench.py --json benchmarks/results.json
 
 clean:
-	rm -rf runs .pytest_cache .ruff_cache
+	rm -rf runs site .pytest_cache .ruff_cache

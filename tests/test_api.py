@@ -34,16 +34,16 @@ def run_dir(tmp_path_factory) -> Path:
     return Path(summary.run_dir)
 
 
-def test_the_readme_api_example_runs_as_written(builtin_cache, tmp_path, monkeypatch, capsys):
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
+def test_the_guide_api_example_runs_as_written(builtin_cache, tmp_path, monkeypatch, capsys):
+    guide = (REPO / "docs" / "export.md").read_text(encoding="utf-8")  # the Python API's page
     (example,) = [
         block.split("```", 1)[0]
-        for block in readme.split("```python\n")[1:]
+        for block in guide.split("```python\n")[1:]
         if "charlm.load(" in block and "import charlm\n" in block
     ]
     (tmp_path / "configs").symlink_to(REPO / "configs")
     monkeypatch.chdir(tmp_path)
-    exec(compile(example, "README.md", "exec"), {})
+    exec(compile(example, "docs/export.md", "exec"), {})
     out = capsys.readouterr().out  # the sample, the scores (one line), the streamed text, then True
     sample, scores, rest = re.split(r"\n(\{'nats_per_char'.*\})\n", out)
     assert sample.startswith("分开") and len(sample) == 52

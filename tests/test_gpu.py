@@ -40,7 +40,7 @@ pytestmark = [
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny.yaml"
-BF16_TOLERANCE = 0.03  # nats/char between the best val losses of a bf16 and an fp32 run (the README states it)
+BF16_TOLERANCE = 0.03  # nats/char between the best val losses of a bf16 and an fp32 run (docs/results.md states it)
 FP16_TOLERANCE = 0.01  # |fp16 / fp32 - 1| of the best val loss after the same steps (issue 33: within 1% of fp32)
 
 

@@ -293,16 +293,16 @@ def test_weight_decay_skips_biases(tmp_path):
     assert len(decayed["params"]) + len(plain["params"]) == len(list(model.parameters()))
 
 
-def test_the_readme_python_example_runs_as_written(builtin_cache, tmp_path, monkeypatch, capsys):
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
+def test_the_guide_python_example_runs_as_written(builtin_cache, tmp_path, monkeypatch, capsys):
+    guide = (REPO / "docs" / "export.md").read_text(encoding="utf-8")  # the Python API's page
     (example,) = [
         block.split("```", 1)[0]
-        for block in readme.split("```python\n")[1:]
+        for block in guide.split("```python\n")[1:]
         if "from charlm.training import train" in block
     ]
     (tmp_path / "configs").symlink_to(REPO / "configs")
     monkeypatch.chdir(tmp_path)  # its run folder goes under tmp_path/runs
-    exec(compile(example, "README.md", "exec"), {})
+    exec(compile(example, "docs/export.md", "exec"), {})
     run_dir, best_loss = capsys.readouterr().out.split()
     assert Path(run_dir).parent == Path("runs") and (tmp_path / run_dir / "best.pt").exists()
     assert 0 < float(best_loss) < 10

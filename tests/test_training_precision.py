@@ -20,7 +20,7 @@ from charlm.store.checkpoint import load_payload
 from charlm.training.setup import train
 from charlm.training.stop import MIN_LOSS_SCALE
 
-BF16_TOLERANCE = 0.02  # |bf16 / fp32 - 1| of the best val loss after the same steps (README, bf16 on the CPU)
+BF16_TOLERANCE = 0.02  # |bf16 / fp32 - 1| of the best val loss after the same steps (docs/results.md, bf16)
 # |fp16 / fp32 - 1| of the best val loss after the same steps: issue 33's bound; fp16 keeps 10 mantissa bits to
 # bf16's 7 (measured on the tiny runs below: 2e-5)
 FP16_TOLERANCE = 0.01
