@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from charlm.cli import app as cli
 from charlm.cli.common import Device, ModelDir, RunDir, Which, model_source
 from charlm.errors import UsageError
+
+if TYPE_CHECKING:
+    from charlm.evaluate import TextSource
 
 
 @cli.app.command(epilog="Example: charlm perplexity --split val --show")
@@ -50,7 +53,7 @@ def perplexity(
 
     --show, --html and --breakdown also say where the loss comes from, character by character.
     """
-    from charlm.evaluate import score_run
+    from charlm.evaluate import TextSource, score_run
     from charlm.runtime.device import pick_device
     from charlm.store.model_dir import resolve
     from charlm.store.targets import check_output_file
@@ -58,14 +61,23 @@ def perplexity(
     if html is not None:  # before the model is read: a refused page costs nothing
         check_output_file(html, option="--html", force=force, reads=(file,))
     folder = resolve(model_source(run_dir, model_dir))
+    source = TextSource(split=split, file=file, text=text)
     if show or html or breakdown:
         return _surprisal(
-            folder, checkpoint, split, file, text, pick_device(device), as_json, show, html, show_chars, force
+            folder,
+            checkpoint,
+            source,
+            device=pick_device(device),
+            as_json=as_json,
+            show=show,
+            html=html,
+            show_chars=show_chars,
+            force=force,
         )
     from charlm.ui.report import scoring_bar
 
     with scoring_bar(cli.err) as progress:  # on stderr: stdout keeps only the result
-        result, saved = score_run(folder, checkpoint, split, file, pick_device(device), text, progress)
+        result, saved = score_run(folder, checkpoint, source, device=pick_device(device), progress=progress)
     if as_json:
         print(json.dumps({k: result[k] for k in ("nats_per_char", "bits_per_char", "perplexity", "chars")}))
         return
@@ -80,9 +92,8 @@ def perplexity(
 def _surprisal(
     folder: Path,
     checkpoint: str,
-    split,
-    file,
-    text,
+    source: TextSource,
+    *,
     device,
     as_json: bool,
     show: bool,
@@ -100,10 +111,8 @@ def _surprisal(
     report = surprisal.analyse(
         folder,
         checkpoint,
-        split,
-        file,
-        text,
-        device,
+        source,
+        device=device,
         predictions=html is not None,
         keep=show_chars if show or html is not None else 0,
     )  # what is shown, no more
@@ -113,6 +122,6 @@ def _surprisal(
     if as_json:
         print(json.dumps({**report.figures(), "breakdown": parts.to_dict()}, ensure_ascii=False))
         return
-    views.print_surprisal(cli.out, report, parts, show, show_chars)
+    views.print_surprisal(cli.out, report, parts, show=show, limit=show_chars)
     if html is not None:
         cli.out.print(f"wrote {html}", markup=False)
