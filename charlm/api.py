@@ -110,7 +110,14 @@ class Model:
         from charlm.generation.sampling import stream
 
         steps = stream(
-            self.net, self.vocab, prefix, length, temperature=temperature, seed=seed, device=self.device, **options
+            self.net,
+            self.vocab,
+            prefix,
+            length=length,
+            temperature=temperature,
+            seed=seed,
+            device=self.device,
+            **options,
         )
         chars = self.vocab.chars
         return (chars[int(ids[0])] for ids in steps)

@@ -86,9 +86,11 @@ def generate(
     model = load(model_source(run_dir, model_dir), checkpoint, device)
     net, vocab, dev = model.net, model.vocab, model.device
     if as_json or beam or num_samples > 1:
-        _write_samples(gen.samples(net, vocab, prefix, length, device=dev, **vars(options)), length, options, as_json)
+        _write_samples(
+            gen.samples(net, vocab, prefix, length=length, device=dev, **vars(options)), length, options, as_json
+        )
         return
-    steps = gen.stream(net, vocab, prefix, length, device=dev, **vars(options))  # checks all before printing
+    steps = gen.stream(net, vocab, prefix, length=length, device=dev, **vars(options))  # checks all before printing
     sys.stdout.write(prefix or "")
     for ids in steps:
         sys.stdout.write(vocab.chars[int(ids[0])])
