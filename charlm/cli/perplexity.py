@@ -17,37 +17,45 @@ if TYPE_CHECKING:
     from charlm.evaluate import TextSource
 
 
+# the options of `charlm perplexity` (their help is the CLI's)
+Split = Annotated[Optional[str], typer.Option(help="train | val | test (default: val)")]
+ScoreFile = Annotated[Optional[Path], typer.Option("--file", "-f", help="Score this text file, not a split.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+Text = Annotated[
+    Optional[str], typer.Option("--text", "-t", help="Score this string (read as one stream), not a split.")
+]
+Show = Annotated[bool, typer.Option("--show", help="Print the text shaded by each character's bits.")]
+Html = Annotated[
+    Optional[Path],
+    typer.Option("--html", help="Write a page: the shaded text, bits and top-5 predictions on hover."),
+]
+Breakdown = Annotated[
+    bool,
+    typer.Option(
+        "--breakdown",
+        help="The loss by characters unseen / rare / common in training, the costliest ones "
+        '(implied by --show and --html; in --json as "breakdown").',
+    ),
+]
+ShowChars = Annotated[int, typer.Option(help="Characters shown by --show and --html (the figures cover all).")]
+Force = Annotated[bool, typer.Option("--force", help="--html: replace an existing file that charlm did not write.")]
+
+
 @cli.app.command(epilog="Example: charlm perplexity --split val --show")
 def perplexity(
     run_dir: RunDir = None,
-    split: Annotated[Optional[str], typer.Option(help="train | val | test (default: val)")] = None,
-    file: Annotated[Optional[Path], typer.Option("--file", "-f", help="Score this text file, not a split.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    split: Split = None,
+    file: ScoreFile = None,
+    as_json: AsJson = False,
     checkpoint: Which = "best",
     device: Device = "auto",
-    text: Annotated[
-        Optional[str], typer.Option("--text", "-t", help="Score this string (read as one stream), not a split.")
-    ] = None,
-    show: Annotated[bool, typer.Option("--show", help="Print the text shaded by each character's bits.")] = False,
-    html: Annotated[
-        Optional[Path],
-        typer.Option("--html", help="Write a page: the shaded text, bits and top-5 predictions on hover."),
-    ] = None,
-    breakdown: Annotated[
-        bool,
-        typer.Option(
-            "--breakdown",
-            help="The loss by characters unseen / rare / common in training, the costliest ones "
-            '(implied by --show and --html; in --json as "breakdown").',
-        ),
-    ] = False,
-    show_chars: Annotated[
-        int, typer.Option(help="Characters shown by --show and --html (the figures cover all).")
-    ] = 5000,
+    text: Text = None,
+    show: Show = False,
+    html: Html = None,
+    breakdown: Breakdown = False,
+    show_chars: ShowChars = 5000,
     model_dir: ModelDir = None,
-    force: Annotated[
-        bool, typer.Option("--force", help="--html: replace an existing file that charlm did not write.")
-    ] = False,
+    force: Force = False,
 ) -> None:
     """Score a run (or an exported model) on a split of its corpus, a file or a string: nats/char, bits/char, ppl.
 
