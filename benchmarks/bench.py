@@ -34,7 +34,7 @@ import d2l_reference as ref  # noqa: E402
 
 from charlm.config import load_config  # noqa: E402
 from charlm.data import BUILTINS, data_dir, fetch  # noqa: E402
-from charlm.evaluate import score_run  # noqa: E402
+from charlm.evaluate import TextSource, score_run  # noqa: E402
 from charlm.generation.sampling import generate  # noqa: E402
 from charlm.store import checkpoint as ckpt  # noqa: E402
 from charlm.store.run_dir import RunDir  # noqa: E402
@@ -172,7 +172,7 @@ def lstm_figures(quick: bool, work: Path, peak: float) -> dict:
     known = "".join(c for c in source[: (100_000 if quick else 400_000)] if c in vocab.index)  # the run saw a part
     text.write_text(known, encoding="utf-8")
     started = time.perf_counter()
-    result, _ = score_run(work / "lstm", "last", file=text)
+    result, _ = score_run(work / "lstm", "last", TextSource(file=text))
     eval_rate = result["chars"] / (time.perf_counter() - started)
 
     length = 500 if quick else 2000

@@ -29,7 +29,7 @@ import torch  # noqa: E402
 
 from charlm import data  # noqa: E402
 from charlm.analysis import neurons  # noqa: E402
-from charlm.evaluate import score_run  # noqa: E402
+from charlm.evaluate import TextSource, score_run  # noqa: E402
 from charlm.store import checkpoint  # noqa: E402
 from charlm.store.run_dir import RunDir  # noqa: E402
 from charlm.ui import pages  # noqa: E402
@@ -68,10 +68,10 @@ def main(argv: list[str] | None = None) -> dict:
         text_file.write_text(text_of(args.run_dir, args.file, args.chars), encoding="utf-8")
         for _ in range(args.repeat):
             started = time.perf_counter()
-            score_run(args.run_dir, "best", file=text_file, device="cpu")
+            score_run(args.run_dir, "best", TextSource(file=text_file), device="cpu")
             runs["perplexity"].append(seconds_since(started))
             started = time.perf_counter()
-            report = neurons.analyse(args.run_dir, "best", file=text_file, device="cpu")
+            report = neurons.analyse(args.run_dir, "best", TextSource(file=text_file), device="cpu")
             pages.write(Path(tmp) / "neurons.html", pages.render("neurons", neurons.page_data(report)))
             runs["neurons"].append(seconds_since(started))
             load.append(load_average())

@@ -41,7 +41,7 @@ class Model:
     `config`, corpus checksum and train state), `path` the folder it came from.
     """
 
-    def __init__(self, net: CharRNN, vocab: Vocab, checkpoint: Checkpoint, path: Path, device: torch.device):
+    def __init__(self, net: CharRNN, vocab: Vocab, checkpoint: Checkpoint, *, path: Path, device: torch.device):
         self.net, self.vocab, self.checkpoint, self.path, self.device = net, vocab, checkpoint, path, device
 
     @property
@@ -110,7 +110,14 @@ class Model:
         from charlm.generation.sampling import stream
 
         steps = stream(
-            self.net, self.vocab, prefix, length, temperature=temperature, seed=seed, device=self.device, **options
+            self.net,
+            self.vocab,
+            prefix,
+            length=length,
+            temperature=temperature,
+            seed=seed,
+            device=self.device,
+            **options,
         )
         chars = self.vocab.chars
         return (chars[int(ids[0])] for ids in steps)
@@ -121,13 +128,13 @@ class Model:
         Returns {"nats_per_char", "bits_per_char", "perplexity", "chars", "protocol", "source"}, with the
         protocol of training's evals (see charlm.evaluate); text and files get the corpus's normalisation.
         """
-        from charlm.evaluate import score_model
+        from charlm.evaluate import TextSource, score_model
 
         if sum(x is not None for x in (text, file, split)) > 1:
             raise UsageError("score one thing: text, file or split")
-        result, _ = score_model(
-            self.net, self.vocab, self.checkpoint, split, path_arg(file, "file"), self.device, text, text_as_file=True
-        )  # the CLI's checks; a text is read as a file holding it
+        # the CLI's checks; a text is read as a file holding it
+        source = TextSource(split=split, file=path_arg(file, "file"), text=text, text_as_file=True)
+        result, _ = score_model(self.net, self.vocab, self.checkpoint, source=source, device=self.device)
         return result
 
 
@@ -144,7 +151,7 @@ def load(path: str | Path | None = None, checkpoint: str = "best", device: str |
     folder = resolve(path_arg(path, "the folder to load"))
     where = pick_device(device) if isinstance(device, str) else device
     net, vocab, saved = load_model(folder, checkpoint, where)
-    return Model(net, vocab, saved, folder, where)
+    return Model(net, vocab, saved, path=folder, device=where)
 
 
 def train(

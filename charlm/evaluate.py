@@ -74,6 +74,7 @@ def evaluate(
     batch_size: int,
     num_steps: int,
     device: torch.device | str = "cpu",
+    *,
     max_chars: int | None = None,
     ranks=None,
     progress: Callable[[int], object] | None = None,
@@ -140,6 +141,7 @@ class CharLosses:
 def char_losses(
     model,
     ids: torch.Tensor,
+    *,
     batch_size: int,
     num_steps: int,
     device: torch.device | str = "cpu",
@@ -205,6 +207,44 @@ class Kept:
                 self.top_ids[at : at + n], self.top_probs[at : at + n] = best.indices, best.values.exp()
 
 
+@dataclass(frozen=True)
+class TextSource:
+    """What to score: a `split` of the run's own corpus (val when nothing is given), a text `file` or a string
+    `text`, exactly one. A string is read as one stream: cut into eval_batch_size streams, a sentence would be
+    scored mostly from a fresh state (`text_as_file`: as a file holding it, in eval_batch_size streams, as the
+    Python API's Model.perplexity(text) documents). Checked when made: UsageError names the CLI's flags."""
+
+    split: str | None = None
+    file: Path | None = None
+    text: str | None = None
+    text_as_file: bool = False
+
+    def __post_init__(self):
+        given = [
+            flag
+            for flag, value in (("--split", self.split), ("--file", self.file), ("--text", self.text))
+            if value is not None
+        ]
+        if len(given) > 1:
+            many = "both" if len(given) == 2 else "all three"
+            raise UsageError(f"{' and '.join(given)} were given: pass one of them, not {many}")
+        if self.split is not None and (not isinstance(self.split, str) or self.split not in ("train", "val", "test")):
+            raise UsageError(f"split {self.split!r} is not valid: use train, val or test")
+        if self.text is not None and not isinstance(self.text, str):
+            raise UsageError(f"the text to score must be a str, not {shown(self.text)}: pass text, or file=PATH")
+        if not given:
+            object.__setattr__(self, "split", "val")  # frozen: the default, set once here
+
+    @property
+    def description(self) -> str:
+        """How outputs name it: "val split", the file's path, "--text" (the CLI) or "text" (the Python API)."""
+        if self.file is not None:
+            return str(self.file)
+        if self.text is not None:
+            return "text" if self.text_as_file else "--text"
+        return f"{self.split} split"
+
+
 @dataclass
 class TextToScore:
     """A run's model and vocabulary with the text to score, encoded; `corpus` when the run's corpus was read."""
@@ -213,105 +253,69 @@ class TextToScore:
     vocab: Vocab
     checkpoint: Checkpoint
     ids: torch.Tensor
-    source: str  # "val split", a file's path, or "--text"
+    source: str  # TextSource.description: "val split", a file's path, or "--text"
     streams: int  # how many streams it is read in: the run's eval_batch_size, 1 for a string (a short text)
     corpus: Corpus | None = None
 
 
 def load_text_to_score(
-    run_dir: Path,
-    which: str = "best",
-    split: str | None = None,
-    file: Path | None = None,
-    device: torch.device | str = "cpu",
-    text: str | None = None,
+    run_dir: Path, which: str, source: TextSource, *, device: torch.device | str = "cpu"
 ) -> TextToScore:
-    """A run's (or an exported model folder's) checkpoint and a text to score: see text_to_score."""
+    """A run's (or an exported model folder's) checkpoint (best or last) and a text to score: see text_to_score."""
     from charlm.store.model_dir import load_model
 
-    return text_to_score(*load_model(run_dir, which, device), split, file, text)
+    return text_to_score(*load_model(run_dir, which, device), source)
 
 
-def text_to_score(
-    model,
-    vocab,
-    checkpoint: Checkpoint,
-    split: str | None = None,
-    file: Path | None = None,
-    text: str | None = None,
-    *,
-    text_as_file: bool = False,
-) -> TextToScore:
-    """A loaded model and a text to score: a split of its own corpus, a text file or a string.
+def text_to_score(model, vocab, checkpoint: Checkpoint, source: TextSource) -> TextToScore:
+    """A loaded model and a text to score: a split of its own corpus, a text file or a string (see TextSource).
 
     The run's own normalisation (newlines, PTB spacing) is applied to a file or a string, and a split is
-    refused if the corpus changed since training. A string is read as one stream: cut into eval_batch_size
-    streams, a sentence would be scored mostly from a fresh state (`text_as_file`: as a file holding it, in
-    eval_batch_size streams, as the Python API's Model.perplexity(text) documents).
+    refused if the corpus changed since training.
     """
     from charlm import data
 
-    given = [flag for flag, value in (("--split", split), ("--file", file), ("--text", text)) if value is not None]
-    if len(given) > 1:
-        many = "both" if len(given) == 2 else "all three"
-        raise UsageError(f"{' and '.join(given)} were given: pass one of them, not {many}")
-    if split is not None and (not isinstance(split, str) or split not in ("train", "val", "test")):
-        raise UsageError(f"split {split!r} is not valid: use train, val or test")
-    if text is not None and not isinstance(text, str):
-        raise UsageError(f"the text to score must be a str, not {shown(text)}: pass text, or file=PATH")
-    split = split or ("val" if file is None and text is None else None)
-    cfg = checkpoint.config
+    cfg, file, text = checkpoint.config, source.file, source.text
     streams = cfg.train.eval_batch_size
     if file is not None or text is not None:
         ids = data.encode_file(file, vocab, cfg.data) if file is not None else data.encode_text(text, vocab, cfg.data)
         if len(ids) < 2:  # one character has nothing before it: no prediction to score
-            source = f"file {file}" if file is not None else ("the text" if text_as_file else "--text")
+            named = f"file {file}" if file is not None else ("the text" if source.text_as_file else "--text")
             raise UsageError(
-                f"{source} has {len(ids)} character{'' if len(ids) == 1 else 's'} (after the run's "
+                f"{named} has {len(ids)} character{'' if len(ids) == 1 else 's'} (after the run's "
                 "normalisation): a text to score needs at least 2"
             )
-        if file is not None:
-            return TextToScore(model, vocab, checkpoint, ids, str(file), streams)
-        return TextToScore(
-            model, vocab, checkpoint, ids, "text" if text_as_file else "--text", streams if text_as_file else 1
-        )
+        one_stream = text is not None and not source.text_as_file
+        return TextToScore(model, vocab, checkpoint, ids, source.description, 1 if one_stream else streams)
     corpus = data.load_corpus(cfg.data, vocab=vocab)  # the run's ids (a fine-tuned run's are its parent's)
     if corpus.sha256 != checkpoint.corpus_sha256:
         raise UsageError(f"corpus {cfg.data.corpus} changed since this run was trained: score it with --file")
-    ids = corpus.split(split)
+    ids = corpus.split(source.split)
     if len(ids) < 2:
-        raise UsageError(f"this run has no {split} split: choose another --split or pass --file")
-    return TextToScore(model, vocab, checkpoint, ids, f"{split} split", streams, corpus)
+        raise UsageError(f"this run has no {source.split} split: choose another --split or pass --file")
+    return TextToScore(model, vocab, checkpoint, ids, source.description, streams, corpus)
 
 
 def score_run(
     run_dir: Path,
-    which: str = "best",
-    split: str | None = None,
-    file: Path | None = None,
+    which: str,
+    source: TextSource,
+    *,
     device: torch.device | str = "cpu",
-    text: str | None = None,
     progress: Callable[[int, int], object] | None = None,
 ) -> tuple[dict, Checkpoint]:
     """Score a run's (or a model folder's) checkpoint on a split of its own corpus, a text file or a string.
 
     Returns (result, the checkpoint). `progress(done, total)` follows the characters scored.
     """
-    return _score(load_text_to_score(run_dir, which, split, file, device, text), device, progress)
+    return _score(load_text_to_score(run_dir, which, source, device=device), device, progress)
 
 
 def score_model(
-    model,
-    vocab,
-    checkpoint: Checkpoint,
-    split: str | None = None,
-    file: Path | None = None,
-    device: torch.device | str = "cpu",
-    text: str | None = None,
-    text_as_file: bool = False,
+    model, vocab, checkpoint: Checkpoint, *, source: TextSource, device: torch.device | str = "cpu"
 ) -> tuple[dict, Checkpoint]:
     """score_run for a model already loaded (model, vocab and checkpoint as model_dir.load_model gives them)."""
-    return _score(text_to_score(model, vocab, checkpoint, split, file, text, text_as_file=text_as_file), device)
+    return _score(text_to_score(model, vocab, checkpoint, source), device)
 
 
 def _score(scored: TextToScore, device, progress=None) -> tuple[dict, Checkpoint]:
@@ -325,9 +329,9 @@ def _score(scored: TextToScore, device, progress=None) -> tuple[dict, Checkpoint
     result = evaluate(
         scored.model,
         scored.ids,
-        scored.streams,
-        scored.checkpoint.config.train.num_steps,
-        device,
+        batch_size=scored.streams,
+        num_steps=scored.checkpoint.config.train.num_steps,
+        device=device,
         progress=advance if progress is not None else None,
     )
     return {**result, "source": scored.source}, scored.checkpoint

@@ -111,11 +111,13 @@ class CharRNN(nn.Module):
         self.per_layer = separate_layers(cfg) or (layer_by_layer and num_layers > 1 and p_hidden > 0)
         if self.per_layer:
             sizes = [input_size] + [hidden_size] * (num_layers - 1)
-            self.rnn = nn.ModuleList(_recurrent(kind, size, hidden_size, 1, 0.0) for size in sizes)
+            self.rnn = nn.ModuleList(_recurrent(kind, size, hidden_size, num_layers=1, dropout=0.0) for size in sizes)
             self.drop_hidden = _dropout(p_hidden, cfg.locked_dropout)
         else:
             # nn.RNN warns about dropout with one layer; its own dropout between layers is the plain kind
-            self.rnn = _recurrent(kind, input_size, hidden_size, num_layers, p_hidden if num_layers > 1 else 0.0)
+            self.rnn = _recurrent(
+                kind, input_size, hidden_size, num_layers=num_layers, dropout=p_hidden if num_layers > 1 else 0.0
+            )
         self.drop_embed = _dropout(p_embed, cfg.locked_dropout)
         self.drop = _dropout(p_output, cfg.locked_dropout)
         self.head = nn.Linear(hidden_size, vocab_size)
@@ -237,7 +239,7 @@ def match_layout(state: dict, per_layer: bool) -> dict:
     return matched
 
 
-def _recurrent(kind: str, input_size: int, hidden_size: int, num_layers: int, dropout: float) -> nn.Module:
+def _recurrent(kind: str, input_size: int, hidden_size: int, *, num_layers: int, dropout: float) -> nn.Module:
     if kind in ("rnn_tanh", "rnn_relu"):
         return nn.RNN(input_size, hidden_size, num_layers, nonlinearity=kind[4:], dropout=dropout)
     return {"lstm": nn.LSTM, "gru": nn.GRU}[kind](input_size, hidden_size, num_layers, dropout=dropout)

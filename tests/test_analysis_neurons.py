@@ -94,7 +94,9 @@ def test_a_planted_unit_ranks_first_and_the_excerpt_is_in_text_order(streams, pa
     text = decode(chars, ids)
     features = compute(["vowel", "line-position"], text)
     matrix = torch.stack([f.values for f in features], dim=1)
-    recorder, r, excerpt, read = record(model, ids, matrix, streams, 6, torch.device("cpu"), page_chars)
+    recorder, r, excerpt, read = record(
+        model, ids, matrix, batch_size=streams, num_steps=6, device=torch.device("cpu"), page_chars=page_chars
+    )
     assert read == streams * (400 // streams)
     assert int(r[0].abs().argmax()) == 3 and r[0, 3] > 0.999
     kept = min(page_chars, read)

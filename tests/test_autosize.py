@@ -142,7 +142,7 @@ def test_calibration_survives_an_unreadable_cache(tmp_path):
 )
 def test_a_cached_speed_that_was_not_measured_is_measured_again(tmp_path, monkeypatch, speed):
     path = tmp_path / "calibration.json"
-    monkeypatch.setattr(calibrate, "measure", lambda *a: 4321.0)
+    monkeypatch.setattr(calibrate, "measure", lambda *a, **kw: 4321.0)
     first = calibrate.Calibration(torch.device("cpu"), "fp32", 40, path)
     first.speed(Shape(16, 1, 8), 4, 8)
     good = json.loads(path.read_text())

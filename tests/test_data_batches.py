@@ -41,7 +41,7 @@ def test_consecutive_windows_continue_each_stream(n, batch_size, num_steps):
 @pytest.mark.parametrize("offset", [0, 1, 3, 6])
 def test_consecutive_offset_shifts_the_start(offset):
     ids = torch.arange(200)
-    ours = list(batching.consecutive_batches(ids, 4, 7, offset))
+    ours = list(batching.consecutive_batches(ids, 4, 7, offset=offset))
     ref = list(d2l_reference.data_iter_consecutive(ids[offset:].tolist(), 4, 7))
     assert len(ours) == len(ref)
     assert all(
@@ -56,7 +56,9 @@ def test_num_consecutive_batches_matches_the_iterator():
         for offset in (0, 2, 5):
             for n in range(offset + batch_size, 90):
                 got = batching.num_consecutive_batches(n, batch_size, num_steps, offset)
-                expected = len(list(batching.consecutive_batches(torch.arange(n), batch_size, num_steps, offset)))
+                expected = len(
+                    list(batching.consecutive_batches(torch.arange(n), batch_size, num_steps, offset=offset))
+                )
                 assert got == expected, (n, batch_size, num_steps, offset)
                 checked += expected > 0
     assert checked > 100
@@ -81,7 +83,7 @@ def test_min_chars_is_the_shortest_split_with_one_batch():
 def test_random_batches_are_disjoint_windows(n, batch_size, num_steps):
     ids = torch.arange(n)
     gen = torch.Generator().manual_seed(0)
-    batches = list(batching.random_batches(ids, batch_size, num_steps, gen))
+    batches = list(batching.random_batches(ids, batch_size, num_steps, generator=gen))
     assert len(batches) == batching.num_random_batches(n, batch_size, num_steps) > 0
     seen: set[int] = set()
     for x, y in batches:
@@ -99,7 +101,9 @@ def test_random_batches_are_disjoint_windows(n, batch_size, num_steps):
 
 def test_random_batches_cover_every_window_when_they_divide_evenly():
     n, batch_size, num_steps = 4 * 5 * 3 + 1, 4, 5  # 12 windows, 3 batches
-    batches = list(batching.random_batches(torch.arange(n), batch_size, num_steps, torch.Generator().manual_seed(1)))
+    batches = list(
+        batching.random_batches(torch.arange(n), batch_size, num_steps, generator=torch.Generator().manual_seed(1))
+    )
     starts = sorted(int(s) for x, _ in batches for s in x[:, 0])
     assert starts == list(range(0, n - 1, num_steps))
 
@@ -108,7 +112,10 @@ def test_random_batches_reproducible_for_a_seed():
     ids = torch.arange(500)
 
     def epoch(seed):
-        return [torch.cat([x, y]) for x, y in batching.random_batches(ids, 4, 6, torch.Generator().manual_seed(seed))]
+        return [
+            torch.cat([x, y])
+            for x, y in batching.random_batches(ids, 4, 6, generator=torch.Generator().manual_seed(seed))
+        ]
 
     a, b, c = epoch(7), epoch(7), epoch(8)
     assert len(a) == len(b) == len(c)
@@ -172,6 +179,6 @@ def test_random_epoch_equals_the_function():
     epoch, count = batches.epoch(torch.Generator().manual_seed(5))
     got = pairs(epoch)
     assert count == len(batches) == len(got) == batching.num_random_batches(500, 4, 6)
-    assert same(got, pairs(batching.random_batches(ids, 4, 6, torch.Generator().manual_seed(5))))
+    assert same(got, pairs(batching.random_batches(ids, 4, 6, generator=torch.Generator().manual_seed(5))))
     share = pairs(batches.epoch(torch.Generator().manual_seed(5), slice(1, 3))[0])
     assert same(share, [(x[1:3], y[1:3]) for x, y in got])

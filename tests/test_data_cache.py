@@ -83,7 +83,7 @@ def test_a_folder_published_first_by_another_process_is_kept(write_text, tmp_pat
     def first_pass():  # the racing writer: its rename finds the folder already there
         return first.vocab, {"all": len(first.train)}, first.sha256
 
-    data_cache._write_encoded(folder, source, groups, text, first_pass)  # must not raise
+    data_cache._write_encoded(folder, source, groups, text=text, first_pass=first_pass)  # must not raise
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     assert list((tmp_path / "enc").iterdir()) == [folder]  # its temp folder is gone
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from helpers import make_rnn
 
-from charlm.errors import CorpusError
-from charlm.evaluate import char_losses, evaluate
+from charlm.errors import CorpusError, UsageError
+from charlm.evaluate import TextSource, char_losses, evaluate
 from charlm.model import CharRNN
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -142,7 +144,7 @@ def test_char_losses_total_is_evaluates_figure_bit_for_bit(settings, n, batch_si
     model = make_rnn(11, hidden_size=16, **settings)
     ids = torch.randint(0, 11, (n,))
     result = evaluate(model, ids, batch_size, num_steps)
-    losses = char_losses(model, ids, batch_size, num_steps)
+    losses = char_losses(model, ids, batch_size=batch_size, num_steps=num_steps)
     assert losses.nats_per_char == result["nats_per_char"]
     assert len(losses.nats) == result["chars"]
     assert float(losses.nats.double().sum()) == pytest.approx(losses.total, rel=1e-6)
@@ -179,7 +181,10 @@ def test_char_losses_top_predictions():
     # where the true next character is the top prediction, its loss is -log of that probability
     hit = losses.top_ids[:, 0] == ids[1:]
     assert torch.allclose(losses.nats[hit], -losses.top_probs[hit, 0].log(), atol=1e-5)
-    assert char_losses(make_rnn(3, hidden_size=4), ids % 3, 1, 4, top_k=5).top_ids.shape == (29, 3)  # k <= vocab
+    assert char_losses(make_rnn(3, hidden_size=4), ids % 3, batch_size=1, num_steps=4, top_k=5).top_ids.shape == (
+        29,
+        3,
+    )  # k <= vocab
 
 
 def test_progress_reports_every_scored_character():
@@ -191,3 +196,32 @@ def test_progress_reports_every_scored_character():
     result = evaluate(model, ids, 7, 10, progress=seen.append)
     assert len(seen) == -(-result["chars"] // (7 * 10)) and sum(seen) == result["chars"]
     assert evaluate(model, ids, 7, 10)["nats_per_char"] == result["nats_per_char"]  # the bar changes no figure
+
+
+def test_text_source_defaults_to_the_val_split_and_names_itself():
+    assert TextSource() == TextSource(split="val")
+    assert TextSource().description == "val split"
+    assert TextSource(split="test").description == "test split"
+    assert TextSource(file=Path("notes.txt")).description == "notes.txt"
+    assert TextSource(text="abc").description == "--text"  # the CLI's string, read as one stream
+    assert TextSource(text="abc", text_as_file=True).description == "text"  # the Python API's
+    assert TextSource(file=Path("notes.txt")).split is None  # only the default fills in the split
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"split": "val", "file": Path("a.txt")}, "--split and --file were given: pass one of them, not both"),
+        ({"file": Path("a.txt"), "text": "ab"}, "--file and --text were given: pass one of them, not both"),
+        (
+            {"split": "val", "file": Path("a"), "text": "ab"},
+            "--split and --file and --text were given: pass one of them, not all three",
+        ),
+        ({"split": "dev"}, "split 'dev' is not valid: use train, val or test"),
+        ({"split": 5}, "split 5 is not valid: use train, val or test"),
+        ({"text": b"ab"}, "the text to score must be a str, not b'ab'"),
+    ],
+)
+def test_text_source_refuses_anything_but_one_valid_source(given, message):
+    with pytest.raises(UsageError, match=re.escape(message)):
+        TextSource(**given)

@@ -252,12 +252,13 @@ def test_char_losses_keeps_the_first_characters_and_sums_all():
 
 def test_the_surprisal_report_holds_what_is_shown_whatever_the_text(run, tmp_path):
     from charlm.analysis.surprisal import analyse
+    from charlm.evaluate import TextSource
 
     sizes = []
     for copies in (1, 20):
         text = tmp_path / f"text{copies}.txt"
         text.write_text(CORPUS * copies, encoding="utf-8")
-        report = analyse(run, file=text, predictions=True, keep=50)
+        report = analyse(run, "best", TextSource(file=text), predictions=True, keep=50)
         held = [report.shown_ids, report.bits, report.top_ids, report.top_probs, report.count, report.cost]
         sizes.append([t.numel() for t in held])
         assert report.text_chars == len(CORPUS) * copies and len(report.display(10**6)) == 50

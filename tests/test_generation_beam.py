@@ -55,7 +55,7 @@ def test_beams_wide_enough_to_keep_everything_find_the_brute_force_ranking(model
     greedy = gen.generate(model, VOCAB, "ab", length)[0][2:]
     assert exact[0][0] != greedy, "the fixture should make greedy miss the best continuation"
     assert all(a[1] - b[1] > 1e-4 for a, b in itertools.pairwise(exact[:6])), "no near-ties in the top 5"
-    found = gen.samples(model, VOCAB, "ab", length, beam=len(VOCAB) ** length, num_samples=5)
+    found = gen.samples(model, VOCAB, "ab", length=length, beam=len(VOCAB) ** length, num_samples=5)
     assert [s.text[2:] for s in found] == [text for text, _ in exact[:5]]
     for sample, (_, log_prob) in zip(found, exact, strict=False):
         assert sample.bits_per_char == pytest.approx(-log_prob / length / math.log(2), abs=1e-5)
@@ -67,7 +67,7 @@ def test_a_few_beams_still_beat_greedy_here_and_one_beam_is_greedy(model):
     exact = dict(brute_force(model, "ab", length))
     greedy = gen.generate(model, VOCAB, "ab", length)[0]
     assert gen.generate(model, VOCAB, "ab", length, beam=1) == [greedy]
-    (best,) = gen.samples(model, VOCAB, "ab", length, beam=3)
+    (best,) = gen.samples(model, VOCAB, "ab", length=length, beam=3)
     assert exact[best.text[2:]] > exact[greedy[2:]]
     assert exact[best.text[2:]] == pytest.approx(max(exact.values()))
 
@@ -77,7 +77,7 @@ def test_stop_texts_finish_beams(model, prefix, stop, count):
     length = 5
     exact = brute_force(model, prefix, length, stop=stop)
     assert all(a[1] - b[1] > 1e-4 for a, b in itertools.pairwise(exact[: count + 1])), "no near-ties"
-    found = gen.samples(model, VOCAB, prefix, length, beam=len(VOCAB) ** length, num_samples=count, stop=(stop,))
+    found = gen.samples(model, VOCAB, prefix, length=length, beam=len(VOCAB) ** length, num_samples=count, stop=(stop,))
     assert [s.text[len(prefix) :] for s in found] == [text for text, _ in exact[:count]]
     for sample, (text, log_prob) in zip(found, exact, strict=False):
         assert sample.stop == (stop if (prefix + text).endswith(stop) else None)

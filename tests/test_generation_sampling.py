@@ -92,7 +92,7 @@ def test_zero_length_returns_the_prefix(model):
 
 
 def test_stream_yields_one_id_per_sample_and_step(model):
-    steps = list(stream(model, VOCAB, "ab", 6, temperature=1.0, num_samples=3, seed=0))
+    steps = list(stream(model, VOCAB, "ab", length=6, temperature=1.0, num_samples=3, seed=0))
     assert len(steps) == 6
     assert all(s.shape == (3,) and s.dtype == torch.int64 for s in steps)
 
@@ -173,15 +173,15 @@ def test_a_stop_text_ends_the_sample_with_it(model):
     greedy = generate(model, VOCAB, "分开", 60)[0]
     stop = greedy[9:11]  # two characters the greedy text emits, first ending at or before position 11
     end = greedy.index(stop, 2) + len(stop)
-    (sample,) = samples(model, VOCAB, "分开", 60, stop=(stop,))
+    (sample,) = samples(model, VOCAB, "分开", length=60, stop=(stop,))
     assert sample.text == greedy[:end] and sample.stop == stop and sample.generated == end - 2
-    assert len(list(stream(model, VOCAB, "分开", 60, stop=(stop,)))) == end - 2  # the stream ends there
-    assert samples(model, VOCAB, "分开", 60, stop=("分分分",))[0].stop is None  # never emitted: runs its length
+    assert len(list(stream(model, VOCAB, "分开", length=60, stop=(stop,)))) == end - 2  # the stream ends there
+    assert samples(model, VOCAB, "分开", length=60, stop=("分分分",))[0].stop is None  # never emitted: runs its length
 
 
 def test_each_sample_stops_on_its_own_and_the_first_listed_text_wins(model):
-    free = samples(model, VOCAB, "我", 40, temperature=1.0, num_samples=6, seed=3)
-    stopped = samples(model, VOCAB, "我", 40, temperature=1.0, num_samples=6, seed=3, stop=(" ", "a"))
+    free = samples(model, VOCAB, "我", length=40, temperature=1.0, num_samples=6, seed=3)
+    stopped = samples(model, VOCAB, "我", length=40, temperature=1.0, num_samples=6, seed=3, stop=(" ", "a"))
     for a, b in zip(free, stopped, strict=True):
         written = a.text[1:]
         cut = min((written.index(s) + 1 for s in (" ", "a") if s in written), default=None)
@@ -190,19 +190,19 @@ def test_each_sample_stops_on_its_own_and_the_first_listed_text_wins(model):
         else:
             assert b.text == a.text[: 1 + cut] and b.stop == b.text[-1] and b.generated == cut
     assert len({s.generated for s in stopped}) > 1  # they stopped at different places
-    both = samples(model, VOCAB, "我", 40, temperature=1.0, num_samples=6, seed=3, stop=(" ", " "))
+    both = samples(model, VOCAB, "我", length=40, temperature=1.0, num_samples=6, seed=3, stop=(" ", " "))
     assert all(s.stop in (None, " ") for s in both)
 
 
 def test_a_stop_text_may_begin_in_the_prefix(model):
     first = generate(model, VOCAB, "分开", 1)[0][-1]
-    (sample,) = samples(model, VOCAB, "分开", 30, stop=("开" + first,))
+    (sample,) = samples(model, VOCAB, "分开", length=30, stop=("开" + first,))
     assert sample.generated == 1 and sample.text == "分开" + first
 
 
 def test_no_prefix_starts_after_a_new_line(model):
     after_newline = generate(model, VOCAB, "\n", 30, temperature=1.0, seed=4)[0]
-    (sample,) = samples(model, VOCAB, None, 30, temperature=1.0, seed=4)
+    (sample,) = samples(model, VOCAB, None, length=30, temperature=1.0, seed=4)
     assert sample.prefix == "" and sample.text == after_newline[1:]
     spaced = Vocab("abc ")  # no newline in the vocabulary (data.newlines: space): a space instead
     assert start_text(spaced) == " " and start_text(VOCAB) == "\n"
@@ -245,19 +245,19 @@ def test_repetition_penalty_changes_greedy_as_a_reference_loop_says(model):
 
 def test_samples_are_scored_under_the_model(model):
     for options in ({}, {"temperature": 1.0, "top_k": 3, "seed": 0, "repetition_penalty": 1.5}):
-        (sample,) = samples(model, VOCAB, "分开", 25, **options)
+        (sample,) = samples(model, VOCAB, "分开", length=25, **options)
         expected = -sum(model_log_probs(model, "分开", sample.text[2:])) / 25 / math.log(2)
         assert sample.bits_per_char == pytest.approx(expected, abs=1e-5)
-    (stopped,) = samples(model, VOCAB, "分开", 60, stop=(generate(model, VOCAB, "分开", 5)[0][-2:],))
+    (stopped,) = samples(model, VOCAB, "分开", length=60, stop=(generate(model, VOCAB, "分开", 5)[0][-2:],))
     written = stopped.text[2:]
     expected = -sum(model_log_probs(model, "分开", written)) / len(written) / math.log(2)
     assert stopped.bits_per_char == pytest.approx(expected, abs=1e-5)  # up to the stop only
-    assert samples(model, VOCAB, "分开", 0)[0].bits_per_char is None
+    assert samples(model, VOCAB, "分开", length=0)[0].bits_per_char is None
 
 
 def test_a_sample_record_has_the_json_schema(model):
     options = SamplingOptions(temperature=0.5, seed=2, stop=("\n",))
-    (sample,) = samples(model, VOCAB, "我", 10, **vars(options))
+    (sample,) = samples(model, VOCAB, "我", length=10, **vars(options))
     record = json.loads(json.dumps(sample.record(1, 10, options)))
     assert set(record) == {"sample", "prefix", "text", "generated", "stop", "bits_per_char", "options"}
     assert record["options"] == {
@@ -293,12 +293,12 @@ def test_a_sample_record_has_the_json_schema(model):
 )
 def test_bad_sampling_options_are_usage_errors(model, options, message):
     with pytest.raises(UsageError, match=message):
-        samples(model, VOCAB, "分开", 5, **options)
+        samples(model, VOCAB, "分开", length=5, **options)
 
 
 def test_stream_refuses_beams(model):
     with pytest.raises(UsageError, match="does not stream"):
-        stream(model, VOCAB, "分开", 5, beam=2)
+        stream(model, VOCAB, "分开", length=5, beam=2)
 
 
 def test_a_long_prefix_is_read_once_for_all_samples(model):

@@ -131,12 +131,15 @@ def test_rank_shares_of_consecutive_and_random_batches_rebuild_the_global_batch(
     for world in (1, 2, 4):
         shares = [distributed.Ranks(rank=r, world_size=world).share(8) for r in range(world)]
         whole = list(data.consecutive_batches(ids, 8, 7, offset=3))
-        parts = [list(data.consecutive_batches(ids, 8, 7, 3, share)) for share in shares]
+        parts = [list(data.consecutive_batches(ids, 8, 7, offset=3, share=share)) for share in shares]
         for i, (x, y) in enumerate(whole):
             assert torch.equal(torch.cat([p[i][0] for p in parts]), x)
             assert torch.equal(torch.cat([p[i][1] for p in parts]), y)
-        whole = list(data.random_batches(ids, 8, 7, torch.Generator().manual_seed(5)))
-        parts = [list(data.random_batches(ids, 8, 7, torch.Generator().manual_seed(5), share)) for share in shares]
+        whole = list(data.random_batches(ids, 8, 7, generator=torch.Generator().manual_seed(5)))
+        parts = [
+            list(data.random_batches(ids, 8, 7, generator=torch.Generator().manual_seed(5), share=share))
+            for share in shares
+        ]
         for i, (x, _) in enumerate(whole):
             assert torch.equal(torch.cat([p[i][0] for p in parts]), x)
 

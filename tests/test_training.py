@@ -252,9 +252,9 @@ def test_time_budget_stops_cleanly_keeps_best_and_scores_the_test_split(tmp_path
     final = metrics(tmp_path / "run")[-1]
     assert final["event"] == "final" and final["test_protocol"] == "full"
     assert final["test_loss"] == summary.final["test_loss"]
-    from charlm.evaluate import score_run
+    from charlm.evaluate import TextSource, score_run
 
-    result, _ = score_run(tmp_path / "run", "best", split="test")  # what charlm perplexity reports
+    result, _ = score_run(tmp_path / "run", "best", TextSource(split="test"))  # what charlm perplexity reports
     assert result["nats_per_char"] == pytest.approx(final["test_loss"], rel=1e-9)
     assert (tmp_path / "run" / "best.pt").exists()
 
@@ -266,9 +266,9 @@ def test_subsampled_training_evals_say_so_and_the_final_eval_is_full(tmp_path):
     assert any(r["batch"] < 1000 and r["epochs_done"] % 1 for r in rows)  # evals inside the epochs
     final = summary.final
     assert final["val_protocol"] == "full" and final["val_chars"] > 64
-    from charlm.evaluate import score_run
+    from charlm.evaluate import TextSource, score_run
 
-    result, _ = score_run(tmp_path / "run", "best", split="val")
+    result, _ = score_run(tmp_path / "run", "best", TextSource(split="val"))
     assert result["nats_per_char"] == pytest.approx(final["val_loss"], rel=1e-9)
 
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from charlm.analysis.features import Feature, compute
-from charlm.evaluate import Streams, load_text_to_score
+from charlm.evaluate import Streams, TextSource, load_text_to_score
 
 
 @dataclass(frozen=True)
@@ -173,6 +173,7 @@ def record(
     model,
     ids: torch.Tensor,
     features: torch.Tensor,
+    *,
     batch_size: int,
     num_steps: int,
     device: torch.device,
@@ -210,10 +211,9 @@ def decode(chars: list[str], ids: torch.Tensor) -> str:
 
 def analyse(
     run_dir: Path,
-    which: str = "best",
-    split: str | None = None,
-    file: Path | None = None,
-    text: str | None = None,
+    which: str,
+    source: TextSource,
+    *,
     feature_specs: list[str] | None = None,
     top: int = 5,
     page_chars: int = 2000,
@@ -222,12 +222,18 @@ def analyse(
     """Rank a run's hidden units by how well they track each feature of a text (a split, a file or a string)."""
     started = time.perf_counter()
     device = torch.device(device)
-    scored = load_text_to_score(run_dir, which, split, file, device, text)
+    scored = load_text_to_score(run_dir, which, source, device=device)
     decoded = decode(scored.vocab.chars, scored.ids)
     features = compute(feature_specs or [], decoded)
     matrix = torch.stack([f.values for f in features], dim=1)
     recorder, r, excerpt, read = record(
-        scored.model, scored.ids, matrix, scored.streams, scored.checkpoint.config.train.num_steps, device, page_chars
+        scored.model,
+        scored.ids,
+        matrix,
+        batch_size=scored.streams,
+        num_steps=scored.checkpoint.config.train.num_steps,
+        device=device,
+        page_chars=page_chars,
     )
     ranked = []
     for k, feature in enumerate(features):

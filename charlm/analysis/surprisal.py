@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from charlm.errors import CharlmError
-from charlm.evaluate import char_losses, load_text_to_score
+from charlm.evaluate import TextSource, char_losses, load_text_to_score
 from charlm.units import perplexity
 
 RARE = 5  # a character seen fewer times than this in training is "rare"
@@ -145,10 +145,9 @@ class Surprisal:
 
 def analyse(
     run_dir: Path,
-    which: str = "best",
-    split: str | None = None,
-    file: Path | None = None,
-    text: str | None = None,
+    which: str,
+    source: TextSource,
+    *,
     device: torch.device | str = "cpu",
     predictions: bool = False,
     keep: int = 0,
@@ -158,13 +157,13 @@ def analyse(
 
     With `predictions`, also the model's TOP_PREDICTIONS most likely characters at each of those (for the page).
     """
-    scored = load_text_to_score(run_dir, which, split, file, device, text)
+    scored = load_text_to_score(run_dir, which, source, device=device)
     losses = char_losses(
         scored.model,
         scored.ids,
-        scored.streams,
-        scored.checkpoint.config.train.num_steps,
-        device,
+        batch_size=scored.streams,
+        num_steps=scored.checkpoint.config.train.num_steps,
+        device=device,
         top_k=TOP_PREDICTIONS if predictions else 0,
         keep=max(0, keep - 1),
     )

@@ -54,7 +54,14 @@ class Calibration:
     def speed(self, shape: Shape, batch: int, steps: int) -> float:
         key = self.key(shape, batch, steps)
         if key not in self.speeds:
-            self.speeds[key] = measure(shape, padded_vocab(self.vocab_size), batch, steps, self.device, self.precision)
+            self.speeds[key] = measure(
+                shape,
+                padded_vocab(self.vocab_size),
+                batch=batch,
+                steps=steps,
+                device=self.device,
+                precision=self.precision,
+            )
             self.measured.append(key)
             self._write()
         return self.speeds[key]
@@ -80,15 +87,17 @@ def padded_vocab(size: int) -> int:
     return 1 << max(5, (size - 1).bit_length())
 
 
-def measure(shape: Shape, vocab_size: int, batch: int, steps: int, device: torch.device, precision: str) -> float:
+def measure(shape: Shape, vocab_size: int, *, batch: int, steps: int, device: torch.device, precision: str) -> float:
     """chars/s of full training steps (forward, loss, backward, clip, Adam) on random ids. The caller's random
     generators are left as they were."""
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(0)
-        return _timed_steps(shape, vocab_size, batch, steps, device, precision)
+        return _timed_steps(shape, vocab_size, batch=batch, steps=steps, device=device, precision=precision)
 
 
-def _timed_steps(shape: Shape, vocab_size: int, batch: int, steps: int, device: torch.device, precision: str) -> float:
+def _timed_steps(
+    shape: Shape, vocab_size: int, *, batch: int, steps: int, device: torch.device, precision: str
+) -> float:
     tied = shape.embed is None
     cfg = ModelConfig(
         kind="lstm",

@@ -54,7 +54,7 @@ def export(
         folder = export_model(run_dir, out_dir, checkpoint)
         cli.out.print(f"wrote {folder}/ (model.safetensors, config.json, vocab.json, README.md)", markup=False)
     if html is not None:
-        page = export_html(RunDir.resolve(run_dir), checkpoint, html, precision, force=force)
+        page = export_html(RunDir.resolve(run_dir), checkpoint, html, precision=precision, force=force)
         cli.out.print(
             f"wrote {html}: {page.size / 1e6:.2f} MB, {page.weights:,} weights as {precision} "
             f"({page.weight_bytes / 1e6:.2f} MB before base64)",

@@ -13,50 +13,59 @@ from charlm.cli import app as cli
 from charlm.cli.common import Device, ModelDir, RunDir, Which, model_source
 from charlm.errors import UsageError
 
+# the options of `charlm generate` (their help is the CLI's)
+Prefix = Annotated[
+    Optional[str],
+    typer.Option("--prefix", "-p", help="Text to start from (default: none; the sample starts at a new line)."),
+]
+PrefixFile = Annotated[
+    Optional[Path], typer.Option("--prefix-file", help="Start from the text of this UTF-8 file, exactly as written.")
+]
+Length = Annotated[int, typer.Option("--length", "-n", help="Characters to generate.")]
+Temperature = Annotated[float, typer.Option(help="0 is greedy (d2l); higher is more varied.")]
+TopK = Annotated[int, typer.Option(help="Sample among the k most likely (0: all).")]
+TopP = Annotated[float, typer.Option(help="Sample among the most likely holding this probability.")]
+NumSamples = Annotated[int, typer.Option(help="Independent samples, made in one batch (with --beam: the best beams).")]
+Seed = Annotated[Optional[int], typer.Option(help="Random seed for repeatable samples.")]
+Stop = Annotated[
+    Optional[list[str]],
+    typer.Option("--stop", help="End a sample when it emits this text (repeatable; \\n is a line break)."),
+]
+Beam = Annotated[int, typer.Option(help="Beam search with N beams instead of sampling (ignores --temperature).")]
+RepetitionPenalty = Annotated[
+    float,
+    typer.Option(help="Divide the logits of characters seen in the last --repetition-window by R (1: off; try 1.3)."),
+]
+RepetitionWindow = Annotated[int, typer.Option(help="Characters the repetition penalty looks back on.")]
+AsJson = Annotated[
+    bool, typer.Option("--json", help="One JSON object per sample: text, prefix, options, bits per char.")
+]
+Weights = Annotated[
+    str,
+    typer.Option(
+        help="The step's weights: fp32 (exact), bf16 (fastest for many samples) or int8 (fastest for one); "
+        "bf16 and int8 run on the CPU."
+    ),
+]
+
 
 @cli.app.command(epilog="Example: charlm generate --prefix 分开 --length 100 --temperature 0.8 --seed 1")
 def generate(
-    prefix: Annotated[
-        Optional[str],
-        typer.Option("--prefix", "-p", help="Text to start from (default: none; the sample starts at a new line)."),
-    ] = None,
-    prefix_file: Annotated[
-        Optional[Path],
-        typer.Option("--prefix-file", help="Start from the text of this UTF-8 file, exactly as written."),
-    ] = None,
+    prefix: Prefix = None,
+    prefix_file: PrefixFile = None,
     run_dir: RunDir = None,
-    length: Annotated[int, typer.Option("--length", "-n", help="Characters to generate.")] = 100,
-    temperature: Annotated[float, typer.Option(help="0 is greedy (d2l); higher is more varied.")] = 0.8,
-    top_k: Annotated[int, typer.Option(help="Sample among the k most likely (0: all).")] = 0,
-    top_p: Annotated[float, typer.Option(help="Sample among the most likely holding this probability.")] = 1.0,
-    num_samples: Annotated[
-        int, typer.Option(help="Independent samples, made in one batch (with --beam: the best beams).")
-    ] = 1,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed for repeatable samples.")] = None,
-    stop: Annotated[
-        Optional[list[str]],
-        typer.Option("--stop", help="End a sample when it emits this text (repeatable; \\n is a line break)."),
-    ] = None,
-    beam: Annotated[
-        int, typer.Option(help="Beam search with N beams instead of sampling (ignores --temperature).")
-    ] = 0,
-    repetition_penalty: Annotated[
-        float,
-        typer.Option(
-            help="Divide the logits of characters seen in the last --repetition-window by R (1: off; try 1.3)."
-        ),
-    ] = 1.0,
-    repetition_window: Annotated[int, typer.Option(help="Characters the repetition penalty looks back on.")] = 64,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="One JSON object per sample: text, prefix, options, bits per char.")
-    ] = False,
-    weights: Annotated[
-        str,
-        typer.Option(
-            help="The step's weights: fp32 (exact), bf16 (fastest for many samples) or int8 (fastest for one); "
-            "bf16 and int8 run on the CPU."
-        ),
-    ] = "fp32",
+    length: Length = 100,
+    temperature: Temperature = 0.8,
+    top_k: TopK = 0,
+    top_p: TopP = 1.0,
+    num_samples: NumSamples = 1,
+    seed: Seed = None,
+    stop: Stop = None,
+    beam: Beam = 0,
+    repetition_penalty: RepetitionPenalty = 1.0,
+    repetition_window: RepetitionWindow = 64,
+    as_json: AsJson = False,
+    weights: Weights = "fp32",
     checkpoint: Which = "best",
     device: Device = "cpu",
     model_dir: ModelDir = None,
@@ -86,9 +95,11 @@ def generate(
     model = load(model_source(run_dir, model_dir), checkpoint, device)
     net, vocab, dev = model.net, model.vocab, model.device
     if as_json or beam or num_samples > 1:
-        _write_samples(gen.samples(net, vocab, prefix, length, device=dev, **vars(options)), length, options, as_json)
+        _write_samples(
+            gen.samples(net, vocab, prefix, length=length, device=dev, **vars(options)), length, options, as_json
+        )
         return
-    steps = gen.stream(net, vocab, prefix, length, device=dev, **vars(options))  # checks all before printing
+    steps = gen.stream(net, vocab, prefix, length=length, device=dev, **vars(options))  # checks all before printing
     sys.stdout.write(prefix or "")
     for ids in steps:
         sys.stdout.write(vocab.chars[int(ids[0])])

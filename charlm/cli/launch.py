@@ -21,6 +21,7 @@ RDZV_PORT = 29500  # the conventional torchrun port, shown in the multi-node com
 def train_args(
     config: Path | None,
     run_dir: Path | None,
+    *,
     resume: bool,
     settings: list[str],
     resume_from: str | None = None,

@@ -41,6 +41,7 @@ def neurons(
 ) -> None:
     """Find the hidden units (every layer; h, and c for an LSTM) that track quotes, brackets, line length, ..."""
     from charlm.analysis import neurons as neurons_lib
+    from charlm.evaluate import TextSource
     from charlm.runtime.device import pick_device
     from charlm.store.run_dir import RunDir
     from charlm.store.targets import check_output_file
@@ -51,7 +52,15 @@ def neurons(
     if html is not None:
         check_output_file(html, option="--html", force=force, reads=(file,))
     folder = RunDir.resolve(run_dir).path
-    report = neurons_lib.analyse(folder, checkpoint, split, file, None, feature, top, page_chars, pick_device(device))
+    report = neurons_lib.analyse(
+        folder,
+        checkpoint,
+        TextSource(split=split, file=file),
+        feature_specs=feature,
+        top=top,
+        page_chars=page_chars,
+        device=pick_device(device),
+    )
     if html is not None:
         pages.write(html, pages.render("neurons", neurons_lib.page_data(report)), force=force)
     if as_json:

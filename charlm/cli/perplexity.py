@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -13,44 +13,55 @@ from charlm.cli import app as cli
 from charlm.cli.common import Device, ModelDir, RunDir, Which, model_source
 from charlm.errors import UsageError
 
+if TYPE_CHECKING:
+    from charlm.evaluate import TextSource
+
+
+# the options of `charlm perplexity` (their help is the CLI's)
+Split = Annotated[Optional[str], typer.Option(help="train | val | test (default: val)")]
+ScoreFile = Annotated[Optional[Path], typer.Option("--file", "-f", help="Score this text file, not a split.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+Text = Annotated[
+    Optional[str], typer.Option("--text", "-t", help="Score this string (read as one stream), not a split.")
+]
+Show = Annotated[bool, typer.Option("--show", help="Print the text shaded by each character's bits.")]
+Html = Annotated[
+    Optional[Path],
+    typer.Option("--html", help="Write a page: the shaded text, bits and top-5 predictions on hover."),
+]
+Breakdown = Annotated[
+    bool,
+    typer.Option(
+        "--breakdown",
+        help="The loss by characters unseen / rare / common in training, the costliest ones "
+        '(implied by --show and --html; in --json as "breakdown").',
+    ),
+]
+ShowChars = Annotated[int, typer.Option(help="Characters shown by --show and --html (the figures cover all).")]
+Force = Annotated[bool, typer.Option("--force", help="--html: replace an existing file that charlm did not write.")]
+
 
 @cli.app.command(epilog="Example: charlm perplexity --split val --show")
 def perplexity(
     run_dir: RunDir = None,
-    split: Annotated[Optional[str], typer.Option(help="train | val | test (default: val)")] = None,
-    file: Annotated[Optional[Path], typer.Option("--file", "-f", help="Score this text file, not a split.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    split: Split = None,
+    file: ScoreFile = None,
+    as_json: AsJson = False,
     checkpoint: Which = "best",
     device: Device = "auto",
-    text: Annotated[
-        Optional[str], typer.Option("--text", "-t", help="Score this string (read as one stream), not a split.")
-    ] = None,
-    show: Annotated[bool, typer.Option("--show", help="Print the text shaded by each character's bits.")] = False,
-    html: Annotated[
-        Optional[Path],
-        typer.Option("--html", help="Write a page: the shaded text, bits and top-5 predictions on hover."),
-    ] = None,
-    breakdown: Annotated[
-        bool,
-        typer.Option(
-            "--breakdown",
-            help="The loss by characters unseen / rare / common in training, the costliest ones "
-            '(implied by --show and --html; in --json as "breakdown").',
-        ),
-    ] = False,
-    show_chars: Annotated[
-        int, typer.Option(help="Characters shown by --show and --html (the figures cover all).")
-    ] = 5000,
+    text: Text = None,
+    show: Show = False,
+    html: Html = None,
+    breakdown: Breakdown = False,
+    show_chars: ShowChars = 5000,
     model_dir: ModelDir = None,
-    force: Annotated[
-        bool, typer.Option("--force", help="--html: replace an existing file that charlm did not write.")
-    ] = False,
+    force: Force = False,
 ) -> None:
     """Score a run (or an exported model) on a split of its corpus, a file or a string: nats/char, bits/char, ppl.
 
     --show, --html and --breakdown also say where the loss comes from, character by character.
     """
-    from charlm.evaluate import score_run
+    from charlm.evaluate import TextSource, score_run
     from charlm.runtime.device import pick_device
     from charlm.store.model_dir import resolve
     from charlm.store.targets import check_output_file
@@ -58,14 +69,23 @@ def perplexity(
     if html is not None:  # before the model is read: a refused page costs nothing
         check_output_file(html, option="--html", force=force, reads=(file,))
     folder = resolve(model_source(run_dir, model_dir))
+    source = TextSource(split=split, file=file, text=text)
     if show or html or breakdown:
         return _surprisal(
-            folder, checkpoint, split, file, text, pick_device(device), as_json, show, html, show_chars, force
+            folder,
+            checkpoint,
+            source,
+            device=pick_device(device),
+            as_json=as_json,
+            show=show,
+            html=html,
+            show_chars=show_chars,
+            force=force,
         )
     from charlm.ui.report import scoring_bar
 
     with scoring_bar(cli.err) as progress:  # on stderr: stdout keeps only the result
-        result, saved = score_run(folder, checkpoint, split, file, pick_device(device), text, progress)
+        result, saved = score_run(folder, checkpoint, source, device=pick_device(device), progress=progress)
     if as_json:
         print(json.dumps({k: result[k] for k in ("nats_per_char", "bits_per_char", "perplexity", "chars")}))
         return
@@ -80,9 +100,8 @@ def perplexity(
 def _surprisal(
     folder: Path,
     checkpoint: str,
-    split,
-    file,
-    text,
+    source: TextSource,
+    *,
     device,
     as_json: bool,
     show: bool,
@@ -100,10 +119,8 @@ def _surprisal(
     report = surprisal.analyse(
         folder,
         checkpoint,
-        split,
-        file,
-        text,
-        device,
+        source,
+        device=device,
         predictions=html is not None,
         keep=show_chars if show or html is not None else 0,
     )  # what is shown, no more
@@ -113,6 +130,6 @@ def _surprisal(
     if as_json:
         print(json.dumps({**report.figures(), "breakdown": parts.to_dict()}, ensure_ascii=False))
         return
-    views.print_surprisal(cli.out, report, parts, show, show_chars)
+    views.print_surprisal(cli.out, report, parts, show=show, limit=show_chars)
     if html is not None:
         cli.out.print(f"wrote {html}", markup=False)

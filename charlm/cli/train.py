@@ -13,60 +13,68 @@ from charlm.errors import UsageError
 
 AUTO = "auto"
 
+# the options of `charlm train` (their help is the CLI's)
+ConfigFile = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--config", "-c", help="YAML config (default: jaychou-lstm), or auto: sized for the corpus and --budget."
+    ),
+]
+Corpus = Annotated[Optional[str], typer.Option(help="Built-in name, text file or folder of .txt files.")]
+Budget = Annotated[
+    Optional[str],
+    typer.Option(
+        "--budget",
+        "-b",
+        help="Training time (90s, 10m, 2h). Without --config: a model sized for the corpus, "
+        "this budget and this machine (--config auto).",
+    ),
+]
+NewRunDir = Annotated[Optional[Path], typer.Option("--run-dir", "-r", help="Run folder (default: runs/NAME-TIME).")]
+TrainDevice = Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N | mps")]
+Overrides = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="KEY=VALUE, e.g. train.lr=0.01.")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --run-dir from its last.pt.")]
+ResumeFrom = Annotated[
+    Optional[str],
+    typer.Option(
+        "--resume-from", help="best | last: continue the run in --run-dir from that checkpoint (implies --resume)."
+    ),
+]
+Nproc = Annotated[
+    Optional[int],
+    typer.Option("--nproc", help="Train with N processes on this machine (torchrun; one per GPU, or CPU processes)."),
+]
+DryRun = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run", help="Check the config and print the torchrun commands (one machine, several); train nothing."
+    ),
+]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors and the final summary line.")]
+InitFrom = Annotated[
+    Optional[str],
+    typer.Option(
+        "--init-from",
+        help="Fine-tune: start from this run's best.pt (RUN:last for last.pt) or model folder; "
+        "without --config, with its config.",
+    ),
+]
+
 
 @cli.app.command(epilog="Example: charlm train --config configs/d2l-jaychou-rnn.yaml --set train.epochs=10")
 def train(
-    config: Annotated[
-        Optional[Path],
-        typer.Option(
-            "--config", "-c", help="YAML config (default: jaychou-lstm), or auto: sized for the corpus and --budget."
-        ),
-    ] = None,
-    corpus: Annotated[Optional[str], typer.Option(help="Built-in name, text file or folder of .txt files.")] = None,
-    budget: Annotated[
-        Optional[str],
-        typer.Option(
-            "--budget",
-            "-b",
-            help="Training time (90s, 10m, 2h). Without --config: a model sized for the corpus, "
-            "this budget and this machine (--config auto).",
-        ),
-    ] = None,
-    run_dir: Annotated[
-        Optional[Path], typer.Option("--run-dir", "-r", help="Run folder (default: runs/NAME-TIME).")
-    ] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N | mps")] = None,
-    overrides: Annotated[
-        Optional[list[str]], typer.Option("--set", "-s", help="KEY=VALUE, e.g. train.lr=0.01.")
-    ] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --run-dir from its last.pt.")] = False,
-    resume_from: Annotated[
-        Optional[str],
-        typer.Option(
-            "--resume-from", help="best | last: continue the run in --run-dir from that checkpoint (implies --resume)."
-        ),
-    ] = None,
-    nproc: Annotated[
-        Optional[int],
-        typer.Option(
-            "--nproc", help="Train with N processes on this machine (torchrun; one per GPU, or CPU processes)."
-        ),
-    ] = None,
-    dry_run: Annotated[
-        bool,
-        typer.Option(
-            "--dry-run", help="Check the config and print the torchrun commands (one machine, several); train nothing."
-        ),
-    ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors and the final summary line.")] = False,
-    init_from: Annotated[
-        Optional[str],
-        typer.Option(
-            "--init-from",
-            help="Fine-tune: start from this run's best.pt (RUN:last for last.pt) or model folder; "
-            "without --config, with its config.",
-        ),
-    ] = None,
+    config: ConfigFile = None,
+    corpus: Corpus = None,
+    budget: Budget = None,
+    run_dir: NewRunDir = None,
+    device: TrainDevice = None,
+    overrides: Overrides = None,
+    resume: Resume = False,
+    resume_from: ResumeFrom = None,
+    nproc: Nproc = None,
+    dry_run: DryRun = False,
+    quiet: Quiet = False,
+    init_from: InitFrom = None,
 ) -> None:
     """Train a model and write its run folder (config, vocab, metrics, checkpoints).
 
@@ -86,10 +94,22 @@ def train(
     if resume_from is not None and resume_from not in ("best", "last"):
         raise UsageError(f"--resume-from {resume_from} is not valid: use best or last")
     resume = resume or resume_from is not None
-    cfg = _pick_config(config, budget, settings, run_dir, resume, init_from, nproc is not None or dry_run, quiet)
+    launched = nproc is not None or dry_run
+    cfg = _pick_config(
+        config,
+        settings,
+        budget=budget,
+        run_dir=run_dir,
+        resume=resume,
+        init_from=init_from,
+        launched=launched,
+        quiet=quiet,
+    )
     explicit = {item.split("=", 1)[0].strip() for item in settings}
-    if nproc is not None or dry_run:
-        args = launch.train_args(config, run_dir, resume, settings, resume_from, init_from)
+    if launched:
+        args = launch.train_args(
+            config, run_dir, resume=resume, settings=settings, resume_from=resume_from, init_from=init_from
+        )
         return _launch(cfg, args, nproc, dry_run)
     main = distributed.is_main_process()  # the other ranks stay silent
     reporter = RichReporter(cli.out, cli.err, quiet) if main else SilentReporter()
@@ -114,8 +134,9 @@ def _launch(cfg, args: list[str], nproc: int | None, dry_run: bool) -> int:
 
 def _pick_config(
     config: Optional[Path],
-    budget: Optional[str],
     settings: list[str],
+    *,
+    budget: Optional[str],
     run_dir: Optional[Path],
     resume: bool,
     init_from: Optional[str],
@@ -133,7 +154,7 @@ def _pick_config(
         return _auto_config(budget, settings, launched, quiet)
     if budget is not None:
         settings.append(f"train.time_budget={budget}")
-    cfg = _config(config, settings, run_dir, resume, init_from)
+    cfg = _config(config, settings, run_dir=run_dir, resume=resume, init_from=init_from)
     lyrics_default = config is None and not resume and init_from is None
     if lyrics_default and cfg.data.corpus != Config().data.corpus and not quiet and distributed.is_main_process():
         cli.out.print(
@@ -173,7 +194,7 @@ def _auto_config(budget: Optional[str], settings: list[str], launched: bool, qui
 
 
 def _config(
-    config: Optional[Path], settings: list[str], run_dir: Optional[Path], resume: bool, init_from: Optional[str]
+    config: Optional[Path], settings: list[str], *, run_dir: Optional[Path], resume: bool, init_from: Optional[str]
 ):
     """The run's config: the file (or defaults), a resumed run's own, or a fine-tuned run's parent's; --set on top."""
     from charlm.training.init_from import WITH_RESUME, init_config, load_parent

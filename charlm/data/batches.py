@@ -41,6 +41,7 @@ class ConsecutiveBatches:
         ids: torch.Tensor,
         batch_size: int,
         num_steps: int,
+        *,
         random_offset: bool = False,
         variable_bptt: bool = False,
     ):
@@ -63,8 +64,9 @@ class ConsecutiveBatches:
             offset = int(torch.randint(0, min(steps, spare + 1), (1,), generator=generator))
         if self.variable_bptt:
             lengths = bptt_lengths((n - offset) // b, steps, generator)
-            return consecutive_batches(self.ids, b, steps, offset, share, lengths), len(lengths)
-        return consecutive_batches(self.ids, b, steps, offset, share), num_consecutive_batches(n, b, steps, offset)
+            return consecutive_batches(self.ids, b, steps, offset=offset, share=share, lengths=lengths), len(lengths)
+        batches = consecutive_batches(self.ids, b, steps, offset=offset, share=share)
+        return batches, num_consecutive_batches(n, b, steps, offset)
 
 
 class RandomBatches:
@@ -83,7 +85,7 @@ class RandomBatches:
         return num_random_batches(len(self.ids), self.batch_size, self.num_steps)
 
     def epoch(self, generator: torch.Generator, share: slice = ALL) -> tuple[Iterator[Batch], int]:
-        return random_batches(self.ids, self.batch_size, self.num_steps, generator, share), len(self)
+        return random_batches(self.ids, self.batch_size, self.num_steps, generator=generator, share=share), len(self)
 
 
 Batches = ConsecutiveBatches | RandomBatches
@@ -93,7 +95,9 @@ def make_batches(ids: torch.Tensor, train) -> Batches:
     """The batches that a TrainConfig asks for."""
     if train.sampling == "random":
         return RandomBatches(ids, train.batch_size, train.num_steps)
-    return ConsecutiveBatches(ids, train.batch_size, train.num_steps, train.random_offset, train.variable_bptt)
+    return ConsecutiveBatches(
+        ids, train.batch_size, train.num_steps, random_offset=train.random_offset, variable_bptt=train.variable_bptt
+    )
 
 
 def min_chars(batch_size: int, num_steps: int, sampling: str) -> int:
@@ -107,6 +111,7 @@ def consecutive_batches(
     ids: torch.Tensor,
     batch_size: int,
     num_steps: int,
+    *,
     offset: int = 0,
     share: slice = ALL,
     lengths: list[int] | None = None,
@@ -149,7 +154,7 @@ def num_consecutive_batches(n: int, batch_size: int, num_steps: int, offset: int
 
 
 def random_batches(
-    ids: torch.Tensor, batch_size: int, num_steps: int, generator: torch.Generator, share: slice = ALL
+    ids: torch.Tensor, batch_size: int, num_steps: int, *, generator: torch.Generator, share: slice = ALL
 ) -> Iterator[Batch]:
     """Windows drawn in a random order; `share` keeps some of each batch's windows (processes drawing
     with equal generators take disjoint shares)."""

@@ -36,6 +36,7 @@ def load_encoded(
     source: Source,
     groups: dict,
     text: Callable,
+    *,
     cfg: DataConfig,
     cache: Path,
     first_pass: FirstPass,
@@ -50,7 +51,7 @@ def load_encoded(
     """
     folder = Path(cache) / _encoding_key(source, cfg, base)
     if not (folder / "meta.json").is_file():
-        _write_encoded(folder, source, groups, text, first_pass)
+        _write_encoded(folder, source, groups, text=text, first_pass=first_pass)
     return _open_encoded(folder)
 
 
@@ -70,7 +71,7 @@ def _encoding_key(source: Source, cfg: DataConfig, base: Vocab | None = None) ->
     return digest.hexdigest()[:32]
 
 
-def _write_encoded(folder: Path, source: Source, groups: dict, text: Callable, first_pass: FirstPass) -> None:
+def _write_encoded(folder: Path, source: Source, groups: dict, *, text: Callable, first_pass: FirstPass) -> None:
     """Encode straight into files mapped in memory (no copy of the ids in RAM), then publish the folder
     with one rename: a reader sees a whole folder or none, even if several processes race to write it."""
     vocab, lengths, sha256 = first_pass()

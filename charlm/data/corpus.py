@@ -82,7 +82,13 @@ def load_corpus(
 
     if cache is not None:
         vocab, encoded, sha256 = load_encoded(
-            source, groups, text, cfg, cache, lambda: _scan_groups(source, groups, text, base), base
+            source,
+            groups,
+            text,
+            cfg=cfg,
+            cache=cache,
+            first_pass=lambda: _scan_groups(source, groups, text, base),
+            base=base,
         )
     else:
         vocab, lengths, sha256 = _scan_groups(source, groups, text, base)

@@ -140,7 +140,7 @@ def check_precision(precision: str) -> None:
         raise UsageError(f"precision {precision!r} is not valid: use float16 (half the size) or float32 (exact)")
 
 
-def export_html(run: RunDir, which: str, path: Path, precision: str = "float16", *, force: bool = False) -> Page:
+def export_html(run: RunDir, which: str, path: Path, *, precision: str = "float16", force: bool = False) -> Page:
     """Write the demo page of a run's checkpoint to `path` (atomically). The path is checked first
     (targets.check_output_file: never a file in a run or model folder, a user's file only with `force`)."""
     check_output_file(path, option="--html", force=force)

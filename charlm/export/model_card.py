@@ -15,7 +15,7 @@ SAMPLE_LENGTH, SAMPLE_TEMPERATURE, SAMPLE_SEED = 300, 0.8, 1
 MARKDOWN_PUNCTUATION = set("\\`*_[](){}#+-!|~^")  # backslash-escaped in plain text; & < > become entities
 
 
-def render_card(meta: dict, model: CharRNN, vocab: Vocab, config: Config, run: RunDir, out) -> str:
+def render_card(meta: dict, model: CharRNN, vocab: Vocab, *, config: Config, run: RunDir, out) -> str:
     """The model card, in Markdown; `meta` is the folder's config.json. Text that comes from the run (the name,
     paths, prefixes, the sample, the config) is escaped, put in code spans, or fenced: it can add no heading,
     HTML, table cell or code block of its own."""

@@ -33,7 +33,7 @@ def export_model(run_dir: Path | str | None, out: Path | str, which: str = "best
     run = RunDir.resolve(Path(run_dir) if run_dir is not None else None)
     model, vocab, saved = ckpt.load_run_model(run, which)
     meta = model_meta(saved, model, run.path, which)
-    card = render_card(meta, model, vocab, saved.config, run, out)
+    card = render_card(meta, model, vocab, config=saved.config, run=run, out=out)
     weights = {
         k: v.detach().cpu().clone().contiguous()
         for k, v in model.state_dict().items()

@@ -18,6 +18,7 @@ Beam = tuple[list[int], float, int | None]  # ids written, summed log-probabilit
 def beam_search(
     model,
     context: torch.Tensor,
+    *,
     length: int,
     beams: int,
     num_results: int,
@@ -30,13 +31,15 @@ def beam_search(
     model.eval()
     try:
         with torch.inference_mode():
-            return _search(model, context, length, beams, num_results, stops, weights)
+            return _search(
+                model, context, length=length, beams=beams, num_results=num_results, stops=stops, weights=weights
+            )
     finally:
         model.train(was_training)
 
 
 def _search(
-    model, context: torch.Tensor, length: int, beams: int, num_results: int, stops: list[list[int]], weights: str
+    model, context: torch.Tensor, *, length: int, beams: int, num_results: int, stops: list[list[int]], weights: str
 ) -> list[Beam]:
     hidden, step = warm_up(model, context, weights)
     current = context[:, -1]

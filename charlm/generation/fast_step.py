@@ -13,6 +13,8 @@ The hidden state and all gate arithmetic stay in fp32 in every mode.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from charlm.errors import UsageError
@@ -33,7 +35,7 @@ def _onednn() -> bool:
 
 
 def projection(
-    weight: torch.Tensor, bias: torch.Tensor | None, weights: str, rows: int, kernels: KernelTable
+    weight: torch.Tensor, bias: torch.Tensor | None, *, weights: str, rows: int, kernels: KernelTable
 ) -> Projection:
     """A Projection in the mode `weights` asks for; fp32 on the CPU takes the kernel this machine runs fastest."""
     weight, bias = weight.detach(), bias.detach() if bias is not None else None
@@ -92,7 +94,7 @@ class FastStep:
             raise UsageError(f"--weights {weights} is not one of {', '.join(WEIGHTS)}")
         self.kind, self.num_layers, self.weights = model.kind, model.num_layers, weights
         lstm, gru = self.kind == "lstm", self.kind == "gru"
-        kernels = kernels or KernelTable()
+        project = functools.partial(projection, weights=weights, rows=rows, kernels=kernels or KernelTable())
         self.layers = []  # (input projection or None, recurrent projection, both in one when joined)
         for layer in range(self.num_layers):
             w_ih, w_hh, b_ih, b_hh = (t.detach() for t in model.layer_weights(layer))
@@ -102,14 +104,12 @@ class FastStep:
             if layer == 0:
                 inputs = model.embedding.weight.detach() if model.embedding is not None else None
                 self.table = (inputs @ w_ih.t() if inputs is not None else w_ih.t()) + b_in  # (vocab, gates)
-                self.layers.append((None, projection(w_hh, b_hh if gru else None, weights, rows, kernels)))
+                self.layers.append((None, project(w_hh, b_hh if gru else None)))
             elif gru:
-                self.layers.append(
-                    (projection(w_ih, b_in, weights, rows, kernels), projection(w_hh, b_hh, weights, rows, kernels))
-                )
+                self.layers.append((project(w_ih, b_in), project(w_hh, b_hh)))
             else:
-                self.layers.append((None, projection(torch.cat([w_ih, w_hh], 1), b_in, weights, rows, kernels)))
-        self.head = projection(model.head.weight, model.head.bias, weights, rows, kernels)
+                self.layers.append((None, project(torch.cat([w_ih, w_hh], 1), b_in)))
+        self.head = project(model.head.weight, model.head.bias)
 
     def __call__(self, ids: torch.Tensor, hidden):
         lstm, gru = self.kind == "lstm", self.kind == "gru"

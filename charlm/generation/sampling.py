@@ -1,155 +1,26 @@
 """Sample text from a model, starting from a prefix (or from a new line).
 
 Greedy, temperature, top-k and top-p sampling, a repetition penalty and stop texts, as keyword options
-(`SamplingOptions`) of `stream`, `samples` and `generate`; `beam=N` switches to beam search (beam.py).
-Each sample comes back as a `Sample`, scored under the model itself (its mean bits per character).
+(`options.SamplingOptions`) of `stream`, `samples` and `generate`; `beam=N` switches to beam search (beam.py).
+Each sample comes back as an `options.Sample`, scored under the model itself (its mean bits per character).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from charlm.data import Vocab
 from charlm.data.vocab import not_utf8
-from charlm.errors import UsageError, finite
+from charlm.errors import UsageError
 from charlm.errors import shown as quoted
 from charlm.files.limits import PREFIX_FILE_LIMIT, check_memory, read_user_text
 from charlm.generation.controls import RepetitionPenalty, StopTexts
-from charlm.generation.fast_step import DEFAULT_WEIGHTS, WEIGHTS, warm_up
-
-
-@dataclass(frozen=True)
-class SamplingOptions:
-    """How each next character is chosen: the keyword options of `stream`, `samples` and `generate`."""
-
-    temperature: float = 0.0  # 0 is greedy (argmax), as in d2l
-    top_k: int = 0  # sample among the k most likely (0: all)
-    top_p: float = 1.0  # sample among the most likely that hold this probability
-    num_samples: int = 1
-    seed: int | None = None  # None: fresh randomness (torch's global generator is never touched)
-    stop: tuple[str, ...] = ()  # a sample ends as soon as it emits one of these texts (and ends with it)
-    repetition_penalty: float = 1.0  # CTRL's: logits of recently seen characters are divided (>0) or multiplied by it
-    repetition_window: int = 64  # "recently": the last this many characters, the prefix included
-    beam: int = 0  # > 0: beam search with this many beams; deterministic, the model's own probabilities
-    weights: str = DEFAULT_WEIGHTS  # the step's weight matrices: fp32 | bf16 | int8 (fast_step.py)
-
-    def __post_init__(self):
-        """Each option of the type its flag has (UsageError otherwise), whoever made it: the CLI or the Python
-        API. One stop text may be given as a str: it is one text, never split into its characters."""
-        stop = (self.stop,) if isinstance(self.stop, str) else self.stop
-        if not isinstance(stop, (tuple, list)) or not all(isinstance(text, str) for text in stop):
-            raise UsageError(f"stop must be a text or a list of texts, not {quoted(self.stop)}")
-        object.__setattr__(self, "stop", tuple(stop))  # frozen: set once, here
-        for name, kind in (
-            ("temperature", "number"),
-            ("top_k", "whole"),
-            ("top_p", "number"),
-            ("num_samples", "whole"),
-            ("seed", "whole or None"),
-            ("repetition_penalty", "number"),
-            ("repetition_window", "whole"),
-            ("beam", "whole"),
-            ("weights", "text"),
-        ):
-            check_type(getattr(self, name), name, kind)
-
-    @classmethod
-    def of(cls, options: dict) -> SamplingOptions:
-        """The options given by keyword (the Python API's **options); an unknown name is a UsageError."""
-        unknown = sorted(set(options) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise UsageError(f"unknown sampling option {unknown[0]!r}: use {', '.join(cls.__dataclass_fields__)}")
-        return cls(**options)
-
-    def check(self, length: int) -> None:
-        """Raise UsageError (one line, the flag's name) for the first bad value."""
-        check_type(length, "length", "whole")
-        for value, name in (
-            (self.temperature, "temperature"),
-            (self.top_p, "top-p"),
-            (self.repetition_penalty, "repetition-penalty"),
-        ):
-            finite(value, name)
-        for ok, message in [
-            (length >= 0, "length must be >= 0"),
-            (self.temperature >= 0, "temperature must be >= 0"),
-            (self.top_k >= 0, "top-k must be >= 0"),
-            (0 < self.top_p <= 1, "top-p must be in (0, 1]"),
-            (self.num_samples >= 1, "num-samples must be >= 1"),
-            (self.seed is None or 0 <= self.seed < 2**63, "seed must be in 0..2^63-1"),
-            (self.repetition_penalty > 0, "repetition-penalty must be > 0 (1 is none; 1.2-1.5 breaks greedy loops)"),
-            (self.repetition_window >= 1, "repetition-window must be >= 1"),
-            (self.beam >= 0, "beam must be >= 0 (0: sample instead)"),
-            (self.weights in WEIGHTS, f"weights must be fp32, bf16 or int8, not {self.weights!r}"),
-            (all(self.stop), "a stop text is empty: pass at least one character, e.g. --stop '\\n\\n'"),
-        ]:
-            if not ok:
-                raise UsageError(message)
-        if self.beam:
-            self._check_beam()
-
-    def _check_beam(self) -> None:
-        if self.num_samples > self.beam:
-            raise UsageError(
-                f"num-samples ({self.num_samples}) must be <= beam ({self.beam}): beam search returns its best beams"
-            )
-        unused = [
-            name
-            for name, on in [
-                ("--top-k", self.top_k),
-                ("--top-p", self.top_p < 1),
-                ("--seed", self.seed is not None),
-                ("--repetition-penalty", self.repetition_penalty != 1),
-            ]
-            if on
-        ]
-        if unused:
-            raise UsageError(
-                f"beam search is deterministic and ranks by the model's own probabilities: "
-                f"drop {', '.join(unused)} or --beam"
-            )
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "stop": list(self.stop)}
-
-
-def check_type(value: object, name: str, kind: str) -> None:
-    """`value` is a whole number (int), a number (int or float), text (str), or also None ("... or None");
-    a bool is none of them. UsageError names the option as its flag does (top_k: top-k)."""
-    if value is None and kind.endswith(" or None"):
-        return
-    wanted = {"whole": (int,), "number": (int, float), "text": (str,)}[kind.removesuffix(" or None")]
-    if isinstance(value, bool) or not isinstance(value, wanted):
-        what = {"whole": "a whole number", "number": "a number", "text": "text"}[kind.removesuffix(" or None")]
-        raise UsageError(f"{name.replace('_', '-')} must be {what}, not {quoted(value)}")
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One sample: `text` is the prefix followed by what the model wrote."""
-
-    prefix: str
-    text: str
-    generated: int  # characters the model wrote
-    stop: str | None  # the stop text that ended it (`text` ends with it); None: it ran its whole length
-    bits_per_char: float | None  # mean -log2 p of the written characters under the model (None: none written)
-
-    def record(self, number: int, length: int, options: SamplingOptions) -> dict:
-        """The JSON object of `charlm generate --json`."""
-        return {
-            "sample": number,
-            "prefix": self.prefix,
-            "text": self.text,
-            "generated": self.generated,
-            "stop": self.stop,
-            "bits_per_char": self.bits_per_char,
-            "options": {"length": length, **options.to_dict()},
-        }
+from charlm.generation.fast_step import warm_up
+from charlm.generation.options import Sample, SamplingOptions
 
 
 def start_text(vocab: Vocab) -> str:
@@ -188,7 +59,7 @@ def read_prefix_file(path: Path) -> str:
     return read_user_text(path, "prefix file", PREFIX_FILE_LIMIT)
 
 
-def check_sizes(options: SamplingOptions, length: int, prefix_chars: int, model, device=None) -> None:
+def check_sizes(options: SamplingOptions, length: int, *, prefix_chars: int, model, device=None) -> None:
     """Refuse, before anything is allocated, a request bigger than what can exist or than the memory there
     is: top-k over the vocabulary, more beams than continuations, samples or beams that would not fit."""
     vocab = model.vocab_size
@@ -239,6 +110,7 @@ def stop_ids(vocab: Vocab, stop: tuple[str, ...]) -> list[list[int]]:
 
 def sample_next(
     logits: torch.Tensor,
+    *,
     temperature: float = 0.0,
     top_k: int = 0,
     top_p: float = 1.0,
@@ -266,7 +138,7 @@ def read_first(vocab: Vocab, prefix: str | None) -> list[int]:
 
 
 def stream(
-    model, vocab: Vocab, prefix: str | None, length: int, device: torch.device | str = "cpu", **options
+    model, vocab: Vocab, prefix: str | None, *, length: int, device: torch.device | str = "cpu", **options
 ) -> Stream:
     """The next ids (num_samples,) one step at a time (see `Stream`); `options` are SamplingOptions' fields.
 
@@ -276,31 +148,39 @@ def stream(
     chosen = SamplingOptions.of(options)
     if chosen.beam:
         raise UsageError("beam search does not stream: call samples() (or generate())")
-    return Stream(model, vocab, prefix, length, chosen, device)
+    return Stream(model, vocab, prefix, length=length, options=chosen, device=device)
 
 
 def samples(
-    model, vocab: Vocab, prefix: str | None, length: int, device: torch.device | str = "cpu", **options
+    model, vocab: Vocab, prefix: str | None, *, length: int, device: torch.device | str = "cpu", **options
 ) -> list[Sample]:
     """`num_samples` samples (the best beams with beam=N), each with its stop and its bits per char."""
     chosen = SamplingOptions.of(options)
     if not chosen.beam:
-        return Stream(model, vocab, prefix, length, chosen, device).samples()
+        return Stream(model, vocab, prefix, length=length, options=chosen, device=device).samples()
     from charlm.generation.beam import beam_search
 
     chosen.check(length)
     first = read_first(vocab, prefix)
-    check_sizes(chosen, length, len(first), model, device)
+    check_sizes(chosen, length, prefix_chars=len(first), model=model, device=device)
     stops = stop_ids(vocab, chosen.stop)
     context = torch.tensor(first, device=device)[None]
-    beams = beam_search(model, context, length, chosen.beam, chosen.num_samples, stops, chosen.weights)
+    beams = beam_search(
+        model,
+        context,
+        length=length,
+        beams=chosen.beam,
+        num_results=chosen.num_samples,
+        stops=stops,
+        weights=chosen.weights,
+    )
     return [
         _sample(
             vocab,
             prefix,
             ids,
-            chosen.stop[which] if which is not None else None,
-            -log_prob / len(ids) / math.log(2) if ids else None,
+            stop=chosen.stop[which] if which is not None else None,
+            bits=-log_prob / len(ids) / math.log(2) if ids else None,
         )
         for ids, log_prob, which in beams
     ]
@@ -308,10 +188,10 @@ def samples(
 
 def generate(model, vocab: Vocab, prefix: str | None, length: int, **options) -> list[str]:
     """The prefix followed by the sampled characters, for each of `num_samples` samples."""
-    return [sample.text for sample in samples(model, vocab, prefix, length, **options)]
+    return [sample.text for sample in samples(model, vocab, prefix, length=length, **options)]
 
 
-def _sample(vocab: Vocab, prefix: str | None, ids: list[int], stop: str | None, bits: float | None) -> Sample:
+def _sample(vocab: Vocab, prefix: str | None, ids: list[int], *, stop: str | None, bits: float | None) -> Sample:
     prefix = prefix or ""
     return Sample(prefix, prefix + vocab.decode(ids), len(ids), stop, bits)
 
@@ -328,13 +208,14 @@ class Stream:
         model,
         vocab: Vocab,
         prefix: str | None,
+        *,
         length: int,
         options: SamplingOptions,
         device: torch.device | str = "cpu",
     ):
         options.check(length)
         first = read_first(vocab, prefix)
-        check_sizes(options, length, len(first), model, device)
+        check_sizes(options, length, prefix_chars=len(first), model=model, device=device)
         stops = stop_ids(vocab, options.stop)
         self.vocab, self.prefix, self.options = vocab, prefix, options
         self.context = torch.tensor(first, device=device).repeat(options.num_samples, 1)
@@ -357,7 +238,7 @@ class Stream:
             pass
         n = self.options.num_samples
         if not self.ids:
-            return [_sample(self.vocab, self.prefix, [], None, None) for _ in range(n)]
+            return [_sample(self.vocab, self.prefix, [], stop=None, bits=None) for _ in range(n)]
         ids = torch.stack(self.ids, dim=1)
         log_probs = torch.stack(self.log_probs, dim=1).double()
         ended = self.stops.ended if self.stops else torch.full((n,), -1, device=ids.device)
@@ -366,7 +247,7 @@ class Stream:
         bits = -(log_probs * kept).sum(1) / lengths.clamp(min=1) / math.log(2)
         which = self.stops.which.tolist() if self.stops else [-1] * n
         return [
-            _sample(self.vocab, self.prefix, row[:size], self.options.stop[k] if k >= 0 else None, b)
+            _sample(self.vocab, self.prefix, row[:size], stop=self.options.stop[k] if k >= 0 else None, bits=b)
             for row, size, k, b in zip(ids.tolist(), lengths.tolist(), which, bits.tolist(), strict=True)
         ]
 
@@ -381,7 +262,9 @@ class Stream:
                 for t in range(length):
                     logits, hidden = step(current, hidden)
                     chosen = self.penalty(logits) if self.penalty else logits
-                    current = sample_next(chosen, o.temperature, o.top_k, o.top_p, generator)
+                    current = sample_next(
+                        chosen, temperature=o.temperature, top_k=o.top_k, top_p=o.top_p, generator=generator
+                    )
                     self.ids.append(current)
                     self.log_probs.append(logits.float().log_softmax(-1).gather(1, current[:, None]).squeeze(1))
                     if self.penalty:

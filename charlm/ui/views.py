@@ -99,7 +99,7 @@ def print_scores(out: Console, what: str, result: dict) -> None:
     )
 
 
-def print_surprisal(out: Console, report: Surprisal, breakdown: Breakdown, show: bool, limit: int) -> None:
+def print_surprisal(out: Console, report: Surprisal, breakdown: Breakdown, *, show: bool, limit: int) -> None:
     """The scores, with --show the shaded text and its legend, then the breakdown tables."""
     print_scores(
         out, f"{report.run_dir} ({report.checkpoint}, epoch {report.epoch}) on {report.source}", report.figures()
