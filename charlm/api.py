@@ -162,8 +162,10 @@ def train(
     init_from: str | Path | None = None,
 ) -> RunSummary:
     """Train as `config` says (see charlm.load_config); `init_from` fine-tunes a run or model folder
-    (RUN:last for a run's last checkpoint). Returns the run's summary (events.RunSummary)."""
+    (RUN:last for a run's last checkpoint). Returns the run's summary (events.RunSummary). Without a
+    reporter it says nothing, except in a Jupyter notebook, where one output shows the run as it goes."""
     from charlm.training.setup import train as run_training
+    from charlm.ui.notebook import NotebookReporter, in_notebook
 
     if not isinstance(config, Config):
         raise UsageError(
@@ -172,6 +174,8 @@ def train(
         )
     if not isinstance(resume, bool):
         raise UsageError(f"resume must be True or False, not {shown(resume)}")
+    if reporter is None and in_notebook():
+        reporter = NotebookReporter()
     return run_training(
         config, path_arg(run_dir, "run_dir"), reporter, resume=resume, init_from=path_arg(init_from, "init_from")
     )

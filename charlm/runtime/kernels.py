@@ -64,6 +64,19 @@ class KernelTable:
         write_cache(self.path, self.machine, "fp32", self.choices)
 
 
+class FixedKernel:
+    """A kernel named by the caller instead of measured: an exported graph (export --onnx) takes the plain
+    product everywhere, since the packed oneDNN form exists only inside this process."""
+
+    def __init__(self, kernel: str):
+        if kernel not in FP32_KERNELS:
+            raise ValueError(f"kernel {kernel!r} is not one of {FP32_KERNELS}")
+        self.kernel = kernel
+
+    def fp32(self, make: Callable[[str], Callable], shape: tuple[int, int], rows: int) -> str:
+        return self.kernel
+
+
 def fastest(candidates: dict[str, Callable], rows: int, in_features: int) -> str:
     """The candidate that multiplies a (rows, in_features) input fastest, by calls per second."""
     # a generator of its own: measuring must not move the caller's random state (an unseeded sample's)
