@@ -36,7 +36,7 @@ from charlm.runtime.device import synchronize
 from charlm.store.checkpoint import load_run_model
 from charlm.store.run_dir import RunDir
 from charlm.training import train
-from charlm.training.setup import CUBLAS_WORKSPACE
+from charlm.training.compute import CUBLAS_WORKSPACE
 
 
 @dataclass(frozen=True)

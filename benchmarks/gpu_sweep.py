@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from gpu_bench import GPU, SMOKE, attempt, device_facts, matmul_tflops, train_rate
 
-from charlm.training.setup import CUBLAS_WORKSPACE
+from charlm.training.compute import CUBLAS_WORKSPACE
 
 SATURATION = 1.2  # a doubling of the batch that buys less than this much speed: the card is full
 BATCHES = (128, 256, 512)

@@ -1,4 +1,5 @@
-"""Typed configuration: dataclasses, YAML loading, `key=value` overrides and validation.
+"""Typed configuration: dataclasses, YAML loading, `key=value` overrides and validation (the type of each
+value is checked by coerce.py).
 
 The defaults of `Config()` are the default experiment (configs/jaychou-lstm.yaml, checked by a test), and
 ModelConfig's defaults are the model's: CharRNN takes a ModelConfig and has none of its own.
@@ -13,14 +14,13 @@ import dataclasses
 import difflib
 import os
 import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from charlm.errors import ConfigError, finite, shown
+from charlm.coerce import INT64, build, field_type
+from charlm.errors import ConfigError, shown
 from charlm.files import safeyaml
 from charlm.runtime.capability import REQUESTS as PRECISIONS
 
@@ -115,7 +115,6 @@ class Config:
         return dataclasses.asdict(self)
 
 
-INT64 = 2**63  # every integer fits a signed 64-bit int (seeds go to torch as such)
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # one path component: never a path out of runs/
 
 CHOICES = {
@@ -166,7 +165,7 @@ def parse_override(item: str) -> tuple[str, object]:
         raise ConfigError(f"override {shown(item)} is not KEY=VALUE: write it like train.lr=0.01")
     key, text = item.split("=", 1)
     key = key.strip()
-    kind = _field_type(key)
+    kind = field_type(Config, key)
     quoted = text[:1] in ("'", '"') or (kind == list[str] and text[:1] == "[")
     if kind in (str, list[str]) and not quoted:
         return key, text if kind is str else [text]  # `ROMEO:`, `yes` or `The ` exactly as typed
@@ -174,19 +173,6 @@ def parse_override(item: str) -> tuple[str, object]:
     if kind == list[str] and not isinstance(value, list):
         value = [text]
     return key, value
-
-
-def _field_type(key: str):
-    """The declared type of a dotted key, or None when the key does not exist (reported later)."""
-    cls = Config
-    for part in key.split("."):
-        if not dataclasses.is_dataclass(cls):
-            return None
-        hints = typing.get_type_hints(cls)
-        if part not in hints:
-            return None
-        cls = hints[part]
-    return cls
 
 
 def set_dotted(raw: dict, key: str, value: object) -> None:
@@ -213,7 +199,7 @@ def from_dict(raw: dict) -> Config:
     if isinstance(raw, dict) and isinstance(raw.get("train"), dict) and "bf16" in raw["train"]:
         raw = {**raw, "train": dict(raw["train"])}  # a config or run folder from before train.precision
         _legacy_precision(raw["train"])
-    config = _build(Config, raw, prefix="")
+    config = build(Config, raw, prefix="")
     validate(config)
     return config
 
@@ -229,57 +215,6 @@ def _legacy_precision(train: dict) -> None:
             f"train.bf16={str(old).lower()} and train.precision={shown(train['precision'])} disagree: "
             f"drop train.bf16 (the old name of train.precision; {str(old).lower()} is {meant})"
         )
-
-
-def _build(cls, raw: dict, prefix: str):
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {shown(raw)}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in raw.items():
-        if key not in names:
-            near = difflib.get_close_matches(str(key), names, n=1)
-            hint = f"did you mean {prefix}{near[0]}?" if near else f"valid keys: {', '.join(names)}"
-            raise ConfigError(f"unknown config key {prefix}{str(key)[:80]}: {hint}")
-        kind = hints[key]
-        if dataclasses.is_dataclass(kind):
-            kwargs[key] = _build(kind, value if value is not None else {}, prefix=f"{prefix}{key}.")
-        else:
-            kwargs[key] = _coerce(value, kind, f"{prefix}{key}")
-    return cls(**kwargs)
-
-
-def _coerce(value, kind, key: str):
-    """Check a YAML value against a field's type; ints are accepted where floats are expected."""
-    args = typing.get_args(kind)
-    if typing.get_origin(kind) in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        kind = next(a for a in args if a is not type(None))
-    if typing.get_origin(kind) is list:
-        (item,) = typing.get_args(kind)
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            value = [value]  # a single prefix given on the command line
-        if not isinstance(value, list):
-            raise ConfigError(f"{key} must be a list, got {shown(value)}")
-        return [_coerce(v, item, key) for v in value]
-    if kind is float and (isinstance(value, (int, str)) and not isinstance(value, bool)):
-        try:
-            value = float(value)  # an int, or a string: YAML reads 1e-3 (no dot) as one
-        except OverflowError:
-            raise ConfigError(f"{key} = {shown(value)} is out of range: use a finite number") from None
-        except ValueError:
-            pass
-    if kind is float and isinstance(value, float):
-        return finite(value, key, ConfigError)
-    if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ConfigError(f"{key} must be {kind.__name__}, got {shown(value)}")
-    if kind is int and not -INT64 <= value < INT64:
-        raise ConfigError(f"{key} = {shown(value)} is out of range: use a number below 2^63")
-    return value
 
 
 def validate(c: Config) -> None:

@@ -22,7 +22,7 @@ LAYERS = [
     ("errors", "units", "events"),  # the words every layer uses; no charlm imports
     ("files",),  # atomic writes, safe YAML, bounded reads, signals, limits, caches
     ("runtime",),  # device, native precision, process group, measured kernels
-    ("config",),  # typed settings, validated once
+    ("config", "coerce"),  # typed settings, validated once; plain data to typed dataclasses
     ("data", "model"),  # text to ids to batches; the network
     ("store",),  # what is kept on disk: state, checkpoints, run and model folders
     ("evaluate", "generation", "analysis"),  # a model used: scored, sampled, looked inside

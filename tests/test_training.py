@@ -358,10 +358,10 @@ class BatchCount(SilentReporter):
 
 
 def test_the_device_is_synchronised_at_measurement_points_only(tmp_path, monkeypatch):
-    from charlm.training import loop
+    from charlm.training import clock
 
     seen, counter = [], BatchCount()
-    monkeypatch.setattr(loop, "synchronize", lambda device: seen.append((device.type, counter.epoch, counter.done)))
+    monkeypatch.setattr(clock, "synchronize", lambda device: seen.append((device.type, counter.epoch, counter.done)))
     train(tiny(tmp_path, "train.epochs=2", "train.eval_every_batches=4"), tmp_path / "run", counter)
     batches = counter.batches
     assert batches > 9  # several evals inside an epoch, and batches between them

@@ -1,10 +1,16 @@
 """Training: `train(config)` sets a run up (setup.py) and runs the Trainer (loop.py).
 
-setup.py     train(): corpus, model, optimizer, a new or resumed TrainState, the run folder
-loop.py      Trainer: run -> train_epoch -> train_step; between_batches; evaluate_and_save; save
-schedule.py  the optimizer, the lr of each step, best-loss / plateau / early-stopping bookkeeping
-stop.py      signals (agreed across ranks), non-finite checks, the Interrupted error
-resume.py    which config changes a resume accepts; restoring state, generators, the hidden state
+setup.py      train(): corpus, model, optimizer, a new or resumed TrainState, the run folder; RunParts
+compute.py    train.precision resolved for the device (and its warnings); train.deterministic's algorithms
+run_files.py  the folder to resume and its checkpoint; a new run's files, a resumed run's metrics trimmed
+parts.py      RunParts: what setup builds, shared by the Trainer and its helpers
+loop.py       Trainer: run -> train_epoch -> train_step; between_batches
+clock.py      Clock: training time (evals excluded), the time budget, evals on the clock
+evals.py      Evals: the eval record, evaluate_and_save, previews, the final eval of best.pt
+output.py     RunOutput: checkpoints, metrics lines (and TensorBoard), status.json, the summary
+schedule.py   the optimizer, the lr of each step, best-loss / plateau / early-stopping bookkeeping
+stop.py       signals (agreed across ranks), non-finite checks (NonFinite), the Interrupted error
+resume.py     which config changes a resume accepts; restoring state, generators, the hidden state
 """
 
 import importlib

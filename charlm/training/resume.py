@@ -89,6 +89,7 @@ def restore(
     checkpoint: Checkpoint,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
+    *,
     scaler: torch.amp.GradScaler,
     data_generator: torch.Generator,
     device: torch.device,

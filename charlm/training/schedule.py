@@ -24,7 +24,7 @@ def make_optimizer(model: torch.nn.Module, t: TrainConfig) -> torch.optim.Optimi
     return torch.optim.AdamW(groups, lr=t.lr)
 
 
-def lr_at(step: int, total_steps: int, t: TrainConfig, time_fraction: float = 0.0, scale: float = 1.0) -> float:
+def lr_at(step: int, total_steps: int, t: TrainConfig, *, time_fraction: float = 0.0, scale: float = 1.0) -> float:
     """The learning rate of an optimizer step: linear warm-up over warmup_steps, then
 
     constant: lr; cosine: from lr to min_lr as the run progresses (by steps, or by the clock when a

@@ -23,6 +23,7 @@ from charlm.files.interrupts import STOP_SIGNALS, Interrupted
 from charlm.runtime.distributed import Ranks
 from charlm.store.layout import LAST
 from charlm.store.state import TrainState
+from charlm.training.parts import RunParts
 
 NONFINITE_CHECK_EVERY = 50  # batches between checks of the loss for NaN/Inf (each check is a host sync)
 # fp16: gradients that overflow at a loss scale above this are the scaler's to handle (it skips the step and
@@ -94,7 +95,12 @@ def stop_requests(signals: StopSignals, ranks: Ranks) -> StopSignals | AgreedSto
     return AgreedStop(signals, ranks) if ranks.active else signals
 
 
-def interrupted(signum: int, state: TrainState, run_dir: Path, ranks: Ranks) -> Interrupted:
+def interrupted(requests: StopSignals | AgreedStop, state: TrainState, run_dir: Path, ranks: Ranks) -> Interrupted:
+    """The stop a signal asked for. Every rank stops at this batch (AgreedStop), so they wait for the last vote
+    and leave the process group together (distributed.teardown), not racing out of it."""
+    requests.close()
+    ranks.failure_agreed = True
+    signum = requests.signum
     name = signal.Signals(signum).name
     return Interrupted(
         f"{name}: checkpoint saved after {state.epoch} epochs and {state.batch_in_epoch} batches; "
@@ -121,6 +127,43 @@ def check_finite(first_bad: torch.Tensor, epoch: int, state: TrainState, run_dir
     if bad_step >= 0:
         batch = bad_step - (state.step - state.batch_in_epoch) + 1
         raise nonfinite(epoch, batch, run_dir, "a NaN/Inf loss or gradient norm")
+
+
+class NonFinite:
+    """NaN/Inf losses and gradient norms. on_nonfinite=stop: the epoch's first bad step is kept on the device
+    (no sync) and checked before a decision or a save; skip: the batch is dropped, up to train.max_nonfinite."""
+
+    def __init__(self, parts: RunParts):
+        self.parts, self.state, self.ranks = parts, parts.state, parts.ranks
+        self.first_bad: torch.Tensor | None = None
+
+    def start_epoch(self) -> None:
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=self.ranks.device)  # first bad step, on device
+
+    def note(self, bad: torch.Tensor) -> None:
+        """A step is taken: it is the epoch's first bad one if `bad` and none was before (on the device)."""
+        self.first_bad = torch.where((self.first_bad < 0) & bad, self.state.step, self.first_bad)
+
+    def check(self, epoch: int) -> None:
+        """Raise if a step of this epoch, on any rank, was bad (a host sync)."""
+        check_finite(self.ranks.earliest(self.first_bad), epoch, self.state, self.parts.run_dir.path)
+
+    def skip(self, epoch: int, batch: int) -> None:
+        """on_nonfinite=skip: drop the batch's gradients and the hidden state that produced NaN."""
+        self.state.skipped += 1
+        limit = self.parts.config.train.max_nonfinite
+        if self.state.skipped > limit:
+            raise nonfinite(epoch, batch, self.parts.run_dir.path, f"more than train.max_nonfinite={limit} batches")
+        self.parts.optimizer.zero_grad(set_to_none=True)
+        self.parts.scaler.update()  # the scaler's next unscale_ needs this step closed
+        self.state.hidden = None
+
+
+def overflow_allowed(scaler: torch.amp.GradScaler) -> bool:
+    """fp16: non-finite gradients are an overflow of the scaled ones, which the scaler handles (it skips the
+    step and halves the scale), until the scale is down to MIN_LOSS_SCALE: then they are a real fault.
+    Reading the scale is a host sync, as is the scaler's own step."""
+    return scaler.is_enabled() and scaler.get_scale() > MIN_LOSS_SCALE
 
 
 def resume_command(ranks: Ranks, run_dir: Path) -> str:
