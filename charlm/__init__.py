@@ -1,6 +1,6 @@
 """charlm: character-level RNN/LSTM/GRU language models, from d2l's lyrics model to tuned recipes.
 
-The Python API (README, "From Python"): `load(path)` gives a `Model` (generate, samples, stream,
+The Python API (docs/export.md, "From Python"): `load(path)` gives a `Model` (generate, samples, stream,
 perplexity) from a run folder or an exported model folder; `train(config)`, `load_config(path, overrides)`,
 `export_model(run_dir, out)`. `import charlm` does not import torch: the functions load it when called.
 """

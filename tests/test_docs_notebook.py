@@ -63,3 +63,16 @@ def test_auto_sizing_says_what_it_chose_and_the_surprisal_view_renders(executed)
     assert "this machine trains it at" in "".join(o.get("text", "") for o in auto.outputs)
     view = code_cell(executed[0], "surprisal.analyse(")
     assert any("text/html" in o.get("data", {}) for o in view.outputs)  # rich's shaded text, as HTML in Jupyter
+
+
+def test_the_notebooks_d2l_config_is_the_seed_config():
+    import nbformat
+
+    import charlm
+
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    cell = code_cell(notebook, "d2l = charlm.load_config(")
+    scope = {"EPOCHS": 250}
+    exec(cell.source, scope)  # the cell only builds the config
+    seed = charlm.load_config(NOTEBOOK.parents[2] / "configs" / "d2l-jaychou-rnn.yaml")
+    assert scope["d2l"] == seed  # every setting of d2l's code, none left at charlm's defaults

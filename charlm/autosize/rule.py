@@ -1,6 +1,6 @@
 """The rule that sizes a model for a corpus and a time budget: pure arithmetic on the corpus's size and
 vocabulary and on measured training speeds (calibrate.py). The constants come from the sweep in
-benchmarks/autosize_sweep.py (its table is in the README, "Auto-sizing"); "weights" below are the
+benchmarks/autosize_sweep.py (its table is in docs/results.md, "Auto-sizing"); "weights" below are the
 recurrent layers' (the head and the embedding are left out: on a large vocabulary they would decide alone):
 
   size      the widest single-layer LSTM that the budget can train: at least CHARS_PER_WEIGHT characters seen
@@ -21,7 +21,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-# from the sweep (benchmarks/autosize_sweep.py; README "Auto-sizing")
+# from the sweep (benchmarks/autosize_sweep.py; docs/results.md "Auto-sizing")
 CHARS_PER_WEIGHT = 3.5  # the 2-minute sweep's winners saw 5.4-7.8 chars per weight, the wider losers 0.5-2.8
 MAX_WEIGHTS_PER_CHAR = 10.0  # jaychou's winner had 9.2 weights per train char, the wider loser 37
 SPEED_SHARE = 0.8  # a real run's mean chars/s over the calibration's: 0.59-0.95, median 0.82, in the sweep

@@ -16,7 +16,7 @@ from pathlib import Path
 from charlm.errors import UsageError
 
 # where the machine's available memory cannot be read (Windows without psutil's help, an unusual /proc):
-# a cap that any machine charlm runs on has (documented in the README, Limits)
+# a cap that any machine charlm runs on has (documented in docs/sampling.md, where sizes have limits)
 FALLBACK_MEMORY = 4 << 30
 PREFIX_FILE_LIMIT = 16 << 20  # bytes: a prefix this long already takes seconds to read; a book is ~1 MB
 

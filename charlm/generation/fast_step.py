@@ -22,7 +22,7 @@ from charlm.runtime.kernels import KernelTable
 
 WEIGHTS = ("fp32", "bf16", "int8")
 # The default keeps fp32: on trained models bf16 and int8 flip a near-tie within the first few dozen
-# greedy characters, after which the texts part (README, Performance: the benchmark's agreement rows)
+# greedy characters, after which the texts part (docs/results.md, Generation: the benchmark's agreement rows)
 DEFAULT_WEIGHTS = "fp32"
 # a long prefix is read in windows of this many characters, the state carried: its logits, which are not
 # needed, take a window's memory rather than the prefix's (16M characters x a 10,000-character vocabulary)

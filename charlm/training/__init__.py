@@ -17,7 +17,7 @@ import importlib
 
 
 def __getattr__(name: str):
-    # `from charlm.training import train` (as the README shows) loads setup.py when asked, not when any module
+    # `from charlm.training import train` (as docs/export.md shows) loads setup.py when asked, not when any module
     # of the package is imported: a lazy re-export (PEP 562), so that importing one module never runs the trainer
     if name != "train":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
