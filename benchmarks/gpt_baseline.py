@@ -146,7 +146,9 @@ class StreamGPT(nn.Module):
 
 def val_loss(gpt: GPT, val: torch.Tensor, streams: int, device: torch.device) -> dict:
     """charlm's protocol on the whole split (fp32 logits, as charlm's own evals)."""
-    return evaluate(StreamGPT(gpt, gpt.block_size // 2), val, streams, gpt.block_size // 2, device)
+    return evaluate(
+        StreamGPT(gpt, gpt.block_size // 2), val, batch_size=streams, num_steps=gpt.block_size // 2, device=device
+    )
 
 
 def lr_at(it: int, time_fraction: float, r: Recipe) -> float:

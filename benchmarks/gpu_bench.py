@@ -214,10 +214,12 @@ def training_figures(sizes: Sizes, device: torch.device, work: Path, peaks: dict
 def eval_rate(model, checkpoint, sizes: Sizes, device: torch.device) -> dict:
     """charlm's eval (`evaluate`, 256 streams) over the run's own text (its vocabulary encodes it)."""
     ids = load_corpus(checkpoint.config.data).train[: sizes.eval_chars].to(device)
-    evaluate(model, ids[: len(ids) // 4], 256, sizes.num_steps, device)  # warm-up
+    evaluate(model, ids[: len(ids) // 4], batch_size=256, num_steps=sizes.num_steps, device=device)  # warm-up
     synchronize(device)
     started = time.perf_counter()
-    result = evaluate(model, ids, 256, sizes.num_steps, device)  # ends with a host read: synchronised
+    result = evaluate(
+        model, ids, batch_size=256, num_steps=sizes.num_steps, device=device
+    )  # ends with a host read: synchronised
     seconds = time.perf_counter() - started
     return {"chars_per_s": result["chars"] / seconds, "streams": 256, "chars": result["chars"]}
 

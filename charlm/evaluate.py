@@ -71,10 +71,10 @@ def _total_dtype(device: torch.device) -> torch.dtype:
 def evaluate(
     model,
     ids: torch.Tensor,
+    *,
     batch_size: int,
     num_steps: int,
     device: torch.device | str = "cpu",
-    *,
     max_chars: int | None = None,
     ranks=None,
     progress: Callable[[int], object] | None = None,

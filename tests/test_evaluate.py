@@ -31,7 +31,7 @@ def constant_model(vocab_size: int) -> CharRNN:
 )
 def test_uniform_prediction_scores_vocab_size(vocab_size, n, batch_size, num_steps):
     ids = torch.randint(0, vocab_size, (n,), generator=torch.Generator().manual_seed(0)).to(torch.uint8)
-    result = evaluate(constant_model(vocab_size), ids, batch_size, num_steps)
+    result = evaluate(constant_model(vocab_size), ids, batch_size=batch_size, num_steps=num_steps)
     assert result["perplexity"] == pytest.approx(vocab_size, rel=1e-6)  # float32 logits: 1e-6 relative
     assert result["bits_per_char"] == pytest.approx(math.log2(vocab_size), abs=1e-6)
     assert result["nats_per_char"] == pytest.approx(math.log(vocab_size), abs=1e-6)
@@ -42,7 +42,7 @@ def test_uniform_prediction_scores_vocab_size(vocab_size, n, batch_size, num_ste
 )
 def test_chars_is_the_number_scored(n, batch_size, expected):
     ids = torch.randint(0, 5, (n,), generator=torch.Generator().manual_seed(1))
-    result = evaluate(constant_model(5), ids, batch_size, num_steps=4)
+    result = evaluate(constant_model(5), ids, batch_size=batch_size, num_steps=4)
     assert result["chars"] == expected
 
 
@@ -87,26 +87,26 @@ def test_evaluation_uses_eval_mode_and_restores_training_mode():
     model = make_rnn(8, kind="lstm", hidden_size=16, num_layers=2, dropout=0.5, input="embedding", embed_size=8)
     ids = torch.randint(0, 8, (200,))
     model.train()
-    first = evaluate(model, ids, 4, 10)
+    first = evaluate(model, ids, batch_size=4, num_steps=10)
     assert model.training  # put back as it was
-    second = evaluate(model, ids, 4, 10)
+    second = evaluate(model, ids, batch_size=4, num_steps=10)
     assert first == second  # no dropout while scoring
     model.eval()
-    evaluate(model, ids, 4, 10)
+    evaluate(model, ids, batch_size=4, num_steps=10)
     assert not model.training
 
 
 def test_does_not_build_a_graph():
     model = make_rnn(5, kind="gru", hidden_size=4)
     ids = torch.randint(0, 5, (30,))
-    evaluate(model, ids, 2, 4)
+    evaluate(model, ids, batch_size=2, num_steps=4)
     assert all(p.grad is None for p in model.parameters())
 
 
 @pytest.mark.parametrize("n", [0, 1])
 def test_fewer_than_two_chars_raises(n):
     with pytest.raises(CorpusError, match="at least 2"):
-        evaluate(constant_model(5), torch.zeros(n, dtype=torch.long), 4, 5)
+        evaluate(constant_model(5), torch.zeros(n, dtype=torch.long), batch_size=4, num_steps=5)
 
 
 def test_max_chars_reads_the_start_of_every_stream():
@@ -119,9 +119,12 @@ def test_max_chars_reads_the_start_of_every_stream():
     assert sampled["chars"] == 100 and sampled["protocol"] == "first 25 chars of each of 4 streams"
     # the same as scoring each stream's first 25 characters (plus its next one as the last target) alone
     streams = ids[:1000].view(4, 250)
-    nats = sum(evaluate(model, torch.cat([s[:25], s[25:26]]), 1, 5)["nats_per_char"] for s in streams) / 4
+    nats = (
+        sum(evaluate(model, torch.cat([s[:25], s[25:26]]), batch_size=1, num_steps=5)["nats_per_char"] for s in streams)
+        / 4
+    )
     assert sampled["nats_per_char"] == pytest.approx(nats, rel=1e-6)
-    assert evaluate(model, ids, 4, 5, max_chars=10**9) == full
+    assert evaluate(model, ids, batch_size=4, num_steps=5, max_chars=10**9) == full
 
 
 # --- char_losses: the per-character losses behind evaluate's figure --------------------------------------------
@@ -143,7 +146,7 @@ def test_char_losses_total_is_evaluates_figure_bit_for_bit(settings, n, batch_si
     torch.manual_seed(0)
     model = make_rnn(11, hidden_size=16, **settings)
     ids = torch.randint(0, 11, (n,))
-    result = evaluate(model, ids, batch_size, num_steps)
+    result = evaluate(model, ids, batch_size=batch_size, num_steps=num_steps)
     losses = char_losses(model, ids, batch_size=batch_size, num_steps=num_steps)
     assert losses.nats_per_char == result["nats_per_char"]
     assert len(losses.nats) == result["chars"]
@@ -193,9 +196,11 @@ def test_progress_reports_every_scored_character():
     model = make_rnn(6, kind="gru", hidden_size=8, input="onehot")
     ids = torch.randint(0, 6, (1003,))
     seen = []
-    result = evaluate(model, ids, 7, 10, progress=seen.append)
+    result = evaluate(model, ids, batch_size=7, num_steps=10, progress=seen.append)
     assert len(seen) == -(-result["chars"] // (7 * 10)) and sum(seen) == result["chars"]
-    assert evaluate(model, ids, 7, 10)["nats_per_char"] == result["nats_per_char"]  # the bar changes no figure
+    assert (
+        evaluate(model, ids, batch_size=7, num_steps=10)["nats_per_char"] == result["nats_per_char"]
+    )  # the bar changes no figure
 
 
 def test_text_source_defaults_to_the_val_split_and_names_itself():

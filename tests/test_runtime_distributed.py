@@ -148,9 +148,12 @@ def test_eval_shares_add_up_to_the_single_process_loss(monkeypatch):
     torch.manual_seed(0)
     model = make_rnn(20, "lstm", 16, input="embedding", embed_size=8)
     ids = torch.randint(0, 20, (503,))
-    expected = evaluate(model, ids, 7, 10)
+    expected = evaluate(model, ids, batch_size=7, num_steps=10)
     monkeypatch.setattr(distributed.Ranks, "sum_", lambda self, total: total)  # add the shares up here instead
-    shares = [evaluate(model, ids, 7, 10, ranks=distributed.Ranks(rank=r, world_size=3)) for r in range(3)]
+    shares = [
+        evaluate(model, ids, batch_size=7, num_steps=10, ranks=distributed.Ranks(rank=r, world_size=3))
+        for r in range(3)
+    ]
     total = sum(s["nats_per_char"] * s["chars"] for s in shares)
     assert shares[0]["chars"] == expected["chars"]
     assert total / expected["chars"] == pytest.approx(expected["nats_per_char"], rel=1e-6)  # float32 batches of 2-3

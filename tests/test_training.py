@@ -141,7 +141,7 @@ def test_gpu_run_loads_on_cpu_with_bf16(tmp_path):
     model, vocab, _ = load_model(RunDir(tmp_path / "run").checkpoint("best"), "cpu")
     assert next(model.parameters()).device.type == "cpu"
     corpus_ids = torch.tensor(vocab.encode("分开不分开 我想就这样牵着你的手不放开\n"))
-    assert math.isfinite(evaluate(model, corpus_ids, 2, 8)["perplexity"])
+    assert math.isfinite(evaluate(model, corpus_ids, batch_size=2, num_steps=8)["perplexity"])
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -70,8 +70,8 @@ def test_the_parent_val_loss_barely_moves_when_the_vocabulary_grows(parent, new_
     source.load_weights(grown)
     old = source.checkpoint.build_model()
     t = config.train
-    before = evaluate(old, corpus.val, t.eval_batch_size, t.num_steps)["nats_per_char"]
-    after = evaluate(grown, corpus.val, t.eval_batch_size, t.num_steps)["nats_per_char"]
+    before = evaluate(old, corpus.val, batch_size=t.eval_batch_size, num_steps=t.num_steps)["nats_per_char"]
+    after = evaluate(grown, corpus.val, batch_size=t.eval_batch_size, num_steps=t.num_steps)["nats_per_char"]
     assert math.isclose(before, source.checkpoint.train_state.best_loss, rel_tol=1e-6)  # the same val ids
     assert before < after < before * 1.01
     assert grown.head.weight is grown.embedding.weight

@@ -71,9 +71,9 @@ class Evals:
             val = evaluate(
                 self.raw_model,
                 self.val_ids,
-                t.eval_batch_size,
-                t.num_steps,
-                self.device,
+                batch_size=t.eval_batch_size,
+                num_steps=t.num_steps,
+                device=self.device,
                 max_chars=t.eval_chars,
                 ranks=self.ranks,
             )
@@ -116,7 +116,12 @@ class Evals:
         final = {"event": "final", "checkpoint": "best", "epoch": self.state.best_epoch, "step": best.train_state.step}
         for name in splits:
             result = evaluate(
-                self.raw_model, corpus.split(name), t.eval_batch_size, t.num_steps, self.device, ranks=self.ranks
+                self.raw_model,
+                corpus.split(name),
+                batch_size=t.eval_batch_size,
+                num_steps=t.num_steps,
+                device=self.device,
+                ranks=self.ranks,
             )
             final.update(
                 {

@@ -34,7 +34,7 @@ def test_stream_gpt_under_charlm_evaluate_scores_every_character_with_the_promis
     torch.manual_seed(0)
     gpt = GPT(TOY, vocab_size=7).eval()
     ids = torch.randint(0, 7, (50,), dtype=torch.uint8)  # charlm's corpora are small integer tensors
-    result = evaluate(StreamGPT(gpt, window), ids, streams, window)
+    result = evaluate(StreamGPT(gpt, window), ids, batch_size=streams, num_steps=window)
     with torch.no_grad():
         expected = brute_force_nats(gpt, ids.long(), streams, window)
     assert result["chars"] == streams * ((len(ids) - 1) // streams)
