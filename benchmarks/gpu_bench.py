@@ -87,6 +87,7 @@ def set_fp32_matmuls(tf32: bool) -> None:
         precision = "tf32" if tf32 else "ieee"
         torch.backends.cuda.matmul.fp32_precision = precision
         torch.backends.cudnn.rnn.fp32_precision = precision
+        torch.backends.cudnn.conv.fp32_precision = precision  # never a mix: torch.export refuses to read one
     else:
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.backends.cudnn.allow_tf32 = tf32

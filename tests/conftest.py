@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
@@ -79,3 +80,22 @@ def node() -> str:
     if path is None:
         pytest.skip("node not found: apt-get install nodejs (CI installs it)")
     return path
+
+
+TF32_FLAGS = ("cuda.matmul", "cudnn", "cudnn.conv", "cudnn.rnn")
+
+
+@pytest.fixture(autouse=True)
+def fp32_flags_restored():
+    """A test that sets TF32 flags (the GPU benchmarks' suites run on the CPU here) sets them for the whole
+    process: put them back, or a later test meets torch's refusal of mixed flags (torch.export reads them)."""
+    torch = sys.modules.get("torch")  # not imported yet: no flag was set, and the test may want no torch
+    if torch is None:
+        yield
+        return
+    backends = {name: functools.reduce(getattr, name.split("."), torch.backends) for name in TF32_FLAGS}
+    saved = {name: getattr(b, "fp32_precision", None) for name, b in backends.items()}
+    yield
+    for name, value in saved.items():
+        if value is not None and getattr(backends[name], "fp32_precision", None) != value:
+            backends[name].fp32_precision = value

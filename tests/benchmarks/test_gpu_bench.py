@@ -2,26 +2,10 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import gpu_bench
 import pytest
-import torch
-
-FLAGS = ("cuda.matmul", "cudnn", "cudnn.conv", "cudnn.rnn")
-
-
-@pytest.fixture(autouse=True)
-def fp32_flags_restored():
-    """The suite sets TF32 flags for the whole process: put them back, or a later test in this process meets
-    torch's refusal of mixed flags (torch.export reads them: export --onnx)."""
-    backends = {name: functools.reduce(getattr, name.split("."), torch.backends) for name in FLAGS}
-    saved = {name: getattr(b, "fp32_precision", None) for name, b in backends.items()}
-    yield
-    for name, value in saved.items():
-        if value is not None:
-            backends[name].fp32_precision = value
 
 
 def test_the_suite_runs_on_the_cpu_with_tiny_sizes(builtin_cache, single_thread):
