@@ -111,3 +111,14 @@ def test_the_home_page_works_in_chromium(served, browser):
         assert not errors, f"the site logged errors: {errors}"
     finally:
         page.close()
+
+
+def test_the_notebook_page_shows_the_notebooks_inline_plot(served, browser):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        page.goto(served + "notebook/")
+        plot = page.locator("article img").first
+        assert plot.evaluate("img => img.complete && img.naturalWidth") > 0  # the plot the executed notebook drew
+        assert page.locator("article a[href$='d2l-rnn.ipynb']").count() == 1  # the notebook itself is linked
+    finally:
+        page.close()
