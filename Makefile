@@ -32,7 +32,7 @@ shake:
 	for seed in $(SEEDS); do $(PY) -m pytest -q -p no:cacheprovider --random-order-seed=$$seed || exit 1; done
 
 lint:
-	$(VENV)/bin/ruff check charlm tests benchmarks
+	$(VENV)/bin/ruff check charlm tests benchmarks docs/notebooks
 	$(VENV)/bin/ruff format --check charlm tests benchmarks
 
 # the user guide (docs/, mkdocs.yml) as a static site in site/; --strict: a broken link or anchor fails
