@@ -106,6 +106,9 @@ def test_export_onnx_refuses_an_existing_folder_and_a_folder_inside_out(tmp_path
     inside = ["export", "--run-dir", str(run), "--out", str(tmp_path / "m"), "--onnx", str(tmp_path / "m" / "o")]
     assert main(inside) == 2
     assert "inside --out" in capsys.readouterr().err and not (tmp_path / "m").exists()
+    reverse = ["export", "--run-dir", str(run), "--onnx", str(tmp_path / "o"), "--out", str(tmp_path / "o" / "m")]
+    assert main(reverse) == 2
+    assert "inside --onnx" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
 def test_step_graph_equals_the_model_step():

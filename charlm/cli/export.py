@@ -74,8 +74,9 @@ def _check_targets(out_dir: Path | None, onnx: Path | None, html: Path | None, *
     folders = [(option, folder) for option, folder in (("--out", out_dir), ("--onnx", onnx)) if folder is not None]
     for option, folder in folders:
         check_output_folder(folder, option=option)
-    for (option, folder), (other_option, other) in ((a, b) for a in folders for b in folders if a != b):
-        check_apart(folder, other, option=option, folder_option=other_option)
+    if out_dir is not None and onnx is not None:  # neither folder inside the other
+        check_apart(onnx, out_dir, option="--onnx", folder_option="--out")
+        check_apart(out_dir, onnx, option="--out", folder_option="--onnx")
     if html is not None:
         for option, folder in folders:
             check_apart(html, folder, option="--html", folder_option=option)
