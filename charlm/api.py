@@ -41,8 +41,11 @@ class Model:
     `config`, corpus checksum and train state), `path` the folder it came from.
     """
 
-    def __init__(self, net: CharRNN, vocab: Vocab, checkpoint: Checkpoint, *, path: Path, device: torch.device):
+    def __init__(
+        self, net: CharRNN, vocab: Vocab, checkpoint: Checkpoint, *, path: Path, device: torch.device, which="best"
+    ):
         self.net, self.vocab, self.checkpoint, self.path, self.device = net, vocab, checkpoint, path, device
+        self.which = which  # best | last: names the checkpoint's cached dynamic-evaluation statistics
 
     @property
     def config(self) -> Config:
@@ -122,11 +125,21 @@ class Model:
         chars = self.vocab.chars
         return (chars[int(ids[0])] for ids in steps)
 
-    def perplexity(self, text: str | None = None, *, file: str | Path | None = None, split: str | None = None) -> dict:
+    def perplexity(
+        self,
+        text: str | None = None,
+        *,
+        file: str | Path | None = None,
+        split: str | None = None,
+        dynamic: bool = False,
+        **dynamic_options: Any,
+    ) -> dict:
         """Score `text`, a text `file`, or a `split` of the training corpus (the default: val).
 
         Returns {"nats_per_char", "bits_per_char", "perplexity", "chars", "protocol", "source"}, with the
         protocol of training's evals (see charlm.evaluate); text and files get the corpus's normalisation.
+        With dynamic=True, dynamic evaluation's figures (`method`, `lr`, `decay` as --dynamic-* takes them),
+        the text read in one stream, with the static figure of the same stream under "static".
         """
         from charlm.evaluate import TextSource, score_model
 
@@ -134,8 +147,42 @@ class Model:
             raise UsageError("score one thing: text, file or split")
         # the CLI's checks; a text is read as a file holding it
         source = TextSource(split=split, file=path_arg(file, "file"), text=text, text_as_file=True)
+        if dynamic is not False or dynamic_options:
+            return self._dynamic(source, dynamic, dynamic_options)
         result, _ = score_model(self.net, self.vocab, self.checkpoint, source=source, device=self.device)
         return result
+
+    def _dynamic(self, source, dynamic: object, options: dict) -> dict:
+        from charlm.dynamic.run import STATIC, adapt, figures
+
+        if dynamic is not True:
+            raise UsageError(f"dynamic must be True or False, not {shown(dynamic)} (method, lr, decay go with it)")
+        static = adapt(self.net, self.vocab, self.checkpoint, source, STATIC, **self._where())
+        adapted = adapt(self.net, self.vocab, self.checkpoint, source, _dynamic_options(options), **self._where())
+        return figures(adapted.losses) | {
+            "protocol": "dynamic evaluation: one stream, one update after each segment of train.num_steps",
+            "source": source.description,
+            "static": figures(static.losses),
+            **adapted.options.to_dict(),
+            "chosen_by": adapted.chosen_by,
+        }
+
+    def adapt(self, text: str | None = None, *, file: str | Path | None = None, **dynamic_options: Any) -> Model:
+        """A copy of this model adapted to `text` (or a text `file`) by reading it with dynamic evaluation, to
+        sample in its style: `method` (sgd | rms), `lr`, `decay` as --dynamic-* takes them. This model is unchanged."""
+        from charlm.dynamic.run import adapt
+        from charlm.evaluate import TextSource
+
+        if (text is None) == (file is None):
+            raise UsageError("adapt reads one text: pass text or file=PATH")
+        source = TextSource(file=path_arg(file, "file"), text=text, text_as_file=True)
+        adapted = adapt(
+            self.net, self.vocab, self.checkpoint, source, _dynamic_options(dynamic_options), **self._where()
+        )
+        return Model(adapted.net, self.vocab, self.checkpoint, path=self.path, device=self.device, which=self.which)
+
+    def _where(self) -> dict:
+        return {"folder": self.path, "which": self.which, "device": self.device}
 
 
 def load(path: str | Path | None = None, checkpoint: str = "best", device: str | torch.device = "cpu") -> Model:
@@ -151,7 +198,7 @@ def load(path: str | Path | None = None, checkpoint: str = "best", device: str |
     folder = resolve(path_arg(path, "the folder to load"))
     where = pick_device(device) if isinstance(device, str) else device
     net, vocab, saved = load_model(folder, checkpoint, where)
-    return Model(net, vocab, saved, path=folder, device=where)
+    return Model(net, vocab, saved, path=folder, device=where, which=checkpoint)
 
 
 def train(
@@ -188,6 +235,16 @@ def export_model(run_dir: str | Path | None, out: str | Path, checkpoint: str = 
     if out is None:
         raise UsageError("out is needed: the new model folder's path")
     return export(path_arg(run_dir, "run_dir"), path_arg(out, "out"), checkpoint)
+
+
+def _dynamic_options(given: dict):
+    """DynamicOptions from the Python API's keywords (method, lr, decay), checked as the CLI's flags are."""
+    from charlm.dynamic.adapter import DynamicOptions
+
+    unknown = sorted(set(given) - {"method", "lr", "decay"})
+    if unknown:
+        raise UsageError(f"unknown dynamic evaluation option {unknown[0]!r}: use method, lr and decay")
+    return DynamicOptions(**given)
 
 
 def path_arg(value: object, name: str) -> Path | None:

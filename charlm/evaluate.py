@@ -63,7 +63,7 @@ def _windows(model, inputs: torch.Tensor, num_steps: int):
         yield start, logits, hidden
 
 
-def _total_dtype(device: torch.device) -> torch.dtype:
+def total_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64  # float64 where the device has it
 
 
@@ -88,7 +88,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     # summed on the device (one sync at the end)
-    total = torch.zeros((), dtype=_total_dtype(device), device=device)
+    total = torch.zeros((), dtype=total_dtype(device), device=device)
     for start, logits, _ in _windows(model, inputs, num_steps):
         y = targets[:, start : start + num_steps].T.reshape(-1).long()
         total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y, reduction="sum").to(total.dtype)
@@ -158,10 +158,10 @@ def char_losses(
     inputs, targets = layout.rows(ids, 0, device), layout.rows(ids, 1, device)
     was_training = model.training
     model.eval()
-    total = torch.zeros((), dtype=_total_dtype(device), device=device)
+    total = torch.zeros((), dtype=total_dtype(device), device=device)
     vocab, chars = model.vocab_size, layout.streams * layout.length
     count = torch.zeros(vocab, dtype=torch.int64, device=device)
-    cost = torch.zeros(vocab, dtype=_total_dtype(device), device=device)
+    cost = torch.zeros(vocab, dtype=total_dtype(device), device=device)
     kept = Kept(chars if keep is None else min(keep, chars), layout.length, min(top_k, vocab), device)
     for start, logits, _ in _windows(model, inputs, num_steps):
         steps = logits.shape[0]

@@ -151,22 +151,30 @@ def analyse(
     device: torch.device | str = "cpu",
     predictions: bool = False,
     keep: int = 0,
+    losses_of=None,
 ) -> Surprisal:
     """Score a text (a split, a file or a string) under a run's checkpoint: the figures and the bits by
     character of all of it, and each of the first `keep` characters' bits (what --show and --html show).
 
     With `predictions`, also the model's TOP_PREDICTIONS most likely characters at each of those (for the page).
+    `losses_of(scored, keep=, top_k=)` scores by another protocol (dynamic.run.DynamicLosses; its `label` is
+    added to the source's name).
     """
     scored = load_text_to_score(run_dir, which, source, device=device)
-    losses = char_losses(
-        scored.model,
-        scored.ids,
-        batch_size=scored.streams,
-        num_steps=scored.checkpoint.config.train.num_steps,
-        device=device,
-        top_k=TOP_PREDICTIONS if predictions else 0,
-        keep=max(0, keep - 1),
-    )
+    top_k, kept = TOP_PREDICTIONS if predictions else 0, max(0, keep - 1)
+    if losses_of is not None:
+        losses = losses_of(scored, keep=kept, top_k=top_k)
+        scored.source = f"{scored.source} ({losses_of.label})"
+    else:
+        losses = char_losses(
+            scored.model,
+            scored.ids,
+            batch_size=scored.streams,
+            num_steps=scored.checkpoint.config.train.num_steps,
+            device=device,
+            top_k=top_k,
+            keep=kept,
+        )
     counts, note = _train_counts(scored)
     return Surprisal(
         Path(run_dir),

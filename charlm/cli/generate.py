@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -48,6 +49,14 @@ Weights = Annotated[
     ),
 ]
 
+Adapt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--adapt",
+        help="Read this text file with dynamic evaluation first, then sample from the adapted model (its style).",
+    ),
+]
+
 
 @cli.app.command(epilog="Example: charlm generate --prefix 分开 --length 100 --temperature 0.8 --seed 1")
 def generate(
@@ -69,6 +78,7 @@ def generate(
     checkpoint: Which = "best",
     device: Device = "cpu",
     model_dir: ModelDir = None,
+    adapt: Adapt = None,
 ) -> None:
     """Sample text from a trained run (or an exported model), starting from a prefix; it streams as it is made."""
     from charlm.api import load
@@ -93,6 +103,8 @@ def generate(
     )
     options.check(length)  # before the checkpoint is read: bad flags fail fast
     model = load(model_source(run_dir, model_dir), checkpoint, device)
+    if adapt is not None:
+        model = _adapted(model, adapt)
     net, vocab, dev = model.net, model.vocab, model.device
     if as_json or beam or num_samples > 1:
         _write_samples(
@@ -106,6 +118,29 @@ def generate(
         sys.stdout.flush()
     sys.stdout.write("\n")
     _say_stopped(steps.samples()[0])
+
+
+def _adapted(model, file: Path):
+    """The model after reading `file` with dynamic evaluation; says on stderr what the reading cost."""
+    from charlm.dynamic.run import adapt
+    from charlm.evaluate import TextSource
+
+    where = {"folder": model.path, "which": model.which, "device": model.device}
+    done = adapt(model.net, model.vocab, model.checkpoint, TextSource(file=file), _default_options(), **where)
+    o, bits = done.options, done.losses.nats_per_char / math.log(2)
+    cli.err.print(
+        f"adapted to {file} ({done.losses.chars:,} chars, {bits:.3f} bits/char as it read; "
+        f"{o.method}, lr {o.lr:g}, decay {o.decay:g}: {done.chosen_by})",
+        markup=False,
+    )
+    model.net = done.net
+    return model
+
+
+def _default_options():
+    from charlm.dynamic.adapter import DynamicOptions
+
+    return DynamicOptions()
 
 
 def _write_samples(results: list, length: int, options, as_json: bool) -> None:

@@ -39,6 +39,26 @@ Breakdown = Annotated[
 ]
 ShowChars = Annotated[int, typer.Option(help="Characters shown by --show and --html (the figures cover all).")]
 Force = Annotated[bool, typer.Option("--force", help="--html: replace an existing file that charlm did not write.")]
+Dynamic = Annotated[
+    bool,
+    typer.Option(
+        "--dynamic",
+        help="Dynamic evaluation: one update after each scored segment, the text read in one stream; "
+        "reports the static figure beside it (with --show/--html: the dynamic bits).",
+    ),
+]
+DynamicMethod = Annotated[str, typer.Option("--dynamic-method", help="sgd | rms (steps scaled by --dynamic-stats).")]
+DynamicLr = Annotated[Optional[float], typer.Option("--dynamic-lr", help="Step size (default: tuned, else measured).")]
+DynamicDecay = Annotated[
+    Optional[float], typer.Option("--dynamic-decay", help="Pull back toward the trained weights per step, 0-1.")
+]
+DynamicTune = Annotated[
+    bool, typer.Option("--dynamic-tune", help="Choose lr and decay on the val split's start; kept in the run folder.")
+]
+DynamicStats = Annotated[
+    bool,
+    typer.Option("--dynamic-stats", help="Measure the train split's gradient statistics (rms) again and keep them."),
+]
 
 
 @cli.app.command(epilog="Example: charlm perplexity --split val --show")
@@ -56,12 +76,18 @@ def perplexity(
     show_chars: ShowChars = 5000,
     model_dir: ModelDir = None,
     force: Force = False,
+    dynamic: Dynamic = False,
+    dynamic_method: DynamicMethod = "sgd",
+    dynamic_lr: DynamicLr = None,
+    dynamic_decay: DynamicDecay = None,
+    dynamic_tune: DynamicTune = False,
+    dynamic_stats: DynamicStats = False,
 ) -> None:
     """Score a run (or an exported model) on a split of its corpus, a file or a string: nats/char, bits/char, ppl.
 
     --show, --html and --breakdown also say where the loss comes from, character by character.
     """
-    from charlm.evaluate import TextSource, score_run
+    from charlm.evaluate import TextSource
     from charlm.runtime.device import pick_device
     from charlm.store.model_dir import resolve
     from charlm.store.targets import check_output_file
@@ -70,6 +96,13 @@ def perplexity(
         check_output_file(html, option="--html", force=force, reads=(file,))
     folder = resolve(model_source(run_dir, model_dir))
     source = TextSource(split=split, file=file, text=text)
+    adapting = _dynamic_options(dynamic, dynamic_method, dynamic_lr, dynamic_decay, dynamic_tune, dynamic_stats)
+    if dynamic_stats:
+        _measure_stats(folder, checkpoint, device=pick_device(device))
+        if not dynamic:
+            return
+    if adapting is not None and not (show or html or breakdown):
+        return _print_dynamic(folder, checkpoint, source, adapting, device=pick_device(device), as_json=as_json)
     if show or html or breakdown:
         return _surprisal(
             folder,
@@ -81,20 +114,9 @@ def perplexity(
             html=html,
             show_chars=show_chars,
             force=force,
+            losses_of=_dynamic_losses(folder, checkpoint, adapting, device=pick_device(device)),
         )
-    from charlm.ui.report import scoring_bar
-
-    with scoring_bar(cli.err) as progress:  # on stderr: stdout keeps only the result
-        result, saved = score_run(folder, checkpoint, source, device=pick_device(device), progress=progress)
-    if as_json:
-        print(json.dumps({k: result[k] for k in ("nats_per_char", "bits_per_char", "perplexity", "chars")}))
-        return
-    epoch = saved.train_state.epoch
-    cli.out.print(f"{folder} ({checkpoint}, epoch {epoch}) on {result['source']}: {result['chars']:,} chars")
-    cli.out.print(
-        f"nats/char  {result['nats_per_char']:.4f}\nbits/char  {result['bits_per_char']:.4f}\n"
-        f"perplexity {result['perplexity']:.4f}"
-    )
+    _print_static(folder, checkpoint, source, device=pick_device(device), as_json=as_json)
 
 
 def _surprisal(
@@ -108,6 +130,7 @@ def _surprisal(
     html: Optional[Path],
     show_chars: int,
     force: bool,
+    losses_of=None,
 ) -> None:
     from charlm.analysis import surprisal
     from charlm.ui import pages, views
@@ -123,6 +146,7 @@ def _surprisal(
         device=device,
         predictions=html is not None,
         keep=show_chars if show or html is not None else 0,
+        losses_of=losses_of,
     )  # what is shown, no more
     parts = report.breakdown()
     if html is not None:
@@ -133,3 +157,63 @@ def _surprisal(
     views.print_surprisal(cli.out, report, parts, show=show, limit=show_chars)
     if html is not None:
         cli.out.print(f"wrote {html}", markup=False)
+
+
+def _print_static(folder: Path, checkpoint: str, source: TextSource, *, device, as_json: bool) -> None:
+    from charlm.evaluate import score_run
+    from charlm.ui.report import scoring_bar
+
+    with scoring_bar(cli.err) as progress:  # on stderr: stdout keeps only the result
+        result, saved = score_run(folder, checkpoint, source, device=device, progress=progress)
+    if as_json:
+        print(json.dumps({k: result[k] for k in ("nats_per_char", "bits_per_char", "perplexity", "chars")}))
+        return
+    epoch = saved.train_state.epoch
+    cli.out.print(f"{folder} ({checkpoint}, epoch {epoch}) on {result['source']}: {result['chars']:,} chars")
+    cli.out.print(
+        f"nats/char  {result['nats_per_char']:.4f}\nbits/char  {result['bits_per_char']:.4f}\n"
+        f"perplexity {result['perplexity']:.4f}"
+    )
+
+
+def _dynamic_options(dynamic: bool, method: str, lr, decay, tune: bool, stats: bool):
+    """The DynamicOptions asked for (None without --dynamic); a --dynamic-* flag without --dynamic is refused."""
+    from charlm.dynamic.adapter import DynamicOptions
+
+    if not dynamic:
+        given = [f for f, v in (("--dynamic-lr", lr), ("--dynamic-decay", decay)) if v is not None]
+        given += ["--dynamic-tune"] * tune + ["--dynamic-method"] * (method != "sgd")
+        if given:
+            raise UsageError(f"{given[0]} sets up dynamic evaluation: add --dynamic")
+        return None
+    return DynamicOptions(method, lr, decay, tune=tune)
+
+
+def _dynamic_losses(folder: Path, checkpoint: str, options, *, device):
+    if options is None:
+        return None
+    from charlm.dynamic.run import DynamicLosses
+
+    return DynamicLosses(folder, checkpoint, options, device=device)
+
+
+def _measure_stats(folder: Path, checkpoint: str, *, device) -> None:
+    from charlm.dynamic.run import keep_stats
+
+    cli.err.print(keep_stats(folder, checkpoint, device=device), markup=False)
+
+
+def _print_dynamic(folder: Path, checkpoint: str, source: TextSource, options, *, device, as_json: bool):
+    from charlm.dynamic.run import score_dynamic
+    from charlm.ui.report import scoring_bar
+
+    with scoring_bar(cli.err) as progress:
+        result = score_dynamic(folder, checkpoint, source, options, device=device, progress=progress)
+    for note in result.notes:
+        cli.err.print(note, markup=False)
+    if as_json:
+        print(json.dumps(result.to_dict()))
+        return
+    from charlm.ui.views import print_dynamic
+
+    print_dynamic(cli.out, folder, checkpoint, result)

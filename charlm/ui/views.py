@@ -14,6 +14,7 @@ from rich.text import Text
 
 from charlm.analysis.neurons import NeuronReport
 from charlm.analysis.surprisal import Breakdown, Surprisal, heat
+from charlm.dynamic.run import DynamicScore, figures
 
 UNSCORED = Style(color="grey50", underline=True)
 DARK = 0.75  # from this fraction of the scale on, the shade is dark enough for light ink (as on the page)
@@ -123,3 +124,20 @@ def neurons_table(report: NeuronReport) -> Table:
             table.add_row(ranked.feature.name if rank == 1 else "", str(rank), unit.label, f"{r:+.3f}")
         table.add_section()
     return table
+
+
+def print_dynamic(out: Console, folder, checkpoint: str, result: DynamicScore) -> None:
+    """`charlm perplexity --dynamic`: the static and dynamic figures side by side, and what dynamic evaluation used."""
+    o = result.options
+    out.print(
+        f"{folder} ({checkpoint}) on {result.source}: {result.dynamic.chars:,} chars in one stream\n"
+        f"dynamic evaluation: {o.method}, lr {o.lr:g}, decay {o.decay:g} ({result.chosen_by}), {result.precision}",
+        markup=False,
+    )
+    rows = [figures(result.static), figures(result.dynamic)]
+    out.print(f"{'':11}{'static':>10}{'dynamic':>10}")
+    for key, name in (("nats_per_char", "nats/char"), ("bits_per_char", "bits/char"), ("perplexity", "perplexity")):
+        out.print(f"{name:11}{rows[0][key]:10.4f}{rows[1][key]:10.4f}")
+    out.print(f"{'seconds':11}{result.static_seconds:10.1f}{result.dynamic_seconds:10.1f}")
+    gain = rows[0]["bits_per_char"] - rows[1]["bits_per_char"]
+    out.print(f"dynamic evaluation {'saves' if gain >= 0 else 'costs'} {abs(gain):.4f} bits/char")
