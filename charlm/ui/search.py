@@ -37,7 +37,7 @@ def search_rows(lines: list[dict]) -> tuple[int, list[list[str]]]:
                 str(p.get("batch", "?")),
                 _number(p.get("weight_drop"), ".2f"),
                 *[_number(losses.get(k), ".4f") for k in range(rungs)],
-                f"{steps[-1]['seconds']:.0f} s",
+                f"{steps[-1]['seconds']:.1f} s",
                 outcome,
             ]
         )
