@@ -21,6 +21,7 @@ from __future__ import annotations
 import signal
 import uuid
 from dataclasses import asdict, dataclass, replace
+from datetime import datetime
 from pathlib import Path
 
 from charlm.autosize import space as neighbourhood
@@ -244,6 +245,7 @@ def choose_winner(study, folder: RunDir, state: SearchState, say) -> dict:
         "search_seconds": spent,
         "budget": before + max(state.budget_s - spent, 0.0),
         "copied": copied,
+        "chosen_at": datetime.now().isoformat(),  # a shared study's best can change after this process chose
     }
     search_log.append(folder.path, record)
     say(record)

@@ -129,11 +129,6 @@ def train(
     )
     explicit = {item.split("=", 1)[0].strip() for item in settings}
     if cfg.search.enabled:
-        if plan is None:
-            raise UsageError(
-                "--search (search.enabled) searches around auto-sizing's choice: give --budget without --config, "
-                "or --config auto"
-            )
         return _search(cfg, plan, run_dir, quiet)
     if launched:
         args = launch.train_args(
@@ -256,6 +251,11 @@ def _search(cfg, plan, run_dir: Optional[Path], quiet: bool) -> None:
             markup=False,
         )
 
+    if cfg is not None and plan is None:
+        raise UsageError(
+            "--search (search.enabled) searches around auto-sizing's choice: give --budget without --config, "
+            "or --config auto"
+        )
     reporter = RichReporter(cli.out, cli.err, quiet)
     if cfg is None:
         folder = search.resume(run_dir, reporter=reporter, say=say)

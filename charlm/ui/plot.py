@@ -20,13 +20,7 @@ def plot_runs(run_dirs: list[Path], out: Path, *, force: bool = False):
     is checked first (targets.check_output_file: loss.png inside a run folder, or a file outside charlm's
     folders; a file charlm did not write only with `force`)."""
     check_output_file(out, option="--out", force=force, plot=True)
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")  # files only: no screen needed
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise UsageError("charlm plot needs matplotlib: pip install 'charlm[plot]'") from None
+    plt = _pyplot()
     runs = [summarize(d) for d in run_dirs]
     searches = [(run["name"], read_lines(Path(run["path"]))) for run in runs if is_searched(Path(run["path"]))]
     panels = 3 + bool(searches)  # a run chosen by --search: its rungs too
@@ -76,6 +70,17 @@ def plot_runs(run_dirs: list[Path], out: Path, *, force: bool = False):
     plt.close(fig)
     write_output_file(out, png.getvalue(), option="--out", force=force, plot=True)
     return fig
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only: no screen needed
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UsageError("charlm plot needs matplotlib: pip install 'charlm[plot]'") from None
+    return plt
 
 
 def _cumulative(values: list[float]) -> list[float]:
