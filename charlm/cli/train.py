@@ -114,9 +114,8 @@ def train(
         raise UsageError(f"--resume-from {resume_from} is not valid: use best or last")
     resume = resume or resume_from is not None
     launched = nproc is not None or dry_run
-    if _searched(run_dir, resume, search=search, study_storage=study_storage):
+    if _searched(run_dir, resume, search=search, study_storage=study_storage, settings=settings):
         return _search(None, None, run_dir, quiet)
-    settings += ["search.enabled=true"] * search + [f"search.storage={study_storage}"] * (study_storage is not None)
     cfg, plan = _pick_config(
         config,
         settings,
@@ -217,12 +216,16 @@ def _auto_config(budget: Optional[str], settings: list[str], launched: bool, qui
     return cfg, plan
 
 
-def _searched(run_dir: Optional[Path], resume: bool, *, search: bool, study_storage: Optional[str]) -> bool:
-    """--resume of a run folder that --search made: the search goes on (as it was started)."""
+def _searched(
+    run_dir: Optional[Path], resume: bool, *, search: bool, study_storage: Optional[str], settings: list[str]
+) -> bool:
+    """--resume of a run folder that --search made: the search goes on (as it was started). Otherwise --search
+    and --study-storage go into `settings`."""
     from charlm.store.search_log import is_searched
 
     if study_storage is not None and not search:
         raise UsageError("--study-storage shares the study of a search: add --search (and --budget)")
+    settings += ["search.enabled=true"] * search + [f"search.storage={study_storage}"] * (study_storage is not None)
     if not (resume and run_dir is not None and is_searched(run_dir)):
         return False
     if search:
