@@ -71,8 +71,10 @@ class SearchState:
         return from_dict(raw)
 
 
-def start(config: Config, chosen: Plan, budget_s: float, run_dir: Path | None, *, reporter: Reporter, say) -> Path:
-    """A new search: check what it needs, write RUN's plan, run the trials and the winner. Returns RUN."""
+def start(
+    config: Config, chosen: Plan, budget_s: float, run_dir: Path | None, *, reporter: Reporter, say
+) -> RunSummary:
+    """A new search: check what it needs, write RUN's plan, run the trials, then the winner (its summary)."""
     optuna = studies.import_optuna()  # before anything is written
     folder = RunDir(Path(run_dir) if run_dir is not None else RunDir.new(config.name).path)
     folder.ownership.check_new()
@@ -99,11 +101,10 @@ def start(config: Config, chosen: Plan, budget_s: float, run_dir: Path | None, *
         folder.ownership.prepare_new()
         folder.ownership.mark()
         search_log.write_state(folder.path, asdict(state))
-    run(optuna, folder, state, reporter=reporter, say=say)
-    return folder.path
+    return run(optuna, folder, state, reporter=reporter, say=say)
 
 
-def resume(run_dir: Path, *, reporter: Reporter, say) -> Path:
+def resume(run_dir: Path, *, reporter: Reporter, say) -> RunSummary:
     """`charlm train --resume -r RUN` of a searched run: the search where it stopped, or its winner's run."""
     folder = RunDir(Path(run_dir))
     raw = search_log.read_state(folder.path)
@@ -112,8 +113,7 @@ def resume(run_dir: Path, *, reporter: Reporter, say) -> Path:
         state.the_space()
     except (ConfigError, TypeError) as e:
         raise UsageError(f"{folder / 'search.json'} is damaged ({e}): the search cannot resume") from None
-    run(studies.import_optuna(), folder, state, reporter=reporter, say=say)
-    return folder.path
+    return run(studies.import_optuna(), folder, state, reporter=reporter, say=say)
 
 
 def run(optuna, folder: RunDir, state: SearchState, *, reporter: Reporter, say) -> RunSummary:

@@ -261,11 +261,11 @@ def _search(cfg, plan, run_dir: Optional[Path], quiet: bool) -> None:
         )
     reporter = RichReporter(cli.out, cli.err, quiet)
     if cfg is None:
-        folder = search.resume(run_dir, reporter=reporter, say=say)
+        summary = search.resume(run_dir, reporter=reporter, say=say)
     else:
-        folder = search.start(cfg, plan, plan.budget_s, run_dir, reporter=reporter, say=say)
+        summary = search.start(cfg, plan, plan.budget_s, run_dir, reporter=reporter, say=say)
     if not quiet:
-        print_whole(search_table(search_log.read_lines(folder)))
+        print_whole(search_table(search_log.read_lines(Path(summary.run_dir))))
 
 
 def _config(
