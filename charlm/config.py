@@ -103,6 +103,21 @@ class LogConfig:
 
 
 @dataclass
+class SearchConfig:
+    """`charlm train --budget D --search` (autosize/search.py): candidates near the rule's choice, tried briefly on
+    the val split (successive halving), the rest of the budget to the winner. Off by default: the rule alone."""
+
+    enabled: bool = False  # --search; only with auto-sizing (--budget without --config, or --config auto)
+    share: float = 0.45  # of the budget (training time) spent on the trials; the winner continues for the rest
+    trials: int = 9  # candidates this process tries (the rule's own choice first)
+    rungs: int = 3  # successive halving: each rung trains the candidates kept eta (reduction) times longer
+    reduction: int = 3  # eta: about 1 in eta candidates goes on to the next rung
+    storage: str | None = None  # --study-storage: an Optuna RDB URL or a journal file (null: RUN/study.db)
+    study: str | None = None  # the study's name in a shared storage (null: the run's name)
+    seed: int = 0  # the sampler's seed (in a shared storage each process mixes in its own id)
+
+
+@dataclass
 class Config:
     name: str = "jaychou-lstm"
     data: DataConfig = field(default_factory=DataConfig)
@@ -110,6 +125,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -227,6 +243,17 @@ def validate(c: Config) -> None:
             raise ConfigError(f"{key} = {shown(value)} is not valid: {hint}")
     _validate_data_and_model(c)
     _validate_train(c.train)
+    _validate_search(c.search)
+
+
+def _validate_search(s: SearchConfig) -> None:
+    check(0 < s.share < 1, f"search.share must be in (0, 1): the budget's share for the trials, got {s.share}")
+    check(s.trials >= 2, f"search.trials must be at least 2 (candidates to compare), got {s.trials}")
+    check(s.rungs >= 1, f"search.rungs must be a positive integer, got {s.rungs}")
+    check(s.reduction >= 2, f"search.reduction must be at least 2 (1 in N kept per rung), got {s.reduction}")
+    check(s.storage is None or bool(s.storage.strip()), "search.storage must be a URL or a file path (or null)")
+    check(s.study is None or bool(s.study.strip()), "search.study must be a name (or null for the run's name)")
+    check(0 <= s.seed < INT64, f"search.seed must be in 0..2^63-1, got {shown(s.seed)}")
 
 
 def check(ok: bool, message: str) -> None:

@@ -22,12 +22,14 @@ def info(
     from charlm.config import dump_config
     from charlm.store.run_dir import RunDir
     from charlm.store.run_info import damage_notes, damaged_checkpoints, describe_parent, sparkline, summarize
+    from charlm.store.search_log import is_searched, read_lines
 
     run_folder = RunDir.resolve(run_dir)
     folder = run_folder.path
     chars, config, parameters, notes = _run_facts(run_folder)
     run = summarize(folder)
     broken = damaged_checkpoints(run_folder)
+    searched = read_lines(folder) if is_searched(folder) else None  # chosen by --search: its trials
     if as_json:
         print(
             json.dumps(
@@ -37,6 +39,7 @@ def info(
                     "parameters": parameters[0],
                     "damaged_checkpoints": broken,
                     "config": config.to_dict(),
+                    **({"search": searched} if searched is not None else {}),
                 },
                 ensure_ascii=False,
             )
@@ -61,6 +64,11 @@ def info(
             cli.out.print(f"  {path.name:<24} {path.stat().st_size:>12,} bytes", markup=False)
     cli.out.print("config:", markup=False)
     cli.out.print(dump_config(config), markup=False)
+    if searched is not None:
+        from charlm.cli.table import print_whole
+        from charlm.ui.search import search_table
+
+        print_whole(search_table(searched))
 
 
 def _run_facts(run):

@@ -60,6 +60,23 @@ InitFrom = Annotated[
     ),
 ]
 
+Search = Annotated[
+    bool,
+    typer.Option(
+        "--search",
+        help="With --budget (auto-sizing): try candidates near the rule's choice on this corpus (Optuna, "
+        "successive halving), then train the best for the rest of the budget. Needs charlm[search].",
+    ),
+]
+StudyStorage = Annotated[
+    Optional[str],
+    typer.Option(
+        "--study-storage",
+        help="--search's study in a shared Optuna storage (an RDB URL, or a journal file on a shared disk): "
+        "several processes or machines search together.",
+    ),
+]
+
 
 @cli.app.command(epilog="Example: charlm train --config configs/d2l-jaychou-rnn.yaml --set train.epochs=10")
 def train(
@@ -75,6 +92,8 @@ def train(
     dry_run: DryRun = False,
     quiet: Quiet = False,
     init_from: InitFrom = None,
+    search: Search = False,
+    study_storage: StudyStorage = None,
 ) -> None:
     """Train a model and write its run folder (config, vocab, metrics, checkpoints).
 
@@ -95,7 +114,9 @@ def train(
         raise UsageError(f"--resume-from {resume_from} is not valid: use best or last")
     resume = resume or resume_from is not None
     launched = nproc is not None or dry_run
-    cfg = _pick_config(
+    if _searched(run_dir, resume, search=search, study_storage=study_storage, settings=settings):
+        return _search(None, None, run_dir, quiet)
+    cfg, plan = _pick_config(
         config,
         settings,
         budget=budget,
@@ -106,6 +127,8 @@ def train(
         quiet=quiet,
     )
     explicit = {item.split("=", 1)[0].strip() for item in settings}
+    if cfg.search.enabled:
+        return _search(cfg, plan, run_dir, quiet)
     if launched:
         args = launch.train_args(
             config, run_dir, resume=resume, settings=settings, resume_from=resume_from, init_from=init_from
@@ -162,7 +185,7 @@ def _pick_config(
             "and this machine; without --budget this is the lyrics default",
             markup=False,
         )
-    return cfg
+    return cfg, None
 
 
 def is_auto(config: Optional[Path], budget: Optional[str], resume: bool, init_from: Optional[str]) -> bool:
@@ -190,7 +213,59 @@ def _auto_config(budget: Optional[str], settings: list[str], launched: bool, qui
     cfg, plan = auto.auto_config(Config().data.corpus, seconds, settings)  # --corpus is in settings
     if not quiet:
         cli.out.print(f"auto: {plan.why}", markup=False)
-    return cfg
+    return cfg, plan
+
+
+def _searched(
+    run_dir: Optional[Path], resume: bool, *, search: bool, study_storage: Optional[str], settings: list[str]
+) -> bool:
+    """--resume of a run folder that --search made: the search goes on (as it was started). Otherwise --search
+    and --study-storage go into `settings`."""
+    from charlm.store.search_log import is_searched
+
+    if study_storage is not None and not search:
+        raise UsageError("--study-storage shares the study of a search: add --search (and --budget)")
+    settings += ["search.enabled=true"] * search + [f"search.storage={study_storage}"] * (study_storage is not None)
+    if not (resume and run_dir is not None and is_searched(run_dir)):
+        return False
+    if search:
+        raise UsageError("--resume continues this search as it was started: drop --search and --study-storage")
+    return True
+
+
+def _search(cfg, plan, run_dir: Optional[Path], quiet: bool) -> None:
+    """--search: the trials (a line each rung), the winner's run (the trainer's report), the table."""
+    from charlm.autosize import search
+    from charlm.cli.table import print_whole
+    from charlm.store import search_log
+    from charlm.ui.report import RichReporter
+    from charlm.ui.search import describe, search_table
+
+    def say(line: dict) -> None:
+        if quiet:
+            return
+        if line.get("event") == "winner":
+            cli.out.print(f"search: trial {line['trial']} wins, continues to {line['budget']:.0f} s", markup=False)
+            return
+        end = "pruned" if line["pruned"] else "kept"
+        cli.out.print(
+            f"search: trial {line['trial']} {describe(line['params'])} rung {line['rung']}: "
+            f"val loss {line['val_loss']:.4f} after {line['seconds']:.2f} s, {end}",
+            markup=False,
+        )
+
+    if cfg is not None and plan is None:
+        raise UsageError(
+            "--search (search.enabled) searches around auto-sizing's choice: give --budget without --config, "
+            "or --config auto"
+        )
+    reporter = RichReporter(cli.out, cli.err, quiet)
+    if cfg is None:
+        summary = search.resume(run_dir, reporter=reporter, say=say)
+    else:
+        summary = search.start(cfg, plan, plan.budget_s, run_dir, reporter=reporter, say=say)
+    if not quiet:
+        print_whole(search_table(search_log.read_lines(Path(summary.run_dir))))
 
 
 def _config(

@@ -10,6 +10,11 @@ runs/NAME-YYYYmmdd-HHMMSS/
     status.json     running (with the pid) | finished | interrupted
     last.pt         the newest checkpoint; best.pt the one with the lowest monitored loss
     ckpt-eEEEE-bBBBBBB.pt   older checkpoints, with train.keep_last
+  and, chosen by --search (autosize/search.py):
+    search.json     the search's plan: budget, rungs, the rule's config and the space around it
+    search.jsonl    one line per trial and rung (params, val loss, training time, pruned), then the winner's
+    study.db        the Optuna study (SQLite), unless --study-storage names a shared one
+    trials/tNNNN/   each candidate's own run folder; the winner's is copied here and continues
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ LAST, BEST = "last.pt", "best.pt"
 CHECKPOINTS = ("best", "last")
 CONFIG, VOCAB, METRICS, STATUS = "config.yaml", "vocab.json", "metrics.jsonl", "status.json"
 MARKER = "run.json"
+SEARCH_STATE, SEARCH_LOG, STUDY_DB, TRIALS = "search.json", "search.jsonl", "study.db", "trials"
 MARKER_FORMAT = "charlm-run"
 RUNS_ENV = "CHARLM_RUNS_DIR"  # where new runs go and where `runs` and the latest run are looked for
 

@@ -43,7 +43,7 @@ RESUMABLE_KEYS = {
     "train.eval_every_seconds",
     "train.deterministic",
 }  # the last one picks kernels, not the function
-RESUMABLE_SECTIONS = {"sample", "log"}
+RESUMABLE_SECTIONS = {"sample", "log", "search"}  # search: how a run was chosen, not how it computes
 # allowed only when asked for on the command line (--set train.lr=...): a precision other than the run's may be
 # all a resume on another machine can compute in (weights and optimizer are fp32 in every precision)
 EXPLICIT_ONLY_KEYS = {"train.lr", "train.precision"}

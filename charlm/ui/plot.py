@@ -11,6 +11,7 @@ from pathlib import Path
 
 from charlm.errors import UsageError
 from charlm.store.run_info import summarize
+from charlm.store.search_log import is_searched, read_lines, trials, winner
 from charlm.store.targets import check_output_file, write_output_file
 
 
@@ -19,15 +20,12 @@ def plot_runs(run_dirs: list[Path], out: Path, *, force: bool = False):
     is checked first (targets.check_output_file: loss.png inside a run folder, or a file outside charlm's
     folders; a file charlm did not write only with `force`)."""
     check_output_file(out, option="--out", force=force, plot=True)
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")  # files only: no screen needed
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise UsageError("charlm plot needs matplotlib: pip install 'charlm[plot]'") from None
+    plt = _pyplot()
     runs = [summarize(d) for d in run_dirs]
-    fig, (by_epoch, by_time, lr) = plt.subplots(1, 3, figsize=(15, 4.5), layout="constrained")
+    searches = [(run["name"], read_lines(Path(run["path"]))) for run in runs if is_searched(Path(run["path"]))]
+    panels = 3 + bool(searches)  # a run chosen by --search: its rungs too
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4.5), layout="constrained")
+    by_epoch, by_time, lr = axes[:3]
     for run in runs:
         records = run["records"]
         if not records:
@@ -62,6 +60,8 @@ def plot_runs(run_dirs: list[Path], out: Path, *, force: bool = False):
     lr.set_xlabel("epoch")
     lr.set_ylabel("learning rate (end of epoch)")
     lr.grid(alpha=0.3)
+    if searches:
+        _draw_rungs(axes[3], searches)
     corpora = ", ".join(sorted({r["corpus"] for r in runs}))
     models = ", ".join(sorted({r["model"] for r in runs}))
     fig.suptitle(f"{corpora} · {models}")
@@ -72,9 +72,41 @@ def plot_runs(run_dirs: list[Path], out: Path, *, force: bool = False):
     return fig
 
 
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only: no screen needed
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UsageError("charlm plot needs matplotlib: pip install 'charlm[plot]'") from None
+    return plt
+
+
 def _cumulative(values: list[float]) -> list[float]:
     total, out = 0.0, []
     for v in values:
         total += v
         out.append(total)
     return out
+
+
+def _draw_rungs(axis, searches: list[tuple[str, list[dict]]]) -> None:
+    """--search's trials: each one's val loss at each rung against its training time; x where it was pruned,
+    a star on the winner."""
+    for name, lines in searches:
+        won = winner(lines)
+        for number, steps in sorted(trials(lines).items()):
+            seconds, losses = [s["seconds"] for s in steps], [s["val_loss"] for s in steps]
+            best = won is not None and won["trial"] == number
+            (line,) = axis.plot(seconds, losses, "o-", linewidth=2.5 if best else 1, alpha=1 if best else 0.6)
+            line.set_label(f"{name} trial {number}" + (" (winner)" if best else ""))
+            if steps[-1].get("pruned"):
+                axis.plot(seconds[-1:], losses[-1:], "x", color="black", markersize=9)
+            if best:
+                axis.plot(seconds[-1:], losses[-1:], "*", color=line.get_color(), markersize=14)
+    axis.set_xlabel("trial training time (s)")
+    axis.set_ylabel("val loss at each rung (nats/char)")
+    axis.set_title("search: rungs (x: pruned)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=6)

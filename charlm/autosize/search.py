@@ -1,0 +1,266 @@
+"""`charlm train --corpus X --budget D --search`: candidates around the rule's choice, tried briefly on this
+corpus, the bad ones dropped early, the rest of the budget to the winner.
+
+    rule.plan ─► space.neighbourhood ─► Optuna (study.py): the rule's own choice first, then search.trials - 1 drawn
+    rung 0: every candidate trains r0 seconds ─► val loss reported ─► pruned unless among the best 1 in eta
+    rung 1: the kept ones continue (from their last.pt) to r0 x eta seconds ─► ... ─► the last rung
+    winner: the study's best trial, its run folder copied into RUN, continues there until the budget ends
+
+Each trial is a plain charlm run in RUN/trials/tNNNN (training.setup.train with a time budget per rung, resumed
+exactly for the next one). Seconds are training time, as a budget counts them (evals and set-up excluded);
+search.share of the budget goes to the trials. Rungs are trained rung by rung (all candidates of a rung before
+the next), so each cut compares the candidates of the rung so far. A rung ends with the lr annealed (its cosine
+runs to the rung's end); the next rung's longer budget lifts it again (a warm restart, as SGDR's).
+
+Ctrl-C saves the running trial's checkpoint; `charlm train --resume -r RUN` goes on from there: finished trials
+are kept, the interrupted one continues from its last.pt (one killed before its first checkpoint starts again).
+"""
+
+from __future__ import annotations
+
+import signal
+import uuid
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime
+from pathlib import Path
+
+from charlm.autosize import space as neighbourhood
+from charlm.autosize import study as studies
+from charlm.autosize.rule import Plan
+from charlm.coerce import build
+from charlm.config import Config, apply_overrides, from_dict
+from charlm.errors import ConfigError, RunError, UsageError
+from charlm.events import Reporter, RunSummary, SilentReporter
+from charlm.files import fsio
+from charlm.files.interrupts import Interrupted
+from charlm.store import search_log
+from charlm.store.layout import BEST, CONFIG, LAST, METRICS, TRIALS, VOCAB
+from charlm.store.run_dir import RunDir
+
+COPIED = (CONFIG, VOCAB, METRICS, BEST, LAST)  # the winner's run files, copied into RUN to continue there
+
+
+@dataclass
+class SearchState:
+    """search.json: what a resumed search needs (the budget, the rungs, the rule's config and the space)."""
+
+    id: str  # this process's search; its trials carry it (a shared study holds other processes' trials too)
+    budget_s: float
+    search_seconds: float
+    rung_seconds: list[float]
+    reduction: int
+    trials: int
+    storage: str
+    shared: bool  # --study-storage: other processes may share the study
+    study: str
+    seed: int
+    tied: bool
+    space: dict
+    rule: dict
+    base: dict  # the rule's config (search off): each trial's is it with the candidate's values on top
+
+    def the_space(self) -> neighbourhood.Space:
+        return neighbourhood.Space(**{k: tuple(v) for k, v in self.space.items()})
+
+    def config(self, params: dict, *, name: str, budget: float, patience: int = 0) -> Config:
+        """A candidate's config: the rule's with its values, a time budget of `budget` training seconds, the
+        pruner in place of early stopping (patience 0) while it is a trial."""
+        items = [*neighbourhood.overrides(params, self.tied), f"name={name}", f"train.time_budget={budget:.3f}s"]
+        raw = from_dict(self.base).to_dict()
+        apply_overrides(raw, [*items, f"train.patience={patience}"])
+        return from_dict(raw)
+
+
+def start(
+    config: Config, chosen: Plan, budget_s: float, run_dir: Path | None, *, reporter: Reporter, say
+) -> RunSummary:
+    """A new search: check what it needs, write RUN's plan, run the trials, then the winner (its summary)."""
+    optuna = studies.import_optuna()  # before anything is written
+    folder = RunDir(Path(run_dir) if run_dir is not None else RunDir.new(config.name).path)
+    folder.ownership.check_new()
+    s = config.search
+    base = replace(config, search=replace(s, enabled=False))
+    search_seconds = s.share * budget_s
+    state = SearchState(
+        id=uuid.uuid4().hex,
+        budget_s=budget_s,
+        search_seconds=search_seconds,
+        rung_seconds=neighbourhood.rung_seconds(search_seconds, trials=s.trials, rungs=s.rungs, reduction=s.reduction),
+        reduction=s.reduction,
+        trials=s.trials,
+        storage=studies.storage_url(s.storage, folder.path),
+        shared=s.storage is not None,
+        study=s.study or config.name,
+        seed=s.seed,
+        tied=chosen.shape.embed is None,
+        space=asdict(neighbourhood.neighbourhood(chosen)),
+        rule=neighbourhood.rule_params(chosen),
+        base=base.to_dict(),
+    )
+    with folder.ownership.lock():
+        folder.ownership.prepare_new()
+        folder.ownership.mark()
+        search_log.write_state(folder.path, asdict(state))
+    return run(optuna, folder, state, reporter=reporter, say=say)
+
+
+def resume(run_dir: Path, *, reporter: Reporter, say) -> RunSummary:
+    """`charlm train --resume -r RUN` of a searched run: the search where it stopped, or its winner's run."""
+    folder = RunDir(Path(run_dir))
+    raw = search_log.read_state(folder.path)
+    try:
+        state = build(SearchState, raw, prefix=f"{folder / 'search.json'}: ")
+        state.the_space()
+    except (ConfigError, TypeError) as e:
+        raise UsageError(f"{folder / 'search.json'} is damaged ({e}): the search cannot resume") from None
+    return run(studies.import_optuna(), folder, state, reporter=reporter, say=say)
+
+
+def run(optuna, folder: RunDir, state: SearchState, *, reporter: Reporter, say) -> RunSummary:
+    study = studies.open_study(
+        optuna,
+        state.storage,
+        name=state.study,
+        reduction=state.reduction,
+        seed=studies.process_seed(state.seed, state.id, state.shared),
+    )
+    done = search_log.winner(search_log.read_lines(folder.path))
+    if done is None:
+        with folder.ownership.lock():  # one search per run folder; the winner's run takes the lock itself
+            Trials(optuna, study, folder, state, say).run()
+        done = choose_winner(study, folder, state, say)
+    return continue_winner(folder, state, done, reporter)
+
+
+class Trials:
+    """This process's trials, trained rung by rung (the rung loop resumes where search.jsonl and the study stand)."""
+
+    def __init__(self, optuna, study, folder: RunDir, state: SearchState, say):
+        self.optuna, self.study, self.folder, self.state, self.say = optuna, study, folder, state, say
+        self.last = len(state.rung_seconds) - 1
+
+    def own(self) -> list:
+        return [t for t in self.study.get_trials(deepcopy=False) if t.user_attrs.get("search") == self.state.id]
+
+    def run(self) -> None:
+        if not self.own():  # a new search: the rule's choice is its first candidate
+            self.study.enqueue_trial(self.state.rule, user_attrs={"rule": True}, skip_if_exists=True)
+        for _ in range(self.state.trials - len(self.own())):
+            trial = self.study.ask()
+            trial.set_user_attr("search", self.state.id)
+            trial.set_user_attr("folder", str((self.folder.path / TRIALS / f"t{trial.number:04d}").resolve()))
+            studies.suggest(trial, self.state.the_space())
+        running = self.optuna.trial.TrialState.RUNNING
+        for rung, seconds in enumerate(self.state.rung_seconds):
+            for frozen in sorted(self.own(), key=lambda t: t.number):
+                if frozen.state != running or len(frozen.intermediate_values) > rung:
+                    continue
+                if self.spent() >= self.state.search_seconds:
+                    break
+                self.train_rung(self.optuna.trial.Trial(self.study, frozen._trial_id), frozen, rung, seconds)
+        for frozen in self.own():  # out of search time: each candidate stands at its last rung (none: it failed)
+            if frozen.state == running and frozen.intermediate_values:
+                self.study.tell(frozen.number, frozen.intermediate_values[max(frozen.intermediate_values)])
+            elif frozen.state == running:
+                self.study.tell(frozen.number, state=self.optuna.trial.TrialState.FAIL)
+
+    def spent(self) -> float:
+        return sum(float(t.user_attrs.get("seconds", 0.0)) for t in self.own())
+
+    def train_rung(self, trial, frozen, rung: int, seconds: float) -> None:
+        summary = train_trial(Path(frozen.user_attrs["folder"]), self.state, frozen, seconds, self.folder.path)
+        if summary.monitored != "val_loss":
+            raise UsageError("--search chooses on the val split, and this corpus has none: set data.val_fraction")
+        loss = summary.final.get("val_loss", summary.best_loss)  # best.pt on the whole split when evals subsample
+        trial.set_user_attr("seconds", summary.train_seconds)
+        trial.report(loss, step=self.state.reduction**rung)
+        # its epochs ended before the rung's time (a small corpus), or it stopped early: compared at this rung,
+        # and if kept, it stands there (it would train no further)
+        finished = summary.stopped != "time_budget"
+        pruned = rung < self.last and trial.should_prune()
+        if pruned:
+            self.study.tell(trial, state=self.optuna.trial.TrialState.PRUNED)
+        elif rung == self.last or finished:
+            self.study.tell(trial, loss)
+        record = {
+            "trial": frozen.number,
+            "rung": rung,
+            "params": frozen.params,
+            "val_loss": loss,
+            "seconds": summary.train_seconds,
+            "rung_seconds": seconds,
+            "pruned": pruned,
+            "rule": bool(frozen.user_attrs.get("rule", False)),
+        }
+        search_log.append(self.folder.path, record)
+        self.say(record)
+
+
+def train_trial(path: Path, state: SearchState, frozen, seconds: float, run_folder: Path) -> RunSummary:
+    """One rung of a trial: a new run, or its run resumed from last.pt with the longer budget."""
+    from charlm.training.setup import train
+
+    config = state.config(frozen.params, name=f"{state.base['name'][:90]}-t{frozen.number:04d}", budget=seconds)
+    resumed = (path / LAST).exists()
+    if not resumed and path.exists():
+        import shutil
+
+        shutil.rmtree(path)  # a trial killed before its first checkpoint: it starts again
+    try:
+        return train(config, path, SilentReporter(), resume=resumed)
+    except Interrupted as e:
+        name = signal.Signals(e.exit_code - 128).name
+        raise Interrupted(
+            f"{name}: trial {frozen.number} saved its checkpoint; continue the search with: "
+            f"charlm train --resume --run-dir {run_folder}",
+            e.exit_code - 128,
+        ) from None
+
+
+def choose_winner(study, folder: RunDir, state: SearchState, say) -> dict:
+    """The study's best trial (a shared study's may be another process's), recorded as search.jsonl's last line;
+    its run folder is copied into RUN when this machine can read it."""
+    try:
+        best = study.best_trial
+    except ValueError:
+        raise RunError(f"the search in {folder} finished no trial: resume it with a longer --budget") from None
+    source = Path(best.user_attrs.get("folder", ""))
+    copied = all((source / name).exists() for name in (CONFIG, VOCAB, LAST))
+    if copied:
+        for name in COPIED:
+            if (source / name).exists():
+                fsio.atomic_write_bytes(folder / name, (source / name).read_bytes())
+    spent = sum(
+        float(t.user_attrs.get("seconds", 0.0))
+        for t in study.get_trials(deepcopy=False)
+        if t.user_attrs.get("search") == state.id
+    )
+    before = float(best.user_attrs.get("seconds", 0.0)) if copied else 0.0
+    record = {
+        "event": "winner",
+        "trial": best.number,
+        "params": best.params,
+        "val_loss": best.value,
+        "seconds": before,
+        "search_seconds": spent,
+        "budget": before + max(state.budget_s - spent, 0.0),
+        "copied": copied,
+        "chosen_at": datetime.now().isoformat(),  # a shared study's best can change after this process chose
+    }
+    search_log.append(folder.path, record)
+    say(record)
+    return record
+
+
+def continue_winner(folder: RunDir, state: SearchState, winner: dict, reporter: Reporter) -> RunSummary:
+    """The winner trains on in RUN (from its copied last.pt, or from scratch when its folder was out of reach)
+    until the budget ends, with the rule's early stopping back."""
+    from charlm.training.setup import train
+
+    config = state.config(
+        winner["params"],
+        name=state.base["name"],
+        budget=max(float(winner["budget"]), 1.0),
+        patience=int(state.base["train"]["patience"]),
+    )
+    return train(config, folder.path, reporter, resume=(folder / LAST).exists())

@@ -1,0 +1,81 @@
+"""The neighbourhood `--search` samples (search.py), around the rule's plan (rule.py), and the rungs of its
+successive halving: pure arithmetic, no Optuna, no torch.
+
+    Plan ─► Space (widths, layers, dropout, lr, batches, weight drop)   the rule's own choice is a point in it
+    budget x search.share ─► rung_seconds: r0, r0*eta, r0*eta^2, ...    the trials' training time per rung
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from charlm.autosize.rule import EMBED, WIDTHS, Plan, window
+
+DROPOUT_STEP = 0.2  # the dropout tried: the rule's +- this, within [0, MAX_DROPOUT]
+MAX_DROPOUT = 0.6
+LR_BELOW, LR_ABOVE = 3.0, 2.0  # the lr tried: from the rule's / 3 to x 2, on a log scale
+MAX_WEIGHT_DROP = 0.3  # DropConnect on W_hh, AWD-LSTM's 0.5 is for word models 10x wider
+LAYERS = (1, 2)  # the sweep measured one layer; the search may find two better on a corpus of its own
+
+
+@dataclass(frozen=True)
+class Space:
+    """Where the candidates are drawn: each a value around the rule's."""
+
+    widths: tuple[int, ...]
+    layers: tuple[int, ...]
+    dropout: tuple[float, float]
+    lr: tuple[float, float]
+    batches: tuple[int, ...]
+    weight_drop: tuple[float, float]
+
+
+def neighbourhood(chosen: Plan) -> Space:
+    """The rule's width and its neighbours in rule.WIDTHS, its dropout and lr widened, its batch halved and
+    doubled (as far as the corpus allows 4 batches an epoch)."""
+    at = WIDTHS.index(chosen.shape.hidden)
+    widths = WIDTHS[max(0, at - 1) : at + 2]
+    batches = sorted({window(chosen.stats, b)[0] for b in (max(1, chosen.batch // 2), chosen.batch, chosen.batch * 2)})
+    return Space(
+        widths=tuple(widths),
+        layers=LAYERS,
+        dropout=(max(0.0, chosen.dropout - DROPOUT_STEP), min(MAX_DROPOUT, chosen.dropout + DROPOUT_STEP)),
+        lr=(chosen.lr / LR_BELOW, chosen.lr * LR_ABOVE),
+        batches=tuple(batches),
+        weight_drop=(0.0, MAX_WEIGHT_DROP),
+    )
+
+
+def rule_params(chosen: Plan) -> dict:
+    """The rule's own choice as a point of the space: the first trial, so the search sees it."""
+    return {
+        "hidden": chosen.shape.hidden,
+        "layers": chosen.shape.layers,
+        "dropout": chosen.dropout,
+        "lr": chosen.lr,
+        "batch": chosen.batch,
+        "weight_drop": 0.0,
+    }
+
+
+def overrides(params: dict, tied: bool) -> list[str]:
+    """A candidate as --set items on the rule's config (`tied`: the embedding is the head's, a large vocabulary)."""
+    hidden = int(params["hidden"])
+    return [
+        f"model.hidden_size={hidden}",
+        f"model.embed_size={hidden if tied else EMBED}",
+        f"model.num_layers={int(params['layers'])}",
+        f"model.dropout={float(params['dropout']):.4g}",
+        f"model.weight_drop={float(params['weight_drop']):.4g}",
+        f"train.lr={float(params['lr']):.4g}",
+        f"train.min_lr={min(1e-4, float(params['lr'])):.4g}",
+        f"train.batch_size={int(params['batch'])}",
+    ]
+
+
+def rung_seconds(search_seconds: float, *, trials: int, rungs: int, reduction: int) -> list[float]:
+    """Each rung's training time per candidate (cumulative: a candidate kept trains on to the next), so that
+    `trials` candidates at the first rung and about 1 in `reduction` kept at each next one fit `search_seconds`:
+    trials x r0 x (1 + (rungs - 1) x (1 - 1/reduction))."""
+    first = search_seconds / (trials * (1 + (rungs - 1) * (1 - 1 / reduction)))
+    return [first * reduction**k for k in range(rungs)]

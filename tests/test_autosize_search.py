@@ -1,0 +1,203 @@
+"""`charlm train --budget D --search` (autosize/search.py, space.py, study.py): the space around the rule, the
+rungs, and the search end to end through the CLI: pruning, files, info, plot, resume, a study shared by two
+processes, and the message without Optuna."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from charlm.autosize import rule, space
+from charlm.store import search_log
+
+optuna = pytest.importorskip("optuna")
+
+REPO = Path(__file__).resolve().parents[1]
+WORDS = "the cat sat on a mat and dog ran far away from home".split()
+# tiny settings: a trial of one epoch of a 9 KB corpus ends by its epochs, before its rung's time, so its val loss
+# does not depend on this machine's speed (which trials are pruned is then the same on every machine)
+FAST = ["--set", "train.epochs=1", "--set", "search.trials=5", "--set", "search.rungs=2", "--set", "search.reduction=2"]
+
+
+def corpus_file(folder: Path) -> Path:
+    import random
+
+    rng = random.Random(1)
+    path = folder / "corpus.txt"
+    path.write_text(" ".join(rng.choice(WORDS) for _ in range(1500)), encoding="utf-8")
+    return path
+
+
+def charlm(*args, cwd: Path, env_extra: dict | None = None, wait: bool = True):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "XDG_CACHE_HOME": str(cwd / "cache")}
+    env.update(env_extra or {})
+    argv = [sys.executable, "-m", "charlm", *args]
+    if not wait:
+        return subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def plan_for(train_chars: int = 200_000) -> rule.Plan:
+    stats = rule.CorpusStats("x", train_chars, train_chars // 10, 65)
+    return rule.plan(stats, 600, lambda shape, batch, steps: 3e6 / shape.hidden)
+
+
+def test_the_space_holds_the_rules_choice():
+    chosen = plan_for()
+    around = space.neighbourhood(chosen)
+    params = space.rule_params(chosen)
+    assert params["hidden"] in around.widths and chosen.shape.hidden == around.widths[1]  # a neighbour each side
+    assert around.dropout[0] <= params["dropout"] <= around.dropout[1]
+    assert around.lr[0] < params["lr"] < around.lr[1]
+    assert params["batch"] in around.batches and params["layers"] in around.layers
+    items = dict(item.split("=", 1) for item in space.overrides(params, tied=False))
+    assert items["model.hidden_size"] == str(chosen.shape.hidden) and items["model.weight_drop"] == "0"
+
+
+def test_search_settings_are_checked_with_the_config():
+    from charlm.config import Config, load_config
+    from charlm.errors import ConfigError
+
+    assert not Config().search.enabled  # the rule alone unless asked
+    with pytest.raises(ConfigError, match=r"search.share must be in \(0, 1\)"):
+        load_config(None, ["search.share=1.5"])
+    with pytest.raises(ConfigError, match="search.reduction must be at least 2"):
+        load_config(None, ["search.reduction=1"])
+
+
+def test_the_rungs_grow_by_the_reduction_and_fit_the_search_share():
+    rungs = space.rung_seconds(270, trials=9, rungs=3, reduction=3)
+    assert rungs[1] == pytest.approx(3 * rungs[0]) and rungs[2] == pytest.approx(9 * rungs[0])
+    # 9 candidates at rung 0, 3 trained on to rung 1, 1 to rung 2: the share exactly (floats: approx)
+    assert 9 * rungs[0] + 3 * (rungs[1] - rungs[0]) + (rungs[2] - rungs[1]) == pytest.approx(270)
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("search")
+    corpus = corpus_file(folder)
+    done = charlm(
+        "train", "--corpus", str(corpus), "--budget", "20s", "--search", "--device", "cpu", "-r", "run", *FAST,
+        cwd=folder,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return folder, done
+
+
+def test_a_search_prunes_and_its_winner_continues_in_the_run_folder(searched):
+    folder, done = searched
+    run = folder / "run"
+    lines = search_log.read_lines(run)
+    by_trial = search_log.trials(lines)
+    assert sorted(by_trial) == [0, 1, 2, 3, 4] and by_trial[0][0]["rule"]  # the rule's choice is the first
+    assert any(steps[-1]["pruned"] for steps in by_trial.values())
+    won = search_log.winner(lines)
+    assert won is not None and won["copied"] and not by_trial[won["trial"]][-1]["pruned"]
+    study = optuna.load_study(study_name="auto-corpus", storage=f"sqlite:///{run / 'study.db'}")
+    assert won["trial"] == study.best_trial.number
+    assert {t.state.name for t in study.trials} <= {"COMPLETE", "PRUNED"}
+    # the winner's run continued from its checkpoint: its metrics, then the resume event, in the run folder
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any(m.get("event") == "resume" for m in metrics) and "epoch" in metrics[0]
+    config = (run / "config.yaml").read_text()
+    assert "name: auto-corpus\n" in config and f"hidden_size: {won['params']['hidden']}\n" in config
+    assert "search: trial" in done.stdout and "pruned" in done.stdout and "(rule)" in done.stdout
+
+
+def test_info_shows_the_search_and_plot_draws_its_rungs(searched):
+    folder, _ = searched
+    shown = charlm("info", "-r", "run", cwd=folder)
+    assert shown.returncode == 0, shown.stderr
+    assert "val rung 0" in shown.stdout and "winner" in shown.stdout
+    as_json = json.loads(charlm("info", "-r", "run", "--json", cwd=folder).stdout)
+    assert len([line for line in as_json["search"] if "event" not in line]) >= 5
+    pytest.importorskip("matplotlib")
+    drawn = charlm("plot", "-r", "run", "--out", "search.png", cwd=folder)
+    assert drawn.returncode == 0, drawn.stderr
+    from PIL import Image
+
+    with Image.open(folder / "search.png") as png:
+        assert png.size[0] > png.size[1] * 3  # four panels side by side (three without a search)
+
+
+def test_a_search_interrupted_resumes_where_it_stopped(tmp_path):
+    corpus = corpus_file(tmp_path)
+    args = ["train", "--corpus", str(corpus), "--budget", "8s", "--search", "--device", "cpu", "-r", "run"]
+    slow = ["--set", "search.trials=4", "--set", "search.rungs=2", "--set", "search.reduction=2"]
+    process = charlm(*args, *slow, cwd=tmp_path, wait=False)
+    log = tmp_path / "run" / "search.jsonl"
+    deadline = time.monotonic() + 120
+    while not (log.exists() and log.read_text().strip()) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)  # inside a trial (the trainer saves it) or between two: both resume
+    process.communicate(timeout=120)
+    before = search_log.read_lines(tmp_path / "run")
+    assert before and search_log.winner(before) is None, "the search ended before it could be interrupted"
+    resumed = charlm("train", "--resume", "-r", "run", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    after = search_log.read_lines(tmp_path / "run")
+    assert after[: len(before)] == before  # finished rungs kept, not trained again
+    rungs = [(line["trial"], line["rung"]) for line in after if "event" not in line]
+    assert len(rungs) == len(set(rungs)) and search_log.winner(after) is not None
+    assert sorted({trial for trial, _ in rungs}) == [0, 1, 2, 3]
+
+
+def test_two_processes_share_one_study(tmp_path):
+    corpus = corpus_file(tmp_path)
+    journal = tmp_path / "study.log"
+    args = ["train", "--corpus", str(corpus), "--budget", "20s", "--search", "--study-storage", str(journal)]
+    processes = [charlm(*args, "--device", "cpu", "-r", f"run{i}", *FAST, cwd=tmp_path, wait=False) for i in (1, 2)]
+    for process in processes:
+        _, err = process.communicate(timeout=240)
+        assert process.returncode == 0, err
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    study = optuna.load_study(study_name="auto-corpus", storage=storage)
+    owners = {t.user_attrs["search"] for t in study.trials}
+    assert len(owners) == 2 and len(study.trials) == 10  # five each, in one study
+    mine = [set(search_log.trials(search_log.read_lines(tmp_path / f"run{i}"))) for i in (1, 2)]
+    assert not mine[0] & mine[1] and len(mine[0] | mine[1]) == 10
+    for i in (1, 2):
+        won = search_log.winner(search_log.read_lines(tmp_path / f"run{i}"))
+        chosen_at = datetime.fromisoformat(won["chosen_at"])
+        done_then = [t for t in study.trials if t.state.name == "COMPLETE" and t.datetime_complete <= chosen_at]
+        assert won["trial"] == min(done_then, key=lambda t: t.value).number  # the study's best when it chose
+    last = max((1, 2), key=lambda i: search_log.winner(search_log.read_lines(tmp_path / f"run{i}"))["chosen_at"])
+    assert search_log.winner(search_log.read_lines(tmp_path / f"run{last}"))["trial"] == study.best_trial.number
+
+
+def test_without_optuna_the_search_says_how_to_install_it(tmp_path):
+    blocked = tmp_path / "blocked" / "optuna"
+    blocked.mkdir(parents=True)
+    (blocked / "__init__.py").write_text("raise ImportError('not installed')\n")
+    corpus = corpus_file(tmp_path)
+    done = charlm(
+        "train", "--corpus", str(corpus), "--budget", "5s", "--search", "--device", "cpu", "-r", "run",
+        cwd=tmp_path, env_extra={"PYTHONPATH": f"{tmp_path / 'blocked'}{os.pathsep}{REPO}"},
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: --search needs Optuna, which is not installed: pip install 'charlm[search]'"
+    ]
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--search"], "--search (search.enabled) searches around auto-sizing's choice"),
+        (["--budget", "5s", "--study-storage", "x.log"], "--study-storage shares the study of a search"),
+    ],
+)
+def test_bad_search_requests_are_one_line_errors(args, message, tmp_path):
+    corpus = corpus_file(tmp_path)
+    done = charlm("train", "--corpus", str(corpus), "--device", "cpu", *args, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
