@@ -10,6 +10,7 @@ runs/NAME-YYYYmmdd-HHMMSS/
     status.json     running (with the pid) | finished | interrupted
     last.pt         the newest checkpoint; best.pt the one with the lowest monitored loss
     ckpt-eEEEE-bBBBBBB.pt   older checkpoints, with train.keep_last
+    novelty-index.safetensors   the training split's suffix array, made by the first novelty report (a cache)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ LAST, BEST = "last.pt", "best.pt"
 CHECKPOINTS = ("best", "last")
 CONFIG, VOCAB, METRICS, STATUS = "config.yaml", "vocab.json", "metrics.jsonl", "status.json"
 MARKER = "run.json"
+NOVELTY_INDEX = "novelty-index.safetensors"  # analysis.novelty_index: built again whenever it does not check out
 MARKER_FORMAT = "charlm-run"
 RUNS_ENV = "CHARLM_RUNS_DIR"  # where new runs go and where `runs` and the latest run are looked for
 
