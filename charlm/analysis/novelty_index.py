@@ -31,9 +31,9 @@ from charlm.files import fsio
 from charlm.files.limits import available_memory
 from charlm.files.machine import user_cache_dir
 from charlm.files.readback import BadFile, read_bytes
+from charlm.store.checkpoint import Checkpoint
 from charlm.store.layout import NOVELTY_INDEX
 from charlm.store.model_dir import is_model_dir
-from charlm.store.checkpoint import Checkpoint
 
 FORMAT, VERSION = "charlm-novelty-index", "1"
 TEXT_TYPES = (np.uint8, np.uint16, np.uint32)  # a split's ids, by vocabulary size (as data.vocab's id_dtype)
