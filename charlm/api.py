@@ -43,6 +43,7 @@ class Model:
 
     def __init__(self, net: CharRNN, vocab: Vocab, checkpoint: Checkpoint, *, path: Path, device: torch.device):
         self.net, self.vocab, self.checkpoint, self.path, self.device = net, vocab, checkpoint, path, device
+        self._novelty = None  # the novelty index, read (or built) by the first novelty() call
 
     @property
     def config(self) -> Config:
@@ -136,6 +137,20 @@ class Model:
         source = TextSource(split=split, file=path_arg(file, "file"), text=text, text_as_file=True)
         result, _ = score_model(self.net, self.vocab, self.checkpoint, source=source, device=self.device)
         return result
+
+    def novelty(self, text: str) -> dict:
+        """What of `text` (a sample, say) also occurs in the model's training split: {"chars", "longest":
+        {"length", "text", "start", "train_offset", "train_line"}, "shares": {"8", "16", "32"}: the share of
+        its substrings of that length found in training (None when the text is shorter), "training_item"}
+        (see charlm.analysis.novelty). The first call reads the run's index, or builds it from the training
+        corpus (pip install 'charlm[novelty]')."""
+        from charlm.analysis.novelty_index import checker
+
+        if not isinstance(text, str):
+            raise UsageError(f"novelty takes the text as a str, not {shown(text)}")
+        if self._novelty is None:
+            self._novelty = checker(self.path, self.checkpoint)
+        return self._novelty.report(text).to_dict()
 
 
 def load(path: str | Path | None = None, checkpoint: str = "best", device: str | torch.device = "cpu") -> Model:

@@ -163,6 +163,22 @@ def novelty(index: SuffixIndex, text: str, lookup: np.ndarray, *, documents: fro
     return Novelty(len(text), length, text[i : i + length], i, offset, index.line_of(offset), shares(lengths), item)
 
 
+@dataclass(frozen=True)
+class Checker:
+    """A run's novelty index with its vocabulary's code point table: what generate --novelty, perplexity
+    --novelty and Model.novelty ask."""
+
+    index: SuffixIndex
+    lookup: np.ndarray  # Vocab.lookup_table(): code point -> id, -1 where none
+
+    def report(self, text: str, *, documents: frozenset[bytes] | None = None) -> Novelty:
+        return novelty(self.index, text, self.lookup, documents=documents)
+
+    def copied(self, ids: np.ndarray, min_span: int = MIN_SPAN) -> list[tuple[int, int]]:
+        """The spans of a text given as ids that are copies of training text, at least `min_span` long."""
+        return copied_spans(matches(self.index, np.asarray(ids, dtype=np.int64))[0], min_span)
+
+
 def copied_spans(lengths: np.ndarray, min_span: int = MIN_SPAN) -> list[tuple[int, int]]:
     """The [start, end) runs of the text covered by a match of at least `min_span` characters (`lengths`
     from `matches`), merged where they touch or overlap."""

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from charlm.analysis.novelty import SuffixIndex
+from charlm.analysis.novelty import Checker, SuffixIndex
 from charlm.errors import CorpusError, RunError, UsageError
 from charlm.files import fsio
 from charlm.files.limits import available_memory
@@ -55,6 +55,14 @@ def index_path(folder: Path, key: str) -> Path:
     if is_model_dir(folder):
         return user_cache_dir() / "novelty" / f"{key}.safetensors"
     return Path(folder) / NOVELTY_INDEX
+
+
+def checker(folder: Path, checkpoint: Checkpoint, *, say: Callable[[str], object] = lambda line: None) -> Checker:
+    """load_index's index with the vocabulary's code point table, ready for queries."""
+    from charlm.data.vocab import Vocab
+
+    lookup = Vocab.in_order(checkpoint.vocab).lookup_table().numpy().astype(np.int64)
+    return Checker(load_index(folder, checkpoint, say=say), lookup)
 
 
 def load_index(folder: Path, checkpoint: Checkpoint, *, say: Callable[[str], object] = lambda line: None):

@@ -38,6 +38,16 @@ Breakdown = Annotated[
     ),
 ]
 ShowChars = Annotated[int, typer.Option(help="Characters shown by --show and --html (the figures cover all).")]
+Novelty = Annotated[
+    bool,
+    typer.Option(
+        "--novelty",
+        help="--show and --html also mark the spans found in the training split (at least --novelty-min-span "
+        "characters long). Needs charlm[novelty].",
+    ),
+]
+MIN_SPAN = 16  # analysis.novelty.MIN_SPAN, written here since importing it loads numpy (--help stays light)
+NoveltyMinSpan = Annotated[int, typer.Option(help="With --novelty: the shortest span marked, in characters.")]
 Force = Annotated[bool, typer.Option("--force", help="--html: replace an existing file that charlm did not write.")]
 
 
@@ -56,6 +66,8 @@ def perplexity(
     show_chars: ShowChars = 5000,
     model_dir: ModelDir = None,
     force: Force = False,
+    novelty: Novelty = False,
+    novelty_min_span: NoveltyMinSpan = MIN_SPAN,
 ) -> None:
     """Score a run (or an exported model) on a split of its corpus, a file or a string: nats/char, bits/char, ppl.
 
@@ -66,6 +78,10 @@ def perplexity(
     from charlm.store.model_dir import resolve
     from charlm.store.targets import check_output_file
 
+    if novelty and not (show or html):
+        raise UsageError("--novelty marks copied spans in --show or --html: add one of them")
+    if novelty_min_span < 1:
+        raise UsageError(f"--novelty-min-span must be >= 1, got {novelty_min_span}")
     if html is not None:  # before the model is read: a refused page costs nothing
         check_output_file(html, option="--html", force=force, reads=(file,))
     folder = resolve(model_source(run_dir, model_dir))
@@ -81,6 +97,7 @@ def perplexity(
             html=html,
             show_chars=show_chars,
             force=force,
+            copied_min=novelty_min_span if novelty else None,
         )
     from charlm.ui.report import scoring_bar
 
@@ -108,6 +125,7 @@ def _surprisal(
     html: Optional[Path],
     show_chars: int,
     force: bool,
+    copied_min: Optional[int] = None,
 ) -> None:
     from charlm.analysis import surprisal
     from charlm.ui import pages, views
@@ -123,12 +141,15 @@ def _surprisal(
         device=device,
         predictions=html is not None,
         keep=show_chars if show or html is not None else 0,
+        copied_min=copied_min,
+        say=lambda line: cli.err.print(line, markup=False),
     )  # what is shown, no more
     parts = report.breakdown()
     if html is not None:
         pages.write(html, pages.render("surprisal", surprisal.page_data(report, parts, show_chars)), force=force)
     if as_json:
-        print(json.dumps({**report.figures(), "breakdown": parts.to_dict()}, ensure_ascii=False))
+        copied = {} if copied_min is None else {"novelty": {"min_span": copied_min, "spans": report.copied}}
+        print(json.dumps({**report.figures(), "breakdown": parts.to_dict(), **copied}, ensure_ascii=False))
         return
     views.print_surprisal(cli.out, report, parts, show=show, limit=show_chars)
     if html is not None:
