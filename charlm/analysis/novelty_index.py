@@ -95,10 +95,6 @@ def build_index(checkpoint: Checkpoint) -> SuffixIndex:
     """The suffix array of the training split of `checkpoint`'s run, its corpus read again (and checked)."""
     from charlm import data
 
-    try:
-        from pydivsufsort import divsufsort
-    except ImportError:
-        raise UsageError("the novelty report needs pydivsufsort: pip install 'charlm[novelty]'") from None
     vocab = data.Vocab.in_order(checkpoint.vocab)
     corpus = data.load_corpus(checkpoint.config.data, vocab=vocab)
     if corpus.sha256 != checkpoint.corpus_sha256 or corpus.vocab != vocab:
@@ -108,8 +104,17 @@ def build_index(checkpoint: Checkpoint) -> SuffixIndex:
         )
     if len(corpus.train) == 0:
         raise CorpusError(f"corpus {checkpoint.config.data.corpus} has no training split to compare with")
-    text = corpus.train.numpy().astype(TEXT_TYPES[np.searchsorted([256, 65536], len(vocab), side="right")])
-    return SuffixIndex(text, divsufsort(text), _newline(checkpoint))
+    return sort_suffixes(corpus.train.numpy(), len(vocab), _newline(checkpoint))
+
+
+def sort_suffixes(ids: np.ndarray, vocab_size: int, newline: int | None) -> SuffixIndex:
+    """The SuffixIndex of a text given as ids (pydivsufsort sorts the suffixes)."""
+    try:
+        from pydivsufsort import divsufsort
+    except ImportError:
+        raise UsageError("the novelty report needs pydivsufsort: pip install 'charlm[novelty]'") from None
+    text = ids.astype(TEXT_TYPES[np.searchsorted([256, 65536], vocab_size, side="right")])
+    return SuffixIndex(text, divsufsort(text), newline)
 
 
 def to_bytes(index: SuffixIndex, key: str) -> bytes:
