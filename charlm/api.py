@@ -46,6 +46,7 @@ class Model:
     ):
         self.net, self.vocab, self.checkpoint, self.path, self.device = net, vocab, checkpoint, path, device
         self.which = which  # best | last: names the checkpoint's cached dynamic-evaluation statistics
+        self._novelty = None  # the novelty index, read (or built) by the first novelty() call
 
     @property
     def config(self) -> Config:
@@ -183,6 +184,20 @@ class Model:
 
     def _where(self) -> dict:
         return {"folder": self.path, "which": self.which, "device": self.device}
+
+    def novelty(self, text: str) -> dict:
+        """What of `text` (a sample, say) also occurs in the model's training split: {"chars", "longest":
+        {"length", "text", "start", "train_offset", "train_line"}, "shares": {"8", "16", "32"}: the share of
+        its substrings of that length found in training (None when the text is shorter), "training_item"}
+        (see charlm.analysis.novelty). The first call reads the run's index, or builds it from the training
+        corpus (pip install 'charlm[novelty]')."""
+        from charlm.analysis.novelty_index import checker
+
+        if not isinstance(text, str):
+            raise UsageError(f"novelty takes the text as a str, not {shown(text)}")
+        if self._novelty is None:
+            self._novelty = checker(self.path, self.checkpoint)
+        return self._novelty.report(text).to_dict()
 
 
 def load(path: str | Path | None = None, checkpoint: str = "best", device: str | torch.device = "cpu") -> Model:

@@ -46,3 +46,37 @@ def test_legend_and_tables_render():
 
 def test_visible():
     assert visible("\n") == "↵\n" and visible("\t") == "␉" and visible("x") == "x"
+
+
+def test_copied_characters_are_marked_over_their_shade_and_named_in_the_legend():
+    from dataclasses import replace
+
+    from charlm.ui.views import COPIED
+
+    r = replace(report(), copied=[(1, 3)], copied_min=2)
+    text = shaded_text(r, 10)
+    styles = [span.style for span in text.spans]  # a, b, ↵, c, a
+    assert [bool(s.bold and s.underline) for s in styles] == [False, True, True, False, False]
+    assert styles[1].bgcolor == shaded_text(report(), 10).spans[1].style.bgcolor  # the shade stays under the mark
+    console = Console(width=200, record=True, color_system=None)
+    console.print(legend(r, 10))
+    assert "spans of 2+ characters found in the training split (1 spans, 40.0% of the text shown)" in (
+        console.export_text()
+    )
+    assert COPIED.bold and COPIED.underline
+    console = Console(width=200, record=True, color_system=None)
+    console.print(legend(report(), 10))
+    assert "training split" not in console.export_text()  # not asked: not mentioned
+
+
+def test_the_novelty_report_of_a_sample():
+    from charlm.analysis.novelty import Novelty
+    from charlm.ui.views import SPAN_SHOWN, novelty_text
+
+    report = Novelty(300, 200, "ab\n" * 66 + "ab", 4, 100, 12, {8: 1.0, 16: 0.5, 32: None}, True)
+    shown = novelty_text(report).plain
+    assert "longest span found in training 200 characters (line 12 of the training split): ab↵ab↵" in shown
+    assert shown.count("↵") == SPAN_SHOWN // 3 and "…" in shown and "\nab" not in shown  # one line, cut
+    assert "8 chars 100.0%, 16 chars 50.0%, 32 chars –" in shown and "a whole training item: yes" in shown
+    nothing = novelty_text(Novelty(5, 0, "", None, None, None, {8: None, 16: None, 32: None})).plain
+    assert "no character of the sample occurs in the training split" in nothing and "item" not in nothing

@@ -88,6 +88,8 @@ class Surprisal:
     train_note: str | None = None  # why train_counts is None
     top_ids: torch.Tensor | None = None  # (len(bits), TOP_PREDICTIONS)
     top_probs: torch.Tensor | None = None
+    copied: list[tuple[int, int]] | None = None  # with copied_min: the [start, end) spans found in training
+    copied_min: int | None = None  # among the shown characters, spans at least this long (None: not asked)
 
     @property
     def uniform_bits(self) -> float:
@@ -152,6 +154,8 @@ def analyse(
     predictions: bool = False,
     keep: int = 0,
     losses_of=None,
+    copied_min: int | None = None,
+    say=lambda line: None,
 ) -> Surprisal:
     """Score a text (a split, a file or a string) under a run's checkpoint: the figures and the bits by
     character of all of it, and each of the first `keep` characters' bits (what --show and --html show).
@@ -159,6 +163,9 @@ def analyse(
     With `predictions`, also the model's TOP_PREDICTIONS most likely characters at each of those (for the page).
     `losses_of(scored, keep=, top_k=)` scores by another protocol (dynamic.run.DynamicLosses; its `label` is
     added to the source's name).
+    With `predictions`, also the model's TOP_PREDICTIONS most likely characters at each of those (for the page);
+    with `copied_min`, the spans of those characters at least that long found in the training split (the
+    novelty index, novelty_index.checker; `say` hears whether it was built).
     """
     scored = load_text_to_score(run_dir, which, source, device=device)
     top_k, kept = TOP_PREDICTIONS if predictions else 0, max(0, keep - 1)
@@ -176,6 +183,11 @@ def analyse(
             keep=kept,
         )
     counts, note = _train_counts(scored)
+    copied = None
+    if copied_min is not None:
+        from charlm.analysis.novelty_index import checker
+
+        copied = checker(Path(run_dir), scored.checkpoint, say=say).copied(scored.ids[:keep].numpy(), copied_min)
     return Surprisal(
         Path(run_dir),
         which,
@@ -193,6 +205,8 @@ def analyse(
         note,
         losses.top_ids,
         losses.top_probs,
+        copied,
+        copied_min,
     )
 
 
@@ -245,5 +259,6 @@ def page_data(report: Surprisal, breakdown: Breakdown, limit: int) -> dict:
         "top": top,
         "breakdown": breakdown.to_dict(),
         "total_text_chars": report.text_chars,
+        "copied": None if report.copied is None else {"min_span": report.copied_min, "spans": report.copied},
     }
     return data

@@ -41,6 +41,14 @@ RepetitionWindow = Annotated[int, typer.Option(help="Characters the repetition p
 AsJson = Annotated[
     bool, typer.Option("--json", help="One JSON object per sample: text, prefix, options, bits per char.")
 ]
+Novelty = Annotated[
+    bool,
+    typer.Option(
+        "--novelty",
+        help="After each sample, what of it occurs in the training split: the longest such span, the share of "
+        '8-, 16- and 32-character substrings (in --json as "novelty"). Needs charlm[novelty].',
+    ),
+]
 Weights = Annotated[
     str,
     typer.Option(
@@ -74,6 +82,7 @@ def generate(
     repetition_penalty: RepetitionPenalty = 1.0,
     repetition_window: RepetitionWindow = 64,
     as_json: AsJson = False,
+    novelty: Novelty = False,
     weights: Weights = "fp32",
     checkpoint: Which = "best",
     device: Device = "cpu",
@@ -106,10 +115,10 @@ def generate(
     if adapt is not None:
         model = _adapted(model, adapt)
     net, vocab, dev = model.net, model.vocab, model.device
+    check = _novelty_checker(model) if novelty else None  # built (once per run) before sampling
     if as_json or beam or num_samples > 1:
-        _write_samples(
-            gen.samples(net, vocab, prefix, length=length, device=dev, **vars(options)), length, options, as_json
-        )
+        made = gen.samples(net, vocab, prefix, length=length, device=dev, **vars(options))
+        _write_samples(made, length, options, as_json, check)
         return
     steps = gen.stream(net, vocab, prefix, length=length, device=dev, **vars(options))  # checks all before printing
     sys.stdout.write(prefix or "")
@@ -118,6 +127,7 @@ def generate(
         sys.stdout.flush()
     sys.stdout.write("\n")
     _say_stopped(steps.samples()[0])
+    _print_novelty(check, steps.samples()[0])
 
 
 def _adapted(model, file: Path):
@@ -143,16 +153,41 @@ def _default_options():
     return DynamicOptions()
 
 
-def _write_samples(results: list, length: int, options, as_json: bool) -> None:
-    """Samples made in one batch (or by beam search): JSON lines, headed texts, or the one text."""
+def _write_samples(results: list, length: int, options, as_json: bool, check=None) -> None:
+    """Samples made in one batch (or by beam search): JSON lines, headed texts, or the one text; each with
+    its novelty report when `check` (a novelty.Checker) is given."""
     for n, sample in enumerate(results, 1):
         if as_json:
-            print(json.dumps(sample.record(n, length, options), ensure_ascii=False))
+            record = sample.record(n, length, options)
+            if check is not None:
+                record["novelty"] = check.report(_written(sample)).to_dict()
+            print(json.dumps(record, ensure_ascii=False))
         elif options.num_samples > 1:
             sys.stdout.write(f"--- sample {n}{_stopped(sample)}\n{sample.text}\n")
+            _print_novelty(check, sample)
         else:
             sys.stdout.write(f"{sample.text}\n")
             _say_stopped(sample)
+            _print_novelty(check, sample)
+
+
+def _novelty_checker(model):
+    from charlm.analysis.novelty_index import checker
+
+    return checker(model.path, model.checkpoint, say=lambda line: cli.err.print(line, markup=False))
+
+
+def _written(sample) -> str:
+    """What the model wrote: the report is on it, not on the prefix the user gave."""
+    return sample.text[len(sample.text) - sample.generated :]
+
+
+def _print_novelty(check, sample) -> None:
+    if check is not None:
+        from charlm.ui.views import novelty_text
+
+        sys.stdout.flush()
+        cli.out.print(novelty_text(check.report(_written(sample))))
 
 
 def _unescape(text: str) -> str:

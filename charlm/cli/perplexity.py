@@ -38,6 +38,16 @@ Breakdown = Annotated[
     ),
 ]
 ShowChars = Annotated[int, typer.Option(help="Characters shown by --show and --html (the figures cover all).")]
+Novelty = Annotated[
+    bool,
+    typer.Option(
+        "--novelty",
+        help="--show and --html also mark the spans found in the training split (at least --novelty-min-span "
+        "characters long). Needs charlm[novelty].",
+    ),
+]
+MIN_SPAN = 16  # analysis.novelty.MIN_SPAN, written here since importing it loads numpy (--help stays light)
+NoveltyMinSpan = Annotated[int, typer.Option(help="With --novelty: the shortest span marked, in characters.")]
 Force = Annotated[bool, typer.Option("--force", help="--html: replace an existing file that charlm did not write.")]
 Dynamic = Annotated[
     bool,
@@ -82,6 +92,8 @@ def perplexity(
     dynamic_decay: DynamicDecay = None,
     dynamic_tune: DynamicTune = False,
     dynamic_stats: DynamicStats = False,
+    novelty: Novelty = False,
+    novelty_min_span: NoveltyMinSpan = MIN_SPAN,
 ) -> None:
     """Score a run (or an exported model) on a split of its corpus, a file or a string: nats/char, bits/char, ppl.
 
@@ -92,31 +104,34 @@ def perplexity(
     from charlm.store.model_dir import resolve
     from charlm.store.targets import check_output_file
 
+    _check_novelty(novelty, novelty_min_span, shown=show or html is not None)
     if html is not None:  # before the model is read: a refused page costs nothing
         check_output_file(html, option="--html", force=force, reads=(file,))
     folder = resolve(model_source(run_dir, model_dir))
     source = TextSource(split=split, file=file, text=text)
     adapting = _dynamic_options(dynamic, dynamic_method, dynamic_lr, dynamic_decay, dynamic_tune, dynamic_stats)
+    where = pick_device(device)
     if dynamic_stats:
-        _measure_stats(folder, checkpoint, device=pick_device(device))
+        _measure_stats(folder, checkpoint, device=where)
         if not dynamic:
             return
-    if adapting is not None and not (show or html or breakdown):
-        return _print_dynamic(folder, checkpoint, source, adapting, device=pick_device(device), as_json=as_json)
     if show or html or breakdown:
         return _surprisal(
             folder,
             checkpoint,
             source,
-            device=pick_device(device),
+            device=where,
             as_json=as_json,
             show=show,
             html=html,
             show_chars=show_chars,
             force=force,
-            losses_of=_dynamic_losses(folder, checkpoint, adapting, device=pick_device(device)),
+            losses_of=_dynamic_losses(folder, checkpoint, adapting, device=where),
+            copied_min=novelty_min_span if novelty else None,
         )
-    _print_static(folder, checkpoint, source, device=pick_device(device), as_json=as_json)
+    if adapting is not None:
+        return _print_dynamic(folder, checkpoint, source, adapting, device=where, as_json=as_json)
+    _print_static(folder, checkpoint, source, device=where, as_json=as_json)
 
 
 def _surprisal(
@@ -131,6 +146,7 @@ def _surprisal(
     show_chars: int,
     force: bool,
     losses_of=None,
+    copied_min: Optional[int] = None,
 ) -> None:
     from charlm.analysis import surprisal
     from charlm.ui import pages, views
@@ -147,16 +163,26 @@ def _surprisal(
         predictions=html is not None,
         keep=show_chars if show or html is not None else 0,
         losses_of=losses_of,
+        copied_min=copied_min,
+        say=lambda line: cli.err.print(line, markup=False),
     )  # what is shown, no more
     parts = report.breakdown()
     if html is not None:
         pages.write(html, pages.render("surprisal", surprisal.page_data(report, parts, show_chars)), force=force)
     if as_json:
-        print(json.dumps({**report.figures(), "breakdown": parts.to_dict()}, ensure_ascii=False))
+        copied = {} if copied_min is None else {"novelty": {"min_span": copied_min, "spans": report.copied}}
+        print(json.dumps({**report.figures(), "breakdown": parts.to_dict(), **copied}, ensure_ascii=False))
         return
     views.print_surprisal(cli.out, report, parts, show=show, limit=show_chars)
     if html is not None:
         cli.out.print(f"wrote {html}", markup=False)
+
+
+def _check_novelty(novelty: bool, min_span: int, *, shown: bool) -> None:
+    if novelty and not shown:
+        raise UsageError("--novelty marks copied spans in --show or --html: add one of them")
+    if min_span < 1:
+        raise UsageError(f"--novelty-min-span must be >= 1, got {min_span}")
 
 
 def _print_static(folder: Path, checkpoint: str, source: TextSource, *, device, as_json: bool) -> None:

@@ -15,6 +15,7 @@ runs/NAME-YYYYmmdd-HHMMSS/
     search.jsonl    one line per trial and rung (params, val loss, training time, pruned), then the winner's
     study.db        the Optuna study (SQLite), unless --study-storage names a shared one
     trials/tNNNN/   each candidate's own run folder; the winner's is copied here and continues
+    novelty-index.safetensors   the training split's suffix array, made by the first novelty report (a cache)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ CHECKPOINTS = ("best", "last")
 CONFIG, VOCAB, METRICS, STATUS = "config.yaml", "vocab.json", "metrics.jsonl", "status.json"
 MARKER = "run.json"
 SEARCH_STATE, SEARCH_LOG, STUDY_DB, TRIALS = "search.json", "search.jsonl", "study.db", "trials"
+NOVELTY_INDEX = "novelty-index.safetensors"  # analysis.novelty_index: built again whenever it does not check out
 MARKER_FORMAT = "charlm-run"
 RUNS_ENV = "CHARLM_RUNS_DIR"  # where new runs go and where `runs` and the latest run are looked for
 

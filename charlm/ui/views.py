@@ -13,10 +13,13 @@ from rich.table import Table
 from rich.text import Text
 
 from charlm.analysis.neurons import NeuronReport
+from charlm.analysis.novelty import Novelty
 from charlm.analysis.surprisal import Breakdown, Surprisal, heat
 from charlm.dynamic.run import DynamicScore, figures
 
 UNSCORED = Style(color="grey50", underline=True)
+COPIED = Style(bold=True, underline=True)  # over its shade: a character in a span found in training
+SPAN_SHOWN = 80  # characters of the longest copied span the novelty report quotes
 DARK = 0.75  # from this fraction of the scale on, the shade is dark enough for light ink (as on the page)
 
 
@@ -35,12 +38,17 @@ def shade(bits: float, scale: float) -> Style:
 
 
 def shaded_text(report: Surprisal, limit: int) -> Text:
-    """The first `limit` characters, each on the background of its bits."""
+    """The first `limit` characters, each on the background of its bits (bold underlined: copied)."""
     text = Text()
     scale = report.uniform_bits
-    for char, bits in report.display(limit):
+    copied = set()
+    for start, end in report.copied or ():
+        copied.update(range(start, min(end, limit)))
+    for i, (char, bits) in enumerate(report.display(limit)):
         shown = visible(char)
         style = UNSCORED if bits is None else shade(bits, scale)
+        if i in copied:
+            style = style + COPIED
         if shown.endswith("\n"):  # shade the mark, not the rest of the line
             text.append(shown[:-1], style)
             text.append("\n")
@@ -60,6 +68,15 @@ def legend(report: Surprisal, limit: int) -> Text:
     )
     line.append("underlined", UNSCORED)
     line.append(": not scored)")
+    if report.copied is not None:
+        shown = min(limit, report.text_chars)
+        covered = sum(min(end, shown) - start for start, end in report.copied if start < shown)
+        line.append("\n")
+        line.append("bold underlined", COPIED)
+        line.append(
+            f": spans of {report.copied_min}+ characters found in the training split "
+            f"({len(report.copied):,} spans, {covered / max(1, shown):.1%} of the text shown)"
+        )
     total = report.text_chars
     if limit < total:
         line.append(f"\nshown: the first {limit:,} of {total:,} characters (--show-chars); the figures cover them all")
@@ -110,6 +127,24 @@ def print_surprisal(out: Console, report: Surprisal, breakdown: Breakdown, *, sh
         out.print(legend(report, limit), soft_wrap=False)
     for table in breakdown_tables(breakdown):
         out.print(table)
+
+
+def novelty_text(report: Novelty) -> Text:
+    """generate --novelty's lines after a sample: the longest span found in training, the shares found."""
+    line = Text("novelty: ", style="bold")
+    if report.longest == 0:
+        line.append("no character of the sample occurs in the training split\n")
+    else:
+        quoted = "".join(visible(c).rstrip("\n") for c in report.longest_text[:SPAN_SHOWN])
+        more = "…" if report.longest > SPAN_SHOWN else ""
+        line.append(f"longest span found in training {report.longest:,} characters", style="bold")
+        line.append(f" (line {report.train_line:,} of the training split): ")
+        line.append(f"{quoted}{more}\n", style="italic")
+    shares = ", ".join(f"{k} chars {'–' if share is None else f'{share:.1%}'}" for k, share in report.shares.items())
+    line.append(f"         substrings found in training: {shares}")
+    if report.training_item is not None:
+        line.append(f"\n         a whole training item: {'yes' if report.training_item else 'no'}")
+    return line
 
 
 def neurons_table(report: NeuronReport) -> Table:

@@ -1,0 +1,171 @@
+"""The novelty index of a run's training split: built once, kept, and read back only after a check.
+
+The index (`novelty.SuffixIndex`: the split's ids and their suffix array, from pydivsufsort, the optional
+extra charlm[novelty]) is one safetensors file: raw arrays and a small header, nothing unpickled. Its header
+holds a `key`, the digest of what the split follows from (the corpus's checksum, the data settings, the
+vocabulary), and a checksum of the arrays. Where it is kept:
+
+- a run folder: `novelty-index.safetensors` in it (layout.NOVELTY_INDEX), beside the checkpoints;
+- an exported model folder, which charlm never writes into: the user cache folder, `novelty/KEY.safetensors`
+  (files.machine.user_cache_dir), so that every copy of the same model shares one.
+
+Where the folder cannot be written, the index is built in memory for this command. A file that is not what
+charlm wrote (another run's, an older corpus's, truncated, edited: a checksum or a range that fails) is
+built again and replaced, never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from charlm.analysis.novelty import Checker, SuffixIndex
+from charlm.errors import CorpusError, RunError, UsageError
+from charlm.files import fsio
+from charlm.files.limits import available_memory
+from charlm.files.machine import user_cache_dir
+from charlm.files.readback import BadFile, read_bytes
+from charlm.store.checkpoint import Checkpoint
+from charlm.store.layout import NOVELTY_INDEX
+from charlm.store.model_dir import is_model_dir
+
+FORMAT, VERSION = "charlm-novelty-index", "1"
+TEXT_TYPES = (np.uint8, np.uint16, np.uint32)  # a split's ids, by vocabulary size (as data.vocab's id_dtype)
+SA_TYPES = (np.int32, np.int64)  # pydivsufsort's: int64 past 2**31 positions
+
+
+def index_key(checkpoint: Checkpoint) -> str:
+    """The digest of what a run's training split follows from: its corpus, data settings and vocabulary."""
+    what = {
+        "corpus_sha256": checkpoint.corpus_sha256,
+        "data": asdict(checkpoint.config.data),
+        "vocab": checkpoint.vocab,
+    }
+    return hashlib.sha256(json.dumps(what, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def index_path(folder: Path, key: str) -> Path:
+    """Where the index of the model in `folder` is kept (see the module's docstring)."""
+    if is_model_dir(folder):
+        return user_cache_dir() / "novelty" / f"{key}.safetensors"
+    return Path(folder) / NOVELTY_INDEX
+
+
+def checker(folder: Path, checkpoint: Checkpoint, *, say: Callable[[str], object] = lambda line: None) -> Checker:
+    """load_index's index with the vocabulary's code point table, ready for queries."""
+    from charlm.data.vocab import Vocab
+
+    lookup = Vocab.in_order(checkpoint.vocab).lookup_table().numpy().astype(np.int64)
+    return Checker(load_index(folder, checkpoint, say=say), lookup)
+
+
+def load_index(folder: Path, checkpoint: Checkpoint, *, say: Callable[[str], object] = lambda line: None):
+    """The novelty index of the model in `folder` (a run or model folder) and `checkpoint`, its own: the
+    kept one when it checks out, else built from the training split and kept. `say(line)` hears what was
+    done when it is more than a read (built, rebuilt, not kept)."""
+    key = index_key(checkpoint)
+    path = index_path(folder, key)
+    why = "built"
+    try:
+        return read_index(path, key=key, vocab_size=len(checkpoint.vocab), newline=_newline(checkpoint))
+    except FileNotFoundError:
+        pass
+    except (OSError, BadFile) as e:
+        why = f"rebuilt ({path.name}: {getattr(e, 'reason', None) or e.strerror})"
+    started = time.perf_counter()
+    index = build_index(checkpoint)
+    seconds = time.perf_counter() - started
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fsio.atomic_write_bytes(path, to_bytes(index, key))
+        where = f"kept in {path}"
+    except (OSError, RunError) as e:  # a read-only folder: this command works all the same
+        where = f"not kept ({e})"
+    say(f"novelty index {why} from {len(index):,} training characters in {seconds:.1f} s, {where}")
+    return index
+
+
+def build_index(checkpoint: Checkpoint) -> SuffixIndex:
+    """The suffix array of the training split of `checkpoint`'s run, its corpus read again (and checked)."""
+    from charlm import data
+
+    vocab = data.Vocab.in_order(checkpoint.vocab)
+    corpus = data.load_corpus(checkpoint.config.data, vocab=vocab)
+    if corpus.sha256 != checkpoint.corpus_sha256 or corpus.vocab != vocab:
+        raise CorpusError(
+            f"corpus {checkpoint.config.data.corpus} changed since this run was trained: the novelty report "
+            "compares with the training split, which is no longer there"
+        )
+    if len(corpus.train) == 0:
+        raise CorpusError(f"corpus {checkpoint.config.data.corpus} has no training split to compare with")
+    return sort_suffixes(corpus.train.numpy(), len(vocab), _newline(checkpoint))
+
+
+def sort_suffixes(ids: np.ndarray, vocab_size: int, newline: int | None) -> SuffixIndex:
+    """The SuffixIndex of a text given as ids (pydivsufsort sorts the suffixes)."""
+    try:
+        from pydivsufsort import divsufsort
+    except ImportError:
+        raise UsageError("the novelty report needs pydivsufsort: pip install 'charlm[novelty]'") from None
+    text = ids.astype(TEXT_TYPES[np.searchsorted([256, 65536], vocab_size, side="right")])
+    return SuffixIndex(text, divsufsort(text), newline)
+
+
+def to_bytes(index: SuffixIndex, key: str) -> bytes:
+    from safetensors.numpy import save
+
+    arrays = {"text": np.ascontiguousarray(index.text), "sa": np.ascontiguousarray(index.sa)}
+    meta = {"format": FORMAT, "version": VERSION, "key": key, "sha256": _checksum(arrays)}
+    return save(arrays, metadata=meta)
+
+
+def read_index(path: Path, *, key: str, vocab_size: int, newline: int | None) -> SuffixIndex:
+    """The index kept at `path`, checked: charlm's format for this `key`, the arrays' checksum, their types,
+    and every value in range (ids under `vocab_size`, positions inside the text). BadFile says what fails."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load
+
+    data = read_bytes(path, available_memory())  # what cannot fit in memory is not read
+    try:
+        arrays = load(data)
+        meta = _metadata(data)
+    except (SafetensorError, ValueError, TypeError, KeyError) as e:
+        raise BadFile(f"not a safetensors file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise BadFile("not charlm's novelty index of this version")
+    if meta.get("key") != key:
+        raise BadFile("the index of another corpus, data settings or vocabulary")
+    if set(arrays) != {"text", "sa"} or meta.get("sha256") != _checksum(arrays):
+        raise BadFile("its arrays do not match their checksum")
+    text, sa = arrays["text"], arrays["sa"]
+    if text.ndim != 1 or sa.shape != text.shape or text.dtype not in TEXT_TYPES or sa.dtype not in SA_TYPES:
+        raise BadFile("its arrays are not a text and its suffix array")
+    if not len(text) or int(text.max()) >= vocab_size or int(sa.min()) < 0 or int(sa.max()) >= len(text):
+        raise BadFile("a value out of range")
+    return SuffixIndex(text, sa, newline)
+
+
+def _metadata(data: bytes) -> dict:
+    """The header's metadata (the numpy loader drops it): 8 bytes of length, then JSON."""
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + size])
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return meta if isinstance(meta, dict) else {}
+
+
+def _checksum(arrays: dict[str, np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        digest.update(f"{name}:{arrays[name].dtype.str}:{arrays[name].shape}".encode())
+        digest.update(np.ascontiguousarray(arrays[name]).data)
+    return digest.hexdigest()
+
+
+def _newline(checkpoint: Checkpoint) -> int | None:
+    return checkpoint.vocab.index("\n") if "\n" in checkpoint.vocab else None
