@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from charlm.errors import CharlmError
-from charlm.evaluate import TextSource, char_losses, load_text_to_score
+from charlm.evaluate import TextSource, char_losses, load_text_to_score, reset_id
 from charlm.units import perplexity
 
 RARE = 5  # a character seen fewer times than this in training is "rare"
@@ -166,6 +166,7 @@ def analyse(
         device=device,
         top_k=TOP_PREDICTIONS if predictions else 0,
         keep=max(0, keep - 1),
+        reset=reset_id(scored.checkpoint.config, scored.vocab),
     )
     counts, note = _train_counts(scored)
     return Surprisal(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -40,6 +41,18 @@ RepetitionWindow = Annotated[int, typer.Option(help="Characters the repetition p
 AsJson = Annotated[
     bool, typer.Option("--json", help="One JSON object per sample: text, prefix, options, bits per char.")
 ]
+Items = Annotated[
+    Optional[int],
+    typer.Option(
+        "--items",
+        help="Write N whole items (documents) at once, one per line, each ending at the end symbol or --length "
+        "(needs a model trained with data.documents: lines, paragraphs or files).",
+    ),
+]
+Unknown = Annotated[
+    str,
+    typer.Option(help="A prefix's characters the model never saw: refuse, or map them to <unk> (data.min_char_count)."),
+]
 Weights = Annotated[
     str,
     typer.Option(
@@ -69,6 +82,8 @@ def generate(
     checkpoint: Which = "best",
     device: Device = "cpu",
     model_dir: ModelDir = None,
+    items: Items = None,
+    unknown: Unknown = "refuse",
 ) -> None:
     """Sample text from a trained run (or an exported model), starting from a prefix; it streams as it is made."""
     from charlm.api import load
@@ -92,14 +107,22 @@ def generate(
         weights=weights,
     )
     options.check(length)  # before the checkpoint is read: bad flags fail fast
+    if unknown not in gen.UNKNOWN:
+        raise UsageError(f"--unknown {unknown!r} is not valid: use refuse or map")
+    if items is not None:
+        _check_items(items, num_samples=num_samples, beam=beam)
     model = load(model_source(run_dir, model_dir), checkpoint, device)
     net, vocab, dev = model.net, model.vocab, model.device
-    if as_json or beam or num_samples > 1:
-        _write_samples(
-            gen.samples(net, vocab, prefix, length=length, device=dev, **vars(options)), length, options, as_json
-        )
+    if items is not None:
+        made = model.items(items, length, prefix=prefix, unknown=unknown, **_item_options(options))
+        _write_items(made, length, dataclasses.replace(options, num_samples=items), as_json)
         return
-    steps = gen.stream(net, vocab, prefix, length=length, device=dev, **vars(options))  # checks all before printing
+    if as_json or beam or num_samples > 1:
+        made = gen.samples(net, vocab, prefix, length=length, device=dev, unknown=unknown, **vars(options))
+        _write_samples(made, length, options, as_json)
+        return
+    # checks all before printing
+    steps = gen.stream(net, vocab, prefix, length=length, device=dev, unknown=unknown, **vars(options))
     sys.stdout.write(prefix or "")
     for ids in steps:
         sys.stdout.write(vocab.chars[int(ids[0])])
@@ -118,6 +141,29 @@ def _write_samples(results: list, length: int, options, as_json: bool) -> None:
         else:
             sys.stdout.write(f"{sample.text}\n")
             _say_stopped(sample)
+
+
+def _check_items(count: int, *, num_samples: int, beam: int) -> None:
+    if count < 1:
+        raise UsageError(f"--items must be >= 1, got {count}")
+    if num_samples != 1:
+        raise UsageError("--items N writes N items: drop --num-samples")
+    if beam:
+        raise UsageError("--items samples its items: drop --beam")
+
+
+def _item_options(options) -> dict:
+    return {k: v for k, v in vars(options).items() if k not in ("num_samples", "beam")}
+
+
+def _write_items(made: list, length: int, options, as_json: bool) -> None:
+    """One item per line (a blank line between items that hold line breaks), or one JSON object per item."""
+    apart = "\n\n" if any("\n" in item.text for item in made) else "\n"
+    for n, item in enumerate(made, 1):
+        if as_json:
+            print(json.dumps(item.record(n, length, options), ensure_ascii=False))
+        else:
+            sys.stdout.write(item.text + (apart if n < len(made) else "\n"))
 
 
 def _unescape(text: str) -> str:
