@@ -61,10 +61,7 @@ def _windows(model, inputs: torch.Tensor, num_steps: int, reset_id: int | None =
     hidden = None
     for start in range(0, inputs.shape[1] if len(inputs) else 0, num_steps):
         x = inputs[:, start : start + num_steps]
-        if reset_id is None:
-            logits, hidden = model(x, hidden)
-        else:
-            logits, hidden = model(x, hidden, starts=x == reset_id)
+        logits, hidden = model(x, hidden) if reset_id is None else model(x, hidden, starts=x == reset_id)
         yield start, logits, hidden
 
 
@@ -347,8 +344,6 @@ def _score(scored: TextToScore, device, progress=None) -> tuple[dict, Checkpoint
         progress=advance if progress is not None else None,
         reset=reset_id(scored.checkpoint.config, scored.vocab),
     )
-    from charlm.data.corpus import unknown_share
-
     if scored.vocab.unk is not None:  # <unk> scores better than the text it stands for: say how much there was
-        result["unknown_share"] = unknown_share(scored.ids, scored.vocab)
+        result["unknown_share"] = float((scored.ids == scored.vocab.unk).float().mean())
     return {**result, "source": scored.source}, scored.checkpoint

@@ -107,22 +107,16 @@ def generate(
         weights=weights,
     )
     options.check(length)  # before the checkpoint is read: bad flags fail fast
-    if unknown not in gen.UNKNOWN:
-        raise UsageError(f"--unknown {unknown!r} is not valid: use refuse or map")
-    if items is not None:
-        _check_items(items, num_samples=num_samples, beam=beam)
+    _check_items(items, unknown, num_samples=num_samples, beam=beam)
     model = load(model_source(run_dir, model_dir), checkpoint, device)
     net, vocab, dev = model.net, model.vocab, model.device
     if items is not None:
         made = model.items(items, length, prefix=prefix, unknown=unknown, **_item_options(options))
-        _write_items(made, length, dataclasses.replace(options, num_samples=items), as_json)
-        return
+        return _write_items(made, length, dataclasses.replace(options, num_samples=items), as_json)
     if as_json or beam or num_samples > 1:
         made = gen.samples(net, vocab, prefix, length=length, device=dev, unknown=unknown, **vars(options))
-        _write_samples(made, length, options, as_json)
-        return
-    # checks all before printing
-    steps = gen.stream(net, vocab, prefix, length=length, device=dev, unknown=unknown, **vars(options))
+        return _write_samples(made, length, options, as_json)
+    steps = gen.stream(net, vocab, prefix, length=length, device=dev, unknown=unknown, **vars(options))  # all checked
     sys.stdout.write(prefix or "")
     for ids in steps:
         sys.stdout.write(vocab.chars[int(ids[0])])
@@ -143,7 +137,11 @@ def _write_samples(results: list, length: int, options, as_json: bool) -> None:
             _say_stopped(sample)
 
 
-def _check_items(count: int, *, num_samples: int, beam: int) -> None:
+def _check_items(count: int | None, unknown: str, *, num_samples: int, beam: int) -> None:
+    if unknown not in ("refuse", "map"):
+        raise UsageError(f"--unknown {unknown!r} is not valid: use refuse or map")
+    if count is None:
+        return
     if count < 1:
         raise UsageError(f"--items must be >= 1, got {count}")
     if num_samples != 1:

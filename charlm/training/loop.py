@@ -122,10 +122,8 @@ class Trainer:
         for group in optimizer.param_groups:
             group["lr"] = lr
         with self.autocast:
-            if self.reset_id is None:
-                logits, hidden = self.model(x, hidden)
-            else:  # each document starts from a zero state: the window is read in pieces (model.py)
-                logits, hidden = self.model(x, hidden, starts=x == self.reset_id)
+            starts = x == self.reset_id if self.reset_id is not None else None  # documents start from zeros
+            logits, hidden = self.model(x, hidden, starts=starts)
             loss = F.cross_entropy(
                 logits.reshape(-1, logits.shape[-1]).float(), y.T.reshape(-1).long(), label_smoothing=t.label_smoothing
             )
