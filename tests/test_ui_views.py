@@ -46,3 +46,10 @@ def test_legend_and_tables_render():
 
 def test_visible():
     assert visible("\n") == "↵\n" and visible("\t") == "␉" and visible("x") == "x"
+
+
+def test_a_reserved_symbol_is_shown_by_its_name():
+    from charlm.ui.views import visible
+
+    assert visible("<eod>") == "<eod>\n"  # a document's end ends the line
+    assert visible("<unk>") == "<unk>"
