@@ -49,7 +49,5 @@ def test_visible():
 
 
 def test_a_reserved_symbol_is_shown_by_its_name():
-    from charlm.ui.views import visible
-
     assert visible("<eod>") == "<eod>\n"  # a document's end ends the line
     assert visible("<unk>") == "<unk>"
