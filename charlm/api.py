@@ -126,6 +126,34 @@ class Model:
         chars = self.vocab.chars
         return (chars[int(ids[0])] for ids in steps)
 
+    def items(
+        self,
+        n: int,
+        length: int = 200,
+        *,
+        prefix: str | None = None,
+        temperature: float = TEMPERATURE,
+        seed: int | None = None,
+        **options: Any,
+    ) -> list:
+        """`n` whole items (documents) made in one batch, each ending at the end symbol <eod> or after `length`
+        characters, each starting with `prefix` when given (a list of generation.items.Item: .text, .ended,
+        ...). The model must have been trained with data.documents lines, paragraphs or files; `unknown="map"`
+        reads a prefix's unseen characters as <unk>."""
+        from charlm.generation.items import items
+
+        return items(
+            self.net,
+            self.vocab,
+            n,
+            length=length,
+            prefix=prefix,
+            temperature=temperature,
+            seed=seed,
+            device=self.device,
+            **options,
+        )
+
     def perplexity(
         self,
         text: str | None = None,

@@ -32,6 +32,12 @@ class DataConfig:
     max_chars: int | None = None  # keep only the first max_chars characters (d2l: 10000)
     val_fraction: float = 0.1  # contiguous tail fractions; ignored for built-ins with their own splits
     test_fraction: float = 0.0
+    # stream: one text (today's behaviour); lines | paragraphs | files: a list of documents, each ended by the
+    # end-of-document symbol <eod> (a reserved vocabulary entry), and splits cut between documents
+    documents: str = "stream"
+    min_char_count: int = 0  # characters seen fewer times in the training split become <unk> (0: keep all)
+    lowercase: bool = False
+    normalize: str = "none"  # none | NFC | NFKC: Unicode normalisation of the text
 
 
 @dataclass
@@ -88,6 +94,7 @@ class TrainConfig:
     keep_last: int = 0  # keep this many older checkpoints besides last.pt and best.pt
     on_nonfinite: str = "stop"  # stop | skip: what a NaN/Inf loss or gradient norm does
     max_nonfinite: int = 10  # skip: stop after this many skipped batches
+    reset_state_at_documents: bool = False  # zero the hidden state as each document starts (needs data.documents)
 
 
 @dataclass
@@ -135,6 +142,8 @@ RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # one path component:
 
 CHOICES = {
     "data.newlines": ("keep", "space"),
+    "data.documents": ("stream", "lines", "paragraphs", "files"),
+    "data.normalize": ("none", "NFC", "NFKC"),
     "model.kind": ("rnn_tanh", "rnn_relu", "lstm", "gru"),
     "model.input": ("onehot", "embedding"),
     "train.sampling": ("consecutive", "random"),
@@ -272,6 +281,15 @@ def _validate_data_and_model(c: Config) -> None:
     check(bool(d.corpus.strip()), "data.corpus must name a built-in corpus or a path")
     check(d.max_chars is None or d.max_chars > 1, "data.max_chars must be at least 2 (or null for all)")
     check(0 <= d.val_fraction < 1, "data.val_fraction must be in [0, 1)")
+    check(d.min_char_count >= 0, "data.min_char_count must be >= 0 (0 keeps every character)")
+    check(
+        d.newlines == "keep" or d.documents not in ("lines", "paragraphs"),
+        f"data.documents={d.documents} splits the text at line breaks: set data.newlines=keep",
+    )
+    check(
+        d.documents != "stream" or not c.train.reset_state_at_documents,
+        "train.reset_state_at_documents needs documents: set data.documents to lines, paragraphs or files",
+    )
     check(0 <= d.test_fraction < 1, "data.test_fraction must be in [0, 1)")
     check(d.val_fraction + d.test_fraction < 1, "data.val_fraction + data.test_fraction must be below 1")
     check(m.hidden_size > 0, "model.hidden_size must be a positive integer")

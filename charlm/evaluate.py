@@ -55,12 +55,19 @@ class Streams:
         return span[mine, : self.length].to(device)
 
 
-def _windows(model, inputs: torch.Tensor, num_steps: int):
-    """(start, logits, hidden) of each window of `num_steps` inputs, the hidden state carried across windows."""
+def _windows(model, inputs: torch.Tensor, num_steps: int, reset_id: int | None = None):
+    """(start, logits, hidden) of each window of `num_steps` inputs, the hidden state carried across windows
+    (zeroed where a row reads `reset_id`, <eod>, when the model was trained so: the reset is part of the model)."""
     hidden = None
     for start in range(0, inputs.shape[1] if len(inputs) else 0, num_steps):
-        logits, hidden = model(inputs[:, start : start + num_steps], hidden)
+        x = inputs[:, start : start + num_steps]
+        logits, hidden = model(x, hidden) if reset_id is None else model(x, hidden, starts=x == reset_id)
         yield start, logits, hidden
+
+
+def reset_id(config, vocab) -> int | None:
+    """The id whose reading zeroes the state when `config` trained with train.reset_state_at_documents."""
+    return vocab.eod if config.train.reset_state_at_documents else None
 
 
 def total_dtype(device: torch.device) -> torch.dtype:
@@ -78,6 +85,7 @@ def evaluate(
     max_chars: int | None = None,
     ranks=None,
     progress: Callable[[int], object] | None = None,
+    reset: int | None = None,
 ) -> dict:
     """`ranks` (distributed.Ranks): score this process's share of the streams and add up all shares.
     `progress(chars)` is called after each window with the characters it scored (a progress bar)."""
@@ -89,7 +97,7 @@ def evaluate(
     model.eval()
     # summed on the device (one sync at the end)
     total = torch.zeros((), dtype=total_dtype(device), device=device)
-    for start, logits, _ in _windows(model, inputs, num_steps):
+    for start, logits, _ in _windows(model, inputs, num_steps, reset):
         y = targets[:, start : start + num_steps].T.reshape(-1).long()
         total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y, reduction="sum").to(total.dtype)
         if progress is not None:
@@ -147,6 +155,7 @@ def char_losses(
     device: torch.device | str = "cpu",
     top_k: int = 0,
     keep: int | None = None,
+    reset: int | None = None,
 ) -> CharLosses:
     """The losses of `ids` under the protocol of `evaluate` (whole streams, hidden state carried): summed by
     character for all, each one kept for the first `keep` scored characters (None: all).
@@ -163,7 +172,7 @@ def char_losses(
     count = torch.zeros(vocab, dtype=torch.int64, device=device)
     cost = torch.zeros(vocab, dtype=total_dtype(device), device=device)
     kept = Kept(chars if keep is None else min(keep, chars), layout.length, min(top_k, vocab), device)
-    for start, logits, _ in _windows(model, inputs, num_steps):
+    for start, logits, _ in _windows(model, inputs, num_steps, reset):
         steps = logits.shape[0]
         y = targets[:, start : start + num_steps].T.reshape(-1).long()
         # cross_entropy is log_softmax then nll_loss: the same two calls give evaluate's sum bit for bit
@@ -333,5 +342,8 @@ def _score(scored: TextToScore, device, progress=None) -> tuple[dict, Checkpoint
         num_steps=scored.checkpoint.config.train.num_steps,
         device=device,
         progress=advance if progress is not None else None,
+        reset=reset_id(scored.checkpoint.config, scored.vocab),
     )
+    if scored.vocab.unk is not None:  # <unk> scores better than the text it stands for: say how much there was
+        result["unknown_share"] = float((scored.ids == scored.vocab.unk).float().mean())
     return {**result, "source": scored.source}, scored.checkpoint

@@ -131,23 +131,53 @@ class CharRNN(nn.Module):
             self.embedding is None and kind in ("rnn_tanh", "rnn_relu") and num_layers == 1 and not self.per_layer
         )
 
-    def forward(self, ids: torch.Tensor, hidden: Hidden | None = None) -> tuple[torch.Tensor, Hidden]:
+    def forward(
+        self, ids: torch.Tensor, hidden: Hidden | None = None, *, starts: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, Hidden]:
+        """`starts` (batch, num_steps) bool: where a row's state is zeroed before it reads that input (a
+        document's start, train.reset_state_at_documents); None, the plain path, reads every window whole."""
         ids = ids.T.long()  # (num_steps, batch)
         if self.gather_onehot:
             rnn = self.rnn
-            xw = F.embedding(ids, rnn.weight_ih_l0.t()) + rnn.bias_ih_l0
-            h0 = hidden[0] if hidden is not None else xw.new_zeros(ids.shape[1], self.hidden_size)
-            outputs = ElmanRecurrence.apply(xw, h0, rnn.weight_hh_l0, rnn.bias_hh_l0, self.kind == "rnn_relu")
-            return self.head(self.drop(outputs)), outputs[-1:]
-        if self.embedding is None:
+            inputs = F.embedding(ids, rnn.weight_ih_l0.t()) + rnn.bias_ih_l0
+        elif self.embedding is None:
             inputs = F.one_hot(ids, self.vocab_size).float()
         else:
             inputs = self.drop_embed(self.embedding(ids))
-        if self.per_layer:
-            outputs, hidden = self._forward_layers(inputs, hidden)
+        if starts is None:
+            outputs, hidden = self._recur(inputs, hidden)
         else:
-            outputs, hidden = self.rnn(inputs, hidden)
+            outputs, hidden = self._recur_with_resets(inputs, hidden, starts.T)
         return self.head(self.drop(outputs)), hidden
+
+    def _recur(self, inputs: torch.Tensor, hidden: Hidden | None) -> tuple[torch.Tensor, Hidden]:
+        """The recurrent layers over (steps, batch, features) inputs (the input projection, for gather_onehot)."""
+        if self.gather_onehot:
+            rnn = self.rnn
+            h0 = hidden[0] if hidden is not None else inputs.new_zeros(inputs.shape[1], self.hidden_size)
+            outputs = ElmanRecurrence.apply(inputs, h0, rnn.weight_hh_l0, rnn.bias_hh_l0, self.kind == "rnn_relu")
+            return outputs, outputs[-1:]
+        if self.per_layer:
+            return self._forward_layers(inputs, hidden)
+        return self.rnn(inputs, hidden)
+
+    def _recur_with_resets(
+        self, inputs: torch.Tensor, hidden: Hidden | None, starts: torch.Tensor
+    ) -> tuple[torch.Tensor, Hidden]:
+        """The window read in pieces cut only at the steps where some row starts a document: before each
+        piece the state is multiplied by a keep mask (0 for the rows that start there). One host sync finds
+        the cuts; the pieces are whole tensor calls (cuDNN's fused layers stay in use between cuts)."""
+        if hidden is None:
+            hidden = self.begin_hidden(inputs.shape[1], inputs.device)
+        steps = inputs.shape[0]
+        cuts = [0, *(t for t in starts.any(1).nonzero().flatten().tolist() if t), steps]
+        keep = (~starts).to(inputs.dtype)[:, None, :, None]  # (steps, 1, batch, 1): broadcast over layers, units
+        pieces = []
+        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+            hidden = tuple(h * keep[a] for h in hidden) if isinstance(hidden, tuple) else hidden * keep[a]
+            out, hidden = self._recur(inputs[a:b], hidden)
+            pieces.append(out)
+        return torch.cat(pieces), hidden
 
     def _forward_layers(self, x: torch.Tensor, hidden: Hidden | None) -> tuple[torch.Tensor, Hidden]:
         if hidden is None:

@@ -300,3 +300,20 @@ def test_an_override_in_either_spelling_replaces_the_file_setting(tmp_path):
     new = tmp_path / "new.yaml"
     new.write_text("train:\n  precision: auto\n", encoding="utf-8")
     assert load_config(new, ["train.bf16=true"]).train.precision == "bf16"
+
+
+def test_documents_keys_default_to_today_and_are_checked():
+    c = load_config()
+    assert (c.data.documents, c.data.min_char_count, c.data.lowercase, c.data.normalize) == ("stream", 0, False, "none")
+    assert c.train.reset_state_at_documents is False
+    c = load_config(None, ["data.documents=lines", "train.reset_state_at_documents=true", "data.normalize=NFKC"])
+    assert c.data.documents == "lines" and c.train.reset_state_at_documents and c.data.normalize == "NFKC"
+    for overrides, words in (
+        (["data.documents=words"], "data.documents"),
+        (["data.normalize=NFD"], "data.normalize"),
+        (["data.min_char_count=-1"], "data.min_char_count"),
+        (["train.reset_state_at_documents=true"], "data.documents to lines"),
+        (["data.documents=lines", "data.newlines=space"], "data.newlines=keep"),
+    ):
+        with pytest.raises(ConfigError, match=words):
+            load_config(None, overrides)

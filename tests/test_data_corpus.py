@@ -134,3 +134,63 @@ def test_ptb_char_has_its_own_splits_without_spaces(builtin_cache):
         ids = corpus.split(split)
         assert len(ids) == len(text), split
         assert corpus.vocab.decode(ids[:300].tolist()) == text[:300]
+
+
+# ---------------------------------------------------------------------------------------------------
+# documents and vocabulary cleaning
+
+
+def test_documents_splits_cut_between_documents(write_text):
+    from charlm.data.corpus import decode_ids
+
+    path = write_text("".join(f"line {i}\n" for i in range(20)))
+    corpus = load_corpus(DataConfig(corpus=str(path), documents="lines", val_fraction=0.17, test_fraction=0.13))
+    eod = corpus.vocab.eod
+    for split in (corpus.train, corpus.val, corpus.test):
+        assert len(split) and int(split[-1]) == eod  # every split ends a document: none is cut
+    texts = [decode_ids(s, corpus.vocab).split("\x00")[:-1] for s in (corpus.train, corpus.val, corpus.test)]
+    assert sum(texts, []) == [f"line {i}" for i in range(20)]
+
+
+def test_files_mode_makes_one_document_per_file(tmp_path):
+    from charlm.data.corpus import training_documents
+
+    for name, text in (("a.txt", "one\ntwo\n"), ("b.txt", "three"), ("c.txt", "four\n\n")):
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    cfg = DataConfig(corpus=str(tmp_path), documents="files", val_fraction=0.0)
+    assert training_documents(cfg) == ["one\ntwo", "three", "four"]
+    assert load_corpus(cfg).vocab.chars[-1] == "<eod>"
+
+
+def test_stream_mode_is_unchanged(write_text):
+    path = write_text("ab\ncd\n")
+    corpus = load(path)
+    assert corpus.vocab.chars == ["\n", "a", "b", "c", "d"] and corpus.vocab.eod is None
+    assert len(corpus.train) == 6
+
+
+def test_rare_characters_of_the_training_split_become_unk(write_text):
+    from charlm.data.corpus import decode_ids, training_documents, unknown_share
+
+    # "z" twice and "q" once in training; "y" only in val (never seen in training)
+    path = write_text("aaaa bbbb zz\naaa bbb q\nab ab ab\naaay bbb\n")
+    cfg = DataConfig(corpus=str(path), documents="lines", val_fraction=0.2, min_char_count=3)
+    corpus = load_corpus(cfg)
+    assert corpus.vocab.chars == [" ", "a", "b", "<eod>", "<unk>"]
+    assert decode_ids(corpus.train, corpus.vocab).count("\ufffd") == 3  # z, z, q
+    assert decode_ids(corpus.val, corpus.vocab) == "aaa\ufffd bbb\x00"
+    assert unknown_share(corpus.val, corpus.vocab) == pytest.approx(1 / 9)
+    assert training_documents(cfg)[0] == "aaaa bbbb \ufffd\ufffd"
+    # a saved vocabulary (a resume, a parent) keeps its characters even when they are rare here
+    again = load_corpus(cfg, vocab=Vocab.in_order([*corpus.vocab.chars, "q"]))
+    assert again.vocab.chars[:5] == corpus.vocab.chars and "q" in again.vocab.index
+
+
+def test_lowercase_and_normalize_apply_to_the_corpus_and_to_scored_text(write_text):
+    from charlm.data.corpus import encode_text
+
+    path = write_text("Cafe\u0301 ÉTÉ\n")
+    cfg = DataConfig(corpus=str(path), val_fraction=0.0, lowercase=True, normalize="NFC")
+    corpus = load_corpus(cfg)
+    assert "é" in corpus.vocab.index and "É" not in corpus.vocab.index and "\u0301" not in corpus.vocab.index
+    assert encode_text("CAFÉ", corpus.vocab, cfg).tolist() == corpus.vocab.encode("café")

@@ -126,3 +126,38 @@ def test_encode_text_applies_the_corpus_normalisation():
     assert vocab.decode(ids.tolist()) == "a b"
     with pytest.raises(CorpusError, match="lacks"):
         encode_text("a\nb", vocab, DataConfig())
+
+
+# ---------------------------------------------------------------------------------------------------
+# reserved symbols: <eod> and <unk>
+
+
+def test_reserved_symbols_come_last_and_are_never_text():
+    from charlm.data.vocab import EOD, UNK
+
+    v = Vocab(["b", UNK, "a", EOD])
+    assert v.chars == ["a", "b", EOD, UNK]
+    assert (v.eod, v.unk) == (2, 3)
+    assert v.missing("<eod>") == ["<", "e", "o", "d", ">"]  # the text "<eod>" is five characters, not the symbol
+    assert Vocab.from_json(v.to_json()) == v
+    assert Vocab("ab").eod is None and Vocab("ab").unk is None  # an old vocabulary: no symbols
+
+
+def test_unknown_characters_map_to_unk_only_when_asked():
+    from charlm.data.vocab import UNK
+
+    v = Vocab(["a", "b", UNK])
+    assert encode_chunks(iter(["abz"]), v, 3, unknown=True).tolist() == [0, 1, 2]
+    assert v.encode("aΩ", unknown=True) == [0, 2]
+    with pytest.raises(CorpusError, match="lacks"):
+        encode_chunks(iter(["abz"]), v, 3)
+
+
+def test_a_saved_vocabulary_lists_a_reserved_symbol_once():
+    from charlm.files.readback import BadFile, check_vocab
+
+    assert check_vocab(["a", "<eod>", "<unk>"]) == ["a", "<eod>", "<unk>"]
+    with pytest.raises(BadFile, match="not one character"):
+        check_vocab(["a", "<eod>", "<eod>"])
+    with pytest.raises(BadFile, match="not one character"):
+        check_vocab(["a", "<bos>"])

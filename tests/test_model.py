@@ -437,3 +437,34 @@ def test_layer_by_layer_changes_nothing_without_dropout_between_layers():
     undropped = dataclasses.replace(one, num_layers=2, dropout_hidden=0.0)
     assert not CharRNN(one, 11, layer_by_layer=True).per_layer
     assert not CharRNN(undropped, 11, layer_by_layer=True).per_layer
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"kind": "lstm", "input": "embedding", "embed_size": 8},
+        {"kind": "gru", "num_layers": 2},
+        {"kind": "rnn_tanh"},  # the gathered one-hot path (ElmanRecurrence)
+        {"kind": "lstm", "num_layers": 2, "weight_drop": 0.1},  # one module per layer
+    ],
+)
+def test_starts_reset_the_state_of_their_rows_only(settings):
+    from helpers import make_rnn
+
+    torch.manual_seed(0)
+    model = make_rnn(6, hidden_size=12, **settings).eval()
+    x = torch.randint(0, 5, (3, 10))
+    x[0, 4] = 5  # row 0 starts a document at step 4, row 2 at step 7; row 1 never
+    x[2, 7] = 5
+    hidden = model(torch.randint(0, 5, (3, 5)))[1]  # a carried state, not zeros
+    logits, _ = model(x, hidden, starts=x == 5)
+    plain, _ = model(x, hidden)
+    fresh0, _ = model(x[:1, 4:])
+    fresh2, _ = model(x[2:, 7:])
+    # the same function by two paths (pieces against whole windows): equal to float rounding
+    tol = {"atol": 1e-5, "rtol": 1e-5}
+    assert torch.allclose(logits[:, 1], plain[:, 1], **tol)  # no start: as without resets
+    assert torch.allclose(logits[:4, 0], plain[:4, 0], **tol)  # before its start: as before
+    assert torch.allclose(logits[4:, 0], fresh0[:, 0], **tol)  # from its start: as a new document
+    assert torch.allclose(logits[7:, 2], fresh2[:, 0], **tol)
+    assert not torch.allclose(logits[4:, 0], plain[4:, 0], **tol)

@@ -80,3 +80,8 @@ def test_the_novelty_report_of_a_sample():
     assert "8 chars 100.0%, 16 chars 50.0%, 32 chars –" in shown and "a whole training item: yes" in shown
     nothing = novelty_text(Novelty(5, 0, "", None, None, None, {8: None, 16: None, 32: None})).plain
     assert "no character of the sample occurs in the training split" in nothing and "item" not in nothing
+
+
+def test_a_reserved_symbol_is_shown_by_its_name():
+    assert visible("<eod>") == "<eod>\n"  # a document's end ends the line
+    assert visible("<unk>") == "<unk>"

@@ -204,8 +204,9 @@ def record(
 
 
 def decode(chars: list[str], ids: torch.Tensor) -> str:
-    """The text of `ids`, through a code-point table (one gather, no Python loop over the characters)."""
-    points = torch.tensor([ord(c) for c in chars], dtype=torch.int32)[ids.long()]
+    """The text of `ids`, through a code-point table (one gather, no Python loop over the characters); a
+    reserved symbol (<eod>, <unk>) is one U+FFFD, so the text keeps one character per id."""
+    points = torch.tensor([ord(c) if len(c) == 1 else 0xFFFD for c in chars], dtype=torch.int32)[ids.long()]
     return points.numpy().tobytes().decode("utf-32-le")
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from charlm.errors import CharlmError
-from charlm.evaluate import TextSource, char_losses, load_text_to_score
+from charlm.evaluate import TextSource, char_losses, load_text_to_score, reset_id
 from charlm.units import perplexity
 
 RARE = 5  # a character seen fewer times than this in training is "rare"
@@ -181,6 +181,7 @@ def analyse(
             device=device,
             top_k=top_k,
             keep=kept,
+            reset=reset_id(scored.checkpoint.config, scored.vocab),
         )
     counts, note = _train_counts(scored)
     copied = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -49,6 +50,18 @@ Novelty = Annotated[
         '8-, 16- and 32-character substrings (in --json as "novelty"). Needs charlm[novelty].',
     ),
 ]
+Items = Annotated[
+    Optional[int],
+    typer.Option(
+        "--items",
+        help="Write N whole items (documents) at once, one per line, each ending at the end symbol or --length "
+        "(needs a model trained with data.documents: lines, paragraphs or files).",
+    ),
+]
+Unknown = Annotated[
+    str,
+    typer.Option(help="A prefix's characters the model never saw: refuse, or map them to <unk> (data.min_char_count)."),
+]
 Weights = Annotated[
     str,
     typer.Option(
@@ -88,6 +101,8 @@ def generate(
     device: Device = "cpu",
     model_dir: ModelDir = None,
     adapt: Adapt = None,
+    items: Items = None,
+    unknown: Unknown = "refuse",
 ) -> None:
     """Sample text from a trained run (or an exported model), starting from a prefix; it streams as it is made."""
     from charlm.api import load
@@ -111,16 +126,19 @@ def generate(
         weights=weights,
     )
     options.check(length)  # before the checkpoint is read: bad flags fail fast
+    _check_items(items, unknown, num_samples=num_samples, beam=beam)
     model = load(model_source(run_dir, model_dir), checkpoint, device)
     if adapt is not None:
         model = _adapted(model, adapt)
     net, vocab, dev = model.net, model.vocab, model.device
     check = _novelty_checker(model) if novelty else None  # built (once per run) before sampling
+    if items is not None:
+        made = model.items(items, length, prefix=prefix, unknown=unknown, **_item_options(options))
+        return _write_items(made, length, dataclasses.replace(options, num_samples=items), as_json)
     if as_json or beam or num_samples > 1:
-        made = gen.samples(net, vocab, prefix, length=length, device=dev, **vars(options))
-        _write_samples(made, length, options, as_json, check)
-        return
-    steps = gen.stream(net, vocab, prefix, length=length, device=dev, **vars(options))  # checks all before printing
+        made = gen.samples(net, vocab, prefix, length=length, device=dev, unknown=unknown, **vars(options))
+        return _write_samples(made, length, options, as_json, check)
+    steps = gen.stream(net, vocab, prefix, length=length, device=dev, unknown=unknown, **vars(options))  # all checked
     sys.stdout.write(prefix or "")
     for ids in steps:
         sys.stdout.write(vocab.chars[int(ids[0])])
@@ -188,6 +206,33 @@ def _print_novelty(check, sample) -> None:
 
         sys.stdout.flush()
         cli.out.print(novelty_text(check.report(_written(sample))))
+
+
+def _check_items(count: int | None, unknown: str, *, num_samples: int, beam: int) -> None:
+    if unknown not in ("refuse", "map"):
+        raise UsageError(f"--unknown {unknown!r} is not valid: use refuse or map")
+    if count is None:
+        return
+    if count < 1:
+        raise UsageError(f"--items must be >= 1, got {count}")
+    if num_samples != 1:
+        raise UsageError("--items N writes N items: drop --num-samples")
+    if beam:
+        raise UsageError("--items samples its items: drop --beam")
+
+
+def _item_options(options) -> dict:
+    return {k: v for k, v in vars(options).items() if k not in ("num_samples", "beam")}
+
+
+def _write_items(made: list, length: int, options, as_json: bool) -> None:
+    """One item per line (a blank line between items that hold line breaks), or one JSON object per item."""
+    apart = "\n\n" if any("\n" in item.text for item in made) else "\n"
+    for n, item in enumerate(made, 1):
+        if as_json:
+            print(json.dumps(item.record(n, length, options), ensure_ascii=False))
+        else:
+            sys.stdout.write(item.text + (apart if n < len(made) else "\n"))
 
 
 def _unescape(text: str) -> str:

@@ -192,7 +192,8 @@ def _print_static(folder: Path, checkpoint: str, source: TextSource, *, device, 
     with scoring_bar(cli.err) as progress:  # on stderr: stdout keeps only the result
         result, saved = score_run(folder, checkpoint, source, device=device, progress=progress)
     if as_json:
-        print(json.dumps({k: result[k] for k in ("nats_per_char", "bits_per_char", "perplexity", "chars")}))
+        keys = ("nats_per_char", "bits_per_char", "perplexity", "chars", "unknown_share")
+        print(json.dumps({k: result[k] for k in keys if k in result}))
         return
     epoch = saved.train_state.epoch
     cli.out.print(f"{folder} ({checkpoint}, epoch {epoch}) on {result['source']}: {result['chars']:,} chars")
@@ -200,6 +201,11 @@ def _print_static(folder: Path, checkpoint: str, source: TextSource, *, device, 
         f"nats/char  {result['nats_per_char']:.4f}\nbits/char  {result['bits_per_char']:.4f}\n"
         f"perplexity {result['perplexity']:.4f}"
     )
+    if "unknown_share" in result:  # a model with <unk>: its figure covers rare characters as one easy symbol
+        cli.out.print(
+            f"unknown    {result['unknown_share']:.2%} of the text is <unk> (scored as one symbol: "
+            "the perplexity looks better than it is)"
+        )
 
 
 def _dynamic_options(dynamic: bool, method: str, lr, decay, tune: bool, stats: bool):

@@ -11,7 +11,9 @@ The flow, one module a step:
 - vocab: the vocabulary (Vocab, sorted code points) and the second pass (encode_chunks), which fills one
   preallocated tensor of ids through a code-point lookup table: no per-character Python work.
 - cache: the encoded ids as integer files, memory-mapped by every process that trains on them.
-- corpus: load_corpus ties the steps together and splits the ids into train / val / test (Corpus);
+- documents: in data.documents lines / paragraphs / files, each document ended by <eod>; Unicode cleaning.
+- corpus: load_corpus ties the steps together and splits the ids into train / val / test (Corpus), between
+  documents in a document mode, rare characters as <unk>; training_documents gives the training split's documents;
   encode_file / encode_text encode any file or string with a run's vocabulary and normalisation, to score it.
 - batches: the batch iterators (ConsecutiveBatches, RandomBatches, make_batches and their functions).
 """
@@ -40,7 +42,7 @@ _WHERE = {
         "builtins",
     ),
     "encoded_cache_dir": "cache",
-    **dict.fromkeys(["Corpus", "encode_file", "encode_text", "load_corpus"], "corpus"),
+    **dict.fromkeys(["Corpus", "encode_file", "encode_text", "load_corpus", "training_documents"], "corpus"),
     "Vocab": "vocab",
 }
 
@@ -68,6 +70,7 @@ __all__ = [
     "fetch",
     "is_cached",
     "load_corpus",
+    "training_documents",
     "make_batches",
     "min_chars",
     "num_consecutive_batches",

@@ -63,6 +63,13 @@ def _encoding_key(source: Source, cfg: DataConfig, base: Vocab | None = None) ->
         "max_chars": cfg.max_chars,
         "drop_spaces": normalisation.drop_spaces,
     }
+    for name, value, default in (
+        ("documents", normalisation.documents, "stream"),
+        ("form", normalisation.form, None),
+        ("lowercase", normalisation.lowercase, False),
+    ):
+        if value != default:  # a key of its own only when set: the folders of older encodings keep their names
+            options[name] = value
     if base is not None:
         options["base_vocab"] = hashlib.sha256("".join(base.chars).encode()).hexdigest()
     digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode())

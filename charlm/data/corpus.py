@@ -16,8 +16,18 @@ import torch
 
 from charlm.config import DataConfig
 from charlm.data.cache import load_encoded
-from charlm.data.text import Normalisation, Source, TextPart, _limited, iter_text, resolve_source, scan
-from charlm.data.vocab import Vocab, encode_chunks
+from charlm.data.documents import EOD_MARK, split_documents
+from charlm.data.text import (
+    Normalisation,
+    Source,
+    TextPart,
+    _limited,
+    iter_text,
+    normalise_string,
+    resolve_source,
+    scan,
+)
+from charlm.data.vocab import EOD, UNK, Vocab, encode_chunks
 from charlm.errors import CorpusError
 from charlm.files.limits import check_memory
 
@@ -53,13 +63,35 @@ def encode_file(path: str | Path, vocab: Vocab, cfg: DataConfig) -> torch.Tensor
         return iter_text(parts, normalisation)
 
     _, length, _ = scan(text())
-    return encode_chunks(text(), vocab, length)
+    return encode_chunks(text(), vocab, length, unknown=vocab.unk is not None)
 
 
 def encode_text(text: str, vocab: Vocab, cfg: DataConfig) -> torch.Tensor:
-    """Encode a string with a run's vocabulary and normalisation, as encode_file does a file."""
-    normalised = text.translate(Normalisation.of(cfg).table())
-    return encode_chunks(iter([normalised]), vocab, len(normalised))
+    """Encode a string with a run's vocabulary and normalisation, as encode_file does a file. With <unk> in
+    the vocabulary, a character it lacks is <unk> (perplexity reports their share), in both."""
+    normalised = normalise_string(text, Normalisation.of(cfg))
+    return encode_chunks(iter([normalised]), vocab, len(normalised), unknown=vocab.unk is not None)
+
+
+def unknown_share(ids: torch.Tensor, vocab: Vocab) -> float:
+    """The share of `ids` that is <unk> (0 without one): text the model reads as one symbol, so it scores
+    better than the text it stands for."""
+    return float((ids == vocab.unk).sum()) / max(1, len(ids)) if vocab.unk is not None else 0.0
+
+
+def decode_ids(ids: torch.Tensor, vocab: Vocab) -> str:
+    """The text of `ids` in one vectorised step: <eod> as EOD_MARK, <unk> as U+FFFD."""
+    special = {EOD: ord(EOD_MARK), UNK: 0xFFFD}
+    points = torch.tensor([special[c] if c in special else ord(c) for c in vocab.chars], dtype=torch.int32)
+    return points[ids.long()].numpy().tobytes().decode("utf-32-le")
+
+
+def training_documents(cfg: DataConfig, vocab: Vocab | None = None) -> list[str]:
+    """The training split's documents as strings (one, the whole split, in stream mode), normalised as the
+    model read them (a rare character of min_char_count as U+FFFD). `vocab`: a run's saved one."""
+    corpus = load_corpus(cfg, vocab=vocab)
+    text = decode_ids(corpus.train, corpus.vocab)
+    return split_documents(text) if cfg.documents != "stream" else [text]
 
 
 def load_corpus(
@@ -97,8 +129,22 @@ def load_corpus(
         empty = torch.empty(0, dtype=vocab.id_dtype())
         train, val, test = (encoded.get(s, empty) for s in ("train", "val", "test"))
     else:
-        train, val, test = split_ids(encoded["all"], cfg.val_fraction, cfg.test_fraction)
+        train, val, test = split_ids(encoded["all"], cfg.val_fraction, cfg.test_fraction, eod=vocab.eod)
+    if cfg.min_char_count:
+        vocab, (train, val, test) = drop_rare(vocab, (train, val, test), cfg.min_char_count, keep=base)
     return Corpus(source.name, vocab, train, val, test, sha256)
+
+
+def drop_rare(vocab: Vocab, splits: tuple, min_count: int, *, keep: Vocab | None = None) -> tuple[Vocab, tuple]:
+    """Characters seen fewer than `min_count` times in the training split (splits[0]) become <unk>: the new
+    vocabulary and the splits re-encoded (one gather each). A `keep` vocabulary's characters (a parent's, a
+    saved run's) are never dropped, so their ids stay."""
+    counts = torch.bincount(splits[0].long(), minlength=len(vocab)).tolist()
+    kept = set(keep.chars) if keep is not None else set()
+    rare = {c for c, n in zip(vocab.chars, counts, strict=True) if n < min_count and len(c) == 1 and c not in kept}
+    cleaned = vocab.without(rare)
+    remap = torch.tensor([cleaned.index.get(c, cleaned.unk) for c in vocab.chars], dtype=torch.int64)
+    return cleaned, tuple(remap[ids.long()].to(cleaned.id_dtype()) for ids in splits)
 
 
 def _scan_groups(
@@ -114,6 +160,8 @@ def _scan_groups(
         digest.update(split_sha.encode())
     if sum(lengths.values()) == 0:
         raise CorpusError(f"corpus {source.name} is empty: use a text file with some characters")
+    if EOD_MARK in chars:  # documents mode: each document's end is the reserved <eod>
+        chars = (chars - {EOD_MARK}) | {EOD}
     return (base.extended(chars) if base is not None else Vocab(chars)), lengths, digest.hexdigest()
 
 
@@ -124,10 +172,22 @@ def _split_groups(source: Source) -> dict[str, tuple[TextPart, ...]]:
     return groups
 
 
-def split_ids(ids: torch.Tensor, val_fraction: float, test_fraction: float):
-    """Contiguous train / val / test: the tail holds val then test, so no window straddles splits."""
+def split_ids(ids: torch.Tensor, val_fraction: float, test_fraction: float, *, eod: int | None = None):
+    """Contiguous train / val / test: the tail holds val then test, so no window straddles splits. With `eod`
+    (documents), each cut moves to the nearest document end, so no document is cut."""
     n = len(ids)
     n_test = int(n * test_fraction)
     n_val = int(n * val_fraction)
     n_train = n - n_val - n_test
-    return ids[:n_train], ids[n_train : n_train + n_val], ids[n_train + n_val :]
+    cuts = [n_train, n_train + n_val]
+    if eod is not None:
+        cuts = [_document_cut(ids, cut, eod) if 0 < cut < n else cut for cut in cuts]
+    return ids[: cuts[0]], ids[cuts[0] : cuts[1]], ids[cuts[1] :]
+
+
+def _document_cut(ids: torch.Tensor, cut: int, eod: int) -> int:
+    """The position just after the document end nearest `cut` (n when there is none: one document)."""
+    ends = (ids == eod).nonzero().flatten() + 1
+    if len(ends) == 0:
+        return len(ids)
+    return int(ends[(ends - cut).abs().argmin()])

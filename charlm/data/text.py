@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from charlm.config import DataConfig
+from charlm.data import documents
 from charlm.data.builtins import BUILTINS, fetch, packaged_file, read_packaged, sha256_file
 from charlm.errors import CorpusError
 
@@ -28,6 +29,9 @@ class Normalisation:
 
     newlines: str = "keep"  # keep | space: "\n" and "\r" become spaces
     drop_spaces: bool = False  # PTB-char writes "a b c _ d": the spaces only separate symbols
+    documents: str = "stream"  # stream | lines | paragraphs | files: documents.py ends each document
+    form: str | None = None  # Unicode normal form (NFC, NFKC), or None
+    lowercase: bool = False
 
     @classmethod
     def of(cls, cfg: DataConfig) -> Normalisation:
@@ -37,7 +41,13 @@ class Normalisation:
         files without their separating spaces.
         """
         builtin = BUILTINS.get(cfg.corpus)
-        return cls(cfg.newlines, builtin is not None and builtin.drop_spaces)
+        form = None if cfg.normalize == "none" else cfg.normalize
+        return cls(cfg.newlines, builtin is not None and builtin.drop_spaces, cfg.documents, form, cfg.lowercase)
+
+    @property
+    def unicode(self) -> bool:
+        """Whether the text goes through documents.clean_unicode."""
+        return self.form is not None or self.lowercase
 
     def table(self) -> dict[int, str | None]:
         """The str.translate table that applies it (empty: the text is kept as it is)."""
@@ -132,26 +142,53 @@ def _zip_member(remote) -> str | None:
 
 
 def iter_text(parts: tuple[TextPart, ...], normalisation: Normalisation) -> Iterator[str]:
-    """Yield normalised text chunks of the parts in order, files joined by a newline."""
-    table = normalisation.table()
+    """Yield normalised text chunks of the parts in order, files joined by a newline (in documents mode, each
+    document ended by documents.EOD_MARK)."""
+    return _finish(_join(parts, normalisation.table(), normalisation.documents), normalisation)
+
+
+def normalise_string(text: str, normalisation: Normalisation) -> str:
+    """A string normalised as a corpus file holding it would be (in files mode: one document)."""
+    chunks = iter([text.translate(normalisation.table())])
+    if normalisation.documents == "files":
+        chunks = documents.end_file(chunks)
+    return "".join(_finish(chunks, normalisation))
+
+
+def _finish(chunks: Iterator[str], normalisation: Normalisation) -> Iterator[str]:
+    """Unicode cleaning, then each document of a lines/paragraphs text ended (documents.py)."""
+    if normalisation.unicode:
+        chunks = documents.clean_unicode(chunks, normalisation.form, normalisation.lowercase)
+    mode = normalisation.documents
+    return documents.end_documents(chunks, mode) if mode in documents.SEPARATORS else chunks
+
+
+def _join(parts: tuple[TextPart, ...], table: dict, mode: str) -> Iterator[str]:
     for i, part in enumerate(parts):
+        if mode == "files":
+            yield from documents.end_file(_read(part, table))
+            continue
         if i:
             yield "\n".translate(table)
-        name = f"{part.path}" + (f":{part.member}" if part.member else "")
-        try:
-            with part.open() as raw:
-                # utf-8-sig strips a BOM; newline="" keeps \r so that newlines=keep means keep
-                reader = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="strict", newline="")
-                while chunk := reader.read(CHUNK_CHARS):
-                    if "\x00" in chunk:
-                        raise CorpusError(f"{name} looks binary (it has NUL bytes): use a UTF-8 text file")
-                    yield chunk.translate(table) if table else chunk
-        except UnicodeDecodeError as e:
-            raise CorpusError(
-                f"{name} is not UTF-8 text (byte 0x{e.object[e.start]:02x}): convert it to UTF-8, e.g. iconv -t UTF-8"
-            ) from None
-        except OSError as e:
-            raise CorpusError(f"cannot read {name} ({e.strerror or e}): check the file") from None
+        yield from _read(part, table)
+
+
+def _read(part: TextPart, table: dict) -> Iterator[str]:
+    name = f"{part.path}" + (f":{part.member}" if part.member else "")
+    try:
+        with part.open() as raw:
+            # utf-8-sig strips a BOM; newline="" keeps \r so that newlines=keep means keep
+            reader = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="strict", newline="")
+            while chunk := reader.read(CHUNK_CHARS):
+                if "\x00" in chunk:
+                    raise CorpusError(f"{name} looks binary (it has NUL bytes): use a UTF-8 text file")
+                yield chunk.translate(table) if table else chunk
+    except UnicodeDecodeError as e:
+        raise CorpusError(
+            f"{name} is not UTF-8 text (byte 0x{e.object[e.start]:02x}): convert it to UTF-8, e.g. iconv -t UTF-8"
+        ) from None
+    except OSError as e:
+        raise CorpusError(f"cannot read {name} ({e.strerror or e}): check the file") from None
 
 
 def _limited(chunks: Iterator[str], max_chars: int | None) -> Iterator[str]:

@@ -13,8 +13,11 @@ from collections.abc import Iterator
 
 import torch
 
+from charlm.data.documents import EOD_MARK
 from charlm.errors import CorpusError
-from charlm.files.readback import vocab_chars
+from charlm.files.readback import RESERVED, vocab_chars
+
+EOD, UNK = RESERVED  # the end-of-document and unknown symbols: vocabulary entries, never characters of a text
 
 
 class Vocab:
@@ -25,10 +28,12 @@ class Vocab:
     """
 
     def __init__(self, chars, *, keep_order: bool = False):
-        self.chars: list[str] = list(chars) if keep_order else sorted(set(chars))
+        self.chars: list[str] = list(chars) if keep_order else _sorted(chars)
         self.index = {c: i for i, c in enumerate(self.chars)}
         if len(self.index) != len(self.chars):
             raise ValueError("a vocabulary lists each character once")
+        self.eod: int | None = self.index.get(EOD)  # the reserved symbols' ids (None: the vocabulary has none)
+        self.unk: int | None = self.index.get(UNK)
 
     @classmethod
     def in_order(cls, chars) -> Vocab:
@@ -37,7 +42,12 @@ class Vocab:
 
     def extended(self, chars) -> Vocab:
         """This vocabulary, ids unchanged, followed by the characters of `chars` it lacks (sorted)."""
-        return Vocab.in_order(self.chars + sorted(set(chars) - set(self.index)))
+        return Vocab.in_order(self.chars + _sorted(set(chars) - set(self.index)))
+
+    def without(self, drop) -> Vocab:
+        """This vocabulary less the characters `drop`, with <unk> (new ids: the rest keep their order)."""
+        kept = [c for c in self.chars if c not in set(drop)]
+        return Vocab.in_order(kept + ([UNK] if UNK not in self.index else []))
 
     def __len__(self) -> int:
         return len(self.chars)
@@ -49,7 +59,12 @@ class Vocab:
         """Characters of `text` that the vocabulary lacks, in order of first appearance."""
         return list(dict.fromkeys(c for c in text if c not in self.index))
 
-    def encode(self, text: str) -> list[int]:  # for short strings (prefixes); corpora use encode_chunks
+    def encode(
+        self, text: str, *, unknown: bool = False
+    ) -> list[int]:  # short strings (prefixes); corpora: encode_chunks
+        """The ids of `text`; with `unknown`, a character the vocabulary lacks is <unk> (which it must have)."""
+        if unknown:
+            return [self.index.get(c, self.unk) for c in text]
         return [self.index[c] for c in text]
 
     def decode(self, ids) -> str:
@@ -64,14 +79,23 @@ class Vocab:
         return cls.in_order(vocab_chars(text))
 
     def lookup_table(self) -> torch.Tensor:
-        """code point -> id (or -1): encodes text with one gather instead of a Python loop."""
-        points = torch.tensor([ord(c) for c in self.chars], dtype=torch.int64)
+        """code point -> id (or -1): encodes text with one gather instead of a Python loop. EOD_MARK is <eod>."""
+        pairs = [(ord(c), i) for i, c in enumerate(self.chars) if len(c) == 1]
+        if self.eod is not None:
+            pairs.append((ord(EOD_MARK), self.eod))
+        points = torch.tensor([p for p, _ in pairs] or [0], dtype=torch.int64)
         table = torch.full((int(points.max()) + 1,), -1, dtype=torch.int32)
-        table[points] = torch.arange(len(points), dtype=torch.int32)
+        table[points[: len(pairs)]] = torch.tensor([i for _, i in pairs], dtype=torch.int32)
         return table
 
     def id_dtype(self) -> torch.dtype:
         return torch.uint8 if len(self) <= 256 else torch.int16 if len(self) <= 32767 else torch.int32
+
+
+def _sorted(chars) -> list[str]:
+    """A new vocabulary's order: the characters by code point, then the reserved symbols it has."""
+    chars = set(chars)
+    return sorted(c for c in chars if c not in RESERVED) + [s for s in RESERVED if s in chars]
 
 
 def code_points(chunk: str) -> torch.Tensor:
@@ -93,10 +117,12 @@ def not_utf8(chars) -> str | None:
     return None
 
 
-def encode_chunks(chunks: Iterator[str], vocab: Vocab, length: int, out: torch.Tensor | None = None) -> torch.Tensor:
+def encode_chunks(
+    chunks: Iterator[str], vocab: Vocab, length: int, out: torch.Tensor | None = None, *, unknown: bool = False
+) -> torch.Tensor:
     """Second pass: fill one tensor of `length` ids (`out`, e.g. a memory-mapped file, or a new one).
 
-    Characters outside the vocab raise CorpusError.
+    Characters outside the vocab raise CorpusError, or with `unknown` (the vocabulary has <unk>) become <unk>.
     """
     table = vocab.lookup_table()
     ids = out if out is not None else torch.empty(length, dtype=vocab.id_dtype())
@@ -106,7 +132,9 @@ def encode_chunks(chunks: Iterator[str], vocab: Vocab, length: int, out: torch.T
         known = points < len(table)
         encoded = table[points.clamp(max=len(table) - 1)]
         bad = ~known | (encoded < 0)
-        if bool(bad.any()):
+        if unknown:
+            encoded = torch.where(bad, vocab.unk, encoded)
+        elif bool(bad.any()):
             missing = vocab.missing(chunk)
             if not_utf8(missing):
                 raise CorpusError(

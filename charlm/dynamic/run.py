@@ -14,7 +14,7 @@ from charlm.dynamic import stats, tuning
 from charlm.dynamic.adapter import Adapter, DynamicOptions
 from charlm.dynamic.scoring import dynamic_losses
 from charlm.errors import UsageError
-from charlm.evaluate import CharLosses, TextSource, TextToScore, text_to_score
+from charlm.evaluate import CharLosses, TextSource, TextToScore, reset_id, text_to_score
 from charlm.runtime.capability import resolve_precision
 from charlm.units import perplexity
 
@@ -77,6 +77,10 @@ class Setup:
         self.weights = stats.weights_hash(self.scored.model)
 
     @property
+    def reset(self) -> int | None:
+        return reset_id(self.scored.checkpoint.config, self.scored.vocab)
+
+    @property
     def num_steps(self) -> int:
         return self.scored.checkpoint.config.train.num_steps
 
@@ -123,6 +127,7 @@ class Setup:
                 num_steps=self.num_steps,
                 device=self.device,
                 precision=self.precision,
+                reset=self.reset,
             )
             if self.writable:
                 tuning.write_tuned(self.folder, self.weights, options.method, results)
@@ -162,7 +167,7 @@ def score_dynamic(
     options, chosen_by = s.resolve(options, notes=notes)
     if options.tune and source.split == "val":
         notes.append("the values were tuned on the start of the val split, the text scored here: an optimistic figure")
-    common = dict(num_steps=s.num_steps, device=s.device, precision=s.precision, keep=keep, top_k=top_k)
+    common = dict(num_steps=s.num_steps, device=s.device, precision=s.precision, reset=s.reset, keep=keep, top_k=top_k)
     model = copy.deepcopy(s.scored.model)
     adapter = s.adapter(model, options, notes)  # before the clocks: measuring statistics is not scoring
     started = time.perf_counter()
@@ -229,6 +234,7 @@ class DynamicLosses:
             num_steps=s.num_steps,
             device=s.device,
             precision=s.precision,
+            reset=s.reset,
             keep=keep,
             top_k=top_k,
         )
@@ -263,6 +269,7 @@ def adapt(
         num_steps=s.num_steps,
         device=s.device,
         precision=s.precision,
+        reset=s.reset,
     )
     model.eval()
     return Adapted(model, options, chosen_by, losses, notes)

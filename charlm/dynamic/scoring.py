@@ -38,6 +38,7 @@ def dynamic_losses(
     num_steps: int,
     device: torch.device | str = "cpu",
     precision: str = "fp32",
+    reset: int | None = None,
     top_k: int = 0,
     keep: int | None = None,
     progress: Callable[[int], object] | None = None,
@@ -61,8 +62,10 @@ def dynamic_losses(
     hidden = None
     with grad:
         for start in range(0, chars, num_steps):
+            x = inputs[:, start : start + num_steps]
             with precision_context(precision, device):
-                logits, hidden = model(inputs[:, start : start + num_steps], hidden)
+                # reset: the id (<eod>) whose reading zeroes the state, for a run trained so (evaluate.reset_id)
+                logits, hidden = model(x, hidden) if reset is None else model(x, hidden, starts=x == reset)
             y = targets[:, start : start + num_steps].T.reshape(-1).long()
             log_probs = F.log_softmax(logits.reshape(-1, logits.shape[-1]).float(), dim=1)
             loss = F.nll_loss(log_probs, y, reduction="sum")

@@ -21,7 +21,7 @@ GRID = {
 }
 
 
-def tune(model, val_ids, method: str, *, rms, num_steps: int, device, precision: str) -> list[dict]:
+def tune(model, val_ids, method: str, *, rms, num_steps: int, device, precision: str, reset=None) -> list[dict]:
     """Every (lr, decay) of the method's grid with its nats/char on the val ids, best first."""
     ids = val_ids[: TUNE_CHARS + 1]
     results = []
@@ -29,7 +29,9 @@ def tune(model, val_ids, method: str, *, rms, num_steps: int, device, precision:
         for decay in GRID[method][1]:
             trial = copy.deepcopy(model)
             adapter = Adapter(trial, DynamicOptions(method, lr, decay), rms)
-            losses = dynamic_losses(trial, ids, adapter, num_steps=num_steps, device=device, precision=precision)
+            losses = dynamic_losses(
+                trial, ids, adapter, num_steps=num_steps, device=device, precision=precision, reset=reset
+            )
             results.append({"lr": lr, "decay": decay, "nats_per_char": losses.nats_per_char, "chars": losses.chars})
     return sorted(results, key=lambda r: r["nats_per_char"])
 

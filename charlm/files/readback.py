@@ -99,15 +99,21 @@ def vocab_chars(data: bytes | str) -> list[str]:
     return check_vocab(saved["chars"])
 
 
+RESERVED = ("<eod>", "<unk>")  # the vocabulary's reserved symbols (never a character: each is five long)
+
+
 def check_vocab(chars: object) -> list[str]:
     """A saved vocabulary as its list of characters: a non-empty list of distinct single characters that
-    UTF-8 can hold (no lone surrogate). BadFile names the first problem."""
+    UTF-8 can hold (no lone surrogate), and the reserved symbols it has. BadFile names the first problem."""
     if not isinstance(chars, list):
         raise BadFile(f"its characters are not a list but {shown(chars, 40)}")
     if not chars:
         raise BadFile("its list of characters is empty")
     seen: set[str] = set()
     for i, c in enumerate(chars):
+        if isinstance(c, str) and c in RESERVED and c not in seen:
+            seen.add(c)
+            continue
         if not isinstance(c, str) or len(c) != 1:
             raise BadFile(f"entry {i} is {shown(c, 40)}, not one character")
         if 0xD800 <= ord(c) <= 0xDFFF:

@@ -31,7 +31,10 @@ def start_text(vocab: Vocab) -> str:
     raise UsageError("this model's vocabulary has neither a newline nor a space to start from: pass --prefix")
 
 
-def check_prefix(vocab: Vocab, prefix: str) -> list[int]:
+UNKNOWN = ("refuse", "map")  # what a prefix's characters the model never saw do: refused, or read as <unk>
+
+
+def check_prefix(vocab: Vocab, prefix: str, *, unknown: str = "refuse") -> list[int]:
     if not isinstance(prefix, str):
         hint = " (decode bytes first, e.g. prefix.decode('utf-8'))" if isinstance(prefix, (bytes, bytearray)) else ""
         raise UsageError(f"the prefix must be text, not {quoted(prefix)}{hint}")
@@ -45,10 +48,19 @@ def check_prefix(vocab: Vocab, prefix: str) -> list[int]:
         raise UsageError(
             f"the prefix is not UTF-8 (it holds the byte or lone surrogate {not_utf8(missing)}): pass UTF-8 text"
         )
+    if unknown not in UNKNOWN:
+        raise UsageError(f"unknown must be refuse or map, not {quoted(unknown)}")
+    if missing and unknown == "map":
+        if vocab.unk is None:
+            raise UsageError(
+                "--unknown map needs a model with the unknown symbol <unk>: train it with data.min_char_count=N"
+            )
+        return vocab.encode(prefix, unknown=True)
     if missing:
         shown = " ".join(repr(c) for c in missing[:10])
+        fix = " or pass --unknown map to read them as <unk>" if vocab.unk is not None else ""
         raise UsageError(
-            f"the prefix has characters the model never saw: {shown}; use characters of the training corpus"
+            f"the prefix has characters the model never saw: {shown}; use characters of the training corpus{fix}"
         )
     return vocab.encode(prefix)
 
@@ -132,13 +144,25 @@ def sample_next(
     return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
 
 
-def read_first(vocab: Vocab, prefix: str | None) -> list[int]:
-    """The ids the model reads before it writes: the prefix (checked), or the start text."""
-    return check_prefix(vocab, prefix) if prefix is not None else vocab.encode(start_text(vocab))
+def read_first(
+    vocab: Vocab, prefix: str | None, *, unknown: str = "refuse", start: list[int] | None = None
+) -> list[int]:
+    """The ids the model reads before it writes: `start` (an item's <eod>) then the prefix (checked), or
+    without either the start text."""
+    if prefix is not None:
+        return (start or []) + check_prefix(vocab, prefix, unknown=unknown)
+    return start if start else vocab.encode(start_text(vocab))
 
 
 def stream(
-    model, vocab: Vocab, prefix: str | None, *, length: int, device: torch.device | str = "cpu", **options
+    model,
+    vocab: Vocab,
+    prefix: str | None,
+    *,
+    length: int,
+    device: torch.device | str = "cpu",
+    unknown: str = "refuse",
+    **options,
 ) -> Stream:
     """The next ids (num_samples,) one step at a time (see `Stream`); `options` are SamplingOptions' fields.
 
@@ -148,20 +172,27 @@ def stream(
     chosen = SamplingOptions.of(options)
     if chosen.beam:
         raise UsageError("beam search does not stream: call samples() (or generate())")
-    return Stream(model, vocab, prefix, length=length, options=chosen, device=device)
+    return Stream(model, vocab, prefix, length=length, options=chosen, device=device, unknown=unknown)
 
 
 def samples(
-    model, vocab: Vocab, prefix: str | None, *, length: int, device: torch.device | str = "cpu", **options
+    model,
+    vocab: Vocab,
+    prefix: str | None,
+    *,
+    length: int,
+    device: torch.device | str = "cpu",
+    unknown: str = "refuse",
+    **options,
 ) -> list[Sample]:
     """`num_samples` samples (the best beams with beam=N), each with its stop and its bits per char."""
     chosen = SamplingOptions.of(options)
     if not chosen.beam:
-        return Stream(model, vocab, prefix, length=length, options=chosen, device=device).samples()
+        return Stream(model, vocab, prefix, length=length, options=chosen, device=device, unknown=unknown).samples()
     from charlm.generation.beam import beam_search
 
     chosen.check(length)
-    first = read_first(vocab, prefix)
+    first = read_first(vocab, prefix, unknown=unknown)
     check_sizes(chosen, length, prefix_chars=len(first), model=model, device=device)
     stops = stop_ids(vocab, chosen.stop)
     context = torch.tensor(first, device=device)[None]
@@ -212,11 +243,16 @@ class Stream:
         length: int,
         options: SamplingOptions,
         device: torch.device | str = "cpu",
+        unknown: str = "refuse",
+        start: list[int] | None = None,
+        end: int | None = None,
     ):
+        """`start`: ids read before the prefix (an item's <eod>); `end`: an id that ends a sample like a stop
+        text (an item's <eod>: it ends with the stop index len(options.stop))."""
         options.check(length)
-        first = read_first(vocab, prefix)
+        first = read_first(vocab, prefix, unknown=unknown, start=start)
         check_sizes(options, length, prefix_chars=len(first), model=model, device=device)
-        stops = stop_ids(vocab, options.stop)
+        stops = stop_ids(vocab, options.stop) + ([[end]] if end is not None else [])
         self.vocab, self.prefix, self.options = vocab, prefix, options
         self.context = torch.tensor(first, device=device).repeat(options.num_samples, 1)
         self.stops = StopTexts(stops, self.context) if stops else None
@@ -247,9 +283,12 @@ class Stream:
         bits = -(log_probs * kept).sum(1) / lengths.clamp(min=1) / math.log(2)
         which = self.stops.which.tolist() if self.stops else [-1] * n
         return [
-            _sample(self.vocab, self.prefix, row[:size], stop=self.options.stop[k] if k >= 0 else None, bits=b)
+            _sample(self.vocab, self.prefix, row[:size], stop=self._stop_text(k), bits=b)
             for row, size, k, b in zip(ids.tolist(), lengths.tolist(), which, bits.tolist(), strict=True)
         ]
+
+    def _stop_text(self, k: int) -> str | None:
+        return self.options.stop[k] if 0 <= k < len(self.options.stop) else None
 
     def _run(self, model, length: int, generator: torch.Generator | None) -> Iterator[torch.Tensor]:
         o = self.options

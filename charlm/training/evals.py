@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from charlm.evaluate import evaluate
+from charlm.evaluate import evaluate, reset_id
 from charlm.events import EvalRecord
 from charlm.generation.sampling import generate
 from charlm.model import match_layout
@@ -76,6 +76,7 @@ class Evals:
                 device=self.device,
                 max_chars=t.eval_chars,
                 ranks=self.ranks,
+                reset=reset_id(self.config, self.corpus.vocab),
             )
             record.val_loss, record.val_ppl, record.val_bpc = (
                 val["nats_per_char"],
@@ -122,6 +123,7 @@ class Evals:
                 num_steps=t.num_steps,
                 device=self.device,
                 ranks=self.ranks,
+                reset=reset_id(self.config, self.corpus.vocab),
             )
             final.update(
                 {

@@ -40,6 +40,7 @@ class Trainer:
         self.model = p.ranks.wrap(p.raw_model)  # the model that trains: DistributedDataParallel under torchrun
         self.t, self.state, self.ranks, self.device, self.reporter = t, p.state, p.ranks, p.ranks.device, p.reporter
         self.batches = make_batches(p.corpus.train.to(self.device), t)
+        self.reset_id = p.corpus.vocab.eod if t.reset_state_at_documents else None  # zero the state at <eod>
         self.total_steps = t.epochs * len(self.batches)  # with variable_bptt, the expected count
         budget = parse_duration(t.time_budget) if t.time_budget is not None else None
         self.clock = Clock(state=p.state, ranks=p.ranks, budget=budget, every=t.eval_every_seconds)
@@ -121,7 +122,8 @@ class Trainer:
         for group in optimizer.param_groups:
             group["lr"] = lr
         with self.autocast:
-            logits, hidden = self.model(x, hidden)
+            starts = x == self.reset_id if self.reset_id is not None else None  # documents start from zeros
+            logits, hidden = self.model(x, hidden, starts=starts)
             loss = F.cross_entropy(
                 logits.reshape(-1, logits.shape[-1]).float(), y.T.reshape(-1).long(), label_smoothing=t.label_smoothing
             )

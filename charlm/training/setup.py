@@ -207,6 +207,11 @@ def check_corpus(corpus: Corpus, c: Config) -> None:
             f"the train split has {len(corpus.train)} characters, but batch_size {c.train.batch_size} x num_steps "
             f"{c.train.num_steps} needs at least {need}: use a longer corpus or lower train.batch_size/train.num_steps"
         )
+    if c.data.documents != "stream" and c.data.val_fraction > 0 and len(corpus.val) == 0:
+        raise CorpusError(
+            f"the val split is empty: splits cut between documents (data.documents={c.data.documents}) and the "
+            "corpus has too few of them; raise data.val_fraction, set it to 0, or use another data.documents"
+        )
     if len(corpus.val) == 1 or (c.data.val_fraction > 0 and len(corpus.val) == 0):
         raise CorpusError(f"the val split has {len(corpus.val)} characters: raise data.val_fraction or set it to 0")
 

@@ -27,6 +27,8 @@ def visible(char: str) -> str:
     """A character as it is shown: a newline as ↵ then the line break, other control characters as their symbol."""
     if char == "\n":
         return "↵\n"
+    if len(char) > 1:  # a reserved symbol, shown by its name; a document's end also ends the line
+        return char + ("\n" if char == "<eod>" else "")
     if ord(char) < 32:
         return chr(0x2400 + ord(char))
     return char

@@ -1,0 +1,97 @@
+"""End-to-end: documents, items and vocabulary cleaning through the real command, every round trip."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_cli import TINY, charlm, make_corpus
+
+SMALL = ["--set", "train.batch_size=4", "--set", "train.num_steps=16", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def lines_run(tmp_path_factory):
+    """A run on lyrics as lines, with state reset and rare characters as <unk>, trained then resumed."""
+    root = tmp_path_factory.mktemp("documents")
+    corpus = make_corpus(root / "lyrics.txt", chars=3000)
+    settings = ["--config", TINY, "--corpus", str(corpus), *SMALL, "--set", "data.documents=lines"]
+    settings += ["--set", "train.reset_state_at_documents=true", "--set", "data.min_char_count=100"]
+    run = root / "run"
+    first = charlm("train", *settings, "--set", "train.epochs=1", "--run-dir", str(run), cwd=root)
+    assert first.returncode == 0, first.stderr
+    resumed = charlm("train", *settings, "--set", "train.epochs=2", "--run-dir", str(run), "--resume", cwd=root)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming after 1 epochs" in resumed.stdout + resumed.stderr
+    return root, run, corpus
+
+
+def test_the_vocabulary_saves_the_end_and_unknown_symbols(lines_run):
+    _, run, _ = lines_run
+    chars = json.loads((run / "vocab.json").read_text(encoding="utf-8"))["chars"]
+    assert chars[-2:] == ["<eod>", "<unk>"]
+    assert chars == [" ", "分", "开", "<eod>", "<unk>"]  # the rest appear under 100 times in training
+
+
+def test_items_one_per_line_and_as_json(lines_run):
+    root, run, _ = lines_run
+    plain = charlm("generate", "--run-dir", str(run), "--items", "4", "--length", "40", "--seed", "1", cwd=root)
+    assert plain.returncode == 0, plain.stderr
+    assert len(plain.stdout.splitlines()) == 4 and "<eod>" not in plain.stdout
+    out = charlm("generate", "--run-dir", str(run), "--items", "3", "--json", "--prefix", "分开", cwd=root)
+    records = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["item"] for r in records] == [1, 2, 3]
+    assert all(r["text"].startswith("分开") and isinstance(r["ended"], bool) for r in records)
+    assert all(r["options"]["num_samples"] == 3 for r in records)
+
+
+def test_unknown_prefix_is_refused_by_default_and_mapped_when_asked(lines_run):
+    root, run, _ = lines_run
+    refused = charlm("generate", "--run-dir", str(run), "--prefix", "Ω分", "--length", "5", cwd=root)
+    assert refused.returncode == 2 and "--unknown map" in refused.stderr
+    mapped = charlm("generate", "--run-dir", str(run), "--prefix", "Ω分", "-n", "5", "--unknown", "map", cwd=root)
+    assert mapped.returncode == 0, mapped.stderr
+    assert mapped.stdout.startswith("Ω分")
+
+
+def test_perplexity_reports_the_unknown_share(lines_run):
+    root, run, _ = lines_run
+    out = charlm("perplexity", "--run-dir", str(run), "--text", "love 分开 rain", "--json", cwd=root)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert 0 < result["unknown_share"] < 1  # "love" and "rain" hold rare letters
+    text = charlm("perplexity", "--run-dir", str(run), cwd=root)
+    assert "of the text is <unk>" in text.stdout
+
+
+def test_export_and_fine_tune_keep_the_symbols(lines_run):
+    root, run, corpus = lines_run
+    folder = root / "model"
+    assert charlm("export", "--run-dir", str(run), "--out", str(folder), cwd=root).returncode == 0
+    assert json.loads((folder / "vocab.json").read_text(encoding="utf-8"))["chars"][-2:] == ["<eod>", "<unk>"]
+    items = charlm("generate", "--model", str(folder), "--items", "2", "-n", "20", "--seed", "1", cwd=root)
+    assert items.returncode == 0 and len(items.stdout.splitlines()) == 2
+    other = Path(root / "other.txt")
+    other.write_text("vivid words\nwoven lines\n" * 80, encoding="utf-8")
+    child = root / "child"
+    settings = ["--config", TINY, "--corpus", str(other), *SMALL, "--set", "data.documents=lines"]
+    tuned = charlm(
+        "train", *settings, "--set", "train.epochs=1", "--init-from", str(folder), "--run-dir", str(child), cwd=root
+    )
+    assert tuned.returncode == 0, tuned.stderr
+    parent = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))["chars"]
+    chars = json.loads((child / "vocab.json").read_text(encoding="utf-8"))["chars"]
+    assert chars[: len(parent)] == parent  # <eod> and <unk> keep their ids
+    assert charlm("generate", "--run-dir", str(child), "--items", "2", "-n", "10", cwd=root).returncode == 0
+
+
+def test_a_stream_model_refuses_items_naming_the_fix(tmp_path):
+    corpus = make_corpus(tmp_path / "lyrics.txt", chars=1500)
+    run = tmp_path / "run"
+    trained = charlm("train", "--config", TINY, "--corpus", str(corpus), *SMALL, "--set", "train.epochs=1",
+                     "--run-dir", str(run), cwd=tmp_path)  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    out = charlm("generate", "--run-dir", str(run), "--items", "2", cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and "data.documents: lines, paragraphs or files" in out.stderr
