@@ -262,11 +262,16 @@ class Stream:
         o = self.options
         chosen = self.penalty(logits) if self.penalty else logits
         current = sample_next(chosen, temperature=o.temperature, top_k=o.top_k, top_p=o.top_p, generator=self.generator)
+        self.record(current, logits.float().log_softmax(-1).gather(1, current[:, None]).squeeze(1))
+        return current
+
+    def record(self, current: torch.Tensor, log_probs: torch.Tensor) -> None:
+        """Record this step's ids and their log-probabilities under the model (`choose` does; so does a
+        caller that samples the rows of many streams at once, for streams without a repetition penalty)."""
         self.ids.append(current)
-        self.log_probs.append(logits.float().log_softmax(-1).gather(1, current[:, None]).squeeze(1))
+        self.log_probs.append(log_probs)
         if self.penalty:
             self.penalty.push(current)
-        return current
 
     def all_stopped(self, current: torch.Tensor, written: int) -> bool:
         """Record the step's ids against the stop texts; True once every sample has emitted one."""
