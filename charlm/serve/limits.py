@@ -33,9 +33,11 @@ class Limits:
     def __post_init__(self):
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            least = 0 if field.name == "queue" else 1
+            least = {"queue": 0, "time_limit": 0.001}.get(
+                field.name, 1
+            )  # a queue may be none; seconds need not be whole
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= least:
-                raise UsageError(f"--limit {field.name} must be a number >= {least}, not {value!r}")
+                raise UsageError(f"--limit {field.name} must be a number >= {least:g}, not {value!r}")
         if self.num_samples > self.batch_rows or self.beam > self.batch_rows:
             raise UsageError(
                 f"--limit batch_rows ({self.batch_rows}) must be at least num_samples ({self.num_samples}) "
