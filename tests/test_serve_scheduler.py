@@ -153,3 +153,22 @@ def test_a_client_that_leaves_mid_stream_stops_its_generation(model, monkeypatch
         assert 3 <= steps < 2000
         time.sleep(0.1)
         assert stats()["steps"] == steps
+
+
+def test_a_failure_in_a_batch_is_a_500_for_its_requests_and_the_server_goes_on(model, monkeypatch):
+    step, calls = batch_module.Batch.step, []
+
+    def failing_once(self):
+        calls.append(self.rows)
+        if len(calls) == 1:
+            raise RuntimeError("a fault injected by the test")
+        return step(self)
+
+    monkeypatch.setattr(batch_module.Batch, "step", failing_once)
+    app = create_app(model, Limits())
+    with serving(app) as url:
+        failed = post(url, {"prefix": "the", "length": 10})
+        assert failed.status_code == 500
+        assert failed.json() == {"error": "unexpected RuntimeError: a fault injected by the test"}
+        assert post(url, {"prefix": "the", "length": 10}).status_code == 200
+        assert app.state.scheduler.stats()["computing"] == 0

@@ -144,9 +144,14 @@ class Scheduler:
                 with self.lock:  # their rows are free for others to join
                     group.rows -= sum(job.rows for job in done)
                     group.jobs = [job for job in group.jobs if job not in done]
-        except Exception as e:  # a bug: every request of the batch gets a 500, the server goes on
-            for job in batch.jobs if batch is not None else group.jobs:
-                job.reply.put("error", (500, f"unexpected {type(e).__name__}: {e}"))
+        except (
+            Exception
+        ) as e:  # every request of the batch (and those about to join) gets the error; the server goes on
+            with self.lock:
+                group.closed = True
+                waiting, group.incoming = group.incoming, []
+            for job in [*(batch.jobs if batch is not None else []), *waiting]:
+                job.reply.put("error", failure(e))
 
     def _advance(self, batch: Batch) -> list[Job]:
         """One step of the batch; each streamed job gets its characters, each finished one its samples."""
@@ -186,10 +191,8 @@ def run_alone(job: Job, scheduler: Scheduler) -> None:
         return
     try:
         result = _stream_alone(job, scheduler) if job.stream is not None else job.work(job)
-    except CharlmError as e:
-        job.reply.put("error", (400 if isinstance(e, UsageError) else 500, str(e)))
-    except Exception as e:  # a bug: the request gets a 500, the server goes on
-        job.reply.put("error", (500, f"unexpected {type(e).__name__}: {e}"))
+    except Exception as e:  # the request gets the error; the server goes on
+        job.reply.put("error", failure(e))
     else:
         if not job.cancelled.is_set():
             job.reply.put("done", result)
@@ -204,3 +207,10 @@ def _stream_alone(job: Job, scheduler: Scheduler):
         if job.cancelled.is_set():
             return None
     return job.stream.samples()
+
+
+def failure(error: Exception) -> tuple[int, str]:
+    """The status and message of an error met while computing: bad input 400, anything else 500."""
+    if isinstance(error, CharlmError):
+        return 400 if isinstance(error, UsageError) else 500, str(error)
+    return 500, f"unexpected {type(error).__name__}: {error}"
