@@ -6,6 +6,7 @@ test side, never a hook in the product), and the test waits for the server's own
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
 import time
@@ -15,6 +16,7 @@ from types import SimpleNamespace
 
 import httpx
 import pytest
+import torch
 from helpers import serving
 
 import charlm
@@ -153,6 +155,8 @@ def test_a_client_that_leaves_mid_stream_stops_its_generation(model, monkeypatch
         assert 3 <= steps < 2000
         time.sleep(0.1)
         assert stats()["steps"] == steps
+    gc.collect()  # the stopped generation's loop was closed in its worker: this thread's autograd is untouched
+    assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
 
 
 def test_a_failure_in_a_batch_is_a_500_for_its_requests_and_the_server_goes_on(model, monkeypatch):

@@ -234,6 +234,11 @@ class Stream:
     def __iter__(self) -> Iterator[torch.Tensor]:
         return self._steps
 
+    def close(self) -> None:
+        """Stop before the end, in the thread that iterated: the loop's inference mode is that thread's (a
+        generator left to the garbage collector would end it in whichever thread collects it)."""
+        self._steps.close()
+
     def samples(self) -> list[Sample]:
         for _ in self._steps:  # finish the stream first
             pass

@@ -200,13 +200,16 @@ def run_alone(job: Job, scheduler: Scheduler) -> None:
 
 def _stream_alone(job: Job, scheduler: Scheduler):
     """A seeded sample, by `Stream`'s own loop (`charlm generate`'s): it stops at the step after a cancel."""
-    for ids in job.stream:
-        scheduler.steps += job.rows
-        if job.streamed:
-            job.reply.put("chars", job.visible(ids.tolist()))
-        if job.cancelled.is_set():
-            return None
-    return job.stream.samples()
+    try:
+        for ids in job.stream:
+            scheduler.steps += job.rows
+            if job.streamed:
+                job.reply.put("chars", job.visible(ids.tolist()))
+            if job.cancelled.is_set():
+                return None
+        return job.stream.samples()
+    finally:
+        job.stream.close()  # here, in the worker's thread (a no-op after the last step)
 
 
 def failure(error: Exception) -> tuple[int, str]:
