@@ -142,3 +142,34 @@ def make_unreadable(path, damage: str) -> bool:
     else:
         return False
     return True
+
+
+def serving(app):
+    """A context manager: `app` served by uvicorn on a free port of 127.0.0.1 in a thread; gives the base URL,
+    and stops the server (its lifespan ends: workers closed) on leaving."""
+    import contextlib
+    import threading
+    import time
+
+    import uvicorn
+
+    from charlm.serve.server import listen, url
+
+    @contextlib.contextmanager
+    def serve():
+        sock = listen("127.0.0.1", 0)
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not server.started and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server.started, "the test server did not start"
+        try:
+            yield url(sock)
+        finally:
+            server.should_exit = True
+            thread.join(30)
+            sock.close()
+
+    return serve()

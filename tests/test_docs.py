@@ -7,16 +7,21 @@ of 16 units, one epoch, 20,000 characters), `--nproc` and torchrun lines get `--
 the pages use (my.txt, verse.txt, a run folder named in `--run-dir`) are small real files and runs. A line
 that no longer parses or exits non-zero fails the test with its page and line. Output a console block shows
 is checked where it is deterministic: `--version`, `--help` excerpts and error lines (which must also exit
-non-zero).
+non-zero). A `charlm serve` line, which serves until stopped, is started in a subprocess on a free port, must
+answer /health, and is stopped.
 """
 
 from __future__ import annotations
 
 import gzip
 import os
+import queue
 import re
 import shlex
 import shutil
+import subprocess
+import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -187,10 +192,52 @@ def materialise(argv: list[str], folder: Path, base: dict[str, Path]) -> None:
             path.write_text(text, encoding="utf-8")
 
 
+def subcommand(argv: list[str]) -> str | None:
+    """The command an argv runs (after the global options: --runs-root takes a value)."""
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        i += 2 if argv[i] == "--runs-root" else 1
+    return argv[i] if i < len(argv) else None
+
+
+def served(command: Command, argv: list[str], folder: Path) -> str | None:
+    """A `charlm serve` line serves until stopped: it is started in a subprocess on a free port (the page's
+    --port becomes 0), must print its address and answer /health there, and is then stopped."""
+    import httpx
+
+    port = [i + 1 for i, token in enumerate(argv[:-1]) if token == "--port"]
+    argv = [("0" if i in port else token) for i, token in enumerate(argv)] + ([] if port else ["--port", "0"])
+    process = subprocess.Popen(
+        [sys.executable, "-m", "charlm", *argv],
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: lines.put(process.stdout.readline()), daemon=True).start()
+    try:
+        try:
+            found = re.search(r"at (http://\S+) \(", lines.get(timeout=120))
+        except queue.Empty:
+            found = None
+        if found is None:
+            process.kill()
+            return f"{command.where()} did not start: {process.communicate()[1].strip()[-600:]!r}"
+        health = httpx.get(f"{found.group(1)}/health", timeout=60)
+        return None if health.status_code == 200 else f"{command.where()}: /health answered {health.status_code}"
+    finally:
+        process.kill()
+        process.communicate()
+
+
 def run(command: Command, folder: Path, base: dict[str, Path], capsys) -> str | None:
     """Run one command in `folder`; the reason it fails, or None."""
     argv = prepared(command)
     materialise(argv, folder, base)
+    if subcommand(argv) == "serve":
+        return served(command, argv, folder)
     environment = dict(os.environ)
     try:
         capsys.readouterr()
@@ -253,7 +300,16 @@ def test_the_pages_show_commands_of_every_kind():
     found = [c for page in PAGES for c in commands(page)]
     readme = [c.argv[0] for c in commands(REPO / "README.md")]
     assert readme[:3] == ["train", "generate", "perplexity"]
-    assert {c.argv[0] for c in found} >= {"train", "generate", "perplexity", "neurons", "export", "plot", "runs"}
+    assert {c.argv[0] for c in found} >= {
+        "train",
+        "generate",
+        "perplexity",
+        "neurons",
+        "export",
+        "plot",
+        "runs",
+        "serve",
+    }
     assert any(c.launcher and "--rdzv_id" not in c.argv and "--run-dir" in c.argv for c in found)
     version = next(c for c in found if c.argv == ["--version"])
     assert version.shown[0].startswith("charlm ")

@@ -27,7 +27,7 @@ LAYERS = [
     ("store",),  # what is kept on disk: state, checkpoints, run and model folders
     ("evaluate", "dynamic", "generation", "analysis"),  # a model used: scored, adapted, sampled, looked inside
     ("ui",),  # what people see: terminal, tables, plots, pages
-    ("training", "autosize", "export"),  # the work: train, size a config, write a model for others
+    ("training", "autosize", "export", "serve"),  # the work: train, size a config, write or serve a model
     ("api",),  # the Python API
     ("cli", "__main__"),  # the command line
 ]

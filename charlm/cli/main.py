@@ -19,7 +19,7 @@ from charlm.cli.app import app, err
 
 # isort: off
 # the commands register themselves on `app` when imported, in this order in --help
-from charlm.cli import train, generate, export, perplexity, neurons, plot, runs, info, data, doctor  # noqa: F401
+from charlm.cli import train, generate, export, perplexity, serve, neurons, plot, runs, info, data, doctor  # noqa: F401
 
 # isort: on
 from charlm.errors import CharlmError, UsageError

@@ -154,16 +154,22 @@ def warm_up(model, context: torch.Tensor, weights: str = DEFAULT_WEIGHTS):
     """The hidden state after all of the context but its last character, and a FastStep. Every row of the
     context is the same text, so the model reads it once and each sample starts from a copy of that state
     (a 40,000-character prefix for 50 samples costs one sample's memory and time)."""
+    step = FastStep(model, weights, rows=context.shape[0])
+    return read_context(model, context), step
+
+
+def read_context(model, context: torch.Tensor):
+    """The hidden state (one row per row of `context`, all the same text) after all of the context but its
+    last character, which the first step reads."""
     samples = context.shape[0]
-    step = FastStep(model, weights, rows=samples)
     if context.shape[1] == 1:
-        return model.begin_hidden(samples, context.device), step
+        return model.begin_hidden(samples, context.device)
     hidden = None
     for start in range(0, context.shape[1] - 1, WARM_UP_WINDOW):  # windows: the logits of a window at a time
         _, hidden = model(context[:1, start : min(start + WARM_UP_WINDOW, context.shape[1] - 1)], hidden)
     if isinstance(hidden, tuple):
-        return tuple(h.expand(-1, samples, -1).contiguous() for h in hidden), step
-    return hidden.expand(-1, samples, -1).contiguous(), step
+        return tuple(h.expand(-1, samples, -1).contiguous() for h in hidden)
+    return hidden.expand(-1, samples, -1).contiguous()
 
 
 @torch.inference_mode()

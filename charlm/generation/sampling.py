@@ -264,14 +264,24 @@ class Stream:
         )
         self.ids: list[torch.Tensor] = []
         self.log_probs: list[torch.Tensor] = []  # of each chosen id under the model's own distribution
-        self._steps = self._run(model, length, _generator(options, device))
+        self.generator = _generator(options, device)  # this stream's own: a server batches streams apart
+        self._steps = self._run(model, length)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         return self._steps
 
+    def close(self) -> None:
+        """Stop before the end, in the thread that iterated: the loop's inference mode is that thread's (a
+        generator left to the garbage collector would end it in whichever thread collects it)."""
+        self._steps.close()
+
     def samples(self) -> list[Sample]:
         for _ in self._steps:  # finish the stream first
             pass
+        return self.results()
+
+    def results(self) -> list[Sample]:
+        """The samples of the steps taken so far (`samples` takes them all first)."""
         n = self.options.num_samples
         if not self.ids:
             return [_sample(self.vocab, self.prefix, [], stop=None, bits=None) for _ in range(n)]
@@ -290,26 +300,39 @@ class Stream:
     def _stop_text(self, k: int) -> str | None:
         return self.options.stop[k] if 0 <= k < len(self.options.stop) else None
 
-    def _run(self, model, length: int, generator: torch.Generator | None) -> Iterator[torch.Tensor]:
+    def choose(self, logits: torch.Tensor) -> torch.Tensor:
+        """The next ids (num_samples,) from this step's logits (num_samples, vocab), recorded; a caller that
+        steps the model itself (a server stepping many streams in one batch) calls it once per step."""
         o = self.options
+        chosen = self.penalty(logits) if self.penalty else logits
+        current = sample_next(chosen, temperature=o.temperature, top_k=o.top_k, top_p=o.top_p, generator=self.generator)
+        self.record(current, logits.float().log_softmax(-1).gather(1, current[:, None]).squeeze(1))
+        return current
+
+    def record(self, current: torch.Tensor, log_probs: torch.Tensor) -> None:
+        """Record this step's ids and their log-probabilities under the model (`choose` does; so does a
+        caller that samples the rows of many streams at once, for streams without a repetition penalty)."""
+        self.ids.append(current)
+        self.log_probs.append(log_probs)
+        if self.penalty:
+            self.penalty.push(current)
+
+    def all_stopped(self, current: torch.Tensor, written: int) -> bool:
+        """Record the step's ids against the stop texts; True once every sample has emitted one."""
+        return bool(self.stops and self.stops.push(current, written))
+
+    def _run(self, model, length: int) -> Iterator[torch.Tensor]:
         was_training = model.training
         model.eval()
         try:
             with torch.inference_mode():
-                hidden, step = warm_up(model, self.context, o.weights)
+                hidden, step = warm_up(model, self.context, self.options.weights)
                 current = self.context[:, -1]
                 for t in range(length):
                     logits, hidden = step(current, hidden)
-                    chosen = self.penalty(logits) if self.penalty else logits
-                    current = sample_next(
-                        chosen, temperature=o.temperature, top_k=o.top_k, top_p=o.top_p, generator=generator
-                    )
-                    self.ids.append(current)
-                    self.log_probs.append(logits.float().log_softmax(-1).gather(1, current[:, None]).squeeze(1))
-                    if self.penalty:
-                        self.penalty.push(current)
+                    current = self.choose(logits)
                     yield current
-                    if self.stops and self.stops.push(current, t + 1):
+                    if self.all_stopped(current, t + 1):
                         return
         finally:
             model.train(was_training)

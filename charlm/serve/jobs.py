@@ -1,0 +1,64 @@
+"""One request's work as the worker threads see it (`Job`), and the way its results go back to the request's
+coroutine (`Reply`: events on an asyncio queue, put from the worker's thread)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from charlm.generation.sampling import Stream
+
+
+class Reply:
+    """Events from a worker thread to the coroutine that awaits them: ("chars", [str]), ("done", result) or
+    ("error", (status, message))."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop, self.queue = loop, asyncio.Queue()
+
+    def put(self, kind: str, value: object) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, (kind, value))
+        except RuntimeError:  # the server's loop is closed: nobody is waiting any more
+            pass
+
+    async def get(self, timeout: float) -> tuple[str, object]:
+        return await asyncio.wait_for(self.queue.get(), timeout)
+
+
+@dataclass(eq=False)
+class Job:
+    """A request's work: a sampling `stream` (stepped in a batch with others when it has no seed, else alone),
+    or `work(job)`, run alone in a worker, which gives the result (beam search, scoring a text)."""
+
+    reply: Reply
+    rows: int = 1  # sequences this job adds to a batch
+    stream: Stream | None = None
+    length: int = 0
+    streamed: bool = False  # send each step's characters as they are made
+    work: Callable[[Job], object] | None = None
+    weights: str = "fp32"  # a batch shares one step: jobs batch with jobs of the same weights
+    written: int = 0  # steps taken
+    deadline: float = math.inf  # time.monotonic() by which it must be answered (the server's time limit)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def batched(self) -> bool:
+        """Sampling without a seed; a seeded stream runs alone, by the code of `charlm generate --seed`, so it
+        gives that command's text (a batch's matrix products may round its rows differently)."""
+        return self.stream is not None and self.stream.options.seed is None
+
+    def sampling(self) -> tuple | None:
+        """What its rows are sampled with; jobs that agree are sampled in one call (None: on its own, for a
+        repetition penalty, which keeps state per stream)."""
+        o = self.stream.options
+        return None if o.repetition_penalty != 1 else (o.temperature, o.top_k, o.top_p)
+
+    def visible(self, ids: list[int]) -> list[str]:
+        """This step's characters, one per sample ('' for a sample that emitted a stop text before)."""
+        chars, stops = self.stream.vocab.chars, self.stream.stops
+        ended = stops.ended.tolist() if stops is not None else [-1] * len(ids)
+        return [chars[i] if end < 0 else "" for i, end in zip(ids, ended, strict=True)]

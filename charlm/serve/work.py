@@ -1,0 +1,98 @@
+"""What each endpoint asks of the model, made into a `Job` after every check (a bad request fails here, on
+the request's own coroutine, before it takes a place in the queue), and the facts of GET /model."""
+
+from __future__ import annotations
+
+import math
+
+from charlm.errors import UsageError
+from charlm.evaluate import TextSource, char_losses, text_to_score
+from charlm.generation.options import SamplingOptions
+from charlm.generation.sampling import Stream, check_sizes, read_first, samples, stop_ids
+from charlm.serve.jobs import Job, Reply
+from charlm.units import perplexity
+
+FIGURES = ("nats_per_char", "bits_per_char", "perplexity", "chars")  # what `charlm perplexity --json` prints
+
+
+def generation_job(model, body, reply: Reply) -> tuple[Job, SamplingOptions]:
+    """The job of a POST /generate body (already typed and within the limits) and its options."""
+    options = SamplingOptions(
+        temperature=0.0 if body.beam else body.temperature,  # beam search ranks by the model's own probabilities
+        top_k=body.top_k,
+        top_p=body.top_p,
+        num_samples=body.num_samples,
+        seed=body.seed,
+        beam=body.beam,
+        stop=tuple(body.stop),
+        repetition_penalty=body.repetition_penalty,
+        repetition_window=body.repetition_window,
+        weights=body.weights,
+    )
+    options.check(body.length)
+    if options.weights != "fp32" and model.device.type != "cpu":
+        raise UsageError(f"weights {options.weights} runs on the CPU and this server's model is on {model.device}")
+    if not options.beam:
+        stream = Stream(model.net, model.vocab, body.prefix, length=body.length, options=options, device=model.device)
+        job = Job(reply, rows=options.num_samples, stream=stream, length=body.length, streamed=body.stream)
+        job.weights = options.weights
+        return job, options
+    if body.stream:
+        raise UsageError("beam search does not stream: drop stream, or beam to sample")
+    first = read_first(model.vocab, body.prefix)  # the checks `samples` makes, before the request waits
+    check_sizes(options, body.length, prefix_chars=len(first), model=model.net, device=model.device)
+    stop_ids(model.vocab, options.stop)
+
+    def search(job: Job):
+        return samples(model.net, model.vocab, body.prefix, length=body.length, device=model.device, **vars(options))
+
+    return Job(reply, rows=options.beam, work=search, length=body.length), options
+
+
+def scoring_job(model, body, reply: Reply) -> Job:
+    """The job of a POST /perplexity body: the text encoded (and refused) here, scored in a worker."""
+    scored = text_to_score(model.net, model.vocab, model.checkpoint, TextSource(text=body.text, text_as_file=True))
+
+    def score(job: Job) -> dict:
+        losses = char_losses(
+            scored.model,
+            scored.ids,
+            batch_size=scored.streams,
+            num_steps=scored.checkpoint.config.train.num_steps,
+            device=model.device,
+            keep=None if body.bits else 0,
+        )
+        nats = losses.nats_per_char
+        result = dict(zip(FIGURES, (nats, nats / math.log(2), perplexity(nats), losses.chars), strict=True))
+        if body.bits:  # bits[i] is the cost of scored[i]: the text's characters after the first
+            result["scored"] = model.vocab.decode(scored.ids[1 : losses.chars + 1].tolist())
+            result["bits"] = (losses.nats.double() / math.log(2)).tolist()
+        return result
+
+    return Job(reply, work=score)
+
+
+def model_facts(model) -> dict:
+    """GET /model: what the model card says of the model, as data."""
+    saved = model.checkpoint
+    m, state, record = saved.model_config, saved.train_state, saved.train_state.last_record
+    which = "val" if "val_loss" in record else "train"
+    loss = record.get(f"{which}_loss")
+    return {
+        "name": saved.config.name,
+        "kind": m.kind,
+        "num_layers": m.num_layers,
+        "hidden_size": m.hidden_size,
+        "input": m.input,
+        "embed_size": m.embed_size if m.input == "embedding" else None,
+        "parameters": model.net.num_parameters(),
+        "vocab_size": len(model.vocab),
+        "corpus": saved.config.data.corpus,
+        "corpus_sha256": saved.corpus_sha256,
+        "epoch": state.epoch,
+        "step": state.step,
+        "loss_split": which if loss is not None else None,
+        "loss": loss,
+        "bits_per_char": loss / math.log(2) if loss is not None else None,
+        "device": str(model.device),
+    }
