@@ -80,14 +80,19 @@ class Model:
         seed: int | None = None,
         **options: Any,
     ) -> list[str]:
-        """`num_samples` independent samples, made in one batch (each the prefix and `length` characters)."""
+        """`num_samples` independent samples, made in one batch (each the prefix and `length` characters).
+
+        The prefix is read in the run's own text form (data.lowercase, data.normalize: "The" is "the" to a
+        lower-cased model) and starts the text in that form; a model trained with
+        train.reset_state_at_documents zeroes a sample's state where it writes <eod>, as in training."""
         from charlm.generation.sampling import generate
 
         return generate(
             self.net,
             self.vocab,
-            prefix,
+            self._prefix(prefix),
             length,
+            reset=self._reset(),
             temperature=temperature,
             seed=seed,
             num_samples=num_samples,
@@ -104,7 +109,8 @@ class Model:
         seed: int | None = None,
         **options: Any,
     ) -> Iterator[str]:
-        """The text after the prefix, one character at a time as it is made (the same text as generate).
+        """The text after the prefix, one character at a time as it is made (the same text as generate;
+        a document's end is the string "<eod>").
 
         The arguments are checked here, when stream is called, before the first character."""
         from charlm.generation.sampling import stream
@@ -112,8 +118,9 @@ class Model:
         steps = stream(
             self.net,
             self.vocab,
-            prefix,
+            self._prefix(prefix),
             length=length,
+            reset=self._reset(),
             temperature=temperature,
             seed=seed,
             device=self.device,
@@ -143,12 +150,22 @@ class Model:
             self.vocab,
             n,
             length=length,
-            prefix=prefix,
+            prefix=self._prefix(prefix),
             temperature=temperature,
             seed=seed,
             device=self.device,
             **options,
         )
+
+    def _prefix(self, prefix):
+        from charlm.generation.text_form import normalise_prefix
+
+        return normalise_prefix(prefix, self.config.data)
+
+    def _reset(self) -> int | None:
+        from charlm.evaluate import reset_id
+
+        return reset_id(self.config, self.vocab)
 
     def perplexity(self, text: str | None = None, *, file: str | Path | None = None, split: str | None = None) -> dict:
         """Score `text`, a text `file`, or a `split` of the training corpus (the default: val).

@@ -88,6 +88,7 @@ class Surprisal:
     train_note: str | None = None  # why train_counts is None
     top_ids: torch.Tensor | None = None  # (len(bits), TOP_PREDICTIONS)
     top_probs: torch.Tensor | None = None
+    unknown_share: float | None = None  # the share of the text that is <unk> (None: the model has no <unk>)
 
     @property
     def uniform_bits(self) -> float:
@@ -102,6 +103,8 @@ class Surprisal:
             "bits_per_char": nats / math.log(2),
             "perplexity": perplexity(nats),
             "chars": self.chars,
+            # a model with <unk> scores rare characters as one easy symbol: say how much of the text that was
+            **({} if self.unknown_share is None else {"unknown_share": self.unknown_share}),
         }
 
     def breakdown(self) -> Breakdown:
@@ -186,6 +189,7 @@ def analyse(
         note,
         losses.top_ids,
         losses.top_probs,
+        scored.vocab.unknown_share(scored.ids),
     )
 
 

@@ -87,7 +87,9 @@ def generate(
 ) -> None:
     """Sample text from a trained run (or an exported model), starting from a prefix; it streams as it is made."""
     from charlm.api import load
+    from charlm.evaluate import reset_id
     from charlm.generation import sampling as gen
+    from charlm.generation.text_form import normalise_prefix, plain_chars
 
     if prefix is not None and prefix_file is not None:
         raise UsageError("pass --prefix or --prefix-file, not both")
@@ -109,17 +111,24 @@ def generate(
     options.check(length)  # before the checkpoint is read: bad flags fail fast
     _check_items(items, unknown, num_samples=num_samples, beam=beam)
     model = load(model_source(run_dir, model_dir), checkpoint, device)
-    net, vocab, dev = model.net, model.vocab, model.device
     if items is not None:
         made = model.items(items, length, prefix=prefix, unknown=unknown, **_item_options(options))
         return _write_items(made, length, dataclasses.replace(options, num_samples=items), as_json)
+    net, vocab, dev = model.net, model.vocab, model.device
+    # the prefix in the run's text form (data.lowercase, data.normalize); <eod> zeroes a row's state in a model
+    # trained with the reset, and prints as a line break (plain_chars)
+    given = {"device": dev, "unknown": unknown, "reset": reset_id(model.config, vocab), **vars(options)}
+    prefix = normalise_prefix(prefix, model.config.data)
     if as_json or beam or num_samples > 1:
-        made = gen.samples(net, vocab, prefix, length=length, device=dev, unknown=unknown, **vars(options))
-        return _write_samples(made, length, options, as_json)
-    steps = gen.stream(net, vocab, prefix, length=length, device=dev, unknown=unknown, **vars(options))  # all checked
+        return _write_samples(gen.samples(net, vocab, prefix, length=length, **given), length, options, as_json)
+    _write_stream(gen.stream(net, vocab, prefix, length=length, **given), prefix, plain_chars(vocab))  # all checked
+
+
+def _write_stream(steps, prefix: str | None, chars: list[str]) -> None:
+    """One sample, each character printed as it is made (`chars`: each id's plain text)."""
     sys.stdout.write(prefix or "")
     for ids in steps:
-        sys.stdout.write(vocab.chars[int(ids[0])])
+        sys.stdout.write(chars[int(ids[0])])
         sys.stdout.flush()
     sys.stdout.write("\n")
     _say_stopped(steps.samples()[0])
@@ -131,9 +140,9 @@ def _write_samples(results: list, length: int, options, as_json: bool) -> None:
         if as_json:
             print(json.dumps(sample.record(n, length, options), ensure_ascii=False))
         elif options.num_samples > 1:
-            sys.stdout.write(f"--- sample {n}{_stopped(sample)}\n{sample.text}\n")
+            sys.stdout.write(f"--- sample {n}{_stopped(sample)}\n{sample.printed}\n")
         else:
-            sys.stdout.write(f"{sample.text}\n")
+            sys.stdout.write(f"{sample.printed}\n")
             _say_stopped(sample)
 
 

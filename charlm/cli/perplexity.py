@@ -97,10 +97,9 @@ def perplexity(
         f"perplexity {result['perplexity']:.4f}"
     )
     if "unknown_share" in result:  # a model with <unk>: its figure covers rare characters as one easy symbol
-        cli.out.print(
-            f"unknown    {result['unknown_share']:.2%} of the text is <unk> (scored as one symbol: "
-            "the perplexity looks better than it is)"
-        )
+        from charlm.ui.views import unknown_line
+
+        cli.out.print(unknown_line(result["unknown_share"]), markup=False)
 
 
 def _surprisal(

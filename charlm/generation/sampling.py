@@ -19,8 +19,9 @@ from charlm.errors import UsageError
 from charlm.errors import shown as quoted
 from charlm.files.limits import PREFIX_FILE_LIMIT, check_memory, read_user_text
 from charlm.generation.controls import RepetitionPenalty, StopTexts
-from charlm.generation.fast_step import warm_up
+from charlm.generation.fast_step import reset_rows, warm_up
 from charlm.generation.options import Sample, SamplingOptions
+from charlm.generation.text_form import plain_text
 
 
 def start_text(vocab: Vocab) -> str:
@@ -162,17 +163,20 @@ def stream(
     length: int,
     device: torch.device | str = "cpu",
     unknown: str = "refuse",
+    reset: int | None = None,
     **options,
 ) -> Stream:
     """The next ids (num_samples,) one step at a time (see `Stream`); `options` are SamplingOptions' fields.
 
     Everything is checked here, before the first step, so a caller can rely on it before it prints anything.
-    prefix None starts at a new line (`start_text`). Beam search does not stream: use `samples`.
+    prefix None starts at a new line (`start_text`). Beam search does not stream: use `samples`. `reset`:
+    the id (<eod>) whose reading zeroes a row's state, for a model trained with train.reset_state_at_documents
+    (evaluate.reset_id); None carries the state on, as before.
     """
     chosen = SamplingOptions.of(options)
     if chosen.beam:
         raise UsageError("beam search does not stream: call samples() (or generate())")
-    return Stream(model, vocab, prefix, length=length, options=chosen, device=device, unknown=unknown)
+    return Stream(model, vocab, prefix, length=length, options=chosen, device=device, unknown=unknown, reset=reset)
 
 
 def samples(
@@ -183,12 +187,15 @@ def samples(
     length: int,
     device: torch.device | str = "cpu",
     unknown: str = "refuse",
+    reset: int | None = None,
     **options,
 ) -> list[Sample]:
-    """`num_samples` samples (the best beams with beam=N), each with its stop and its bits per char."""
+    """`num_samples` samples (the best beams with beam=N), each with its stop and its bits per char; `reset`
+    as in `stream`."""
     chosen = SamplingOptions.of(options)
     if not chosen.beam:
-        return Stream(model, vocab, prefix, length=length, options=chosen, device=device, unknown=unknown).samples()
+        made = Stream(model, vocab, prefix, length=length, options=chosen, device=device, unknown=unknown, reset=reset)
+        return made.samples()
     from charlm.generation.beam import beam_search
 
     chosen.check(length)
@@ -204,6 +211,7 @@ def samples(
         num_results=chosen.num_samples,
         stops=stops,
         weights=chosen.weights,
+        reset=reset,
     )
     return [
         _sample(
@@ -224,7 +232,8 @@ def generate(model, vocab: Vocab, prefix: str | None, length: int, **options) ->
 
 def _sample(vocab: Vocab, prefix: str | None, ids: list[int], *, stop: str | None, bits: float | None) -> Sample:
     prefix = prefix or ""
-    return Sample(prefix, prefix + vocab.decode(ids), len(ids), stop, bits)
+    plain = prefix + plain_text(vocab, ids) if vocab.eod is not None and vocab.eod in ids else None
+    return Sample(prefix, prefix + vocab.decode(ids), len(ids), stop, bits, plain)
 
 
 class Stream:
@@ -246,14 +255,16 @@ class Stream:
         unknown: str = "refuse",
         start: list[int] | None = None,
         end: int | None = None,
+        reset: int | None = None,
     ):
         """`start`: ids read before the prefix (an item's <eod>); `end`: an id that ends a sample like a stop
-        text (an item's <eod>: it ends with the stop index len(options.stop))."""
+        text (an item's <eod>: it ends with the stop index len(options.stop)); `reset`: an id (<eod>) whose
+        reading zeroes a row's state first, as training with train.reset_state_at_documents did."""
         options.check(length)
         first = read_first(vocab, prefix, unknown=unknown, start=start)
         check_sizes(options, length, prefix_chars=len(first), model=model, device=device)
         stops = stop_ids(vocab, options.stop) + ([[end]] if end is not None else [])
-        self.vocab, self.prefix, self.options = vocab, prefix, options
+        self.vocab, self.prefix, self.options, self.reset = vocab, prefix, options, reset
         self.context = torch.tensor(first, device=device).repeat(options.num_samples, 1)
         self.stops = StopTexts(stops, self.context) if stops else None
         window = min(options.repetition_window, self.context.shape[1] + length)  # no more text than that exists
@@ -299,7 +310,7 @@ class Stream:
                 hidden, step = warm_up(model, self.context, o.weights)
                 current = self.context[:, -1]
                 for t in range(length):
-                    logits, hidden = step(current, hidden)
+                    logits, hidden = step(current, reset_rows(hidden, current, self.reset))
                     chosen = self.penalty(logits) if self.penalty else logits
                     current = sample_next(
                         chosen, temperature=o.temperature, top_k=o.top_k, top_p=o.top_p, generator=generator
