@@ -7,7 +7,8 @@ For each run: `charlm export --html` (float16), the page's size; the page's Java
 `charlm generate --temperature 0` (greedy text over --check-length characters, largest logit difference
 over the prefix); then the page in headless Chromium: type the card's prefix, Generate --length characters
 at temperature 0.8 (seed 1), --repeat times, and read the chars/s the page reports. --screenshot saves the
-first run's page after a generation. Needs chromium, node and playwright (as the tests do).
+first run's page after a generation; with --items N, after N items in the page's items mode (a run trained on
+documents), as docs/demo-items.png was made. Needs chromium, node and playwright (as the tests do).
 """
 
 from __future__ import annotations
@@ -70,12 +71,15 @@ def generate_in_page(page, length: int) -> float:
     return float(page.get_attribute("#status", "data-chars-per-second"))
 
 
-def chromium_rate(browser, page_file: Path, length: int, repeat: int, screenshot: Path | None) -> dict:
+def chromium_rate(browser, page_file: Path, length: int, repeat: int, screenshot: Path | None, items: int = 0) -> dict:
     opened = open_page(browser, page_file)
     page = opened.page
     rates = [generate_in_page(page, length) for _ in range(repeat)]
     if screenshot is not None:
-        generate_in_page(page, 150)  # a sample that fits the window
+        if items:
+            page.select_option("#mode", "items")
+            page.fill("#count", str(items))
+        generate_in_page(page, 150)  # a sample (or items) that fits the window
         page.screenshot(path=str(screenshot))
     opened.check_offline()
     opened.close()
@@ -83,7 +87,14 @@ def chromium_rate(browser, page_file: Path, length: int, repeat: int, screenshot
 
 
 def measure(
-    browser, runs: list[Path], length: int, check_length: int, repeat: int, screenshot: Path | None, folder: Path
+    browser,
+    runs: list[Path],
+    length: int,
+    check_length: int,
+    repeat: int,
+    screenshot: Path | None,
+    folder: Path,
+    items: int = 0,
 ) -> list[dict]:
     results = []
     for number, run in enumerate(runs):
@@ -99,7 +110,8 @@ def measure(
             "prefix": prefix,
         }
         result.update(node_check(page_file, run, prefix, check_length, folder))
-        result.update(chromium_rate(browser, page_file, length, repeat, screenshot if number == 0 else None))
+        shot = screenshot if number == 0 else None
+        result.update(chromium_rate(browser, page_file, length, repeat, shot, items))
         results.append(result)
     return results
 
@@ -111,6 +123,7 @@ def main() -> None:
     parser.add_argument("--check-length", type=int, default=200, help="greedy characters compared with Python")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--screenshot", type=Path)
+    parser.add_argument("--items", type=int, default=0, help="the screenshot shows this many items (items mode)")
     args = parser.parse_args()
     if chromium_executable() is None or node_executable() is None:
         sys.exit("needs chromium and node: apt-get install chromium nodejs")
@@ -119,7 +132,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium_executable(), args=["--no-sandbox"])
         for result in measure(
-            browser, args.run_dir, args.length, args.check_length, args.repeat, args.screenshot, Path(folder)
+            browser,
+            args.run_dir,
+            args.length,
+            args.check_length,
+            args.repeat,
+            args.screenshot,
+            Path(folder),
+            args.items,
         ):
             print(json.dumps(result, ensure_ascii=False))
         browser.close()

@@ -34,125 +34,9 @@ __all__ = ["Model", "export_model", "load", "load_config", "train"]
 TEMPERATURE = 0.8  # the default of charlm generate
 
 
-class Model:
-    """A trained character model, ready to sample from and to score text with. Made by `charlm.load`.
-
-    `net` is the torch module (eval mode), `vocab` its characters, `checkpoint` what was loaded (its
-    `config`, corpus checksum and train state), `path` the folder it came from.
-    """
-
-    def __init__(
-        self, net: CharRNN, vocab: Vocab, checkpoint: Checkpoint, *, path: Path, device: torch.device, which="best"
-    ):
-        self.net, self.vocab, self.checkpoint, self.path, self.device = net, vocab, checkpoint, path, device
-        self.which = which  # best | last: names the checkpoint's cached dynamic-evaluation statistics
-        self._novelty = None  # the novelty index, read (or built) by the first novelty() call
-
-    @property
-    def config(self) -> Config:
-        """The config the model was trained with."""
-        return self.checkpoint.config
-
-    def __repr__(self) -> str:
-        m = self.checkpoint.model_config
-        return (
-            f"charlm.Model({str(self.path)!r}: {m.kind} {m.num_layers}x{m.hidden_size}, {len(self.vocab):,} characters)"
-        )
-
-    def generate(
-        self,
-        prefix: str,
-        length: int = 100,
-        *,
-        temperature: float = TEMPERATURE,
-        seed: int | None = None,
-        **options: Any,
-    ) -> str:
-        """The prefix followed by `length` sampled characters. temperature 0 is greedy; `options` are any
-        other sampling options of charlm.generation.sampling (top_k, top_p, ...)."""
-        if "num_samples" in options:
-            raise UsageError("generate makes one text: call samples(prefix, length, num_samples) for several")
-        return self.samples(prefix, length, 1, temperature=temperature, seed=seed, **options)[0]
-
-    def samples(
-        self,
-        prefix: str,
-        length: int = 100,
-        num_samples: int = 2,
-        *,
-        temperature: float = TEMPERATURE,
-        seed: int | None = None,
-        **options: Any,
-    ) -> list[str]:
-        """`num_samples` independent samples, made in one batch (each the prefix and `length` characters)."""
-        from charlm.generation.sampling import generate
-
-        return generate(
-            self.net,
-            self.vocab,
-            prefix,
-            length,
-            temperature=temperature,
-            seed=seed,
-            num_samples=num_samples,
-            device=self.device,
-            **options,
-        )
-
-    def stream(
-        self,
-        prefix: str,
-        length: int = 100,
-        *,
-        temperature: float = TEMPERATURE,
-        seed: int | None = None,
-        **options: Any,
-    ) -> Iterator[str]:
-        """The text after the prefix, one character at a time as it is made (the same text as generate).
-
-        The arguments are checked here, when stream is called, before the first character."""
-        from charlm.generation.sampling import stream
-
-        steps = stream(
-            self.net,
-            self.vocab,
-            prefix,
-            length=length,
-            temperature=temperature,
-            seed=seed,
-            device=self.device,
-            **options,
-        )
-        chars = self.vocab.chars
-        return (chars[int(ids[0])] for ids in steps)
-
-    def items(
-        self,
-        n: int,
-        length: int = 200,
-        *,
-        prefix: str | None = None,
-        temperature: float = TEMPERATURE,
-        seed: int | None = None,
-        **options: Any,
-    ) -> list:
-        """`n` whole items (documents) made in one batch, each ending at the end symbol <eod> or after `length`
-        characters, each starting with `prefix` when given (a list of generation.items.Item: .text, .ended,
-        ...). The model must have been trained with data.documents lines, paragraphs or files; `unknown="map"`
-        reads a prefix's unseen characters as <unk>."""
-        from charlm.generation.items import items
-
-        return items(
-            self.net,
-            self.vocab,
-            n,
-            length=length,
-            prefix=prefix,
-            temperature=temperature,
-            seed=seed,
-            device=self.device,
-            **options,
-        )
+class TextReader:
+    """What a Model does with a text it reads: score it (statically or dynamically), adapt to it, check it
+    against the training split. A base of Model (it uses Model's net, vocab, checkpoint, path, device, which)."""
 
     def perplexity(
         self,
@@ -226,6 +110,144 @@ class Model:
         if self._novelty is None:
             self._novelty = checker(self.path, self.checkpoint)
         return self._novelty.report(text).to_dict()
+
+
+class Model(TextReader):
+    """A trained character model, ready to sample from and to score text with. Made by `charlm.load`.
+
+    `net` is the torch module (eval mode), `vocab` its characters, `checkpoint` what was loaded (its
+    `config`, corpus checksum and train state), `path` the folder it came from.
+    """
+
+    def __init__(
+        self, net: CharRNN, vocab: Vocab, checkpoint: Checkpoint, *, path: Path, device: torch.device, which="best"
+    ):
+        self.net, self.vocab, self.checkpoint, self.path, self.device = net, vocab, checkpoint, path, device
+        self.which = which  # best | last: names the checkpoint's cached dynamic-evaluation statistics
+        self._novelty = None  # the novelty index, read (or built) by the first novelty() call
+
+    @property
+    def config(self) -> Config:
+        """The config the model was trained with."""
+        return self.checkpoint.config
+
+    def __repr__(self) -> str:
+        m = self.checkpoint.model_config
+        return (
+            f"charlm.Model({str(self.path)!r}: {m.kind} {m.num_layers}x{m.hidden_size}, {len(self.vocab):,} characters)"
+        )
+
+    def generate(
+        self,
+        prefix: str,
+        length: int = 100,
+        *,
+        temperature: float = TEMPERATURE,
+        seed: int | None = None,
+        **options: Any,
+    ) -> str:
+        """The prefix followed by `length` sampled characters. temperature 0 is greedy; `options` are any
+        other sampling options of charlm.generation.sampling (top_k, top_p, ...)."""
+        if "num_samples" in options:
+            raise UsageError("generate makes one text: call samples(prefix, length, num_samples) for several")
+        return self.samples(prefix, length, 1, temperature=temperature, seed=seed, **options)[0]
+
+    def samples(
+        self,
+        prefix: str,
+        length: int = 100,
+        num_samples: int = 2,
+        *,
+        temperature: float = TEMPERATURE,
+        seed: int | None = None,
+        **options: Any,
+    ) -> list[str]:
+        """`num_samples` independent samples, made in one batch (each the prefix and `length` characters).
+
+        The prefix is read in the run's own text form (data.lowercase, data.normalize: "The" is "the" to a
+        lower-cased model) and starts the text in that form; a model trained with
+        train.reset_state_at_documents zeroes a sample's state where it writes <eod>, as in training."""
+        from charlm.generation.sampling import generate
+
+        return generate(
+            self.net,
+            self.vocab,
+            self._prefix(prefix),
+            length,
+            reset=self._reset(),
+            temperature=temperature,
+            seed=seed,
+            num_samples=num_samples,
+            device=self.device,
+            **options,
+        )
+
+    def stream(
+        self,
+        prefix: str,
+        length: int = 100,
+        *,
+        temperature: float = TEMPERATURE,
+        seed: int | None = None,
+        **options: Any,
+    ) -> Iterator[str]:
+        """The text after the prefix, one character at a time as it is made (the same text as generate;
+        a document's end is the string "<eod>").
+
+        The arguments are checked here, when stream is called, before the first character."""
+        from charlm.generation.sampling import stream
+
+        steps = stream(
+            self.net,
+            self.vocab,
+            self._prefix(prefix),
+            length=length,
+            reset=self._reset(),
+            temperature=temperature,
+            seed=seed,
+            device=self.device,
+            **options,
+        )
+        chars = self.vocab.chars
+        return (chars[int(ids[0])] for ids in steps)
+
+    def items(
+        self,
+        n: int,
+        length: int = 200,
+        *,
+        prefix: str | None = None,
+        temperature: float = TEMPERATURE,
+        seed: int | None = None,
+        **options: Any,
+    ) -> list:
+        """`n` whole items (documents) made in one batch, each ending at the end symbol <eod> or after `length`
+        characters, each starting with `prefix` when given (a list of generation.items.Item: .text, .ended,
+        ...). The model must have been trained with data.documents lines, paragraphs or files; `unknown="map"`
+        reads a prefix's unseen characters as <unk>."""
+        from charlm.generation.items import items
+
+        return items(
+            self.net,
+            self.vocab,
+            n,
+            length=length,
+            prefix=self._prefix(prefix),
+            temperature=temperature,
+            seed=seed,
+            device=self.device,
+            **options,
+        )
+
+    def _prefix(self, prefix):
+        from charlm.generation.text_form import normalise_prefix
+
+        return normalise_prefix(prefix, self.config.data)
+
+    def _reset(self) -> int | None:
+        from charlm.evaluate import reset_id
+
+        return reset_id(self.config, self.vocab)
 
 
 def load(path: str | Path | None = None, checkpoint: str = "best", device: str | torch.device = "cpu") -> Model:

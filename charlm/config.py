@@ -23,6 +23,7 @@ from charlm.coerce import INT64, build, field_type
 from charlm.errors import ConfigError, shown
 from charlm.files import safeyaml
 from charlm.runtime.capability import REQUESTS as PRECISIONS
+from charlm.units import DURATION_UNITS, parse_duration  # noqa: F401 (where callers import them from)
 
 
 @dataclass
@@ -341,23 +342,6 @@ def _validate_train(t: TrainConfig) -> None:
         t.device == "auto" or t.device.split(":")[0] in ("cpu", "cuda", "mps"),
         f"train.device = {shown(t.device)} is not valid: use auto, cpu, cuda, cuda:N or mps",
     )
-
-
-DURATION_UNITS = {"s": 1, "m": 60, "h": 3600}
-
-
-def parse_duration(text: str | float, key: str = "duration") -> float:
-    """'106s', '10m', '1.5h' or a plain number of seconds -> seconds."""
-    value = str(text).strip().lower()
-    unit = DURATION_UNITS.get(value[-1:], None)
-    number = value[:-1] if unit is not None else value
-    try:
-        seconds = float(number) * (unit or 1)
-    except ValueError:
-        raise ConfigError(f"{key} = {shown(text)} is not a duration: write it like 106s, 10m or 1h") from None
-    if not seconds > 0 or seconds == float("inf"):
-        raise ConfigError(f"{key} must be a positive duration, got {shown(text)}")
-    return seconds
 
 
 def dump_config(c: Config) -> str:

@@ -345,5 +345,5 @@ def _score(scored: TextToScore, device, progress=None) -> tuple[dict, Checkpoint
         reset=reset_id(scored.checkpoint.config, scored.vocab),
     )
     if scored.vocab.unk is not None:  # <unk> scores better than the text it stands for: say how much there was
-        result["unknown_share"] = float((scored.ids == scored.vocab.unk).float().mean())
+        result["unknown_share"] = scored.vocab.unknown_share(scored.ids)
     return {**result, "source": scored.source}, scored.checkpoint

@@ -1,9 +1,11 @@
 """Loss in the units people read: nats per character, bits per character, perplexity. No torch here, so
-the commands that only read run folders (runs, info, plot) start fast."""
+the commands that only read run folders (runs, info, plot) start fast. Also durations as people write them (10m)."""
 
 from __future__ import annotations
 
 import math
+
+from charlm.errors import ConfigError, shown
 
 
 def perplexity(nats: float) -> float:
@@ -12,3 +14,20 @@ def perplexity(nats: float) -> float:
 
 def bits(nats: float) -> float:
     return nats / math.log(2)
+
+
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def parse_duration(text: str | float, key: str = "duration") -> float:
+    """'106s', '10m', '1.5h' or a plain number of seconds -> seconds."""
+    value = str(text).strip().lower()
+    unit = DURATION_UNITS.get(value[-1:], None)
+    number = value[:-1] if unit is not None else value
+    try:
+        seconds = float(number) * (unit or 1)
+    except ValueError:
+        raise ConfigError(f"{key} = {shown(text)} is not a duration: write it like 106s, 10m or 1h") from None
+    if not seconds > 0 or seconds == float("inf"):
+        raise ConfigError(f"{key} must be a positive duration, got {shown(text)}")
+    return seconds

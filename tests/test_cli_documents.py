@@ -95,3 +95,55 @@ def test_a_stream_model_refuses_items_naming_the_fix(tmp_path):
     out = charlm("generate", "--run-dir", str(run), "--items", "2", cwd=tmp_path)
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and "data.documents: lines, paragraphs or files" in out.stderr
+
+
+def test_a_plain_sample_resets_at_eod_and_prints_it_as_a_line_break(lines_run):
+    root, run, _ = lines_run  # trained with train.reset_state_at_documents
+    args = ("generate", "--run-dir", str(run), "--prefix", "分开", "-n", "150", "--seed", "2")
+    plain = charlm(*args, cwd=root)
+    assert plain.returncode == 0, plain.stderr
+    record = json.loads(charlm(*args, "--json", cwd=root).stdout)
+    assert "<eod>" in record["text"]  # the model ends its lines; --json names the symbol
+    assert plain.stdout == record["text"].replace("<eod>", "\n") + "\n" and "<eod>" not in plain.stdout
+    headed = charlm(*args, "--num-samples", "2", cwd=root).stdout
+    assert "<eod>" not in headed and headed.count("--- sample") == 2
+
+
+def test_the_unknown_share_in_every_perplexity_output(lines_run, tmp_path):
+    root, run, _ = lines_run
+    text = ["--run-dir", str(run), "--text", "love 分开 rain"]
+    share = json.loads(charlm("perplexity", *text, "--json", cwd=root).stdout)["unknown_share"]
+    assert 0 < share < 1
+    page = tmp_path / "page.html"
+    for flags in (["--breakdown"], ["--html", str(page)]):
+        out = charlm("perplexity", *text, *flags, "--json", cwd=root)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["unknown_share"] == share  # the same ids, the same count
+    data = json.loads(page.read_text(encoding="utf-8").split('type="application/json">')[1].split("</script>")[0])
+    assert data["figures"]["unknown_share"] == share
+    for flags in (["--show"], ["--breakdown"]):
+        out = charlm("perplexity", *text, *flags, cwd=root)
+        assert out.returncode == 0 and f"unknown    {share:.2%} of the text is <unk>" in out.stdout, out.stderr
+
+
+def test_a_prefix_is_read_in_the_run_s_text_form(tmp_path):
+    import charlm as api
+
+    corpus = tmp_path / "upper.txt"
+    corpus.write_text("Love In The Rain\nThe Rain Is Love\nIn Love\n" * 60, encoding="utf-8")
+    run = tmp_path / "run"
+    settings = ["--set", "data.documents=lines", "--set", "data.lowercase=true", "--set", "data.normalize=NFKC"]
+    trained = charlm("train", "--config", TINY, "--corpus", str(corpus), *SMALL, *settings,
+                     "--set", "train.epochs=1", "--run-dir", str(run), cwd=tmp_path)  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    chars = json.loads((run / "vocab.json").read_text(encoding="utf-8"))["chars"]
+    assert "T" not in chars and "t" in chars
+    out = charlm("generate", "--run-dir", str(run), "--prefix", "ＴＨＥ", "-n", "10", "--seed", "1", cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout.startswith("the"), out.stderr  # NFKC, then lower case
+    items = charlm("generate", "--run-dir", str(run), "--items", "2", "--prefix", "The", "-n", "10", cwd=tmp_path)
+    assert items.returncode == 0 and all(line.startswith("the") for line in items.stdout.splitlines()), items.stderr
+    model = api.load(run)
+    assert model.generate("The", 5, seed=1).startswith("the")
+    assert model.generate("The", 5, seed=1) == model.samples("THE", 5, 1, seed=1)[0]
+    assert "".join(model.stream("The", 5, seed=1)) == model.generate("the", 5, seed=1)[3:]
+    assert all(item.text.startswith("the") for item in model.items(2, 10, prefix="The", seed=1))

@@ -313,3 +313,70 @@ def test_text_from_the_run_cannot_leave_the_page_s_json(hostile):
     assert html.lower().count("<script") == 2 and html.lower().count("</script") == 2 and "<!--" not in html
     spec = json.loads(html.split('type="application/json">')[1].split("</script>")[0])
     assert spec["card"]["corpus"] == Path(hostile).name  # the page names a corpus file by its name
+
+
+@pytest.fixture(scope="module")
+def lines_run(tmp_path_factory):
+    """A run of a few seconds on capitalised lines as documents (data.documents=lines, each ended by <eod>),
+    the state reset at each, the text lower-cased."""
+    root = tmp_path_factory.mktemp("lines")
+    rng = random.Random(1)
+    lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 3))).capitalize() for _ in range(400)]
+    (root / "corpus.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    settings = [
+        "data.documents=lines",
+        "train.reset_state_at_documents=true",
+        "data.lowercase=true",
+        "sample.prefixes=[the]",
+    ]
+    code = main(
+        ["train", "--config", str(REPO / "configs" / "tiny.yaml"), "--corpus", str(root / "corpus.txt")]
+        + ["--device", "cpu", "--run-dir", str(root / "run"), "--set", "train.epochs=15"]
+        + [arg for setting in settings for arg in ("--set", setting)]
+    )
+    assert code == 0
+    return root / "run"
+
+
+def test_the_page_writes_items_of_a_documents_model(browser, lines_run, tmp_path):
+    import charlm
+
+    page_file = tmp_path / "items.html"
+    assert main(["export", "--run-dir", str(lines_run), "--html", str(page_file), "--precision", "float32"]) == 0
+    model = charlm.load(lines_run)
+    opened = open_page(browser, page_file)
+    page = opened.page
+    assert page.is_visible("#mode") and page.is_visible("#count")
+    # text mode, greedy: the prefix lower-cased, <eod> a line break that restarts the state, as charlm generate
+    # (a float32 page computes in float64: the same argmax as the float32 model, as test_the_page_reproduces...)
+    text, _ = generate_in_page(page, "The ", 80, 0)
+    expected = model.generate("The ", 80, temperature=0)
+    assert "<eod>" in expected and text == expected.replace("<eod>", "\n") and text.startswith("the ")
+
+    page.select_option("#mode", "items")
+    page.fill("#count", "4")
+    generate_in_page(page, "The ", 60, 0)
+    assert page.is_hidden("#output") and page.is_visible("#output-items")
+    (greedy,) = model.items(1, 60, prefix="The ", temperature=0)
+    shown = page.locator("#output-items .item").all_text_contents()
+    assert shown == [greedy.text] * 4  # greedy: every item is the same one
+    assert page.locator("#output-items .item").first.get_attribute("data-ended") == str(greedy.ended).lower()
+
+    _, status = generate_in_page(page, "", 40, 1.0, seed="3")
+    shown = page.locator("#output-items .item").all_text_contents()
+    assert len(shown) == 4 and len(set(shown)) > 1 and status.endswith("chars/s)")
+    assert all(item and "\n" not in item for item in shown)
+    assert "<eod>" not in page.text_content("main")  # the symbol is never shown by name
+    page.screenshot(path=str(tmp_path / "items.png"))
+    assert (tmp_path / "items.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    opened.check_offline()
+    opened.close()
+
+
+def test_a_stream_model_s_page_has_no_items_mode(browser, tiny_run, tmp_path):
+    page_file = tmp_path / "demo.html"
+    assert main(["export", "--run-dir", str(tiny_run), "--html", str(page_file)]) == 0
+    opened = open_page(browser, page_file)
+    assert opened.page.is_hidden("#mode") and opened.page.is_hidden("#count")
+    opened.check_offline()
+    opened.close()

@@ -316,3 +316,67 @@ def test_a_long_prefix_is_read_once_for_all_samples(model):
     assert len(texts) == 50 and all(t.startswith(prefix) and len(t) == len(prefix) + 5 for t in texts)
     alone = generate(model, VOCAB, prefix, 5, temperature=0.0, num_samples=1)[0]
     assert generate(model, VOCAB, prefix, 5, temperature=0.0, num_samples=4) == [alone] * 4
+
+
+# --- a model trained on documents: <eod> in a plain sample ---------------------------------------------------
+
+DOC_VOCAB = Vocab([*"abc ", "<eod>"])
+EOD = DOC_VOCAB.eod
+
+
+def documents_model() -> CharRNN:
+    torch.manual_seed(1)
+    m = make_rnn(len(DOC_VOCAB), kind="lstm", hidden_size=16).eval()
+    with torch.no_grad():
+        m.head.bias[EOD] = 1.5  # <eod> often: rows end documents at different steps
+    return m
+
+
+def forward_log_probs(m, inputs: torch.Tensor, written: torch.Tensor, *, reset: bool) -> torch.Tensor:
+    """The log-probability of each written id under the model's own forward (training's code path), with
+    the state zeroed where a row reads <eod> when `reset`."""
+    with torch.inference_mode():
+        logits, _ = m(inputs, None, starts=(inputs == EOD) if reset else None)
+    prefix = inputs.shape[1] - written.shape[1] + 1
+    scores = logits.log_softmax(-1)[prefix - 1 :].transpose(0, 1)  # (rows, written, vocab)
+    return scores.gather(2, written[:, :, None]).squeeze(2)
+
+
+@pytest.mark.parametrize("reset", [True, False])
+def test_a_sample_that_writes_eod_restarts_its_state_as_training_did(reset):
+    m = documents_model()
+    steps = stream(m, DOC_VOCAB, "ab", length=40, num_samples=4, temperature=1.0, seed=3, reset=EOD if reset else None)
+    for _ in steps:
+        pass
+    written = torch.stack(steps.ids, 1)
+    assert bool((written[:, :-1] == EOD).any(1).all())  # every row read an <eod> it wrote
+    inputs = torch.cat([torch.tensor(DOC_VOCAB.encode("ab")).repeat(4, 1), written[:, :-1]], 1)
+    sampled = torch.stack(steps.log_probs, 1)
+    # FastStep and nn.LSTM are different kernels: equal to float32 rounding, not bit for bit
+    assert (sampled - forward_log_probs(m, inputs, written, reset=reset)).abs().max() < 1e-4
+    other = forward_log_probs(m, inputs, written, reset=not reset)
+    assert (sampled - other).abs().max() > 1e-2  # the reset changes what follows an <eod>
+
+
+def test_beam_search_resets_at_eod_too():
+    from charlm.generation.beam import beam_search
+
+    m = documents_model()
+    context = torch.tensor([DOC_VOCAB.encode("ab")])
+    for reset in (EOD, None):
+        ((ids, log_prob, _),) = beam_search(m, context, length=12, beams=3, num_results=1, reset=reset)
+        written = torch.tensor([ids])
+        assert EOD in ids[:-1]
+        inputs = torch.cat([context, written[:, :-1]], 1)
+        expected = forward_log_probs(m, inputs, written, reset=reset is not None).sum()
+        assert abs(float(expected) - log_prob) < 1e-4  # a different kernel: equal to float32 rounding
+
+
+def test_eod_prints_as_a_line_break_and_keeps_its_name_in_the_text(model):
+    made = samples(documents_model(), DOC_VOCAB, "ab", length=40, num_samples=3, temperature=1.0, seed=3, reset=EOD)
+    assert all("<eod>" in s.text for s in made)
+    # these texts hold no literal "<eod>" (the vocabulary has no "<"): the name is the symbol
+    assert all(s.printed == s.text.replace("<eod>", "\n") and s.record(1, 40, SamplingOptions())["text"] == s.text
+               for s in made)  # fmt: skip
+    plain = samples(model, VOCAB, "ab", length=20, temperature=1.0, seed=1)[0]
+    assert plain.plain is None and plain.printed == plain.text  # no end symbol: nothing changes

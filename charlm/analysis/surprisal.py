@@ -90,6 +90,7 @@ class Surprisal:
     top_probs: torch.Tensor | None = None
     copied: list[tuple[int, int]] | None = None  # with copied_min: the [start, end) spans found in training
     copied_min: int | None = None  # among the shown characters, spans at least this long (None: not asked)
+    unknown_share: float | None = None  # the share of the text that is <unk> (None: the model has no <unk>)
 
     @property
     def uniform_bits(self) -> float:
@@ -104,6 +105,8 @@ class Surprisal:
             "bits_per_char": nats / math.log(2),
             "perplexity": perplexity(nats),
             "chars": self.chars,
+            # a model with <unk> scores rare characters as one easy symbol: say how much of the text that was
+            **({} if self.unknown_share is None else {"unknown_share": self.unknown_share}),
         }
 
     def breakdown(self) -> Breakdown:
@@ -160,7 +163,6 @@ def analyse(
     """Score a text (a split, a file or a string) under a run's checkpoint: the figures and the bits by
     character of all of it, and each of the first `keep` characters' bits (what --show and --html show).
 
-    With `predictions`, also the model's TOP_PREDICTIONS most likely characters at each of those (for the page).
     `losses_of(scored, keep=, top_k=)` scores by another protocol (dynamic.run.DynamicLosses; its `label` is
     added to the source's name).
     With `predictions`, also the model's TOP_PREDICTIONS most likely characters at each of those (for the page);
@@ -168,21 +170,7 @@ def analyse(
     novelty index, novelty_index.checker; `say` hears whether it was built).
     """
     scored = load_text_to_score(run_dir, which, source, device=device)
-    top_k, kept = TOP_PREDICTIONS if predictions else 0, max(0, keep - 1)
-    if losses_of is not None:
-        losses = losses_of(scored, keep=kept, top_k=top_k)
-        scored.source = f"{scored.source} ({losses_of.label})"
-    else:
-        losses = char_losses(
-            scored.model,
-            scored.ids,
-            batch_size=scored.streams,
-            num_steps=scored.checkpoint.config.train.num_steps,
-            device=device,
-            top_k=top_k,
-            keep=kept,
-            reset=reset_id(scored.checkpoint.config, scored.vocab),
-        )
+    losses = _losses(scored, device, top_k=TOP_PREDICTIONS if predictions else 0, keep=max(0, keep - 1), by=losses_of)
     counts, note = _train_counts(scored)
     copied = None
     if copied_min is not None:
@@ -208,6 +196,25 @@ def analyse(
         losses.top_probs,
         copied,
         copied_min,
+        scored.vocab.unknown_share(scored.ids),
+    )
+
+
+def _losses(scored, device, *, top_k: int, keep: int, by=None):
+    """The text's losses by `evaluate`'s protocol, or by `by` (dynamic evaluation), whose label joins the source."""
+    if by is not None:
+        losses = by(scored, keep=keep, top_k=top_k)
+        scored.source = f"{scored.source} ({by.label})"
+        return losses
+    return char_losses(
+        scored.model,
+        scored.ids,
+        batch_size=scored.streams,
+        num_steps=scored.checkpoint.config.train.num_steps,
+        device=device,
+        top_k=top_k,
+        keep=keep,
+        reset=reset_id(scored.checkpoint.config, scored.vocab),
     )
 
 

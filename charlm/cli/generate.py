@@ -130,22 +130,40 @@ def generate(
     model = load(model_source(run_dir, model_dir), checkpoint, device)
     if adapt is not None:
         model = _adapted(model, adapt)
-    net, vocab, dev = model.net, model.vocab, model.device
+    _sample(model, prefix, length, options, items=items, unknown=unknown, as_json=as_json, novelty=novelty)
+
+
+def _sample(model, prefix, length: int, options, *, items, unknown: str, as_json: bool, novelty: bool) -> None:
+    """Sample as the flags say and write it: items, samples in one batch, or one text streamed."""
+    from charlm.evaluate import reset_id
+    from charlm.generation import sampling as gen
+    from charlm.generation.text_form import normalise_prefix, plain_chars
+
     check = _novelty_checker(model) if novelty else None  # built (once per run) before sampling
     if items is not None:
         made = model.items(items, length, prefix=prefix, unknown=unknown, **_item_options(options))
         return _write_items(made, length, dataclasses.replace(options, num_samples=items), as_json)
-    if as_json or beam or num_samples > 1:
-        made = gen.samples(net, vocab, prefix, length=length, device=dev, unknown=unknown, **vars(options))
+    net, vocab, dev = model.net, model.vocab, model.device
+    # the prefix in the run's text form (data.lowercase, data.normalize); <eod> zeroes a row's state in a model
+    # trained with the reset, and prints as a line break (plain_chars)
+    given = {"device": dev, "unknown": unknown, "reset": reset_id(model.config, vocab), **vars(options)}
+    prefix = normalise_prefix(prefix, model.config.data)
+    if as_json or options.beam or options.num_samples > 1:
+        made = gen.samples(net, vocab, prefix, length=length, **given)
         return _write_samples(made, length, options, as_json, check)
-    steps = gen.stream(net, vocab, prefix, length=length, device=dev, unknown=unknown, **vars(options))  # all checked
+    steps = gen.stream(net, vocab, prefix, length=length, **given)  # all checked before printing
+    _write_stream(steps, prefix, plain_chars(vocab))
+    _print_novelty(check, steps.samples()[0])
+
+
+def _write_stream(steps, prefix: str | None, chars: list[str]) -> None:
+    """One sample, each character printed as it is made (`chars`: each id's plain text)."""
     sys.stdout.write(prefix or "")
     for ids in steps:
-        sys.stdout.write(vocab.chars[int(ids[0])])
+        sys.stdout.write(chars[int(ids[0])])
         sys.stdout.flush()
     sys.stdout.write("\n")
     _say_stopped(steps.samples()[0])
-    _print_novelty(check, steps.samples()[0])
 
 
 def _adapted(model, file: Path):
@@ -181,10 +199,10 @@ def _write_samples(results: list, length: int, options, as_json: bool, check=Non
                 record["novelty"] = check.report(_written(sample)).to_dict()
             print(json.dumps(record, ensure_ascii=False))
         elif options.num_samples > 1:
-            sys.stdout.write(f"--- sample {n}{_stopped(sample)}\n{sample.text}\n")
+            sys.stdout.write(f"--- sample {n}{_stopped(sample)}\n{sample.printed}\n")
             _print_novelty(check, sample)
         else:
-            sys.stdout.write(f"{sample.text}\n")
+            sys.stdout.write(f"{sample.printed}\n")
             _say_stopped(sample)
             _print_novelty(check, sample)
 

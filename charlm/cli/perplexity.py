@@ -202,10 +202,9 @@ def _print_static(folder: Path, checkpoint: str, source: TextSource, *, device, 
         f"perplexity {result['perplexity']:.4f}"
     )
     if "unknown_share" in result:  # a model with <unk>: its figure covers rare characters as one easy symbol
-        cli.out.print(
-            f"unknown    {result['unknown_share']:.2%} of the text is <unk> (scored as one symbol: "
-            "the perplexity looks better than it is)"
-        )
+        from charlm.ui.views import unknown_line
+
+        cli.out.print(unknown_line(result["unknown_share"]), markup=False)
 
 
 def _dynamic_options(dynamic: bool, method: str, lr, decay, tune: bool, stats: bool):

@@ -88,6 +88,10 @@ class Vocab:
         table[points[: len(pairs)]] = torch.tensor([i for _, i in pairs], dtype=torch.int32)
         return table
 
+    def unknown_share(self, ids: torch.Tensor) -> float | None:
+        """The share of `ids` that is <unk> (None: this vocabulary has no <unk>)."""
+        return None if self.unk is None else float((ids == self.unk).float().mean())
+
     def id_dtype(self) -> torch.dtype:
         return torch.uint8 if len(self) <= 256 else torch.int16 if len(self) <= 32767 else torch.int32
 

@@ -2,8 +2,9 @@
 
 The page is the template demo.html with two things put in: the model as JSON (architecture, vocabulary,
 model card, and every weight in one base64 blob of little-endian float16 or float32 numbers) and
-demo.js, a hand-written JavaScript step of each model kind with the sampling. No network access, no
-external script, no build step. tests/test_demo.py runs demo.js in node against the Python model.
+demo.js, a hand-written JavaScript step of each model kind with the sampling (and, for a model with the end
+symbol <eod>, an items mode: whole items, one per line). No network access, no external script, no build
+step. tests/test_export_demo.py runs demo.js in node against the Python model, and the page in Chromium.
 """
 
 from __future__ import annotations
@@ -121,6 +122,12 @@ def build_page(model, checkpoint: Checkpoint, which: str = "best", precision: st
         "tied": shape.tie_weights,
         "vocab": vocab.chars,
         "start": start_text(vocab),
+        # a model trained on documents: its end symbol (the page's items mode), whether reading it zeroes the
+        # state, and the text form a prefix is put in (as charlm generate does)
+        "eod": vocab.eod,
+        "reset": checkpoint.config.train.reset_state_at_documents,
+        "lowercase": checkpoint.config.data.lowercase,
+        "normalize": checkpoint.config.data.normalize,
         "precision": precision,
         "weight_bytes": len(raw),
         "card": model_card(checkpoint, model.num_parameters(), which),

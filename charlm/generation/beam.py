@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from charlm.generation.fast_step import DEFAULT_WEIGHTS, warm_up
+from charlm.generation.fast_step import DEFAULT_WEIGHTS, reset_rows, warm_up
 
 Beam = tuple[list[int], float, int | None]  # ids written, summed log-probability (nats), stop text index
 
@@ -24,22 +24,39 @@ def beam_search(
     num_results: int,
     stops: list[list[int]] = (),
     weights: str = DEFAULT_WEIGHTS,
+    reset: int | None = None,
 ) -> list[Beam]:
     """The `num_results` best continuations of `context` (1, P): `length` characters each, fewer when a
-    stop text ended one. Best first, by summed log-probability under the model."""
+    stop text ended one. Best first, by summed log-probability under the model. `reset`: an id (<eod>) whose
+    reading zeroes a beam's state (train.reset_state_at_documents)."""
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
             return _search(
-                model, context, length=length, beams=beams, num_results=num_results, stops=stops, weights=weights
+                model,
+                context,
+                length=length,
+                beams=beams,
+                num_results=num_results,
+                stops=stops,
+                weights=weights,
+                reset=reset,
             )
     finally:
         model.train(was_training)
 
 
 def _search(
-    model, context: torch.Tensor, *, length: int, beams: int, num_results: int, stops: list[list[int]], weights: str
+    model,
+    context: torch.Tensor,
+    *,
+    length: int,
+    beams: int,
+    num_results: int,
+    stops: list[list[int]],
+    weights: str,
+    reset: int | None,
 ) -> list[Beam]:
     hidden, step = warm_up(model, context, weights)
     current = context[:, -1]
@@ -47,7 +64,7 @@ def _search(
     scores = torch.zeros(1, device=context.device)
     finished: list[tuple[float, list[int], int]] = []
     for _ in range(length):
-        logits, hidden = step(current, hidden)
+        logits, hidden = step(current, reset_rows(hidden, current, reset))
         total = (scores[:, None] + logits.float().log_softmax(-1)).flatten()
         order = torch.sort(total, descending=True, stable=True).indices[:beams]
         parent, current = order // logits.shape[1], order % logits.shape[1]

@@ -172,6 +172,15 @@ def read_context(model, context: torch.Tensor):
     return hidden.expand(-1, samples, -1).contiguous()
 
 
+def reset_rows(hidden, ids: torch.Tensor, reset: int | None):
+    """The state with the rows about to read `reset` (<eod>) zeroed, as training with
+    train.reset_state_at_documents zeroes them (model.forward's starts); unchanged when `reset` is None."""
+    if reset is None:
+        return hidden
+    keep = (ids != reset).to(hidden[0].dtype)[None, :, None]  # (1, rows, 1): broadcast over layers, units
+    return tuple(h * keep for h in hidden) if isinstance(hidden, tuple) else hidden * keep
+
+
 @torch.inference_mode()
 def greedy_agreement(model, context: torch.Tensor, length: int, weights: str) -> tuple[int, float]:
     """How `weights` follows fp32's greedy text after `context` (1, P): the characters written before the

@@ -125,9 +125,15 @@ class Sample:
     generated: int  # characters the model wrote
     stop: str | None  # the stop text that ended it (`text` ends with it); None: it ran its whole length
     bits_per_char: float | None  # mean -log2 p of the written characters under the model (None: none written)
+    plain: str | None = None  # the text as plain output prints it (<eod> as a line break); None: `text` itself
+
+    @property
+    def printed(self) -> str:
+        """What `charlm generate` prints without --json: a document's end <eod> as a line break."""
+        return self.text if self.plain is None else self.plain
 
     def record(self, number: int, length: int, options: SamplingOptions) -> dict:
-        """The JSON object of `charlm generate --json`."""
+        """The JSON object of `charlm generate --json` (its text names <eod>, as the API's does)."""
         return {
             "sample": number,
             "prefix": self.prefix,

@@ -9,66 +9,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from pathlib import Path
 
 import torch
 
 from charlm.data import Vocab
 from charlm.data.vocab import not_utf8
 from charlm.errors import UsageError
-from charlm.errors import shown as quoted
-from charlm.files.limits import PREFIX_FILE_LIMIT, check_memory, read_user_text
+from charlm.files.limits import check_memory
 from charlm.generation.controls import RepetitionPenalty, StopTexts
-from charlm.generation.fast_step import warm_up
+from charlm.generation.fast_step import reset_rows, warm_up
 from charlm.generation.options import Sample, SamplingOptions
 
-
-def start_text(vocab: Vocab) -> str:
-    """What a sample without a prefix starts after (not part of its text): a new line, else a space."""
-    for char in ("\n", " "):
-        if char in vocab.index:
-            return char
-    raise UsageError("this model's vocabulary has neither a newline nor a space to start from: pass --prefix")
-
-
-UNKNOWN = ("refuse", "map")  # what a prefix's characters the model never saw do: refused, or read as <unk>
-
-
-def check_prefix(vocab: Vocab, prefix: str, *, unknown: str = "refuse") -> list[int]:
-    if not isinstance(prefix, str):
-        hint = " (decode bytes first, e.g. prefix.decode('utf-8'))" if isinstance(prefix, (bytes, bytearray)) else ""
-        raise UsageError(f"the prefix must be text, not {quoted(prefix)}{hint}")
-    if not prefix:
-        raise UsageError(
-            "the prefix is empty: pass at least one character, e.g. --prefix 分开 "
-            "(or leave --prefix out to start at a new line)"
-        )
-    missing = vocab.missing(prefix)
-    if not_utf8(missing):
-        raise UsageError(
-            f"the prefix is not UTF-8 (it holds the byte or lone surrogate {not_utf8(missing)}): pass UTF-8 text"
-        )
-    if unknown not in UNKNOWN:
-        raise UsageError(f"unknown must be refuse or map, not {quoted(unknown)}")
-    if missing and unknown == "map":
-        if vocab.unk is None:
-            raise UsageError(
-                "--unknown map needs a model with the unknown symbol <unk>: train it with data.min_char_count=N"
-            )
-        return vocab.encode(prefix, unknown=True)
-    if missing:
-        shown = " ".join(repr(c) for c in missing[:10])
-        fix = " or pass --unknown map to read them as <unk>" if vocab.unk is not None else ""
-        raise UsageError(
-            f"the prefix has characters the model never saw: {shown}; use characters of the training corpus{fix}"
-        )
-    return vocab.encode(prefix)
-
-
-def read_prefix_file(path: Path) -> str:
-    """A prefix from a UTF-8 file, exactly as written (a BOM dropped); check_prefix checks it like --prefix.
-    A regular file of at most limits.PREFIX_FILE_LIMIT bytes, refused before it is read."""
-    return read_user_text(path, "prefix file", PREFIX_FILE_LIMIT)
+# the prefix's checks live with its text form; named here too, where callers have imported them from
+from charlm.generation.text_form import UNKNOWN, check_prefix, plain_text, read_prefix_file, start_text  # noqa: F401, E402
 
 
 def check_sizes(options: SamplingOptions, length: int, *, prefix_chars: int, model, device=None) -> None:
@@ -162,17 +115,20 @@ def stream(
     length: int,
     device: torch.device | str = "cpu",
     unknown: str = "refuse",
+    reset: int | None = None,
     **options,
 ) -> Stream:
     """The next ids (num_samples,) one step at a time (see `Stream`); `options` are SamplingOptions' fields.
 
     Everything is checked here, before the first step, so a caller can rely on it before it prints anything.
-    prefix None starts at a new line (`start_text`). Beam search does not stream: use `samples`.
+    prefix None starts at a new line (`start_text`). Beam search does not stream: use `samples`. `reset`:
+    the id (<eod>) whose reading zeroes a row's state, for a model trained with train.reset_state_at_documents
+    (evaluate.reset_id); None carries the state on, as before.
     """
     chosen = SamplingOptions.of(options)
     if chosen.beam:
         raise UsageError("beam search does not stream: call samples() (or generate())")
-    return Stream(model, vocab, prefix, length=length, options=chosen, device=device, unknown=unknown)
+    return Stream(model, vocab, prefix, length=length, options=chosen, device=device, unknown=unknown, reset=reset)
 
 
 def samples(
@@ -183,12 +139,15 @@ def samples(
     length: int,
     device: torch.device | str = "cpu",
     unknown: str = "refuse",
+    reset: int | None = None,
     **options,
 ) -> list[Sample]:
-    """`num_samples` samples (the best beams with beam=N), each with its stop and its bits per char."""
+    """`num_samples` samples (the best beams with beam=N), each with its stop and its bits per char; `reset`
+    as in `stream`."""
     chosen = SamplingOptions.of(options)
     if not chosen.beam:
-        return Stream(model, vocab, prefix, length=length, options=chosen, device=device, unknown=unknown).samples()
+        made = Stream(model, vocab, prefix, length=length, options=chosen, device=device, unknown=unknown, reset=reset)
+        return made.samples()
     from charlm.generation.beam import beam_search
 
     chosen.check(length)
@@ -204,6 +163,7 @@ def samples(
         num_results=chosen.num_samples,
         stops=stops,
         weights=chosen.weights,
+        reset=reset,
     )
     return [
         _sample(
@@ -224,7 +184,8 @@ def generate(model, vocab: Vocab, prefix: str | None, length: int, **options) ->
 
 def _sample(vocab: Vocab, prefix: str | None, ids: list[int], *, stop: str | None, bits: float | None) -> Sample:
     prefix = prefix or ""
-    return Sample(prefix, prefix + vocab.decode(ids), len(ids), stop, bits)
+    plain = prefix + plain_text(vocab, ids) if vocab.eod is not None and vocab.eod in ids else None
+    return Sample(prefix, prefix + vocab.decode(ids), len(ids), stop, bits, plain)
 
 
 class Stream:
@@ -246,14 +207,16 @@ class Stream:
         unknown: str = "refuse",
         start: list[int] | None = None,
         end: int | None = None,
+        reset: int | None = None,
     ):
         """`start`: ids read before the prefix (an item's <eod>); `end`: an id that ends a sample like a stop
-        text (an item's <eod>: it ends with the stop index len(options.stop))."""
+        text (an item's <eod>: it ends with the stop index len(options.stop)); `reset`: an id (<eod>) whose
+        reading zeroes a row's state first, as training with train.reset_state_at_documents did."""
         options.check(length)
         first = read_first(vocab, prefix, unknown=unknown, start=start)
         check_sizes(options, length, prefix_chars=len(first), model=model, device=device)
         stops = stop_ids(vocab, options.stop) + ([[end]] if end is not None else [])
-        self.vocab, self.prefix, self.options = vocab, prefix, options
+        self.vocab, self.prefix, self.options, self.reset = vocab, prefix, options, reset
         self.context = torch.tensor(first, device=device).repeat(options.num_samples, 1)
         self.stops = StopTexts(stops, self.context) if stops else None
         window = min(options.repetition_window, self.context.shape[1] + length)  # no more text than that exists
@@ -329,7 +292,7 @@ class Stream:
                 hidden, step = warm_up(model, self.context, self.options.weights)
                 current = self.context[:, -1]
                 for t in range(length):
-                    logits, hidden = step(current, hidden)
+                    logits, hidden = step(current, reset_rows(hidden, current, self.reset))
                     current = self.choose(logits)
                     yield current
                     if self.all_stopped(current, t + 1):

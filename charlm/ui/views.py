@@ -117,6 +117,13 @@ def print_scores(out: Console, what: str, result: dict) -> None:
         f"nats/char  {result['nats_per_char']:.4f}\nbits/char  {result['bits_per_char']:.4f}\n"
         f"perplexity {result['perplexity']:.4f}"
     )
+    if result.get("unknown_share") is not None:
+        out.print(unknown_line(result["unknown_share"]), markup=False)
+
+
+def unknown_line(share: float) -> str:
+    """The line beside the figures of a model with <unk>: its figure covers rare characters as one easy symbol."""
+    return f"unknown    {share:.2%} of the text is <unk> (scored as one symbol: the perplexity looks better than it is)"
 
 
 def print_surprisal(out: Console, report: Surprisal, breakdown: Breakdown, *, show: bool, limit: int) -> None:

@@ -45,9 +45,13 @@ const CharLM = (() => {
                     bih: tensor(`layer${k}.b_ih`).data, bhh: tensor(`layer${k}.b_hh`).data });
     }
     const embedding = spec.input === "embedding" ? tensor("embedding") : null;
+    const eod = spec.eod ?? null;  // the end-of-document symbol's id: a model trained on documents
     const model = {
-      spec, kind: spec.kind, hidden, gates, layers, embedding,
+      spec, kind: spec.kind, hidden, gates, layers, embedding, eod,
       vocab: spec.vocab, index: new Map(spec.vocab.map((c, i) => [c, i])),
+      // each id as the text shows it: <eod> as a line break (charlm generate's plain output)
+      shown: spec.vocab.map((c, i) => (i === eod ? "\n" : c)),
+      reset: spec.reset && eod !== null ? eod : null,  // an id whose reading zeroes the state (as in training)
       head: spec.tied ? embedding : tensor("head.w"), headBias: tensor("head.b").data,
       gi: new Float64Array(gates), gh: new Float64Array(gates), logits: new Float64Array(spec.vocab.length),
       row: new Float64Array(embedding ? embedding.cols : 0),  // the embedding of the current character
@@ -58,6 +62,20 @@ const CharLM = (() => {
   function initialState(model) {
     const zeros = () => model.layers.map(() => new Float64Array(model.hidden));
     return { h: zeros(), c: model.kind === "lstm" ? zeros() : null };
+  }
+
+  // Before reading `id`: a model trained with train.reset_state_at_documents starts each document at zero.
+  function resetAt(model, state, id) {
+    if (id !== model.reset) return;
+    for (const h of state.h) h.fill(0);
+    if (state.c) for (const c of state.c) c.fill(0);
+  }
+
+  // The prefix in the run's own text form (data.normalize, data.lowercase), as charlm generate reads it.
+  function clean(model, text) {
+    const form = model.spec.normalize;
+    const normal = form && form !== "none" ? text.normalize(form) : text;
+    return model.spec.lowercase ? normal.toLowerCase() : normal;
   }
 
   // out[j] = bias[j] + sum_k W[j, k] x[k], for a row-major (rows x cols) W. Four running sums: the
@@ -191,20 +209,50 @@ const CharLM = (() => {
   }
 
   // Characters one at a time after the prefix ("" starts after spec.start, a new line, as charlm generate does).
+  // <eod> is shown as a line break and, in a model trained with the reset, zeroes the state before it is read.
   function* generate(model, prefix, length, options = {}) {
-    const context = encode(model, prefix || model.spec.start);
+    const context = encode(model, clean(model, prefix) || model.spec.start);
     const rand = random(options.seed ?? Math.floor(Math.random() * 2 ** 32));
     const state = initialState(model);
     let logits = null;
     for (const id of context) logits = step(model, state, id);
     for (let t = 0; t < length; t++) {
       const id = sampleNext(logits, options, rand);
-      yield model.vocab[id];
-      if (t + 1 < length) logits = step(model, state, id);
+      yield model.shown[id];
+      if (t + 1 < length) {
+        resetAt(model, state, id);
+        logits = step(model, state, id);
+      }
     }
   }
 
-  return { load, initialState, step, encode, sampleNext, random, generate, argmax };
+  // `count` whole items (documents), as charlm generate --items: each starts where a document starts (the
+  // model reads <eod> from a zero state, then the prefix) and ends when the model writes <eod> or after
+  // `length` characters. Yields {item, begin: prefix}, then {item, char} per character, then {item, ended}.
+  function* items(model, count, prefix, length, options = {}) {
+    if (model.eod === null) throw new Error("this model has no end-of-document symbol, so it cannot write items");
+    const first = clean(model, prefix || "");
+    const context = [model.eod, ...(first ? encode(model, first) : [])];
+    const rand = random(options.seed ?? Math.floor(Math.random() * 2 ** 32));
+    for (let item = 0; item < count; item++) {
+      const state = initialState(model);
+      let logits = null;
+      for (const id of context) logits = step(model, state, id);
+      yield { item, begin: first };
+      let ended = false;
+      for (let t = 0; t < length && !ended; t++) {
+        const id = sampleNext(logits, options, rand);
+        ended = id === model.eod;
+        if (!ended) {
+          yield { item, char: model.vocab[id] };
+          if (t + 1 < length) logits = step(model, state, id);
+        }
+      }
+      yield { item, ended };
+    }
+  }
+
+  return { load, initialState, step, encode, clean, sampleNext, random, generate, items, argmax };
 })();
 
 if (typeof module !== "undefined") module.exports = CharLM;  // node (tests)
@@ -230,6 +278,10 @@ if (typeof document !== "undefined") {
       $("card").append(dt, dd);
     }
     $("prefix").value = card.prefix;
+    if (model.eod !== null) {  // a model trained on documents: whole items, one per line
+      $("mode-label").hidden = false;
+      $("count-label").hidden = false;
+    }
     let running = null;
 
     function number(id, low, high, integer) {
@@ -247,21 +299,71 @@ if (typeof document !== "undefined") {
       $("status").textContent = message;
     }
 
+    // Where the generated text goes. Text mode: one running text after the prefix. Items mode: one line
+    // (a block) per item, its prefix greyed; an item holds no <eod>, it just ends.
+    function textSink() {
+      let piece = "";
+      return {
+        take(value) { piece += value; return 1; },
+        flush() { $("output-text").append(piece); piece = ""; },
+      };
+    }
+
+    function itemSink() {
+      let piece = "", line = null;
+      const flush = () => { if (line && piece) line.append(piece); piece = ""; };
+      return {
+        take(value) {
+          if (value.begin !== undefined) {
+            flush();
+            const block = document.createElement("div"), start = document.createElement("span");
+            block.className = "item";
+            start.className = "item-prefix";
+            start.textContent = value.begin;
+            line = document.createElement("span");
+            block.append(start, line);
+            $("output-items").append(block);
+            return 0;
+          }
+          if (value.char !== undefined) { piece += value.char; return 1; }
+          flush();
+          line.parentNode.dataset.ended = String(value.ended);
+          return 0;
+        },
+        flush,
+      };
+    }
+
+    function showMode(items) {
+      $("output").hidden = items;
+      $("output-items").hidden = !items;
+    }
+
     function start(event) {
       event.preventDefault();
-      let steps, length, first;
+      let steps, first, sink;
       try {
-        length = number("length", 1, 100000, true);
+        const length = number("length", 1, 100000, true);
         const options = { temperature: number("temperature", 0, 100, false), topK: number("top-k", 0, 1e9, true),
                           topP: number("top-p", 0.0001, 1, false) };
         if ($("seed").value.trim() !== "") options.seed = number("seed", 0, 4294967295, true);
-        steps = CharLM.generate(model, $("prefix").value, length, options);
-        $("output-prefix").textContent = $("prefix").value;
+        const items = model.eod !== null && $("mode").value === "items";
+        showMode(items);
+        $("output-prefix").textContent = items ? "" : CharLM.clean(model, $("prefix").value);
         $("output-text").textContent = "";
+        $("output-items").textContent = "";
+        if (items) {
+          steps = CharLM.items(model, number("count", 1, 1000, true), $("prefix").value, length, options);
+          sink = itemSink();
+        } else {
+          steps = CharLM.generate(model, $("prefix").value, length, options);
+          sink = textSink();
+        }
         first = steps.next();  // encodes the prefix: a bad one throws here
       } catch (error) {
         $("output-prefix").textContent = "";
         $("output-text").textContent = "";
+        $("output-items").textContent = "";
         finish(`error: ${error.message}`);
         $("status").dataset.state = "error";
         return;
@@ -275,14 +377,12 @@ if (typeof document !== "undefined") {
       $("status").textContent = "generating…";
       const chunk = () => {
         if (running !== run) return;
-        let piece = "";
         const until = performance.now() + 25;  // a frame's worth of characters, then let the page draw
         while (!next.done && performance.now() < until) {
-          piece += next.value;
-          written++;
+          written += sink.take(next.value);
           next = steps.next();
         }
-        $("output-text").append(piece);
+        sink.flush();
         const seconds = (performance.now() - begun) / 1000;
         if (next.done) {
           const rate = written / seconds;
