@@ -183,14 +183,7 @@ def char_losses(
         cost += torch.bincount(y, weights=nats.to(cost.dtype), minlength=vocab)
         kept.add(start, nats.view(steps, -1), log_probs.view(steps, layout.streams, -1))
     model.train(was_training)
-    return CharLosses(
-        kept.nats.cpu(),
-        total.item(),
-        chars,
-        count.cpu(),
-        cost.cpu().double(),
-        *((kept.top_ids.cpu(), kept.top_probs.cpu()) if kept.top_k else (None, None)),
-    )
+    return kept.losses(total, chars, count, cost)
 
 
 class Kept:
@@ -202,6 +195,11 @@ class Kept:
         self.nats = torch.empty(size, device=device)
         self.top_ids = torch.empty(size, top_k, dtype=torch.int64, device=device)
         self.top_probs = torch.empty(size, top_k, device=device)
+
+    def losses(self, total: torch.Tensor, chars: int, count: torch.Tensor, cost: torch.Tensor) -> CharLosses:
+        """The CharLosses of a text scored: these kept characters, and the sums (on the CPU, one sync)."""
+        top = (self.top_ids.cpu(), self.top_probs.cpu()) if self.top_k else (None, None)
+        return CharLosses(self.nats.cpu(), total.item(), chars, count.cpu(), cost.cpu().double(), *top)
 
     def add(self, start: int, nats: torch.Tensor, log_probs: torch.Tensor) -> None:
         """nats (steps, streams) and log_probs (steps, streams, vocab) of the window at `start`."""

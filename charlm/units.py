@@ -16,6 +16,16 @@ def bits(nats: float) -> float:
     return nats / math.log(2)
 
 
+def figures(nats_per_char: float, chars: int) -> dict:
+    """A score as `charlm perplexity --json` gives it."""
+    return {
+        "nats_per_char": nats_per_char,
+        "bits_per_char": bits(nats_per_char),
+        "perplexity": perplexity(nats_per_char),
+        "chars": chars,
+    }
+
+
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600}
 
 

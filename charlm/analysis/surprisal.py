@@ -20,7 +20,7 @@ import torch
 
 from charlm.errors import CharlmError
 from charlm.evaluate import TextSource, char_losses, load_text_to_score, reset_id
-from charlm.units import perplexity
+from charlm.units import figures
 
 RARE = 5  # a character seen fewer times than this in training is "rare"
 COSTLY = 10  # how many of the costliest characters the breakdown names
@@ -99,12 +99,8 @@ class Surprisal:
 
     def figures(self) -> dict:
         """The figures of `charlm perplexity --json`."""
-        nats = self.nats_per_char
         return {
-            "nats_per_char": nats,
-            "bits_per_char": nats / math.log(2),
-            "perplexity": perplexity(nats),
-            "chars": self.chars,
+            **figures(self.nats_per_char, self.chars),
             # a model with <unk> scores rare characters as one easy symbol: say how much of the text that was
             **({} if self.unknown_share is None else {"unknown_share": self.unknown_share}),
         }

@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 
 import torch
 
+from charlm import units
 from charlm.dynamic import stats, tuning
 from charlm.dynamic.adapter import Adapter, DynamicOptions
 from charlm.dynamic.scoring import dynamic_losses
 from charlm.errors import UsageError
 from charlm.evaluate import CharLosses, TextSource, TextToScore, reset_id, text_to_score
 from charlm.runtime.capability import resolve_precision
-from charlm.units import perplexity
 
 # no step at all: the one-stream static figure, by the same code as the dynamic one
 STATIC = DynamicOptions("sgd", 0.0, 0.0)
@@ -50,13 +50,7 @@ class DynamicScore:
 
 
 def figures(losses: CharLosses) -> dict:
-    nats = losses.nats_per_char
-    return {
-        "nats_per_char": nats,
-        "bits_per_char": nats / math.log(2),
-        "perplexity": perplexity(nats),
-        "chars": losses.chars,
-    }
+    return units.figures(losses.nats_per_char, losses.chars)
 
 
 @dataclass

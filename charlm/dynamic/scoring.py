@@ -81,14 +81,7 @@ def dynamic_losses(
             if progress is not None:
                 progress(y.numel())
     model.train(was_training)
-    return CharLosses(
-        kept.nats.cpu(),
-        total.item(),
-        chars,
-        count.cpu(),
-        cost.cpu().double(),
-        *((kept.top_ids.cpu(), kept.top_probs.cpu()) if kept.top_k else (None, None)),
-    )
+    return kept.losses(total, chars, count, cost)
 
 
 def adapted_copy(model, ids: torch.Tensor, adapter_for: Callable[[torch.nn.Module], Adapter], **options) -> tuple:
