@@ -185,7 +185,7 @@ def materialise(argv: list[str], folder: Path, base: dict[str, Path]) -> None:
         if not path.exists() and value.startswith("runs/"):
             english = re.search(r"shakespeare|timemachine|ptb|my", value)
             shutil.copytree(base["english" if english else "lyrics"], path)
-    for value in option_values(argv, "--corpus", "--file", "--prefix-file"):
+    for value in option_values(argv, "--corpus", "--file", "--prefix-file", "--adapt"):
         path = folder / value
         if value.endswith(".txt") and not path.exists():
             text = VERSE if value == "verse.txt" else base["english.txt"].read_text(encoding="utf-8")

@@ -88,9 +88,28 @@ class Adapter:
 
     @torch.no_grad()
     def step(self) -> None:
+        """One update from the gradients of the last backward pass (each parameter's .grad), then the grads
+        cleared. Whole-list (foreach) operations: a handful of kernel calls per step, not several per tensor."""
+        params = [p for p in self.params if p.grad is not None]
+        if len(params) != len(self.params):  # a parameter the loss did not reach (none in charlm's models)
+            return self._step_each()
+        grads = [p.grad for p in params]
+        if self.scale is not None:
+            grads = torch._foreach_mul(grads, self.scale)
+        if any(isinstance(d, torch.Tensor) or d > 0 for d in self.decay):
+            pull = torch._foreach_sub(self.start, params)  # from the weights before this step
+            torch._foreach_mul_(pull, self.decay if self.scale is not None else self.decay[0])
+            torch._foreach_add_(params, grads, alpha=-self.options.lr)
+            torch._foreach_add_(params, pull)
+        else:
+            torch._foreach_add_(params, grads, alpha=-self.options.lr)
+        for p in params:
+            p.grad = None
+
+    def _step_each(self) -> None:
         lr = self.options.lr
         for i, (p, p0) in enumerate(zip(self.params, self.start, strict=True)):
-            pull = (p0 - p).mul_(self.decay[i])  # from the weights before this step
+            pull = (p0 - p).mul_(self.decay[i])
             if p.grad is not None:
                 p.sub_(p.grad * self.scale[i] if self.scale is not None else p.grad, alpha=lr)
                 p.grad = None

@@ -16,8 +16,8 @@ TUNED = "dynamic.json"
 FORMAT = "charlm-dynamic"
 TUNE_CHARS = 50_000
 GRID = {
-    "sgd": ((0.01, 0.03, 0.1, 0.3), (0.0, 0.001, 0.01)),
-    "rms": ((1e-5, 3e-5, 1e-4, 3e-4), (0.0, 0.001, 0.01)),
+    "sgd": ((0.1, 0.2, 0.4), (0.0, 0.001, 0.01)),
+    "rms": ((5e-5, 1e-4, 2e-4), (0.0, 0.001, 0.01)),
 }
 
 
@@ -27,7 +27,7 @@ def tune(model, val_ids, method: str, *, rms, num_steps: int, device, precision:
     results = []
     for lr in GRID[method][0]:
         for decay in GRID[method][1]:
-            trial = copy.deepcopy(model)
+            trial = copy.deepcopy(model)  # each pair from the trained weights
             adapter = Adapter(trial, DynamicOptions(method, lr, decay), rms)
             losses = dynamic_losses(
                 trial, ids, adapter, num_steps=num_steps, device=device, precision=precision, reset=reset
