@@ -147,3 +147,46 @@ def test_a_prefix_is_read_in_the_run_s_text_form(tmp_path):
     assert model.generate("The", 5, seed=1) == model.samples("THE", 5, 1, seed=1)[0]
     assert "".join(model.stream("The", 5, seed=1)) == model.generate("the", 5, seed=1)[3:]
     assert all(item.text.startswith("the") for item in model.items(2, 10, prefix="The", seed=1))
+
+
+def test_items_novelty_says_which_are_whole_training_items_and_where(tmp_path):
+    from charlm.config import load_config
+    from charlm.data.corpus import training_documents
+    from charlm.data.vocab import Vocab
+
+    # few distinct lines, many times over: some items are whole training lines, some are not
+    lines = ["the cat sat", "a dog ran far", "the sun is up", "we go home now", "it is late"]
+    corpus = tmp_path / "lines.txt"
+    corpus.write_text("\n".join(lines[i % 5] + (" again" if i % 7 == 0 else "") for i in range(600)) + "\n")
+    run = tmp_path / "run"
+    trained = charlm("train", "--config", TINY, "--corpus", str(corpus), *SMALL, "--set", "data.documents=lines",
+                     "--set", "train.epochs=2", "--run-dir", str(run), cwd=tmp_path)  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    args = (
+        "generate",
+        "--run-dir",
+        str(run),
+        "--items",
+        "12",
+        "--seed",
+        "3",
+        "--temperature",
+        "0.3",
+        "--json",
+        "--novelty",
+    )
+    done = charlm(*args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    config = load_config(run / "config.yaml")
+    vocab = Vocab.in_order(json.loads((run / "vocab.json").read_text(encoding="utf-8"))["chars"])
+    documents = training_documents(config.data, vocab)
+    for record in records:
+        novelty = record["novelty"]
+        # against a plain search of the training documents: the item is one of them, or it is not
+        assert novelty["training_item"] == (record["text"] in documents)
+        longest = novelty["longest"]
+        if longest["length"]:
+            # the line named is the <eod>-ended document that holds the span
+            assert longest["text"] in documents[longest["train_line"] - 1]
+    assert any(r["novelty"]["training_item"] for r in records)

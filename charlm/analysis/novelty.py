@@ -170,9 +170,12 @@ class Checker:
 
     index: SuffixIndex
     lookup: np.ndarray  # Vocab.lookup_table(): code point -> id, -1 where none
+    documents: frozenset[bytes] | None = None  # the training documents' digests (a run trained on documents)
 
     def report(self, text: str, *, documents: frozenset[bytes] | None = None) -> Novelty:
-        return novelty(self.index, text, self.lookup, documents=documents)
+        """`text`'s novelty; `training_item` says whether it is a whole training document (with the run's
+        documents, or `documents`), None for a run trained on a stream."""
+        return novelty(self.index, text, self.lookup, documents=documents if documents is not None else self.documents)
 
     def copied(self, ids: np.ndarray, min_span: int = MIN_SPAN) -> list[tuple[int, int]]:
         """The spans of a text given as ids that are copies of training text, at least `min_span` long."""

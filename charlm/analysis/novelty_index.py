@@ -61,8 +61,20 @@ def checker(folder: Path, checkpoint: Checkpoint, *, say: Callable[[str], object
     """load_index's index with the vocabulary's code point table, ready for queries."""
     from charlm.data.vocab import Vocab
 
-    lookup = Vocab.in_order(checkpoint.vocab).lookup_table().numpy().astype(np.int64)
-    return Checker(load_index(folder, checkpoint, say=say), lookup)
+    vocab = Vocab.in_order(checkpoint.vocab)
+    lookup = vocab.lookup_table().numpy().astype(np.int64)
+    return Checker(load_index(folder, checkpoint, say=say), lookup, _documents(checkpoint, vocab))
+
+
+def _documents(checkpoint: Checkpoint, vocab) -> frozenset[bytes] | None:
+    """The digests of the training split's documents, for a run trained on documents (data.documents lines,
+    paragraphs or files): what says whether an item is a whole training item. None in stream mode."""
+    from charlm.analysis.novelty import document_digests
+    from charlm.data.corpus import training_documents
+
+    if checkpoint.config.data.documents == "stream":
+        return None
+    return document_digests(training_documents(checkpoint.config.data, vocab))
 
 
 def load_index(folder: Path, checkpoint: Checkpoint, *, say: Callable[[str], object] = lambda line: None):
@@ -168,4 +180,9 @@ def _checksum(arrays: dict[str, np.ndarray]) -> str:
 
 
 def _newline(checkpoint: Checkpoint) -> int | None:
+    """The id that ends a line of the training text: <eod> for a run trained on documents, else a newline."""
+    from charlm.data.vocab import EOD
+
+    if checkpoint.config.data.documents != "stream" and EOD in checkpoint.vocab:
+        return checkpoint.vocab.index(EOD)
     return checkpoint.vocab.index("\n") if "\n" in checkpoint.vocab else None

@@ -142,7 +142,7 @@ def _sample(model, prefix, length: int, options, *, items, unknown: str, as_json
     check = _novelty_checker(model) if novelty else None  # built (once per run) before sampling
     if items is not None:
         made = model.items(items, length, prefix=prefix, unknown=unknown, **_item_options(options))
-        return _write_items(made, length, dataclasses.replace(options, num_samples=items), as_json)
+        return _write_items(made, length, dataclasses.replace(options, num_samples=items), as_json, check)
     net, vocab, dev = model.net, model.vocab, model.device
     # the prefix in the run's text form (data.lowercase, data.normalize); <eod> zeroes a row's state in a model
     # trained with the reset, and prints as a line break (plain_chars)
@@ -243,14 +243,22 @@ def _item_options(options) -> dict:
     return {k: v for k, v in vars(options).items() if k not in ("num_samples", "beam")}
 
 
-def _write_items(made: list, length: int, options, as_json: bool) -> None:
-    """One item per line (a blank line between items that hold line breaks), or one JSON object per item."""
+def _write_items(made: list, length: int, options, as_json: bool, check=None) -> None:
+    """One item per line (a blank line between items that hold line breaks), or one JSON object per item; each
+    with its novelty report (whether it is a whole training item, too) when `check` is given."""
     apart = "\n\n" if any("\n" in item.text for item in made) else "\n"
     for n, item in enumerate(made, 1):
+        report = check.report(item.text) if check is not None else None
         if as_json:
-            print(json.dumps(item.record(n, length, options), ensure_ascii=False))
-        else:
-            sys.stdout.write(item.text + (apart if n < len(made) else "\n"))
+            record = item.record(n, length, options)
+            print(json.dumps(record | ({"novelty": report.to_dict()} if report else {}), ensure_ascii=False))
+            continue
+        sys.stdout.write(item.text + (apart if n < len(made) else "\n"))
+        if report is not None:
+            from charlm.ui.views import novelty_text
+
+            sys.stdout.flush()
+            cli.out.print(novelty_text(report))
 
 
 def _unescape(text: str) -> str:
