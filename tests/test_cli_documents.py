@@ -190,3 +190,36 @@ def test_items_novelty_says_which_are_whole_training_items_and_where(tmp_path):
             # the line named is the <eod>-ended document that holds the span
             assert longest["text"] in documents[longest["train_line"] - 1]
     assert any(r["novelty"]["training_item"] for r in records)
+
+
+@pytest.mark.parametrize("mode", ["paragraphs", "files"])
+def test_every_documents_mode_round_trips(mode, tmp_path):
+    """paragraphs (blank-line separated) and files (one per file of a folder): train, resume, items,
+    perplexity, export and fine-tune, the end symbol kept throughout (lines: the tests above)."""
+    paragraphs = [f"the cat {i % 7} sat\nand the dog {i % 5} ran" for i in range(80)]
+    if mode == "files":
+        corpus = tmp_path / "texts"
+        corpus.mkdir()
+        for i, text in enumerate(paragraphs):
+            (corpus / f"{i:03}.txt").write_text(text + "\n", encoding="utf-8")
+    else:
+        corpus = tmp_path / "corpus.txt"
+        corpus.write_text("\n\n".join(paragraphs) + "\n", encoding="utf-8")
+    settings = ["--config", TINY, "--corpus", str(corpus), *SMALL, "--set", f"data.documents={mode}"]
+    run = tmp_path / "run"
+    for args in (
+        ("train", *settings, "--set", "train.epochs=1", "--run-dir", str(run)),
+        ("train", *settings, "--set", "train.epochs=2", "--run-dir", str(run), "--resume"),
+        ("export", "--run-dir", str(run), "--out", str(tmp_path / "model")),
+        ("train", *settings, "--set", "train.epochs=1", "--run-dir", str(tmp_path / "tuned"), "--init-from", str(run)),
+    ):
+        done = charlm(*args, cwd=tmp_path)
+        assert done.returncode == 0, (args[0], done.stderr)
+    for folder in (run, tmp_path / "tuned"):
+        assert json.loads((folder / "vocab.json").read_text(encoding="utf-8"))["chars"][-1] == "<eod>"
+    items = charlm(
+        "generate", "--model", str(tmp_path / "model"), "--items", "3", "--json", "--seed", "1", cwd=tmp_path
+    )
+    assert items.returncode == 0 and len(items.stdout.splitlines()) == 3, items.stderr
+    scored = charlm("perplexity", "--run-dir", str(tmp_path / "tuned"), "--json", cwd=tmp_path)
+    assert scored.returncode == 0 and json.loads(scored.stdout)["chars"] > 0, scored.stderr
