@@ -29,17 +29,17 @@ def script(name: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_dynamic_eval_reports_both_methods_side_by_side(tmp_path):
-    run = save_untrained_run(tmp_path / "run", "timemachine", ["train.precision=fp32"])
-    script("dynamic_eval.py", str(run), "--max-chars", "3000", "--json", str(tmp_path / "out.json"))
+    run = save_untrained_run(tmp_path / "run", "timemachine", ["train.precision=fp32", "data.max_chars=30000"])
+    script("dynamic_eval.py", str(run), "--max-chars", "2000", "--json", str(tmp_path / "out.json"))
     rows = json.loads((tmp_path / "out.json").read_text())["rows"]
     assert [r["method"] for r in rows] == ["sgd", "rms"]
     for r in rows:
-        assert r["chars"] == 3000 and r["static_bpc"] > 0 and r["dynamic_seconds"] > 0
+        assert r["chars"] == 2000 and r["static_bpc"] > 0 and r["dynamic_seconds"] > 0
         assert abs(r["gain_bpc"] - (r["static_bpc"] - r["dynamic_bpc"])) < 1e-9
 
 
 def test_tune_then_score_chooses_the_best_of_each_grid(tmp_path):
-    run = save_untrained_run(tmp_path / "run", "timemachine", ["train.precision=fp32"])
+    run = save_untrained_run(tmp_path / "run", "timemachine", ["train.precision=fp32", "data.max_chars=30000"])
     out = tmp_path / "out.json"
     script(
         "dynamic_tune_then_score.py",
