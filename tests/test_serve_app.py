@@ -191,3 +191,22 @@ def test_the_openapi_page_lists_every_option_with_its_maximum(client):
     assert all(field["description"] for field in generate.values())
     assert not {name for name in generate if any(word in name for word in ("file", "path", "dir"))}
     assert client.get("/docs").status_code == 200
+
+
+def test_a_run_on_documents_is_served_as_generate_reads_it(tmp_path):
+    """Lines with the state reset at each, lower-cased: the server puts the prefix in the run's text form and
+    zeroes a row's state at <eod>, so a seeded answer is `Model.generate`'s and /perplexity is the CLI's."""
+    settings = ["data.corpus=timemachine", "data.max_chars=8000", "train.epochs=1", "sample.preview_every=0"]
+    settings += ["data.documents=lines", "train.reset_state_at_documents=true", "data.lowercase=true"]
+    summary = charlm.train(charlm.load_config(REPO / "configs" / "tiny.yaml", settings), tmp_path / "run")
+    model = charlm.load(summary.run_dir)
+    with serving(create_app(model, LIMITS)) as url, httpx.Client(base_url=url, timeout=60) as client:
+        body = {"prefix": "The ", "length": 120, "seed": 3, "temperature": 1.0}
+        answer = client.post("/generate", json=body).json()["samples"][0]
+        assert answer["text"] == model.generate("The ", 120, seed=3, temperature=1.0)
+        assert answer["text"].startswith("the ")  # the run's text form
+        unseeded = client.post("/generate", json={"prefix": "The ", "length": 50}).json()["samples"][0]
+        assert unseeded["text"].startswith("the ")
+        text = "the time traveller\nwas here\n"
+        scored = client.post("/perplexity", json={"text": text}).json()
+        assert scored["nats_per_char"] == pytest.approx(model.perplexity(text)["nats_per_char"], abs=1e-9)

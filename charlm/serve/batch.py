@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from charlm.generation.fast_step import FastStep, read_context
+from charlm.generation.fast_step import FastStep, read_context, reset_rows
 from charlm.generation.sampling import sample_next
 from charlm.serve.jobs import Job
 
@@ -44,7 +44,9 @@ class Batch:
 
     def step(self) -> list[list[int]] | None:
         """One step of every row; the ids of each job's rows on the host when one is streamed (else None)."""
-        logits, self.hidden = self.run_step(self.current, self.hidden)
+        # one model, one reset id (<eod> for a run trained with the reset; else None): every stream's is the same
+        reset = self.jobs[0].stream.reset if self.jobs else None
+        logits, self.hidden = self.run_step(self.current, reset_rows(self.hidden, self.current, reset))
         current = torch.empty_like(self.current)
         for options, rows, members in self.plan:
             if options is None:  # a repetition penalty: the stream samples its own rows

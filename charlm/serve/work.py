@@ -6,9 +6,10 @@ from __future__ import annotations
 import math
 
 from charlm.errors import UsageError
-from charlm.evaluate import TextSource, char_losses, text_to_score
+from charlm.evaluate import TextSource, char_losses, reset_id, text_to_score
 from charlm.generation.options import SamplingOptions
 from charlm.generation.sampling import Stream, check_sizes, read_first, samples, stop_ids
+from charlm.generation.text_form import normalise_prefix
 from charlm.serve.jobs import Job, Reply
 from charlm.units import perplexity
 
@@ -32,19 +33,26 @@ def generation_job(model, body, reply: Reply) -> tuple[Job, SamplingOptions]:
     options.check(body.length)
     if options.weights != "fp32" and model.device.type != "cpu":
         raise UsageError(f"weights {options.weights} runs on the CPU and this server's model is on {model.device}")
+    # as `charlm generate` reads it: the prefix in the run's text form, <eod> zeroing a row's state where the
+    # run trained so
+    prefix, reset = normalise_prefix(body.prefix, model.config.data), reset_id(model.config, model.vocab)
     if not options.beam:
-        stream = Stream(model.net, model.vocab, body.prefix, length=body.length, options=options, device=model.device)
+        stream = Stream(
+            model.net, model.vocab, prefix, length=body.length, options=options, device=model.device, reset=reset
+        )
         job = Job(reply, rows=options.num_samples, stream=stream, length=body.length, streamed=body.stream)
         job.weights = options.weights
         return job, options
     if body.stream:
         raise UsageError("beam search does not stream: drop stream, or beam to sample")
-    first = read_first(model.vocab, body.prefix)  # the checks `samples` makes, before the request waits
+    first = read_first(model.vocab, prefix)  # the checks `samples` makes, before the request waits
     check_sizes(options, body.length, prefix_chars=len(first), model=model.net, device=model.device)
     stop_ids(model.vocab, options.stop)
 
     def search(job: Job):
-        return samples(model.net, model.vocab, body.prefix, length=body.length, device=model.device, **vars(options))
+        return samples(
+            model.net, model.vocab, prefix, length=body.length, device=model.device, reset=reset, **vars(options)
+        )
 
     return Job(reply, rows=options.beam, work=search, length=body.length), options
 
@@ -61,6 +69,7 @@ def scoring_job(model, body, reply: Reply) -> Job:
             num_steps=scored.checkpoint.config.train.num_steps,
             device=model.device,
             keep=None if body.bits else 0,
+            reset=reset_id(model.config, model.vocab),
         )
         nats = losses.nats_per_char
         result = dict(zip(FIGURES, (nats, nats / math.log(2), perplexity(nats), losses.chars), strict=True))
