@@ -12,7 +12,6 @@ changes no loss up to t (tests/test_dynamic_scoring.py checks it).
 from __future__ import annotations
 
 import contextlib
-import copy
 from collections.abc import Callable
 
 import torch
@@ -82,11 +81,3 @@ def dynamic_losses(
                 progress(y.numel())
     model.train(was_training)
     return kept.losses(total, chars, count, cost)
-
-
-def adapted_copy(model, ids: torch.Tensor, adapter_for: Callable[[torch.nn.Module], Adapter], **options) -> tuple:
-    """A copy of `model` adapted by reading `ids` with dynamic evaluation (the model itself is left as it was),
-    and the losses of that reading."""
-    copied = copy.deepcopy(model)
-    losses = dynamic_losses(copied, ids, adapter_for(copied), **options)
-    return copied, losses
