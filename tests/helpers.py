@@ -173,3 +173,16 @@ def serving(app):
             sock.close()
 
     return serve()
+
+
+def tiny_timemachine_model(root):
+    """A tiny run trained for one epoch on the start of The Time Machine (shipped), loaded: the serve tests'
+    model."""
+    from pathlib import Path
+
+    import charlm
+
+    configs = Path(__file__).resolve().parent.parent / "configs"
+    settings = ["data.corpus=timemachine", "data.max_chars=5000", "train.epochs=1", "sample.preview_every=0"]
+    summary = charlm.train(charlm.load_config(configs / "tiny.yaml", settings), Path(root) / "run")
+    return charlm.load(summary.run_dir)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import serving
+from helpers import serving, tiny_timemachine_model
 
 import charlm
 from charlm.errors import UsageError
@@ -24,11 +24,7 @@ LIMITS = Limits(prefix_chars=50, length=300, num_samples=4, beam=3, stop_texts=2
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    """A tiny run trained for one epoch on the start of The Time Machine (shipped), loaded."""
-    root = tmp_path_factory.mktemp("serve")
-    settings = ["data.corpus=timemachine", "data.max_chars=5000", "train.epochs=1", "sample.preview_every=0"]
-    summary = charlm.train(charlm.load_config(REPO / "configs" / "tiny.yaml", settings), root / "run")
-    return charlm.load(summary.run_dir)
+    return tiny_timemachine_model(tmp_path_factory.mktemp("serve"))
 
 
 @pytest.fixture(scope="module")

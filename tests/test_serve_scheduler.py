@@ -11,30 +11,24 @@ import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
 import pytest
 import torch
-from helpers import serving
+from helpers import serving, tiny_timemachine_model
 
-import charlm
 from charlm.generation import sampling
 from charlm.serve import batch as batch_module
 from charlm.serve.app import create_app
 from charlm.serve.limits import Limits
 
-REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    root = tmp_path_factory.mktemp("serve-load")
-    settings = ["data.corpus=timemachine", "data.max_chars=5000", "train.epochs=1", "sample.preview_every=0"]
-    summary = charlm.train(charlm.load_config(REPO / "configs" / "tiny.yaml", settings), root / "run")
-    return charlm.load(summary.run_dir)
+    return tiny_timemachine_model(tmp_path_factory.mktemp("serve-load"))
 
 
 def replace_sample_next(monkeypatch, before):
