@@ -86,8 +86,20 @@ def val_loss(summary) -> float:
     return float(summary.final.get("val_loss", summary.best_loss))  # best.pt on the whole split when subsampled
 
 
+def finished_val_loss(folder: Path) -> float | None:
+    """A finished run's val loss as val_loss() takes it (its final line's, else its best eval's); None if the run
+    is not there or did not finish: so an interrupted benchmark reruns only what it had not done."""
+    status = folder / "status.json"
+    if not status.exists() or json.loads(status.read_text()).get("state") != "finished":
+        return None
+    lines = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    final = next((line for line in reversed(lines) if line.get("event") == "final"), {})
+    evals = [line["val_loss"] for line in lines if "val_loss" in line and "event" not in line]
+    return float(final.get("val_loss", min(evals)))
+
+
 def run_pair(corpus: str, budget_s: float, work: Path, overrides: list[str]) -> dict:
-    """The rule, then the search, on one corpus and budget."""
+    """The rule, then the search, on one corpus and budget (a rule run finished before is read back)."""
     from charlm.autosize import search
     from charlm.autosize.auto import auto_config
     from charlm.events import SilentReporter
@@ -95,7 +107,9 @@ def run_pair(corpus: str, budget_s: float, work: Path, overrides: list[str]) -> 
 
     tag = f"{Path(corpus).stem}-{budget_s:g}s"
     cfg, plan = auto_config(corpus, budget_s, overrides)
-    rule = val_loss(train(cfg, work / f"rule-{tag}", SilentReporter()))
+    rule = finished_val_loss(work / f"rule-{tag}")
+    if rule is None:
+        rule = val_loss(train(cfg, work / f"rule-{tag}", SilentReporter()))
     cfg, plan = auto_config(corpus, budget_s, [*overrides, "search.enabled=true"])
     found = search.start(cfg, plan, budget_s, work / f"search-{tag}", reporter=SilentReporter(), say=lambda line: None)
     searched = val_loss(found)

@@ -80,6 +80,22 @@ def test_the_rungs_grow_by_the_reduction_and_fit_the_search_share():
     assert 9 * rungs[0] + 3 * (rungs[1] - rungs[0]) + (rungs[2] - rungs[1]) == pytest.approx(270)
 
 
+def test_a_rungs_cut_keeps_the_best_one_in_reduction_once_all_are_in():
+    values = {0: 3.9, 1: 4.02, 2: 4.09, 3: 4.03, 4: 4.10, 5: 4.08, 6: 4.04, 7: 4.11, 8: 4.085}
+    assert space.kept(values, 3) == {0, 1, 3}  # the best 3 of 9, whatever order they came in
+    assert space.kept({0: 2.0, 1: 1.5}, 3) == {1}  # at least one goes on
+    assert space.kept({0: float("nan"), 1: 9.0, 2: 8.0, 3: 7.0}, 2) == {3, 2}  # a diverged trial ranks last
+    assert space.kept({}, 3) == set()
+
+
+def test_the_log_folds_a_cuts_pruned_line_into_the_rungs_line():
+    line = {"trial": 2, "rung": 0, "params": {"hidden": 64}, "val_loss": 4.0, "seconds": 5.0, "pruned": False}
+    lines = [line, {**line, "trial": 3}, {**line, "event": "pruned", "pruned": True}]
+    by_trial = search_log.trials(lines)
+    assert [step["pruned"] for step in by_trial[2]] == [True] and not by_trial[3][0]["pruned"]
+    assert len(by_trial[2]) == 1  # one line per trial and rung
+
+
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
     folder = tmp_path_factory.mktemp("search")
@@ -99,6 +115,10 @@ def test_a_search_prunes_and_its_winner_continues_in_the_run_folder(searched):
     by_trial = search_log.trials(lines)
     assert sorted(by_trial) == [0, 1, 2, 3, 4] and by_trial[0][0]["rule"]  # the rule's choice is the first
     assert any(steps[-1]["pruned"] for steps in by_trial.values())
+    # each cut waited for its rung: of the 5 candidates at rung 0, exactly the best 5 // 2 went on, pruned or not
+    first = {number: steps[0]["val_loss"] for number, steps in by_trial.items()}
+    went_on = {number for number, steps in by_trial.items() if not steps[0]["pruned"]}
+    assert went_on == space.kept(first, 2) and len(went_on) == 2
     won = search_log.winner(lines)
     assert won is not None and won["copied"] and not by_trial[won["trial"]][-1]["pruned"]
     study = optuna.load_study(study_name="auto-corpus", storage=f"sqlite:///{run / 'study.db'}")
@@ -109,7 +129,7 @@ def test_a_search_prunes_and_its_winner_continues_in_the_run_folder(searched):
     assert any(m.get("event") == "resume" for m in metrics) and "epoch" in metrics[0]
     config = (run / "config.yaml").read_text()
     assert "name: auto-corpus\n" in config and f"hidden_size: {won['params']['hidden']}\n" in config
-    assert "search: trial" in done.stdout and "pruned" in done.stdout and "(rule)" in done.stdout
+    assert "search: trial" in done.stdout and "pruned at rung 0" in done.stdout and "(rule)" in done.stdout
 
 
 def test_info_shows_the_search_and_plot_draws_its_rungs(searched):

@@ -2,15 +2,16 @@
 corpus, the bad ones dropped early, the rest of the budget to the winner.
 
     rule.plan ─► space.neighbourhood ─► Optuna (study.py): the rule's own choice first, then search.trials - 1 drawn
-    rung 0: every candidate trains r0 seconds ─► val loss reported ─► pruned unless among the best 1 in eta
+    rung 0: every candidate trains r0 seconds ─► val losses reported ─► the cut: the best 1 in eta go on
     rung 1: the kept ones continue (from their last.pt) to r0 x eta seconds ─► ... ─► the last rung
     winner: the study's best trial, its run folder copied into RUN, continues there until the budget ends
 
 Each trial is a plain charlm run in RUN/trials/tNNNN (training.setup.train with a time budget per rung, resumed
 exactly for the next one). Seconds are training time, as a budget counts them (evals and set-up excluded);
 search.share of the budget goes to the trials. Rungs are trained rung by rung (all candidates of a rung before
-the next), so each cut compares the candidates of the rung so far. A rung ends with the lr annealed (its cosine
-runs to the rung's end); the next rung's longer budget lifts it again (a warm restart, as SGDR's).
+the next), and a rung's cut waits for all of its values (synchronous successive halving). A rung ends with the
+lr annealed (its cosine runs to the rung's end); the next rung's longer budget lifts it again (a warm restart, as
+SGDR's).
 
 Ctrl-C saves the running trial's checkpoint; `charlm train --resume -r RUN` goes on from there: finished trials
 are kept, the interrupted one continues from its last.pt (one killed before its first checkpoint starts again).
@@ -121,7 +122,6 @@ def run(optuna, folder: RunDir, state: SearchState, *, reporter: Reporter, say) 
         optuna,
         state.storage,
         name=state.study,
-        reduction=state.reduction,
         seed=studies.process_seed(state.seed, state.id, state.shared),
     )
     done = search_log.winner(search_log.read_lines(folder.path))
@@ -158,11 +158,43 @@ class Trials:
                 if self.spent() >= self.state.search_seconds:
                     break
                 self.train_rung(self.optuna.trial.Trial(self.study, frozen._trial_id), frozen, rung, seconds)
+            if rung < self.last:
+                self.cut(rung)
         for frozen in self.own():  # out of search time: each candidate stands at its last rung (none: it failed)
             if frozen.state == running and frozen.intermediate_values:
                 self.study.tell(frozen.number, frozen.intermediate_values[max(frozen.intermediate_values)])
             elif frozen.state == running:
                 self.study.tell(frozen.number, state=self.optuna.trial.TrialState.FAIL)
+
+    def cut(self, rung: int) -> None:
+        """Once every candidate of the rung has reported: the best 1 in `reduction` of the study's values at this
+        rung go on, this process's others are pruned. (Optuna's SuccessiveHalvingPruner decides as each trial
+        reports, against those that reported before it: trained rung by rung, the first candidates, the rule's
+        among them, faced almost no rivals, and on a corpus where the rule's led at the first rung it cut all
+        others.) In a shared study the values are every process's so far."""
+        step = self.state.reduction**rung
+        trials = self.study.get_trials(deepcopy=False)
+        kept = neighbourhood.kept(
+            {t.number: t.intermediate_values[step] for t in trials if step in t.intermediate_values},
+            self.state.reduction,
+        )
+        for frozen in sorted(self.own(), key=lambda t: t.number):
+            if frozen.state != self.optuna.trial.TrialState.RUNNING or step not in frozen.intermediate_values:
+                continue
+            if frozen.number in kept and frozen.user_attrs.get("finished"):
+                self.study.tell(frozen.number, frozen.intermediate_values[step])
+            elif frozen.number not in kept:
+                self.study.tell(frozen.number, state=self.optuna.trial.TrialState.PRUNED)
+                line = record(
+                    frozen,
+                    rung,
+                    self.state.rung_seconds[rung],
+                    loss=frozen.intermediate_values[step],
+                    seconds=float(frozen.user_attrs.get("seconds", 0.0)),
+                    event="pruned",
+                )
+                search_log.append(self.folder.path, line)
+                self.say(line)
 
     def spent(self) -> float:
         return sum(float(t.user_attrs.get("seconds", 0.0)) for t in self.own())
@@ -174,26 +206,31 @@ class Trials:
         loss = summary.final.get("val_loss", summary.best_loss)  # best.pt on the whole split when evals subsample
         trial.set_user_attr("seconds", summary.train_seconds)
         trial.report(loss, step=self.state.reduction**rung)
-        # its epochs ended before the rung's time (a small corpus), or it stopped early: compared at this rung,
-        # and if kept, it stands there (it would train no further)
-        finished = summary.stopped != "time_budget"
-        pruned = rung < self.last and trial.should_prune()
-        if pruned:
-            self.study.tell(trial, state=self.optuna.trial.TrialState.PRUNED)
-        elif rung == self.last or finished:
+        if rung == self.last:
             self.study.tell(trial, loss)
-        record = {
-            "trial": frozen.number,
-            "rung": rung,
-            "params": frozen.params,
-            "val_loss": loss,
-            "seconds": summary.train_seconds,
-            "rung_seconds": seconds,
-            "pruned": pruned,
-            "rule": bool(frozen.user_attrs.get("rule", False)),
-        }
-        search_log.append(self.folder.path, record)
-        self.say(record)
+        elif summary.stopped != "time_budget":
+            # its epochs ended before the rung's time (a small corpus), or it stopped early: it would train no
+            # further, so if the cut keeps it, it stands at this rung
+            trial.set_user_attr("finished", True)
+        line = record(frozen, rung, seconds, loss=loss, seconds=summary.train_seconds)
+        search_log.append(self.folder.path, line)
+        self.say(line)
+
+
+def record(frozen, rung: int, rung_seconds: float, *, loss: float, seconds: float, event: str | None = None) -> dict:
+    """search.jsonl's line of a trial at a rung: its values, val loss and training time; the cut's line of a
+    trial pruned at the rung has the event "pruned" (search_log.trials folds it into the rung's line)."""
+    line = {
+        "trial": frozen.number,
+        "rung": rung,
+        "params": frozen.params,
+        "val_loss": loss,
+        "seconds": seconds,
+        "rung_seconds": rung_seconds,
+        "pruned": event == "pruned",
+        "rule": bool(frozen.user_attrs.get("rule", False)),
+    }
+    return line if event is None else {"event": event, **line}
 
 
 def train_trial(path: Path, state: SearchState, frozen, seconds: float, run_folder: Path) -> RunSummary:

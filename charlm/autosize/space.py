@@ -3,10 +3,12 @@ successive halving: pure arithmetic, no Optuna, no torch.
 
     Plan ─► Space (widths, layers, dropout, lr, batches, weight drop)   the rule's own choice is a point in it
     budget x search.share ─► rung_seconds: r0, r0*eta, r0*eta^2, ...    the trials' training time per rung
+    a rung's val losses ─► kept: the best 1 in eta go on to the next rung
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from charlm.autosize.rule import EMBED, WIDTHS, Plan, window
@@ -79,3 +81,11 @@ def rung_seconds(search_seconds: float, *, trials: int, rungs: int, reduction: i
     trials x r0 x (1 + (rungs - 1) x (1 - 1/reduction))."""
     first = search_seconds / (trials * (1 + (rungs - 1) * (1 - 1 / reduction)))
     return [first * reduction**k for k in range(rungs)]
+
+
+def kept(values: dict[int, float], reduction: int) -> set[int]:
+    """The trials that go on from a rung: the best len(values) // reduction (at least one) by val loss, as
+    Optuna's SuccessiveHalvingPruner counts them, but decided once the rung's values are all in. A loss that is
+    not a number (a diverged trial) ranks last."""
+    ranked = sorted(values, key=lambda n: (math.isnan(values[n]), values[n], n))
+    return set(ranked[: max(1, len(values) // reduction)])

@@ -4,8 +4,8 @@ cut. Optuna is the optional extra charlm[search]; nothing else in charlm imports
     storage   RUN/study.db (SQLite), or --study-storage: an RDB URL (postgresql://..., sqlite:///...) or a journal
               file on a shared disk: several processes, on several machines, then share one study
     sampler   TPE, seeded (a shared study: each process mixes its own id into the seed, or all draw alike)
-    pruner    SuccessiveHalvingPruner: a rung's val loss is reported at step eta^k; a trial outside the best
-              1 in eta of the study's trials at that rung is pruned
+    rungs     a rung's val loss is reported at step eta^k; search.py cuts once the rung's candidates have all
+              reported (the best 1 in eta of the study's values there go on, the rest are told PRUNED)
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def storage_url(storage: str | None, folder: Path) -> str:
     return str(path)
 
 
-def open_study(optuna, url: str, *, name: str, reduction: int, seed: int):
+def open_study(optuna, url: str, *, name: str, seed: int):
     """The study (made, or loaded when another process or an earlier run made it)."""
     if "://" in url:
         storage = url
@@ -51,14 +51,13 @@ def open_study(optuna, url: str, *, name: str, reduction: int, seed: int):
         from optuna.storages.journal import JournalFileBackend
 
         storage = optuna.storages.JournalStorage(JournalFileBackend(url))
-    pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=reduction)
     try:
         return optuna.create_study(
             storage=storage,
             study_name=name,
             direction="minimize",
             sampler=optuna.samplers.TPESampler(seed=seed),
-            pruner=pruner,
+            pruner=optuna.pruners.NopPruner(),  # the cut is search.py's, once a rung is complete
             load_if_exists=True,
         )
     except (ImportError, ValueError, optuna.exceptions.OptunaError) as e:

@@ -247,10 +247,12 @@ def _search(cfg, plan, run_dir: Optional[Path], quiet: bool) -> None:
         if line.get("event") == "winner":
             cli.out.print(f"search: trial {line['trial']} wins, continues to {line['budget']:.0f} s", markup=False)
             return
-        end = "pruned" if line["pruned"] else "kept"
+        if line.get("event") == "pruned":
+            cli.out.print(f"search: trial {line['trial']} pruned at rung {line['rung']}", markup=False)
+            return
         cli.out.print(
             f"search: trial {line['trial']} {describe(line['params'])} rung {line['rung']}: "
-            f"val loss {line['val_loss']:.4f} after {line['seconds']:.2f} s, {end}",
+            f"val loss {line['val_loss']:.4f} after {line['seconds']:.2f} s",
             markup=False,
         )
 

@@ -69,11 +69,20 @@ def _is_record(record: object) -> bool:
 
 
 def trials(lines: list[dict]) -> dict[int, list[dict]]:
-    """The rung lines of each trial, by trial number (the winner's line left out)."""
+    """The rung lines of each trial, by trial number (the winner's line left out); a cut's "pruned" line marks
+    the trial's line of that rung pruned (the cut comes once the whole rung has trained)."""
     out: dict[int, list[dict]] = {}
     for line in lines:
         if line.get("event") is None:
             out.setdefault(line["trial"], []).append(line)
+        elif line.get("event") == "pruned":
+            steps = out.get(line["trial"], [])
+            at = next((i for i, step in enumerate(steps) if step.get("rung") == line.get("rung")), None)
+            pruned = {k: v for k, v in line.items() if k != "event"} | {"pruned": True}
+            if at is None:
+                out[line["trial"]] = [*steps, pruned]
+            else:
+                steps[at] = {**steps[at], "pruned": True}
     return out
 
 
