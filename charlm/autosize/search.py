@@ -184,7 +184,7 @@ class Trials:
             if frozen.number in kept and frozen.user_attrs.get("finished"):
                 self.study.tell(frozen.number, frozen.intermediate_values[step])
             elif frozen.number not in kept:
-                self.study.tell(frozen.number, state=self.optuna.trial.TrialState.PRUNED)
+                # the line first: a cut interrupted between the two writes it again on resume (folded), never not
                 line = record(
                     frozen,
                     rung,
@@ -194,6 +194,7 @@ class Trials:
                     event="pruned",
                 )
                 search_log.append(self.folder.path, line)
+                self.study.tell(frozen.number, state=self.optuna.trial.TrialState.PRUNED)
                 self.say(line)
 
     def spent(self) -> float:
