@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -99,3 +100,14 @@ def fp32_flags_restored():
     for name, value in saved.items():
         if value is not None and getattr(backends[name], "fp32_precision", None) != value:
             backends[name].fp32_precision = value
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stop_signals_live():
+    """Started under nohup or as a background job, the tests inherit SIGINT and SIGHUP ignored, and charlm (as it
+    should) leaves a parent's SIG_IGN alone: the tests of stop signals need them live, in this process and in the
+    processes it starts (a Python handler becomes the default at exec; SIG_IGN would be inherited)."""
+    for name, live in (("SIGINT", signal.default_int_handler), ("SIGHUP", signal.SIG_DFL)):
+        signum = getattr(signal, name, None)
+        if signum is not None and signal.getsignal(signum) == signal.SIG_IGN:
+            signal.signal(signum, live)
