@@ -116,10 +116,11 @@ class SearchConfig:
     the val split (successive halving), the rest of the budget to the winner. Off by default: the rule alone."""
 
     enabled: bool = False  # --search; only with auto-sizing (--budget without --config, or --config auto)
-    share: float = 0.45  # of the budget (training time) spent on the trials; the winner continues for the rest
-    trials: int = 9  # candidates this process tries (the rule's own choice first)
-    rungs: int = 3  # successive halving: each rung trains the candidates kept eta (reduction) times longer
-    reduction: int = 3  # eta: about 1 in eta candidates goes on to the next rung
+    share: float = 0.35  # of the budget (training time) spent on the trials; the winner continues for the rest
+    trials: int = 5  # candidates this process tries: the rule's choice, then it with one value changed, then drawn
+    rungs: int = 2  # successive halving: each rung trains the candidates kept eta (reduction) times longer
+    reduction: int = 2  # eta: about 1 in eta candidates goes on to the next rung
+    min_passes: float = 3.0  # a budget that reads the train split fewer times trains the rule's choice alone
     storage: str | None = None  # --study-storage: an Optuna RDB URL or a journal file (null: RUN/study.db)
     study: str | None = None  # the study's name in a shared storage (null: the run's name)
     seed: int = 0  # the sampler's seed (in a shared storage each process mixes in its own id)
@@ -261,6 +262,7 @@ def _validate_search(s: SearchConfig) -> None:
     check(s.trials >= 2, f"search.trials must be at least 2 (candidates to compare), got {s.trials}")
     check(s.rungs >= 1, f"search.rungs must be a positive integer, got {s.rungs}")
     check(s.reduction >= 2, f"search.reduction must be at least 2 (1 in N kept per rung), got {s.reduction}")
+    check(s.min_passes >= 0, f"search.min_passes must be at least 0 (reads of the train split), got {s.min_passes}")
     check(s.storage is None or bool(s.storage.strip()), "search.storage must be a URL or a file path (or null)")
     check(s.study is None or bool(s.study.strip()), "search.study must be a name (or null for the run's name)")
     check(0 <= s.seed < INT64, f"search.seed must be in 0..2^63-1, got {shown(s.seed)}")

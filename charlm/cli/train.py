@@ -247,6 +247,14 @@ def _search(cfg, plan, run_dir: Optional[Path], quiet: bool) -> None:
         if line.get("event") == "winner":
             cli.out.print(f"search: trial {line['trial']} wins, continues to {line['budget']:.0f} s", markup=False)
             return
+        if line.get("event") == "declined":
+            cli.out.print(
+                f"search: skipped: the budget reads the train split {line['passes']:.1f} times, fewer than "
+                f"search.min_passes ({line['min_passes']:g}): training time counts more than the choice, so the "
+                "rule's choice trains the whole budget",
+                markup=False,
+            )
+            return
         if line.get("event") == "pruned":
             cli.out.print(f"search: trial {line['trial']} pruned at rung {line['rung']}", markup=False)
             return
@@ -266,8 +274,9 @@ def _search(cfg, plan, run_dir: Optional[Path], quiet: bool) -> None:
         summary = search.resume(run_dir, reporter=reporter, say=say)
     else:
         summary = search.start(cfg, plan, plan.budget_s, run_dir, reporter=reporter, say=say)
-    if not quiet:
-        print_whole(search_table(search_log.read_lines(Path(summary.run_dir))))
+    lines = search_log.read_lines(Path(summary.run_dir))
+    if lines and not quiet:
+        print_whole(search_table(lines))
 
 
 def _config(

@@ -46,5 +46,6 @@ def test_the_smoke_run_trains_both_arms_and_prints_the_table(tmp_path):
     (row,) = json.loads((tmp_path / "out.json").read_text())
     assert row["rule_val_loss"] > 0 and row["search_val_loss"] > 0 and row["entropy"] > 0
     assert row["relative"] == pytest.approx((row["search_val_loss"] - row["rule_val_loss"]) / row["rule_val_loss"])
+    assert row["winner"].startswith("t") and row["passes"] >= 0
     assert "| markov | 3s |" in done.stdout
     assert (tmp_path / "w" / "search-markov-3s" / "search.jsonl").exists()
