@@ -116,10 +116,10 @@ class SearchConfig:
     the val split (successive halving), the rest of the budget to the winner. Off by default: the rule alone."""
 
     enabled: bool = False  # --search; only with auto-sizing (--budget without --config, or --config auto)
-    share: float = 0.35  # of the budget (training time) spent on the trials; the winner continues for the rest
-    trials: int = 5  # candidates this process tries: the rule's choice, then it with one value changed, then drawn
-    rungs: int = 2  # successive halving: each rung trains the candidates kept eta (reduction) times longer
-    reduction: int = 2  # eta: about 1 in eta candidates goes on to the next rung
+    share: float = 0.45  # of the budget (training time) spent on the trials; the winner continues for the rest
+    trials: int = 9  # candidates this process tries (the rule's own choice first)
+    rungs: int = 3  # successive halving: each rung trains the candidates kept eta (reduction) times longer
+    reduction: int = 3  # eta: about 1 in eta candidates goes on to the next rung
     min_passes: float = 3.0  # a budget that reads the train split fewer times trains the rule's choice alone
     storage: str | None = None  # --study-storage: an Optuna RDB URL or a journal file (null: RUN/study.db)
     study: str | None = None  # the study's name in a shared storage (null: the run's name)

@@ -1,8 +1,7 @@
 """`charlm train --corpus X --budget D --search`: candidates around the rule's choice, tried briefly on this
 corpus, the bad ones dropped early, the rest of the budget to the winner.
 
-    rule.plan ─► space.neighbourhood ─► Optuna (study.py): the rule's own choice first, then space.moves (it with
-                                        one value changed), then drawn by the sampler, search.trials in all
+    rule.plan ─► space.neighbourhood ─► Optuna (study.py): the rule's own choice first, then search.trials - 1 drawn
     rung 0: every candidate trains r0 seconds ─► val losses reported ─► the cut: the best 1 in eta go on
     rung 1: the kept ones continue (from their last.pt) to r0 x eta seconds ─► ... ─► the last rung
     winner: the study's best trial, its run folder copied into RUN, continues there until the budget ends
@@ -151,10 +150,8 @@ class Trials:
         return [t for t in self.study.get_trials(deepcopy=False) if t.user_attrs.get("search") == self.state.id]
 
     def run(self) -> None:
-        if not self.own():  # a new search: the rule's choice first, then it with one value changed
+        if not self.own():  # a new search: the rule's choice is its first candidate
             self.study.enqueue_trial(self.state.rule, user_attrs={"rule": True}, skip_if_exists=True)
-            for move in neighbourhood.moves(self.state.rule, self.state.the_space())[: self.state.trials - 1]:
-                self.study.enqueue_trial(move, skip_if_exists=True)  # a shared study's second process draws anew
         for _ in range(self.state.trials - len(self.own())):
             trial = self.study.ask()
             trial.set_user_attr("search", self.state.id)

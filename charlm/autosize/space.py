@@ -2,7 +2,6 @@
 successive halving: pure arithmetic, no Optuna, no torch.
 
     Plan ─► Space (widths, layers, dropout, lr, batches, weight drop)   the rule's own choice is a point in it
-    the rule's choice ─► moves: it with one value changed (batch, dropout, width, layers)   the first candidates
     budget x search.share ─► rung_seconds: r0, r0*eta, r0*eta^2, ...    the trials' training time per rung
     a rung's val losses ─► kept: the best 1 in eta go on to the next rung
 """
@@ -59,27 +58,6 @@ def rule_params(chosen: Plan) -> dict:
         "batch": chosen.batch,
         "weight_drop": 0.0,
     }
-
-
-def moves(rule: dict, around: Space) -> list[dict]:
-    """The rule's choice with one value changed, the changes a practitioner tries first on a text of its own: a
-    smaller batch (more updates in the time), less dropout and more, one width narrower (faster, learns less by
-    heart), two layers, one width wider. Each is a candidate before the sampler draws any (with under 10 trials Optuna's
-    TPE draws at random: it has no model of the space yet)."""
-    changed = [
-        {"batch": min(around.batches)},
-        {"dropout": around.dropout[0]},
-        {"dropout": min(around.dropout[1], rule["dropout"] + DROPOUT_STEP)},
-        {"hidden": around.widths[0]},
-        {"layers": max(around.layers)},
-        {"hidden": around.widths[-1]},
-    ]
-    candidates = []
-    for change in changed:
-        candidate = {**rule, **change}
-        if candidate != rule and candidate not in candidates:
-            candidates.append(candidate)
-    return candidates
 
 
 def overrides(params: dict, tied: bool) -> list[str]:
