@@ -90,6 +90,15 @@ def test_a_rungs_cut_keeps_the_best_one_in_reduction_once_all_are_in():
     assert space.kept({}, 3) == set()
 
 
+def test_the_winner_trains_again_from_the_start_only_when_its_whole_run_fits():
+    # 40 epochs at 6 s each (a trial ran 4 of them in 24 s): 240 s, and 264 with a tenth to spare
+    assert space.whole_run_fits(seconds=24, epochs_done=4, epochs=40, left=270)
+    assert not space.whole_run_fits(seconds=24, epochs_done=4, epochs=40, left=260)
+    assert not space.whole_run_fits(seconds=24, epochs_done=40, epochs=40, left=1e9)  # its run is done: copy it
+    assert not space.whole_run_fits(seconds=24, epochs_done=0, epochs=40, left=1e9)  # no speed measured
+    assert not space.whole_run_fits(seconds=24, epochs_done=4, epochs=100_000, left=600)  # the budget ends it
+
+
 def test_the_log_folds_a_cuts_pruned_line_into_the_rungs_line():
     line = {"trial": 2, "rung": 0, "params": {"hidden": 64}, "val_loss": 4.0, "seconds": 5.0, "pruned": False}
     lines = [line, {**line, "trial": 3}, {**line, "event": "pruned", "pruned": True}]
@@ -122,7 +131,7 @@ def test_a_search_prunes_and_its_winner_continues_in_the_run_folder(searched):
     went_on = {number for number, steps in by_trial.items() if not steps[0]["pruned"]}
     assert went_on == space.kept(first, 2) and len(went_on) == 2
     won = search_log.winner(lines)
-    assert won is not None and won["copied"] and not by_trial[won["trial"]][-1]["pruned"]
+    assert won is not None and won["copied"] and not won["again"] and not by_trial[won["trial"]][-1]["pruned"]
     study = optuna.load_study(study_name="auto-corpus", storage=f"sqlite:///{run / 'study.db'}")
     assert won["trial"] == study.best_trial.number
     assert {t.state.name for t in study.trials} <= {"COMPLETE", "PRUNED"}

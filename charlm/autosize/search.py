@@ -213,6 +213,7 @@ class Trials:
             raise UsageError("--search chooses on the val split, and this corpus has none: set data.val_fraction")
         loss = summary.final.get("val_loss", summary.best_loss)  # best.pt on the whole split when evals subsample
         trial.set_user_attr("seconds", summary.train_seconds)
+        trial.set_user_attr("epochs_done", float(summary.last.get("epochs_done", summary.epochs_run)))
         trial.report(loss, step=self.state.reduction**rung)
         if rung == self.last:
             self.study.tell(trial, loss)
@@ -269,17 +270,23 @@ def choose_winner(study, folder: RunDir, state: SearchState, say) -> dict:
         best = study.best_trial
     except ValueError:
         raise RunError(f"the search in {folder} finished no trial: resume it with a longer --budget") from None
-    source = Path(best.user_attrs.get("folder", ""))
-    copied = all((source / name).exists() for name in (CONFIG, VOCAB, LAST))
-    if copied:
-        for name in COPIED:
-            if (source / name).exists():
-                fsio.atomic_write_bytes(folder / name, (source / name).read_bytes())
     spent = sum(
         float(t.user_attrs.get("seconds", 0.0))
         for t in study.get_trials(deepcopy=False)
         if t.user_attrs.get("search") == state.id
     )
+    again = neighbourhood.whole_run_fits(
+        seconds=float(best.user_attrs.get("seconds", 0.0)),
+        epochs_done=float(best.user_attrs.get("epochs_done", 0.0)),
+        epochs=int(state.base["train"]["epochs"]),
+        left=state.budget_s - spent,
+    )
+    source = Path(best.user_attrs.get("folder", ""))
+    copied = not again and all((source / name).exists() for name in (CONFIG, VOCAB, LAST))
+    if copied:
+        for name in COPIED:
+            if (source / name).exists():
+                fsio.atomic_write_bytes(folder / name, (source / name).read_bytes())
     before = float(best.user_attrs.get("seconds", 0.0)) if copied else 0.0
     record = {
         "event": "winner",
@@ -290,6 +297,7 @@ def choose_winner(study, folder: RunDir, state: SearchState, say) -> dict:
         "search_seconds": spent,
         "budget": before + max(state.budget_s - spent, 0.0),
         "copied": copied,
+        "again": again,  # trained again from the start: its whole run fits in the time left
         "chosen_at": datetime.now().isoformat(),  # a shared study's best can change after this process chose
     }
     search_log.append(folder.path, record)
@@ -298,8 +306,8 @@ def choose_winner(study, folder: RunDir, state: SearchState, say) -> dict:
 
 
 def continue_winner(folder: RunDir, state: SearchState, winner: dict, reporter: Reporter) -> RunSummary:
-    """The winner trains on in RUN (from its copied last.pt, or from scratch when its folder was out of reach)
-    until the budget ends, with the rule's early stopping back."""
+    """The winner trains on in RUN (from its copied last.pt; from scratch when its folder was out of reach or
+    its whole run fits in the time left) until the budget ends, with the rule's early stopping back."""
     from charlm.training.setup import train
 
     config = state.config(

@@ -89,3 +89,14 @@ def kept(values: dict[int, float], reduction: int) -> set[int]:
     not a number (a diverged trial) ranks last."""
     ranked = sorted(values, key=lambda n: (math.isnan(values[n]), values[n], n))
     return set(ranked[: max(1, len(values) // reduction)])
+
+
+def whole_run_fits(*, seconds: float, epochs_done: float, epochs: int, left: float) -> bool:
+    """Whether the winner should train again from the start, in one schedule, rather than go on from its
+    rungs: its run ends by its epochs (a small corpus) before the budget, it has not yet run them all, and
+    the time left holds all of them at the speed its trial measured (with a tenth to spare). On such a corpus
+    the search costs the winner no time, and its rungs' warm restarts cost it loss: the rule's candidate
+    continued to its 40 epochs on The Time Machine ended 0.9% above the rule's own run of them."""
+    if epochs_done <= 0 or epochs_done >= epochs:
+        return False
+    return 1.1 * seconds / epochs_done * epochs <= left

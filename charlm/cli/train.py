@@ -245,7 +245,8 @@ def _search(cfg, plan, run_dir: Optional[Path], quiet: bool) -> None:
         if quiet:
             return
         if line.get("event") == "winner":
-            cli.out.print(f"search: trial {line['trial']} wins, continues to {line['budget']:.0f} s", markup=False)
+            how = "trains again from the start" if line.get("again") else "continues"
+            cli.out.print(f"search: trial {line['trial']} wins, {how} to {line['budget']:.0f} s", markup=False)
             return
         if line.get("event") == "declined":
             cli.out.print(
