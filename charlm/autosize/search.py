@@ -81,7 +81,7 @@ def start(
     s = config.search
     base = replace(config, search=replace(s, enabled=False))
     if chosen.epochs < s.min_passes:
-        # measured: PTB-char at 4 minutes (1.7 reads) ended 2.1% worse with the trials' share of its time gone
+        # measured: PTB-char at 4 minutes (read fewer than twice) ended 2.1% worse, the trials' share of time gone
         from charlm.training.setup import train
 
         say({"event": "declined", "passes": chosen.epochs, "min_passes": s.min_passes})
