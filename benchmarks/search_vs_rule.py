@@ -113,7 +113,7 @@ def run_pair(corpus: str, budget_s: float, work: Path, overrides: list[str]) -> 
         rule = val_loss(train(cfg, work / f"rule-{tag}", SilentReporter()))
     cfg, plan = auto_config(corpus, budget_s, [*overrides, "search.enabled=true"])
     row = {"corpus": corpus, "budget_s": budget_s, "rule": plan.shape.label(), "passes": plan.epochs}
-    if plan.epochs < cfg.search.min_passes:
+    if search.declines(cfg, plan):
         # --search declines and trains the rule's config, the same config and seed as the rule's arm (a test says
         # so): its figure is the rule's, not a second run of it
         return {**row, "rule_val_loss": rule, "search_val_loss": rule, "relative": 0.0, "winner": "declined"}
