@@ -27,12 +27,12 @@ WORDS = "the cat sat on a mat and dog ran far away from home".split()
 FAST = ["--set", "train.epochs=1", "--set", "search.trials=5", "--set", "search.rungs=2", "--set", "search.reduction=2"]
 
 
-def corpus_file(folder: Path) -> Path:
+def corpus_file(folder: Path, words: int = 1500) -> Path:
     import random
 
     rng = random.Random(1)
     path = folder / "corpus.txt"
-    path.write_text(" ".join(rng.choice(WORDS) for _ in range(1500)), encoding="utf-8")
+    path.write_text(" ".join(rng.choice(WORDS) for _ in range(words)), encoding="utf-8")
     return path
 
 
@@ -202,6 +202,26 @@ def test_two_processes_share_one_study(tmp_path):
         assert won["trial"] == min(done_then, key=lambda t: t.value).number  # the study's best when it chose
     last = max((1, 2), key=lambda i: search_log.winner(search_log.read_lines(tmp_path / f"run{i}"))["chosen_at"])
     assert search_log.winner(search_log.read_lines(tmp_path / f"run{last}"))["trial"] == study.best_trial.number
+
+
+def test_a_winner_whose_whole_run_fits_in_the_time_left_trains_again_from_the_start(tmp_path):
+    corpus = corpus_file(tmp_path, words=25_000)
+    # a fifth of 40 s to 5 trials: rungs of about 1 and 2 s, shorter than the 6 epochs (about 10 s here); the
+    # 6 epochs fit in the 32 s left. Both hold on a machine 4 times faster or 2.5 times slower than this one.
+    few = ["--set", "search.share=0.2", "--set", "train.epochs=6", *FAST[2:]]
+    args = ["train", "--corpus", str(corpus), "--budget", "40s", "--search", "--device", "cpu", "-r", "run", *few]
+    done = charlm(*args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    run = tmp_path / "run"
+    won = search_log.winner(search_log.read_lines(run))
+    study = optuna.load_study(study_name="auto-corpus", storage=f"sqlite:///{run / 'study.db'}")
+    assert study.trials[won["trial"]].user_attrs["epochs_done"] < 6, "the trials ran all 6 epochs in their rungs"
+    assert won["again"] and not won["copied"] and won["seconds"] == 0, won
+    assert "trains again from the start" in done.stdout
+    # one run from its first epochs to its sixth, ended by its epochs: no resume from the trial's checkpoint
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert not any("event" in m for m in metrics) and metrics[0]["epoch"] <= 2 and metrics[-1]["epochs_done"] == 6
+    assert not any(m["stopped"] for m in metrics)
 
 
 def test_a_budget_that_reads_the_text_too_few_times_trains_the_rules_choice_alone(tmp_path):
