@@ -31,6 +31,10 @@ class RunError(CharlmError):
     """A failure while running (download, disk, numerical fault): exit code 1."""
 
 
+class Diverged(RunError):
+    """Training met a NaN/Inf loss or gradient norm (train.on_nonfinite): a search drops that candidate."""
+
+
 def finite(value: float, name: str, error: type[CharlmError] = UsageError) -> float:
     """`value` when it is a finite number: no setting or flag of charlm has a meaning for infinity or NaN
     (a limit that can be off says so with 0 or null), so every float a user gives goes through here."""

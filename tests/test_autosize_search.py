@@ -224,6 +224,49 @@ def test_a_winner_whose_whole_run_fits_in_the_time_left_trains_again_from_the_st
     assert not any(m["stopped"] for m in metrics)
 
 
+def test_a_candidate_whose_loss_turns_nan_drops_out_and_the_search_goes_on(tmp_path, monkeypatch):
+    import torch
+
+    import charlm.training.loop as loop
+    from charlm.autosize import search
+    from charlm.autosize.auto import auto_config
+    from charlm.events import SilentReporter
+    from charlm.ui.search import search_rows
+
+    real_train_trial, real_functional = search.train_trial, loop.F
+
+    class NanLoss:  # the training loss of trial 1 turns NaN, as an lr drawn too high makes it
+        def __getattr__(self, name):
+            return getattr(torch.nn.functional, name)
+
+        @staticmethod
+        def cross_entropy(*args, **kwargs):
+            return real_functional.cross_entropy(*args, **kwargs) * float("nan")
+
+    def train_trial(path, state, frozen, seconds, run_folder):
+        monkeypatch.setattr(loop, "F", NanLoss() if frozen.number == 1 else real_functional)
+        return real_train_trial(path, state, frozen, seconds, run_folder)
+
+    monkeypatch.setattr(search, "train_trial", train_trial)
+    sets = ["train.device=cpu", "search.enabled=true", *[item for item in FAST if item != "--set"]]
+    config, plan = auto_config(str(corpus_file(tmp_path)), 20, sets)
+    said = []
+    summary = search.start(config, plan, plan.budget_s, tmp_path / "run", reporter=SilentReporter(), say=said.append)
+    assert summary.best_loss < 10
+    lines = search_log.read_lines(tmp_path / "run")
+    dropped = search_log.trials(lines)[1]
+    assert len(dropped) == 1 and dropped[0]["diverged"] and dropped[0]["val_loss"] is None
+    assert "NaN/Inf loss or gradient norm at epoch 1, batch 1" in dropped[0]["error"]
+    assert any(line.get("diverged") for line in said)
+    study = optuna.load_study(study_name="auto-corpus", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    assert study.trials[1].state.name == "FAIL" and search_log.winner(lines)["trial"] != 1
+    # the other four met the cut as before: the best 4 // 2 of them went on
+    others = {number: steps for number, steps in search_log.trials(lines).items() if number != 1}
+    assert len(others) == 4 and sum(not steps[0]["pruned"] for steps in others.values()) == 2
+    _, rows = search_rows(lines)
+    assert rows[1][-1] == "diverged" and rows[1][6] == "-"
+
+
 def test_a_budget_that_reads_the_text_too_few_times_trains_the_rules_choice_alone(tmp_path):
     corpus = corpus_file(tmp_path)
     args = ["train", "--corpus", str(corpus), "--budget", "3s", "--device", "cpu", "--set", "train.epochs=1"]

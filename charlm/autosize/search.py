@@ -20,6 +20,7 @@ are kept, the interrupted one continues from its last.pt (one killed before its 
 from __future__ import annotations
 
 import signal
+import time
 import uuid
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
@@ -30,7 +31,7 @@ from charlm.autosize import study as studies
 from charlm.autosize.rule import Plan
 from charlm.coerce import build
 from charlm.config import Config, apply_overrides, from_dict
-from charlm.errors import ConfigError, RunError, UsageError
+from charlm.errors import ConfigError, Diverged, RunError, UsageError
 from charlm.events import Reporter, RunSummary, SilentReporter
 from charlm.files import fsio
 from charlm.files.interrupts import Interrupted
@@ -131,17 +132,13 @@ def resume(run_dir: Path, *, reporter: Reporter, say) -> RunSummary:
 
 
 def run(optuna, folder: RunDir, state: SearchState, *, reporter: Reporter, say) -> RunSummary:
-    study = studies.open_study(
-        optuna,
-        state.storage,
-        name=state.study,
-        seed=studies.process_seed(state.seed, state.id, state.shared),
-    )
     done = search_log.winner(search_log.read_lines(folder.path))
-    if done is None:
+    if done is None:  # a chosen winner's run resumes without the study (a shared one may be out of reach)
+        seed = studies.process_seed(state.seed, state.id, state.shared)
+        study = studies.open_study(optuna, state.storage, name=state.study, seed=seed)
         with folder.ownership.lock():  # one search per run folder; the winner's run takes the lock itself
             Trials(optuna, study, folder, state, say).run()
-        done = choose_winner(study, folder, state, say)
+            done = choose_winner(study, folder, state, say)
     return continue_winner(folder, state, done, reporter)
 
 
@@ -153,7 +150,7 @@ class Trials:
         self.last = len(state.rung_seconds) - 1
 
     def own(self) -> list:
-        return [t for t in self.study.get_trials(deepcopy=False) if t.user_attrs.get("search") == self.state.id]
+        return own_trials(self.study, self.state.id)
 
     def run(self) -> None:
         if not self.own():  # a new search: the rule's choice is its first candidate
@@ -194,6 +191,10 @@ class Trials:
         for frozen in sorted(self.own(), key=lambda t: t.number):
             if frozen.state != self.optuna.trial.TrialState.RUNNING or step not in frozen.intermediate_values:
                 continue
+            if max(frozen.intermediate_values) > step:
+                # kept by this cut before a resume, and trained on since: a shared study's values that came
+                # in meanwhile do not undo it
+                continue
             if frozen.number in kept and frozen.user_attrs.get("finished"):
                 self.study.tell(frozen.number, frozen.intermediate_values[step])
             elif frozen.number not in kept:
@@ -211,10 +212,21 @@ class Trials:
                 self.say(line)
 
     def spent(self) -> float:
-        return sum(float(t.user_attrs.get("seconds", 0.0)) for t in self.own())
+        return seconds_spent(self.own())
 
     def train_rung(self, trial, frozen, rung: int, seconds: float) -> None:
-        summary = train_trial(Path(frozen.user_attrs["folder"]), self.state, frozen, seconds, self.folder.path)
+        started = time.monotonic()
+        try:
+            summary = train_trial(Path(frozen.user_attrs["folder"]), self.state, frozen, seconds, self.folder.path)
+        except Diverged as e:
+            # a candidate whose loss became NaN/Inf (an lr drawn too high) drops out; the others go on
+            before = float(frozen.user_attrs.get("seconds", 0.0))
+            trial.set_user_attr("seconds", before + time.monotonic() - started)
+            line = {**record(frozen, rung, seconds, loss=None, seconds=before), "diverged": True, "error": str(e)}
+            search_log.append(self.folder.path, line)
+            self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
+            self.say(line)
+            return
         if summary.monitored != "val_loss":
             raise UsageError("--search chooses on the val split, and this corpus has none: set data.val_fraction")
         loss = summary.final.get("val_loss", summary.best_loss)  # best.pt on the whole split when evals subsample
@@ -232,9 +244,12 @@ class Trials:
         self.say(line)
 
 
-def record(frozen, rung: int, rung_seconds: float, *, loss: float, seconds: float, event: str | None = None) -> dict:
-    """search.jsonl's line of a trial at a rung: its values, val loss and training time; the cut's line of a
-    trial pruned at the rung has the event "pruned" (search_log.trials folds it into the rung's line)."""
+def record(
+    frozen, rung: int, rung_seconds: float, *, loss: float | None, seconds: float, event: str | None = None
+) -> dict:
+    """search.jsonl's line of a trial at a rung: its values, val loss (None: it diverged) and training time; the
+    cut's line of a trial pruned at the rung has the event "pruned" (search_log.trials folds it into the rung's
+    line)."""
     line = {
         "trial": frozen.number,
         "rung": rung,
@@ -246,6 +261,16 @@ def record(frozen, rung: int, rung_seconds: float, *, loss: float, seconds: floa
         "rule": bool(frozen.user_attrs.get("rule", False)),
     }
     return line if event is None else {"event": event, **line}
+
+
+def own_trials(study, search_id: str) -> list:
+    """This process's trials (a shared study holds other processes' too)."""
+    return [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("search") == search_id]
+
+
+def seconds_spent(trials: list) -> float:
+    """The training time the trials took, as the search's share counts it."""
+    return sum(float(t.user_attrs.get("seconds", 0.0)) for t in trials)
 
 
 def train_trial(path: Path, state: SearchState, frozen, seconds: float, run_folder: Path) -> RunSummary:
@@ -276,11 +301,7 @@ def choose_winner(study, folder: RunDir, state: SearchState, say) -> dict:
         best = study.best_trial
     except ValueError:
         raise RunError(f"the search in {folder} finished no trial: resume it with a longer --budget") from None
-    spent = sum(
-        float(t.user_attrs.get("seconds", 0.0))
-        for t in study.get_trials(deepcopy=False)
-        if t.user_attrs.get("search") == state.id
-    )
+    spent = seconds_spent(own_trials(study, state.id))
     left = max(state.budget_s - spent, 0.0)
     again = neighbourhood.whole_run_fits(
         seconds=float(best.user_attrs.get("seconds", 0.0)),

@@ -259,6 +259,11 @@ def _search(cfg, plan, run_dir: Optional[Path], quiet: bool) -> None:
         if line.get("event") == "pruned":
             cli.out.print(f"search: trial {line['trial']} pruned at rung {line['rung']}", markup=False)
             return
+        if line.get("diverged"):
+            cli.out.print(
+                f"search: trial {line['trial']} dropped at rung {line['rung']}: {line['error']}", markup=False
+            )
+            return
         cli.out.print(
             f"search: trial {line['trial']} {describe(line['params'])} rung {line['rung']}: "
             f"val loss {line['val_loss']:.4f} after {line['seconds']:.2f} s",

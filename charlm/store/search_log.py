@@ -1,5 +1,6 @@
 """A searched run's files (`--search`, autosize/search.py): search.json (the plan, written once) and search.jsonl
-(one line per trial and rung, then the winner's), read back without Optuna or torch for `info` and `plot`."""
+(one line per trial and rung, a diverged trial's with its error, then the winner's), read back without Optuna
+or torch for `info` and `plot`."""
 
 from __future__ import annotations
 
@@ -62,7 +63,11 @@ def read_lines(folder: Path) -> list[dict]:
 def _is_record(record: object) -> bool:
     if not isinstance(record, dict) or not isinstance(record.get("trial"), int) or isinstance(record["trial"], bool):
         return False
-    numbers = [record.get(key) for key in ("val_loss", "seconds")]
+    # a diverged trial's line has no val loss
+    keys = (
+        ("seconds",) if record.get("diverged") is True and record.get("val_loss") is None else ("val_loss", "seconds")
+    )
+    numbers = [record.get(key) for key in keys]
     return all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers) and (
         isinstance(record.get("params"), dict)
     )

@@ -4,7 +4,7 @@
   loop saves a checkpoint and raises Interrupted (exit code 128 + signal). A second signal exits at once: every
   file is written atomically, so stopping anywhere leaves the previous checkpoint whole.
 - The time budget and early stopping set TrainState.stopped: the loop evaluates, saves and ends normally.
-- A NaN/Inf loss or gradient norm raises a RunError naming the epoch and batch (or, with
+- A NaN/Inf loss or gradient norm raises Diverged (a RunError) naming the epoch and batch (or, with
   on_nonfinite=skip, skips the batch until max_nonfinite). Under fp16 a non-finite gradient norm is first
   the loss scaler's overflow (it skips that step itself), a fault only once the scale is down to MIN_LOSS_SCALE.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from charlm.errors import RunError
+from charlm.errors import Diverged
 from charlm.files.interrupts import STOP_SIGNALS, Interrupted
 from charlm.runtime.distributed import Ranks
 from charlm.store.layout import LAST
@@ -109,13 +109,13 @@ def interrupted(requests: StopSignals | AgreedStop, state: TrainState, run_dir: 
     )
 
 
-def nonfinite(epoch: int, batch: int, run_dir: Path, what: str) -> RunError:
+def nonfinite(epoch: int, batch: int, run_dir: Path, what: str) -> Diverged:
     kept = (
         f"the last good checkpoint {Path(run_dir) / LAST} is kept"
         if (Path(run_dir) / LAST).exists()
         else "no checkpoint was written yet"
     )
-    return RunError(
+    return Diverged(
         f"{what} at epoch {epoch}, batch {batch}: lower train.lr or set a smaller train.clip_norm, "
         f"or set train.on_nonfinite=skip; {kept}"
     )

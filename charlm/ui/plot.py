@@ -96,7 +96,10 @@ def _draw_rungs(axis, searches: list[tuple[str, list[dict]]]) -> None:
     a star on the winner."""
     for name, lines in searches:
         won = winner(lines)
-        for number, steps in sorted(trials(lines).items()):
+        for number, all_steps in sorted(trials(lines).items()):
+            steps = [s for s in all_steps if s["val_loss"] is not None]  # a diverged rung has none
+            if not steps:
+                continue
             seconds, losses = [s["seconds"] for s in steps], [s["val_loss"] for s in steps]
             best = won is not None and won["trial"] == number
             (line,) = axis.plot(seconds, losses, "o-", linewidth=2.5 if best else 1, alpha=1 if best else 0.6)

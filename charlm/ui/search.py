@@ -26,6 +26,8 @@ def search_rows(lines: list[dict]) -> tuple[int, list[list[str]]]:
         losses = {line.get("rung"): line["val_loss"] for line in steps}
         if won is not None and won["trial"] == number:
             outcome = "winner"
+        elif steps[-1].get("diverged"):
+            outcome = "diverged"
         else:
             outcome = "pruned" if steps[-1].get("pruned") else f"rung {steps[-1].get('rung', 0)}"
         rows.append(
