@@ -267,6 +267,48 @@ def test_a_candidate_whose_loss_turns_nan_drops_out_and_the_search_goes_on(tmp_p
     assert rows[1][-1] == "diverged" and rows[1][6] == "-"
 
 
+def test_a_search_killed_between_a_rungs_line_and_the_study_tells_the_line_on_resume(tmp_path, monkeypatch):
+    from charlm.autosize import search
+    from charlm.autosize.auto import auto_config
+    from charlm.events import SilentReporter
+
+    class Killed(BaseException):
+        pass
+
+    real_append, real_train_trial = search_log.append, search.train_trial
+    trained = []
+
+    def append_then_die(folder, line):  # the kill comes right after trial 2's rung-0 line is written
+        real_append(folder, line)
+        if (line.get("trial"), line.get("rung"), line.get("event")) == (2, 0, None):
+            study = optuna.load_study(study_name="auto-corpus", storage=f"sqlite:///{folder / 'study.db'}")
+            assert not study.trials[2].intermediate_values  # the line comes first: a kill here loses nothing
+            raise Killed
+
+    def train_trial(path, state, frozen, seconds, run_folder):
+        trained.append(frozen.number)
+        return real_train_trial(path, state, frozen, seconds, run_folder)
+
+    monkeypatch.setattr(search_log, "append", append_then_die)
+    monkeypatch.setattr(search, "train_trial", train_trial)
+    sets = ["train.device=cpu", "search.enabled=true", *[item for item in FAST if item != "--set"]]
+    config, plan = auto_config(str(corpus_file(tmp_path)), 20, sets)
+    run = tmp_path / "run"
+    with pytest.raises(Killed):
+        search.start(config, plan, plan.budget_s, run, reporter=SilentReporter(), say=lambda line: None)
+    assert trained == [0, 1, 2]
+    monkeypatch.setattr(search_log, "append", real_append)
+    trained.clear()
+    search.resume(run, reporter=SilentReporter(), say=lambda line: None)
+    assert 2 not in trained and trained[:2] == [3, 4]  # trial 2's rung was told from its line, not trained again
+    lines = search_log.read_lines(run)
+    rung_lines = [(line["trial"], line["rung"]) for line in lines if "event" not in line]
+    assert len(rung_lines) == len(set(rung_lines)) and (2, 0) in rung_lines
+    study = optuna.load_study(study_name="auto-corpus", storage=f"sqlite:///{run / 'study.db'}")
+    logged = next(line for line in lines if (line["trial"], line["rung"]) == (2, 0))
+    assert study.trials[2].intermediate_values[1] == logged["val_loss"]
+
+
 def test_a_budget_that_reads_the_text_too_few_times_trains_the_rules_choice_alone(tmp_path):
     corpus = corpus_file(tmp_path)
     args = ["train", "--corpus", str(corpus), "--budget", "3s", "--device", "cpu", "--set", "train.epochs=1"]

@@ -148,9 +148,11 @@ class Trials:
     def __init__(self, optuna, study, folder: RunDir, state: SearchState, say):
         self.optuna, self.study, self.folder, self.state, self.say = optuna, study, folder, state, say
         self.last = len(state.rung_seconds) - 1
+        lines = search_log.read_lines(folder.path)
+        self.logged = {(line["trial"], line["rung"]): line for line in lines if line.get("event") is None}
 
     def own(self) -> list:
-        return own_trials(self.study, self.state.id)
+        return studies.own_trials(self.study, self.state.id)
 
     def run(self) -> None:
         if not self.own():  # a new search: the rule's choice is its first candidate
@@ -212,36 +214,43 @@ class Trials:
                 self.say(line)
 
     def spent(self) -> float:
-        return seconds_spent(self.own())
+        return studies.seconds_spent(self.own())
 
     def train_rung(self, trial, frozen, rung: int, seconds: float) -> None:
+        """A trial's rung: trained and its line written, then told to the study (a line written before a kill
+        that came between the two is told without training the rung again)."""
+        line = self.logged.get((frozen.number, rung))
+        if line is None:
+            line = self.train(trial, frozen, rung, seconds)
+            search_log.append(self.folder.path, line)
+            self.say(line)
+        if line.get("diverged"):
+            # a candidate whose loss became NaN/Inf (an lr drawn too high) drops out; the others go on
+            self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
+            return
+        trial.report(line["val_loss"], step=self.state.reduction**rung)
+        if rung == self.last:
+            self.study.tell(trial, line["val_loss"])
+
+    def train(self, trial, frozen, rung: int, seconds: float) -> dict:
+        """Train the rung: its line; the trial's time, its reads and whether it would train on as attributes."""
         started = time.monotonic()
         try:
             summary = train_trial(Path(frozen.user_attrs["folder"]), self.state, frozen, seconds, self.folder.path)
         except Diverged as e:
-            # a candidate whose loss became NaN/Inf (an lr drawn too high) drops out; the others go on
             before = float(frozen.user_attrs.get("seconds", 0.0))
             trial.set_user_attr("seconds", before + time.monotonic() - started)
-            line = {**record(frozen, rung, seconds, loss=None, seconds=before), "diverged": True, "error": str(e)}
-            search_log.append(self.folder.path, line)
-            self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
-            self.say(line)
-            return
+            return {**record(frozen, rung, seconds, loss=None, seconds=before), "diverged": True, "error": str(e)}
         if summary.monitored != "val_loss":
             raise UsageError("--search chooses on the val split, and this corpus has none: set data.val_fraction")
         loss = summary.final.get("val_loss", summary.best_loss)  # best.pt on the whole split when evals subsample
         trial.set_user_attr("seconds", summary.train_seconds)
         trial.set_user_attr("epochs_done", float(summary.last.get("epochs_done", summary.epochs_run)))
-        trial.report(loss, step=self.state.reduction**rung)
-        if rung == self.last:
-            self.study.tell(trial, loss)
-        elif summary.stopped != "time_budget":
+        if rung < self.last and summary.stopped != "time_budget":
             # its epochs ended before the rung's time (a small corpus), or it stopped early: it would train no
             # further, so if the cut keeps it, it stands at this rung
             trial.set_user_attr("finished", True)
-        line = record(frozen, rung, seconds, loss=loss, seconds=summary.train_seconds)
-        search_log.append(self.folder.path, line)
-        self.say(line)
+        return record(frozen, rung, seconds, loss=loss, seconds=summary.train_seconds)
 
 
 def record(
@@ -261,16 +270,6 @@ def record(
         "rule": bool(frozen.user_attrs.get("rule", False)),
     }
     return line if event is None else {"event": event, **line}
-
-
-def own_trials(study, search_id: str) -> list:
-    """This process's trials (a shared study holds other processes' too)."""
-    return [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("search") == search_id]
-
-
-def seconds_spent(trials: list) -> float:
-    """The training time the trials took, as the search's share counts it."""
-    return sum(float(t.user_attrs.get("seconds", 0.0)) for t in trials)
 
 
 def train_trial(path: Path, state: SearchState, frozen, seconds: float, run_folder: Path) -> RunSummary:
@@ -301,7 +300,7 @@ def choose_winner(study, folder: RunDir, state: SearchState, say) -> dict:
         best = study.best_trial
     except ValueError:
         raise RunError(f"the search in {folder} finished no trial: resume it with a longer --budget") from None
-    spent = seconds_spent(own_trials(study, state.id))
+    spent = studies.seconds_spent(studies.own_trials(study, state.id))
     left = max(state.budget_s - spent, 0.0)
     again = neighbourhood.whole_run_fits(
         seconds=float(best.user_attrs.get("seconds", 0.0)),

@@ -81,3 +81,13 @@ def suggest(trial, space: Space) -> dict:
         "batch": trial.suggest_categorical("batch", list(space.batches)),
         "weight_drop": trial.suggest_float("weight_drop", *space.weight_drop),
     }
+
+
+def own_trials(study, search_id: str) -> list:
+    """This process's trials (a shared study holds other processes' too)."""
+    return [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("search") == search_id]
+
+
+def seconds_spent(trials: list) -> float:
+    """The training time the trials took, as the search's share counts it."""
+    return sum(float(t.user_attrs.get("seconds", 0.0)) for t in trials)
