@@ -239,36 +239,11 @@ def _search(cfg, plan, run_dir: Optional[Path], quiet: bool) -> None:
     from charlm.cli.table import print_whole
     from charlm.store import search_log
     from charlm.ui.report import RichReporter
-    from charlm.ui.search import describe, search_table
+    from charlm.ui.search import progress_line, search_table
 
     def say(line: dict) -> None:
-        if quiet:
-            return
-        if line.get("event") == "winner":
-            how = "trains again from the start" if line.get("again") else "continues"
-            cli.out.print(f"search: trial {line['trial']} wins, {how} to {line['budget']:.0f} s", markup=False)
-            return
-        if line.get("event") == "declined":
-            cli.out.print(
-                f"search: skipped: the budget reads the train split {line['passes']:.1f} times, fewer than "
-                f"search.min_passes ({line['min_passes']:g}): training time counts more than the choice, so the "
-                "rule's choice trains the whole budget",
-                markup=False,
-            )
-            return
-        if line.get("event") == "pruned":
-            cli.out.print(f"search: trial {line['trial']} pruned at rung {line['rung']}", markup=False)
-            return
-        if line.get("diverged"):
-            cli.out.print(
-                f"search: trial {line['trial']} dropped at rung {line['rung']}: {line['error']}", markup=False
-            )
-            return
-        cli.out.print(
-            f"search: trial {line['trial']} {describe(line['params'])} rung {line['rung']}: "
-            f"val loss {line['val_loss']:.4f} after {line['seconds']:.2f} s",
-            markup=False,
-        )
+        if not quiet:
+            cli.out.print(progress_line(line), markup=False)
 
     if cfg is not None and plan is None:
         raise UsageError(

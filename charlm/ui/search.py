@@ -1,5 +1,6 @@
 """`--search`'s table (the end of `charlm train --search`, and `charlm info`): one row per trial, its values, its
-val loss at each rung, how it ended. Read from search.jsonl (store/search_log.py), without Optuna or torch."""
+val loss at each rung, how it ended; and the line printed as each step of a search ends. Read from search.jsonl
+(store/search_log.py), without Optuna or torch."""
 
 from __future__ import annotations
 
@@ -12,6 +13,29 @@ COLUMNS = ("trial", "model", "dropout", "lr", "batch", "weight drop")
 
 def describe(params: dict) -> str:
     return f"LSTM {params.get('layers', '?')}x{params.get('hidden', '?')}"
+
+
+def progress_line(line: dict) -> str:
+    """What `charlm train --search` prints as the search goes: a trial's rung, a cut, a diverged candidate,
+    the winner, or the search declined."""
+    event = line.get("event")
+    if event == "winner":
+        how = "trains again from the start" if line.get("again") else "continues"
+        return f"search: trial {line['trial']} wins, {how} to {line['budget']:.0f} s"
+    if event == "declined":
+        return (
+            f"search: skipped: the budget reads the train split {line['passes']:.1f} times, fewer than "
+            f"search.min_passes ({line['min_passes']:g}): training time counts more than the choice, so the "
+            "rule's choice trains the whole budget"
+        )
+    if event == "pruned":
+        return f"search: trial {line['trial']} pruned at rung {line['rung']}"
+    if line.get("diverged"):
+        return f"search: trial {line['trial']} dropped at rung {line['rung']}: {line['error']}"
+    return (
+        f"search: trial {line['trial']} {describe(line['params'])} rung {line['rung']}: "
+        f"val loss {line['val_loss']:.4f} after {line['seconds']:.2f} s"
+    )
 
 
 def search_rows(lines: list[dict]) -> tuple[int, list[list[str]]]:
