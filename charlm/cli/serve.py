@@ -19,6 +19,17 @@ Limit = Annotated[
         help="NAME=VALUE: one of the server's limits (repeatable), e.g. computing=4, length=500 (docs/serve.md).",
     ),
 ]
+ApiKey = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--api-key",
+        help="Require 'Authorization: Bearer KEY' on every route but /health (repeatable; or CHARLM_API_KEY=a,b).",
+    ),
+]
+CorsOrigin = Annotated[
+    Optional[list[str]],
+    typer.Option("--cors-origin", help="A browser origin allowed to call the API, e.g. http://localhost:3000."),
+]
 EXTRA = "charlm serve needs the serve extra: pip install 'charlm[serve]'"
 
 
@@ -31,9 +42,12 @@ def serve(
     port: Port = 8000,
     device: Device = "cpu",
     limit: Limit = None,
+    api_key: ApiKey = None,
+    cors_origin: CorsOrigin = None,
 ) -> None:
     """Serve a trained run (or an exported model) over HTTP: POST /generate and /perplexity, GET /model and
-    /health, the OpenAPI page at /docs. Ctrl+C stops it."""
+    /health, OpenAI's /v1/completions, /v1/chat/completions and /v1/models, /metrics, the OpenAPI page at
+    /docs. Ctrl+C (or SIGTERM) stops it, letting the requests under way finish."""
     try:
         import fastapi  # noqa: F401
         import uvicorn  # noqa: F401
@@ -42,20 +56,23 @@ def serve(
     from charlm.api import load
     from charlm.serve.app import create_app
     from charlm.serve.limits import Limits
-    from charlm.serve.server import everywhere, listen, run, url
+    from charlm.serve.access import KEY_VARIABLE, api_keys
+    from charlm.serve.server import everywhere, listen, loopback, run, url
 
     limits = Limits.of(limit or [])  # before the model is read: bad flags fail fast
+    keys = api_keys(api_key)
     sock = listen(host, port)
     try:
         model = load(model_source(run_dir, model_dir), checkpoint, device)
-        app = create_app(model, limits)
+        app = create_app(model, limits, keys=keys, cors_origins=tuple(cors_origin or ()))
     except BaseException:
         sock.close()
         raise
-    if everywhere(host):
+    if not keys and not loopback(host):
+        where = f"on every interface ({host})" if everywhere(host) else f"on {host}"
         cli.err.print(
-            f"warning: listening on every interface ({host}): anyone who can reach this machine can use the model "
-            "(pass --host 127.0.0.1 to keep it to this one)",
+            f"warning: listening {where} without a key: anyone who can reach this machine can use the model "
+            f"(pass --host 127.0.0.1 to keep it to this one, or require a key: {KEY_VARIABLE}=SECRET charlm serve ...)",
             markup=False,
         )
     cli.out.print(f"serving {model.path} at {url(sock)} (the API's page: {url(sock)}/docs); Ctrl+C stops", markup=False)

@@ -1,8 +1,11 @@
 """`create_app(model, limits)`: the HTTP API of one loaded model, a FastAPI app for any ASGI server
-(`charlm serve` runs it on uvicorn). All its state is on `app.state`: the model, the limits, the scheduler.
+(`charlm serve` runs it on uvicorn). All its state is on `app.state`: the model, the limits, the scheduler,
+the metrics, whether it is stopping.
 
-POST /generate (JSON, or server-sent events with "stream": true), POST /perplexity, GET /model, GET /health;
-/docs and /openapi.json come with FastAPI. Every error is JSON {"error": "..."} with a 4xx or 5xx status.
+Native routes: POST /generate (JSON, or server-sent events with "stream": true), POST /perplexity, POST
+/tokenize and /detokenize, GET /model, GET /health, GET /metrics (Prometheus). OpenAI-compatible routes under
+/v1 (openai_routes.py). /docs and /openapi.json come with FastAPI. Every native error is JSON
+{"error": "..."} with a 4xx or 5xx status; /v1's are in OpenAI's envelope (replies.py).
 """
 
 # no `from __future__ import annotations`: FastAPI reads the request models from the handlers' annotations,
@@ -10,32 +13,40 @@ POST /generate (JSON, or server-sent events with "stream": true), POST /perplexi
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from charlm import __version__
 from charlm.errors import UsageError
+from charlm.serve.access import Gate
 from charlm.serve.body_limit import BodyLimit
 from charlm.serve.jobs import Job, Reply
 from charlm.serve.limits import Limits
+from charlm.serve.metrics import Counting, ServeMetrics
+from charlm.serve.openai_routes import add_openai_routes
+from charlm.serve.openai_schemas import openai_models
+from charlm.serve.replies import admit, error_response, finished, next_event, openai_shaped, outcome
 from charlm.serve.scheduler import Scheduler
-from charlm.serve.schemas import request_models
-from charlm.serve.work import generation_job, model_facts, scoring_job
+from charlm.serve.schemas import request_models, token_models
+from charlm.serve.work import detokenize, generation_job, model_facts, scoring_job, tokenize
 
 ERROR = {"content": {"application/json": {"example": {"error": "length: ..."}}}}
 ANSWERS = {400: ERROR, 413: ERROR, 422: ERROR, 503: ERROR, 504: ERROR}
 
 
-def create_app(model, limits: Limits | None = None) -> FastAPI:
-    """The app serving `model` (what `charlm.load` returns: net, vocab, checkpoint, device) within `limits`."""
+def create_app(model, limits: Limits | None = None, *, keys: tuple[str, ...] = (), cors_origins=()) -> FastAPI:
+    """The app serving `model` (what `charlm.load` returns: net, vocab, checkpoint, device) within `limits`;
+    with `keys`, only to requests that carry one (access.py); `cors_origins`: the browser origins allowed."""
     limits = limits or Limits()
     scheduler = Scheduler(model.net, limits, device=model.device)
+    metrics = ServeMetrics(scheduler)
+    scheduler.on_batch_step = metrics.batch_rows.observe
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -49,10 +60,20 @@ def create_app(model, limits: Limits | None = None) -> FastAPI:
         description=f"A character-level language model ({model_facts(model)['kind']}) over HTTP.",
         lifespan=lifespan,
     )
+    app.state.model, app.state.limits, app.state.scheduler, app.state.metrics = model, limits, scheduler, metrics
+    app.state.active, app.state.draining = 0, False  # requests under way; stopping (server.py)
     app.add_middleware(BodyLimit, limit=limits.body_bytes)
-    app.state.model, app.state.limits, app.state.scheduler = model, limits, scheduler
+    app.add_middleware(Gate, keys=tuple(keys), state=app.state)
+    app.add_middleware(Counting, metrics=metrics)
+    if cors_origins:  # outermost: a browser's preflight is answered before any key is asked for
+        app.add_middleware(
+            CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["*"], allow_headers=["*"], max_age=600
+        )
     _errors(app)
-    _routes(app, *request_models(limits, vocab_size=len(model.vocab)))
+    vocab_size = len(model.vocab)
+    _routes(app, *request_models(limits, vocab_size=vocab_size))
+    _token_routes(app, *token_models(limits, vocab_size=vocab_size))
+    add_openai_routes(app, *openai_models(limits, vocab_size=vocab_size))
     return app
 
 
@@ -76,45 +97,47 @@ def _routes(app: FastAPI, generate_request, perplexity_request) -> None:
     async def facts():
         return model_facts(state.model)
 
-    @app.get("/health", summary="Up, and how busy")
+    @app.get("/health", summary="Up (200), or stopping (503), and how busy")
     async def health():
+        if state.draining:
+            return JSONResponse({"status": "stopping", **state.scheduler.stats()}, status_code=503)
         return {"status": "ok", **state.scheduler.stats()}
 
+    @app.get("/metrics", summary="The server's figures in Prometheus' text format")
+    async def prometheus():
+        return Response(state.metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
     def _admitted(job: Job) -> JSONResponse | None:
-        """None when the job has a place; else the 503 that says to come back."""
-        job.deadline = time.monotonic() + state.limits.time_limit
-        if state.scheduler.submit(job):
-            return None
-        return JSONResponse(
-            {"error": "the server is busy (its queue is full): try again shortly"},
-            status_code=503,
-            headers={"Retry-After": str(state.limits.retry_after)},
-        )
+        """None when the job has a place; else the 503 that says to come back (busy, or stopping)."""
+        return admit(state, "/generate", [job])
 
     async def _answer(job: Job, present) -> JSONResponse | dict:
-        try:
-            kind, value = await job.reply.get(job.deadline - time.monotonic())
-        except asyncio.TimeoutError:
-            return _error(504, _too_long(state.limits))
-        finally:
-            state.scheduler.withdraw(job)  # done, timed out or the request cancelled: nothing more to compute
+        kind, value = await outcome(state, job)
         return present(value) if kind == "done" else _error(*value)
 
     async def _events(job: Job, present) -> AsyncIterator[str]:
         try:
             while True:
-                try:
-                    kind, value = await job.reply.get(job.deadline - time.monotonic())
-                except asyncio.TimeoutError:
-                    yield _event("error", {"error": _too_long(state.limits)})
-                    return
+                kind, value = await next_event(state, job)
                 if kind == "chars":
                     yield _event("chars", {"chars": value})
                     continue
                 yield _event("done", present(value)) if kind == "done" else _event("error", {"error": value[1]})
                 return
         finally:  # also when the client left: its generation stops at the next step
-            state.scheduler.withdraw(job)
+            finished(state, job)
+
+
+def _token_routes(app: FastAPI, tokenize_request, detokenize_request) -> None:
+    state = app.state
+
+    @app.post("/tokenize", summary="A text's character ids, as the model reads it (one token is one character)")
+    async def to_ids(body: tokenize_request):
+        return tokenize(state.model, body.prompt)
+
+    @app.post("/detokenize", summary="The text of character ids")
+    async def to_text(body: detokenize_request):
+        return detokenize(state.model, body.tokens)
 
 
 def _records(length: int, options):
@@ -125,31 +148,35 @@ def _event(kind: str, data: dict) -> str:
     return f"event: {kind}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
-def _too_long(limits: Limits) -> str:
-    return f"the request took longer than the server's time limit ({limits.time_limit:g} s): ask for less"
-
-
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
 def _errors(app: FastAPI) -> None:
-    """Every error as {"error": "one line"}: bad options 400 (the library's words), bad JSON or a limit 422."""
+    """Every error in its route's shape: bad options 400 (the library's words), bad JSON or a limit 422 on the
+    native routes and 400 on /v1 (OpenAI's clients expect 400 for a bad parameter)."""
 
     @app.exception_handler(UsageError)
     async def usage(request: Request, error: UsageError):
-        return _error(400, str(error))
+        return error_response(request.url.path, 400, str(error), param=getattr(error, "param", None))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError):
-        problems = [_problem(e) for e in error.errors()[:3]]
-        return _error(422, "; ".join(problems))
+        found = error.errors()
+        problems = "; ".join(_problem(e) for e in found[:3])
+        path = request.url.path
+        status = 400 if openai_shaped(path) else 422
+        return error_response(path, status, problems, param=_where(found[0]) if found else None)
 
     @app.exception_handler(HTTPException)
     async def http(request: Request, error: HTTPException):
-        return JSONResponse({"error": str(error.detail)}, status_code=error.status_code, headers=error.headers)
+        return error_response(request.url.path, error.status_code, str(error.detail), headers=error.headers)
+
+
+def _where(error: dict) -> str | None:
+    parts = [str(part) for part in error.get("loc", ()) if part != "body"]
+    return ".".join(parts) or None
 
 
 def _problem(error: dict) -> str:
-    where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
-    return f"{where or 'body'}: {error.get('msg', 'invalid')}"
+    return f"{_where(error) or 'body'}: {error.get('msg', 'invalid')}"

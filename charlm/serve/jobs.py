@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -44,6 +45,15 @@ class Job:
     written: int = 0  # steps taken
     deadline: float = math.inf  # time.monotonic() by which it must be answered (the server's time limit)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    arrived: float = field(default_factory=time.monotonic)
+    first_at: float | None = None  # when its first step was taken (the time to its first character)
+    last_at: float | None = None  # and its last, so far
+    timed: bool = False  # its timings are counted (metrics.py), once
+
+    def stepped(self, now: float) -> None:
+        if self.first_at is None:
+            self.first_at = now
+        self.last_at = now
 
     @property
     def batched(self) -> bool:

@@ -29,11 +29,12 @@ class Limits:
     queue: int = 32  # requests waiting for a worker; one more is 503
     batch_rows: int = 64  # sequences stepped together in one batch (a request brings num_samples rows)
     retry_after: int = 1  # seconds, in a 503's Retry-After
+    shutdown_grace: float = 10.0  # seconds the requests under way may take to finish once the server is stopping
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            least = {"queue": 0, "time_limit": 0.001}.get(
+            least = {"queue": 0, "time_limit": 0.001, "shutdown_grace": 0}.get(
                 field.name, 1
             )  # a queue may be none; seconds need not be whole
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= least:
@@ -43,8 +44,9 @@ class Limits:
                 f"--limit batch_rows ({self.batch_rows}) must be at least num_samples ({self.num_samples}) "
                 f"and beam ({self.beam}): a request's rows go in one batch"
             )
-        if not self.time_limit < 86_400 * 365:
-            raise UsageError(f"--limit time_limit {self.time_limit} is too long: pass seconds, e.g. 30")
+        for name in ("time_limit", "shutdown_grace"):
+            if not getattr(self, name) < 86_400 * 365:
+                raise UsageError(f"--limit {name} {getattr(self, name)} is too long: pass seconds, e.g. 30")
 
     @classmethod
     def of(cls, items: list[str]) -> Limits:

@@ -10,6 +10,7 @@ says no and the app answers 503.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 
 import torch
@@ -49,6 +50,7 @@ class Scheduler:
         self.steps = 0  # rows stepped by batches: a request that is cancelled stops adding to it
         self._steps: dict[str, FastStep] = {}  # one step per weights mode, shared by every batch
         self.building = threading.Lock()
+        self.on_batch_step = None  # called with the rows of each batch step (the server's metrics), if set
         self.threads = [
             threading.Thread(target=self._work, name=f"charlm-serve-{n}", daemon=True) for n in range(limits.computing)
         ]
@@ -84,6 +86,16 @@ class Scheduler:
             self.pending.append(Group(job))
             self.lock.notify()
             return True
+
+    def abort(self, status: int, message: str) -> None:
+        """Every request waiting or computing gets this error and stops at its next step (a server whose time to
+        stop has come)."""
+        with self.lock:
+            jobs = [job for group in [*self.pending, *self.running] for job in group.jobs]
+        for job in jobs:
+            if not job.cancelled.is_set():
+                job.cancelled.set()
+                job.reply.put("error", (status, message))
 
     def withdraw(self, job: Job) -> None:
         """The request is answered or gone (its client left, its time is up): a computing job stops at its
@@ -157,6 +169,11 @@ class Scheduler:
         """One step of the batch; each streamed job gets its characters, each finished one its samples."""
         ids = batch.step()
         self.steps += batch.rows
+        now = time.monotonic()
+        for job in batch.jobs:
+            job.stepped(now)
+        if self.on_batch_step is not None:
+            self.on_batch_step(batch.rows)
         if ids is not None:
             for job, own in zip(batch.jobs, ids, strict=True):
                 if job.streamed:
@@ -203,6 +220,7 @@ def _stream_alone(job: Job, scheduler: Scheduler):
     try:
         for ids in job.stream:
             scheduler.steps += job.rows
+            job.stepped(time.monotonic())
             if job.streamed:
                 job.reply.put("chars", job.visible(ids.tolist()))
             if job.cancelled.is_set():

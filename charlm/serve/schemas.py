@@ -60,3 +60,21 @@ def request_models(limits: Limits, *, vocab_size: int) -> tuple[type[BaseModel],
         bits: bool = Field(False, description="Also each scored character's bits (the first has none).")
 
     return GenerateRequest, PerplexityRequest
+
+
+def token_models(limits: Limits, *, vocab_size: int) -> tuple[type[BaseModel], type[BaseModel]]:
+    """(TokenizeRequest, DetokenizeRequest): a text to count as charlm does, or ids to read back."""
+
+    class TokenizeRequest(BaseModel):
+        """A text in, its character ids out (one token is one character of the model's vocabulary)."""
+
+        model_config = STRICT
+        prompt: str = Field(max_length=limits.text_chars, description="The text, read in the run's own form.")
+
+    class DetokenizeRequest(BaseModel):
+        """Character ids in, their text out."""
+
+        model_config = STRICT
+        tokens: list[Annotated[int, Field(ge=0, lt=vocab_size)]] = Field(max_length=limits.text_chars)
+
+    return TokenizeRequest, DetokenizeRequest

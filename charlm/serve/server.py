@@ -1,11 +1,22 @@
 """The app on uvicorn, the reference ASGI server: listening is done here first, so that a port in use is one
-line, `--port 0` takes a free port, and the address printed is the one really listened on."""
+line, `--port 0` takes a free port, and the address printed is the one really listened on; and the server's
+stop, which is charlm's own (`Server`), so that no request under way is cut without a word.
+
+A first SIGTERM, SIGINT (Ctrl+C) or SIGHUP starts the stop: /health answers 503 "stopping", new requests get
+503, and the requests under way (streams too) may finish for up to `Limits.shutdown_grace` seconds. Those
+still running then get an error (a stream's last event says why), and the server exits 0. A second signal
+exits at once, with 128 + its number.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
+import signal
 import socket
+import threading
+import time
 
 from charlm.errors import UsageError
 
@@ -18,6 +29,16 @@ def everywhere(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_unspecified
     except ValueError:
         return host == ""
+
+
+def loopback(host: str) -> bool:
+    """Whether `host` is this machine only (127.0.0.0/8, ::1, localhost): nothing else can reach it."""
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -45,11 +66,56 @@ def url(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+LAST_WORDS = 1.0  # seconds for the requests cut at the grace's end to send their error, before connections close
+
+
 def run(app, sock: socket.socket) -> None:
-    """Serve until Ctrl+C (or SIGTERM), then finish the requests under way and return."""
+    """Serve until a stop signal, then let the requests under way finish (see the module's doc) and return."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
+    class Server(uvicorn.Server):
+        """uvicorn's server with charlm's stop: a drain first, then uvicorn's own shutdown, and no signal
+        raised again at the end (a clean stop exits 0)."""
+
+        stop_at: float | None = None
+        cut_at: float | None = None
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            before = {sig: signal.signal(sig, self.handle_exit) for sig in STOP_SIGNALS}
+            try:
+                yield
+            finally:
+                for sig, handler in before.items():
+                    signal.signal(sig, handler)
+
+        def handle_exit(self, sig, frame) -> None:
+            if self.stop_at is not None:  # a second signal: at once
+                os.write(2, b"charlm serve: a second stop signal: stopped at once, requests under way cut\n")
+                os._exit(128 + sig)
+            self.stop_at = time.monotonic() + app.state.limits.shutdown_grace
+            app.state.draining = True
+
+        async def on_tick(self, counter: int) -> bool:
+            if self.stop_at is not None and not self.should_exit:
+                self.should_exit = self._drained()
+            return await super().on_tick(counter)
+
+        def _drained(self) -> bool:
+            """Whether the drain is over: nothing under way, or the grace spent (then the rest told, once)."""
+            now = time.monotonic()
+            if app.state.active == 0:
+                return True
+            if self.cut_at is None and now >= self.stop_at:
+                app.state.scheduler.abort(503, "the server stopped before this request finished: send it again")
+                self.cut_at = now
+            return self.cut_at is not None and now >= self.cut_at + LAST_WORDS
+
+    server = Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=LAST_WORDS))
     try:
         server.run(sockets=[sock])
     finally:

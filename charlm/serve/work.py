@@ -9,7 +9,7 @@ from charlm.errors import UsageError
 from charlm.evaluate import TextSource, char_losses, reset_id, text_to_score
 from charlm.generation.options import SamplingOptions
 from charlm.generation.sampling import Stream, check_sizes, read_first, samples, stop_ids
-from charlm.generation.text_form import normalise_prefix
+from charlm.generation.text_form import check_prefix, normalise_prefix
 from charlm.serve.jobs import Job, Reply
 from charlm.units import perplexity
 
@@ -79,6 +79,18 @@ def scoring_job(model, body, reply: Reply) -> Job:
         return result
 
     return Job(reply, work=score)
+
+
+def tokenize(model, text: str) -> dict:
+    """POST /tokenize: the text in the run's own form, as ids (a character the model never saw is refused)."""
+    form = normalise_prefix(text, model.config.data)
+    ids = check_prefix(model.vocab, form) if form else []
+    return {"tokens": ids, "count": len(ids)}
+
+
+def detokenize(model, ids: list[int]) -> dict:
+    """POST /detokenize: the text of character ids (already checked against the vocabulary's size)."""
+    return {"prompt": model.vocab.decode(ids)}
 
 
 def model_facts(model) -> dict:
