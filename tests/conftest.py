@@ -54,6 +54,26 @@ def single_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture
+def gate(monkeypatch):
+    """A server's steps wait at a gate until the test opens it; `entered` is set once a step is waiting (the
+    sampler replaced from the test side, never a hook in the product)."""
+    import threading
+    from types import SimpleNamespace
+
+    from helpers import replace_sample_next
+
+    opened, entered = threading.Event(), threading.Event()
+
+    def wait():
+        entered.set()
+        assert opened.wait(60), "the gate was never opened"
+
+    replace_sample_next(monkeypatch, wait)
+    yield SimpleNamespace(open=opened.set, entered=entered)
+    opened.set()
+
+
 @pytest.fixture(scope="session")
 def browser():
     """A headless Chromium (Playwright driving Debian's chromium); skips where either is missing."""

@@ -186,3 +186,28 @@ def tiny_timemachine_model(root):
     settings = ["data.corpus=timemachine", "data.max_chars=5000", "train.epochs=1", "sample.preview_every=0"]
     summary = charlm.train(charlm.load_config(configs / "tiny.yaml", settings), Path(root) / "run")
     return charlm.load(summary.run_dir)
+
+
+def replace_sample_next(monkeypatch, before):
+    """Every choice of a next character (alone or in a server's batch) calls before() first."""
+    from charlm.generation import sampling
+    from charlm.serve import batch as batch_module
+
+    original = sampling.sample_next
+
+    def replaced(*args, **kwargs):
+        before()
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(sampling, "sample_next", replaced)
+    monkeypatch.setattr(batch_module, "sample_next", replaced)
+
+
+def until(condition, what: str, seconds: float = 20) -> None:
+    """Wait for `condition()` (polled), failing with `what` after `seconds`."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"never reached: {what}"
+        time.sleep(0.01)

@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import gc
 import json
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from types import SimpleNamespace
 
 import httpx
 import pytest
 import torch
-from helpers import serving, tiny_timemachine_model
+from helpers import replace_sample_next, serving, tiny_timemachine_model, until
 
-from charlm.generation import sampling
 from charlm.serve import batch as batch_module
 from charlm.serve.app import create_app
 from charlm.serve.limits import Limits
@@ -31,41 +28,8 @@ def model(tmp_path_factory):
     return tiny_timemachine_model(tmp_path_factory.mktemp("serve-load"))
 
 
-def replace_sample_next(monkeypatch, before):
-    """Every choice of a next character (alone or in a batch) calls before() first."""
-    original = sampling.sample_next
-
-    def replaced(*args, **kwargs):
-        before()
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(sampling, "sample_next", replaced)
-    monkeypatch.setattr(batch_module, "sample_next", replaced)
-
-
-@pytest.fixture
-def gate(monkeypatch):
-    """Steps wait at a gate until the test opens it; `entered` is set once a step is waiting."""
-    opened, entered = threading.Event(), threading.Event()
-
-    def wait():
-        entered.set()
-        assert opened.wait(60), "the gate was never opened"
-
-    replace_sample_next(monkeypatch, wait)
-    yield SimpleNamespace(open=opened.set, entered=entered)
-    opened.set()
-
-
 def post(url: str, body: dict) -> httpx.Response:
     return httpx.post(f"{url}/generate", json=body, timeout=60)
-
-
-def until(condition, what: str) -> None:
-    deadline = time.monotonic() + 20
-    while not condition():
-        assert time.monotonic() < deadline, f"the server never reached: {what}"
-        time.sleep(0.01)
 
 
 def test_concurrent_requests_are_stepped_together_in_one_batch(model, gate, monkeypatch):

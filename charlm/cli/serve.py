@@ -54,9 +54,9 @@ def serve(
     except ImportError:
         raise UsageError(EXTRA) from None
     from charlm.api import load
+    from charlm.serve.access import KEY_VARIABLE, api_keys
     from charlm.serve.app import create_app
     from charlm.serve.limits import Limits
-    from charlm.serve.access import KEY_VARIABLE, api_keys
     from charlm.serve.server import everywhere, listen, loopback, run, url
 
     limits = Limits.of(limit or [])  # before the model is read: bad flags fail fast

@@ -13,11 +13,22 @@ from safetensors.torch import save as save_safetensors
 
 from charlm.errors import RunError, UsageError
 from charlm.export.model_card import render_card
+from charlm.export.tokenizer import tokenizer_config, tokenizer_json
 from charlm.files import fsio
 from charlm.model import CharRNN
 from charlm.store import checkpoint as ckpt
 from charlm.store.checkpoint import Checkpoint
-from charlm.store.model_dir import CARD, CONFIG_JSON, FORMAT, TIED_KEY, VERSION, VOCAB_JSON, WEIGHTS
+from charlm.store.model_dir import (
+    CARD,
+    CONFIG_JSON,
+    FORMAT,
+    TIED_KEY,
+    TOKENIZER_CONFIG,
+    TOKENIZER_JSON,
+    VERSION,
+    VOCAB_JSON,
+    WEIGHTS,
+)
 from charlm.store.run_dir import RunDir
 from charlm.store.targets import check_output_folder
 
@@ -45,6 +56,8 @@ def export_model(run_dir: Path | str | None, out: Path | str, which: str = "best
             (tmp / WEIGHTS).write_bytes(save_safetensors(weights, metadata={"format": FORMAT}))
             (tmp / CONFIG_JSON).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
             (tmp / VOCAB_JSON).write_text(vocab.to_json(), encoding="utf-8")
+            (tmp / TOKENIZER_JSON).write_text(tokenizer_json(vocab), encoding="utf-8")
+            (tmp / TOKENIZER_CONFIG).write_text(tokenizer_config(vocab), encoding="utf-8")
             (tmp / CARD).write_text(card, encoding="utf-8")
     except OSError as e:
         if os.path.lexists(out):  # the rename met something that appeared there while the card was made

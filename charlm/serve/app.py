@@ -174,7 +174,12 @@ def _errors(app: FastAPI) -> None:
 
 
 def _where(error: dict) -> str | None:
-    parts = [str(part) for part in error.get("loc", ()) if part != "body"]
+    # a union's members name themselves in the location ("constrained-str", "list[int]"): fields are identifiers
+    parts = [
+        str(part)
+        for part in error.get("loc", ())
+        if part != "body" and (str(part).isidentifier() or isinstance(part, int))
+    ]
     return ".".join(parts) or None
 
 

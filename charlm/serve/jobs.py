@@ -48,12 +48,14 @@ class Job:
     arrived: float = field(default_factory=time.monotonic)
     first_at: float | None = None  # when its first step was taken (the time to its first character)
     last_at: float | None = None  # and its last, so far
+    steps_timed: int = 0  # steps taken between first_at and last_at, batched or alone
     timed: bool = False  # its timings are counted (metrics.py), once
 
     def stepped(self, now: float) -> None:
         if self.first_at is None:
             self.first_at = now
         self.last_at = now
+        self.steps_timed += 1
 
     @property
     def batched(self) -> bool:

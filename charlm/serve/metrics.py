@@ -50,8 +50,8 @@ class ServeMetrics:
             return
         job.timed = True
         self.first_char.observe(max(0.0, job.first_at - job.arrived))
-        if job.written > 1 and job.last_at is not None:
-            self.per_char.observe(max(0.0, job.last_at - job.first_at) / (job.written - 1))
+        if job.steps_timed > 1 and job.last_at is not None:
+            self.per_char.observe(max(0.0, job.last_at - job.first_at) / (job.steps_timed - 1))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -76,7 +76,9 @@ def known(text: str, vocab, param: str) -> str:
     missing = vocab.missing(text)
     if missing:
         shown = " ".join(repr(c) for c in missing[:10])
-        raise Refusal(f"{param} has characters the model never saw: {shown}; use characters of its training text", param)
+        raise Refusal(
+            f"{param} has characters the model never saw: {shown}; use characters of its training text", param
+        )
     return text
 
 

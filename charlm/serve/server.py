@@ -86,7 +86,9 @@ def run(app, sock: socket.socket) -> None:
             if threading.current_thread() is not threading.main_thread():
                 yield
                 return
-            before = {sig: signal.signal(sig, self.handle_exit) for sig in STOP_SIGNALS}
+            # a signal the parent ignored (nohup's SIGHUP) stays ignored
+            live = [sig for sig in STOP_SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN]
+            before = {sig: signal.signal(sig, self.handle_exit) for sig in live}
             try:
                 yield
             finally:

@@ -5,6 +5,8 @@
         config.json         the model's config and vocabulary size, the training config, the corpus's
                             checksum, the checkpoint it came from and that checkpoint's eval
         vocab.json          the characters, in id order (as in a run folder)
+        tokenizer.json      the same characters as a Hugging Face `tokenizers` tokenizer (export/tokenizer.py),
+                            with tokenizer_config.json, for tools that count tokens that way; charlm reads neither
         README.md           the model card (model_card.py), for people
 
 `export.model_folder.export_model` writes one from a run's checkpoint. `load_checkpoint` / `load_model`
@@ -38,6 +40,7 @@ VERSION = 1
 # targets.py, which must not import torch, recognises a model folder by these
 FORMAT, WEIGHTS, CONFIG_JSON = MODEL_FORMAT, MODEL_WEIGHTS, MODEL_CONFIG
 VOCAB_JSON, CARD = "vocab.json", "README.md"
+TOKENIZER_JSON, TOKENIZER_CONFIG = "tokenizer.json", "tokenizer_config.json"
 REQUIRED = (CONFIG_JSON, VOCAB_JSON, WEIGHTS)  # the card is for people: a folder without it still loads
 TIED_KEY = "head.weight"  # with tie_weights it is embedding.weight, so it is not stored
 MAX_CONFIG_JSON = 4 * readback.MIB  # charlm writes a few kB: the config, an eval record, a parent record
