@@ -3,6 +3,7 @@ the warning for every interface, the missing extra, a port in use and a bad --li
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -11,10 +12,13 @@ import socket
 import subprocess
 import sys
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
+from helpers import until
 
 import charlm
 from charlm.cli.main import main
@@ -31,6 +35,21 @@ class NoFastAPI:  # this Python behaves as one without the serve extra
 
 sys.meta_path.insert(0, NoFastAPI())
 """
+SLOW_STEPS = """
+import time
+
+import charlm.generation.sampling as sampling  # before charlm.serve.batch imports it: both see the slow one
+
+original = sampling.sample_next
+
+
+def slow(*args, **kwargs):  # each character takes 10 ms in this Python: streams last seconds, not milliseconds
+    time.sleep(0.01)
+    return original(*args, **kwargs)
+
+
+sampling.sample_next = slow
+"""
 
 
 @pytest.fixture(scope="module")
@@ -44,14 +63,14 @@ def environment(**extra: str) -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **extra}
 
 
-def start(*args: str) -> tuple[subprocess.Popen, str]:
+def start(*args: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
     """`charlm serve ARGS` in a subprocess, and the URL it prints once it listens."""
     process = subprocess.Popen(
         [sys.executable, "-m", "charlm", "serve", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=environment(),
+        env=env or environment(),
     )
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
@@ -123,3 +142,107 @@ def test_a_port_in_use_and_a_bad_limit_are_one_line_before_the_model_loads(run_d
     assert "did you mean --limit computing?" in capsys.readouterr().err
     assert main(["serve", "--run-dir", str(run_dir), "--port", "70000"]) == 2
     assert "--port 70000 is not a port" in capsys.readouterr().err
+
+
+def slow_server(run_dir: Path, tmp_path: Path, *args: str) -> tuple[subprocess.Popen, str]:
+    """`charlm serve` whose every character takes 10 ms (the sampler slowed from the test side, in its Python)."""
+    (tmp_path / "sitecustomize.py").write_text(SLOW_STEPS, encoding="utf-8")
+    env = environment(PYTHONPATH=str(tmp_path))
+    return start("--run-dir", str(run_dir), "--port", "0", *args, env=env)
+
+
+class Streaming:
+    """A streamed request read in a thread: its events as they come."""
+
+    def __init__(self, url: str, path: str, body: dict):
+        self.lines: list[str] = []
+        self.started = threading.Event()
+        self.thread = threading.Thread(target=self._read, args=(url + path, body), daemon=True)
+        self.thread.start()
+        assert self.started.wait(30), "the stream never began"
+
+    def _read(self, url: str, body: dict) -> None:
+        try:
+            with httpx.stream("POST", url, json=body, timeout=60) as response:
+                for line in response.iter_lines():
+                    if line:
+                        self.lines.append(line)
+                        self.started.set()
+        except httpx.HTTPError as error:  # a server that exits at once cuts it
+            self.lines.append(f"cut: {type(error).__name__}")
+
+    def finish(self) -> list[str]:
+        self.thread.join(60)
+        assert not self.thread.is_alive()
+        return self.lines
+
+
+STOPS = [signal.SIGTERM, signal.SIGINT, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("stop_signal", STOPS, ids=lambda s: signal.Signals(s).name)
+def test_a_stop_signal_lets_the_streams_under_way_finish_refuses_new_work_and_exits_0(run_dir, tmp_path, stop_signal):
+    process, url = slow_server(run_dir, tmp_path, "--limit", "shutdown_grace=30")
+    try:
+        native = Streaming(url, "/generate", {"prefix": "the", "length": 150, "stream": True})
+        v1 = Streaming(url, "/v1/completions", {"prompt": "the", "max_tokens": 150, "stream": True})
+        process.send_signal(stop_signal)
+        until(lambda: httpx.get(f"{url}/health").status_code == 503, "health says stopping", 10)
+        assert httpx.get(f"{url}/health").json()["status"] == "stopping"
+        refused = httpx.post(f"{url}/generate", json={"prefix": "the", "length": 5})
+        assert refused.status_code == 503 and "stopping" in refused.json()["error"]
+        refused = httpx.post(f"{url}/v1/completions", json={"prompt": "the", "max_tokens": 5})
+        assert refused.status_code == 503 and refused.json()["error"]["type"] == "server_error"
+        native_lines, v1_lines = native.finish(), v1.finish()
+        _, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 0 and "Traceback" not in err, err
+    assert native_lines[-2] == "event: done" and len(json.loads(native_lines[-1][6:])["samples"][0]["text"]) == 153
+    assert v1_lines[-1] == "data: [DONE]"
+    assert "".join(json.loads(line[6:])["choices"][0]["text"] for line in v1_lines[:-1]) != ""
+    assert json.loads(v1_lines[-2][6:])["choices"][0]["finish_reason"] == "length"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_past_the_grace_the_requests_under_way_are_told_and_the_server_exits_0(run_dir, tmp_path):
+    process, url = slow_server(run_dir, tmp_path, "--limit", "shutdown_grace=1")
+    try:
+        native = Streaming(url, "/generate", {"prefix": "the", "length": 2000, "stream": True})
+        v1 = Streaming(url, "/v1/completions", {"prompt": "the", "max_tokens": 2000, "stream": True})
+        with ThreadPoolExecutor(1) as pool:
+            plain = pool.submit(
+                httpx.post, f"{url}/generate", json={"prefix": "a", "length": 2000, "seed": 1}, timeout=60
+            )
+            time.sleep(0.3)
+            started = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            _, err = process.communicate(timeout=30)
+            took = time.monotonic() - started
+            cut = plain.result()
+    finally:
+        process.kill()
+    assert process.returncode == 0 and "Traceback" not in err and took < 10, (took, err)
+    assert cut.status_code == 503 and "stopped before this request finished" in cut.json()["error"]
+    native_lines, v1_lines = native.finish(), v1.finish()
+    assert native_lines[-2] == "event: error" and "stopped before" in native_lines[-1]
+    assert v1_lines[-1] == "data: [DONE]" and "stopped before" in json.loads(v1_lines[-2][6:])["error"]["message"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_second_signal_exits_at_once(run_dir, tmp_path):
+    process, url = slow_server(run_dir, tmp_path, "--limit", "shutdown_grace=60")
+    try:
+        stream = Streaming(url, "/generate", {"prefix": "the", "length": 2000, "stream": True})
+        process.send_signal(signal.SIGTERM)
+        until(lambda: httpx.get(f"{url}/health").status_code == 503, "health says stopping", 10)
+        started = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+        took = time.monotonic() - started
+    finally:
+        process.kill()
+    assert stream.finish()[-1].startswith("cut:")
+    assert process.returncode == 128 + signal.SIGINT and took < 5, (process.returncode, took)
+    assert err.strip().splitlines()[-1].startswith("charlm serve: a second stop signal") and "Traceback" not in err

@@ -40,7 +40,16 @@ ROUTES = [
     ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "the"}], "max_tokens": 5}),
     ("GET", "/no/such/route", None),
 ]
-WRONG = [None, "Bearer", "Bearer  x", "Bearer first-ke", "Bearer first-key2", "Basic first-key", "first-key", "Bearer x" * 50]
+WRONG = [
+    None,
+    "Bearer",
+    "Bearer  x",
+    "Bearer first-ke",
+    "Bearer first-key2",
+    "Basic first-key",
+    "first-key",
+    "Bearer x" * 50,
+]
 
 
 @pytest.mark.parametrize(("method", "path", "body"), ROUTES)
@@ -72,7 +81,11 @@ def test_the_openai_client_with_a_key(url):
 
 
 def test_a_browser_origin_allowed_and_one_not(url):
-    preflight = {"Origin": ORIGIN, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}
+    preflight = {
+        "Origin": ORIGIN,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization",
+    }
     answer = httpx.options(f"{url}/v1/completions", headers=preflight)
     assert answer.status_code == 200 and answer.headers["access-control-allow-origin"] == ORIGIN
     simple = httpx.get(f"{url}/v1/models", headers={"Origin": ORIGIN, "Authorization": f"Bearer {KEYS[0]}"})
