@@ -2,6 +2,7 @@
 
     python benchmarks/serve_load.py --run-dir RUN | --model MODEL [--seconds 30] [--clients 1,8,32]
                                     [--length 200] [--prefix "The "] [--limit NAME=VALUE ...] [--json PATH]
+                                    [--openai]
 
 It starts `charlm serve` on a free port of 127.0.0.1 (a subprocess), then for each number of clients runs
 that many asyncio tasks, each sending POST /generate (unseeded samples of --length characters, so they are
@@ -9,6 +10,10 @@ batched) one after another for --seconds, with httpx. It checks every answer (20
 with the prefix and has --length characters or ends with a stop text) and prints one JSON object: per
 number of clients, requests/s, characters/s, p50 and p99 latency, the complete well-formed answers and the
 failures; and the ratio of the most clients' characters/s to one client's (the issue's goal: >= 4x at 32).
+
+With --openai the clients are the `openai` package's AsyncOpenAI, streaming POST /v1/completions (max_tokens
+= --length): each answer is checked assembled from its chunks (--length characters, or finish_reason
+"stop"), and each row adds p50/p99 time to the first character (the first chunk with text).
 Time it on a quiet machine: the figures are the machine's, and another load skews them.
 """
 
@@ -83,15 +88,55 @@ async def client(http: httpx.AsyncClient, body: dict, until: float, tally: dict)
         tally["chars"] += chars
 
 
-async def measure(url: str, clients: int, seconds: float, body: dict) -> dict:
-    tally = {"latencies": [], "chars": 0, "failed": 0}
+async def streamed_completion(sdk, body: dict) -> tuple[int | None, float | None]:
+    """One streamed /v1/completions through the SDK: (characters, seconds to the first) or (None, None)."""
+    started, first, text, finish = time.monotonic(), None, "", None
+    stream = await sdk.completions.create(
+        model="charlm", prompt=body["prefix"], max_tokens=body["length"], temperature=0.8, stream=True
+    )
+    async for chunk in stream:
+        piece = chunk.choices[0].text if chunk.choices else ""
+        if piece and first is None:
+            first = time.monotonic() - started
+        text += piece
+        finish = chunk.choices[0].finish_reason if chunk.choices else finish
+    complete = len(text) == body["length"] or finish == "stop"
+    return (len(text), first) if complete and first is not None else (None, None)
+
+
+async def openai_client(sdk, body: dict, until: float, tally: dict) -> None:
+    import openai
+
+    while time.monotonic() < until:
+        started = time.monotonic()
+        try:
+            chars, first = await streamed_completion(sdk, body)
+        except openai.OpenAIError:
+            chars = None
+        if chars is None:
+            tally["failed"] += 1
+            continue
+        tally["latencies"].append(time.monotonic() - started)
+        tally["first"].append(first)
+        tally["chars"] += chars
+
+
+async def measure(url: str, clients: int, seconds: float, body: dict, *, sdk: bool = False) -> dict:
+    tally = {"latencies": [], "first": [], "chars": 0, "failed": 0}
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as http:
         await http.post("/generate", json=body)  # warm: the batch step is built on the first request
         started = time.monotonic()
-        await asyncio.gather(*(client(http, body, started + seconds, tally) for _ in range(clients)))
+        if sdk:
+            import openai
+
+            api = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, http_client=http)
+            await asyncio.gather(*(openai_client(api, body, started + seconds, tally) for _ in range(clients)))
+        else:
+            await asyncio.gather(*(client(http, body, started + seconds, tally) for _ in range(clients)))
         elapsed = time.monotonic() - started
-    latencies = sorted(tally["latencies"])
+    latencies, first = sorted(tally["latencies"]), sorted(tally["first"])
+    timings = {"first_char_p50_s": _at(first, 0.5), "first_char_p99_s": _at(first, 0.99)} if sdk else {}
     return {
         "clients": clients,
         "seconds": round(elapsed, 3),
@@ -100,8 +145,13 @@ async def measure(url: str, clients: int, seconds: float, body: dict) -> dict:
         "requests_per_s": len(latencies) / elapsed,
         "chars_per_s": tally["chars"] / elapsed,
         "p50_s": latencies[len(latencies) // 2] if latencies else None,
-        "p99_s": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if latencies else None,
+        "p99_s": _at(latencies, 0.99),
+        **timings,
     }
+
+
+def _at(ordered: list[float], share: float) -> float | None:
+    return ordered[min(len(ordered) - 1, int(len(ordered) * share))] if ordered else None
 
 
 def main() -> None:
@@ -115,20 +165,23 @@ def main() -> None:
     parser.add_argument("--prefix", default="The ")
     parser.add_argument("--limit", action="append", default=[], help="passed to charlm serve --limit")
     parser.add_argument("--json", type=Path, help="also write the result here")
+    parser.add_argument("--openai", action="store_true", help="stream /v1/completions with the openai package")
     args = parser.parse_args()
     counts = [int(n) for n in args.clients.split(",")]
     where = ["--run-dir", str(args.run_dir)] if args.run_dir else ["--model", str(args.model)]
     process, url = start_server(where, args.limit)
     body = {"prefix": args.prefix, "length": args.length}
     try:
-        rows = [asyncio.run(measure(url, n, args.seconds, body)) for n in counts]
+        rows = [asyncio.run(measure(url, n, args.seconds, body, sdk=args.openai)) for n in counts]
         facts = httpx.get(f"{url}/model", timeout=30).json()
     finally:
         process.terminate()
         process.wait(60)
     one, most = rows[0], rows[-1]
     ratio = most["chars_per_s"] / one["chars_per_s"] if one["chars_per_s"] else None
-    result = {"model": facts, "length": args.length, "prefix": args.prefix, "rows": rows, "ratio": ratio}
+    route = "/v1/completions (openai SDK, streamed)" if args.openai else "/generate"
+    result = {"model": facts, "route": route, "length": args.length, "prefix": args.prefix, "rows": rows}
+    result["ratio"] = ratio
     result["ratio_of"] = f"{most['clients']} clients' chars/s to {one['clients']} client's"
     text = json.dumps(result, indent=2)
     print(text)

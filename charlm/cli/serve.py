@@ -50,6 +50,7 @@ def serve(
     /docs. Ctrl+C (or SIGTERM) stops it, letting the requests under way finish."""
     try:
         import fastapi  # noqa: F401
+        import prometheus_client  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError:
         raise UsageError(EXTRA) from None
