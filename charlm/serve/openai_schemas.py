@@ -26,33 +26,12 @@ class StreamOptions(BaseModel):
 
 def openai_models(limits: Limits, *, vocab_size: int) -> tuple[type[BaseModel], type[BaseModel]]:
     """(CompletionRequest, ChatRequest) for these limits and a model of `vocab_size` characters."""
-    stop_text = Annotated[str, Field(max_length=limits.stop_chars)]
+    sampling = _sampling(limits, vocab_size)
     token_id = Annotated[int, Field(ge=0, lt=vocab_size)]
     long_text = Annotated[str, Field(max_length=limits.text_chars)]
     ids = Annotated[list[token_id], Field(max_length=limits.text_chars)]
 
-    class Sampling(BaseModel):
-        """The options both routes share: OpenAI's, then charlm's own extras."""
-
-        model_config = LENIENT
-        model: Optional[str] = Field(None, description="The served model's id (GET /v1/models); any is accepted.")
-        temperature: Optional[float] = Field(1.0, description="0 is greedy (>= 0).")
-        top_p: Optional[float] = Field(1.0, description="Nucleus sampling, in (0, 1].")
-        n: Optional[int] = Field(1, ge=1, le=limits.num_samples, description="Choices per prompt.")
-        stop: Union[stop_text, Annotated[list[stop_text], Field(max_length=limits.stop_texts)], None] = Field(
-            None, description="A text, or up to stop_texts texts, that ends a choice (left out of its text)."
-        )
-        seed: Optional[int] = Field(None, description="The same seed and options give the same text (0..2^63-1).")
-        stream: Optional[bool] = Field(False, description="Server-sent events: `data: {chunk}` lines, then [DONE].")
-        stream_options: Optional[StreamOptions] = None
-        presence_penalty: Optional[float] = Field(0.0, description="Only 0: use repetition_penalty.")
-        frequency_penalty: Optional[float] = Field(0.0, description="Only 0: use repetition_penalty.")
-        top_k: Optional[int] = Field(0, ge=0, le=vocab_size, description="charlm: the k most likely only (0: all).")
-        beam: Optional[int] = Field(0, ge=0, le=limits.beam, description="charlm: beam search with this many beams.")
-        repetition_penalty: Optional[float] = Field(1.0, description="charlm: CTRL's penalty, > 0 (1: off).")
-        repetition_window: Optional[int] = Field(64, ge=1, le=limits.repetition_window)
-
-    class CompletionRequest(Sampling):
+    class CompletionRequest(sampling):
         """OpenAI's completions: a prompt (or several, or token ids) continued by up to max_tokens characters."""
 
         prompt: Union[
@@ -77,7 +56,7 @@ def openai_models(limits: Limits, *, vocab_size: int) -> tuple[type[BaseModel], 
         role: str = Field(max_length=100)
         content: Union[long_text, list[Part], None] = None
 
-    class ChatRequest(Sampling):
+    class ChatRequest(sampling):
         """OpenAI's chat completions over charlm's plain template: each message's content on its own line, then
         the model writes the answer."""
 
@@ -87,3 +66,30 @@ def openai_models(limits: Limits, *, vocab_size: int) -> tuple[type[BaseModel], 
         logprobs: Optional[bool] = Field(False, description="Not given by chat: use /v1/completions.")
 
     return CompletionRequest, ChatRequest
+
+
+def _sampling(limits: Limits, vocab_size: int) -> type[BaseModel]:
+    stop_text = Annotated[str, Field(max_length=limits.stop_chars)]
+
+    class Sampling(BaseModel):
+        """The options both routes share: OpenAI's, then charlm's own extras."""
+
+        model_config = LENIENT
+        model: Optional[str] = Field(None, description="The served model's id (GET /v1/models); any is accepted.")
+        temperature: Optional[float] = Field(1.0, description="0 is greedy (>= 0).")
+        top_p: Optional[float] = Field(1.0, description="Nucleus sampling, in (0, 1].")
+        n: Optional[int] = Field(1, ge=1, le=limits.num_samples, description="Choices per prompt.")
+        stop: Union[stop_text, Annotated[list[stop_text], Field(max_length=limits.stop_texts)], None] = Field(
+            None, description="A text, or up to stop_texts texts, that ends a choice (left out of its text)."
+        )
+        seed: Optional[int] = Field(None, description="The same seed and options give the same text (0..2^63-1).")
+        stream: Optional[bool] = Field(False, description="Server-sent events: `data: {chunk}` lines, then [DONE].")
+        stream_options: Optional[StreamOptions] = None
+        presence_penalty: Optional[float] = Field(0.0, description="Only 0: use repetition_penalty.")
+        frequency_penalty: Optional[float] = Field(0.0, description="Only 0: use repetition_penalty.")
+        top_k: Optional[int] = Field(0, ge=0, le=vocab_size, description="charlm: the k most likely only (0: all).")
+        beam: Optional[int] = Field(0, ge=0, le=limits.beam, description="charlm: beam search with this many beams.")
+        repetition_penalty: Optional[float] = Field(1.0, description="charlm: CTRL's penalty, > 0 (1: off).")
+        repetition_window: Optional[int] = Field(64, ge=1, le=limits.repetition_window)
+
+    return Sampling

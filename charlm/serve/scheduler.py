@@ -39,21 +39,32 @@ class Group:
         )
 
 
+class StepCache:
+    """One FastStep per weights mode, shared by every batch: the first batch builds it (packs the weights,
+    measures kernels) while others wait."""
+
+    def __init__(self, model, rows: int):
+        self.model, self.rows, self.made, self.building = model, rows, {}, threading.Lock()
+
+    def get(self, weights: str) -> FastStep:
+        with self.building:
+            if weights not in self.made:
+                self.made[weights] = FastStep(self.model, weights, rows=self.rows)
+            return self.made[weights]
+
+
 class Scheduler:
     def __init__(self, model, limits: Limits, *, device):
         self.model, self.limits, self.device = model, limits, device
         self.lock = threading.Condition()
         self.pending: deque[Group] = deque()
         self.running: list[Group] = []
-        self.idle = limits.computing
-        self.closed = False
+        self.idle, self.closed = limits.computing, False
         self.steps = 0  # rows stepped by batches: a request that is cancelled stops adding to it
-        self._steps: dict[str, FastStep] = {}  # one step per weights mode, shared by every batch
-        self.building = threading.Lock()
+        self.steps_made = StepCache(model, limits.batch_rows)
         self.on_batch_step = None  # called with the rows of each batch step (the server's metrics), if set
-        self.threads = [
-            threading.Thread(target=self._work, name=f"charlm-serve-{n}", daemon=True) for n in range(limits.computing)
-        ]
+        named = (f"charlm-serve-{n}" for n in range(limits.computing))
+        self.threads = [threading.Thread(target=self._work, name=name, daemon=True) for name in named]
 
     def start(self) -> None:
         for thread in self.threads:
@@ -88,8 +99,7 @@ class Scheduler:
             return True
 
     def abort(self, status: int, message: str) -> None:
-        """Every request waiting or computing gets this error and stops at its next step (a server whose time to
-        stop has come)."""
+        """Every request waiting or computing gets this error and stops at its next step (the server stops)."""
         with self.lock:
             jobs = [job for group in [*self.pending, *self.running] for job in group.jobs]
         for job in jobs:
@@ -146,7 +156,7 @@ class Scheduler:
                     if job.length == 0:
                         job.reply.put("done", job.stream.results())
                     elif not job.cancelled.is_set():
-                        batch = batch or Batch(self.model, self._step(job.weights), self.device)
+                        batch = batch or Batch(self.model, self.steps_made.get(job.weights), self.device)
                         batch.join(job)
                 if batch is None or not batch.jobs:
                     if group.closed:
@@ -156,9 +166,8 @@ class Scheduler:
                 with self.lock:  # their rows are free for others to join
                     group.rows -= sum(job.rows for job in done)
                     group.jobs = [job for job in group.jobs if job not in done]
-        except (
-            Exception
-        ) as e:  # every request of the batch (and those about to join) gets the error; the server goes on
+        # every request of the batch (and those about to join) gets the error; the server goes on
+        except Exception as e:
             with self.lock:
                 group.closed = True
                 waiting, group.incoming = group.incoming, []
@@ -194,12 +203,6 @@ class Scheduler:
             group.rows -= sum(job.rows for job in gone)
             group.jobs = [job for job in group.jobs if job not in gone]
             return joining
-
-    def _step(self, weights: str) -> FastStep:
-        with self.building:  # the first batch builds it (packs the weights, measures kernels); others wait
-            if weights not in self._steps:
-                self._steps[weights] = FastStep(self.model, weights, rows=self.limits.batch_rows)
-            return self._steps[weights]
 
 
 def run_alone(job: Job, scheduler: Scheduler) -> None:
