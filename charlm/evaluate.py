@@ -156,11 +156,13 @@ def char_losses(
     top_k: int = 0,
     keep: int | None = None,
     reset: int | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> CharLosses:
     """The losses of `ids` under the protocol of `evaluate` (whole streams, hidden state carried): summed by
     character for all, each one kept for the first `keep` scored characters (None: all).
 
     With top_k, also the k most likely next characters at each kept position and their probabilities.
+    `progress(chars)` is called after each window, as `evaluate`'s (an exception it raises ends the scoring).
     """
     layout = Streams.of(len(ids), batch_size)
     device = torch.device(device)
@@ -182,6 +184,8 @@ def char_losses(
         count += torch.bincount(y, minlength=vocab)
         cost += torch.bincount(y, weights=nats.to(cost.dtype), minlength=vocab)
         kept.add(start, nats.view(steps, -1), log_probs.view(steps, layout.streams, -1))
+        if progress is not None:
+            progress(y.numel())
     model.train(was_training)
     return kept.losses(total, chars, count, cost)
 

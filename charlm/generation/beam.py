@@ -8,6 +8,8 @@ its score is final, and it leaves the batch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from charlm.generation.fast_step import DEFAULT_WEIGHTS, reset_rows, warm_up
@@ -25,10 +27,12 @@ def beam_search(
     stops: list[list[int]] = (),
     weights: str = DEFAULT_WEIGHTS,
     reset: int | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> list[Beam]:
     """The `num_results` best continuations of `context` (1, P): `length` characters each, fewer when a
     stop text ended one. Best first, by summed log-probability under the model. `reset`: an id (<eod>) whose
-    reading zeroes a beam's state (train.reset_state_at_documents)."""
+    reading zeroes a beam's state (train.reset_state_at_documents). `progress(steps)` is called after each
+    step (an exception it raises ends the search: a server's request that is gone)."""
     was_training = model.training
     model.eval()
     try:
@@ -42,6 +46,7 @@ def beam_search(
                 stops=stops,
                 weights=weights,
                 reset=reset,
+                progress=progress,
             )
     finally:
         model.train(was_training)
@@ -57,13 +62,16 @@ def _search(
     stops: list[list[int]],
     weights: str,
     reset: int | None,
+    progress: Callable[[int], object] | None,
 ) -> list[Beam]:
     hidden, step = warm_up(model, context, weights)
     current = context[:, -1]
     tokens = context.new_empty(1, 0)
     scores = torch.zeros(1, device=context.device)
     finished: list[tuple[float, list[int], int]] = []
-    for _ in range(length):
+    for done in range(length):
+        if progress is not None:
+            progress(done)
         logits, hidden = step(current, reset_rows(hidden, current, reset))
         total = (scores[:, None] + logits.float().log_softmax(-1)).flatten()
         order = torch.sort(total, descending=True, stable=True).indices[:beams]

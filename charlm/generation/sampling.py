@@ -11,6 +11,7 @@ import math
 from collections.abc import Iterator
 
 import torch
+import torch.nn.functional as F
 
 from charlm.data import Vocab
 from charlm.data.vocab import not_utf8
@@ -81,10 +82,17 @@ def sample_next(
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """logits (n, vocab) -> next ids (n,). temperature 0 is greedy (argmax), as in d2l."""
+    """logits (n, vocab) -> next ids (n,). temperature 0 is greedy (argmax), as in d2l.
+
+    Every row gets a valid distribution, whatever the options and the logits: logits are measured from their
+    row's largest before the temperature divides them (a temperature of 1e-40 is then greedy, not inf - inf),
+    an infinite logit (a repetition penalty of 1e-40) is the largest finite one, the most likely character
+    always survives top-p, and a row with no finite distribution at all (a model whose weights are NaN) takes
+    its argmax. So one row can never fail the others sampled with it (a server's batch)."""
     if temperature == 0:
         return logits.argmax(-1)
-    logits = logits.float() / temperature
+    logits = logits.float().nan_to_num(nan=-math.inf, posinf=torch.finfo(torch.float32).max)
+    logits = (logits - logits.amax(-1, keepdim=True)) / temperature
     if 0 < top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -93,8 +101,12 @@ def sample_next(
         probs = sorted_logits.softmax(-1)
         # drop a token when the tokens ranked above it already hold top_p: the first always stays
         drop = probs.cumsum(-1) - probs >= top_p
+        drop[:, 0] = False
         logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
-    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
+    probs = logits.softmax(-1)
+    broken = ~torch.isfinite(probs).all(-1, keepdim=True)
+    probs = torch.where(broken, F.one_hot(logits.argmax(-1), probs.shape[-1]).to(probs.dtype), probs)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
 def read_first(
@@ -140,10 +152,11 @@ def samples(
     device: torch.device | str = "cpu",
     unknown: str = "refuse",
     reset: int | None = None,
+    progress=None,
     **options,
 ) -> list[Sample]:
     """`num_samples` samples (the best beams with beam=N), each with its stop and its bits per char; `reset`
-    as in `stream`."""
+    as in `stream`; `progress`: beam search's (beam.beam_search)."""
     chosen = SamplingOptions.of(options)
     if not chosen.beam:
         made = Stream(model, vocab, prefix, length=length, options=chosen, device=device, unknown=unknown, reset=reset)
@@ -164,6 +177,7 @@ def samples(
         stops=stops,
         weights=chosen.weights,
         reset=reset,
+        progress=progress,
     )
     return [
         _sample(

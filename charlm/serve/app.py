@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from charlm import __version__
@@ -31,7 +31,7 @@ from charlm.serve.limits import Limits
 from charlm.serve.metrics import Counting, ServeMetrics
 from charlm.serve.openai_routes import add_openai_routes
 from charlm.serve.openai_schemas import openai_models
-from charlm.serve.replies import admit, error_response, finished, next_event, openai_shaped, outcome
+from charlm.serve.replies import Streamed, admit, error_response, finished, next_event, openai_shaped, outcome
 from charlm.serve.scheduler import Scheduler
 from charlm.serve.schemas import request_models, token_models
 from charlm.serve.work import detokenize, generation_job, model_facts, scoring_job, tokenize
@@ -81,17 +81,17 @@ def _routes(app: FastAPI, generate_request, perplexity_request) -> None:
     state = app.state
 
     @app.post("/generate", responses=ANSWERS, summary="Sample text (the objects of `charlm generate --json`)")
-    async def generate(body: generate_request):
+    async def generate(body: generate_request, request: Request):
         job, options = generation_job(state.model, body, Reply(asyncio.get_running_loop()))
         records = _records(body.length, options)
         if body.stream:
-            return _admitted(job) or StreamingResponse(_events(job, records), media_type="text/event-stream")
-        return _admitted(job) or await _answer(job, records)
+            return _admitted(job) or Streamed(_events(job, records), on_close=lambda: finished(state, job))
+        return _admitted(job) or await _answer(job, records, request)
 
     @app.post("/perplexity", responses=ANSWERS, summary="Score a text (`charlm perplexity --json`'s figures)")
-    async def perplexity(body: perplexity_request):
+    async def perplexity(body: perplexity_request, request: Request):
         job = scoring_job(state.model, body, Reply(asyncio.get_running_loop()))
-        return _admitted(job) or await _answer(job, lambda result: result)
+        return _admitted(job) or await _answer(job, lambda result: result, request)
 
     @app.get("/model", summary="The model's facts (those of its model card)")
     async def facts():
@@ -111,8 +111,8 @@ def _routes(app: FastAPI, generate_request, perplexity_request) -> None:
         """None when the job has a place; else the 503 that says to come back (busy, or stopping)."""
         return admit(state, "/generate", [job])
 
-    async def _answer(job: Job, present) -> JSONResponse | dict:
-        kind, value = await outcome(state, job)
+    async def _answer(job: Job, present, request: Request) -> JSONResponse | dict:
+        kind, value = await outcome(state, job, request)
         return present(value) if kind == "done" else _error(*value)
 
     async def _events(job: Job, present) -> AsyncIterator[str]:

@@ -13,7 +13,7 @@ import torch
 
 from charlm.generation.fast_step import FastStep, read_context, reset_rows
 from charlm.generation.sampling import sample_next
-from charlm.serve.jobs import Job
+from charlm.serve.jobs import Job, failure
 
 
 class Batch:
@@ -47,21 +47,13 @@ class Batch:
         # one model, one reset id (<eod> for a run trained with the reset; else None): every stream's is the same
         reset = self.jobs[0].stream.reset if self.jobs else None
         logits, self.hidden = self.run_step(self.current, reset_rows(self.hidden, self.current, reset))
-        current = torch.empty_like(self.current)
+        current = logits.argmax(-1)  # what a set of rows that failed to sample reads on (it leaves at once)
         for options, rows, members in self.plan:
-            if options is None:  # a repetition penalty: the stream samples its own rows
-                (job, start, end), *_ = members
-                current[start:end] = job.stream.choose(logits[start:end])
-                continue
-            chosen = logits.index_select(0, rows)
-            temperature, top_k, top_p = options
-            ids = sample_next(chosen, temperature=temperature, top_k=top_k, top_p=top_p, generator=self.generator)
-            log_probs = chosen.float().log_softmax(-1).gather(1, ids[:, None]).squeeze(1)
-            current.index_copy_(0, rows, ids)
-            at = 0
-            for job, start, end in members:
-                job.stream.record(ids[at : at + end - start], log_probs[at : at + end - start])
-                at += end - start
+            try:
+                self._sample(logits, current, options, rows, members)
+            except Exception as error:  # these rows fail alone: the other requests of the batch go on
+                for job, _, _ in members:
+                    job.failed = failure(error)
         self.current = current
         for job in self.jobs:
             job.written += 1
@@ -70,12 +62,28 @@ class Batch:
         host, spans = current.tolist(), self._spans()
         return [host[start:end] for start, end in spans]
 
+    def _sample(self, logits: torch.Tensor, current: torch.Tensor, options, rows, members) -> None:
+        """The next ids of one set of rows that share their options, into `current`, recorded by their streams."""
+        if options is None:  # a repetition penalty: the stream samples its own rows
+            (job, start, end), *_ = members
+            current[start:end] = job.stream.choose(logits[start:end])
+            return
+        chosen = logits.index_select(0, rows)
+        temperature, top_k, top_p = options
+        ids = sample_next(chosen, temperature=temperature, top_k=top_k, top_p=top_p, generator=self.generator)
+        log_probs = chosen.float().log_softmax(-1).gather(1, ids[:, None]).squeeze(1)
+        current.index_copy_(0, rows, ids)
+        at = 0
+        for job, start, end in members:
+            job.stream.record(ids[at : at + end - start], log_probs[at : at + end - start])
+            at += end - start
+
     def finished(self) -> list[Job]:
         """The jobs done after this step (length reached, every sample stopped) or cancelled; their rows leave."""
         done, keep = [], []
         for job, (start, end) in zip(self.jobs, self._spans(), strict=True):
             ids = self.current[start:end]
-            over = job.stream.all_stopped(ids, job.written) or job.written >= job.length
+            over = job.failed is not None or job.stream.all_stopped(ids, job.written) or job.written >= job.length
             if over or job.cancelled.is_set():
                 done.append(job)
             else:

@@ -10,7 +10,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from charlm.errors import CharlmError, UsageError
 from charlm.generation.sampling import Stream
+
+
+class Withdrawn(Exception):
+    """Raised inside a job's work once nobody waits for it (its client left, its time is up): it stops there."""
 
 
 class Reply:
@@ -48,8 +53,14 @@ class Job:
     arrived: float = field(default_factory=time.monotonic)
     first_at: float | None = None  # when its first step was taken (the time to its first character)
     last_at: float | None = None  # and its last, so far
+    failed: tuple[int, str] | None = None  # (status, message) of an error its own rows met in a batch
     steps_timed: int = 0  # steps taken between first_at and last_at, batched or alone
     timed: bool = False  # its timings are counted (metrics.py), once
+
+    def check(self, *_) -> None:
+        """Between two steps of a job's work (beam search, scoring): stop once it is withdrawn or out of time."""
+        if self.cancelled.is_set() or time.monotonic() > self.deadline:
+            raise Withdrawn
 
     def stepped(self, now: float) -> None:
         if self.first_at is None:
@@ -74,3 +85,10 @@ class Job:
         chars, stops = self.stream.vocab.chars, self.stream.stops
         ended = stops.ended.tolist() if stops is not None else [-1] * len(ids)
         return [chars[i] if end < 0 else "" for i, end in zip(ids, ended, strict=True)]
+
+
+def failure(error: Exception) -> tuple[int, str]:
+    """The status and message of an error met while computing: bad input 400, anything else 500."""
+    if isinstance(error, CharlmError):
+        return 400 if isinstance(error, UsageError) else 500, str(error)
+    return 500, f"unexpected {type(error).__name__}: {error}"

@@ -11,8 +11,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI
-from fastapi.responses import StreamingResponse
+from fastapi import FastAPI, Request
 
 from charlm.generation.text_form import check_prefix
 from charlm.serve.jobs import Reply
@@ -31,7 +30,7 @@ from charlm.serve.openai_work import (
     prompts_of,
     usage,
 )
-from charlm.serve.replies import admit, error_response, finished, next_event, outcome
+from charlm.serve.replies import Streamed, admit, error_response, finished, next_event, outcome
 
 COMPLETION, CHAT = "text_completion", "chat.completion"
 
@@ -58,20 +57,21 @@ def add_openai_routes(app: FastAPI, completion_request, chat_request) -> None:
         return card()
 
     @app.post("/v1/completions", summary="OpenAI's completions (a token is one character)")
-    async def completions(body: completion_request):
+    async def completions(body: completion_request, request: Request):
         check_penalties(body)
         max_tokens = 16 if body.max_tokens is None else body.max_tokens  # OpenAI's default
         ask = Ask(body, COMPLETION, prompts_of(body, state.model), max_tokens, bool(body.echo), body.logprobs)
-        return await ask.answer(state)
+        return await ask.answer(state, request)
 
     @app.post("/v1/chat/completions", summary="OpenAI's chat completions over charlm's plain template")
-    async def chat(body: chat_request):
+    async def chat(body: chat_request, request: Request):
         check_penalties(body)
         if body.logprobs:
             raise Refusal("chat completions give no logprobs here: ask /v1/completions with logprobs", "logprobs")
         given = [body.max_completion_tokens, body.max_tokens, min(CHAT_LENGTH, state.limits.length)]
         max_tokens = next(value for value in given if value is not None)
-        return await Ask(body, CHAT, [chat_prompt(body, state.model.vocab)], max_tokens, False, None).answer(state)
+        ask = Ask(body, CHAT, [chat_prompt(body, state.model.vocab)], max_tokens, False, None)
+        return await ask.answer(state, request)
 
 
 class Ask:
@@ -82,9 +82,9 @@ class Ask:
         self.n = body.n or 1
         self.prompts = [Prompt(i * self.n, text) for i, text in enumerate(texts)]
         stop = body.stop if isinstance(body.stop, list) else [body.stop] if body.stop else []
-        self.stops, self.written = stop, 0
+        self.stops, self.written, self.request = stop, 0, None
 
-    async def answer(self, state):
+    async def answer(self, state, request: Request):
         loop, path = asyncio.get_running_loop(), f"/v1/{'chat/' if self.kind == CHAT else ''}completions"
         streamed = bool(self.body.stream) and self.top is None  # logprobs are read once a choice is whole
         for prompt in self.prompts:
@@ -104,7 +104,8 @@ class Ask:
         if refused is not None:
             return refused
         if self.body.stream:
-            return StreamingResponse(self.chunks(state), media_type="text/event-stream")
+            return Streamed(self.chunks(state), on_close=lambda: self.release(state))
+        self.request = request  # watched while each job waits or computes: a client gone withdraws them
         try:
             return await self.whole(state)
         except Failed as failure:
@@ -167,7 +168,7 @@ class Ask:
         if prompt.job is None:
             return [("", "length", 0)] * self.n
         if prompt.outcome is None:
-            kind, value = await outcome(state, prompt.job)
+            kind, value = await outcome(state, prompt.job, self.request)
             self._take(prompt, kind, value)
         return choice_texts(prompt.outcome)
 
@@ -186,7 +187,7 @@ class Ask:
         refused = admit(state, "/v1", [job])
         if refused is not None:
             raise Failed(refused.status_code, json.loads(refused.body)["error"]["message"])
-        kind, value = await outcome(state, job)
+        kind, value = await outcome(state, job, self.request)
         if kind != "done":
             raise Failed(*value)
         return value

@@ -154,10 +154,15 @@ def choice_texts(samples) -> list[tuple[str, str, int]]:
 
 def logprobs_job(model, reply: Reply, prompt: str, texts: list[str], *, top: int, echo: bool) -> Job:
     """A job that reads each choice after its prompt again and gives its `logprobs` objects."""
-    return Job(reply, work=lambda job: [choice_logprobs(model, prompt, text, top=top, echo=echo) for text in texts])
+    return Job(
+        reply,
+        work=lambda job: [
+            choice_logprobs(model, prompt, text, top=top, echo=echo, progress=job.check) for text in texts
+        ],
+    )
 
 
-def choice_logprobs(model, prompt: str, text: str, *, top: int, echo: bool) -> dict:
+def choice_logprobs(model, prompt: str, text: str, *, top: int, echo: bool, progress=None) -> dict:
     """OpenAI's `logprobs` of one choice: its characters (after the prompt's with `echo`), each one's
     log-probability given everything before it (None for the very first, which nothing predicts), the `top`
     most likely characters at each position, and each character's offset in prompt + text."""
@@ -175,6 +180,7 @@ def choice_logprobs(model, prompt: str, text: str, *, top: int, echo: bool) -> d
             device=model.device,
             top_k=top,
             reset=reset_id(model.config, vocab),
+            progress=progress,
         )
     tokens = [vocab.chars[i] for i in ids[shown:]]
     chosen, best = [], []

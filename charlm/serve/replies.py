@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from charlm.serve.jobs import Job
 
@@ -65,13 +65,48 @@ async def next_event(state, job: Job) -> tuple[str, object]:
         return "error", (504, too_long(state.limits))
 
 
-async def outcome(state, job: Job) -> tuple[str, object]:
-    """A job's result ("done", value) or its error; the job is withdrawn whatever happens (done, timed out, or
-    the request cancelled because its client left: nothing more to compute)."""
+async def outcome(state, job: Job, request=None) -> tuple[str, object]:
+    """A job's result ("done", value) or its error; the job is withdrawn whatever happens: done, timed out, or
+    its client gone (watched on `request` while the job waits or computes: nothing more to compute)."""
     try:
-        return await next_event(state, job)
+        if request is None:
+            return await next_event(state, job)
+        return await _unless_gone(next_event(state, job), request)
     finally:
         finished(state, job)
+
+
+async def _unless_gone(awaited, request) -> tuple[str, object]:
+    answer, gone = asyncio.ensure_future(awaited), asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({answer, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (answer, gone):
+            task.cancel()
+    if answer.done() and not answer.cancelled():
+        return answer.result()
+    return "error", (499, "the client closed the connection before the answer")
+
+
+async def _disconnected(request) -> None:
+    """Returns once the client has closed the connection (its body was read before: what comes is the end)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+class Streamed(StreamingResponse):
+    """Server-sent events whose jobs are withdrawn however the stream ends: finished, cut by the client, or
+    never begun because the client left first (then the generator never runs, nor its `finally`)."""
+
+    def __init__(self, events, *, on_close):
+        super().__init__(events, media_type="text/event-stream")
+        self.on_close = on_close
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.on_close()
 
 
 def finished(state, job: Job) -> None:

@@ -15,10 +15,9 @@ from collections import deque
 
 import torch
 
-from charlm.errors import CharlmError, UsageError
 from charlm.generation.fast_step import FastStep
 from charlm.serve.batch import Batch
-from charlm.serve.jobs import Job
+from charlm.serve.jobs import Job, Withdrawn, failure
 from charlm.serve.limits import Limits
 
 
@@ -189,7 +188,9 @@ class Scheduler:
                     job.reply.put("chars", job.visible(own))
         done = batch.finished()
         for job in done:
-            if not job.cancelled.is_set():
+            if job.failed is not None:
+                job.reply.put("error", job.failed)
+            elif not job.cancelled.is_set():
                 job.reply.put("done", job.stream.results())
         return done
 
@@ -211,6 +212,8 @@ def run_alone(job: Job, scheduler: Scheduler) -> None:
         return
     try:
         result = _stream_alone(job, scheduler) if job.stream is not None else job.work(job)
+    except Withdrawn:  # nobody waits for it any more
+        return
     except Exception as e:  # the request gets the error; the server goes on
         job.reply.put("error", failure(e))
     else:
@@ -231,10 +234,3 @@ def _stream_alone(job: Job, scheduler: Scheduler):
         return job.stream.samples()
     finally:
         job.stream.close()  # here, in the worker's thread (a no-op after the last step)
-
-
-def failure(error: Exception) -> tuple[int, str]:
-    """The status and message of an error met while computing: bad input 400, anything else 500."""
-    if isinstance(error, CharlmError):
-        return 400 if isinstance(error, UsageError) else 500, str(error)
-    return 500, f"unexpected {type(error).__name__}: {error}"

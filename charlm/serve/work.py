@@ -51,7 +51,14 @@ def generation_job(model, body, reply: Reply) -> tuple[Job, SamplingOptions]:
 
     def search(job: Job):
         return samples(
-            model.net, model.vocab, prefix, length=body.length, device=model.device, reset=reset, **vars(options)
+            model.net,
+            model.vocab,
+            prefix,
+            length=body.length,
+            device=model.device,
+            reset=reset,
+            progress=job.check,
+            **vars(options),
         )
 
     return Job(reply, rows=options.beam, work=search, length=body.length), options
@@ -70,6 +77,7 @@ def scoring_job(model, body, reply: Reply) -> Job:
             device=model.device,
             keep=None if body.bits else 0,
             reset=reset_id(model.config, model.vocab),
+            progress=job.check,
         )
         nats = losses.nats_per_char
         result = dict(zip(FIGURES, (nats, nats / math.log(2), perplexity(nats), losses.chars), strict=True))
