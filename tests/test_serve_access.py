@@ -30,7 +30,6 @@ def url(model):
 ROUTES = [
     ("GET", "/model", None),
     ("GET", "/metrics", None),
-    ("GET", "/docs", None),
     ("GET", "/openapi.json", None),
     ("POST", "/generate", {"prefix": "the", "length": 5}),
     ("POST", "/perplexity", {"text": "the time"}),

@@ -30,6 +30,12 @@ CorsOrigin = Annotated[
     Optional[list[str]],
     typer.Option("--cors-origin", help="A browser origin allowed to call the API, e.g. http://localhost:3000."),
 ]
+AllowedHost = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--allowed-host", help="A name clients may call the server by (the Host header), e.g. lm.example.org."
+    ),
+]
 EXTRA = "charlm serve needs the serve extra: pip install 'charlm[serve]'"
 
 
@@ -44,10 +50,11 @@ def serve(
     limit: Limit = None,
     api_key: ApiKey = None,
     cors_origin: CorsOrigin = None,
+    allowed_host: AllowedHost = None,
 ) -> None:
     """Serve a trained run (or an exported model) over HTTP: POST /generate and /perplexity, GET /model and
-    /health, OpenAI's /v1/completions, /v1/chat/completions and /v1/models, /metrics, the OpenAPI page at
-    /docs. Ctrl+C (or SIGTERM) stops it, letting the requests under way finish."""
+    /health, OpenAI's /v1/completions, /v1/chat/completions and /v1/models, /metrics, the OpenAPI schema at
+    /openapi.json. Ctrl+C (or SIGTERM) stops it, letting the requests under way finish."""
     try:
         import fastapi  # noqa: F401
         import prometheus_client  # noqa: F401
@@ -55,7 +62,7 @@ def serve(
     except ImportError:
         raise UsageError(EXTRA) from None
     from charlm.api import load
-    from charlm.serve.access import KEY_VARIABLE, api_keys
+    from charlm.serve.access import KEY_VARIABLE, api_keys, host_names
     from charlm.serve.app import create_app
     from charlm.serve.limits import Limits
     from charlm.serve.server import everywhere, listen, loopback, run, url
@@ -65,7 +72,8 @@ def serve(
     sock = listen(host, port)
     try:
         model = load(model_source(run_dir, model_dir), checkpoint, device)
-        app = create_app(model, limits, keys=keys, cors_origins=tuple(cors_origin or ()))
+        hosts = host_names(host, allowed_host)
+        app = create_app(model, limits, keys=keys, cors_origins=tuple(cors_origin or ()), hosts=hosts)
     except BaseException:
         sock.close()
         raise
@@ -76,5 +84,7 @@ def serve(
             f"(pass --host 127.0.0.1 to keep it to this one, or require a key: {KEY_VARIABLE}=SECRET charlm serve ...)",
             markup=False,
         )
-    cli.out.print(f"serving {model.path} at {url(sock)} (the API's page: {url(sock)}/docs); Ctrl+C stops", markup=False)
+    cli.out.print(
+        f"serving {model.path} at {url(sock)} (its schema: {url(sock)}/openapi.json); Ctrl+C stops", markup=False
+    )
     run(app, sock)

@@ -1,4 +1,5 @@
-"""Who may use the server and when: API keys, and a server that is stopping.
+"""Who may use the server and when: by which name (the Host header), with which API key, and not once the
+server is stopping.
 
 `Gate` is a pure ASGI middleware in front of every route. With keys (`charlm serve --api-key`, or the
 CHARLM_API_KEY variable), every request but GET /health must carry `Authorization: Bearer KEY`; a missing
@@ -37,9 +38,36 @@ def api_keys(given: list[str] | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(key.strip() for key in keys))
 
 
+def host_names(listened: str, allowed: list[str] | None) -> frozenset[str] | None:
+    """The Host names a request may carry (against DNS rebinding: a page on another site that resolves its own
+    name to 127.0.0.1 still sends its own name): the address listened on, this machine's own names when that
+    is a loopback address, and those allowed by --allowed-host. None (any name) on every interface without
+    --allowed-host: the names others use to reach this machine are not known here."""
+    from charlm.serve.server import everywhere, loopback
+
+    named = {name.strip().lower().strip("[]") for name in allowed or () if name.strip()}
+    if everywhere(listened) and not named:
+        return None
+    named.add(listened.lower().strip("[]"))
+    if loopback(listened):
+        named.update({"localhost", "127.0.0.1", "::1"})
+    return frozenset(named)
+
+
+def host_of(scope) -> str | None:
+    """The name in a request's Host header, without its port (None: no Host header)."""
+    for name, value in scope.get("headers") or ():
+        if name == b"host":
+            text = value.decode("latin-1").strip().lower()
+            if text.startswith("["):  # [::1]:8000
+                return text[1:].split("]", 1)[0]
+            return text.rsplit(":", 1)[0] if text.count(":") == 1 else text
+    return None
+
+
 class Gate:
-    def __init__(self, app, *, keys: tuple[str, ...], state):
-        self.app, self.state = app, state
+    def __init__(self, app, *, keys: tuple[str, ...], state, hosts: frozenset[str] | None = None):
+        self.app, self.state, self.hosts = app, state, hosts
         self.digests = [hashlib.sha256(key.encode()).digest() for key in keys]
 
     async def __call__(self, scope, receive, send) -> None:
@@ -47,6 +75,11 @@ class Gate:
             await self.app(scope, receive, send)
             return
         path = scope.get("path", "")
+        host = host_of(scope)
+        if self.hosts is not None and host is not None and host not in self.hosts:
+            message = f"the Host header names {host!r}, not this server: call it by its address (or --allowed-host)"
+            await error_response(path, 400, message)(scope, receive, send)
+            return
         if path not in OPEN and self.digests and not self.allowed(scope):
             refusal = error_response(
                 path,

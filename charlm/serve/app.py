@@ -4,7 +4,8 @@ the metrics, whether it is stopping.
 
 Native routes: POST /generate (JSON, or server-sent events with "stream": true), POST /perplexity, POST
 /tokenize and /detokenize, GET /model, GET /health, GET /metrics (Prometheus). OpenAI-compatible routes under
-/v1 (openai_routes.py). /docs and /openapi.json come with FastAPI. Every native error is JSON
+/v1 (openai_routes.py). /openapi.json comes with FastAPI (its /docs and /redoc pages, which load scripts
+from a CDN, are not served). Every native error is JSON
 {"error": "..."} with a 4xx or 5xx status; /v1's are in OpenAI's envelope (replies.py).
 """
 
@@ -36,13 +37,17 @@ from charlm.serve.scheduler import Scheduler
 from charlm.serve.schemas import request_models, token_models
 from charlm.serve.work import detokenize, generation_job, model_facts, scoring_job, tokenize
 
+NOT_JSON = "the body is not valid JSON (UTF-8 text, nested at most a few hundred deep): send a JSON object"
 ERROR = {"content": {"application/json": {"example": {"error": "length: ..."}}}}
 ANSWERS = {400: ERROR, 413: ERROR, 422: ERROR, 503: ERROR, 504: ERROR}
 
 
-def create_app(model, limits: Limits | None = None, *, keys: tuple[str, ...] = (), cors_origins=()) -> FastAPI:
+def create_app(
+    model, limits: Limits | None = None, *, keys: tuple[str, ...] = (), cors_origins=(), hosts=None
+) -> FastAPI:
     """The app serving `model` (what `charlm.load` returns: net, vocab, checkpoint, device) within `limits`;
-    with `keys`, only to requests that carry one (access.py); `cors_origins`: the browser origins allowed."""
+    with `keys`, only to requests that carry one (access.py); `cors_origins`: the browser origins allowed;
+    `hosts`: the Host names served (None: any; access.host_names)."""
     limits = limits or Limits()
     scheduler = Scheduler(model.net, limits, device=model.device)
     metrics = ServeMetrics(scheduler)
@@ -59,11 +64,14 @@ def create_app(model, limits: Limits | None = None, *, keys: tuple[str, ...] = (
         version=__version__,
         description=f"A character-level language model ({model_facts(model)['kind']}) over HTTP.",
         lifespan=lifespan,
+        # the schema is served (/openapi.json); FastAPI's pages load their scripts from a CDN: blank offline
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.model, app.state.limits, app.state.scheduler, app.state.metrics = model, limits, scheduler, metrics
     app.state.active, app.state.draining = 0, False  # requests under way; stopping (server.py)
-    app.add_middleware(BodyLimit, limit=limits.body_bytes)
-    app.add_middleware(Gate, keys=tuple(keys), state=app.state)
+    app.add_middleware(BodyLimit, limit=limits.body_limit, read_time=limits.read_time, state=app.state)
+    app.add_middleware(Gate, keys=tuple(keys), state=app.state, hosts=hosts)
     app.add_middleware(Counting, metrics=metrics)
     if cors_origins:  # outermost: a browser's preflight is answered before any key is asked for
         app.add_middleware(
@@ -97,6 +105,7 @@ def _routes(app: FastAPI, generate_request, perplexity_request) -> None:
     async def facts():
         return model_facts(state.model)
 
+    @app.head("/health", include_in_schema=False)  # a load balancer's probe: the status alone
     @app.get("/health", summary="Up (200), or stopping (503), and how busy")
     async def health():
         if state.draining:
@@ -162,15 +171,23 @@ def _errors(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError):
-        found = error.errors()
+        found, path = error.errors(), request.url.path
+        if any(e.get("type") == "json_invalid" for e in found):
+            return error_response(path, 400, NOT_JSON)
         problems = "; ".join(_problem(e) for e in found[:3])
-        path = request.url.path
         status = 400 if openai_shaped(path) else 422
         return error_response(path, status, problems, param=_where(found[0]) if found else None)
 
     @app.exception_handler(HTTPException)
     async def http(request: Request, error: HTTPException):
-        return error_response(request.url.path, error.status_code, str(error.detail), headers=error.headers)
+        # FastAPI's own words for a body it cannot decode (bad UTF-8, too deep, a number too long): as above
+        message = NOT_JSON if error.status_code == 400 else str(error.detail)
+        return error_response(request.url.path, error.status_code, message, headers=error.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception):
+        # the app's last word: still JSON (the log gets one line, server.py)
+        return error_response(request.url.path, 500, f"unexpected {type(error).__name__}: the server failed")
 
 
 def _where(error: dict) -> str | None:

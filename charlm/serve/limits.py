@@ -15,7 +15,7 @@ from charlm.errors import UsageError
 
 @dataclass(frozen=True)
 class Limits:
-    body_bytes: int = 64 * 1024  # a request's JSON body; more is 413
+    body_bytes: int = 0  # a request's JSON body; more is 413. 0: enough for text_chars of any characters (body_limit)
     prefix_chars: int = 1_000  # /generate's prefix
     length: int = 2_000  # characters generated per sample
     num_samples: int = 16
@@ -30,11 +30,19 @@ class Limits:
     batch_rows: int = 64  # sequences stepped together in one batch (a request brings num_samples rows)
     retry_after: int = 1  # seconds, in a 503's Retry-After
     shutdown_grace: float = 10.0  # seconds the requests under way may take to finish once the server is stopping
+    read_time: float = 10.0  # seconds a client has to send a request's head, and again its body: else 408
+    connections: int = 256  # connections open at once (at most the file limit allows); one more is 503 and closed
+
+    @property
+    def body_limit(self) -> int:
+        """body_bytes, or when 0, enough for the longest text a request may hold written in JSON's longest form
+        (12 bytes a character: a surrogate pair of \\u escapes), and 64 KiB for the rest."""
+        return self.body_bytes or 12 * max(self.text_chars, self.prefix_chars) + 64 * 1024
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            least = {"queue": 0, "time_limit": 0.001, "shutdown_grace": 0}.get(
+            least = {"queue": 0, "time_limit": 0.001, "shutdown_grace": 0, "body_bytes": 0, "read_time": 0.001}.get(
                 field.name, 1
             )  # a queue may be none; seconds need not be whole
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= least:
@@ -44,7 +52,7 @@ class Limits:
                 f"--limit batch_rows ({self.batch_rows}) must be at least num_samples ({self.num_samples}) "
                 f"and beam ({self.beam}): a request's rows go in one batch"
             )
-        for name in ("time_limit", "shutdown_grace"):
+        for name in ("time_limit", "shutdown_grace", "read_time"):
             if not getattr(self, name) < 86_400 * 365:
                 raise UsageError(f"--limit {name} {getattr(self, name)} is too long: pass seconds, e.g. 30")
 

@@ -1,5 +1,5 @@
 """The request bodies, made for a server's `Limits` and its model: FastAPI checks the types and the maxima
-with them and lists both on /docs and /openapi.json. The options' own rules (temperature >= 0, top-p in
+with them and lists both in /openapi.json. The options' own rules (temperature >= 0, top-p in
 (0, 1], beam search without top-k, a prefix the model can read, ...) are the library's: `SamplingOptions`
 and `Stream` check them as for `charlm generate`, with that command's messages.
 

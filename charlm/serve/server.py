@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
+import math
 import os
 import signal
 import socket
@@ -19,6 +21,7 @@ import threading
 import time
 
 from charlm.errors import UsageError
+from charlm.serve.connections import guarded, most_connections
 
 LOCAL = "127.0.0.1"
 
@@ -117,7 +120,15 @@ def run(app, sock: socket.socket) -> None:
                 self.cut_at = now
             return self.cut_at is not None and now >= self.cut_at + LAST_WORDS
 
-    server = Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=LAST_WORDS))
+    limits = app.state.limits
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        timeout_graceful_shutdown=LAST_WORDS,
+        http=guarded(read_time=limits.read_time, most=most_connections(limits.connections)),
+    )
+    quiet_logs()
+    server = Server(config)
     try:
         server.run(sockets=[sock])
     finally:
@@ -126,3 +137,33 @@ def run(app, sock: socket.socket) -> None:
 
 def _reason(error: Exception) -> str:
     return getattr(error, "strerror", None) or str(error) or type(error).__name__
+
+
+class OneLine(logging.Filter):
+    """A log record as one line without its traceback (which names this install's paths), and the same line
+    at most once every `quiet` seconds (a flood of refused connections writes one line, not thousands)."""
+
+    def __init__(self, quiet: float = 10.0):
+        super().__init__()
+        self.quiet, self.last = quiet, {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            record.msg, record.args = f"{record.getMessage().splitlines()[0]}: {type(error).__name__}", ()
+            record.exc_info = record.exc_text = None
+        line, now = record.getMessage(), time.monotonic()
+        if now - self.last.get(line, -math.inf) < self.quiet:
+            return False
+        if len(self.last) > 1000:  # bounded, whatever a client makes the server say
+            self.last.clear()
+        self.last[line] = now
+        return True
+
+
+def quiet_logs() -> None:
+    """uvicorn's and asyncio's loggers, one line a record (OneLine)."""
+    for name in ("uvicorn.error", "asyncio"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, OneLine) for f in logger.filters):
+            logger.addFilter(OneLine())
