@@ -4,8 +4,10 @@ server's address. test_docs.py runs the page's `charlm` lines; this runs what ta
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,10 @@ REPO = Path(__file__).resolve().parent.parent
 PAGE = REPO / "docs" / "serve.md"
 ADDRESS = re.compile(r"(?:http://)?(?:localhost|127\.0\.0\.1):8000")
 pytestmark = pytest.mark.usefixtures("single_thread")
+# the lm-eval example reads a local file with `datasets`: no network, and its cache out of the user's home
+for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+    os.environ.setdefault(name, "1")
+os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="charlm-hf-"))
 
 
 def examples(language: str) -> list[tuple[int, str]]:

@@ -57,7 +57,15 @@ def cli(capsys, *argv: str) -> tuple[int, str, str]:
 
 def test_the_folder_holds_weights_config_vocab_and_a_card(exported):
     run_dir, model = exported
-    assert sorted(p.name for p in model.iterdir()) == ["README.md", "config.json", "model.safetensors", "vocab.json"]
+    names = sorted(p.name for p in model.iterdir())
+    assert names == [
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "vocab.json",
+    ]
     meta = json.loads((model / "config.json").read_text(encoding="utf-8"))
     saved = charlm.load(run_dir).checkpoint
     assert meta["model"]["hidden_size"] == 32 and meta["vocab_size"] == len(saved.vocab)
@@ -65,6 +73,11 @@ def test_the_folder_holds_weights_config_vocab_and_a_card(exported):
     assert (model / "vocab.json").read_text(encoding="utf-8") == (run_dir / "vocab.json").read_text(encoding="utf-8")
     weights = load_file(model / "model.safetensors")
     assert "head.weight" not in weights and "embedding.weight" in weights  # tied: stored once
+    tokenizers = pytest.importorskip("tokenizers", reason="tokenizers is not installed: pip install tokenizers")
+    tokenizer = tokenizers.Tokenizer.from_file(str(model / "tokenizer.json"))  # one id per character, charlm's
+    assert tokenizer.get_vocab() == {char: i for i, char in enumerate(saved.vocab.chars)}
+    config = json.loads((model / "tokenizer_config.json").read_text(encoding="utf-8"))
+    assert config["tokenizer_class"] == "PreTrainedTokenizerFast" and config["clean_up_tokenization_spaces"] is False
 
 
 def test_the_model_card_says_what_how_good_and_how_made(exported):

@@ -35,7 +35,7 @@ from charlm.serve.openai_schemas import openai_models
 from charlm.serve.replies import Streamed, admit, error_response, finished, next_event, openai_shaped, outcome
 from charlm.serve.scheduler import Scheduler
 from charlm.serve.schemas import request_models, token_models
-from charlm.serve.work import detokenize, generation_job, model_facts, scoring_job, tokenize
+from charlm.serve.work import detokenize, generation_job, model_facts, scoring_job, tokenize, tokenizer_info
 
 NOT_JSON = "the body is not valid JSON (UTF-8 text, nested at most a few hundred deep): send a JSON object"
 ERROR = {"content": {"application/json": {"example": {"error": "length: ..."}}}}
@@ -143,6 +143,10 @@ def _token_routes(app: FastAPI, tokenize_request, detokenize_request) -> None:
     @app.post("/tokenize", summary="A text's character ids, as the model reads it (one token is one character)")
     async def to_ids(body: tokenize_request):
         return tokenize(state.model, body.prompt)
+
+    @app.get("/tokenizer_info", summary="How the model counts tokens: one per character")
+    async def about_tokens():
+        return tokenizer_info(state.model)
 
     @app.post("/detokenize", summary="The text of character ids")
     async def to_text(body: detokenize_request):

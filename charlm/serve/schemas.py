@@ -70,6 +70,7 @@ def token_models(limits: Limits, *, vocab_size: int) -> tuple[type[BaseModel], t
 
         model_config = STRICT
         prompt: str = Field(max_length=limits.text_chars, description="The text, read in the run's own form.")
+        add_special_tokens: bool = Field(False, description="Accepted for vLLM's clients: charlm adds none.")
 
     class DetokenizeRequest(BaseModel):
         """Character ids in, their text out."""

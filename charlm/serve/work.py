@@ -9,7 +9,7 @@ from charlm.errors import UsageError
 from charlm.evaluate import TextSource, char_losses, reset_id, text_to_score
 from charlm.generation.options import SamplingOptions
 from charlm.generation.sampling import Stream, check_sizes, read_first, samples, stop_ids
-from charlm.generation.text_form import check_prefix, normalise_prefix
+from charlm.generation.text_form import check_prefix, normalise_prefix, start_text
 from charlm.serve.jobs import Job, Reply
 from charlm.units import perplexity
 
@@ -94,6 +94,13 @@ def tokenize(model, text: str) -> dict:
     form = normalise_prefix(text, model.config.data)
     ids = check_prefix(model.vocab, form) if form else []
     return {"tokens": ids, "count": len(ids)}
+
+
+def tokenizer_info(model) -> dict:
+    """GET /tokenizer_info (vLLM's, which lm-evaluation-harness reads): one token per character; the text a
+    sample without a prefix starts after stands for the end of a text (`eos_token`), so a text scored from its
+    very first character is read after it, as `charlm generate` starts."""
+    return {"eos_token": start_text(model.vocab), "vocab_size": len(model.vocab), "tokens": "characters"}
 
 
 def detokenize(model, ids: list[int]) -> dict:
