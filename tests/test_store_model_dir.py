@@ -75,7 +75,7 @@ def test_the_folder_holds_weights_config_vocab_and_a_card(exported):
     assert "head.weight" not in weights and "embedding.weight" in weights  # tied: stored once
     tokenizers = pytest.importorskip("tokenizers", reason="tokenizers is not installed: pip install tokenizers")
     tokenizer = tokenizers.Tokenizer.from_file(str(model / "tokenizer.json"))  # one id per character, charlm's
-    assert tokenizer.get_vocab() == {char: i for i, char in enumerate(saved.vocab.chars)}
+    assert tokenizer.get_vocab() == {char: i for i, char in enumerate(saved.vocab)}
     config = json.loads((model / "tokenizer_config.json").read_text(encoding="utf-8"))
     assert config["tokenizer_class"] == "PreTrainedTokenizerFast" and config["clean_up_tokenization_spaces"] is False
 
