@@ -161,9 +161,8 @@ def char_losses(
     """The losses of `ids` under the protocol of `evaluate` (whole streams, hidden state carried): summed by
     character for all, each one kept for the first `keep` scored characters (None: all).
 
-    With top_k, also the k most likely next characters at each kept position and their probabilities.
-    `progress(chars)` is called after each window, as `evaluate`'s (an exception it raises ends the scoring).
-    """
+    With top_k, also the k most likely next characters at each kept position and their probabilities;
+    `progress(chars)` after each window, as `evaluate`'s (an exception it raises ends the scoring)."""
     layout = Streams.of(len(ids), batch_size)
     device = torch.device(device)
     inputs, targets = layout.rows(ids, 0, device), layout.rows(ids, 1, device)

@@ -153,12 +153,12 @@ def serving(app):
 
     import uvicorn
 
-    from charlm.serve.server import listen, url
+    from charlm.serve.server import listen, url, uvicorn_config
 
     @contextlib.contextmanager
     def serve():
         sock = listen("127.0.0.1", 0)
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
+        server = uvicorn.Server(uvicorn_config(app))  # charlm serve's own (its connection bounds), in a thread
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         thread.start()
         deadline = time.monotonic() + 30

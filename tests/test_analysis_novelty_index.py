@@ -124,7 +124,15 @@ def test_a_model_folder_keeps_its_index_in_the_user_cache(run, tmp_path, monkeyp
     index = ni.load_index(model, load_checkpoint(model), say=said.append)
     kept = tmp_path / "cache" / "charlm" / "novelty" / f"{ni.index_key(load_checkpoint(model))}.safetensors"
     assert kept.is_file() and str(kept) in said[0]
-    assert sorted(p.name for p in model.iterdir()) == ["README.md", "config.json", "model.safetensors", "vocab.json"]
+    exported = [
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "vocab.json",
+    ]
+    assert sorted(p.name for p in model.iterdir()) == exported  # nothing written into the folder
     assert np.array_equal(index.sa, load(run).sa)  # the same split as the run's
 
 

@@ -246,3 +246,70 @@ def test_a_second_signal_exits_at_once(run_dir, tmp_path):
     assert stream.finish()[-1].startswith("cut:")
     assert process.returncode == 128 + signal.SIGINT and took < 5, (process.returncode, took)
     assert err.strip().splitlines()[-1].startswith("charlm serve: a second stop signal") and "Traceback" not in err
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_stop_with_half_sent_bodies_answers_them_and_logs_no_traceback(run_dir, tmp_path):
+    process, url = slow_server(run_dir, tmp_path, "--limit", "shutdown_grace=5", "--limit", "read_time=60")
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    halves = []
+    try:
+        for path in ("/generate", "/v1/completions", "/perplexity"):
+            sock = socket.create_connection((host, int(port)), timeout=20)
+            sock.sendall(f'POST {path} HTTP/1.1\r\nHost: {host}\r\ncontent-length: 500\r\n\r\n{{"pre'.encode())
+            halves.append(sock)
+        time.sleep(0.3)
+        process.send_signal(signal.SIGTERM)
+        answers = [sock.recv(4096) for sock in halves]
+        _, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+        for sock in halves:
+            sock.close()
+    assert process.returncode == 0, err
+    for answer in answers:
+        assert answer.startswith(b"HTTP/1.1 503") and b"stopping" in answer
+    assert "Traceback" not in err and str(REPO) not in err and sys.prefix not in err
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX file limits")
+def test_a_flood_of_idle_connections_under_a_low_file_limit_leaves_health_answering(run_dir):
+    import resource
+
+    def low_file_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "charlm", "serve", "--run-dir", str(run_dir), "--port", "0", "--limit", "read_time=2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment(),
+        preexec_fn=low_file_limit,
+    )
+    flood = []
+    try:
+        found = re.search(r"at (http://\S+) \(", process.stdout.readline())
+        assert found, process.stderr.read()
+        url = found.group(1)
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        for _ in range(300):  # more than the server's file limit
+            try:
+                flood.append(socket.create_connection((host, int(port)), timeout=5))
+            except OSError:
+                break
+        until(lambda: _health(url) == 200, "health answering again", 20)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+        for sock in flood:
+            sock.close()
+    assert process.returncode == 0 and "Traceback" not in err and len(err) < 2000, err[-2000:]
+
+
+def _health(url: str) -> int | None:
+    try:
+        return httpx.get(f"{url}/health", timeout=2).status_code
+    except httpx.HTTPError:
+        return None

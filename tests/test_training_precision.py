@@ -49,6 +49,8 @@ def test_auto_resolves_once_and_the_run_saves_what_it_chose(tmp_path, monkeypatc
 
 @pytest.mark.parametrize("kind", ["rnn_tanh", "lstm"])
 def test_bf16_training_on_the_cpu_reaches_fp32_loss(tmp_path, kind):
+    if not capability.cpu_bf16_kernel(kind):
+        pytest.skip(f"this CPU has no bfloat16 {kind} kernel (oneDNN's needs AVX-512): bf16 is refused here")
     options = [f"model.kind={kind}", "train.epochs=3", "model.hidden_size=64"]
     fp32 = train(tiny(tmp_path, *options), tmp_path / "fp32", SilentReporter()).best_loss
     bf16 = train(tiny(tmp_path, *options, "train.precision=bf16"), tmp_path / "bf16", SilentReporter()).best_loss
@@ -122,3 +124,9 @@ def test_fp16_where_the_cpu_has_no_float16_kernel_is_refused_before_any_folder(t
     with pytest.raises(UsageError, match="train.precision=fp16: PyTorch has no float16 lstm kernel on this CPU"):
         train(tiny(tmp_path, "model.kind=lstm", "train.precision=fp16"), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_bf16_is_refused_in_one_line_where_the_cpu_has_no_kernel_for_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(capability, "cpu_bf16_kernel", lambda kind: kind != "lstm")
+    with pytest.raises(UsageError, match="no bfloat16 lstm kernel on this CPU .* use train.precision=auto"):
+        train(tiny(tmp_path, "model.kind=lstm", "train.epochs=1", "train.precision=bf16"), tmp_path / "lstm")

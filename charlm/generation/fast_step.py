@@ -18,6 +18,7 @@ import functools
 import torch
 
 from charlm.errors import UsageError
+from charlm.runtime.capability import onednn_bf16_matmul
 from charlm.runtime.kernels import KernelTable
 
 WEIGHTS = ("fp32", "bf16", "int8")
@@ -42,6 +43,8 @@ def projection(
     onednn = weight.device.type == "cpu" and weight.dtype == torch.float32 and _onednn()
     if weights != "fp32" and not onednn:
         raise UsageError(f"--weights {weights} runs on the CPU with a float32 model: use --weights fp32 here")
+    if weights == "bf16" and not onednn_bf16_matmul():  # an AVX2-only CPU: bf16 weights in a plain matmul
+        return Projection(weight, bias, "bf16-dense", rows)
     if weights != "fp32":
         return Projection(weight, bias, weights, rows)
     if not onednn:
@@ -62,8 +65,10 @@ class Projection:
             scale = weight.abs().amax(1).clamp(min=1e-30) / 127
             self.int8 = (weight / scale[:, None]).round_().clamp_(-127, 127).to(torch.int8)
             self.scale = scale.bfloat16()
-        elif self.mode == "dense":
-            self.t = weight.t().contiguous()  # (in, out): a few-row matmul streams it 2-3x faster than a view
+        elif self.mode in ("dense", "bf16-dense"):
+            # (in, out): a few-row matmul streams it 2-3x faster than a view
+            self.t = weight.t().contiguous().to(torch.bfloat16 if self.mode == "bf16-dense" else weight.dtype)
+            self.bias = bias.to(self.t.dtype) if bias is not None and self.mode == "bf16-dense" else bias
         else:  # oneDNN's own layout, packed once; bf16 keeps its bias in bf16 (the output is rounded anyway)
             dtype = torch.bfloat16 if mode == "bf16" else torch.float32
             self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.to(dtype), rows)
@@ -72,6 +77,9 @@ class Projection:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "dense":
             return torch.addmm(self.bias, x, self.t) if self.bias is not None else x @ self.t
+        if self.mode == "bf16-dense":
+            x = x.bfloat16()
+            return (torch.addmm(self.bias, x, self.t) if self.bias is not None else x @ self.t).float()
         if self.mode == "onednn":
             return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
         if self.mode == "bf16":

@@ -123,14 +123,38 @@ def cpu_fp16_kernel(kind: str) -> bool:
     """Whether this torch's CPU runs a recurrent layer of `kind` (rnn_tanh | rnn_relu | lstm | gru) under float16
     autocast, forward and backward: oneDNN has no float16 LSTM on most CPUs (it raises), so this is tried on a
     tiny layer rather than assumed."""
+    return _cpu_autocast_kernel(kind, "fp16")
+
+
+def cpu_bf16_kernel(kind: str) -> bool:
+    """The same for bfloat16: oneDNN's bf16 LSTM needs AVX-512 (BW, VL, DQ) or AVX-NE-CONVERT, which an
+    AVX2-only CPU lacks (it raises there)."""
+    return _cpu_autocast_kernel(kind, "bf16")
+
+
+def _cpu_autocast_kernel(kind: str, precision: str) -> bool:
     import torch
     from torch import nn
 
     layer = nn.LSTM(4, 4) if kind == "lstm" else nn.GRU(4, 4) if kind == "gru" else nn.RNN(4, 4)
     try:
-        with torch.autocast("cpu", dtype=torch.float16):
+        with torch.autocast("cpu", dtype=autocast_dtype(precision)):
             out, _ = layer(torch.zeros(2, 1, 4))
         out.float().sum().backward()
+    except RuntimeError:
+        return False
+    return True
+
+
+def onednn_bf16_matmul() -> bool:
+    """Whether oneDNN packs and multiplies bf16 weights on this CPU (the same AVX-512 or AVX-NE-CONVERT need):
+    tried on a 1x1 weight rather than assumed."""
+    import torch
+
+    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")):
+        return False
+    try:
+        torch.ops.mkldnn._reorder_linear_weight(torch.zeros(1, 1, dtype=torch.bfloat16), 1)
     except RuntimeError:
         return False
     return True

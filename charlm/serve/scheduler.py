@@ -97,14 +97,10 @@ class Scheduler:
             self.lock.notify()
             return True
 
-    def abort(self, status: int, message: str) -> None:
-        """Every request waiting or computing gets this error and stops at its next step (the server stops)."""
+    def jobs(self) -> list[Job]:
+        """Every request's job, waiting or computing."""
         with self.lock:
-            jobs = [job for group in [*self.pending, *self.running] for job in group.jobs]
-        for job in jobs:
-            if not job.cancelled.is_set():
-                job.cancelled.set()
-                job.reply.put("error", (status, message))
+            return [job for group in [*self.pending, *self.running] for job in group.jobs]
 
     def withdraw(self, job: Job) -> None:
         """The request is answered or gone (its client left, its time is up): a computing job stops at its
@@ -204,6 +200,14 @@ class Scheduler:
             group.rows -= sum(job.rows for job in gone)
             group.jobs = [job for job in group.jobs if job not in gone]
             return joining
+
+
+def abort(scheduler: Scheduler, status: int, message: str) -> None:
+    """Every request waiting or computing gets this error and stops at its next step (the server stops)."""
+    for job in scheduler.jobs():
+        if not job.cancelled.is_set():
+            job.cancelled.set()
+            job.reply.put("error", (status, message))
 
 
 def run_alone(job: Job, scheduler: Scheduler) -> None:

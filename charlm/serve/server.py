@@ -22,6 +22,7 @@ import time
 
 from charlm.errors import UsageError
 from charlm.serve.connections import guarded, most_connections
+from charlm.serve.scheduler import abort
 
 LOCAL = "127.0.0.1"
 
@@ -73,6 +74,20 @@ STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SI
 LAST_WORDS = 1.0  # seconds for the requests cut at the grace's end to send their error, before connections close
 
 
+def uvicorn_config(app):
+    """uvicorn's config for `app`: charlm's connection bounds (connections.py), one-line logs."""
+    import uvicorn
+
+    limits = app.state.limits
+    quiet_logs()
+    return uvicorn.Config(
+        app,
+        log_level="warning",
+        timeout_graceful_shutdown=LAST_WORDS,
+        http=guarded(read_time=limits.read_time, most=most_connections(limits.connections)),
+    )
+
+
 def run(app, sock: socket.socket) -> None:
     """Serve until a stop signal, then let the requests under way finish (see the module's doc) and return."""
     import uvicorn
@@ -116,19 +131,11 @@ def run(app, sock: socket.socket) -> None:
             if app.state.active == 0:
                 return True
             if self.cut_at is None and now >= self.stop_at:
-                app.state.scheduler.abort(503, "the server stopped before this request finished: send it again")
+                abort(app.state.scheduler, 503, "the server stopped before this request finished: send it again")
                 self.cut_at = now
             return self.cut_at is not None and now >= self.cut_at + LAST_WORDS
 
-    limits = app.state.limits
-    config = uvicorn.Config(
-        app,
-        log_level="warning",
-        timeout_graceful_shutdown=LAST_WORDS,
-        http=guarded(read_time=limits.read_time, most=most_connections(limits.connections)),
-    )
-    quiet_logs()
-    server = Server(config)
+    server = Server(uvicorn_config(app))
     try:
         server.run(sockets=[sock])
     finally:

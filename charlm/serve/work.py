@@ -4,6 +4,7 @@ the request's own coroutine, before it takes a place in the queue), and the fact
 from __future__ import annotations
 
 import math
+from pathlib import PurePath
 
 from charlm.errors import UsageError
 from charlm.evaluate import TextSource, char_losses, reset_id, text_to_score
@@ -108,6 +109,11 @@ def detokenize(model, ids: list[int]) -> dict:
     return {"prompt": model.vocab.decode(ids)}
 
 
+def corpus_name(corpus: str) -> str:
+    """A built-in corpus's name, or a file's or folder's own name: never where it lies on this machine."""
+    return PurePath(corpus.replace("\\", "/")).name if "/" in corpus or "\\" in corpus else corpus
+
+
 def model_facts(model) -> dict:
     """GET /model: what the model card says of the model, as data."""
     saved = model.checkpoint
@@ -123,7 +129,7 @@ def model_facts(model) -> dict:
         "embed_size": m.embed_size if m.input == "embedding" else None,
         "parameters": model.net.num_parameters(),
         "vocab_size": len(model.vocab),
-        "corpus": saved.config.data.corpus,
+        "corpus": corpus_name(saved.config.data.corpus),
         "corpus_sha256": saved.corpus_sha256,
         "epoch": state.epoch,
         "step": state.step,

@@ -47,6 +47,11 @@ def resolved_precision(config: Config, device: torch.device) -> capability.Preci
             f"train.precision=fp16: PyTorch has no float16 {kind} kernel on this CPU: use "
             "train.precision=auto (or fp32, bf16) on the CPU; fp16 is for GPUs without bf16"
         )
+    if precision.name == "bf16" and device.type == "cpu" and not capability.cpu_bf16_kernel(kind):
+        raise UsageError(
+            f"train.precision=bf16: PyTorch has no bfloat16 {kind} kernel on this CPU (oneDNN's needs AVX-512): "
+            "use train.precision=auto (or fp32) here"
+        )
     return precision
 
 
