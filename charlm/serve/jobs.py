@@ -1,5 +1,5 @@
 """One request's work as the worker threads see it (`Job`), and the way its results go back to the request's
-coroutine (`Reply`: events on an asyncio queue, put from the worker's thread)."""
+coroutine (`Reply`: events put from the worker's thread, awaited on the request's loop)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -20,19 +21,53 @@ class Withdrawn(Exception):
 
 class Reply:
     """Events from a worker thread to the coroutine that awaits them: ("chars", [str]), ("done", result) or
-    ("error", (status, message))."""
+    ("error", (status, message)).
+
+    The worker appends under a lock and wakes the coroutine's loop only when the coroutine is waiting: a
+    stream that reads every few steps (the OpenAI routes' chunks) costs the loop one wake-up per read, not one
+    per step, which matters when the server's Python is its bottleneck (one core, the GIL)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
-        self.loop, self.queue = loop, asyncio.Queue()
+        self.loop, self.events, self.lock = loop, deque(), threading.Lock()
+        self.waiter: asyncio.Future | None = None
 
     def put(self, kind: str, value: object) -> None:
-        try:
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, (kind, value))
-        except RuntimeError:  # the server's loop is closed: nobody is waiting any more
-            pass
+        with self.lock:
+            self.events.append((kind, value))
+            waiter, self.waiter = self.waiter, None
+        if waiter is not None:
+            try:
+                self.loop.call_soon_threadsafe(_wake, waiter)
+            except RuntimeError:  # the server's loop is closed: nobody is waiting any more
+                pass
 
     async def get(self, timeout: float) -> tuple[str, object]:
-        return await asyncio.wait_for(self.queue.get(), timeout)
+        """The next event; asyncio.TimeoutError after `timeout` seconds without one."""
+        with self.lock:
+            if self.events:
+                return self.events.popleft()
+            waiter = self.waiter = self.loop.create_future()
+        try:
+            await asyncio.wait_for(waiter, max(0.0, timeout))
+        finally:
+            with self.lock:
+                self.waiter = None
+        with self.lock:
+            return self.events.popleft()
+
+    def waiting_chars(self) -> list[list[str]]:
+        """The ("chars", ...) events already queued, taken at once (a stream that fell behind the batch sends
+        them in one chunk); the first other event stays for the next get."""
+        found = []
+        with self.lock:
+            while self.events and self.events[0][0] == "chars":
+                found.append(self.events.popleft()[1])
+        return found
+
+
+def _wake(waiter: asyncio.Future) -> None:
+    if not waiter.done():  # a get that timed out has cancelled it
+        waiter.set_result(None)
 
 
 @dataclass(eq=False)

@@ -33,6 +33,7 @@ from charlm.serve.openai_work import (
 from charlm.serve.replies import Streamed, admit, error_response, finished, next_event, outcome
 
 COMPLETION, CHAT = "text_completion", "chat.completion"
+STREAM_INTERVAL = 0.02  # seconds between two chunks of one stream, at least (vLLM's stream_interval, in time)
 
 
 class Failed(Exception):
@@ -126,10 +127,12 @@ class Ask:
 
     async def chunks(self, state) -> AsyncIterator[str]:
         head = envelope(state.model, f"{self.kind}.chunk" if self.kind == CHAT else self.kind)
+        # every chunk is this head and one choice: the head encoded once
+        opening = "data: " + json.dumps(head, ensure_ascii=False)[:-1] + ', "choices": ['
         try:
             for prompt in self.prompts:
                 async for piece in self.streamed(state, prompt):
-                    yield _data({**head, "choices": [piece]})
+                    yield opening + json.dumps(piece, ensure_ascii=False) + "]}\n\n"
             options = self.body.stream_options
             if options is not None and options.include_usage:
                 yield _data({**head, "choices": [], "usage": usage(self.prompts, self.written)})
@@ -149,15 +152,21 @@ class Ask:
                 yield self.piece(prompt.index + j, "", None, None, role=True)
             elif self.echo and prompt.text:
                 yield self.piece(prompt.index + j, prompt.text, None, None)
+        sent = -STREAM_INTERVAL
         while prompt.job is not None and self.top is None:
             kind, value = await next_event(state, prompt.job)
             if kind != "chars":
                 self._take(prompt, kind, value)
                 break
+            # the first characters at once; after that at most a chunk every STREAM_INTERVAL, holding what the
+            # batch wrote since: fewer, longer chunks cost the server and each client far less under load
+            await asyncio.sleep(max(0.0, sent + STREAM_INTERVAL - time.monotonic()))
+            behind = prompt.job.reply.waiting_chars()
             for j, char in enumerate(value):
-                out = holds[j].add(char)
+                out = holds[j].add(char + "".join(chars[j] for chars in behind))
                 if out:
                     yield self.piece(prompt.index + j, out, None, None)
+            sent = time.monotonic()
         results = await self.results(state, prompt)
         logprobs = await self.logprobs(state, prompt, [text for text, _, _ in results])
         for j, (text, finish, _) in enumerate(results):
