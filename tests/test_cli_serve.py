@@ -117,6 +117,30 @@ def test_every_interface_is_served_with_a_one_line_warning(run_dir):
         err = stop(process)
     warnings = [line for line in err.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "every interface (0.0.0.0)" in warnings[0] and "--host 127.0.0.1" in warnings[0]
+    assert "CHARLM_API_KEY=" in warnings[0]  # and how to require a key
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM is POSIX's")
+def test_a_key_from_the_environment_guards_every_route_and_silences_the_warning(run_dir):
+    env = environment(CHARLM_API_KEY="s3cret-key,other-key")
+    process, url = start("--run-dir", str(run_dir), "--port", "0", "--host", "0.0.0.0", env=env)
+    try:
+        port = url.rsplit(":", 1)[1]
+        local = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{local}/health", timeout=30).status_code == 200
+        assert httpx.get(f"{local}/model", timeout=30).status_code == 401
+        for key in ("s3cret-key", "other-key"):
+            allowed = httpx.get(f"{local}/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=30)
+            assert allowed.status_code == 200 and allowed.json()["data"][0]["id"] == run_dir.name
+    finally:
+        err = stop(process)
+    assert "warning" not in err and "s3cret" not in err
+
+
+def test_an_empty_key_is_one_line_before_the_model_loads(run_dir, capsys, monkeypatch):
+    monkeypatch.setenv("CHARLM_API_KEY", "")
+    assert main(["serve", "--run-dir", str(run_dir / "nothing-here")]) == 2
+    assert "CHARLM_API_KEY holds an empty key" in capsys.readouterr().err
 
 
 def test_without_the_serve_extra_one_line_and_exit_2(run_dir, tmp_path):
