@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import queue
@@ -73,51 +74,46 @@ def well_formed(response: httpx.Response, prefix: str, length: int) -> int | Non
     return generated
 
 
-async def client(http: httpx.AsyncClient, body: dict, until: float, tally: dict) -> None:
-    while time.monotonic() < until:
-        started = time.monotonic()
-        try:
-            response = await http.post("/generate", json=body)
-            chars = well_formed(response, body["prefix"], body["length"])
-        except httpx.HTTPError:
-            chars = None
-        if chars is None:
-            tally["failed"] += 1
-            continue
-        tally["latencies"].append(time.monotonic() - started)
-        tally["chars"] += chars
+async def native_request(http: httpx.AsyncClient, body: dict) -> tuple[int | None, float | None]:
+    """One POST /generate: (characters, None) or (None, None) when the answer is not complete and well-formed."""
+    try:
+        return well_formed(await http.post("/generate", json=body), body["prefix"], body["length"]), None
+    except httpx.HTTPError:
+        return None, None
 
 
 async def streamed_completion(sdk, body: dict) -> tuple[int | None, float | None]:
     """One streamed /v1/completions through the SDK: (characters, seconds to the first) or (None, None)."""
+    import openai
+
     started, first, text, finish = time.monotonic(), None, "", None
-    stream = await sdk.completions.create(
-        model="charlm", prompt=body["prefix"], max_tokens=body["length"], temperature=0.8, stream=True
-    )
-    async for chunk in stream:
-        piece = chunk.choices[0].text if chunk.choices else ""
-        if piece and first is None:
-            first = time.monotonic() - started
-        text += piece
-        finish = chunk.choices[0].finish_reason if chunk.choices else finish
+    try:
+        stream = await sdk.completions.create(
+            model="charlm", prompt=body["prefix"], max_tokens=body["length"], temperature=0.8, stream=True
+        )
+        async for chunk in stream:
+            piece = chunk.choices[0].text if chunk.choices else ""
+            if piece and first is None:
+                first = time.monotonic() - started
+            text += piece
+            finish = chunk.choices[0].finish_reason if chunk.choices else finish
+    except openai.OpenAIError:
+        return None, None
     complete = len(text) == body["length"] or finish == "stop"
     return (len(text), first) if complete and first is not None else (None, None)
 
 
-async def openai_client(sdk, body: dict, until: float, tally: dict) -> None:
-    import openai
-
+async def client(ask, body: dict, until: float, tally: dict) -> None:
+    """Requests one after another until `until`: `ask(body)` gives (characters, seconds to the first) or None."""
     while time.monotonic() < until:
         started = time.monotonic()
-        try:
-            chars, first = await streamed_completion(sdk, body)
-        except openai.OpenAIError:
-            chars = None
+        chars, first = await ask(body)
         if chars is None:
             tally["failed"] += 1
             continue
         tally["latencies"].append(time.monotonic() - started)
-        tally["first"].append(first)
+        if first is not None:
+            tally["first"].append(first)
         tally["chars"] += chars
 
 
@@ -131,9 +127,10 @@ async def measure(url: str, clients: int, seconds: float, body: dict, *, sdk: bo
             import openai
 
             api = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, http_client=http)
-            await asyncio.gather(*(openai_client(api, body, started + seconds, tally) for _ in range(clients)))
+            ask = functools.partial(streamed_completion, api)
         else:
-            await asyncio.gather(*(client(http, body, started + seconds, tally) for _ in range(clients)))
+            ask = functools.partial(native_request, http)
+        await asyncio.gather(*(client(ask, body, started + seconds, tally) for _ in range(clients)))
         elapsed = time.monotonic() - started
     latencies, first = sorted(tally["latencies"]), sorted(tally["first"])
     timings = {"first_char_p50_s": _at(first, 0.5), "first_char_p99_s": _at(first, 0.99)} if sdk else {}

@@ -9,18 +9,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import charlm
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_the_load_test_reports_each_number_of_clients(tmp_path):
+@pytest.mark.parametrize("mode", [[], ["--openai"]], ids=["native", "openai"])
+def test_the_load_test_reports_each_number_of_clients(tmp_path, mode):
     settings = ["data.corpus=timemachine", "data.max_chars=5000", "train.epochs=1", "sample.preview_every=0"]
     run = charlm.train(charlm.load_config(REPO / "configs" / "tiny.yaml", settings), tmp_path / "run").run_dir
     out = tmp_path / "load.json"
     done = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "serve_load.py"), "--run-dir", str(run), "--seconds", "1"]
-        + ["--clients", "1,4", "--length", "20", "--json", str(out)],
+        + ["--clients", "1,4", "--length", "20", "--json", str(out), *mode],
         capture_output=True,
         text=True,
         timeout=300,
@@ -34,3 +37,6 @@ def test_the_load_test_reports_each_number_of_clients(tmp_path):
         assert row["complete"] >= 1 and row["failed"] == 0
         assert row["chars_per_s"] > 0 and row["p50_s"] <= row["p99_s"]
     assert result["ratio"] > 0 and result["model"]["kind"] == "gru"
+    if mode:  # the SDK's streamed answers, and the time to each one's first character
+        assert result["route"].startswith("/v1/completions")
+        assert all(0 < row["first_char_p50_s"] <= row["first_char_p99_s"] for row in result["rows"])
