@@ -122,14 +122,14 @@ async def measure(url: str, clients: int, seconds: float, body: dict, *, sdk: bo
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as http:
         await http.post("/generate", json=body)  # warm: the batch step is built on the first request
-        started = time.monotonic()
-        if sdk:
+        if sdk:  # imported and made before the clock starts (an import under load can take seconds)
             import openai
 
             api = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, http_client=http)
             ask = functools.partial(streamed_completion, api)
         else:
             ask = functools.partial(native_request, http)
+        started = time.monotonic()
         await asyncio.gather(*(client(ask, body, started + seconds, tally) for _ in range(clients)))
         elapsed = time.monotonic() - started
     latencies, first = sorted(tally["latencies"]), sorted(tally["first"])
