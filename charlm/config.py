@@ -1,11 +1,9 @@
 """Typed configuration: dataclasses, YAML loading, `key=value` overrides and validation (the type of each
-value is checked by coerce.py).
-
-The defaults of `Config()` are the default experiment (configs/jaychou-lstm.yaml, checked by a test), and
-ModelConfig's defaults are the model's: CharRNN takes a ModelConfig and has none of its own.
-Every value is validated here, once, so the rest of charlm can trust the values it receives. Checks that
-need more than the config are made where that is known: the corpus's length (training/setup.check_corpus)
-and the number of processes (distributed.check_batch).
+value is checked by coerce.py). The defaults of `Config()` are the default experiment (configs/jaychou-lstm.yaml,
+checked by a test), and ModelConfig's defaults are the model's: CharRNN takes a ModelConfig and has none of its own.
+Every value is validated here, once, so the rest of charlm can trust the values it receives. Checks that need more
+than the config are made where that is known: the corpus's length (training/setup.check_corpus), the number of
+processes (distributed.check_batch), the memory a model needs (training/setup.build).
 """
 
 from __future__ import annotations
@@ -140,6 +138,9 @@ class Config:
         return dataclasses.asdict(self)
 
 
+# what can run (the memory there is, where a model is built): one LSTM layer 2^16 wide is 137 GB of fp32 weights,
+# more than any accelerator holds; more layers take seconds per thousand to build (a deep recurrent LM has tens)
+MAX_WIDTH, MAX_LAYERS = 1 << 16, 1024
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # one path component: never a path out of runs/
 
 CHOICES = {
@@ -283,7 +284,6 @@ def _validate_data_and_model(c: Config) -> None:
     )
     check(bool(d.corpus.strip()), "data.corpus must name a built-in corpus or a path")
     check(d.max_chars is None or d.max_chars > 1, "data.max_chars must be at least 2 (or null for all)")
-    check(0 <= d.val_fraction < 1, "data.val_fraction must be in [0, 1)")
     check(d.min_char_count >= 0, "data.min_char_count must be >= 0 (0 keeps every character)")
     check(
         d.newlines == "keep" or d.documents not in ("lines", "paragraphs"),
@@ -293,11 +293,11 @@ def _validate_data_and_model(c: Config) -> None:
         d.documents != "stream" or not c.train.reset_state_at_documents,
         "train.reset_state_at_documents needs documents: set data.documents to lines, paragraphs or files",
     )
-    check(0 <= d.test_fraction < 1, "data.test_fraction must be in [0, 1)")
+    for name in ("val_fraction", "test_fraction"):
+        check(0 <= getattr(d, name) < 1, f"data.{name} must be in [0, 1)")
     check(d.val_fraction + d.test_fraction < 1, "data.val_fraction + data.test_fraction must be below 1")
-    check(m.hidden_size > 0, "model.hidden_size must be a positive integer")
-    check(m.embed_size > 0, "model.embed_size must be a positive integer")
-    check(m.num_layers > 0, "model.num_layers must be a positive integer")
+    for name, most in (("hidden_size", MAX_WIDTH), ("embed_size", MAX_WIDTH), ("num_layers", MAX_LAYERS)):
+        check(0 < getattr(m, name) <= most, f"model.{name} must be in 1..{most:,}, got {getattr(m, name)}")
     check(0 <= m.dropout < 1, f"model.dropout must be in [0, 1), got {m.dropout}")
     if m.tie_weights:
         check(m.input == "embedding", "model.tie_weights needs model.input=embedding")

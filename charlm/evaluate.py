@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from charlm.errors import CorpusError, UsageError, shown
-from charlm.units import perplexity
+from charlm.units import check_finite_loss, perplexity
 
 if TYPE_CHECKING:
     from charlm.data import Corpus, Vocab
@@ -107,11 +107,8 @@ def evaluate(
         ranks.sum_(total)
     chars = layout.streams * layout.length
     nats = total.item() / chars
-    protocol = (
-        "full"
-        if layout.length == layout.full_length
-        else f"first {layout.length} chars of each of {layout.streams} streams"
-    )
+    part = f"first {layout.length} chars of each of {layout.streams} streams"
+    protocol = "full" if layout.length == layout.full_length else part
     return {
         "nats_per_char": nats,
         "bits_per_char": nats / math.log(2),
@@ -345,6 +342,7 @@ def _score(scored: TextToScore, device, progress=None) -> tuple[dict, Checkpoint
         progress=advance if progress is not None else None,
         reset=reset_id(scored.checkpoint.config, scored.vocab),
     )
+    check_finite_loss(result["nats_per_char"], scored.source)
     if scored.vocab.unk is not None:  # <unk> scores better than the text it stands for: say how much there was
         result["unknown_share"] = scored.vocab.unknown_share(scored.ids)
     return {**result, "source": scored.source}, scored.checkpoint

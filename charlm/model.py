@@ -13,6 +13,7 @@ from torch import nn
 from charlm.config import ModelConfig
 
 Hidden = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # (layers, batch, hidden); an LSTM has (h, c)
+GATES = {"rnn_tanh": 1, "rnn_relu": 1, "gru": 3, "lstm": 4}  # the blocks stacked in each layer's weights
 NEW_CHARS_MASS = 1e-3  # grow_vocab: the most probability the new characters can take before fine-tuning
 
 
@@ -282,3 +283,34 @@ def detach_hidden(hidden: Hidden | None) -> Hidden | None:
     if isinstance(hidden, tuple):
         return tuple(h.detach() for h in hidden)
     return hidden.detach()
+
+
+def weight_shapes(cfg: ModelConfig, vocab_size: int) -> dict[str, tuple[int, ...]]:
+    """Each weight of CharRNN(cfg, vocab_size) by name (the saved layout, `separate_layers`), with its shape:
+    counted, not built, so that a config (bounded by config.py) and the weights and memory it implies are judged
+    in microseconds before anything is allocated (tests/test_model.py holds it to CharRNN's state_dict)."""
+    if cfg.kind not in GATES:  # a checkpoint's model_args are not validated as a config is
+        raise ValueError(f"unknown model kind {cfg.kind!r}")
+    gates, h = GATES[cfg.kind] * cfg.hidden_size, cfg.hidden_size
+    shapes = {"embedding.weight": (vocab_size, cfg.embed_size)} if cfg.input == "embedding" else {}
+    size = cfg.embed_size if cfg.input == "embedding" else vocab_size
+    for k in range(cfg.num_layers):
+        name = (f"rnn.{k}.{{}}_l0" if separate_layers(cfg) else f"rnn.{{}}_l{k}").format
+        shapes |= {name("weight_ih"): (gates, size), name("weight_hh"): (gates, h)}
+        shapes |= {name("bias_ih"): (gates,), name("bias_hh"): (gates,)}
+        size = h
+    return shapes | {"head.weight": (vocab_size, h), "head.bias": (vocab_size,)}
+
+
+def weight_bytes(cfg: ModelConfig, vocab_size: int) -> int:
+    """The bytes of the model's fp32 weights (the head's counted apart even when tied: a state_dict has both)."""
+    return 4 * sum(math.prod(shape) for shape in weight_shapes(cfg, vocab_size).values())
+
+
+def first_nonfinite(weights: dict[str, torch.Tensor]) -> str | None:
+    """The name of the first weight holding NaN or infinity (None: every number is finite). Such a model gives
+    NaN for every text it reads: a run that diverged, or a file that was changed."""
+    for name, tensor in weights.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return name
+    return None

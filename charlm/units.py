@@ -5,11 +5,21 @@ from __future__ import annotations
 
 import math
 
-from charlm.errors import ConfigError, shown
+from charlm.errors import ConfigError, RunError, shown
 
 
 def perplexity(nats: float) -> float:
-    return math.exp(nats) if nats < 700 else math.inf  # exp overflows a float past ~709
+    return math.exp(nats) if nats < 700 else math.inf  # exp overflows a float past ~709 (and NaN is not < 700)
+
+
+def check_finite_loss(nats: float, what: str) -> None:
+    """A loss people are shown: a number with a finite perplexity. A model that scores NaN on a text (or a loss
+    past exp's range) has numbers that overflowed, and every figure of it would be noise: one line instead."""
+    if not (math.isfinite(nats) and math.isfinite(perplexity(nats))):
+        raise RunError(
+            f"the model's loss on {what} is {nats:.4g} nats/char, which has no finite perplexity: its numbers "
+            "overflow (weights too large); use another checkpoint, or retrain with a lower train.lr"
+        )
 
 
 def bits(nats: float) -> float:

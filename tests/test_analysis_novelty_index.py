@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import save_untrained_run
+from helpers import make_unreadable, save_untrained_run
 
 from charlm.analysis import novelty_index as ni
 from charlm.cli.main import main
@@ -61,6 +61,54 @@ def test_the_index_is_the_training_splits_suffix_array_kept_and_read_back(run):
     assert np.array_equal(again.sa, index.sa) and np.array_equal(again.text, index.text)
 
 
+def sparse(path: Path, index, key: str) -> None:
+    path.unlink()
+    with open(path, "wb") as f:
+        f.truncate(20 * 1024**3)  # reading it would take 20 GB
+
+
+def claiming(path: Path, index, key: str) -> None:
+    """A header as charlm writes it (format, key), claiming a text and suffix array of 2e10 characters, in a
+    sparse file of the size it claims: only the memory it would take can refuse it."""
+    n = 2 * 10**10
+    header = {
+        "__metadata__": {"format": ni.FORMAT, "version": ni.VERSION, "key": key, "sha256": "0" * 64},
+        "text": {"dtype": "U8", "shape": [n], "data_offsets": [0, n]},
+        "sa": {"dtype": "I64", "shape": [n], "data_offsets": [n, 9 * n]},
+    }
+    text = json.dumps(header).encode()
+    with open(path, "wb") as f:
+        f.write(len(text).to_bytes(8, "little") + text)
+        f.truncate(8 + len(text) + 9 * n)
+
+
+def arrays(**changed):
+    def write(path: Path, index, key: str) -> None:
+        from safetensors.numpy import save
+
+        made = {"text": index.text, "sa": index.sa, **changed}
+        meta = {"format": ni.FORMAT, "version": ni.VERSION, "key": key, "sha256": ni._checksum(made)}
+        path.write_bytes(save({k: np.ascontiguousarray(v) for k, v in made.items()}, metadata=meta))
+
+    return write
+
+
+def appended(path: Path, index, key: str) -> None:
+    path.write_bytes(path.read_bytes() + b"\0" * 100)
+
+
+INDEX_HEADERS = {  # a damage -> what writes it over the good index
+    "sparse 20 GB": sparse,
+    "a header claiming 20 GB": claiming,
+    "a text of another id type": lambda p, i, k: arrays(text=i.text.astype(np.uint32))(p, i, k),
+    "a suffix array of floats": lambda p, i, k: arrays(sa=i.sa.astype(np.float32))(p, i, k),
+    "arrays of two lengths": lambda p, i, k: arrays(sa=i.sa[:-1])(p, i, k),
+    "an empty text": lambda p, i, k: arrays(text=i.text[:0])(p, i, k),
+    "a third array": lambda p, i, k: arrays(extra=np.zeros(3, np.uint8))(p, i, k),
+    "bytes appended": appended,
+}
+
+
 def rewrite(path: Path, index, key: str, **arrays) -> None:
     from charlm.analysis.novelty import SuffixIndex
 
@@ -78,6 +126,16 @@ def rewrite(path: Path, index, key: str, **arrays) -> None:
         ("truncated", "not a safetensors file"),
         ("not charlm's", "not charlm's novelty index of this version"),
         ("a folder", "not a regular file"),
+        ("sparse 20 GB", "not a safetensors file"),
+        ("a header claiming 20 GB", "do not fit in the memory available"),
+        ("a text of another id type", "not a text of this vocabulary"),
+        ("a suffix array of floats", "not a text and its suffix array"),
+        ("arrays of two lengths", "differ in length"),
+        ("an empty text", "differ in length"),
+        ("a third array", "not a text of this vocabulary"),
+        ("bytes appended", "bytes, where its header describes"),
+        ("a FIFO", "not a regular file (a FIFO)"),
+        ("a link to /dev/zero", "not a regular file (a device)"),
     ],
 )
 def test_a_stale_or_tampered_index_is_rebuilt_never_used(run, damage, reason):
@@ -100,13 +158,15 @@ def test_a_stale_or_tampered_index_is_rebuilt_never_used(run, damage, reason):
         from safetensors.numpy import save
 
         path.write_bytes(save({"text": index.text, "sa": index.sa}, metadata={"format": "other"}))
+    elif damage in INDEX_HEADERS:
+        INDEX_HEADERS[damage](path, index, key)
     else:
         path.unlink()
-        path.mkdir()
-    with pytest.raises(BadFile, match=reason):
+        make_unreadable(path, {"a folder": "folder", "a FIFO": "fifo", "a link to /dev/zero": "dev-zero"}[damage])
+    with pytest.raises(BadFile, match=reason.replace("(", r"\(").replace(")", r"\)")):
         ni.read_index(path, key=key, vocab_size=len(load_checkpoint(run).vocab), newline=index.newline)
-    if damage == "a folder":
-        path.rmdir()
+    if damage in ("a folder", "a FIFO", "a link to /dev/zero"):  # load() meets them as it would any bad file
+        path.rmdir() if path.is_dir() else path.unlink()
         return
     said: list[str] = []
     rebuilt = load(run, said)
@@ -221,8 +281,27 @@ def test_perplexity_marks_copied_spans(run, capsys):
     assert main([*argv, "--novelty", "--show"]) == 0
     assert f"(1 spans, {len(copied) / len(text):.1%} of the text shown)" in " ".join(capsys.readouterr().out.split())
     assert main([*argv, "--novelty"]) == 2
-    assert "--novelty marks copied spans in --show or --html" in capsys.readouterr().err
+    assert "--novelty marks copied spans in --show or --html, or lists them in --json" in capsys.readouterr().err
     assert main([*argv, "--novelty", "--show", "--novelty-min-span", "0"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("flags", "spans"),
+    [
+        ([], [[1, 41]]),  # as the guide shows it: --novelty --json alone
+        (["--breakdown"], [[1, 41]]),
+        (["--show-chars", "20"], [[1, 20]]),  # the first --show-chars characters are searched
+        (["--novelty-min-span", "50"], []),
+        (["--novelty-min-span", "12", "--show-chars", "3"], []),
+    ],
+)
+def test_perplexity_novelty_json_alone_lists_the_spans(run, capsys, flags, spans):
+    text = "o" + LINES[1] + "\n" + LINES[2] + "gg"
+    capsys.readouterr()
+    argv = ["perplexity", "--run-dir", str(run), "--device", "cpu", "--text", text, "--novelty", "--json", *flags]
+    assert main(argv) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["novelty"]["spans"] == spans and "breakdown" in figures and figures["chars"] == len(text) - 1
 
 
 def test_the_page_marks_copied_spans_in_a_browser(run, browser, capsys, tmp_path):

@@ -171,6 +171,7 @@ def test_a_cache_that_is_not_a_bounded_json_file_is_ignored_without_hanging(tmp_
     assert calibrate.Calibration(torch.device("cpu"), "fp32", 40, path).speeds == {}
 
 
+@pytest.mark.slow
 def test_budget_training_with_a_nan_cache_measures_again(write_text, tmp_path):
     corpus = write_text("the cat sat on the mat. " * 125)
     env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
@@ -220,6 +221,7 @@ def charlm(*args, cwd: Path, env_extra: dict) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_train_with_a_budget_sizes_trains_and_keeps_the_config(write_text, tmp_path):
     corpus = write_text("the cat sat on the mat. " * 125)
     env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}

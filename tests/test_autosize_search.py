@@ -119,6 +119,7 @@ def searched(tmp_path_factory):
     return folder, done
 
 
+@pytest.mark.slow
 def test_a_search_prunes_and_its_winner_continues_in_the_run_folder(searched):
     folder, done = searched
     run = folder / "run"
@@ -159,6 +160,7 @@ def test_info_shows_the_search_and_plot_draws_its_rungs(searched):
         assert png.size[0] > png.size[1] * 3  # four panels side by side (three without a search)
 
 
+@pytest.mark.slow
 def test_a_search_interrupted_resumes_where_it_stopped(tmp_path):
     corpus = corpus_file(tmp_path)
     args = ["train", "--corpus", str(corpus), "--budget", "8s", "--search", "--device", "cpu", "-r", "run"]
@@ -181,6 +183,7 @@ def test_a_search_interrupted_resumes_where_it_stopped(tmp_path):
     assert sorted({trial for trial, _ in rungs}) == [0, 1, 2, 3]
 
 
+@pytest.mark.slow
 def test_two_processes_share_one_study(tmp_path):
     corpus = corpus_file(tmp_path)
     journal = tmp_path / "study.log"
@@ -204,6 +207,7 @@ def test_two_processes_share_one_study(tmp_path):
     assert search_log.winner(search_log.read_lines(tmp_path / f"run{last}"))["trial"] == study.best_trial.number
 
 
+@pytest.mark.slow
 def test_a_winner_whose_whole_run_fits_in_the_time_left_trains_again_from_the_start(tmp_path):
     corpus = corpus_file(tmp_path, words=25_000)
     # a fifth of 40 s to 5 trials: rungs of about 1 and 2 s, shorter than the 6 epochs (about 10 s here); the
@@ -228,12 +232,12 @@ def test_a_candidate_whose_loss_turns_nan_drops_out_and_the_search_goes_on(tmp_p
     import torch
 
     import charlm.training.loop as loop
-    from charlm.autosize import search
+    from charlm.autosize import search, trials
     from charlm.autosize.auto import auto_config
     from charlm.events import SilentReporter
     from charlm.ui.search import search_rows
 
-    real_train_trial, real_functional = search.train_trial, loop.F
+    real_train_trial, real_functional = trials.train_trial, loop.F
 
     class NanLoss:  # the training loss of trial 1 turns NaN, as an lr drawn too high makes it
         def __getattr__(self, name):
@@ -243,11 +247,11 @@ def test_a_candidate_whose_loss_turns_nan_drops_out_and_the_search_goes_on(tmp_p
         def cross_entropy(*args, **kwargs):
             return real_functional.cross_entropy(*args, **kwargs) * float("nan")
 
-    def train_trial(path, state, frozen, seconds, run_folder):
+    def train_trial(path, state, frozen, seconds, stops):
         monkeypatch.setattr(loop, "F", NanLoss() if frozen.number == 1 else real_functional)
-        return real_train_trial(path, state, frozen, seconds, run_folder)
+        return real_train_trial(path, state, frozen, seconds, stops)
 
-    monkeypatch.setattr(search, "train_trial", train_trial)
+    monkeypatch.setattr(trials, "train_trial", train_trial)
     sets = ["train.device=cpu", "search.enabled=true", *[item for item in FAST if item != "--set"]]
     config, plan = auto_config(str(corpus_file(tmp_path)), 20, sets)
     said = []
@@ -268,14 +272,14 @@ def test_a_candidate_whose_loss_turns_nan_drops_out_and_the_search_goes_on(tmp_p
 
 
 def test_a_search_killed_between_a_rungs_line_and_the_study_tells_the_line_on_resume(tmp_path, monkeypatch):
-    from charlm.autosize import search
+    from charlm.autosize import search, trials
     from charlm.autosize.auto import auto_config
     from charlm.events import SilentReporter
 
     class Killed(BaseException):
         pass
 
-    real_append, real_train_trial = search_log.append, search.train_trial
+    real_append, real_train_trial = search_log.append, trials.train_trial
     trained = []
 
     def append_then_die(folder, line):  # the kill comes right after trial 2's rung-0 line is written
@@ -285,12 +289,12 @@ def test_a_search_killed_between_a_rungs_line_and_the_study_tells_the_line_on_re
             assert not study.trials[2].intermediate_values  # the line comes first: a kill here loses nothing
             raise Killed
 
-    def train_trial(path, state, frozen, seconds, run_folder):
+    def train_trial(path, state, frozen, seconds, stops):
         trained.append(frozen.number)
-        return real_train_trial(path, state, frozen, seconds, run_folder)
+        return real_train_trial(path, state, frozen, seconds, stops)
 
     monkeypatch.setattr(search_log, "append", append_then_die)
-    monkeypatch.setattr(search, "train_trial", train_trial)
+    monkeypatch.setattr(trials, "train_trial", train_trial)
     sets = ["train.device=cpu", "search.enabled=true", *[item for item in FAST if item != "--set"]]
     config, plan = auto_config(str(corpus_file(tmp_path)), 20, sets)
     run = tmp_path / "run"
@@ -309,6 +313,7 @@ def test_a_search_killed_between_a_rungs_line_and_the_study_tells_the_line_on_re
     assert study.trials[2].intermediate_values[1] == logged["val_loss"]
 
 
+@pytest.mark.slow
 def test_a_budget_that_reads_the_text_too_few_times_trains_the_rules_choice_alone(tmp_path):
     corpus = corpus_file(tmp_path)
     args = ["train", "--corpus", str(corpus), "--budget", "3s", "--device", "cpu", "--set", "train.epochs=1"]
@@ -354,3 +359,98 @@ def test_bad_search_requests_are_one_line_errors(args, message, tmp_path):
     done = charlm("train", "--corpus", str(corpus), "--device", "cpu", *args, cwd=tmp_path)
     assert done.returncode == 2, done.stderr
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+# --- an interrupted search, seen and resumed through the CLI (the trainer faked: search_helpers) ---------------
+
+
+@pytest.fixture
+def stopped(tmp_path, monkeypatch):
+    from search_helpers import FakeTraining, start
+
+    from charlm.files.interrupts import Interrupted
+
+    fake = FakeTraining(monkeypatch)
+    fake.during = lambda path, config: os.kill(os.getpid(), signal.SIGINT) if len(fake.calls) == 3 else None
+    with pytest.raises(Interrupted):
+        start(tmp_path / "runs" / "run")
+    fake.during, fake.calls[:] = None, []
+    return tmp_path / "runs" / "run", fake
+
+
+@pytest.mark.parametrize(
+    "extra, named",
+    [
+        (["--set", "train.lr=0.1"], "--set"),
+        (["--device", "cpu"], "--device"),
+        (["--budget", "1h"], "--budget"),
+        (["--corpus", "tinyshakespeare"], "--corpus"),
+        (["--config", "configs/tiny.yaml"], "--config"),
+        (["--search"], "--search"),
+        (["--resume-from", "best"], "--resume-from"),
+        (["--nproc", "2"], "--nproc"),
+        (["--device", "cpu", "--set", "search.trials=50"], "--device, --set"),
+    ],
+)
+def test_a_searchs_resume_refuses_flags_that_would_change_it(stopped, capsys, extra, named):
+    from charlm.cli.main import main
+
+    run, fake = stopped
+    before = (run / "search.json").read_bytes()
+    assert main(["train", "--resume", "-r", str(run), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.endswith(f"drop {named}") and "as search.json has it" in err, err
+    assert (run / "search.json").read_bytes() == before and not fake.calls
+
+
+def test_runs_and_info_show_an_interrupted_search_and_how_to_continue_it(stopped, capsys):
+    from charlm.cli.main import main
+    from charlm.store.run_dir import RunDir
+
+    run, _ = stopped
+    assert main(["runs", "--root", str(run.parent)]) == 0
+    out = capsys.readouterr().out
+    assert run.name in out and "interrupted" in out and "search: lstm" in out
+    assert main(["info", "-r", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert f"continue it with charlm train --resume --run-dir {run}" in out and "val rung 0" in out
+    assert main(["info", "-r", str(run), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["status"] == "interrupted" and len(shown["search"]) == 2  # stopped in the third
+    with RunDir(run).ownership.lock() as lock:  # a search working in it now
+        lock.record_pid()
+        assert main(["runs", "--root", str(run.parent), "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)[0]["status"] == "running"
+        assert main(["info", "-r", str(run)]) == 0
+        assert f"searching now (charlm process {os.getpid()})" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_info_of_a_finished_search_warns_of_lines_that_are_not_its(searched, tmp_path):
+    import shutil
+
+    folder, _ = searched
+    run = tmp_path / "run"
+    shutil.copytree(folder / "run", run)
+    with open(run / "search.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps({"trial": 99, "rung": 0, "params": {}, "val_loss": 1.0, "seconds": -5}) + "\n")
+    shown = charlm("info", "-r", str(run), cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "skipped 1 line(s) that are not the search's" in shown.stderr and "-5.0 s" not in shown.stdout
+
+
+@pytest.mark.slow
+def test_the_cli_never_prints_a_storage_password_and_refuses_a_users_file_untouched(tmp_path):
+    corpus = corpus_file(tmp_path)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    args = ["train", "--corpus", str(corpus), "--budget", "20s", "--search", "--device", "cpu", "-r", "run"]
+    refused = charlm(*args, "--study-storage", str(notes), cwd=tmp_path)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "line 1 of" in refused.stderr and notes.read_text() == "my notes\n" and not (tmp_path / "run").exists()
+    url = "postgresql://me:S3cr3t-pw@127.0.0.1:9/nodb"
+    failed = charlm(*args, "--study-storage", url, "--set", "search.min_passes=0", *FAST, cwd=tmp_path)
+    assert failed.returncode == 2 and failed.stderr.count("\n") == 1, failed.stderr
+    assert "S3cr3t-pw" not in failed.stdout + failed.stderr and "me:***@127.0.0.1:9" in failed.stderr
+    assert not (tmp_path / "run").exists()  # opened before the run folder is made
+    assert all(b"S3cr3t-pw" not in p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())

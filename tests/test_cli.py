@@ -64,6 +64,7 @@ def trained(tmp_path_factory):
     return root, run_dir, result
 
 
+@pytest.mark.slow
 def test_train_writes_a_complete_run_folder(trained):
     _, run_dir, result = trained
     for name in ("config.yaml", "vocab.json", "metrics.jsonl", "last.pt", "best.pt"):
@@ -77,6 +78,7 @@ def test_train_writes_a_complete_run_folder(trained):
     assert "precision fp32 (train.precision=fp32 as asked)" in result.stdout  # tiny.yaml asks for fp32
 
 
+@pytest.mark.slow
 def test_train_prints_what_auto_chose_and_saves_it_in_the_run_config(tmp_path):
     corpus = make_corpus(tmp_path / "lyrics.txt", chars=2000)
     result = charlm(
@@ -98,6 +100,7 @@ def test_train_prints_what_auto_chose_and_saves_it_in_the_run_config(tmp_path):
     assert f"  precision: {chosen}\n" in (tmp_path / "run" / "config.yaml").read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_generate_uses_latest_run_streams_and_is_repeatable(trained):
     root, _, _ = trained
     first = charlm("generate", "--prefix", "分开", "--length", "30", "--temperature", "0.8", "--seed", "1", cwd=root)
@@ -212,6 +215,7 @@ def test_generate_beam_search_returns_the_best_beams(trained, capsys):
     assert json.loads(greedy[1])["bits_per_char"] >= bits[0] - 1e-6
 
 
+@pytest.mark.slow
 def test_perplexity_reproduces_best_val_in_metrics(trained):
     root, run_dir, _ = trained
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -435,6 +439,7 @@ def test_data_list_json_with_an_empty_cache(tmp_path, monkeypatch, capsys):
     }
 
 
+@pytest.mark.slow
 def test_default_train_runs_offline_from_the_shipped_lyrics(tmp_path):
     """make install && charlm train on a machine with no network: the default config, corpus jaychou."""
     result = charlm(

@@ -4,7 +4,9 @@ cut, --json everywhere, warnings on stderr, --quiet, a per-user cache, start-up 
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -187,3 +189,35 @@ def test_runs_root_flag_finds_runs_from_any_folder(runs_root, tmp_path, monkeypa
     monkeypatch.setenv("CHARLM_RUNS_DIR", "")  # unset for charlm; restored after the test (the flag sets it)
     assert main(["--runs-root", str(root / "myruns"), "generate", "--prefix", "分开", "-n", "5"]) == 0
     assert capsys.readouterr().out.startswith("分开")
+
+
+@pytest.mark.parametrize(
+    ("value", "where"),
+    [
+        ({"nats_per_char": math.nan}, "nats_per_char is nan"),
+        ({"perplexity": math.inf, "chars": 3}, "perplexity is inf"),
+        ({"dynamic": {"perplexity": math.inf}}, "dynamic.perplexity is inf"),
+        ({"features": [{"top": [{"r": 0.5}, {"r": -math.inf}]}]}, "features.0.top.1.r is -inf"),
+        ([1.0, math.nan], "1 is nan"),
+        ({"sample": 1, "bits_per_char": math.nan, "options": {}}, "bits_per_char is nan"),
+    ],
+)
+def test_json_output_never_holds_nan_or_infinity(capsys, value, where):
+    """Every --json goes through cli.app.print_json: strict JSON, and a number that is not finite is one line
+    naming it (exit 1 through main), with nothing printed."""
+    from charlm.cli.app import print_json
+    from charlm.errors import RunError
+
+    with pytest.raises(RunError, match=f"the result's {re.escape(where)}, not a finite number"):
+        print_json(value)
+    assert capsys.readouterr().out == ""
+    print_json({"text": "分开", "bits_per_char": None, "n": [1, 2.5]})
+    assert json.loads(capsys.readouterr().out) == {"text": "分开", "bits_per_char": None, "n": [1, 2.5]}
+
+
+def test_no_command_prints_json_but_through_print_json():
+    """The one JSON printer of the commands (runs and info read files that were checked as strict JSON already)."""
+    own = {"runs.py", "info.py"}
+    for path in (REPO / "charlm" / "cli").glob("*.py"):
+        if path.name not in own:
+            assert "print(json.dumps" not in path.read_text(encoding="utf-8"), path.name

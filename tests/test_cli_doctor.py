@@ -88,6 +88,7 @@ def test_without_torch_it_still_reports_and_says_how_to_fix_it(tmp_path):
     assert len(report["problems"]) == 1 and report["problems"][0].startswith("torch cannot be imported")
 
 
+@pytest.mark.slow
 def test_the_text_report_prints_each_section(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("CHARLM_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setattr(doctor, "MATMUL_SECONDS", 0.01)

@@ -27,6 +27,7 @@ def lines_run(tmp_path_factory):
     return root, run, corpus
 
 
+@pytest.mark.slow
 def test_the_vocabulary_saves_the_end_and_unknown_symbols(lines_run):
     _, run, _ = lines_run
     chars = json.loads((run / "vocab.json").read_text(encoding="utf-8"))["chars"]
@@ -34,6 +35,7 @@ def test_the_vocabulary_saves_the_end_and_unknown_symbols(lines_run):
     assert chars == [" ", "分", "开", "<eod>", "<unk>"]  # the rest appear under 100 times in training
 
 
+@pytest.mark.slow
 def test_items_one_per_line_and_as_json(lines_run):
     root, run, _ = lines_run
     plain = charlm("generate", "--run-dir", str(run), "--items", "4", "--length", "40", "--seed", "1", cwd=root)
@@ -55,6 +57,7 @@ def test_unknown_prefix_is_refused_by_default_and_mapped_when_asked(lines_run):
     assert mapped.stdout.startswith("Ω分")
 
 
+@pytest.mark.slow
 def test_perplexity_reports_the_unknown_share(lines_run):
     root, run, _ = lines_run
     out = charlm("perplexity", "--run-dir", str(run), "--text", "love 分开 rain", "--json", cwd=root)
@@ -65,6 +68,7 @@ def test_perplexity_reports_the_unknown_share(lines_run):
     assert "of the text is <unk>" in text.stdout
 
 
+@pytest.mark.slow
 def test_export_and_fine_tune_keep_the_symbols(lines_run):
     root, run, corpus = lines_run
     folder = root / "model"
@@ -86,6 +90,7 @@ def test_export_and_fine_tune_keep_the_symbols(lines_run):
     assert charlm("generate", "--run-dir", str(child), "--items", "2", "-n", "10", cwd=root).returncode == 0
 
 
+@pytest.mark.slow
 def test_a_stream_model_refuses_items_naming_the_fix(tmp_path):
     corpus = make_corpus(tmp_path / "lyrics.txt", chars=1500)
     run = tmp_path / "run"
@@ -97,6 +102,7 @@ def test_a_stream_model_refuses_items_naming_the_fix(tmp_path):
     assert out.stderr.count("\n") == 1 and "data.documents: lines, paragraphs or files" in out.stderr
 
 
+@pytest.mark.slow
 def test_a_plain_sample_resets_at_eod_and_prints_it_as_a_line_break(lines_run):
     root, run, _ = lines_run  # trained with train.reset_state_at_documents
     args = ("generate", "--run-dir", str(run), "--prefix", "分开", "-n", "150", "--seed", "2")
@@ -109,6 +115,7 @@ def test_a_plain_sample_resets_at_eod_and_prints_it_as_a_line_break(lines_run):
     assert "<eod>" not in headed and headed.count("--- sample") == 2
 
 
+@pytest.mark.slow
 def test_the_unknown_share_in_every_perplexity_output(lines_run, tmp_path):
     root, run, _ = lines_run
     text = ["--run-dir", str(run), "--text", "love 分开 rain"]
@@ -126,6 +133,7 @@ def test_the_unknown_share_in_every_perplexity_output(lines_run, tmp_path):
         assert out.returncode == 0 and f"unknown    {share:.2%} of the text is <unk>" in out.stdout, out.stderr
 
 
+@pytest.mark.slow
 def test_a_prefix_is_read_in_the_run_s_text_form(tmp_path):
     import charlm as api
 
@@ -149,6 +157,7 @@ def test_a_prefix_is_read_in_the_run_s_text_form(tmp_path):
     assert all(item.text.startswith("the") for item in model.items(2, 10, prefix="The", seed=1))
 
 
+@pytest.mark.slow
 def test_items_novelty_says_which_are_whole_training_items_and_where(tmp_path):
     from charlm.config import load_config
     from charlm.data.corpus import training_documents
@@ -193,6 +202,7 @@ def test_items_novelty_says_which_are_whole_training_items_and_where(tmp_path):
 
 
 @pytest.mark.parametrize("mode", ["paragraphs", "files"])
+@pytest.mark.slow
 def test_every_documents_mode_round_trips(mode, tmp_path):
     """paragraphs (blank-line separated) and files (one per file of a folder): train, resume, items,
     perplexity, export and fine-tune, the end symbol kept throughout (lines: the tests above)."""
@@ -223,3 +233,11 @@ def test_every_documents_mode_round_trips(mode, tmp_path):
     assert items.returncode == 0 and len(items.stdout.splitlines()) == 3, items.stderr
     scored = charlm("perplexity", "--run-dir", str(tmp_path / "tuned"), "--json", cwd=tmp_path)
     assert scored.returncode == 0 and json.loads(scored.stdout)["chars"] > 0, scored.stderr
+
+
+@pytest.mark.parametrize("flags", [["--items", "1000000000"], ["--items", "40000", "-n", "10000000"]])
+def test_generate_items_too_many_names_the_items_flag(lines_run, flags):
+    root, run, _ = lines_run
+    done = charlm("generate", "--run-dir", str(run), *flags, cwd=root)
+    assert done.returncode == 2 and done.stdout == "" and done.stderr.count("\n") == 1, done.stderr
+    assert "pass fewer --items or a shorter --length" in done.stderr and "--num-samples" not in done.stderr

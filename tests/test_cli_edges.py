@@ -141,6 +141,7 @@ def test_a_runs_root_not_made_yet_is_no_runs(place, capsys, monkeypatch):
     assert not (place / "not-yet").exists()
 
 
+@pytest.mark.slow
 def test_doctor_names_a_runs_root_that_is_a_file_as_a_problem(place, capsys, monkeypatch):
     monkeypatch.setenv(RUNS_ENV, str(place / "afile"))
     capsys.readouterr()

@@ -206,6 +206,7 @@ STOPS = [signal.SIGTERM, signal.SIGINT, *([signal.SIGHUP] if hasattr(signal, "SI
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 @pytest.mark.parametrize("stop_signal", STOPS, ids=lambda s: signal.Signals(s).name)
+@pytest.mark.slow
 def test_a_stop_signal_lets_the_streams_under_way_finish_refuses_new_work_and_exits_0(run_dir, tmp_path, stop_signal):
     process, url = slow_server(run_dir, tmp_path, "--limit", "shutdown_grace=30")
     try:
@@ -297,6 +298,7 @@ def test_a_stop_with_half_sent_bodies_answers_them_and_logs_no_traceback(run_dir
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX file limits")
+@pytest.mark.slow
 def test_a_flood_of_idle_connections_under_a_low_file_limit_leaves_health_answering(run_dir):
     import resource
 

@@ -106,6 +106,7 @@ def test_sigkill_at_random_moments_never_loses_the_run(tmp_path):
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+@pytest.mark.slow
 def test_a_signal_saves_prints_the_resume_command_and_exits_with_its_code(tmp_path, signum, code):
     corpus = make_corpus(tmp_path / "corpus.txt")
     run_dir = tmp_path / "run"
@@ -133,3 +134,40 @@ def test_a_second_ctrl_c_exits_at_once_and_leaves_a_loadable_run(tmp_path):
     proc.communicate(timeout=60)
     assert proc.returncode == 130
     load_payload(run_dir / layout.LAST)
+
+
+# `python -m charlm` with the signal (the first argument) sent to itself as the final eval starts: from the test
+# side, where a person's `kill` would land once training is over
+SIGNAL_IN_FINAL_EVAL = """
+import os, sys
+from charlm.training import evals
+signum, final = int(sys.argv.pop(1)), evals.Evals.final
+def signalled(self, requests):
+    os.kill(os.getpid(), signum)
+    return final(self, requests)
+evals.Evals.final = signalled
+from charlm.cli.main import entry
+entry()
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.slow
+def test_a_signal_in_the_final_eval_exits_as_an_interrupted_run_and_the_resume_finishes(tmp_path, signum):
+    corpus = make_corpus(tmp_path / "corpus.txt")
+    run_dir = tmp_path / "run"
+    args = ["train", "--config", TINY, "--corpus", str(corpus), "--device", "cpu", "--run-dir", str(run_dir)]
+    args += ["--set", "sample.preview_every=0", "--set", "data.test_fraction=0.1", "--set", "train.epochs=1"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+    command = [sys.executable, "-c", SIGNAL_IN_FINAL_EVAL, str(int(signum)), *args]
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 128 + signum, proc.stderr
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("interrupted: "), proc.stderr
+    assert f"continue with: charlm train --resume --run-dir {run_dir}" in proc.stderr
+    assert RunDir(run_dir).status.read()["state"] == "interrupted"
+    resumed = subprocess.run(
+        [sys.executable, "-m", "charlm", *args, "--resume"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert RunDir(run_dir).status.read()["state"] == "finished"
+    assert [r["event"] for r in RunDir(run_dir).metrics.read() if "event" in r] == ["resume", "final"]

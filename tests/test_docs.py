@@ -279,6 +279,7 @@ PAGES_WITH_COMMANDS = [page for page in PAGES if commands(page)]
 
 
 @pytest.mark.parametrize("page", PAGES_WITH_COMMANDS, ids=lambda page: str(page.relative_to(REPO)))
+@pytest.mark.slow
 def test_every_command_of_the_page_runs(page, base_runs, tmp_path, monkeypatch, capsys):
     needs_ptb = [c for c in commands(page) if "ptb-char" in " ".join(c.argv)]
     data = Path(os.environ.get("CHARLM_TEST_DATA") or REPO.parent / "shared" / "data")

@@ -35,6 +35,7 @@ def code_cell(notebook, starts: str):
     return cell
 
 
+@pytest.mark.slow
 def test_every_cell_runs_and_training_is_one_updating_output(executed):
     notebook, folder = executed
     errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]

@@ -5,6 +5,7 @@ and `Model.adapt`, on a run trained here in seconds through the real CLI."""
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 
@@ -100,14 +101,14 @@ def test_rms_statistics_are_measured_once_kept_and_measured_again_for_other_weig
     assert kept.stat().st_mtime_ns == stamp  # read, not measured again
     assert again["dynamic"]["nats_per_char"] == first["dynamic"]["nats_per_char"]
     model, _, _ = load_model(run)
-    names = {n for n, _ in model.named_parameters()}
-    assert stats.read_cached(kept, stats.weights_hash(model), names) is not None
-    assert stats.read_cached(kept, "other weights", names) is None  # a newer best.pt: measured again
+    shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    assert stats.read_cached(kept, stats.weights_hash(model), shapes) is not None
+    assert stats.read_cached(kept, "other weights", shapes) is None  # a newer best.pt: measured again
     kept.write_bytes(b"not safetensors")
-    assert stats.read_cached(kept, stats.weights_hash(model), names) is None
+    assert stats.read_cached(kept, stats.weights_hash(model), shapes) is None
     assert main(["perplexity", "-r", str(run), "--dynamic-stats"]) == 0
     assert "kept in dynamic-stats-best.safetensors" in capsys.readouterr().err
-    assert stats.read_cached(kept, stats.weights_hash(model), names) is not None
+    assert stats.read_cached(kept, stats.weights_hash(model), shapes) is not None
 
 
 def test_tuning_chooses_on_val_keeps_the_choice_and_later_runs_use_it(run, capsys, monkeypatch):
@@ -173,3 +174,114 @@ def test_generate_adapt_samples_in_the_style_of_the_file(run, capsys, tmp_path):
     # the adapted model writes the file's made-up words, which the corpus never had
     assert sum(captured.out.count(n) for n in names) > sum(plain.count(n) for n in names)
     assert main([*common, "--adapt", str(tmp_path / "missing.txt")]) != 0
+
+
+def one_line(capsys, code: int, *args) -> str:
+    """Run the CLI, expecting exit `code`, one line on stderr and nothing on stdout; the line."""
+    capsys.readouterr()
+    assert main(list(args)) == code
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "Traceback" not in err and "unexpected" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("lr", ["1e9", "1e38", "100", "3e38"])
+@pytest.mark.parametrize("output", [["--json"], [], ["--show"], ["--breakdown", "--json"], ["--dynamic-method", "rms"]])
+def test_a_diverged_adaptation_is_one_line_never_figures(run, capsys, lr, output):
+    """Figures of a model thrown off by its steps (2e8 bits/char, NaN, an infinite perplexity) are never shown,
+    whatever the output: Diverged (exit 1) naming the lr and what to change."""
+    err = one_line(
+        capsys, 1, "perplexity", "-r", str(run), "--text", PASSAGE * 4, "--dynamic", "--dynamic-lr", lr, *output
+    )
+    assert err.startswith("error: dynamic evaluation diverged") and f"lr {float(lr):g}" in err
+    assert "pass a lower --dynamic-lr" in err
+
+
+@pytest.mark.parametrize("lr", ["1e300", "1e39", "inf", "nan", "-inf"])
+def test_a_step_size_no_float32_step_can_hold_is_refused_before_reading(run, capsys, lr):
+    err = one_line(capsys, 2, "perplexity", "-r", str(run), "--text", PASSAGE, "--dynamic", "--dynamic-lr", lr)
+    assert "--dynamic-lr" in err
+
+
+def test_the_api_and_generate_adapt_refuse_a_diverged_adaptation(run, capsys, tmp_path):
+    model = charlm.load(run)
+    for lr in (1e9, 1e30):
+        with pytest.raises(charlm.errors.Diverged, match="dynamic evaluation diverged"):
+            model.adapt(PASSAGE * 4, lr=lr)
+        with pytest.raises(charlm.errors.Diverged, match="dynamic evaluation diverged"):
+            model.perplexity(PASSAGE * 4, dynamic=True, lr=lr)
+    with pytest.raises(charlm.errors.UsageError, match="float32"):
+        model.adapt(PASSAGE, lr=1e300)
+    style = tmp_path / "style.txt"
+    style.write_text(PASSAGE * 4, encoding="utf-8")
+    (run / tuning.TUNED).write_text(  # a grid pair, as --dynamic-tune writes: used by --adapt
+        json.dumps({"format": tuning.FORMAT, "weights": stats.weights_hash(model.net), "sgd": {"chosen": [0.4, 0.0]}})
+    )
+    try:
+        assert main(["generate", "-r", str(run), "--adapt", str(style), "-n", "20", "--seed", "1"]) == 0
+        assert "lr 0.4, decay 0: tuned on val (dynamic.json)" in capsys.readouterr().err
+    finally:
+        (run / tuning.TUNED).unlink()
+
+
+@pytest.mark.parametrize(
+    "chosen", [[1e9, 0.01], [1e300, 0.0], [0.2, 5.0], [-0.2, 0.01], ["0.2", 0.01], [0.2], None, [0.15, 0.01]]
+)
+def test_a_tampered_dynamic_json_is_ignored_for_the_defaults(run, capsys, chosen):
+    """dynamic.json only ever holds a pair of the grid: any other (huge, negative, text, off the grid) is not
+    charlm's and the method's defaults are used, never an absurd figure."""
+    weights = stats.weights_hash(load_model(run)[0])
+    (run / tuning.TUNED).write_text(
+        json.dumps({"format": tuning.FORMAT, "weights": weights, "sgd": {"chosen": chosen}})
+    )
+    try:
+        out = run_json(capsys, "-r", str(run), "--text", PASSAGE * 2, "--dynamic")
+    finally:
+        (run / tuning.TUNED).unlink()
+    assert (out["lr"], out["decay"], out["chosen_by"]) == (*DynamicOptions().resolved().to_dict().values(), "defaults")[
+        1:
+    ]
+
+
+def test_tuning_keeps_a_diverged_pair_as_null_and_ranks_it_last(run, monkeypatch):
+    model, _, saved = load_model(run)
+    monkeypatch.setitem(tuning.GRID, "sgd", ((0.2, 1e9), (0.0,)))
+    ids = torch.tensor(load_model(run)[1].encode(PASSAGE * 3))
+    results = tuning.tune(
+        model, ids, "sgd", rms=None, num_steps=saved.config.train.num_steps, device="cpu", precision="fp32"
+    )
+    assert [r["lr"] for r in results] == [0.2, 1e9] and results[1]["nats_per_char"] is None
+    json.dumps(results, allow_nan=False)  # what dynamic.json keeps is JSON
+
+
+def shapes_of(model) -> dict:
+    return {n: tuple(p.shape) for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("damage", ["wrong shape", "extra tensor", "missing tensor", "float16", "int8", "sparse 4 GB"])
+def test_rms_statistics_of_another_shape_or_size_are_measured_again_not_read(run, capsys, damage):
+    """A statistics file is judged by its header against the model's parameters before it is read: one of other
+    shapes, names or dtypes, or larger than the model's statistics are (a sparse 4 GB file), is measured again."""
+    from safetensors.torch import save_file
+
+    model = load_model(run)[0]
+    kept, weights = run / stats.stats_name("best"), stats.weights_hash(model)
+    good = {n: torch.ones(shape) for n, shape in shapes_of(model).items()}
+    name = next(iter(good))
+    bad = {
+        "wrong shape": {**good, name: torch.ones(3, 3)},
+        "extra tensor": {**good, "decoder.weight": torch.ones(2)},
+        "missing tensor": {k: v for k, v in good.items() if k != name},
+        "float16": {k: v.half() for k, v in good.items()},
+        "int8": {k: v.to(torch.int8) for k, v in good.items()},
+    }.get(damage)
+    if bad is None:
+        kept.unlink(missing_ok=True)
+        with open(kept, "wb") as f:
+            f.truncate(4 * 1024**3)  # sparse: reading it would take 4 GB
+    else:
+        save_file(bad, kept, metadata={"format": stats.FORMAT, "weights": weights, "chars": "1"})
+    assert stats.read_cached(kept, weights, shapes_of(model)) is None
+    out = run_json(capsys, "-r", str(run), "--text", PASSAGE * 2, "--dynamic", "--dynamic-method", "rms")
+    assert out["method"] == "rms" and math.isfinite(out["dynamic"]["nats_per_char"])
+    assert stats.read_cached(kept, weights, shapes_of(model)) is not None  # measured again, and kept

@@ -230,3 +230,51 @@ def test_text_source_defaults_to_the_val_split_and_names_itself():
 def test_text_source_refuses_anything_but_one_valid_source(given, message):
     with pytest.raises(UsageError, match=re.escape(message)):
         TextSource(**given)
+
+
+@pytest.fixture
+def overflowing(tmp_path):
+    """A run whose weights are finite but so large that its numbers overflow: every loss is NaN or 1e30."""
+    from helpers import save_untrained_run
+
+    from charlm.store import checkpoint as ckpt
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog\n" * 30, encoding="utf-8")
+    run = save_untrained_run(tmp_path / "run", corpus)
+    for name in ("best.pt", "last.pt"):
+        saved = ckpt.load(run / name)
+        saved.model = {k: v * 1e30 for k, v in saved.model.items()}
+        ckpt.save(run / name, saved)
+    return run
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--json"], [], ["--breakdown", "--json"], ["--show"], ["--text", "the lazy dog", "--json"], ["--split", "train"]],
+)
+def test_a_loss_with_no_finite_perplexity_is_one_line_never_nan_or_infinity(overflowing, capsys, flags):
+    """perplexity --json printed NaN and Infinity (not JSON) with exit 0; now one line, exit 1, stdout empty."""
+    from charlm.cli.main import main
+
+    assert main(["perplexity", "--run-dir", str(overflowing), *flags]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "has no finite perplexity" in err and "unexpected" not in err
+
+
+def test_the_api_refuses_such_a_figure_too(overflowing):
+    import charlm
+    from charlm.errors import RunError
+
+    with pytest.raises(RunError, match="no finite perplexity"):
+        charlm.load(overflowing).perplexity("the lazy dog")
+
+
+@pytest.mark.parametrize("nats", [math.nan, math.inf, -math.inf, 700.0, 1e30])
+def test_check_finite_loss_refuses_what_has_no_finite_perplexity(nats):
+    from charlm.errors import RunError
+    from charlm.units import check_finite_loss
+
+    with pytest.raises(RunError, match="has no finite perplexity"):
+        check_finite_loss(nats, "the val split")
+    check_finite_loss(699.0, "the val split")  # e^699 is a float: a figure, however bad

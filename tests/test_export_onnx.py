@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +23,8 @@ from charlm.export.onnx import StepGraph
 
 MISSING = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
 pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"needs {', '.join(MISSING)}: pip install -e '.[dev]'")
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "onnx.md"
+REPO = Path(__file__).resolve().parents[1]
+DOCS = REPO / "docs" / "onnx.md"
 CORPUS = "the quick brown fox jumps over the lazy dog; " * 40 + "ROMEO: and JULIET: say so.\n" * 20
 KINDS = [
     ("rnn_tanh", "onehot", 1),
@@ -122,3 +127,70 @@ def test_step_graph_equals_the_model_step():
         ours, state = model(ids[:, None], h)
     torch.testing.assert_close(logits, ours.reshape(2, -1), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(h_out, state, rtol=1e-5, atol=1e-6)
+
+
+# `python -m charlm` with the stop signal (the first argument) sent from inside the exporter: torch.export.export,
+# which torch.onnx calls and whose errors it wraps in its own many-line report (a fault injected from the test side)
+SIGNAL_IN_EXPORTER = """
+import os, sys
+import torch.export
+signum, export = int(sys.argv.pop(1)), torch.export.export
+def signalled(*args, **kwargs):
+    os.kill(os.getpid(), signum)
+    return export(*args, **kwargs)
+torch.export.export = signalled
+from charlm.cli.main import entry
+entry()
+"""
+
+
+@pytest.mark.parametrize("signum", [s for s in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", 0)) if s])
+@pytest.mark.slow
+def test_a_stop_signal_inside_the_exporter_is_the_one_interrupted_line(tmp_path, signum):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(CORPUS, encoding="utf-8")
+    run = save_untrained_run(tmp_path / "run", corpus, ["model.hidden_size=16", "model.embed_size=16"])
+    out = tmp_path / "exports"
+    out.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-c", SIGNAL_IN_EXPORTER, str(int(signum))]
+    proc = subprocess.run(
+        [*command, "export", "--run-dir", str(run), "--onnx", str(out / "onnx")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 128 + signum, proc.stderr
+    name = signal.Signals(signum).name
+    assert proc.stderr == f"interrupted: {name} while writing {out / 'onnx'}: stopped, nothing left behind\n"
+    assert list(out.iterdir()) == []  # no temp folder, no half folder
+
+
+@pytest.mark.parametrize("settings", [["data.documents=lines"], ["data.documents=lines", "data.min_char_count=15"]])
+def test_a_documents_model_names_its_reserved_ids_and_the_guides_loop_never_writes_them(
+    tmp_path, capsys, monkeypatch, settings
+):
+    """<eod> (and <unk>) are vocabulary entries, not characters: onnx.json names their ids and `printed` writes
+    <eod> as a line break, as `charlm generate` does; the guide's loop (writing `printed`) never writes '<eod>'."""
+    from charlm.store import checkpoint as ckpt
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("ROMEO: and JULIET: say so.\n" * 20 + "the quick brown fox jumps over the lazy dog\n" * 40)
+    run = save_untrained_run(tmp_path / "run", corpus, ["model.hidden_size=16", "model.embed_size=16", *settings])
+    saved = ckpt.load(run / "best.pt")
+    eod = saved.vocab.index("<eod>")
+    saved.model["head.bias"][eod] = 4.0  # an item ends often: the loop meets <eod> many times in 200 characters
+    ckpt.save(run / "best.pt", saved)
+    folder = tmp_path / "onnx"
+    assert main(["export", "--run-dir", str(run), "--onnx", str(folder)]) == 0
+    facts, chars = json.loads((folder / "onnx.json").read_text()), json.loads((folder / "vocab.json").read_text())
+    assert chars["chars"] == saved.vocab and facts["eod"] == eod
+    assert facts["unk"] == (saved.vocab.index("<unk>") if "<unk>" in saved.vocab else None)
+    assert facts["printed"][eod] == "\n" and len(facts["printed"]) == facts["vocab_size"]
+    assert all(p == c for i, (p, c) in enumerate(zip(facts["printed"], saved.vocab, strict=True)) if i != eod)
+    capsys.readouterr()
+    code = re.search(r"```python\n(.*?)```", DOCS.read_text(encoding="utf-8"), re.S).group(1)
+    exec(compile(code.replace("models/my-run-onnx", str(folder)), str(DOCS), "exec"), {})
+    printed = capsys.readouterr().out
+    assert "<eod>" not in printed and "\n" in printed.rstrip("\n") and printed.startswith("ROMEO:")

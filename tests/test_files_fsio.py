@@ -202,3 +202,32 @@ def test_append_line_writes_json_lines(tmp_path):
     lines = path.read_text(encoding="utf-8").splitlines()
     assert [json.loads(line) for line in lines] == [{"epoch": 1, "sample": "分开"}, {"epoch": 2, "loss": 1.5}]
     assert "分开" in lines[0]
+
+
+def test_a_signal_a_writer_caught_and_dropped_still_keeps_the_old_file(tmp_path):
+    path = tmp_path / "page.html"
+    path.write_text("old")
+
+    def swallowing(f):
+        f.write(b"half")
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+        except BaseException:
+            pass  # a library that catches everything and goes on
+        f.write(b" and the rest")
+
+    with pytest.raises(Interrupted):
+        fsio.atomic_write(path, swallowing)
+    assert names(tmp_path) == ["page.html"] and path.read_text() == "old"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_a_filler_caught_and_dropped_publishes_nothing(tmp_path, signum):
+    with pytest.raises(Interrupted), fsio.atomic_folder(tmp_path / "onnx", exclusive=True) as tmp:
+        (tmp / "model.onnx").write_bytes(b"x" * 100)
+        try:
+            os.kill(os.getpid(), signum)
+        except BaseException:
+            pass
+        (tmp / "onnx.json").write_text("{}")
+    assert names(tmp_path) == []

@@ -61,3 +61,67 @@ def test_outside_the_main_thread_nothing_is_installed():
     thread.start()
     thread.join()
     assert seen == [signal.SIG_DFL]
+
+
+class LibraryError(Exception):
+    """What a library (torch's ONNX exporter) raises when something fails inside it: its own error."""
+
+
+def wrapping_library(signum):
+    """A library call the signal lands in, which turns every exception into its own (with a cause, or not)."""
+    try:
+        os.kill(os.getpid(), signum)
+    except BaseException as e:
+        raise LibraryError("Failed to export the model... please file an issue") from e
+
+
+def swallowing_library(signum):
+    """A library call that catches whatever happens inside it and carries on (a fallback, a retry)."""
+    try:
+        os.kill(os.getpid(), signum)
+    except BaseException:
+        pass
+    return "done anyway"
+
+
+def library_in_a_thread_of_errors(signum):
+    """The signal's exception replaced by another one raised while handling it (no `from`)."""
+    try:
+        os.kill(os.getpid(), signum)
+    except BaseException:
+        raise AttributeError("module 'torch._dynamo' has no attribute 'exc'") from None
+
+
+STOPS = [s for s in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", None)) if s is not None]
+
+
+@pytest.mark.parametrize("library", [wrapping_library, swallowing_library, library_in_a_thread_of_errors])
+@pytest.mark.parametrize("signum", STOPS)
+def test_the_signal_wins_over_what_a_library_makes_of_it(library, signum):
+    """Wrapped in the library's error, replaced by another, or caught and dropped: the block ends in Interrupted
+    with the signal's exit code and the one message, never the library's."""
+    with pytest.raises(Interrupted) as caught, raising("onnx-out"):
+        library(signum)
+    assert caught.value.exit_code == 128 + signum
+    assert str(caught.value) == f"{signal.Signals(signum).name} while writing onnx-out: stopped, nothing left behind"
+    assert signal.getsignal(signum) in (signal.SIG_DFL, signal.default_int_handler)
+
+
+def test_an_error_without_a_signal_is_left_as_it_is():
+    with pytest.raises(LibraryError), raising("x"):
+        raise LibraryError("a real failure")
+
+
+def test_a_block_inside_another_shares_its_guard():
+    with pytest.raises(Interrupted) as caught, raising("outer") as outer:
+        with raising("inner") as inner:
+            assert inner is outer
+            swallowing_library(signal.SIGTERM)
+            assert inner.signum == signal.SIGTERM
+    assert "outer" in str(caught.value)
+
+
+def test_the_guard_says_whether_a_signal_came():
+    with raising("x") as guard:
+        guard.check()  # none yet: nothing happens
+    assert guard.signum is None

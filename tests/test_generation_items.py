@@ -56,3 +56,23 @@ def test_a_prefix_with_unseen_characters_maps_to_unk_when_asked():
     with pytest.raises(UsageError, match="--unknown map"):
         items(m, VOCAB, 1, length=5, prefix="aΩ")
     assert items(m, VOCAB, 1, length=5, prefix="aΩ", unknown="map")[0].text == "aΩ"
+
+
+@pytest.mark.parametrize(
+    ("count", "length", "says"),
+    [
+        (10**9, 100, "1,000,000,000 items of 100 characters"),
+        (10**30, 5, "items of 5 characters"),
+        (50_000, 10**6, "50,000 items of 1,000,000 characters"),
+        (2, 10**11, "2 items of 100,000,000,000 characters"),
+    ],
+)
+def test_items_too_many_to_fit_name_the_items_flag(monkeypatch, count, length, says):
+    """What does not fit is refused before anything is allocated, naming --items (it named --num-samples)."""
+    import charlm.files.limits as limits
+
+    monkeypatch.setattr(limits, "available_memory", lambda device=None: 16 * 10**9)
+    with pytest.raises(UsageError) as info:
+        items(model_with_end_bias(0.0), VOCAB, count, length=length, seed=1)
+    message = str(info.value)
+    assert says in message and "pass fewer --items or a shorter --length" in message and "num-samples" not in message

@@ -12,7 +12,16 @@ from helpers import make_rnn
 from torch import nn
 
 from charlm.config import ModelConfig
-from charlm.model import NEW_CHARS_MASS, CharRNN, detach_hidden, grow_vocab, match_layout
+from charlm.model import (
+    NEW_CHARS_MASS,
+    CharRNN,
+    detach_hidden,
+    first_nonfinite,
+    grow_vocab,
+    match_layout,
+    weight_bytes,
+    weight_shapes,
+)
 
 KINDS = ["rnn_tanh", "rnn_relu", "lstm", "gru"]
 INPUTS = ["onehot", "embedding"]
@@ -468,3 +477,45 @@ def test_starts_reset_the_state_of_their_rows_only(settings):
     assert torch.allclose(logits[4:, 0], fresh0[:, 0], **tol)  # from its start: as a new document
     assert torch.allclose(logits[7:, 2], fresh2[:, 0], **tol)
     assert not torch.allclose(logits[4:, 0], plain[4:, 0], **tol)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("input_kind", INPUTS)
+@pytest.mark.parametrize(
+    "layout",
+    [
+        {},
+        {"num_layers": 3},
+        {"num_layers": 2, "weight_drop": 0.3},
+        {"num_layers": 3, "locked_dropout": True},
+        {"tie": 1},
+    ],
+)
+def test_weight_shapes_are_the_state_dict_of_the_model_counted_not_built(kind, input_kind, layout):
+    """What a config implies (judged before anything is allocated) is exactly what CharRNN holds, in every layout."""
+    tie = layout.pop("tie", 0) and input_kind == "embedding"
+    cfg = ModelConfig(
+        kind=kind, input=input_kind, hidden_size=12, embed_size=12 if tie else 7, tie_weights=tie, **layout
+    )
+    built = {k: tuple(v.shape) for k, v in CharRNN(cfg, 9).state_dict().items()}
+    assert weight_shapes(cfg, 9) == built
+    assert weight_bytes(cfg, 9) == 4 * sum(math.prod(s) for s in built.values())
+
+
+def test_weight_shapes_of_the_largest_config_take_no_memory_or_time():
+    import time
+
+    cfg = ModelConfig(kind="lstm", hidden_size=2**16, embed_size=2**16, num_layers=1024)
+    started = time.monotonic()
+    assert weight_bytes(cfg, 10**6) > 10**14  # a hundred terabytes, counted in a moment
+    assert time.monotonic() - started < 1
+    with pytest.raises(ValueError, match="unknown model kind"):
+        weight_shapes(dataclasses.replace(cfg, kind="transformer"), 5)
+
+
+def test_first_nonfinite_names_the_first_weight_with_nan_or_infinity():
+    weights = {"a": torch.ones(3), "ids": torch.tensor([1, 2]), "b": torch.tensor([1.0, math.inf]), "c": torch.ones(1)}
+    assert first_nonfinite(weights) == "b"
+    weights["b"][1] = math.nan
+    assert first_nonfinite(weights) == "b"
+    assert first_nonfinite({"a": torch.ones(2, dtype=torch.bfloat16)}) is None

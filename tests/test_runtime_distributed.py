@@ -233,6 +233,7 @@ def test_encoded_cache_gives_the_same_corpus_memory_mapped(tmp_path, monkeypatch
 
 @needs_gloo
 @pytest.mark.parametrize("sampling", ["consecutive", "random"])
+@pytest.mark.slow
 def test_two_ranks_train_the_same_weights_as_one_process(tmp_path, single_thread, sampling):
     """2 ranks x 4 streams = 1 process x 8 streams, over 42 SGD steps with the state carried across epochs.
 
@@ -323,6 +324,7 @@ def test_nproc_refuses_a_batch_that_does_not_divide_before_starting_anything(tmp
 
 
 @needs_gloo
+@pytest.mark.slow
 def test_a_failure_on_rank_0_stops_every_rank_with_one_message(tmp_path):
     corpus = make_corpus(tmp_path / "c.txt")
     run_dir = tmp_path / "run"
@@ -368,6 +370,7 @@ def test_after_an_agreed_failure_one_rank_reports_and_the_others_exit_0(monkeypa
 
 
 @needs_gloo
+@pytest.mark.slow
 def test_nproc_offline_trains_without_pytorch_warnings(tmp_path):
     """A machine with no network (a fresh network namespace: loopback only): `charlm train --nproc 2`
     rendezvous on 127.0.0.1 and the terminal shows no c10d noise (hostnames that cannot be looked up)."""

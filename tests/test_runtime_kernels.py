@@ -127,6 +127,7 @@ def test_a_kernel_cache_that_is_not_a_bounded_json_file_is_ignored_without_hangi
 
 
 @needs_onednn
+@pytest.mark.slow
 def test_the_kernel_benchmark_runs(tmp_path):
     """benchmarks/kernel_choice.py in its quick form: every way of stepping measured, the choice made in the run."""
     from kernel_choice import main as bench

@@ -239,3 +239,40 @@ def test_load_model_with_a_mismatched_payload(tmp_path, damage):
     ckpt.save_payload(tmp_path / layout.BEST, payload)
     with pytest.raises(CheckpointError, match="does not match"):
         load_run_model(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        {"num_layers": 100_000},
+        {"hidden_size": 10**9},
+        {"hidden_size": 2**16, "num_layers": 1024},
+        {"kind": "lstm", "num_layers": 1024},
+    ],
+    ids=["layers", "width", "both-bounded", "kind-and-layers"],
+)
+def test_model_args_of_absurd_sizes_are_compared_with_the_weights_before_anything_is_built(tmp_path, args):
+    """A checkpoint's model_args (not validated as a config is) that disagree with its small weights: refused at
+    once by the shapes they imply, never by building (180 s for 100,000 layers, or a 10^18-byte allocation)."""
+    import time
+
+    model = make_rnn(3, kind="gru", hidden_size=4)
+    payload = train_like_payload(model, Vocab("abc"), Config())
+    payload["model_args"].update(args)
+    ckpt.save_payload(tmp_path / layout.BEST, payload)
+    started = time.monotonic()
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_run_model(tmp_path)
+    assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("name", ["head.weight", "rnn.weight_hh_l0", "rnn.bias_ih_l0"])
+def test_weights_that_are_not_finite_are_refused_naming_the_tensor(tmp_path, value, name):
+    model = make_rnn(3, kind="gru", hidden_size=4)
+    payload = train_like_payload(model, Vocab("abc"), Config())
+    payload["model"] = {k: v.clone() for k, v in payload["model"].items()}
+    payload["model"][name].view(-1)[0] = value  # one number is enough to make every score NaN
+    ckpt.save_payload(tmp_path / layout.BEST, payload)
+    with pytest.raises(CheckpointError, match=rf"not finite numbers \(NaN or infinity in {name}\).*lower train.lr"):
+        load_run_model(tmp_path)

@@ -348,3 +348,159 @@ def test_a_page_write_removes_what_a_killed_page_write_left(exported, tmp_path, 
     code, _, err = cli(capsys, "export", "--run-dir", str(run_dir), "--html", str(tmp_path / "demo.html"))
     assert code == 0, err
     assert [p.name for p in tmp_path.iterdir()] == ["demo.html"]
+
+
+def edited_copy(model: Path, target: Path, *, config=None, weights=None, raw: bytes | None = None) -> Path:
+    """A copy of the model folder with config.json's model section changed (`config`: key -> value), its weights
+    replaced (`weights`: name -> tensor, or a function of the old ones) or model.safetensors replaced by `raw`."""
+    shutil.copytree(model, target)
+    if config:
+        meta = json.loads((target / "config.json").read_text(encoding="utf-8"))
+        meta["model"].update(config)
+        (target / "config.json").write_text(json.dumps(meta), encoding="utf-8")
+    if weights is not None:
+        old = load_file(target / "model.safetensors")
+        save_file(weights(old) if callable(weights) else weights, target / "model.safetensors")
+    if raw is not None:
+        (target / "model.safetensors").write_bytes(raw)
+    return target
+
+
+def refused(capsys, folder: Path, fragment: str, code: int = 2) -> float:
+    """generate and perplexity --json on `folder`: one line naming `fragment`, nothing on stdout; the seconds."""
+    started = time.monotonic()
+    for argv in (["generate", "--model", str(folder), "-n", "5"], ["perplexity", "--model", str(folder), "--json"]):
+        got, out, err = cli(capsys, *argv)
+        assert (got, out) == (code, "") and fragment in err and err.count("\n") == 1, (argv, got, err)
+        assert "unexpected" not in err and "Traceback" not in err
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"num_layers": 100_000}, "model.num_layers must be in 1..1,024, got 100000"),
+        ({"num_layers": 1025}, "model.num_layers must be in 1..1,024"),
+        ({"num_layers": 1024}, "it lacks rnn.weight_ih_l1"),  # allowed, and refused by its weights at once
+        ({"hidden_size": 10**9, "embed_size": 10**9}, "model.hidden_size must be in 1..65,536, got 1000000000"),
+        ({"hidden_size": 65_537, "embed_size": 65_537}, "model.hidden_size must be in 1..65,536"),
+        ({"hidden_size": 65_536, "embed_size": 65_536}, "embedding.weight is ["),  # allowed: 137 GB it does not hold
+        ({"embed_size": 2**40, "tie_weights": False}, "model.embed_size must be in 1..65,536"),
+        ({"hidden_size": 1e9}, "model.hidden_size must be int"),
+        ({"num_layers": -5}, "model.num_layers must be in 1..1,024, got -5"),
+    ],
+)
+def test_a_config_json_of_absurd_sizes_is_refused_before_anything_is_built(
+    exported, tmp_path, capsys, change, fragment
+):
+    _, model = exported
+    seconds = refused(capsys, edited_copy(model, tmp_path / "m", config=change), fragment)
+    assert seconds < 30  # was 180 s of building 100,000 layers
+
+
+def safetensors_bytes(header: dict, data: bytes = b"") -> bytes:
+    text = json.dumps(header).encode()
+    return len(text).to_bytes(8, "little") + text + data
+
+
+@pytest.mark.parametrize(
+    ("damage", "fragment"),
+    [
+        ("sparse 20 GB", "is not a readable safetensors file (not a safetensors file"),
+        ("a header claiming 20 GB", "embedding.weight is [100000000, 50]"),
+        ("a header claiming the right tensors and a file 20 GB long", "bytes, where its header describes"),
+        ("a header longer than the file", "a header of"),
+        ("the right header, the data cut short", "bytes, where its header describes"),
+        ("the right header, bytes appended", "bytes, where its header describes"),
+        ("offsets that overlap", "do not tile the data"),
+        ("offsets of the wrong length", "where its shape and dtype make"),
+        ("an unknown dtype", "unknown dtype 'Q9'"),
+        ("a shape of text", "not a list of whole numbers"),
+        ("a header that is a list", "its header is not a JSON object"),
+        ("NaN in the header", "holds NaN"),
+    ],
+)
+def test_weights_are_judged_by_their_header_before_a_byte_of_data_is_read(exported, tmp_path, capsys, damage, fragment):
+    """model.safetensors is read only once its header matches config.json and its size the header: a sparse
+    20 GB file, or a header claiming 20 GB, costs nothing (it was read into memory: 5.6 GB, then MemoryError)."""
+    _, model = exported
+    folder = edited_copy(model, tmp_path / "m")
+    path = folder / "model.safetensors"
+    weights = load_file(path)
+    good = path.read_bytes()
+    length = int.from_bytes(good[:8], "little")
+    header = json.loads(good[8 : 8 + length])
+    name = max((k for k in header if k != "__metadata__"), key=lambda k: header[k]["data_offsets"][0])  # not at 0
+    entry = header[name]
+    if damage == "sparse 20 GB":
+        path.unlink()
+        with open(path, "wb") as f:
+            f.truncate(20 * 1024**3)
+    elif damage == "a header claiming 20 GB":
+        path.write_bytes(
+            safetensors_bytes(
+                {"embedding.weight": {"dtype": "F32", "shape": [10**8, 50], "data_offsets": [0, 2 * 10**10]}}
+            )
+        )
+    elif damage == "a header claiming the right tensors and a file 20 GB long":
+        with open(path, "r+b") as f:
+            f.truncate(20 * 1024**3)
+    elif damage == "a header longer than the file":
+        path.write_bytes((10**6).to_bytes(8, "little") + b"{}")
+    elif damage == "the right header, the data cut short":
+        path.write_bytes(good[:-10])
+    elif damage == "the right header, bytes appended":
+        path.write_bytes(good + b"\0" * 10)
+    else:
+        edits = {
+            "offsets that overlap": ("data_offsets", [0, entry["data_offsets"][1] - entry["data_offsets"][0]]),
+            "offsets of the wrong length": ("data_offsets", [entry["data_offsets"][0], entry["data_offsets"][1] - 4]),
+            "an unknown dtype": ("dtype", "Q9"),
+            "a shape of text": ("shape", ["4", 4]),
+        }
+        if damage in edits:
+            key, value = edits[damage]
+            header[name] = {**entry, key: value}
+            text = json.dumps(header).encode()
+        else:
+            text = (
+                b"[1, 2]"
+                if damage == "a header that is a list"
+                else json.dumps(header).encode().replace(b"[", b"[NaN, ", 1)
+            )
+        path.write_bytes(len(text).to_bytes(8, "little") + text + good[8 + length :])
+    assert weights  # the folder was whole before
+    refused(capsys, folder, fragment)
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.uint8, torch.bool, torch.int64, torch.int32, torch.float64])
+def test_weights_of_a_type_the_model_does_not_compute_in_are_refused(exported, tmp_path, capsys, dtype):
+    """int8 or bool weights loaded as a garbage model: the dtype must be a float type the model uses."""
+    _, model = exported
+    folder = edited_copy(model, tmp_path / "m", weights=lambda old: {k: v.to(dtype) for k, v in old.items()})
+    name = {torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL", torch.int64: "I64", torch.int32: "I32"}
+    refused(capsys, folder, f"is {name.get(dtype, 'F64')}, not F32 or F16 or BF16")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_weights_load_as_the_model_they_round(exported, tmp_path, capsys, dtype):
+    _, model = exported
+    folder = edited_copy(model, tmp_path / "m", weights=lambda old: {k: v.to(dtype) for k, v in old.items()})
+    loaded = charlm.load(folder)
+    assert all(p.dtype == torch.float32 for p in loaded.net.parameters())
+    assert cli(capsys, "generate", "--model", str(folder), "-n", "5", "--seed", "1")[0] == 0
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("where", ["embedding.weight", "head.bias", "every weight"])
+def test_weights_that_are_not_finite_are_refused_when_loaded(exported, tmp_path, capsys, value, where):
+    """NaN weights scored NaN (perplexity --json printed NaN, which is not JSON) and sampled noise with exit 0."""
+    _, model = exported
+
+    def poisoned(old):
+        return {k: torch.full_like(v, value) if where in (k, "every weight") else v for k, v in old.items()}
+
+    folder = edited_copy(model, tmp_path / "m", weights=poisoned)
+    refused(capsys, folder, "holds weights that are not finite numbers (NaN or infinity in")
+    with pytest.raises(charlm.errors.CheckpointError, match="not finite"):
+        charlm.load(folder)

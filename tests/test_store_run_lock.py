@@ -43,9 +43,14 @@ def test_taking_the_lock_writes_only_an_empty_lock_file_and_the_pid_once_recorde
     folder = tmp_path / "run"
     with RunDir(folder).ownership.lock() as lock:
         assert sorted(os.listdir(folder)) == [runlock.LOCK] and (folder / runlock.LOCK).stat().st_size == 0
-        with pytest.raises(UsageError, match=r"in use by charlm process \?"):  # the holder has not said who it is
+        # the holder has not said who it is: no "process ?", no "kill ?"
+        with pytest.raises(
+            UsageError,
+            match=r"in use by another charlm process \(which has not yet said its id\): wait for it to end or pass",
+        ) as refused:
             with RunDir(folder).ownership.lock():
                 pass
+        assert "?" not in str(refused.value)
         lock.record_pid()
         assert (folder / runlock.HOLDER).read_text() == str(os.getpid())
     assert sorted(os.listdir(folder)) == [runlock.LOCK, runlock.HOLDER]
@@ -84,3 +89,20 @@ def test_a_holder_file_that_is_not_a_pid_is_not_shown(tmp_path):
     assert runlock.holder(tmp_path) == "?"
     (tmp_path / runlock.HOLDER).write_text("4242\n")
     assert runlock.holder(tmp_path) == "4242"
+
+
+def test_a_lent_lock_lets_this_process_in_only_while_lent(tmp_path):
+    """A search holds its run folder's lock and lends it to its winner's trainer; nothing else gets in."""
+    folder, other = tmp_path / "run", tmp_path / "other"
+    with RunDir(folder).ownership.lock() as lock, RunDir(other).ownership.lock():
+        lock.record_pid()
+        with runlock.lend(folder):
+            with RunDir(folder).ownership.lock() as lent:  # the winner's trainer, inside the search
+                lent.record_pid()
+            with pytest.raises(UsageError, match="in use by"):  # only the folder lent
+                with RunDir(other).ownership.lock():
+                    pass
+        with pytest.raises(UsageError, match=f"in use by charlm process {os.getpid()}"):
+            with RunDir(folder).ownership.lock():
+                pass
+    assert RunDir(folder).ownership.is_locked() is False

@@ -373,3 +373,23 @@ def test_the_device_is_synchronised_at_measurement_points_only(tmp_path, monkeyp
     assert seen == expected
     rows = records(tmp_path / "run")
     assert [(r["epoch"], r["batch"]) for r in rows] == [(e, d) for _, e, d in expected]
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        (["model.hidden_size=60000", "model.embed_size=32"], "gru 1x60000"),
+        (["model.num_layers=1024", "model.hidden_size=8192", "model.embed_size=32"], "gru 1024x8192"),
+        (["model.embed_size=65536", "model.hidden_size=65536", "train.optimizer=sgd"], "with its gradients needs"),
+    ],
+)
+def test_a_model_that_cannot_fit_is_refused_before_it_is_built(tmp_path, monkeypatch, settings, named):
+    """Its weights, gradients and Adam's moments against the memory there is (a fixed 16 GB here: any machine),
+    before anything is allocated or a folder made (was: "unexpected RuntimeError" from the allocator)."""
+    import charlm.files.limits as limits
+
+    monkeypatch.setattr(limits, "available_memory", lambda device=None: 16 * 10**9)
+    with pytest.raises(UsageError, match="more than the 16.0 GB available: lower model.hidden_size") as info:
+        train(tiny(tmp_path, *settings), tmp_path / "run")
+    assert named in str(info.value)
+    assert not (tmp_path / "run").exists()

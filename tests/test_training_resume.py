@@ -126,6 +126,74 @@ def test_signal_saves_at_the_batch_boundary_and_resume_is_the_same_run(tmp_path,
     assert_same_run(run_dir, expected)
 
 
+def signal_in_final_eval(monkeypatch, signum: int, when: str) -> None:
+    """The final eval, with `signum` sent to this process at `when`: as it starts, after its first window of the
+    test split, or once its last window is scored (before the run is marked finished)."""
+    import charlm.training.evals as evals_module
+
+    real_final, real_evaluate = evals_module.Evals.final, evals_module.evaluate
+
+    def evaluate(*args, progress=None, **kwargs):
+        def first_window(chars):
+            os.kill(os.getpid(), signum)
+            progress(chars)
+
+        return real_evaluate(*args, progress=first_window if progress else None, **kwargs)
+
+    def final(self, requests):
+        if when == "start":
+            os.kill(os.getpid(), signum)
+        if when == "window":
+            monkeypatch.setattr(evals_module, "evaluate", evaluate)
+        result = real_final(self, requests)
+        if when == "end":
+            os.kill(os.getpid(), signum)
+        return result
+
+    monkeypatch.setattr(evals_module.Evals, "final", final)
+
+
+@pytest.mark.parametrize(
+    ("signum", "when", "stopped_by"),
+    [
+        (signal.SIGTERM, "start", None),
+        (signal.SIGTERM, "window", None),
+        (signal.SIGTERM, "end", None),
+        (signal.SIGINT, "window", None),
+        (getattr(signal, "SIGHUP", signal.SIGTERM), "start", None),
+        (signal.SIGTERM, "window", "train.time_budget=0.001s"),
+        (signal.SIGTERM, "start", "train.patience=1"),
+    ],
+)
+def test_a_signal_in_the_final_eval_is_a_stopped_run_that_resumes_to_its_final_eval(
+    tmp_path, monkeypatch, signum, when, stopped_by
+):
+    """Not "finished" with exit 0: Interrupted (128 + signal), the resume command, status interrupted and no final
+    line; the resume then makes the final eval (the same figures as a run never stopped) and finishes."""
+    settings = ("data.test_fraction=0.2", "train.epochs=2", *([stopped_by] if stopped_by else []))
+    untouched = train(config(tmp_path, *settings), tmp_path / "reference")
+    if stopped_by == "train.patience=1":
+        settings = (*settings, "train.lr=10", "train.clip_norm=null", "train.epochs=6")  # no new best: it stops
+    run_dir = tmp_path / "run"
+    before = signal.getsignal(signum)
+    with monkeypatch.context() as patched:
+        signal_in_final_eval(patched, signum, when)
+        with pytest.raises(Interrupted) as info:
+            train(config(tmp_path, *settings), run_dir)
+    assert info.value.exit_code == 128 + signum and signal.getsignal(signum) == before
+    assert f"continue with: charlm train --resume --run-dir {run_dir}" in str(info.value)
+    folder = RunDir(run_dir)
+    assert folder.status.read()["state"] == "interrupted"
+    if when != "end":  # after the final line (a resume drops it, as any line past the checkpoint)
+        assert not [r for r in folder.metrics.read() if r.get("event") == "final"]
+    summary = train(config(tmp_path, *settings), run_dir, resume=True)
+    assert folder.status.read()["state"] == "finished"
+    (final,) = [r for r in folder.metrics.read() if r.get("event") == "final"]
+    assert final["test_chars"] > 0 and summary.final == final
+    if stopped_by is None:
+        assert final["test_loss"] == untouched.final["test_loss"]
+
+
 def test_resume_refuses_changes_that_alter_the_computation(tmp_path):
     run_dir = tmp_path / "run"
     train(config(tmp_path, "train.epochs=1"), run_dir)

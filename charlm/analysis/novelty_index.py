@@ -27,10 +27,10 @@ import numpy as np
 
 from charlm.analysis.novelty import Checker, SuffixIndex
 from charlm.errors import CorpusError, RunError, UsageError
-from charlm.files import fsio
+from charlm.files import fsio, tensorfile
 from charlm.files.limits import available_memory
 from charlm.files.machine import user_cache_dir
-from charlm.files.readback import BadFile, read_bytes
+from charlm.files.readback import BadFile
 from charlm.store.checkpoint import Checkpoint
 from charlm.store.layout import NOVELTY_INDEX
 from charlm.store.model_dir import is_model_dir
@@ -125,7 +125,7 @@ def sort_suffixes(ids: np.ndarray, vocab_size: int, newline: int | None) -> Suff
         from pydivsufsort import divsufsort
     except ImportError:
         raise UsageError("the novelty report needs pydivsufsort: pip install 'charlm[novelty]'") from None
-    text = ids.astype(TEXT_TYPES[np.searchsorted([256, 65536], vocab_size, side="right")])
+    text = ids.astype(_text_type(vocab_size))
     return SuffixIndex(text, divsufsort(text), newline)
 
 
@@ -138,36 +138,63 @@ def to_bytes(index: SuffixIndex, key: str) -> bytes:
 
 
 def read_index(path: Path, *, key: str, vocab_size: int, newline: int | None) -> SuffixIndex:
-    """The index kept at `path`, checked: charlm's format for this `key`, the arrays' checksum, their types,
-    and every value in range (ids under `vocab_size`, positions inside the text). BadFile says what fails."""
+    """The index kept at `path`, checked: charlm's format for this `key`, its header first (a text and its
+    suffix array of one length, in the types the vocabulary and that length imply, in memory there is: a file
+    of another size is never read), then the arrays' checksum and every value in range (ids under `vocab_size`,
+    positions inside the text). BadFile says what fails."""
     from safetensors import SafetensorError
     from safetensors.numpy import load
 
-    data = read_bytes(path, available_memory())  # what cannot fit in memory is not read
+    data, _ = tensorfile.read(path, _index_check(key, vocab_size), max_bytes=available_memory())
     try:
         arrays = load(data)
-        meta = _metadata(data)
-    except (SafetensorError, ValueError, TypeError, KeyError) as e:
+    except (SafetensorError, ValueError, TypeError) as e:
         raise BadFile(f"not a safetensors file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-        raise BadFile("not charlm's novelty index of this version")
-    if meta.get("key") != key:
-        raise BadFile("the index of another corpus, data settings or vocabulary")
-    if set(arrays) != {"text", "sa"} or meta.get("sha256") != _checksum(arrays):
+    if _metadata(data).get("sha256") != _checksum(arrays):
         raise BadFile("its arrays do not match their checksum")
     text, sa = arrays["text"], arrays["sa"]
-    if text.ndim != 1 or sa.shape != text.shape or text.dtype not in TEXT_TYPES or sa.dtype not in SA_TYPES:
-        raise BadFile("its arrays are not a text and its suffix array")
-    if not len(text) or int(text.max()) >= vocab_size or int(sa.min()) < 0 or int(sa.max()) >= len(text):
+    if int(text.max()) >= vocab_size or int(sa.min()) < 0 or int(sa.max()) >= len(text):
         raise BadFile("a value out of range")
     return SuffixIndex(text, sa, newline)
 
 
+def _index_check(key: str, vocab_size: int):
+    """The header of this key's index: two arrays of one length n >= 1, the text in the id type of the
+    vocabulary (as sort_suffixes makes it), the suffix array in pydivsufsort's, the whole in available memory."""
+    text_type = _tensorfile_dtype(_text_type(vocab_size))
+
+    def check(header: tensorfile.Header) -> None:
+        meta, arrays = header.metadata, header.tensors
+        if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+            raise BadFile("not charlm's novelty index of this version")
+        if meta.get("key") != key:
+            raise BadFile("the index of another corpus, data settings or vocabulary")
+        if set(arrays) != {"text", "sa"} or arrays["text"].dtype != text_type:
+            raise BadFile("its arrays are not a text of this vocabulary and its suffix array")
+        if arrays["sa"].dtype not in ("I32", "I64") or len(arrays["text"].shape) != 1:
+            raise BadFile("its arrays are not a text and its suffix array")
+        if arrays["sa"].shape != arrays["text"].shape or arrays["text"].shape[0] < 1:
+            raise BadFile("its text and suffix array differ in length")
+        if header.size > available_memory():
+            raise BadFile(f"its {header.size:,} bytes do not fit in the memory available")
+
+    return check
+
+
+def _text_type(vocab_size: int):
+    return TEXT_TYPES[np.searchsorted([256, 65536], vocab_size, side="right")]
+
+
+def _tensorfile_dtype(numpy_type) -> str:
+    """safetensors' name of a numpy integer type (U8, U16, U32, I32, I64)."""
+    kind = np.dtype(numpy_type)
+    return f"{'U' if kind.kind == 'u' else 'I'}{kind.itemsize * 8}"
+
+
 def _metadata(data: bytes) -> dict:
-    """The header's metadata (the numpy loader drops it): 8 bytes of length, then JSON."""
+    """The header's metadata (the numpy loader drops it): 8 bytes of length, then JSON (checked by then)."""
     size = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8 : 8 + size])
-    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    meta = json.loads(data[8 : 8 + size]).get("__metadata__")
     return meta if isinstance(meta, dict) else {}
 
 

@@ -20,7 +20,7 @@ import torch
 
 from charlm.errors import CharlmError
 from charlm.evaluate import TextSource, char_losses, load_text_to_score, reset_id
-from charlm.units import figures
+from charlm.units import check_finite_loss, figures
 
 RARE = 5  # a character seen fewer times than this in training is "rare"
 COSTLY = 10  # how many of the costliest characters the breakdown names
@@ -167,6 +167,7 @@ def analyse(
     """
     scored = load_text_to_score(run_dir, which, source, device=device)
     losses = _losses(scored, device, top_k=TOP_PREDICTIONS if predictions else 0, keep=max(0, keep - 1), by=losses_of)
+    check_finite_loss(losses.nats_per_char, scored.source)  # a NaN here would shade, sum and print as noise
     counts, note = _train_counts(scored)
     copied = None
     if copied_min is not None:

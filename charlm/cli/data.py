@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
@@ -30,7 +29,7 @@ def data_list(as_json: Annotated[bool, typer.Option("--json", help="Print one JS
         for b in data_mod.BUILTINS.values()
     ]
     if as_json:
-        print(json.dumps({"cache": str(folder), "corpora": rows}, ensure_ascii=False))
+        cli.print_json({"cache": str(folder), "corpora": rows})
         return
     table = table_of(f"built-in corpora (download cache: {folder})", ("name", "description", "files", "MB", "source"))
     for row in rows:

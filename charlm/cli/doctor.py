@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
@@ -23,7 +22,7 @@ def doctor(
 
     report = diagnose(matmul=matmul)
     if as_json:
-        print(json.dumps(report.as_dict(), ensure_ascii=False))
+        cli.print_json(report.as_dict())
     else:
         for title, facts in report.sections.items():
             table = Table(title=title, show_header=False, title_justify="left")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import sys
 from pathlib import Path
@@ -197,7 +196,7 @@ def _write_samples(results: list, length: int, options, as_json: bool, check=Non
             record = sample.record(n, length, options)
             if check is not None:
                 record["novelty"] = check.report(_written(sample)).to_dict()
-            print(json.dumps(record, ensure_ascii=False))
+            cli.print_json(record)
         elif options.num_samples > 1:
             sys.stdout.write(f"--- sample {n}{_stopped(sample)}\n{sample.printed}\n")
             _print_novelty(check, sample)
@@ -251,7 +250,7 @@ def _write_items(made: list, length: int, options, as_json: bool, check=None) ->
         report = check.report(item.text) if check is not None else None
         if as_json:
             record = item.record(n, length, options)
-            print(json.dumps(record | ({"novelty": report.to_dict()} if report else {}), ensure_ascii=False))
+            cli.print_json(record | ({"novelty": report.to_dict()} if report else {}))
             continue
         sys.stdout.write(item.text + (apart if n < len(made) else "\n"))
         if report is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -20,31 +21,32 @@ def info(
 ) -> None:
     """Show a run: its config, vocabulary, parameter count, device, metrics and checkpoint files."""
     from charlm.config import dump_config
+    from charlm.store.layout import CONFIG
     from charlm.store.run_dir import RunDir
-    from charlm.store.run_info import damage_notes, damaged_checkpoints, describe_parent, sparkline, summarize
-    from charlm.store.search_log import is_searched, read_lines
+    from charlm.store.run_info import (
+        damage_notes,
+        damaged_checkpoints,
+        describe_parent,
+        search_note,
+        sparkline,
+        summarize,
+    )
+    from charlm.store.search_log import is_searched, read_log
 
     run_folder = RunDir.resolve(run_dir)
     folder = run_folder.path
+    if is_searched(folder) and not (folder / CONFIG).exists():
+        return _search_only(run_folder, as_json)  # no winner's run yet: the trials are all there is
     chars, config, parameters, notes = _run_facts(run_folder)
     run = summarize(folder)
     broken = damaged_checkpoints(run_folder)
-    searched = read_lines(folder) if is_searched(folder) else None  # chosen by --search: its trials
+    log = read_log(folder) if is_searched(folder) else None  # chosen by --search: its trials
+    searched = log.lines if log is not None else None
+    if log is not None and log.skipped:
+        notes.append(search_note(str(folder), log.skipped))
     if as_json:
-        print(
-            json.dumps(
-                {
-                    **{k: v for k, v in run.items() if k != "records"},
-                    "vocab_size": len(chars),
-                    "parameters": parameters[0],
-                    "damaged_checkpoints": broken,
-                    "config": config.to_dict(),
-                    **({"search": searched} if searched is not None else {}),
-                },
-                ensure_ascii=False,
-            )
-        )
-        return
+        extra = {"vocab_size": len(chars), "parameters": parameters[0], "damaged_checkpoints": broken}
+        return _print_json(run, {**extra, "config": config.to_dict()}, searched)
     sample = "".join(chars[:: max(1, len(chars) // 40)][:40]).replace("\n", "↵")
     cli.out.print(f"[bold]{folder}[/] ({run['status']}, trained on {run['device']})")
     for note in notes + damage_notes(run) + [f"{folder / name} is damaged: {why}" for name, why in broken.items()]:
@@ -69,6 +71,33 @@ def info(
         from charlm.ui.search import search_table
 
         print_whole(search_table(searched))
+
+
+def _print_json(run: dict, facts: dict, searched: list[dict] | None) -> None:
+    shown = {**{k: v for k, v in run.items() if k != "records"}, **facts}
+    print(json.dumps({**shown, **({"search": searched} if searched is not None else {})}, ensure_ascii=False))
+
+
+def _search_only(run, as_json: bool) -> None:
+    """A search whose winner has not trained: where it stands, how to continue it, its trials so far."""
+    from charlm.cli.table import print_whole
+    from charlm.store import run_lock
+    from charlm.store.run_info import damage_notes, summarize
+    from charlm.store.search_log import read_lines
+    from charlm.ui.search import search_table
+
+    run = summarize(run.path)
+    lines = read_lines(run["path"])
+    if as_json:
+        return _print_json(run, {}, lines)
+    if run["status"] == "running":
+        now = f"searching now (charlm process {run_lock.holder(Path(run['path']))})"
+    else:
+        now = f"stopped before its winner trained: continue it with charlm train --resume --run-dir {run['path']}"
+    cli.out.print(f"{run['path']}: a search ({run['corpus']}, {run['model']}), {now}", markup=False)
+    for note in damage_notes(run):
+        cli.err.print(f"warning: {note}", markup=False)
+    print_whole(search_table(lines))
 
 
 def _run_facts(run):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -64,7 +63,7 @@ def neurons(
     if html is not None:
         pages.write(html, pages.render("neurons", neurons_lib.page_data(report)), force=force)
     if as_json:
-        print(json.dumps(report.to_dict(), ensure_ascii=False))
+        cli.print_json(report.to_dict())
         return
     cli.out.print(
         f"{folder} ({checkpoint}, epoch {report.epoch}, {report.model}) on {report.source}: "

@@ -3,7 +3,6 @@ look at each character."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -37,13 +36,15 @@ Breakdown = Annotated[
         '(implied by --show and --html; in --json as "breakdown").',
     ),
 ]
-ShowChars = Annotated[int, typer.Option(help="Characters shown by --show and --html (the figures cover all).")]
+ShowChars = Annotated[
+    int, typer.Option(help="Characters shown by --show and --html, searched by --novelty (the figures cover all).")
+]
 Novelty = Annotated[
     bool,
     typer.Option(
         "--novelty",
         help="--show and --html also mark the spans found in the training split (at least --novelty-min-span "
-        "characters long). Needs charlm[novelty].",
+        "characters long), --json lists them (of the first --show-chars characters). Needs charlm[novelty].",
     ),
 ]
 MIN_SPAN = 16  # analysis.novelty.MIN_SPAN, written here since importing it loads numpy (--help stays light)
@@ -104,7 +105,7 @@ def perplexity(
     from charlm.store.model_dir import resolve
     from charlm.store.targets import check_output_file
 
-    _check_novelty(novelty, novelty_min_span, shown=show or html is not None)
+    _check_novelty(novelty, novelty_min_span, shown=show or html is not None or as_json)
     if html is not None:  # before the model is read: a refused page costs nothing
         check_output_file(html, option="--html", force=force, reads=(file,))
     folder = resolve(model_source(run_dir, model_dir))
@@ -115,7 +116,7 @@ def perplexity(
         _measure_stats(folder, checkpoint, device=where)
         if not dynamic:
             return
-    if show or html or breakdown:
+    if show or html or breakdown or novelty:
         return _surprisal(
             folder,
             checkpoint,
@@ -161,7 +162,7 @@ def _surprisal(
         source,
         device=device,
         predictions=html is not None,
-        keep=show_chars if show or html is not None else 0,
+        keep=show_chars if show or html is not None or copied_min is not None else 0,
         losses_of=losses_of,
         copied_min=copied_min,
         say=lambda line: cli.err.print(line, markup=False),
@@ -171,7 +172,7 @@ def _surprisal(
         pages.write(html, pages.render("surprisal", surprisal.page_data(report, parts, show_chars)), force=force)
     if as_json:
         copied = {} if copied_min is None else {"novelty": {"min_span": copied_min, "spans": report.copied}}
-        print(json.dumps({**report.figures(), "breakdown": parts.to_dict(), **copied}, ensure_ascii=False))
+        cli.print_json({**report.figures(), "breakdown": parts.to_dict(), **copied})
         return
     views.print_surprisal(cli.out, report, parts, show=show, limit=show_chars)
     if html is not None:
@@ -180,7 +181,7 @@ def _surprisal(
 
 def _check_novelty(novelty: bool, min_span: int, *, shown: bool) -> None:
     if novelty and not shown:
-        raise UsageError("--novelty marks copied spans in --show or --html: add one of them")
+        raise UsageError("--novelty marks copied spans in --show or --html, or lists them in --json: add one of them")
     if min_span < 1:
         raise UsageError(f"--novelty-min-span must be >= 1, got {min_span}")
 
@@ -193,7 +194,7 @@ def _print_static(folder: Path, checkpoint: str, source: TextSource, *, device, 
         result, saved = score_run(folder, checkpoint, source, device=device, progress=progress)
     if as_json:
         keys = ("nats_per_char", "bits_per_char", "perplexity", "chars", "unknown_share")
-        print(json.dumps({k: result[k] for k in keys if k in result}))
+        cli.print_json({k: result[k] for k in keys if k in result})
         return
     epoch = saved.train_state.epoch
     cli.out.print(f"{folder} ({checkpoint}, epoch {epoch}) on {result['source']}: {result['chars']:,} chars")
@@ -243,7 +244,7 @@ def _print_dynamic(folder: Path, checkpoint: str, source: TextSource, options, *
     for note in result.notes:
         cli.err.print(note, markup=False)
     if as_json:
-        print(json.dumps(result.to_dict()))
+        cli.print_json(result.to_dict())
         return
     from charlm.ui.views import print_dynamic
 

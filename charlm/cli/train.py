@@ -105,17 +105,16 @@ def train(
     from charlm.training.setup import train as run_training
     from charlm.ui.report import RichReporter
 
-    settings = list(overrides or [])
-    if corpus is not None:
-        settings.append(f"data.corpus={corpus}")
-    if device is not None:
-        settings.append(f"train.device={device}")
+    settings = [*(overrides or []), *[f"data.corpus={corpus}"] * (corpus is not None)]
+    settings += [f"train.device={device}"] * (device is not None)
     if resume_from is not None and resume_from not in ("best", "last"):
         raise UsageError(f"--resume-from {resume_from} is not valid: use best or last")
     resume = resume or resume_from is not None
     launched = nproc is not None or dry_run
-    if _searched(run_dir, resume, search=search, study_storage=study_storage, settings=settings):
-        return _search(None, None, run_dir, quiet)
+    given = _flags(config=config, corpus=corpus, budget=budget, device=device, overrides=overrides, nproc=nproc)
+    given |= _flags(dry_run=dry_run, init_from=init_from, resume_from=resume_from, search=search)
+    if _searched(run_dir, resume, study_storage=study_storage, settings=settings, given=given):
+        return _search(None, None, run_dir, quiet, storage=study_storage)
     cfg, plan = _pick_config(
         config,
         settings,
@@ -216,25 +215,46 @@ def _auto_config(budget: Optional[str], settings: list[str], launched: bool, qui
     return cfg, plan
 
 
+def _flags(**values) -> dict[str, bool]:
+    """Which of these flags were given, by their names on the command line."""
+    return {("--set" if k == "overrides" else "--" + k.replace("_", "-")): bool(v) for k, v in values.items()}
+
+
 def _searched(
-    run_dir: Optional[Path], resume: bool, *, search: bool, study_storage: Optional[str], settings: list[str]
+    run_dir: Optional[Path], resume: bool, *, study_storage: Optional[str], settings: list[str], given: dict
 ) -> bool:
-    """--resume of a run folder that --search made: the search goes on (as it was started). Otherwise --search
-    and --study-storage go into `settings`."""
+    """--resume of a run folder that --search made: the search goes on as search.json has it, so no flag may
+    change it (--study-storage only gives a shared storage's password again). A folder holding a search is not
+    started again, by a search or a plain run. Otherwise --search and --study-storage go into `settings`."""
+    from charlm.autosize.storage import given as check_storage
     from charlm.store.search_log import is_searched
 
-    if study_storage is not None and not search:
+    searched = run_dir is not None and is_searched(run_dir)
+    if resume and searched:
+        extra = [flag for flag, on in given.items() if on]
+        if extra:
+            raise UsageError(
+                f"--resume continues the search in {run_dir} as search.json has it (its trials compare only under "
+                f"the same settings and device): drop {', '.join(extra)}"
+            )
+        return True
+    if study_storage is not None and not given["--search"]:
         raise UsageError("--study-storage shares the study of a search: add --search (and --budget)")
-    settings += ["search.enabled=true"] * search + [f"search.storage={study_storage}"] * (study_storage is not None)
-    if not (resume and run_dir is not None and is_searched(run_dir)):
-        return False
-    if search:
-        raise UsageError("--resume continues this search as it was started: drop --search and --study-storage")
-    return True
+    if searched:
+        raise UsageError(
+            f"run folder {run_dir} holds a search: continue it with charlm train --resume --run-dir {run_dir}, "
+            "or pass a new --run-dir"
+        )
+    if study_storage is not None:
+        check_storage(study_storage)  # before auto-sizing measures anything
+    settings += ["search.enabled=true"] * given["--search"]
+    settings += [f"search.storage={study_storage}"] * (study_storage is not None)
+    return False
 
 
-def _search(cfg, plan, run_dir: Optional[Path], quiet: bool) -> None:
-    """--search: the trials (a line each rung), the winner's run (the trainer's report), the table."""
+def _search(cfg, plan, run_dir: Optional[Path], quiet: bool, storage: Optional[str] = None) -> None:
+    """--search: the trials (a line each rung), the winner's run (the trainer's report), the table. `storage`:
+    a resumed search's --study-storage."""
     from charlm.autosize import search
     from charlm.cli.table import print_whole
     from charlm.store import search_log
@@ -252,7 +272,7 @@ def _search(cfg, plan, run_dir: Optional[Path], quiet: bool) -> None:
         )
     reporter = RichReporter(cli.out, cli.err, quiet)
     if cfg is None:
-        summary = search.resume(run_dir, reporter=reporter, say=say)
+        summary = search.resume(run_dir, reporter=reporter, say=say, storage=storage)
     else:
         summary = search.start(cfg, plan, plan.budget_s, run_dir, reporter=reporter, say=say)
     lines = search_log.read_lines(Path(summary.run_dir))

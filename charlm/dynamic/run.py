@@ -13,8 +13,8 @@ import torch
 from charlm import units
 from charlm.dynamic import stats, tuning
 from charlm.dynamic.adapter import Adapter, DynamicOptions
-from charlm.dynamic.scoring import dynamic_losses
-from charlm.errors import UsageError
+from charlm.dynamic.scoring import diverged, dynamic_losses
+from charlm.errors import Diverged, UsageError
 from charlm.evaluate import CharLosses, TextSource, TextToScore, reset_id, text_to_score
 from charlm.runtime.capability import resolve_precision
 
@@ -49,6 +49,19 @@ class DynamicScore:
         }
 
 
+def check_adapted(losses: CharLosses, options: DynamicOptions, chosen_by: str, vocab_size: int) -> CharLosses:
+    """`losses` unless the adaptation diverged (scoring.diverged: steps that threw the weights far, a step size
+    too large). Every figure after it would be noise (or NaN, which JSON cannot hold): Diverged says what to lower."""
+    nats, uniform = losses.nats_per_char, math.log(max(vocab_size, 2))
+    if not diverged(nats, vocab_size):
+        return losses
+    raise Diverged(
+        f"dynamic evaluation diverged: the adapted model scores {units.bits(nats):.4g} bits/char where a uniform "
+        f"guess among its {vocab_size:,} characters scores {units.bits(uniform):.3f} ({options.method}, lr "
+        f"{options.lr:g}, decay {options.decay:g}: {chosen_by}): pass a lower --dynamic-lr"
+    )
+
+
 def figures(losses: CharLosses) -> dict:
     return units.figures(losses.nats_per_char, losses.chars)
 
@@ -81,9 +94,9 @@ class Setup:
     def rms(self, notes: list[str]) -> dict[str, torch.Tensor]:
         """The rms statistics: from the run folder when they are there for these weights, else measured (and kept)."""
         model = self.scored.model
-        names = {n for n, p in model.named_parameters() if p.requires_grad}
+        shapes = {n: tuple(p.shape) for n, p in model.named_parameters() if p.requires_grad}
         path = self.folder / stats.stats_name(self.which)
-        found = stats.read_cached(path, self.weights, names) if self.writable else None
+        found = stats.read_cached(path, self.weights, shapes) if self.writable else None
         if found is not None:
             return found
         train = self.split_ids("train")
@@ -170,6 +183,7 @@ def score_dynamic(
     started = time.perf_counter()
     dynamic = dynamic_losses(model, s.scored.ids, adapter, progress=_counted(progress, len(s.scored.ids) - 1), **common)
     dynamic_seconds = time.perf_counter() - started
+    check_adapted(dynamic, options, chosen_by, len(s.scored.vocab))
     return DynamicScore(
         s.scored.source, options, chosen_by, s.precision, static, dynamic, static_seconds, dynamic_seconds, notes
     )
@@ -221,7 +235,7 @@ class DynamicLosses:
         self.label = f"dynamic evaluation: {options.method}, lr {options.lr:g}, decay {options.decay:g} ({chosen_by})"
         model = copy.deepcopy(scored.model)
         adapter = s.adapter(model, options, self.notes)
-        return dynamic_losses(
+        losses = dynamic_losses(
             model,
             scored.ids,
             adapter,
@@ -232,6 +246,7 @@ class DynamicLosses:
             keep=keep,
             top_k=top_k,
         )
+        return check_adapted(losses, options, chosen_by, len(scored.vocab))
 
 
 @dataclass
@@ -265,5 +280,6 @@ def adapt(
         precision=s.precision,
         reset=s.reset,
     )
+    check_adapted(losses, options, chosen_by, len(vocab))  # before a sampler meets the diverged weights
     model.eval()
     return Adapted(model, options, chosen_by, losses, notes)

@@ -12,6 +12,7 @@ changes no loss up to t (tests/test_dynamic_scoring.py checks it).
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable
 
 import torch
@@ -21,6 +22,17 @@ from charlm.dynamic.adapter import Adapter
 from charlm.evaluate import CharLosses, Kept, Streams, total_dtype
 from charlm.model import detach_hidden
 from charlm.runtime.capability import autocast_dtype
+from charlm.units import perplexity
+
+# an adapted model this many times worse than a uniform guess has diverged: dynamic evaluation moves a model a
+# little toward the text it reads, and none that it helps (or leaves as it was) scores near this
+DIVERGED = 4
+
+
+def diverged(nats_per_char: float, vocab_size: int) -> bool:
+    """Whether an adapted model's loss says its steps diverged: not a number, a perplexity past a float's range, or
+    over DIVERGED times a uniform guess's among the vocabulary."""
+    return not (math.isfinite(perplexity(nats_per_char)) and nats_per_char <= DIVERGED * math.log(max(vocab_size, 2)))
 
 
 def precision_context(precision: str, device: torch.device):

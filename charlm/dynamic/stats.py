@@ -9,7 +9,7 @@ whole split. The file names the weights it belongs to (a hash), so a newer best.
 from __future__ import annotations
 
 import hashlib
-import json
+import math
 from pathlib import Path
 
 import torch
@@ -19,12 +19,11 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from charlm.evaluate import Streams
-from charlm.files import fsio, readback
+from charlm.files import fsio, readback, tensorfile
 from charlm.model import detach_hidden
 
 STATS_CHARS = 1_000_000  # enough windows for a stable mean (~500 of 32 x 64); PTB-char's 5 M would take minutes
 FORMAT = "charlm-dynamic-stats"
-MAX_STATS_BYTES = 4 * 1024**3  # a model of 1 G parameters in fp32: charlm's largest is far below
 
 
 def stats_name(which: str) -> str:
@@ -62,19 +61,26 @@ def gradient_rms(
     return {name: (s / windows).sqrt().cpu() for name, s in squares.items()}
 
 
-def read_cached(path: Path, weights: str, names: set[str]) -> dict[str, torch.Tensor] | None:
-    """The cached statistics when the file is charlm's, for these weights and parameters, and finite; else None."""
+def read_cached(path: Path, weights: str, shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor] | None:
+    """The cached statistics when the file is charlm's, for these weights and parameters (name -> shape), and
+    finite; else None (they are measured again). The header is judged first: a file of other shapes, or larger
+    than the model's statistics are, is never read (tensorfile)."""
+
+    def check(header: tensorfile.Header) -> None:
+        meta = header.metadata
+        if meta.get("format") != FORMAT or meta.get("weights") != weights:
+            raise readback.BadFile("not the statistics of these weights")
+        problem = tensorfile.refuse_unexpected(header, shapes, ("F32",))
+        if problem is not None:
+            raise readback.BadFile(problem)
+
+    most = 4 * sum(math.prod(shape) for shape in shapes.values()) + tensorfile.MAX_HEADER
     try:
-        data = readback.read_bytes(path, MAX_STATS_BYTES)
+        data, _ = tensorfile.read(path, check, max_bytes=most)
         tensors = load_safetensors(data)
-        meta = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")]).get("__metadata__", {})
-    except (FileNotFoundError, readback.BadFile, OSError, ValueError, RuntimeError, SafetensorError):
+    except (readback.BadFile, OSError, SafetensorError):
         return None
-    if meta.get("format") != FORMAT or meta.get("weights") != weights or set(tensors) != names:
-        return None
-    if not all(
-        t.dtype == torch.float32 and bool(torch.isfinite(t).all()) and bool((t >= 0).all()) for t in tensors.values()
-    ):
+    if not all(bool(torch.isfinite(t).all()) and bool((t >= 0).all()) for t in tensors.values()):
         return None
     return tensors
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 
 from charlm.dynamic.adapter import Adapter, DynamicOptions
-from charlm.dynamic.scoring import dynamic_losses
+from charlm.dynamic.scoring import diverged, dynamic_losses
 from charlm.files import fsio, readback
 
 TUNED = "dynamic.json"
@@ -32,8 +33,9 @@ def tune(model, val_ids, method: str, *, rms, num_steps: int, device, precision:
             losses = dynamic_losses(
                 trial, ids, adapter, num_steps=num_steps, device=device, precision=precision, reset=reset
             )
-            results.append({"lr": lr, "decay": decay, "nats_per_char": losses.nats_per_char, "chars": losses.chars})
-    return sorted(results, key=lambda r: r["nats_per_char"])
+            nats = None if diverged(losses.nats_per_char, model.vocab_size) else losses.nats_per_char  # no NaN in JSON
+            results.append({"lr": lr, "decay": decay, "nats_per_char": nats, "chars": losses.chars})
+    return sorted(results, key=lambda r: math.inf if r["nats_per_char"] is None else r["nats_per_char"])
 
 
 def read_tuned(folder: Path, weights: str) -> dict:
@@ -47,7 +49,8 @@ def read_tuned(folder: Path, weights: str) -> dict:
     chosen = {}
     for method in GRID:
         pair = saved.get(method, {}).get("chosen") if isinstance(saved.get(method), dict) else None
-        if isinstance(pair, list) and len(pair) == 2 and all(readback.finite_number(v) and v >= 0 for v in pair):
+        # a pair of the grid only: --dynamic-tune writes no other, so another is an edit (lr 1e9 would diverge)
+        if isinstance(pair, list) and len(pair) == 2 and pair[0] in GRID[method][0] and pair[1] in GRID[method][1]:
             chosen[method] = (float(pair[0]), float(pair[1]))
     return chosen
 

@@ -4,8 +4,9 @@ that runs ONNX (onnxruntime in Python, C++, C#, Java, JavaScript in a browser).
     OUT/
         model.onnx   ids (batch,) int64, h (layers, batch, hidden) [, c for an LSTM]
                      -> logits (batch, vocab), h_out [, c_out]       the batch is any size
-        vocab.json   the characters, in id order (as in a run folder)
-        onnx.json    how to call it: kind, layers, hidden size, input and output names, where it came from
+        vocab.json   the characters, in id order (as in a run folder; <eod> and <unk> are entries too)
+        onnx.json    how to call it: kind, layers, hidden size, input and output names, each id's printed
+                     text (<eod> as a line break) and the reserved ids, where it came from
 
 The graph is the step `charlm generate` runs (generation/fast_step.py: the first layer's input projection a
 table lookup, each layer one product and the gate arithmetic), traced with the plain fp32 product: a
@@ -26,7 +27,9 @@ import torch
 from charlm import __version__
 from charlm.errors import RunError, UsageError
 from charlm.files import fsio
+from charlm.files.interrupts import raising
 from charlm.generation.fast_step import FastStep
+from charlm.generation.text_form import plain_chars
 from charlm.runtime.kernels import FixedKernel
 from charlm.store.model_dir import load_model
 from charlm.store.targets import check_output_folder
@@ -61,19 +64,24 @@ def export_onnx(path: Path | str | None, out: Path | str, which: str = "best") -
     folder appears whole or not at all, and an existing one is refused before anything is read."""
     out = check_output_folder(out, option="--onnx")
     _check_exporter()
-    model, vocab, saved = load_model(path, which)
-    graph = StepGraph(model.float().eval())
-    try:
-        with fsio.atomic_folder(out, exclusive=True) as tmp:
-            _trace(graph, model, tmp / GRAPH)
-            (tmp / VOCAB).write_text(vocab.to_json(), encoding="utf-8")
-            facts = _facts(model, len(vocab), source=str(path) if path is not None else "latest run", which=which)
-            facts["epoch"] = saved.train_state.epoch
-            (tmp / FACTS).write_text(json.dumps(facts, indent=2) + "\n", encoding="utf-8")
-    except FileExistsError:
-        raise UsageError(f"{out} appeared while exporting: choose a new --onnx (an export never overwrites)") from None
-    except OSError as e:
-        raise RunError(f"cannot write {out} ({e.strerror or e}): free disk space or choose a writable --onnx") from None
+    with raising(str(out)):  # from the first read on: a stop signal anywhere is one line, and nothing is written
+        model, vocab, saved = load_model(path, which)
+        graph = StepGraph(model.float().eval())
+        try:
+            with fsio.atomic_folder(out, exclusive=True) as tmp:
+                _trace(graph, model, tmp / GRAPH)
+                (tmp / VOCAB).write_text(vocab.to_json(), encoding="utf-8")
+                facts = _facts(model, vocab, source=str(path) if path is not None else "latest run", which=which)
+                facts["epoch"] = saved.train_state.epoch
+                (tmp / FACTS).write_text(json.dumps(facts, indent=2) + "\n", encoding="utf-8")
+        except FileExistsError:
+            raise UsageError(
+                f"{out} appeared while exporting: choose a new --onnx (an export never overwrites)"
+            ) from None
+        except OSError as e:
+            raise RunError(
+                f"cannot write {out} ({e.strerror or e}): free disk space or choose a writable --onnx"
+            ) from None
     return out
 
 
@@ -107,7 +115,10 @@ def _trace(graph: StepGraph, model, target: Path) -> None:
     program.save(str(target))
 
 
-def _facts(model, vocab_size: int, *, source: str, which: str) -> dict:
+def _facts(model, vocab, *, source: str, which: str) -> dict:
+    """onnx.json. vocab.json lists every id's entry, the reserved <eod> and <unk> among them (the ids a prefix is
+    read in); `printed` is each id's text as `charlm generate` writes it (<eod>, a document's end, as a line
+    break), so that a sampler never writes a symbol's name into its text; `eod` and `unk` name their ids."""
     inputs, outputs = names(model.kind == "lstm")
     return {
         "format": FORMAT,
@@ -116,7 +127,10 @@ def _facts(model, vocab_size: int, *, source: str, which: str) -> dict:
         "kind": model.kind,
         "num_layers": model.num_layers,
         "hidden_size": model.hidden_size,
-        "vocab_size": vocab_size,
+        "vocab_size": len(vocab),
+        "eod": vocab.eod,
+        "unk": vocab.unk,
+        "printed": plain_chars(vocab),
         "inputs": inputs,
         "outputs": outputs,
         "state_shape": ["num_layers", "batch", "hidden_size"],

@@ -77,10 +77,11 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     path = Path(path)
     tmp = None
     remove_stale_temps(path.parent)
-    with raising(str(path)):
+    with raising(str(path)) as stop:
         try:
             tmp = _write_temp(path, write)
             make_readable(Path(tmp))
+            stop.check()  # a signal that `write` caught and dropped: the old file stays
             os.replace(tmp, path)
             tmp = None
             fsync_dir(path.parent)
@@ -126,7 +127,7 @@ def atomic_folder(folder: Path, *, exclusive: bool = False) -> Iterator[Path]:
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(folder.parent)
-    with raising(str(folder)):
+    with raising(str(folder)) as stop:
         tmp = None
         try:
             tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(folder.name), dir=folder.parent))
@@ -134,6 +135,7 @@ def atomic_folder(folder: Path, *, exclusive: bool = False) -> Iterator[Path]:
             for child in tmp.iterdir():
                 fsync_file(child)
             make_readable(tmp)
+            stop.check()  # a signal that what filled the folder caught and dropped: nothing is published
             if _publish_folder(tmp, folder, exclusive):
                 tmp = None
                 fsync_dir(folder.parent)

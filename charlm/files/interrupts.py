@@ -8,6 +8,7 @@ without that, SIGTERM (whose default is to end the process where it stands) woul
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import signal
 import threading
 from collections.abc import Iterator
@@ -30,30 +31,63 @@ class Interrupted(RunError):
         self.exit_code = 128 + signum
 
 
+@dataclasses.dataclass
+class Guard:
+    """What `raising` knows of its block: the stop signal that came (None: none yet)."""
+
+    what: str
+    signum: int | None = None
+
+    def error(self) -> Interrupted:
+        name = signal.Signals(self.signum).name
+        return Interrupted(f"{name} while writing {self.what}: stopped, nothing left behind", self.signum)
+
+    def check(self) -> None:
+        """Raise Interrupted if a stop signal came: before publishing what the block wrote, since a library
+        the signal interrupted may have caught the exception and carried on."""
+        if self.signum is not None:
+            raise self.error()
+
+
+_active: list[Guard] = []  # the guard whose handlers are installed (main thread only; one at a time)
+
+
 @contextlib.contextmanager
-def raising(what: str) -> Iterator[None]:
+def raising(what: str) -> Iterator[Guard]:
     """While inside: a stop signal that nobody else handles (its handler is the default one) raises
     Interrupted, so the `finally` blocks of the caller run. Handlers someone installed (training's
     StopSignals, a parent's SIG_IGN as under nohup) are left alone. Signals after the first are ignored
-    until the block is left: they would cut the clean-up short (it is a few unlinks)."""
+    until the block is left: they would cut the clean-up short (it is a few unlinks).
+
+    The signal wins over whatever the block does with the exception: a library it lands in (torch's ONNX
+    exporter) may wrap it in an error of its own, or catch it and go on; either way the block ends in
+    Interrupted. A block inside another shares the outer one's Guard (its handlers are already in place)."""
     if threading.current_thread() is not threading.main_thread():
-        yield  # only the main thread may set handlers; signals are delivered there anyway
+        yield Guard(what)  # only the main thread may set handlers; signals are delivered there anyway
         return
-    fired: list[int] = []
+    if _active:
+        yield _active[0]
+        return
+    guard = Guard(what)
 
     def handle(signum, frame):
-        if not fired:
-            fired.append(signum)
-            raise Interrupted(
-                f"{signal.Signals(signum).name} while writing {what}: stopped, nothing left behind", signum
-            )
+        if guard.signum is None:
+            guard.signum = signum
+            raise guard.error()
 
     previous = {}
     for sig in STOP_SIGNALS:
         if signal.getsignal(sig) in (signal.SIG_DFL, signal.default_int_handler):
             previous[sig] = signal.signal(sig, handle)
+    _active.append(guard)
     try:
-        yield
+        yield guard
+    except BaseException as e:
+        if guard.signum is not None and not isinstance(e, Interrupted):
+            raise guard.error() from None  # what a library made of the signal's Interrupted: the signal is what came
+        raise
     finally:
+        _active.remove(guard)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    guard.check()  # the Interrupted was caught and dropped inside: the stop still stands

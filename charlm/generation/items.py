@@ -80,6 +80,7 @@ def items(
         unknown=unknown,
         start=[vocab.eod],
         end=vocab.eod,
+        rows=("item", "--items"),
     )
     samples = stream.samples()
     which = stream.stops.which.tolist()

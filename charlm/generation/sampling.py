@@ -25,9 +25,12 @@ from charlm.generation.options import Sample, SamplingOptions
 from charlm.generation.text_form import UNKNOWN, check_prefix, plain_text, read_prefix_file, start_text  # noqa: F401, E402
 
 
-def check_sizes(options: SamplingOptions, length: int, *, prefix_chars: int, model, device=None) -> None:
+def check_sizes(
+    options: SamplingOptions, length: int, *, prefix_chars: int, model, device=None, rows=("sample", "--num-samples")
+) -> None:
     """Refuse, before anything is allocated, a request bigger than what can exist or than the memory there
-    is: top-k over the vocabulary, more beams than continuations, samples or beams that would not fit."""
+    is: top-k over the vocabulary, more beams than continuations, samples or beams that would not fit.
+    `rows`: what the rows are and the flag that asks for them (an item's, --items), as the message names them."""
     vocab = model.vocab_size
     if options.top_k > vocab:
         raise UsageError(
@@ -45,9 +48,10 @@ def check_sizes(options: SamplingOptions, length: int, *, prefix_chars: int, mod
         rows, per_row = options.beam, 28 * vocab + 16 * length + 4 * state
         what, fix = f"beam search with {options.beam:,} beams", "pass fewer --beam or a shorter --length"
     else:  # per sample: the step's logits and sampling copies, its state, every written character's id and text
-        rows, per_row = options.num_samples, 32 * vocab + 4 * state + 48 * length + 16 * prefix_chars
-        what = f"{options.num_samples:,} sample{'s' if options.num_samples > 1 else ''} of {length:,} characters"
-        fix = "pass fewer --num-samples or a shorter --length"
+        (name, flag), rows = rows, options.num_samples
+        per_row = 32 * vocab + 4 * state + 48 * length + 16 * prefix_chars
+        what = f"{rows:,} {name}{'s' if rows > 1 else ''} of {length:,} characters"
+        fix = f"pass fewer {flag} or a shorter --length"
     need = rows * per_row + 400 * length + 24 * prefix_chars  # the per-step tensors kept; the prefix's ids
     check_memory(need, what, fix, device)
 
@@ -222,13 +226,15 @@ class Stream:
         start: list[int] | None = None,
         end: int | None = None,
         reset: int | None = None,
+        rows: tuple[str, str] = ("sample", "--num-samples"),
     ):
         """`start`: ids read before the prefix (an item's <eod>); `end`: an id that ends a sample like a stop
         text (an item's <eod>: it ends with the stop index len(options.stop)); `reset`: an id (<eod>) whose
-        reading zeroes a row's state first, as training with train.reset_state_at_documents did."""
+        reading zeroes a row's state first, as training with train.reset_state_at_documents did; `rows`: what
+        each row is and the flag that counts them, for messages (items: ("item", "--items"))."""
         options.check(length)
         first = read_first(vocab, prefix, unknown=unknown, start=start)
-        check_sizes(options, length, prefix_chars=len(first), model=model, device=device)
+        check_sizes(options, length, prefix_chars=len(first), model=model, device=device, rows=rows)
         stops = stop_ids(vocab, options.stop) + ([[end]] if end is not None else [])
         self.vocab, self.prefix, self.options, self.reset = vocab, prefix, options, reset
         self.context = torch.tensor(first, device=device).repeat(options.num_samples, 1)

@@ -23,7 +23,7 @@ from charlm.data.vocab import Vocab
 from charlm.errors import CheckpointError, ConfigError
 from charlm.files import fsio
 from charlm.files.readback import check_vocab
-from charlm.model import CharRNN
+from charlm.model import CharRNN, first_nonfinite, weight_shapes
 from charlm.store.run_dir import RunDir
 from charlm.store.state import TrainState
 
@@ -87,7 +87,14 @@ class Checkpoint:
             raise mismatch(path, e) from None
 
     def build_model(self, device: torch.device | str = "cpu") -> CharRNN:
-        """The model with these weights, in eval mode. Raises ValueError/RuntimeError when they do not fit."""
+        """The model with these weights, in eval mode. Raises ValueError/RuntimeError when they do not fit: the
+        shapes are compared first, so that a config that disagrees with its weights allocates nothing."""
+        expected = weight_shapes(self.model_config, len(self.vocab))
+        for name, shape in expected.items():
+            have = self.model.get(name)
+            if not isinstance(have, torch.Tensor) or tuple(have.shape) != shape:
+                got = list(have.shape) if isinstance(have, torch.Tensor) else "missing"
+                raise ValueError(f"{name} is {got} where the model config needs {list(shape)}")
         model = CharRNN(self.model_config, len(self.vocab))
         model.load_state_dict(self.model)
         return model.to(device).eval()
@@ -219,7 +226,19 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[CharRNN,
         model, vocab = checkpoint.build_model(device), Vocab.in_order(checkpoint.vocab)
     except (TypeError, ValueError, RuntimeError) as e:
         raise mismatch(path, e) from None
+    bad = first_nonfinite(checkpoint.model)
+    if bad is not None:
+        raise nonfinite(path, bad, "train again with a lower train.lr")
     return model, vocab, checkpoint
+
+
+def nonfinite(path: Path, name: str, fix: str) -> CheckpointError:
+    """The one error for weights that hold NaN or infinity, a run's checkpoint or a model folder's (refused when
+    loaded: such a model scores NaN and writes noise, and nothing after would say why)."""
+    return CheckpointError(
+        f"{path} holds weights that are not finite numbers (NaN or infinity in {name}): the model diverged in "
+        f"training or the file was changed: {fix}"
+    )
 
 
 def mismatch(path: Path, error: Exception) -> CheckpointError:

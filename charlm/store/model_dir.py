@@ -27,8 +27,10 @@ from safetensors.torch import load as load_safetensors
 from charlm.config import ModelConfig, from_dict
 from charlm.data.vocab import Vocab
 from charlm.errors import CheckpointError, ConfigError, shown
-from charlm.files import readback
-from charlm.model import CharRNN
+from charlm.files import readback, tensorfile
+from charlm.files.limits import check_memory
+from charlm.files.tensorfile import DTYPE_BYTES
+from charlm.model import CharRNN, first_nonfinite, weight_shapes
 from charlm.store import checkpoint as ckpt
 from charlm.store.checkpoint import Checkpoint
 from charlm.store.layout import check_which
@@ -44,7 +46,11 @@ TOKENIZER_JSON, TOKENIZER_CONFIG = "tokenizer.json", "tokenizer_config.json"
 REQUIRED = (CONFIG_JSON, VOCAB_JSON, WEIGHTS)  # the card is for people: a folder without it still loads
 TIED_KEY = "head.weight"  # with tie_weights it is embedding.weight, so it is not stored
 MAX_CONFIG_JSON = 4 * readback.MIB  # charlm writes a few kB: the config, an eval record, a parent record
-HEADER_SLACK = 16 * readback.MIB  # safetensors' JSON header and alignment, beyond the tensors' own bytes
+FLOAT_DTYPES = (
+    "F32",
+    "F16",
+    "BF16",
+)  # what the model computes in (charlm writes F32): integers or bools are not weights
 
 
 def is_model_dir(path: Path | str | None) -> bool:
@@ -134,8 +140,10 @@ def load(folder: Path) -> Checkpoint:
             f"{folder / VOCAB_JSON} has {len(vocab)} characters but {CONFIG_JSON} says "
             f"{vocab_size}: the files come from different exports; export the run again"
         )
-    weights = _read_weights(folder / WEIGHTS, weights_limit(config.model, vocab_size))
-    check_weights(weights, config.model, vocab_size, folder)
+    weights = _read_weights(folder / WEIGHTS, config.model, vocab_size)
+    bad = first_nonfinite(weights)
+    if bad is not None:
+        raise ckpt.nonfinite(folder / WEIGHTS, bad, "export a checkpoint of a run that did not diverge")
     if config.model.tie_weights:  # loading both keys into the one shared parameter keeps the tie
         weights[TIED_KEY] = weights["embedding.weight"]
     return Checkpoint(
@@ -148,37 +156,28 @@ def load(folder: Path) -> Checkpoint:
     )
 
 
-def check_weights(weights: dict[str, torch.Tensor], cfg: ModelConfig, vocab_size: int, folder: Path) -> None:
-    """Every tensor the config's model needs, of its shape, and nothing else."""
+def weights_check(cfg: ModelConfig, vocab_size: int, path: Path):
+    """The check of model.safetensors' header against the model config.json describes: every tensor it needs, of
+    its shape, in a float dtype the model computes in, nothing else, and weights that fit in memory; a
+    CheckpointError naming the first difference, before the file is read."""
     expected = expected_shapes(cfg, vocab_size)
-    problems = [
-        f"{k} is {list(weights[k].shape)} where the config needs {list(shape)}"
-        for k, shape in expected.items()
-        if k in weights and tuple(weights[k].shape) != shape
-    ]
-    problems += [f"it lacks {k}" for k in expected if k not in weights]
-    problems += [f"it has {k}, which the config's model has no place for" for k in weights if k not in expected]
-    if problems:
-        model = f"{cfg.kind} {cfg.num_layers}x{cfg.hidden_size}, {cfg.input} input, vocabulary {vocab_size}"
-        raise CheckpointError(
-            f"{folder / WEIGHTS} does not hold the model {CONFIG_JSON} describes ({model}): "
-            f"{problems[0]}; the files come from different models: export the run again"
-        )
+
+    def check(header: tensorfile.Header) -> None:
+        problem = tensorfile.refuse_unexpected(header, expected, FLOAT_DTYPES)
+        if problem is not None:
+            model = f"{cfg.kind} {cfg.num_layers}x{cfg.hidden_size}, {cfg.input} input, vocabulary {vocab_size}"
+            raise CheckpointError(
+                f"{path} does not hold the model {CONFIG_JSON} describes ({model}): {problem}; the files come "
+                "from different models, or the weights were converted: export the run again"
+            )
+        check_memory(header.size, f"the model in {path.parent}", "use a machine with more memory")
+
+    return check
 
 
 def expected_shapes(cfg: ModelConfig, vocab_size: int) -> dict[str, tuple[int, ...]]:
     """The tensors model.safetensors holds for this config: name -> shape."""
-    with torch.device("meta"):  # shapes only: no memory, no random draws
-        return {
-            k: tuple(v.shape)
-            for k, v in CharRNN(cfg, vocab_size).state_dict().items()
-            if not (cfg.tie_weights and k == TIED_KEY)
-        }
-
-
-def weights_limit(cfg: ModelConfig, vocab_size: int) -> int:
-    """The most bytes a model.safetensors of this config can take (8-byte numbers, a generous header)."""
-    return 8 * sum(math.prod(shape) for shape in expected_shapes(cfg, vocab_size).values()) + HEADER_SLACK
+    return {k: v for k, v in weight_shapes(cfg, vocab_size).items() if not (cfg.tie_weights and k == TIED_KEY)}
 
 
 def _count(value: object, least: int = 0) -> int:
@@ -210,22 +209,25 @@ def _read_vocab(path: Path) -> Vocab:
         raise CheckpointError(f"{path} is not a charlm vocabulary ({_reason(e)}): export the run again") from None
 
 
-def _read_weights(path: Path, limit: int) -> dict[str, torch.Tensor]:
+def _read_weights(path: Path, cfg: ModelConfig, vocab_size: int) -> dict[str, torch.Tensor]:
+    """The weights, read only once their header matches the config (weights_check) and the file its header."""
+    limit = max(DTYPE_BYTES[d] for d in FLOAT_DTYPES) * sum(map(math.prod, expected_shapes(cfg, vocab_size).values()))
     try:
-        return load_safetensors(readback.read_bytes(path, limit))
-    except readback.BadFile as e:
+        data, _ = tensorfile.read(path, weights_check(cfg, vocab_size, path), max_bytes=limit + tensorfile.MAX_HEADER)
+        return load_safetensors(data)
+    except (readback.BadFile, OSError, SafetensorError) as e:  # weights_check's refusal is a CheckpointError
         raise CheckpointError(
-            f"{path} cannot be the weights of the model {CONFIG_JSON} describes ({e.reason}): export the run again"
-        ) from None
-    except (OSError, SafetensorError) as e:
-        raise CheckpointError(
-            f"{path} is not a readable safetensors file ({_first_line(e)}): it is truncated "
-            "or damaged; export the run again"
+            f"{path} is not a readable safetensors file ({_reason(e)}): it is truncated or damaged; export the "
+            "run again"
         ) from None
 
 
 def _reason(error: Exception) -> str:
-    return error.reason if isinstance(error, readback.BadFile) else (error.strerror or _first_line(error))
+    return (
+        error.reason
+        if isinstance(error, readback.BadFile)
+        else (getattr(error, "strerror", None) or _first_line(error))
+    )
 
 
 def _first_line(error: Exception) -> str:

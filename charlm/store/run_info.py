@@ -1,7 +1,9 @@
 """Run folders at a glance: a summary of each one's config, metrics and status, for `runs`, `info` and `plot`.
 
 A damaged bookkeeping file (config.yaml, status.json, metrics.jsonl) makes that run show as "damaged",
-with what is damaged named; it never stops the other runs from being listed.
+with what is damaged named; it never stops the other runs from being listed. A search whose winner has not
+trained yet (no config.yaml in the run folder) is a run too: shown from search.json and search.jsonl, running
+while it holds the folder's lock, interrupted (to continue with --resume) when not.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from pathlib import Path
 
 from charlm.errors import CharlmError
 from charlm.files import safeyaml
-from charlm.store.layout import BEST, CONFIG, LAST, METRICS, STATUS
+from charlm.store import run_lock, search_log
+from charlm.store.layout import BEST, CONFIG, LAST, METRICS, SEARCH_LOG, SEARCH_STATE, STATUS
 from charlm.store.run_dir import RunDir, runs_root
 from charlm.store.run_log import DamagedFile
 from charlm.units import perplexity
@@ -23,6 +26,8 @@ SPARKS = "▁▂▃▄▅▆▇█"
 def summarize(run_dir: Path) -> dict:
     """Corpus, model, epochs done, best loss, wall time and status of one run folder."""
     run = RunDir(Path(run_dir))
+    if search_log.is_searched(run.path) and not (run.path / CONFIG).exists():
+        return summarize_search(run)
     damaged: list[str] = []
     config = _read_config(run, damaged)
     lines, skipped = _read_metrics(run, damaged)
@@ -59,20 +64,66 @@ def summarize(run_dir: Path) -> dict:
     }
 
 
+def summarize_search(run: RunDir) -> dict:
+    """A search before its winner's run (summarize's keys): the rule's config from search.json, the trials'
+    best val loss and their training time from search.jsonl; status running (its lock held) or interrupted."""
+    damaged: list[str] = []
+    try:
+        base = search_log.read_state(run.path).get("base")
+        config = _config_of(base if isinstance(base, dict) else {})
+    except (CharlmError, KeyError, TypeError, ValueError):
+        damaged.append(SEARCH_STATE)
+        config = {"corpus": "?", "model": "?", "epochs": "?"}
+    log = search_log.read_log(run.path)
+    losses = [line["val_loss"] for line in log.lines if line.get("event") is None and line["val_loss"] is not None]
+    spent = {line["trial"]: line["seconds"] for line in log.lines if line.get("event") is None}
+    best = min(losses, default=math.nan)
+    return {
+        "name": run.path.name,
+        "path": str(run.path),
+        **config,
+        "model": f"search: {config['model']}",
+        "epochs_done": 0,
+        "stopped": None,
+        "monitored": "val_loss",
+        "best_epoch": None,
+        "best_epochs_done": None,
+        "best_loss": best,
+        "best_ppl": perplexity(best) if losses else math.nan,
+        "best_bpc": best / math.log(2),
+        "seconds": sum(spent.values()),
+        "chars_per_s": math.nan,
+        "device": str(config.get("device", "?")),
+        "records": [],
+        "skipped_lines": 0,
+        "damaged": damaged,
+        "parent": None,
+        "status": "damaged" if damaged else "running" if run_lock.is_held(run.path) else "interrupted",
+        "search_skipped": log.skipped,  # search.jsonl lines that are not charlm's or disagree with search.json
+    }
+
+
 def _read_config(run: RunDir, damaged: list[str]) -> dict | None:
     """What `runs` shows of config.yaml (corpus, model, epochs); None, and the file named in `damaged`, when
     it cannot be read as a charlm config."""
     try:
-        config = safeyaml.load_file(run / CONFIG)
-        model = config["model"]
-        return {
-            "corpus": str(config["data"]["corpus"]),
-            "epochs": int(config["train"]["epochs"]),
-            "model": f"{model['kind']} {model['num_layers']}x{model['hidden_size']}",
-        }
+        config = _config_of(safeyaml.load_file(run / CONFIG))
+        del config["device"]
+        return config
     except (CharlmError, KeyError, TypeError, ValueError):
         damaged.append(CONFIG)
         return None
+
+
+def _config_of(config: dict) -> dict:
+    """What `runs` shows of a config (as a mapping): its corpus, model and epochs (and the device asked)."""
+    model = config["model"]
+    return {
+        "corpus": str(config["data"]["corpus"]),
+        "epochs": int(config["train"]["epochs"]),
+        "model": f"{model['kind']} {model['num_layers']}x{model['hidden_size']}",
+        "device": str(config["train"].get("device", "?")),
+    }
 
 
 def _read_metrics(run: RunDir, damaged: list[str]) -> tuple[list[dict], int]:
@@ -115,7 +166,16 @@ def damage_notes(run: dict) -> list[str]:
     ]
     if run["skipped_lines"]:
         notes.append(f"{run['path']}/{METRICS}: skipped {run['skipped_lines']} line(s) that are not charlm records")
+    if run.get("search_skipped"):
+        notes.append(search_note(run["path"], run["search_skipped"]))
     return notes
+
+
+def search_note(path: str, skipped: int) -> str:
+    return (
+        f"{path}/{SEARCH_LOG}: skipped {skipped} line(s) that are not the search's (edited, damaged, or not "
+        "agreeing with search.json): they are neither shown nor trained from"
+    )
 
 
 def parent_name(parent: dict | None) -> str:
@@ -141,7 +201,7 @@ def describe_parent(parent: dict) -> str:
 def list_runs(root: Path | None = None) -> list[dict]:
     """Every run folder under `root` (default runs_root())."""
     root = Path(root) if root is not None else runs_root()
-    folders = sorted(p.parent for p in root.glob(f"*/{CONFIG}"))
+    folders = sorted({p.parent for name in (CONFIG, SEARCH_STATE) for p in root.glob(f"*/{name}")})
     return [summarize(folder) for folder in folders]
 
 

@@ -5,6 +5,10 @@ OS releases them when the holder dies, kill -9 included (tests/test_rundir.py ki
 lock). Only where flock is missing altogether does filelock fall back to a file whose existence is the lock.
 The holder's pid goes beside the lock file, in .lock.pid, not into it: Windows' lock keeps other processes
 from reading the locked file's first byte.
+
+A search (autosize/search.py) holds its run folder's lock from its first write to its winner's last, and lends
+it (`lend`) to the winner's trainer, which takes the folder's lock like any trainer: no other process gets in
+between the search and its winner.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from charlm.errors import UsageError
 from charlm.files import fsio
 
 LOCK, HOLDER = ".lock", ".lock.pid"
+_LENT: dict[Path, RunLock] = {}  # folders whose held lock this process lends to the trainers it runs there
 
 
 class RunLock:
@@ -36,16 +41,22 @@ class RunLock:
 @contextlib.contextmanager
 def hold(folder: Path) -> Iterator[RunLock]:
     """Hold `folder`'s lock (creating the folder), or refuse at once naming the holder. Taking it changes no
-    file but a new, empty .lock; the holder records its pid (RunLock.record_pid) once it starts writing."""
+    file but a new, empty .lock; the holder records its pid (RunLock.record_pid) once it starts writing. A
+    lock this process lends (`lend`) is yielded as it is."""
+    lent = _LENT.get(_key(folder))
+    if lent is not None:
+        yield lent
+        return
     lock = _file_lock(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         lock.acquire()
     except Timeout:  # before OSError: filelock's Timeout is one
         pid = holder(folder)
+        who = f"charlm process {pid}" if pid != "?" else "another charlm process (which has not yet said its id)"
+        stop = f"or stop it (kill {pid}), " if pid != "?" else ""
         raise UsageError(
-            f"run folder {folder} is in use by charlm process {pid}: wait for it to end "
-            f"or stop it (kill {pid}), or pass another --run-dir"
+            f"run folder {folder} is in use by {who}: wait for it to end {stop}or pass another --run-dir"
         ) from None
     except OSError as e:
         raise UsageError(f"cannot use run folder {folder} ({e.strerror or e}): choose a writable --run-dir") from None
@@ -53,6 +64,22 @@ def hold(folder: Path) -> Iterator[RunLock]:
         yield RunLock(folder / HOLDER)
     finally:
         lock.release()
+
+
+@contextlib.contextmanager
+def lend(folder: Path) -> Iterator[None]:
+    """While inside, `hold(folder)` in this process yields the lock the caller holds (it must hold it): the
+    winner's trainer, run by a search in the search's own folder, works under the search's lock."""
+    key = _key(folder)
+    _LENT[key] = RunLock(Path(folder) / HOLDER)
+    try:
+        yield
+    finally:
+        _LENT.pop(key, None)
+
+
+def _key(folder: Path) -> Path:
+    return Path(os.path.abspath(folder))
 
 
 def holder(folder: Path) -> str:

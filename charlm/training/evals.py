@@ -15,7 +15,7 @@ from charlm.generation.sampling import generate
 from charlm.model import match_layout
 from charlm.store import checkpoint as ckpt
 from charlm.store.layout import BEST
-from charlm.training import schedule
+from charlm.training import schedule, stop
 from charlm.training.clock import Clock
 from charlm.training.output import RunOutput
 from charlm.training.parts import RunParts
@@ -98,10 +98,12 @@ class Evals:
             generate(self.raw_model, self.corpus.vocab, p, s.length, device=self.device)[0] for p in self.parts.prefixes
         ]
 
-    def final(self) -> dict:
+    def final(self, requests: stop.StopSignals | stop.AgreedStop) -> dict:
         """The best checkpoint on the whole val split (when training evals were subsampled) and the test split.
 
-        Appended to metrics.jsonl as {"event": "final", ...}; empty when there is nothing new to measure.
+        Appended to metrics.jsonl as {"event": "final", ...}; empty when there is nothing new to measure. A stop
+        signal (`requests`, read after each window: a split can take minutes) raises Interrupted before the
+        line is written: the run is then a stopped one, whose resume makes the final eval again.
         """
         t, corpus = self.t, self.corpus
         splits = [
@@ -124,6 +126,7 @@ class Evals:
                 device=self.device,
                 ranks=self.ranks,
                 reset=reset_id(self.config, self.corpus.vocab),
+                progress=lambda chars: self.stop_if_asked(requests),
             )
             final.update(
                 {
@@ -134,6 +137,13 @@ class Evals:
                     f"{name}_protocol": result["protocol"],
                 }
             )
+        self.stop_if_asked(requests)  # the last look before the line that says the run has its final figures
         if self.ranks.is_main:
             self.run_dir.metrics.append(final)
         return final
+
+    def stop_if_asked(self, requests: stop.StopSignals | stop.AgreedStop) -> None:
+        """Between two windows of the final eval: every rank reads the stop request at the same window."""
+        requests.poll()
+        if requests.signum is not None:
+            raise stop.interrupted(requests, self.state, self.run_dir.path, self.ranks)

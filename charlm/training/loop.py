@@ -44,9 +44,8 @@ class Trainer:
         self.total_steps = t.epochs * len(self.batches)  # with variable_bptt, the expected count
         budget = parse_duration(t.time_budget) if t.time_budget is not None else None
         self.clock = Clock(state=p.state, ranks=p.ranks, budget=budget, every=t.eval_every_seconds)
-        self.output = RunOutput(p)
+        self.output, self.nonfinite = RunOutput(p), stop.NonFinite(p)
         self.evals = Evals(p, self.output, self.clock)
-        self.nonfinite = stop.NonFinite(p)
         self.params = list(p.raw_model.parameters())
         self.clip = t.clip_norm if t.clip_norm is not None else math.inf  # inf: measure the norm, clip nothing
         dtype = capability.autocast_dtype(t.precision)
@@ -74,9 +73,11 @@ class Trainer:
                     raise stop.interrupted(self.stop, self.state, self.parts.run_dir.path, self.ranks)
                 if self.state.stopped is not None:
                     break
-            final = self.evals.final()
+            final = self.evals.final(self.stop)
+            if self.stop.signum is not None:  # it came during the final eval: a stopped run, resumed as any
+                raise stop.interrupted(self.stop, self.state, self.parts.run_dir.path, self.ranks)
             self.stop.close()
-        self.output.finished()
+            self.output.finished()  # inside: a signal from here on is a request no one reads, not an exit
         summary = self.output.summary(time.perf_counter() - started, final)
         self.reporter.finish(summary)
         return summary

@@ -20,7 +20,8 @@ from charlm.config import Config, parse_duration
 from charlm.data import Corpus, Vocab, encoded_cache_dir, load_corpus, make_batches
 from charlm.errors import CorpusError, UsageError
 from charlm.events import Reporter, RunStart, RunSummary, SilentReporter
-from charlm.model import CharRNN
+from charlm.files.limits import check_memory
+from charlm.model import CharRNN, weight_bytes
 from charlm.runtime import capability, distributed
 from charlm.store import checkpoint as ckpt
 from charlm.store.run_dir import RunDir
@@ -134,6 +135,7 @@ def build(
     """The model (seeded; a fine-tuned run's with its parent's weights), the optimizer, fp16's scaler, the data
     generator and the state: fresh, or as `saved` left them."""
     t = config.train
+    check_model_memory(config, len(corpus.vocab), ranks.device)
     torch.manual_seed(t.seed)
     model = CharRNN(config.model, len(corpus.vocab), layer_by_layer=t.deterministic).to(ranks.device)
     if parent is not None:
@@ -153,6 +155,21 @@ def build(
             saved, model, optimizer, scaler=scaler, data_generator=data_generator, device=ranks.device, ranks=ranks
         )
     return model, optimizer, scaler, data_generator, state
+
+
+def check_model_memory(config: Config, vocab_size: int, device: torch.device) -> None:
+    """Refuse, before it is built, a model whose training state cannot fit on the device: its fp32 weights and
+    gradients, and Adam's two moments (activations come on top: this is the least a step needs)."""
+    copies = 2 if config.train.optimizer == "sgd" else 4
+    weights = weight_bytes(config.model, vocab_size)
+    m = config.model
+    check_memory(
+        copies * weights,
+        f"training a model of {weights // 4:,} parameters ({m.kind} {m.num_layers}x{m.hidden_size}, embedding "
+        f"{m.embed_size}, vocabulary {vocab_size:,}) with its gradients{' and optimizer state' * (copies > 2)}",
+        "lower model.hidden_size, model.embed_size or model.num_layers",
+        device,
+    )
 
 
 def announce(parts: RunParts, *, parent: Parent | None, precision: capability.Precision, resumed: bool) -> None:

@@ -41,17 +41,51 @@ def download_bar(console: Console, filename: str, total: int | None):
     console.print(f"downloaded {filename}", highlight=False)
 
 
+# off a terminal (a log file, a job's output) a long scoring says how far it is on a line of its own this often:
+# dynamic evaluation of 50 MB takes about 90 minutes, and nothing else would show it is alive or when it ends
+PROGRESS_LINE_SECONDS = 60.0
+
+
 @contextlib.contextmanager
 def scoring_bar(console: Console):
-    """A callback(done, total) drawing a progress bar while a long text is scored (on a terminal only)."""
+    """A callback(done, total) drawing a progress bar while a long text is scored; off a terminal, a line every
+    PROGRESS_LINE_SECONDS instead (progress_lines)."""
     if not console.is_terminal:  # no bar at all: rich before 14.3 prints a blank line when a disabled one stops
-        yield lambda done, total: None
+        yield progress_lines(console)
         return
     with Progress(
         TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console, transient=True
     ) as progress:
         task = progress.add_task("score", total=None)
         yield lambda done, total: progress.update(task, completed=done, total=total)
+
+
+def progress_lines(console: Console):
+    """A callback(done, total) that prints "scoring: D of T chars (P%), R chars/s, about X left" once
+    PROGRESS_LINE_SECONDS have passed since the start or the last line (a short scoring prints nothing)."""
+    started = last = time.monotonic()
+
+    def report(done: int, total: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last < PROGRESS_LINE_SECONDS or done <= 0 or now <= started:
+            return
+        last, rate = now, done / (now - started)
+        left = max(total - done, 0) / rate
+        console.print(
+            f"scoring: {done:,} of {total:,} chars ({done / max(total, 1):.0%}), {rate:,.0f} chars/s, "
+            f"about {_duration(left)} left",
+            markup=False,
+        )
+
+    return report
+
+
+def _duration(seconds: float) -> str:
+    """1 h 20 min, 4 min 10 s, 12 s."""
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min {secs} s" if minutes else f"{secs} s"
 
 
 class RichReporter:

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -31,6 +33,7 @@ def sweep(*args: str, data: Path, out: Path, cache: Path) -> subprocess.Complete
     )
 
 
+@pytest.mark.slow
 def test_the_smoke_sweep_records_each_arm_once_and_compares_auto(builtin_cache, tmp_path):
     out, cache = tmp_path / "sweep.jsonl", tmp_path / "cache"
     first = sweep("sweep", "--only", "shakespeare-1x384,default-timemachine", data=builtin_cache, out=out, cache=cache)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from helpers import save_untrained_run
 
 from charlm.dynamic import tuning
@@ -38,6 +39,7 @@ def test_dynamic_eval_reports_both_methods_side_by_side(tmp_path):
         assert abs(r["gain_bpc"] - (r["static_bpc"] - r["dynamic_bpc"])) < 1e-9
 
 
+@pytest.mark.slow
 def test_tune_then_score_chooses_the_best_of_each_grid(tmp_path):
     run = save_untrained_run(tmp_path / "run", "timemachine", ["train.precision=fp32", "data.max_chars=30000"])
     out = tmp_path / "out.json"

@@ -9,9 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_the_smoke_run_measures_four_arms(builtin_cache, tmp_path):
     out = tmp_path / "results.json"
     result = subprocess.run(

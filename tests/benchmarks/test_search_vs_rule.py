@@ -34,6 +34,7 @@ def test_the_markov_entropy_rate_is_what_the_chain_scores_on_its_own_text():
     assert bench.model_loss(chain, bench.sample(chain, 200_000)) == pytest.approx(h, rel=0.02)
 
 
+@pytest.mark.slow
 def test_the_smoke_run_trains_both_arms_and_prints_the_table(tmp_path):
     pytest.importorskip("optuna")
     done = subprocess.run(

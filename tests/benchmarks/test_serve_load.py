@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("mode", [[], ["--openai"]], ids=["native", "openai"])
+@pytest.mark.slow
 def test_the_load_test_reports_each_number_of_clients(tmp_path, mode):
     settings = ["data.corpus=timemachine", "data.max_chars=5000", "train.epochs=1", "sample.preview_every=0"]
     run = charlm.train(charlm.load_config(REPO / "configs" / "tiny.yaml", settings), tmp_path / "run").run_dir
