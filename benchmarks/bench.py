@@ -6,8 +6,9 @@
 
 Prints a table and writes every figure to JSON. Targets are ratios measured in the same run (never
 absolute times), so the figures travel between machines. The jaychou and tinyshakespeare corpora ship inside the
-package: it runs offline, finding them as `charlm train` does. speedup_vs_d2l is the median of D2L_ROUNDS
-interleaved rounds, printed with its spread (what a second run may differ by); `--d2l` measures only that figure.
+package: it runs offline, finding them as `charlm train` does. speedup_vs_d2l is pooled over D2L_ROUNDS
+interleaved rounds, each side of each in a process of its own, printed with the rounds' spread; `--d2l` measures
+only that figure.
 """
 
 from __future__ import annotations
@@ -86,28 +87,29 @@ def run_config(path: str, overrides: list[str], run_dir: Path) -> list[dict]:
     return [r for r in RunDir(run_dir).metrics.read() if "event" not in r]
 
 
-D2L_ROUNDS = 5  # interleaved rounds of charlm's trainer and the seed's loop (the order alternating)
-D2L_EPOCHS = 30  # per round: 240 batches of 32 x 35, where one 8-batch epoch moved the figure 1.06 -> 1.23
+D2L_ROUNDS = 10  # interleaved rounds of charlm's trainer and the seed's loop (the order alternating)
+D2L_EPOCHS = 15  # per round: 120 batches of 32 x 35, where one 8-batch epoch moved the figure 1.06 -> 1.23
 
 
 def d2l_figures(quick: bool, work: Path, rounds: int | None = None, epochs: int | None = None) -> dict:
     """The seed loop and charlm's trainer on d2l's model and data, from the same initial weights, in `rounds`
-    interleaved rounds of `epochs` epochs each (the first epoch of each, the warm-up, left out). Each side's rate is
-    all its characters over all its training time, pooled over the rounds, and the figure is their ratio: two runs
-    of 5 rounds then agreed within 1% where the median of the rounds' ratios moved 3.2% (2026-12-07). The rounds'
-    own ratios are kept, and `speedup_vs_d2l_spread` is (largest - smallest) / the figure: how much one round
-    alone could mislead."""
+    interleaved rounds of `epochs` epochs each (the first epoch of each, the warm-up, left out), each side of each
+    round in a fresh process: a process's speed is its own (measured 2026-12-07: the rounds of one process agreed
+    within a few percent, two processes' differed by 11%), so one process for all rounds fixed its luck for the
+    whole figure. Each side's rate is all its characters over all its training time, pooled over the rounds, and
+    the figure is their ratio; `speedup_vs_d2l_spread` is (largest - smallest) of the rounds' own ratios / the
+    figure: how much one round alone could mislead."""
     rounds = rounds or (2 if quick else D2L_ROUNDS)
     epochs = epochs or (3 if quick else D2L_EPOCHS)
     config = str(REPO / "configs" / "d2l-jaychou-rnn.yaml")
     charlm_rates, seed_rates = [], []
     for n in range(rounds):
         if n % 2:  # the order alternates: a slow spell of the machine falls on both sides alike
-            losses, seed_rate = seed_d2l(config, epochs)
-            records, charlm_rate = charlm_d2l(config, epochs, work / f"d2l-{n}")
+            losses, seed_rate = d2l_side("seed", config, epochs, work / f"d2l-{n}")
+            records, charlm_rate = d2l_side("charlm", config, epochs, work / f"d2l-{n}")
         else:
-            records, charlm_rate = charlm_d2l(config, epochs, work / f"d2l-{n}")
-            losses, seed_rate = seed_d2l(config, epochs)
+            records, charlm_rate = d2l_side("charlm", config, epochs, work / f"d2l-{n}")
+            losses, seed_rate = d2l_side("seed", config, epochs, work / f"d2l-{n}")
         charlm_rates.append(charlm_rate)
         seed_rates.append(seed_rate)
         if n == 0:
@@ -131,6 +133,21 @@ def d2l_figures(quick: bool, work: Path, rounds: int | None = None, epochs: int 
             f"{a:.5f}" == f"{r['train_loss']:.5f}" for a, r in zip(first_losses, first_records, strict=True)
         ),
     }
+
+
+def d2l_side(side: str, config: str, epochs: int, run_dir: Path) -> tuple[list, float]:
+    """One side of a round (charlm_d2l or seed_d2l) in a fresh process of this script: (its losses, its rate)."""
+    command = [sys.executable, __file__, "--d2l-side", side, "--d2l-epochs", str(epochs), "--d2l-run", str(run_dir)]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    return answer["losses"], answer["rate"]
+
+
+def d2l_side_main(side: str, epochs: int, run_dir: Path) -> None:
+    """--d2l-side: run one side in this process, print {"losses", "rate"} as the last line."""
+    config = str(REPO / "configs" / "d2l-jaychou-rnn.yaml")
+    losses, rate = charlm_d2l(config, epochs, run_dir) if side == "charlm" else seed_d2l(config, epochs)
+    print(json.dumps({"losses": losses, "rate": rate}))
 
 
 def charlm_d2l(config: str, epochs: int, run_dir: Path) -> tuple[list[dict], float]:
@@ -360,7 +377,13 @@ def main() -> None:
         action="store_true",
         help="with --device cuda: run the GPU suite's code paths on the CPU with tiny sizes",
     )
+    # one side of one d2l round, in a process of its own (d2l_side starts it)
+    parser.add_argument("--d2l-side", choices=("charlm", "seed"), help=argparse.SUPPRESS)
+    parser.add_argument("--d2l-epochs", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--d2l-run", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.d2l_side:
+        return d2l_side_main(args.d2l_side, args.d2l_epochs, args.d2l_run)
     if args.ddp:
         import ddp_bench
 
