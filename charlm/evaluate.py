@@ -136,6 +136,7 @@ class CharLosses:
     cost: torch.Tensor  # (vocab,) float64: their summed nats
     top_ids: torch.Tensor | None = None  # (len(nats), k) the model's k most likely characters at each kept position
     top_probs: torch.Tensor | None = None  # (len(nats), k) their probabilities
+    features: torch.Tensor | None = None  # (len(nats), 2) the distribution's entropy and top log-prob (mixing)
 
     @property
     def nats_per_char(self) -> float:
@@ -154,12 +155,13 @@ def char_losses(
     keep: int | None = None,
     reset: int | None = None,
     progress: Callable[[int], object] | None = None,
+    features: bool = False,
 ) -> CharLosses:
     """The losses of `ids` under the protocol of `evaluate` (whole streams, hidden state carried): summed by
     character for all, each one kept for the first `keep` scored characters (None: all).
 
-    With top_k, also the k most likely next characters at each kept position and their probabilities;
-    `progress(chars)` after each window, as `evaluate`'s (an exception it raises ends the scoring)."""
+    With top_k, also the k most likely next characters at each kept position and their probabilities, with `features`
+    its entropy and top log-prob; `progress(chars)` after each window, as `evaluate`'s (its exception ends it)."""
     layout = Streams.of(len(ids), batch_size)
     device = torch.device(device)
     inputs, targets = layout.rows(ids, 0, device), layout.rows(ids, 1, device)
@@ -169,7 +171,9 @@ def char_losses(
     vocab, chars = model.vocab_size, layout.streams * layout.length
     count = torch.zeros(vocab, dtype=torch.int64, device=device)
     cost = torch.zeros(vocab, dtype=total_dtype(device), device=device)
-    kept = Kept(chars if keep is None else min(keep, chars), layout.length, min(top_k, vocab), device)
+    kept = Kept(
+        chars if keep is None else min(keep, chars), layout.length, min(top_k, vocab), device, features=features
+    )
     for start, logits, _ in _windows(model, inputs, num_steps, reset):
         steps = logits.shape[0]
         y = targets[:, start : start + num_steps].T.reshape(-1).long()
@@ -187,19 +191,21 @@ def char_losses(
 
 
 class Kept:
-    """The first `size` scored characters in text order, gathered window by window: stream s holds text
-    positions s * length ..., so only the streams that reach into the first `size` are read."""
+    """The first `size` scored characters in text order, gathered window by window: stream s holds text positions
+    s * length ..., so only the streams that reach into the first `size` are read (`features`: see char_losses)."""
 
-    def __init__(self, size: int, length: int, top_k: int, device: torch.device):
+    def __init__(self, size: int, length: int, top_k: int, device: torch.device, *, features: bool = False):
         self.size, self.length, self.top_k = size, length, top_k
         self.nats = torch.empty(size, device=device)
         self.top_ids = torch.empty(size, top_k, dtype=torch.int64, device=device)
         self.top_probs = torch.empty(size, top_k, device=device)
+        self.features = torch.empty(size, 2, device=device) if features else None
 
     def losses(self, total: torch.Tensor, chars: int, count: torch.Tensor, cost: torch.Tensor) -> CharLosses:
         """The CharLosses of a text scored: these kept characters, and the sums (on the CPU, one sync)."""
         top = (self.top_ids.cpu(), self.top_probs.cpu()) if self.top_k else (None, None)
-        return CharLosses(self.nats.cpu(), total.item(), chars, count.cpu(), cost.cpu().double(), *top)
+        features = (self.features.cpu(),) if self.features is not None else ()
+        return CharLosses(self.nats.cpu(), total.item(), chars, count.cpu(), cost.cpu().double(), *top, *features)
 
     def add(self, start: int, nats: torch.Tensor, log_probs: torch.Tensor) -> None:
         """nats (steps, streams) and log_probs (steps, streams, vocab) of the window at `start`."""
@@ -212,6 +218,10 @@ class Kept:
             if self.top_k:
                 best = log_probs[:n, s].topk(self.top_k, dim=1)
                 self.top_ids[at : at + n], self.top_probs[at : at + n] = best.indices, best.values.exp()
+            if self.features is not None:
+                lp = log_probs[:n, s]
+                entropy = -(lp.exp() * lp.nan_to_num(neginf=0.0)).sum(1)
+                self.features[at : at + n] = torch.stack([entropy, lp.max(1).values], dim=1)
 
 
 @dataclass(frozen=True)
@@ -227,11 +237,8 @@ class TextSource:
     text_as_file: bool = False
 
     def __post_init__(self):
-        given = [
-            flag
-            for flag, value in (("--split", self.split), ("--file", self.file), ("--text", self.text))
-            if value is not None
-        ]
+        flags = (("--split", self.split), ("--file", self.file), ("--text", self.text))
+        given = [flag for flag, value in flags if value is not None]
         if len(given) > 1:
             many = "both" if len(given) == 2 else "all three"
             raise UsageError(f"{' and '.join(given)} were given: pass one of them, not {many}")
@@ -275,11 +282,8 @@ def load_text_to_score(
 
 
 def text_to_score(model, vocab, checkpoint: Checkpoint, source: TextSource) -> TextToScore:
-    """A loaded model and a text to score: a split of its own corpus, a text file or a string (see TextSource).
-
-    The run's own normalisation (newlines, PTB spacing) is applied to a file or a string, and a split is
-    refused if the corpus changed since training.
-    """
+    """A loaded model and a text to score: a split of its own corpus, a text file or a string (see TextSource), in
+    the run's own normalisation (newlines, PTB spacing); a split is refused if the corpus changed since training."""
     from charlm import data
 
     cfg, file, text = checkpoint.config, source.file, source.text
@@ -311,10 +315,8 @@ def score_run(
     device: torch.device | str = "cpu",
     progress: Callable[[int, int], object] | None = None,
 ) -> tuple[dict, Checkpoint]:
-    """Score a run's (or a model folder's) checkpoint on a split of its own corpus, a text file or a string.
-
-    Returns (result, the checkpoint). `progress(done, total)` follows the characters scored.
-    """
+    """Score a run's (or a model folder's) checkpoint on a split of its own corpus, a text file or a string:
+    (result, the checkpoint). `progress(done, total)` follows the characters scored."""
     return _score(load_text_to_score(run_dir, which, source, device=device), device, progress)
 
 

@@ -50,11 +50,12 @@ def index_key(checkpoint: Checkpoint) -> str:
     return hashlib.sha256(json.dumps(what, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
-def index_path(folder: Path, key: str) -> Path:
-    """Where the index of the model in `folder` is kept (see the module's docstring)."""
+def index_path(folder: Path, key: str, *, name: str = NOVELTY_INDEX, kind: str = "novelty") -> Path:
+    """Where the index of the model in `folder` is kept (see the module's docstring); `name` in a run folder,
+    the cache's `kind` folder for a model folder (the counts' index, counts.kept, is kept the same way)."""
     if is_model_dir(folder):
-        return user_cache_dir() / "novelty" / f"{key}.safetensors"
-    return Path(folder) / NOVELTY_INDEX
+        return user_cache_dir() / kind / f"{key}.safetensors"
+    return Path(folder) / name
 
 
 def checker(folder: Path, checkpoint: Checkpoint, *, say: Callable[[str], object] = lambda line: None) -> Checker:
@@ -129,15 +130,15 @@ def sort_suffixes(ids: np.ndarray, vocab_size: int, newline: int | None) -> Suff
     return SuffixIndex(text, divsufsort(text), newline)
 
 
-def to_bytes(index: SuffixIndex, key: str) -> bytes:
+def to_bytes(index: SuffixIndex, key: str, *, fmt: str = FORMAT) -> bytes:
     from safetensors.numpy import save
 
     arrays = {"text": np.ascontiguousarray(index.text), "sa": np.ascontiguousarray(index.sa)}
-    meta = {"format": FORMAT, "version": VERSION, "key": key, "sha256": _checksum(arrays)}
+    meta = {"format": fmt, "version": VERSION, "key": key, "sha256": _checksum(arrays)}
     return save(arrays, metadata=meta)
 
 
-def read_index(path: Path, *, key: str, vocab_size: int, newline: int | None) -> SuffixIndex:
+def read_index(path: Path, *, key: str, vocab_size: int, newline: int | None, fmt: str = FORMAT) -> SuffixIndex:
     """The index kept at `path`, checked: charlm's format for this `key`, its header first (a text and its
     suffix array of one length, in the types the vocabulary and that length imply, in memory there is: a file
     of another size is never read), then the arrays' checksum and every value in range (ids under `vocab_size`,
@@ -145,7 +146,7 @@ def read_index(path: Path, *, key: str, vocab_size: int, newline: int | None) ->
     from safetensors import SafetensorError
     from safetensors.numpy import load
 
-    data, _ = tensorfile.read(path, _index_check(key, vocab_size), max_bytes=available_memory())
+    data, _ = tensorfile.read(path, _index_check(key, vocab_size, fmt), max_bytes=available_memory())
     try:
         arrays = load(data)
     except (SafetensorError, ValueError, TypeError) as e:
@@ -158,15 +159,15 @@ def read_index(path: Path, *, key: str, vocab_size: int, newline: int | None) ->
     return SuffixIndex(text, sa, newline)
 
 
-def _index_check(key: str, vocab_size: int):
+def _index_check(key: str, vocab_size: int, fmt: str):
     """The header of this key's index: two arrays of one length n >= 1, the text in the id type of the
     vocabulary (as sort_suffixes makes it), the suffix array in pydivsufsort's, the whole in available memory."""
     text_type = _tensorfile_dtype(_text_type(vocab_size))
 
     def check(header: tensorfile.Header) -> None:
         meta, arrays = header.metadata, header.tensors
-        if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-            raise BadFile("not charlm's novelty index of this version")
+        if meta.get("format") != fmt or meta.get("version") != VERSION:
+            raise BadFile(f"not charlm's {fmt.removeprefix('charlm-').replace('-', ' ')} of this version")
         if meta.get("key") != key:
             raise BadFile("the index of another corpus, data settings or vocabulary")
         if set(arrays) != {"text", "sa"} or arrays["text"].dtype != text_type:

@@ -66,6 +66,14 @@ DynamicDecay = Annotated[
 DynamicTune = Annotated[
     bool, typer.Option("--dynamic-tune", help="Choose lr and decay on the val split's start; kept in the run folder.")
 ]
+Mix = Annotated[
+    bool,
+    typer.Option(
+        "--mix",
+        help="Also score with the model mixed with counts of its training text (and, with --dynamic, of the text "
+        "read so far); the mix is fitted on the val split on first use and kept. Needs charlm[novelty].",
+    ),
+]
 DynamicStats = Annotated[
     bool,
     typer.Option("--dynamic-stats", help="Measure the train split's gradient statistics (rms) again and keep them."),
@@ -95,6 +103,7 @@ def perplexity(
     dynamic_stats: DynamicStats = False,
     novelty: Novelty = False,
     novelty_min_span: NoveltyMinSpan = MIN_SPAN,
+    mix: Mix = False,
 ) -> None:
     """Score a run (or an exported model) on a split of its corpus, a file or a string: nats/char, bits/char, ppl.
 
@@ -103,20 +112,19 @@ def perplexity(
     from charlm.evaluate import TextSource
     from charlm.runtime.device import pick_device
     from charlm.store.model_dir import resolve
-    from charlm.store.targets import check_output_file
 
     _check_novelty(novelty, novelty_min_span, shown=show or html is not None or as_json)
-    if html is not None:  # before the model is read: a refused page costs nothing
-        check_output_file(html, option="--html", force=force, reads=(file,))
+    _check_html(html, force=force, file=file)
     folder = resolve(model_source(run_dir, model_dir))
     source = TextSource(split=split, file=file, text=text)
     adapting = _dynamic_options(dynamic, dynamic_method, dynamic_lr, dynamic_decay, dynamic_tune, dynamic_stats)
     where = pick_device(device)
-    if dynamic_stats:
-        _measure_stats(folder, checkpoint, device=where)
-        if not dynamic:
-            return
-    if show or html or breakdown or novelty:
+    if dynamic_stats and _measure_stats(folder, checkpoint, device=where, alone=not dynamic):
+        return
+    looked_at = show or html is not None or breakdown or novelty
+    if mix:
+        return _print_mixed(folder, checkpoint, source, adapting, device=where, as_json=as_json, looked_at=looked_at)
+    if looked_at:
         return _surprisal(
             folder,
             checkpoint,
@@ -229,10 +237,20 @@ def _dynamic_losses(folder: Path, checkpoint: str, options, *, device):
     return DynamicLosses(folder, checkpoint, options, device=device)
 
 
-def _measure_stats(folder: Path, checkpoint: str, *, device) -> None:
+def _measure_stats(folder: Path, checkpoint: str, *, device, alone: bool) -> bool:
+    """--dynamic-stats: measure and keep them; True when that is all there is to do (`alone`: no --dynamic)."""
     from charlm.dynamic.run import keep_stats
 
     cli.err.print(keep_stats(folder, checkpoint, device=device), markup=False)
+    return alone
+
+
+def _check_html(html: Optional[Path], *, force: bool, file: Optional[Path]) -> None:
+    """Before the model is read: a refused page costs nothing."""
+    from charlm.store.targets import check_output_file
+
+    if html is not None:
+        check_output_file(html, option="--html", force=force, reads=(file,))
 
 
 def _print_dynamic(folder: Path, checkpoint: str, source: TextSource, options, *, device, as_json: bool):
@@ -249,3 +267,26 @@ def _print_dynamic(folder: Path, checkpoint: str, source: TextSource, options, *
     from charlm.ui.views import print_dynamic
 
     print_dynamic(cli.out, folder, checkpoint, result)
+
+
+def _print_mixed(folder: Path, checkpoint: str, source: TextSource, options, *, device, as_json: bool, looked_at: bool):
+    from charlm.counts.scoring import score_mixed
+
+    if looked_at:
+        raise UsageError("--mix reports the figures only: drop --show, --html, --breakdown and --novelty")
+    result = score_mixed(
+        folder, checkpoint, source, device=device, dynamic=options, say=lambda line: cli.err.print(line, markup=False)
+    )
+    figures = result.to_dict()
+    if as_json:
+        cli.print_json(figures)
+        return
+    mixed = figures["mix"]
+    cli.out.print(
+        f"{folder} ({checkpoint}) on {figures['source']}: {figures['chars']:,} chars, {figures['reading']} reading",
+        markup=False,
+    )
+    cli.out.print(f"{'':11}{'network':>10}{'mix':>10}")
+    for key, name in (("nats_per_char", "nats/char"), ("bits_per_char", "bits/char"), ("perplexity", "perplexity")):
+        cli.out.print(f"{name:11}{figures[key]:>10.4f}{mixed[key]:>10.4f}")
+    cli.out.print(f"the mix is {mixed['gain']:.1%} below the network alone", markup=False)

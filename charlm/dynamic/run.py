@@ -227,7 +227,7 @@ class DynamicLosses:
         self.folder, self.which, self.options, self.device = folder, which, options, device
         self.label, self.notes = "dynamic evaluation", []
 
-    def __call__(self, scored: TextToScore, *, keep: int | None, top_k: int) -> CharLosses:
+    def __call__(self, scored: TextToScore, *, keep: int | None, top_k: int, features: bool = False) -> CharLosses:
         from charlm.store.model_dir import is_model_dir
 
         s = Setup(scored, self.folder, self.which, torch.device(self.device), writable=not is_model_dir(self.folder))
@@ -245,6 +245,7 @@ class DynamicLosses:
             reset=s.reset,
             keep=keep,
             top_k=top_k,
+            features=features,
         )
         return check_adapted(losses, options, chosen_by, len(scored.vocab))
 

@@ -53,12 +53,14 @@ def dynamic_losses(
     top_k: int = 0,
     keep: int | None = None,
     progress: Callable[[int], object] | None = None,
+    features: bool = False,
 ) -> CharLosses:
     """The losses of `ids` read in one stream under dynamic evaluation, adapting `model` in place as it goes
     (the adapter holds the same parameters). Sums and kept losses as evaluate.char_losses gives them.
 
     With lr 0 no gradient is taken (there is no step to take), and the forward runs in inference mode as static
-    scoring's does: the figures are then those of static scoring in one stream, to the last bit."""
+    scoring's does: the figures are then those of static scoring in one stream, to the last bit. `features`: as
+    evaluate.char_losses's (the mix's gate reads them)."""
     device = torch.device(device)
     layout = Streams.of(len(ids), 1)
     inputs, targets = layout.rows(ids, 0, device), layout.rows(ids, 1, device)
@@ -68,7 +70,7 @@ def dynamic_losses(
     total = torch.zeros((), dtype=total_dtype(device), device=device)
     count = torch.zeros(vocab, dtype=torch.int64, device=device)
     cost = torch.zeros(vocab, dtype=total.dtype, device=device)
-    kept = Kept(chars if keep is None else min(keep, chars), chars, min(top_k, vocab), device)
+    kept = Kept(chars if keep is None else min(keep, chars), chars, min(top_k, vocab), device, features=features)
     grad = torch.enable_grad() if adapter.adapts else torch.inference_mode()
     hidden = None
     with grad:

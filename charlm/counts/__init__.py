@@ -1,0 +1,1 @@
+"""Counting beside the network: an unbounded n-gram of the training text and of the text being read, mixed in."""

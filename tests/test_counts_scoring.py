@@ -1,0 +1,107 @@
+"""`perplexity --mix`: the network's figure unchanged beside the mix's, the index and the mix fitted once and kept,
+fitted again when the weights change, rebuilt when tampered with; dynamic reading counts the text read too."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import save_untrained_run
+
+from charlm.cli.main import main
+from charlm.counts import kept
+from charlm.store.model_dir import load_checkpoint
+
+pytest.importorskip("pydivsufsort")
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+LINES = ["the cat sat on the mat", "and then ran far away", "a dog sat on a log", "then the cat ran away"]
+
+
+@pytest.fixture
+def run(tmp_path) -> Path:
+    """A run folder of an untrained model on a text of four lines repeated: the counts know it, the model not."""
+    rng = np.random.default_rng(0)
+    text = "\n".join(LINES[i] for i in rng.integers(0, len(LINES), 300)) + "\n"
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(text, encoding="utf-8")
+    return save_untrained_run(tmp_path / "run", str(corpus), ["data.val_fraction=0.2"])
+
+
+def perplexity(capsys, *args: str) -> tuple[int, dict | str, str]:
+    capsys.readouterr()
+    code = main(["perplexity", *args])
+    out, err = capsys.readouterr()
+    return code, (json.loads(out) if "--json" in args and code == 0 else out), err
+
+
+def test_the_mix_reports_the_networks_figure_unchanged_and_its_own_below_it(run, capsys):
+    code, plain, _ = perplexity(capsys, "-r", str(run), "--json")
+    assert code == 0
+    code, mixed, err = perplexity(capsys, "-r", str(run), "--json", "--mix")
+    assert code == 0
+    assert {k: mixed[k] for k in plain} == plain  # the network's figures, to the last bit
+    assert mixed["reading"] == "static" and mixed["mix"]["chars"] == plain["chars"]
+    assert mixed["mix"]["nats_per_char"] < 0.5 * plain["nats_per_char"]  # four lines: the counts know them
+    assert mixed["mix"]["gain"] == pytest.approx(1 - mixed["mix"]["nats_per_char"] / plain["nats_per_char"])
+    assert "counts index built" in err and "mix fitted on the val split" in err
+    assert (run / kept.INDEX_NAME).is_file() and (run / kept.MIX_NAME).is_file()
+    code, again, err = perplexity(capsys, "-r", str(run), "--json", "--mix")
+    assert again == mixed and err == ""  # read back, not fitted again
+
+
+def test_the_text_output_shows_both_columns(run, capsys):
+    code, out, _ = perplexity(capsys, "-r", str(run), "--mix")
+    assert code == 0
+    assert "network" in out and "mix" in out and "below the network alone" in out
+
+
+def test_other_weights_fit_the_mix_again_and_a_tampered_index_is_rebuilt(run, capsys):
+    perplexity(capsys, "-r", str(run), "--json", "--mix")
+    saved = json.loads((run / kept.MIX_NAME).read_text())
+    saved["weights"] = "0" * 32  # another checkpoint's mix
+    (run / kept.MIX_NAME).write_text(json.dumps(saved))
+    index = (run / kept.INDEX_NAME).read_bytes()
+    (run / kept.INDEX_NAME).write_bytes(index[:-7] + b"garbage")
+    code, _, err = perplexity(capsys, "-r", str(run), "--json", "--mix")
+    assert code == 0 and "counts index rebuilt" in err and "mix fitted" in err
+    assert json.loads((run / kept.MIX_NAME).read_text())["weights"] != "0" * 32
+
+
+def test_a_mix_json_that_is_not_the_mixers_is_fitted_again(run, capsys):
+    perplexity(capsys, "-r", str(run), "--json", "--mix")
+    saved = json.loads((run / kept.MIX_NAME).read_text())
+    for broken in ({**saved, "static": {"gate": [[1e308] * 3]}}, {**saved, "format": "x"}, [1, 2]):
+        (run / kept.MIX_NAME).write_text(json.dumps(broken))
+        code, _, err = perplexity(capsys, "-r", str(run), "--json", "--mix")
+        assert code == 0 and "mix fitted" in err
+
+
+def test_dynamic_reading_mixes_the_counts_of_the_text_read_too(run, capsys):
+    code, mixed, _ = perplexity(capsys, "-r", str(run), "--json", "--mix", "--dynamic")
+    assert code == 0 and mixed["reading"] == "dynamic"
+    code, dynamic, _ = perplexity(capsys, "-r", str(run), "--json", "--dynamic")
+    assert mixed["nats_per_char"] == pytest.approx(dynamic["dynamic"]["nats_per_char"], rel=1e-6)
+    assert mixed["mix"]["nats_per_char"] < mixed["nats_per_char"]
+
+
+def test_the_mix_with_a_view_is_refused_in_one_line(run, capsys):
+    code, _, err = perplexity(capsys, "-r", str(run), "--mix", "--show")
+    assert code == 2 and "--mix reports the figures only" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_run_without_a_val_split_fits_on_the_end_of_its_train_split(tmp_path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(LINES * 60) + "\n", encoding="utf-8")
+    run = save_untrained_run(tmp_path / "run", str(corpus), ["data.val_fraction=0"])
+    code, mixed, err = perplexity(capsys, "-r", str(run), "--json", "--mix", "--split", "train")
+    assert code == 0 and "last 10% of the train split" in err
+    assert mixed["mix"]["nats_per_char"] < mixed["nats_per_char"]
+    saved = load_checkpoint(run)
+    whole = kept.load_index(run, saved, print)
+    text, index, name = kept.fit_text(saved, whole)
+    cut = int(len(whole) * (1 - kept.HOLD_OUT))
+    # fitted on the train split's end with counts of what comes before it only: never of the text it fits on
+    assert len(index) == cut and len(text) == len(whole) - cut and name == "last 10% of the train split"
