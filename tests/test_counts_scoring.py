@@ -105,3 +105,38 @@ def test_a_run_without_a_val_split_fits_on_the_end_of_its_train_split(tmp_path, 
     cut = int(len(whole) * (1 - kept.HOLD_OUT))
     # fitted on the train split's end with counts of what comes before it only: never of the text it fits on
     assert len(index) == cut and len(text) == len(whole) - cut and name == "last 10% of the train split"
+
+
+def generate(capsys, run: Path, *args: str) -> tuple[int, list[dict], str]:
+    capsys.readouterr()
+    code = main(["generate", "-r", str(run), "--json", "--length", "120", "--prefix", "the ", *args])
+    out, err = capsys.readouterr()
+    return code, [json.loads(line) for line in out.splitlines()] if code == 0 else [], err
+
+
+def test_sampling_from_the_mix_recites_what_the_counts_know_and_max_copy_stops_it(run, capsys):
+    code, plain, _ = generate(capsys, run, "--temperature", "0")
+    assert code == 0
+    code, mixed, err = generate(capsys, run, "--temperature", "0", "--mix", "--novelty")
+    assert code == 0 and "mix fitted" in err
+    # an untrained network alone writes noise; the mix writes the training lines
+    assert mixed[0]["text"] != plain[0]["text"] and mixed[0]["bits_per_char"] < plain[0]["bits_per_char"]
+    assert mixed[0]["novelty"]["longest"]["length"] >= 40
+    code, guarded, _ = generate(capsys, run, "--temperature", "0", "--mix", "--max-copy", "1")
+    assert code == 0 and guarded[0]["text"] == plain[0]["text"]  # every context is in training: the network alone
+    code, seeded, _ = generate(capsys, run, "--seed", "3", "--mix", "--num-samples", "2")
+    code, again, _ = generate(capsys, run, "--seed", "3", "--mix", "--num-samples", "2")
+    assert code == 0 and [s["text"] for s in seeded] == [s["text"] for s in again]
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--max-copy", "5"], "--max-copy needs --mix"),
+        (["--mix", "--max-copy", "0"], "a length >= 1"),
+        (["--mix", "--beam", "3"], "drop --items and --beam"),
+    ],
+)
+def test_mix_flags_that_cannot_work_are_refused_in_one_line(run, capsys, args, says):
+    code, _, err = generate(capsys, run, *args)
+    assert code == 2 and says in err and len(err.strip().splitlines()) == 1

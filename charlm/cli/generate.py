@@ -77,6 +77,21 @@ Adapt = Annotated[
     ),
 ]
 
+Mix = Annotated[
+    bool,
+    typer.Option(
+        "--mix",
+        help="Sample from the model mixed with counts of its training text (as perplexity --mix scores). "
+        "Needs charlm[novelty].",
+    ),
+]
+MaxCopy = Annotated[
+    Optional[int],
+    typer.Option(
+        "--max-copy", help="With --mix: the network alone once a sample's last N characters are in the training text."
+    ),
+]
+
 
 @cli.app.command(epilog="Example: charlm generate --prefix 分开 --length 100 --temperature 0.8 --seed 1")
 def generate(
@@ -102,6 +117,8 @@ def generate(
     adapt: Adapt = None,
     items: Items = None,
     unknown: Unknown = "refuse",
+    mix: Mix = False,
+    max_copy: MaxCopy = None,
 ) -> None:
     """Sample text from a trained run (or an exported model), starting from a prefix; it streams as it is made."""
     from charlm.api import load
@@ -126,13 +143,37 @@ def generate(
     )
     options.check(length)  # before the checkpoint is read: bad flags fail fast
     _check_items(items, unknown, num_samples=num_samples, beam=beam)
+    _check_mix(mix, max_copy, items=items, beam=beam)
     model = load(model_source(run_dir, model_dir), checkpoint, device)
+    mixing = _mixing(model, max_copy) if mix else None  # of the trained weights, before any adaptation
     if adapt is not None:
         model = _adapted(model, adapt)
-    _sample(model, prefix, length, options, items=items, unknown=unknown, as_json=as_json, novelty=novelty)
+    given = {"items": items, "unknown": unknown, "as_json": as_json, "novelty": novelty, "mixing": mixing}
+    _sample(model, prefix, length, options, **given)
 
 
-def _sample(model, prefix, length: int, options, *, items, unknown: str, as_json: bool, novelty: bool) -> None:
+def _check_mix(mix: bool, max_copy: Optional[int], *, items, beam: int) -> None:
+    if max_copy is not None and (not mix or max_copy < 1):
+        raise UsageError(
+            "--max-copy guards the mix: pass --mix, and a length >= 1" if mix else "--max-copy needs --mix"
+        )
+    if mix and (items is not None or beam):
+        raise UsageError("--mix samples texts one character at a time: drop --items and --beam")
+
+
+def _mixing(model, max_copy: Optional[int]):
+    """The mix of `model` for its sampler (its counts and static mixer, fitted on first use)."""
+    from charlm.counts.sampling import MixedNext
+    from charlm.counts.scoring import load_mix
+
+    say = lambda line: cli.err.print(line, markup=False)  # noqa: E731
+    mix = load_mix(model.path, model.checkpoint, model.net, device=model.device, say=say)
+    return MixedNext(mix.index, mix.static, max_copy=max_copy)
+
+
+def _sample(
+    model, prefix, length: int, options, *, items, unknown: str, as_json: bool, novelty: bool, mixing=None
+) -> None:
     """Sample as the flags say and write it: items, samples in one batch, or one text streamed."""
     from charlm.evaluate import reset_id
     from charlm.generation import sampling as gen
@@ -146,6 +187,7 @@ def _sample(model, prefix, length: int, options, *, items, unknown: str, as_json
     # the prefix in the run's text form (data.lowercase, data.normalize); <eod> zeroes a row's state in a model
     # trained with the reset, and prints as a line break (plain_chars)
     given = {"device": dev, "unknown": unknown, "reset": reset_id(model.config, vocab), **vars(options)}
+    given["mixing"] = mixing
     prefix = normalise_prefix(prefix, model.config.data)
     if as_json or options.beam or options.num_samples > 1:
         made = gen.samples(net, vocab, prefix, length=length, **given)

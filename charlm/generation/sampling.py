@@ -132,6 +132,7 @@ def stream(
     device: torch.device | str = "cpu",
     unknown: str = "refuse",
     reset: int | None = None,
+    mixing=None,
     **options,
 ) -> Stream:
     """The next ids (num_samples,) one step at a time (see `Stream`); `options` are SamplingOptions' fields.
@@ -139,12 +140,13 @@ def stream(
     Everything is checked here, before the first step, so a caller can rely on it before it prints anything.
     prefix None starts at a new line (`start_text`). Beam search does not stream: use `samples`. `reset`:
     the id (<eod>) whose reading zeroes a row's state, for a model trained with train.reset_state_at_documents
-    (evaluate.reset_id); None carries the state on, as before.
+    (evaluate.reset_id); None carries the state on, as before. `mixing`: see Stream.
     """
     chosen = SamplingOptions.of(options)
     if chosen.beam:
         raise UsageError("beam search does not stream: call samples() (or generate())")
-    return Stream(model, vocab, prefix, length=length, options=chosen, device=device, unknown=unknown, reset=reset)
+    given = {"device": device, "unknown": unknown, "reset": reset, "mixing": mixing}
+    return Stream(model, vocab, prefix, length=length, options=chosen, **given)
 
 
 def samples(
@@ -157,14 +159,17 @@ def samples(
     unknown: str = "refuse",
     reset: int | None = None,
     progress=None,
+    mixing=None,
     **options,
 ) -> list[Sample]:
     """`num_samples` samples (the best beams with beam=N), each with its stop and its bits per char; `reset`
-    as in `stream`; `progress`: beam search's (beam.beam_search)."""
+    and `mixing` as in `stream` (beam search ranks by the network alone); `progress`: beam search's."""
     chosen = SamplingOptions.of(options)
     if not chosen.beam:
-        made = Stream(model, vocab, prefix, length=length, options=chosen, device=device, unknown=unknown, reset=reset)
-        return made.samples()
+        given = {"device": device, "unknown": unknown, "reset": reset, "mixing": mixing}
+        return Stream(model, vocab, prefix, length=length, options=chosen, **given).samples()
+    if mixing is not None:
+        raise UsageError("beam search ranks by the network alone: sample without --beam to use the mix")
     from charlm.generation.beam import beam_search
 
     chosen.check(length)
@@ -227,11 +232,14 @@ class Stream:
         end: int | None = None,
         reset: int | None = None,
         rows: tuple[str, str] = ("sample", "--num-samples"),
+        mixing=None,
     ):
         """`start`: ids read before the prefix (an item's <eod>); `end`: an id that ends a sample like a stop
         text (an item's <eod>: it ends with the stop index len(options.stop)); `reset`: an id (<eod>) whose
         reading zeroes a row's state first, as training with train.reset_state_at_documents did; `rows`: what
-        each row is and the flag that counts them, for messages (items: ("item", "--items"))."""
+        each row is and the flag that counts them, for messages (items: ("item", "--items")); `mixing`: what
+        makes the network's logits into another distribution's each step (counts.sampling.MixedNext: `start`,
+        `log_probs`, `push`), None for the network's own."""
         options.check(length)
         first = read_first(vocab, prefix, unknown=unknown, start=start)
         check_sizes(options, length, prefix_chars=len(first), model=model, device=device, rows=rows)
@@ -248,6 +256,9 @@ class Stream:
         self.ids: list[torch.Tensor] = []
         self.log_probs: list[torch.Tensor] = []  # of each chosen id under the model's own distribution
         self.generator = _generator(options, device)  # this stream's own: a server batches streams apart
+        self.mixing = mixing
+        if mixing is not None:
+            mixing.start(self.context)
         self._steps = self._run(model, length)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
@@ -287,6 +298,7 @@ class Stream:
         """The next ids (num_samples,) from this step's logits (num_samples, vocab), recorded; a caller that
         steps the model itself (a server stepping many streams in one batch) calls it once per step."""
         o = self.options
+        logits = self.mixing.log_probs(logits) if self.mixing is not None else logits
         chosen = self.penalty(logits) if self.penalty else logits
         current = sample_next(chosen, temperature=o.temperature, top_k=o.top_k, top_p=o.top_p, generator=self.generator)
         self.record(current, logits.float().log_softmax(-1).gather(1, current[:, None]).squeeze(1))
@@ -297,6 +309,8 @@ class Stream:
         caller that samples the rows of many streams at once, for streams without a repetition penalty)."""
         self.ids.append(current)
         self.log_probs.append(log_probs)
+        if self.mixing is not None:
+            self.mixing.push(current)
         if self.penalty:
             self.penalty.push(current)
 
