@@ -45,6 +45,7 @@ class TextReader:
         file: str | Path | None = None,
         split: str | None = None,
         dynamic: bool = False,
+        mix: bool = False,
         **dynamic_options: Any,
     ) -> dict:
         """Score `text`, a text `file`, or a `split` of the training corpus (the default: val).
@@ -52,7 +53,8 @@ class TextReader:
         Returns {"nats_per_char", "bits_per_char", "perplexity", "chars", "protocol", "source"}, with the
         protocol of training's evals (see charlm.evaluate); text and files get the corpus's normalisation.
         With dynamic=True, dynamic evaluation's figures (`method`, `lr`, `decay` as --dynamic-* takes them),
-        the text read in one stream, with the static figure of the same stream under "static".
+        the text read in one stream, with the static figure of the same stream under "static". With mix=True,
+        `perplexity --mix --json`'s: the network's figures, and the mix's under "mix" (needs charlm[novelty]).
         """
         from charlm.evaluate import TextSource, score_model
 
@@ -60,10 +62,22 @@ class TextReader:
             raise UsageError("score one thing: text, file or split")
         # the CLI's checks; a text is read as a file holding it
         source = TextSource(split=split, file=path_arg(file, "file"), text=text, text_as_file=True)
+        if mix is not False:
+            return self._mixed(source, mix, dynamic, dynamic_options)
         if dynamic is not False or dynamic_options:
             return self._dynamic(source, dynamic, dynamic_options)
         result, _ = score_model(self.net, self.vocab, self.checkpoint, source=source, device=self.device)
         return result
+
+    def _mixed(self, source, mix: object, dynamic: object, options: dict) -> dict:
+        from charlm.counts.scoring import score_text_mixed
+        from charlm.evaluate import text_to_score
+
+        if mix is not True or dynamic not in (True, False):
+            raise UsageError(f"mix and dynamic must be True or False, not {shown(mix)} and {shown(dynamic)}")
+        scored = text_to_score(self.net, self.vocab, self.checkpoint, source)
+        reading = _dynamic_options(options) if dynamic else None
+        return score_text_mixed(scored, self.path, self.which, device=self.device, dynamic=reading).to_dict()
 
     def _dynamic(self, source, dynamic: object, options: dict) -> dict:
         from charlm.dynamic.run import STATIC, adapt, figures
@@ -166,9 +180,12 @@ class Model(TextReader):
 
         The prefix is read in the run's own text form (data.lowercase, data.normalize: "The" is "the" to a
         lower-cased model) and starts the text in that form; a model trained with
-        train.reset_state_at_documents zeroes a sample's state where it writes <eod>, as in training."""
+        train.reset_state_at_documents zeroes a sample's state where it writes <eod>, as in training.
+        mix=True samples from the model mixed with its counts (generate --mix; max_copy as --max-copy)."""
         from charlm.generation.sampling import generate
 
+        if options.pop("mix", False):
+            options["mixing"] = self._mixing(options.pop("max_copy", None))
         return generate(
             self.net,
             self.vocab,
@@ -181,6 +198,13 @@ class Model(TextReader):
             device=self.device,
             **options,
         )
+
+    def _mixing(self, max_copy: int | None):
+        from charlm.counts.sampling import MixedNext
+        from charlm.counts.scoring import load_mix
+
+        mix = load_mix(self.path, self.checkpoint, self.net, device=self.device, say=lambda line: None)
+        return MixedNext(mix.index, mix.static, max_copy=max_copy)
 
     def stream(
         self,

@@ -12,6 +12,7 @@ from helpers import save_untrained_run
 
 from charlm.cli.main import main
 from charlm.counts import kept
+from charlm.errors import UsageError
 from charlm.store.model_dir import load_checkpoint
 
 pytest.importorskip("pydivsufsort")
@@ -140,3 +141,29 @@ def test_sampling_from_the_mix_recites_what_the_counts_know_and_max_copy_stops_i
 def test_mix_flags_that_cannot_work_are_refused_in_one_line(run, capsys, args, says):
     code, _, err = generate(capsys, run, *args)
     assert code == 2 and says in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_python_api_mixes_as_the_cli_does(run, capsys):
+    import charlm
+
+    model = charlm.load(run)
+    code, cli_figures, _ = perplexity(capsys, "-r", str(run), "--json", "--mix")
+    api_figures = model.perplexity(mix=True)
+    assert api_figures["mix"]["nats_per_char"] == pytest.approx(cli_figures["mix"]["nats_per_char"], rel=1e-9)
+    assert api_figures["nats_per_char"] == cli_figures["nats_per_char"]
+    mixed = model.generate("the ", 80, temperature=0, mix=True)
+    assert mixed != model.generate("the ", 80, temperature=0)
+    with pytest.raises(UsageError, match="True or False"):
+        model.perplexity(mix="yes")
+
+
+def test_an_exported_folder_says_the_mix_is_left_out_and_builds_it_in_the_cache(run, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    capsys.readouterr()
+    assert main(["export", "-r", str(run), "--out", str(tmp_path / "model")]) == 0
+    assert "the mix with counts (--mix) is left out" in capsys.readouterr().err
+    code, from_run, _ = perplexity(capsys, "-r", str(run), "--json", "--mix")
+    code, from_folder, err = perplexity(capsys, "--model", str(tmp_path / "model"), "--json", "--mix")
+    assert code == 0 and str(tmp_path / "cache") in err  # kept in the user cache, never in the folder
+    assert not any(p.name.startswith(("counts", "mix")) for p in (tmp_path / "model").iterdir())
+    assert from_folder["mix"]["nats_per_char"] == pytest.approx(from_run["mix"]["nats_per_char"], rel=1e-9)

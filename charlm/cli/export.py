@@ -47,6 +47,12 @@ def export(
     if out_dir is not None:
         folder = export_model(run_dir, out_dir, checkpoint)
         cli.out.print(f"wrote {folder}/ (model.safetensors, config.json, vocab.json, README.md)", markup=False)
+        # the mix's index is the training text's (as large as it, and the text itself): it stays with the run
+        cli.err.print(
+            "note: the mix with counts (--mix) is left out of the folder: its index holds the training text; "
+            "--mix on the folder builds it again (in the user cache) where that corpus can be read",
+            markup=False,
+        )
     if onnx is not None:
         from charlm.export.onnx import export_onnx
 

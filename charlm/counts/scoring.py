@@ -146,6 +146,11 @@ def score_mixed(
     from charlm.evaluate import load_text_to_score
 
     scored = load_text_to_score(folder, which, source, device=device)
+    return score_text_mixed(scored, folder, which, device=device, dynamic=dynamic, say=say)
+
+
+def score_text_mixed(scored, folder: Path, which: str, *, device, dynamic=None, say=lambda line: None) -> MixedScore:
+    """score_mixed for a model and text already loaded (evaluate.TextToScore), the model from `folder`."""
     mix = load_mix(folder, scored.checkpoint, scored.model, device=device, say=say)
     cfg = scored.checkpoint.config
     if dynamic is None:
