@@ -88,9 +88,21 @@ def test_dynamic_reading_mixes_the_counts_of_the_text_read_too(run, capsys):
     assert mixed["mix"]["nats_per_char"] < mixed["nats_per_char"]
 
 
-def test_the_mix_with_a_view_is_refused_in_one_line(run, capsys):
-    code, _, err = perplexity(capsys, "-r", str(run), "--mix", "--show")
-    assert code == 2 and "--mix reports the figures only" in err and len(err.strip().splitlines()) == 1
+def test_the_views_score_with_the_mix_and_add_up_to_its_figure(run, tmp_path, capsys):
+    code, mixed, _ = perplexity(capsys, "-r", str(run), "--json", "--mix")
+    code, viewed, _ = perplexity(capsys, "-r", str(run), "--json", "--mix", "--breakdown")
+    assert code == 0
+    assert viewed["nats_per_char"] == pytest.approx(mixed["mix"]["nats_per_char"], rel=1e-9)
+    bands = viewed["breakdown"]["bands"]
+    assert sum(b["chars"] for b in bands) == viewed["chars"] and sum(
+        b["share_of_loss"] for b in bands
+    ) == pytest.approx(1)
+    spent = sum(b["chars"] * b["mean_bits"] for b in bands if b["chars"])
+    assert spent / viewed["chars"] == pytest.approx(viewed["bits_per_char"], rel=1e-9)  # the bands add up to the mix's
+    code, out, _ = perplexity(capsys, "-r", str(run), "--mix", "--show", "--show-chars", "200")
+    assert code == 0 and "mixed with counts" in out
+    code, _, _ = perplexity(capsys, "-r", str(run), "--mix", "--html", str(tmp_path / "page.html"))
+    assert code == 0 and "mixed with counts" in (tmp_path / "page.html").read_text(encoding="utf-8")
 
 
 def test_a_run_without_a_val_split_fits_on_the_end_of_its_train_split(tmp_path, capsys):

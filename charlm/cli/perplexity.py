@@ -122,8 +122,8 @@ def perplexity(
     if dynamic_stats and _measure_stats(folder, checkpoint, device=where, alone=not dynamic):
         return
     looked_at = show or html is not None or breakdown or novelty
-    if mix:
-        return _print_mixed(folder, checkpoint, source, adapting, device=where, as_json=as_json, looked_at=looked_at)
+    if mix and not looked_at:
+        return _print_mixed(folder, checkpoint, source, adapting, device=where, as_json=as_json)
     if looked_at:
         return _surprisal(
             folder,
@@ -135,7 +135,7 @@ def perplexity(
             html=html,
             show_chars=show_chars,
             force=force,
-            losses_of=_dynamic_losses(folder, checkpoint, adapting, device=where),
+            losses_of=_losses_of(folder, checkpoint, adapting, device=where, mix=mix),
             copied_min=novelty_min_span if novelty else None,
         )
     if adapting is not None:
@@ -229,7 +229,13 @@ def _dynamic_options(dynamic: bool, method: str, lr, decay, tune: bool, stats: b
     return DynamicOptions(method, lr, decay, tune=tune)
 
 
-def _dynamic_losses(folder: Path, checkpoint: str, options, *, device):
+def _losses_of(folder: Path, checkpoint: str, options, *, device, mix: bool):
+    """What scores the text for the views: the mix's, dynamic evaluation's, or None (evaluate's protocol)."""
+    if mix:
+        from charlm.counts.scoring import MixedLosses
+
+        say = lambda line: cli.err.print(line, markup=False)  # noqa: E731
+        return MixedLosses(folder, checkpoint, device=device, dynamic=options, say=say)
     if options is None:
         return None
     from charlm.dynamic.run import DynamicLosses
@@ -269,11 +275,9 @@ def _print_dynamic(folder: Path, checkpoint: str, source: TextSource, options, *
     print_dynamic(cli.out, folder, checkpoint, result)
 
 
-def _print_mixed(folder: Path, checkpoint: str, source: TextSource, options, *, device, as_json: bool, looked_at: bool):
+def _print_mixed(folder: Path, checkpoint: str, source: TextSource, options, *, device, as_json: bool) -> None:
     from charlm.counts.scoring import score_mixed
 
-    if looked_at:
-        raise UsageError("--mix reports the figures only: drop --show, --html, --breakdown and --novelty")
     result = score_mixed(
         folder, checkpoint, source, device=device, dynamic=options, say=lambda line: cli.err.print(line, markup=False)
     )

@@ -65,11 +65,16 @@ class CountIndex:
     def __len__(self) -> int:
         return len(self.rev)
 
+    @property
+    def nbytes(self) -> int:
+        """The memory of its arrays (the kept histograms aside: at most KEPT_HISTOGRAMS rows of V)."""
+        return self.rev.nbytes + self.sa.nbytes + self.succ.nbytes
+
     def __post_init__(self):
         n = len(self.rev)
         # succ[j]: the character that followed, in the text, the occurrence at suffix-array slot j; vocab_size
         # for the text's last character, which nothing followed
-        succ = np.full(n, self.vocab_size, dtype=np.int32)
+        succ = np.full(n, self.vocab_size, dtype=id_type(self.vocab_size + 1))
         has = self.sa > 0
         succ[has] = self.rev[self.sa[has] - 1]
         self.succ = succ

@@ -168,3 +168,34 @@ def score_text_mixed(scored, folder: Path, which: str, *, device, dynamic=None, 
 
     losses = DynamicLosses(folder, which, dynamic, device=device)(scored, keep=None, top_k=0, features=True)
     return MixedScore(scored.source, losses, mixed_losses(losses, scored.ids, mix.index, mix.dynamic), True)
+
+
+class MixedLosses:
+    """The per-character losses of the mix, for `surprisal.analyse` (--show, --html and --breakdown with --mix):
+    the network's (static, or dynamic evaluation's with `dynamic`) made into the mix's. The top predictions
+    shown on the page stay the network's; `label` says so."""
+
+    def __init__(self, folder: Path, which: str, *, device, dynamic=None, say: Callable[[str], object]):
+        self.folder, self.which, self.device, self.dynamic, self.say = folder, which, device, dynamic, say
+        self.label = "mixed with counts; predictions: the network's"
+
+    def __call__(self, scored, *, keep: int | None, top_k: int) -> CharLosses:
+        mix = load_mix(self.folder, scored.checkpoint, scored.model, device=self.device, say=self.say)
+        cfg = scored.checkpoint.config
+        if self.dynamic is None:
+            reading = dict(batch_size=scored.streams, num_steps=cfg.train.num_steps, device=self.device)
+            losses = char_losses(
+                scored.model, scored.ids, reset=reset_id(cfg, scored.vocab), top_k=top_k, features=True, **reading
+            )
+            mixer = mix.static
+        else:
+            from charlm.dynamic.run import DynamicLosses
+
+            adapted = DynamicLosses(self.folder, self.which, self.dynamic, device=self.device)
+            losses = adapted(scored, keep=None, top_k=top_k, features=True)
+            self.label = f"{adapted.label}, {self.label}"
+            mixer = mix.dynamic
+        mixed = mixed_losses(losses, scored.ids, mix.index, mixer)
+        kept = slice(0, mixed.chars if keep is None else min(keep, mixed.chars))
+        top = (losses.top_ids[kept], losses.top_probs[kept]) if top_k else (None, None)
+        return CharLosses(mixed.nats[kept], mixed.total, mixed.chars, mixed.count, mixed.cost, *top)
