@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from charlm.analysis.novelty_index import index_key
 from charlm.counts import kept
 from charlm.counts.index import CountIndex
 from charlm.counts.mixer import Mixer, fit
@@ -62,7 +63,7 @@ def load_mix(folder: Path, checkpoint: Checkpoint, model, *, device, say: Callab
     from charlm.dynamic.stats import weights_hash
 
     index = kept.load_index(folder, checkpoint, say)
-    key, weights = kept.novelty_index.index_key(checkpoint), weights_hash(model)
+    key, weights = index_key(checkpoint), weights_hash(model)
     path = kept.mix_path(folder, key, weights)
     mixers = kept.read_mixers(path, key=key, weights=weights, vocab_size=index.vocab_size)
     if mixers is None:
