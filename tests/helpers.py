@@ -53,6 +53,20 @@ def save_untrained_run(folder, corpus, settings=()):
     return folder
 
 
+LINES = ["the cat sat on the mat", "and then ran far away", "a dog sat on a log", "then the cat ran away"]
+
+
+def lines_run(folder, *, lines: int, settings=()):
+    """A run folder (save_untrained_run) on a corpus of LINES in a seeded random order, `lines` of them, written
+    beside the folder: a text the training split's counts know by heart and an untrained model does not."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    corpus = folder.parent / "corpus.txt"
+    corpus.write_text("\n".join(LINES[i] for i in rng.integers(0, len(LINES), lines)) + "\n", encoding="utf-8")
+    return save_untrained_run(folder, str(corpus), settings)
+
+
 def screenshot_colours(png: bytes) -> int:
     """How many distinct colours a PNG screenshot has: 1 for a blank page, hundreds for a rendered one."""
     import io

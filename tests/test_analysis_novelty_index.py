@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import make_unreadable, save_untrained_run
+from helpers import LINES, lines_run, make_unreadable
 
 from charlm.analysis import novelty_index as ni
 from charlm.cli.main import main
@@ -23,17 +23,11 @@ from charlm.store.model_dir import load_checkpoint
 pytest.importorskip("pydivsufsort")
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-LINES = ["the cat sat on the mat", "and then ran far away", "a dog sat on a log", "then the cat ran away"]
-
 
 @pytest.fixture
 def run(tmp_path) -> Path:
     """A run folder (an untrained model: the index depends on the corpus, not on the weights)."""
-    rng = np.random.default_rng(0)
-    text = "\n".join(LINES[i] for i in rng.integers(0, len(LINES), 400)) + "\n"
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text(text, encoding="utf-8")
-    return save_untrained_run(tmp_path / "run", str(corpus), ["data.val_fraction=0.1"])
+    return lines_run(tmp_path / "run", lines=400, settings=["data.val_fraction=0.1"])
 
 
 def load(run: Path, said: list | None = None):

@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-from helpers import save_untrained_run
+from helpers import LINES, lines_run, save_untrained_run
 
 from charlm.cli.main import main
 from charlm.counts import kept
@@ -18,17 +17,11 @@ from charlm.store.model_dir import load_checkpoint
 pytest.importorskip("pydivsufsort")
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-LINES = ["the cat sat on the mat", "and then ran far away", "a dog sat on a log", "then the cat ran away"]
-
 
 @pytest.fixture
 def run(tmp_path) -> Path:
     """A run folder of an untrained model on a text of four lines repeated: the counts know it, the model not."""
-    rng = np.random.default_rng(0)
-    text = "\n".join(LINES[i] for i in rng.integers(0, len(LINES), 300)) + "\n"
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text(text, encoding="utf-8")
-    return save_untrained_run(tmp_path / "run", str(corpus), ["data.val_fraction=0.2"])
+    return lines_run(tmp_path / "run", lines=300, settings=["data.val_fraction=0.2"])
 
 
 def perplexity(capsys, *args: str) -> tuple[int, dict | str, str]:

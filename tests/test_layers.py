@@ -25,7 +25,8 @@ LAYERS = [
     ("config", "coerce"),  # typed settings, validated once; plain data to typed dataclasses
     ("data", "model"),  # text to ids to batches; the network
     ("store",),  # what is kept on disk: state, checkpoints, run and model folders
-    ("evaluate", "dynamic", "generation", "analysis", "counts"),  # a model used: scored, adapted, sampled, inside, mixed
+    # a model used: scored, adapted, sampled, looked inside, mixed with counts
+    ("evaluate", "dynamic", "generation", "analysis", "counts"),
     ("ui",),  # what people see: terminal, tables, plots, pages
     ("training", "autosize", "export", "serve"),  # the work: train, size a config, write or serve a model
     ("api",),  # the Python API

@@ -11,21 +11,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from helpers import save_untrained_run
+from helpers import lines_run
 
 from charlm.evaluate import TextSource, score_run
 
 pytest.importorskip("pydivsufsort")
 REPO = Path(__file__).resolve().parents[2]
-LINES = ["the cat sat on the mat", "and then ran far away", "a dog sat on a log", "then the cat ran away"]
 
 
 def test_the_row_holds_the_network_the_counts_the_mix_and_each_compressor_found(tmp_path):
-    rng = np.random.default_rng(0)
-    (tmp_path / "corpus.txt").write_text("\n".join(LINES[i] for i in rng.integers(0, 4, 300)) + "\n")
-    run = save_untrained_run(tmp_path / "run", str(tmp_path / "corpus.txt"), ["data.val_fraction=0.2"])
+    run = lines_run(tmp_path / "run", lines=300, settings=["data.val_fraction=0.2"])
     out = tmp_path / "rows.json"
     done = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "vs_compressors.py"), str(run), "--no-dynamic", "--json", str(out)],
