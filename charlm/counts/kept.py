@@ -44,16 +44,16 @@ def training_split(checkpoint: Checkpoint):
         import pydivsufsort  # noqa: F401
     except ImportError:
         needs = "mixing with counts needs pydivsufsort"
-        raise UsageError(f"{needs}: pip install 'charlm[novelty]', or score without --mix") from None
+        raise UsageError(f"{needs}: pip install 'charlm[novelty]', or drop --mix") from None
     vocab = vocab_of(checkpoint)
     corpus = data.load_corpus(checkpoint.config.data, vocab=vocab)
     if corpus.sha256 != checkpoint.corpus_sha256 or corpus.vocab != vocab:
         raise CorpusError(
             f"corpus {checkpoint.config.data.corpus} changed since this run was trained: the counts are of its "
-            "training split, which is no longer there: score without --mix"
+            "training split, which is no longer there: drop --mix"
         )
     if len(corpus.train) < 2:
-        raise CorpusError(f"corpus {checkpoint.config.data.corpus} has no training split to count: score without --mix")
+        raise CorpusError(f"corpus {checkpoint.config.data.corpus} has no training split to count: drop --mix")
     return corpus
 
 
@@ -127,7 +127,7 @@ def fit_text(checkpoint: Checkpoint, index: CountIndex) -> tuple[torch.Tensor, C
         return corpus.val, index, "val split"
     cut = int(len(corpus.train) * (1 - HOLD_OUT))
     if cut < 2 or len(corpus.train) - cut < 2:
-        raise CorpusError("the train split is too short to hold out a part to fit the mix on: score without --mix")
+        raise CorpusError("the train split is too short to hold out a part to fit the mix on: drop --mix")
     head = CountIndex.of(corpus.train[:cut].numpy(), len(checkpoint.vocab))
     return corpus.train[cut:], head, f"last {HOLD_OUT:.0%} of the train split"
 
@@ -135,7 +135,7 @@ def fit_text(checkpoint: Checkpoint, index: CountIndex) -> tuple[torch.Tensor, C
 def check_report(report: dict) -> None:
     """A fit whose losses are not finite is refused (nothing kept)."""
     if not all(math.isfinite(v) for k, v in report.items() if k.endswith("nats_per_char")):
-        raise RunError(f"fitting the mix on the {report['text']} gave a loss that is not finite: score without --mix")
+        raise RunError(f"fitting the mix on the {report['text']} gave a loss that is not finite: drop --mix")
 
 
 def vocab_of(checkpoint: Checkpoint):
