@@ -64,6 +64,7 @@ def test_other_weights_fit_the_mix_again_and_a_tampered_index_is_rebuilt(run, ca
     assert json.loads((run / kept.MIX_NAME).read_text())["weights"] != "0" * 32
 
 
+@pytest.mark.slow
 def test_a_mix_json_that_is_not_the_mixers_is_fitted_again(run, capsys):
     perplexity(capsys, "-r", str(run), "--json", "--mix")
     saved = json.loads((run / kept.MIX_NAME).read_text())
@@ -148,6 +149,7 @@ def test_mix_flags_that_cannot_work_are_refused_in_one_line(run, capsys, args, s
     assert code == 2 and says in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_the_python_api_mixes_as_the_cli_does(run, capsys):
     import charlm
 
@@ -162,6 +164,7 @@ def test_the_python_api_mixes_as_the_cli_does(run, capsys):
         model.perplexity(mix="yes")
 
 
+@pytest.mark.slow
 def test_an_exported_folder_says_the_mix_is_left_out_and_builds_it_in_the_cache(run, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     capsys.readouterr()

@@ -20,6 +20,7 @@ pytest.importorskip("pydivsufsort")
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_the_row_holds_the_network_the_counts_the_mix_and_each_compressor_found(tmp_path):
     run = lines_run(tmp_path / "run", lines=300, settings=["data.val_fraction=0.2"])
     out = tmp_path / "rows.json"
