@@ -52,6 +52,9 @@ class StepCache:
             return self.made[weights]
 
 
+JOIN_SECONDS = 5.0  # how long close() waits for a worker still finishing a step
+
+
 class Scheduler:
     def __init__(self, model, limits: Limits, *, device):
         self.model, self.limits, self.device = model, limits, device
@@ -69,7 +72,10 @@ class Scheduler:
         for thread in self.threads:
             thread.start()
 
-    def close(self) -> None:
+    def close(self, wait: float = JOIN_SECONDS) -> None:
+        """Refuse new work, cancel what waits, and let the workers end (waiting up to `wait` s for each): a worker
+        thread still alive in torch as the interpreter ends can abort the process ("terminate called without an
+        active exception", exit -6, seen once in a stop that had drained)."""
         with self.lock:
             self.closed = True
             for group in self.pending:
@@ -77,6 +83,9 @@ class Scheduler:
                     job.cancelled.set()
             self.pending.clear()
             self.lock.notify_all()
+        for thread in self.threads:
+            if thread.is_alive() and thread is not threading.current_thread():
+                thread.join(wait)
 
     def submit(self, job: Job) -> bool:
         """Admit the job (True), or refuse it: the queue is full (False)."""
