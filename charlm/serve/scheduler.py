@@ -55,6 +55,14 @@ class StepCache:
 JOIN_SECONDS = 5.0  # how long close() waits for a worker still finishing a step
 
 
+def join_workers(threads: list[threading.Thread], wait: float = JOIN_SECONDS) -> None:
+    """Wait (up to `wait` s each) for the worker threads to end: one still alive in torch as the interpreter ends
+    can abort the process ("terminate called without an active exception", exit -6: seen once after a drain)."""
+    for thread in threads:
+        if thread.is_alive() and thread is not threading.current_thread():
+            thread.join(wait)
+
+
 class Scheduler:
     def __init__(self, model, limits: Limits, *, device):
         self.model, self.limits, self.device = model, limits, device
@@ -72,10 +80,8 @@ class Scheduler:
         for thread in self.threads:
             thread.start()
 
-    def close(self, wait: float = JOIN_SECONDS) -> None:
-        """Refuse new work, cancel what waits, and let the workers end (waiting up to `wait` s for each): a worker
-        thread still alive in torch as the interpreter ends can abort the process ("terminate called without an
-        active exception", exit -6, seen once in a stop that had drained)."""
+    def close(self) -> None:
+        """Refuse new work, cancel what waits, and let the workers end (see join_workers)."""
         with self.lock:
             self.closed = True
             for group in self.pending:
@@ -83,9 +89,7 @@ class Scheduler:
                     job.cancelled.set()
             self.pending.clear()
             self.lock.notify_all()
-        for thread in self.threads:
-            if thread.is_alive() and thread is not threading.current_thread():
-                thread.join(wait)
+        join_workers(self.threads)
 
     def submit(self, job: Job) -> bool:
         """Admit the job (True), or refuse it: the queue is full (False)."""
