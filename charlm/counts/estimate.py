@@ -70,13 +70,19 @@ def order_params(params: torch.Tensor, orders: int) -> torch.Tensor:
 
 
 def target_probs(ev: Evidence, params: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """P(the position's character) under the counts, float64: 0 for a character outside the vocabulary."""
-    p = torch.full(ev.n.shape[1:], 1.0 / vocab_size, dtype=torch.float64)
+    """P(the position's character) under the counts, float64: 0 for a character outside the vocabulary.
+
+    The recursion over orders, p_k = alpha_k * p_{k-1} + beta_k (alpha 1, beta 0 where the context never
+    occurs), unrolled: p = sum_k beta_k * prod_{j>k} alpha_j + prod_j alpha_j / V, a few whole-array operations
+    instead of a dozen per order (the mixer's fit runs it, and its gradient, a hundred times)."""
     rows = order_params(params, ev.n.shape[0])
-    for k in range(ev.n.shape[0]):
-        a = ev.u[k] * rows[k, 0].exp() + rows[k, 1].exp()
-        p = torch.where(ev.n[k] > 0, (ev.hits[k] + a * p) / (ev.n[k] + a), p)
-    return p
+    a = ev.u * rows[:, :1].exp() + rows[:, 1:].exp()
+    seen = ev.n > 0
+    alpha = torch.where(seen, a / (ev.n + a), 1.0)
+    beta = torch.where(seen, ev.hits / (ev.n + a), 0.0)
+    # after[k] = prod_{j>k} alpha_j: the reversed cumulative product, shifted by one order
+    after = torch.cat([alpha[1:].flip(0).cumprod(0).flip(0), torch.ones_like(alpha[:1])])
+    return (beta * after).sum(0) + alpha.prod(0) / vocab_size
 
 
 def distributions(
