@@ -36,6 +36,20 @@ AllowedHost = Annotated[
         "--allowed-host", help="A name clients may call the server by (the Host header), e.g. lm.example.org."
     ),
 ]
+Mix = Annotated[
+    bool,
+    typer.Option(
+        "--mix",
+        help="Serve the model mixed with counts of its training text: samples, figures and logprobs "
+        "(as generate --mix and perplexity --mix). Needs charlm[novelty].",
+    ),
+]
+MaxCopy = Annotated[
+    Optional[int],
+    typer.Option(
+        "--max-copy", help="With --mix: the network alone once a sample's last N characters are in the training text."
+    ),
+]
 EXTRA = "charlm serve needs the serve extra: pip install 'charlm[serve]'"
 
 
@@ -51,6 +65,8 @@ def serve(
     api_key: ApiKey = None,
     cors_origin: CorsOrigin = None,
     allowed_host: AllowedHost = None,
+    mix: Mix = False,
+    max_copy: MaxCopy = None,
 ) -> None:
     """Serve a trained run (or an exported model) over HTTP: POST /generate and /perplexity, GET /model and
     /health, OpenAI's /v1/completions, /v1/chat/completions and /v1/models, /metrics, the OpenAPI schema at
@@ -67,13 +83,18 @@ def serve(
     from charlm.serve.limits import Limits
     from charlm.serve.server import everywhere, listen, loopback, run, url
 
+    if max_copy is not None and (not mix or max_copy < 1):
+        raise UsageError(
+            "--max-copy guards the mix: pass --mix, and a length >= 1" if mix else "--max-copy needs --mix"
+        )
     limits = Limits.of(limit or [])  # before the model is read: bad flags fail fast
     keys = api_keys(api_key)
     sock = listen(host, port)
     try:
         model = load(model_source(run_dir, model_dir), checkpoint, device)
         hosts = host_names(host, allowed_host)
-        app = create_app(model, limits, keys=keys, cors_origins=tuple(cors_origin or ()), hosts=hosts)
+        served_mix = _mix(model, max_copy) if mix else None
+        app = create_app(model, limits, keys=keys, cors_origins=tuple(cors_origin or ()), hosts=hosts, mix=served_mix)
     except BaseException:
         sock.close()
         raise
@@ -88,3 +109,10 @@ def serve(
         f"serving {model.path} at {url(sock)} (its schema: {url(sock)}/openapi.json); Ctrl+C stops", markup=False
     )
     run(app, sock)
+
+
+def _mix(model, max_copy: Optional[int]):
+    """The served model's mix, fitted and kept on first use (before the server answers anything)."""
+    from charlm.serve.mixing import ServedMix
+
+    return ServedMix.load(model, max_copy=max_copy, say=lambda line: cli.err.print(line, markup=False))

@@ -43,11 +43,11 @@ ANSWERS = {400: ERROR, 413: ERROR, 422: ERROR, 503: ERROR, 504: ERROR}
 
 
 def create_app(
-    model, limits: Limits | None = None, *, keys: tuple[str, ...] = (), cors_origins=(), hosts=None
+    model, limits: Limits | None = None, *, keys: tuple[str, ...] = (), cors_origins=(), hosts=None, mix=None
 ) -> FastAPI:
     """The app serving `model` (what `charlm.load` returns: net, vocab, checkpoint, device) within `limits`;
     with `keys`, only to requests that carry one (access.py); `cors_origins`: the browser origins allowed;
-    `hosts`: the Host names served (None: any; access.host_names)."""
+    `hosts`: the Host names served (None: any; access.host_names); `mix`: a mixing.ServedMix (serve --mix)."""
     limits = limits or Limits()
     scheduler = Scheduler(model.net, limits, device=model.device)
     metrics = ServeMetrics(scheduler)
@@ -69,6 +69,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.model, app.state.limits, app.state.scheduler, app.state.metrics = model, limits, scheduler, metrics
+    app.state.mix = mix
     app.state.active, app.state.draining = 0, False  # requests under way; stopping (server.py)
     app.add_middleware(BodyLimit, limit=limits.body_limit, read_time=limits.read_time, state=app.state)
     app.add_middleware(Gate, keys=tuple(keys), state=app.state, hosts=hosts)
@@ -90,7 +91,7 @@ def _routes(app: FastAPI, generate_request, perplexity_request) -> None:
 
     @app.post("/generate", responses=ANSWERS, summary="Sample text (the objects of `charlm generate --json`)")
     async def generate(body: generate_request, request: Request):
-        job, options = generation_job(state.model, body, Reply(asyncio.get_running_loop()))
+        job, options = generation_job(state.model, body, Reply(asyncio.get_running_loop()), state.mix)
         records = _records(body.length, options)
         if body.stream:
             return _admitted(job) or Streamed(_events(job, records), on_close=lambda: finished(state, job))
@@ -98,12 +99,12 @@ def _routes(app: FastAPI, generate_request, perplexity_request) -> None:
 
     @app.post("/perplexity", responses=ANSWERS, summary="Score a text (`charlm perplexity --json`'s figures)")
     async def perplexity(body: perplexity_request, request: Request):
-        job = scoring_job(state.model, body, Reply(asyncio.get_running_loop()))
+        job = scoring_job(state.model, body, Reply(asyncio.get_running_loop()), state.mix)
         return _admitted(job) or await _answer(job, lambda result: result, request)
 
     @app.get("/model", summary="The model's facts (those of its model card)")
     async def facts():
-        return model_facts(state.model)
+        return model_facts(state.model, state.mix)
 
     @app.head("/health", include_in_schema=False)  # a load balancer's probe: the status alone
     @app.get("/health", summary="Up (200), or stopping (503), and how busy")

@@ -64,7 +64,7 @@ class Batch:
 
     def _sample(self, logits: torch.Tensor, current: torch.Tensor, options, rows, members) -> None:
         """The next ids of one set of rows that share their options, into `current`, recorded by their streams."""
-        if options is None:  # a repetition penalty: the stream samples its own rows
+        if options is None:  # a repetition penalty or a mix: the stream samples its own rows
             (job, start, end), *_ = members
             current[start:end] = job.stream.choose(logits[start:end])
             return

@@ -111,9 +111,10 @@ class Job:
 
     def sampling(self) -> tuple | None:
         """What its rows are sampled with; jobs that agree are sampled in one call (None: on its own, for a
-        repetition penalty, which keeps state per stream)."""
+        repetition penalty or a mix, which keep state per stream)."""
         o = self.stream.options
-        return None if o.repetition_penalty != 1 else (o.temperature, o.top_k, o.top_p)
+        alone = o.repetition_penalty != 1 or self.stream.mixing is not None
+        return None if alone else (o.temperature, o.top_k, o.top_p)
 
     def visible(self, ids: list[int]) -> list[str]:
         """This step's characters, one per sample ('' for a sample that emitted a stop text before)."""

@@ -98,6 +98,7 @@ class Ask:
                     limits=state.limits,
                     reply=Reply(loop),
                     streamed=streamed,
+                    mix=state.mix,
                 )
             elif prompt.text:
                 check_prefix(state.model.vocab, prompt.text)  # refused now, not in a worker
@@ -191,7 +192,13 @@ class Ask:
         if self.top is None:
             return [None] * len(texts)
         job = logprobs_job(
-            state.model, Reply(asyncio.get_running_loop()), prompt.text, texts, top=self.top, echo=self.echo
+            state.model,
+            Reply(asyncio.get_running_loop()),
+            prompt.text,
+            texts,
+            top=self.top,
+            echo=self.echo,
+            mix=state.mix,
         )
         refused = admit(state, "/v1", [job])
         if refused is not None:

@@ -107,7 +107,9 @@ def check_penalties(body) -> None:
             )
 
 
-def generation(model, body, prompt: Prompt, *, max_tokens: int, limits: Limits, reply: Reply, streamed: bool) -> Job:
+def generation(
+    model, body, prompt: Prompt, *, max_tokens: int, limits: Limits, reply: Reply, streamed: bool, mix=None
+) -> Job:
     """The job that writes `n` choices after `prompt` (refused here when the prompt is too long to continue)."""
     if len(prompt.text) > limits.prefix_chars:
         raise Refusal(
@@ -133,7 +135,7 @@ def generation(model, body, prompt: Prompt, *, max_tokens: int, limits: Limits, 
         weights="fp32",
         stream=streamed,
     )
-    job, _ = generation_job(model, ask, reply)
+    job, _ = generation_job(model, ask, reply, mix)
     return job
 
 
@@ -152,17 +154,18 @@ def choice_texts(samples) -> list[tuple[str, str, int]]:
     return found
 
 
-def logprobs_job(model, reply: Reply, prompt: str, texts: list[str], *, top: int, echo: bool) -> Job:
-    """A job that reads each choice after its prompt again and gives its `logprobs` objects."""
+def logprobs_job(model, reply: Reply, prompt: str, texts: list[str], *, top: int, echo: bool, mix=None) -> Job:
+    """A job that reads each choice after its prompt again and gives its `logprobs` objects (the mix's with
+    `mix`, serve --mix's ServedMix)."""
     return Job(
         reply,
         work=lambda job: [
-            choice_logprobs(model, prompt, text, top=top, echo=echo, progress=job.check) for text in texts
+            choice_logprobs(model, prompt, text, top=top, echo=echo, progress=job.check, mix=mix) for text in texts
         ],
     )
 
 
-def choice_logprobs(model, prompt: str, text: str, *, top: int, echo: bool, progress=None) -> dict:
+def choice_logprobs(model, prompt: str, text: str, *, top: int, echo: bool, progress=None, mix=None) -> dict:
     """OpenAI's `logprobs` of one choice: its characters (after the prompt's with `echo`), each one's
     log-probability given everything before it (None for the very first, which nothing predicts), the `top`
     most likely characters at each position, and each character's offset in prompt + text."""
@@ -170,7 +173,7 @@ def choice_logprobs(model, prompt: str, text: str, *, top: int, echo: bool, prog
     head = read_first(vocab, prompt or None)  # the prompt's ids, or the new line a sample without one starts after
     ids = head + vocab.encode(text)
     shown = 0 if echo and prompt else len(head)
-    scores = None
+    chosen, best = [None] * len(ids), [None] * len(ids)
     if len(ids) >= 2:
         scores = char_losses(
             model.net,
@@ -178,26 +181,36 @@ def choice_logprobs(model, prompt: str, text: str, *, top: int, echo: bool, prog
             batch_size=1,
             num_steps=model.config.train.num_steps,
             device=model.device,
-            top_k=top,
+            # the mix needs the network's whole distribution at each position
+            top_k=len(vocab) if mix is not None else top,
             reset=reset_id(model.config, vocab),
             progress=progress,
         )
+        chosen[1:], best[1:] = _position_logprobs(scores, ids, vocab.chars, top=top, mix=mix)
     tokens = [vocab.chars[i] for i in ids[shown:]]
-    chosen, best = [], []
-    for position in range(shown, len(ids)):
-        if position == 0 or scores is None:
-            chosen.append(None)
-            best.append(None)
-            continue
-        chosen.append(-float(scores.nats[position - 1]))
-        if top:
-            pairs = zip(scores.top_ids[position - 1].tolist(), scores.top_probs[position - 1].tolist(), strict=True)
-            best.append({vocab.chars[i]: math.log(p) if p > 0 else -math.inf for i, p in pairs})
     offsets, at = [], 0 if shown == 0 else len(prompt)
     for token in tokens:
         offsets.append(at)
         at += len(token)
-    return {"tokens": tokens, "token_logprobs": chosen, "top_logprobs": best if top else None, "text_offset": offsets}
+    top_logprobs = best[shown:] if top else None
+    return {"tokens": tokens, "token_logprobs": chosen[shown:], "top_logprobs": top_logprobs, "text_offset": offsets}
+
+
+def _position_logprobs(scores, ids: list[int], chars: list[str], *, top: int, mix) -> tuple[list, list]:
+    """Each scored position's log-probability of its character and its `top` likeliest ({char: logprob})."""
+    if mix is not None:
+        log_probs = mix.log_probs(scores, ids)
+        chosen = log_probs.gather(1, torch.tensor(ids[1:])[:, None])[:, 0].tolist()
+        values, indices = log_probs.topk(min(top, log_probs.shape[1]), dim=1) if top else (None, None)
+        pairs = [zip(i.tolist(), v.tolist(), strict=True) for i, v in zip(indices, values, strict=True)] if top else []
+        return chosen, [{chars[i]: v for i, v in p} for p in pairs]
+    chosen = [-float(n) for n in scores.nats]
+    if not top:
+        return chosen, [None] * len(chosen)
+    best = []
+    for i, p in zip(scores.top_ids.tolist(), scores.top_probs.tolist(), strict=True):
+        best.append({chars[c]: math.log(q) if q > 0 else -math.inf for c, q in zip(i, p, strict=True)})
+    return chosen, best
 
 
 def usage(prompts: list[Prompt], written: int) -> dict:

@@ -17,8 +17,9 @@ from charlm.units import perplexity
 FIGURES = ("nats_per_char", "bits_per_char", "perplexity", "chars")  # what `charlm perplexity --json` prints
 
 
-def generation_job(model, body, reply: Reply) -> tuple[Job, SamplingOptions]:
-    """The job of a POST /generate body (already typed and within the limits) and its options."""
+def generation_job(model, body, reply: Reply, mix=None) -> tuple[Job, SamplingOptions]:
+    """The job of a POST /generate body (already typed and within the limits) and its options; `mix`: the
+    server's ServedMix (serve --mix), or None."""
     options = SamplingOptions(
         temperature=0.0 if body.beam else body.temperature,  # beam search ranks by the model's own probabilities
         top_k=body.top_k,
@@ -38,14 +39,24 @@ def generation_job(model, body, reply: Reply) -> tuple[Job, SamplingOptions]:
     # run trained so
     prefix, reset = normalise_prefix(body.prefix, model.config.data), reset_id(model.config, model.vocab)
     if not options.beam:
+        mixing = mix.sampler() if mix is not None else None
         stream = Stream(
-            model.net, model.vocab, prefix, length=body.length, options=options, device=model.device, reset=reset
+            model.net,
+            model.vocab,
+            prefix,
+            length=body.length,
+            options=options,
+            device=model.device,
+            reset=reset,
+            mixing=mixing,
         )
         job = Job(reply, rows=options.num_samples, stream=stream, length=body.length, streamed=body.stream)
         job.weights = options.weights
         return job, options
     if body.stream:
         raise UsageError("beam search does not stream: drop stream, or beam to sample")
+    if mix is not None:
+        raise UsageError("beam search ranks by the network alone and this server samples from its mix: drop beam")
     first = read_first(model.vocab, prefix)  # the checks `samples` makes, before the request waits
     check_sizes(options, body.length, prefix_chars=len(first), model=model.net, device=model.device)
     stop_ids(model.vocab, options.stop)
@@ -65,8 +76,9 @@ def generation_job(model, body, reply: Reply) -> tuple[Job, SamplingOptions]:
     return Job(reply, rows=options.beam, work=search, length=body.length), options
 
 
-def scoring_job(model, body, reply: Reply) -> Job:
-    """The job of a POST /perplexity body: the text encoded (and refused) here, scored in a worker."""
+def scoring_job(model, body, reply: Reply, mix=None) -> Job:
+    """The job of a POST /perplexity body: the text encoded (and refused) here, scored in a worker; with
+    `mix`, the mix's figures under "mix" (as `perplexity --mix --json`)."""
     scored = text_to_score(model.net, model.vocab, model.checkpoint, TextSource(text=body.text, text_as_file=True))
 
     def score(job: Job) -> dict:
@@ -76,15 +88,18 @@ def scoring_job(model, body, reply: Reply) -> Job:
             batch_size=scored.streams,
             num_steps=scored.checkpoint.config.train.num_steps,
             device=model.device,
-            keep=None if body.bits else 0,
+            keep=None if body.bits or mix is not None else 0,
             reset=reset_id(model.config, model.vocab),
             progress=job.check,
+            features=mix is not None,
         )
         nats = losses.nats_per_char
         result = dict(zip(FIGURES, (nats, nats / math.log(2), perplexity(nats), losses.chars), strict=True))
         if body.bits:  # bits[i] is the cost of scored[i]: the text's characters after the first
             result["scored"] = model.vocab.decode(scored.ids[1 : losses.chars + 1].tolist())
             result["bits"] = (losses.nats.double() / math.log(2)).tolist()
+        if mix is not None:
+            result["mix"] = mix.scored(losses, scored.ids, bits=body.bits)
         return result
 
     return Job(reply, work=score)
@@ -114,8 +129,8 @@ def corpus_name(corpus: str) -> str:
     return PurePath(corpus.replace("\\", "/")).name if "/" in corpus or "\\" in corpus else corpus
 
 
-def model_facts(model) -> dict:
-    """GET /model: what the model card says of the model, as data."""
+def model_facts(model, mix=None) -> dict:
+    """GET /model: what the model card says of the model, as data (and whether it is served mixed)."""
     saved = model.checkpoint
     m, state, record = saved.model_config, saved.train_state, saved.train_state.last_record
     which = "val" if "val_loss" in record else "train"
@@ -137,4 +152,5 @@ def model_facts(model) -> dict:
         "loss": loss,
         "bits_per_char": loss / math.log(2) if loss is not None else None,
         "device": str(model.device),
+        "mix": None if mix is None else {"counts": "training split", "max_copy": mix.max_copy},
     }
