@@ -106,7 +106,9 @@ class TextReader:
         adapted = adapt(
             self.net, self.vocab, self.checkpoint, source, _dynamic_options(dynamic_options), **self._where()
         )
-        return Model(adapted.net, self.vocab, self.checkpoint, path=self.path, device=self.device, which=self.which)
+        model = Model(adapted.net, self.vocab, self.checkpoint, path=self.path, device=self.device, which=self.which)
+        model._trained, model._read = self._trained, adapted.ids
+        return model
 
     def _where(self) -> dict:
         return {"folder": self.path, "which": self.which, "device": self.device}
@@ -139,6 +141,8 @@ class Model(TextReader):
         self.net, self.vocab, self.checkpoint, self.path, self.device = net, vocab, checkpoint, path, device
         self.which = which  # best | last: names the checkpoint's cached dynamic-evaluation statistics
         self._novelty = None  # the novelty index, read (or built) by the first novelty() call
+        # the trained weights (whose mix it is) and the text an adapted copy read (its counts count it too)
+        self._trained, self._read = net, None
 
     @property
     def config(self) -> Config:
@@ -200,11 +204,11 @@ class Model(TextReader):
         )
 
     def _mixing(self, max_copy: int | None):
-        from charlm.counts.sampling import MixedNext
+        from charlm.counts.sampling import sampler
         from charlm.counts.scoring import load_mix
 
-        mix = load_mix(self.path, self.checkpoint, self.net, device=self.device, say=lambda line: None)
-        return MixedNext(mix.index, mix.static, max_copy=max_copy)
+        mix = load_mix(self.path, self.checkpoint, self._trained, device=self.device, say=lambda line: None)
+        return sampler(mix, max_copy=max_copy, read=self._read)
 
     def stream(
         self,

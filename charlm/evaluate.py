@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from charlm.errors import CorpusError, UsageError, shown
+from charlm.events import advancing
 from charlm.units import check_finite_loss, perplexity
 
 if TYPE_CHECKING:
@@ -328,20 +329,13 @@ def score_model(
 
 
 def _score(scored: TextToScore, device, progress=None) -> tuple[dict, Checkpoint]:
-    total, done = len(scored.ids) - 1, 0
-
-    def advance(chars: int) -> None:
-        nonlocal done
-        done += chars
-        progress(done, total)
-
     result = evaluate(
         scored.model,
         scored.ids,
         batch_size=scored.streams,
         num_steps=scored.checkpoint.config.train.num_steps,
         device=device,
-        progress=advance if progress is not None else None,
+        progress=advancing(progress, len(scored.ids) - 1),
         reset=reset_id(scored.checkpoint.config, scored.vocab),
     )
     check_finite_loss(result["nats_per_char"], scored.source)

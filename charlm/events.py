@@ -7,6 +7,7 @@ their own. Neither side imports the other: both import this module.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -135,3 +136,17 @@ class SilentReporter:
     def epoch_end(self, record: EvalRecord) -> None: ...
     def preview(self, epoch: int, samples: list[str]) -> None: ...
     def finish(self, summary: RunSummary) -> None: ...
+
+
+def advancing(progress: Callable[[int, int], object] | None, total: int) -> Callable[[int], object] | None:
+    """A `progress(chars)` for evaluate/char_losses that calls `progress(done, total)`, a bar's (None: None)."""
+    if progress is None:
+        return None
+    done = 0
+
+    def advance(chars: int) -> None:
+        nonlocal done
+        done += chars
+        progress(done, total)
+
+    return advance

@@ -32,12 +32,12 @@ def perplexity(capsys, *args: str) -> tuple[int, dict | str, str]:
 
 
 def test_the_mix_reports_the_networks_figure_unchanged_and_its_own_below_it(run, capsys):
-    code, plain, _ = perplexity(capsys, "-r", str(run), "--json")
-    assert code == 0
+    code, plain, _ = perplexity(capsys, "-r", str(run), "--json", "--no-mix")
+    assert code == 0 and "mix" not in plain and not (run / kept.MIX_NAME).exists()
     code, mixed, err = perplexity(capsys, "-r", str(run), "--json", "--mix")
     assert code == 0
-    assert {k: mixed[k] for k in plain} == plain  # the network's figures, to the last bit
-    assert mixed["reading"] == "static" and mixed["mix"]["chars"] == plain["chars"]
+    assert {k: mixed[k] for k in plain} == plain and set(mixed) == {*plain, "mix"}  # the network's, to the last bit
+    assert mixed["mix"]["reading"] == "static" and mixed["mix"]["chars"] == plain["chars"]
     assert mixed["mix"]["nats_per_char"] < 0.5 * plain["nats_per_char"]  # four lines: the counts know them
     assert mixed["mix"]["gain"] == pytest.approx(1 - mixed["mix"]["nats_per_char"] / plain["nats_per_char"])
     assert "counts index built" in err and "mix fitted on the val split" in err
@@ -50,6 +50,23 @@ def test_the_text_output_shows_both_columns(run, capsys):
     code, out, _ = perplexity(capsys, "-r", str(run), "--mix")
     assert code == 0
     assert "network" in out and "mix" in out and "below the network alone" in out
+
+
+def test_the_mix_is_the_default_and_a_run_that_cannot_have_one_is_scored_alone_with_a_note(run, capsys):
+    text = ["--text", "the cat sat on the mat\nand then ran far away\n"]
+    code, default, _ = perplexity(capsys, "-r", str(run), "--json", *text)
+    code, mixed, _ = perplexity(capsys, "-r", str(run), "--json", "--mix", *text)
+    assert code == 0 and default == mixed
+    # the corpus changed since training: no counts of its training split can be made
+    (run.parent / "corpus.txt").write_text("the cat sat\n" * 50, encoding="utf-8")
+    (run / kept.INDEX_NAME).unlink()
+    code, alone, err = perplexity(capsys, "-r", str(run), "--json", *text)
+    assert code == 0 and "mix" not in alone and alone == {k: mixed[k] for k in alone}
+    assert err.startswith("note: scored by the network alone: corpus") and len(err.strip().splitlines()) == 1
+    code, _, err = perplexity(capsys, "-r", str(run), "--json", "--mix", *text)
+    assert code != 0 and err.strip().endswith("which is no longer there: drop --mix")
+    code, _, err = perplexity(capsys, "-r", str(run), "--json", "--no-mix", *text)
+    assert code == 0 and err == ""
 
 
 def test_other_weights_fit_the_mix_again_and_a_tampered_index_is_rebuilt(run, capsys):
@@ -76,7 +93,7 @@ def test_a_mix_json_that_is_not_the_mixers_is_fitted_again(run, capsys):
 
 def test_dynamic_reading_mixes_the_counts_of_the_text_read_too(run, capsys):
     code, mixed, _ = perplexity(capsys, "-r", str(run), "--json", "--mix", "--dynamic")
-    assert code == 0 and mixed["reading"] == "dynamic"
+    assert code == 0 and mixed["mix"]["reading"] == "dynamic"
     code, dynamic, _ = perplexity(capsys, "-r", str(run), "--json", "--dynamic")
     assert mixed["nats_per_char"] == pytest.approx(dynamic["dynamic"]["nats_per_char"], rel=1e-6)
     assert mixed["mix"]["nats_per_char"] < mixed["nats_per_char"]
@@ -175,3 +192,36 @@ def test_an_exported_folder_says_the_mix_is_left_out_and_builds_it_in_the_cache(
     assert code == 0 and str(tmp_path / "cache") in err  # kept in the user cache, never in the folder
     assert not any(p.name.startswith(("counts", "mix")) for p in (tmp_path / "model").iterdir())
     assert from_folder["mix"]["nats_per_char"] == pytest.approx(from_run["mix"]["nats_per_char"], rel=1e-9)
+
+
+def test_adapting_counts_the_text_read_too_and_leaves_the_kept_mix_alone(tmp_path, capsys):
+    import torch
+
+    import charlm
+    from charlm.counts.sampling import sampler
+    from charlm.counts.scoring import load_mix
+
+    # val long enough for the counts of the text read to know something in the fit (chunks of 2,048)
+    run = lines_run(tmp_path / "run", lines=400, settings=["data.val_fraction=0.5", "data.max_chars=30000"])
+    # a line the training text never holds, in its characters: only the counts of the text read know it
+    read = tmp_path / "read.txt"
+    read.write_text("a rat sat on the dog\n" * 30, encoding="utf-8")
+    generate(capsys, run, "--mix")  # the mix fitted and kept
+    kept_mix = (run / kept.MIX_NAME).read_bytes()
+    code, adapted, err = generate(
+        capsys, run, "--prefix", "a rat s", "--temperature", "0", "--mix", "--adapt", str(read)
+    )
+    assert code == 0 and "adapted to" in err and "mix fitted" not in err
+    # the Python API's adapted copy samples from the same mix, and neither fits the trained mix again
+    model = charlm.load(run)
+    copy = model.adapt(file=read)
+    assert copy.generate("a rat s", 120, temperature=0, mix=True) == adapted[0]["text"]
+    assert (run / kept.MIX_NAME).read_bytes() == kept_mix
+    # the counts of the text read make its next character likely where the training text's alone do not
+    mix = load_mix(run, model.checkpoint, model.net, device=model.device, say=print)
+    context = torch.tensor([model.vocab.encode("a rat sat on the ")])
+    chances = []
+    for mixing in (sampler(mix), sampler(mix, read=copy._read)):
+        mixing.start(context)
+        chances.append(mixing.log_probs(torch.zeros(1, len(model.vocab)))[0, model.vocab.encode("d")[0]].exp())
+    assert chances[0] < 0.01 < 0.2 < chances[1]

@@ -269,7 +269,7 @@ def test_the_page_and_show_cover_show_chars_and_the_figures_all(run, tmp_path, c
     text = tmp_path / "text.txt"
     text.write_text(CORPUS * 3, encoding="utf-8")
     capsys.readouterr()
-    assert main(["perplexity", "-r", str(run), "--file", str(text), "--json"]) == 0
+    assert main(["perplexity", "-r", str(run), "--file", str(text), "--json", "--no-mix"]) == 0
     plain = json.loads(capsys.readouterr().out)
     page = tmp_path / "page.html"
     assert (

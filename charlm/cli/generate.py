@@ -145,9 +145,11 @@ def generate(
     _check_items(items, unknown, num_samples=num_samples, beam=beam)
     _check_mix(mix, max_copy, items=items, beam=beam)
     model = load(model_source(run_dir, model_dir), checkpoint, device)
-    mixing = _mixing(model, max_copy) if mix else None  # of the trained weights, before any adaptation
+    counts = _mix(model) if mix else None  # of the trained weights, before any adaptation
+    read = None
     if adapt is not None:
-        model = _adapted(model, adapt)
+        model, read = _adapted(model, adapt)
+    mixing = _sampler(counts, max_copy=max_copy, read=read) if mix else None
     given = {"items": items, "unknown": unknown, "as_json": as_json, "novelty": novelty, "mixing": mixing}
     _sample(model, prefix, length, options, **given)
 
@@ -161,14 +163,12 @@ def _check_mix(mix: bool, max_copy: Optional[int], *, items, beam: int) -> None:
         raise UsageError("--mix samples texts one character at a time: drop --items and --beam")
 
 
-def _mixing(model, max_copy: Optional[int]):
-    """The mix of `model` for its sampler (its counts and static mixer, fitted on first use)."""
-    from charlm.counts.sampling import MixedNext
+def _mix(model):
+    """The mix of `model` (its counts and mixers, fitted on first use)."""
     from charlm.counts.scoring import load_mix
 
     say = lambda line: cli.err.print(line, markup=False)  # noqa: E731
-    mix = load_mix(model.path, model.checkpoint, model.net, device=model.device, say=say)
-    return MixedNext(mix.index, mix.static, max_copy=max_copy)
+    return load_mix(model.path, model.checkpoint, model.net, device=model.device, say=say)
 
 
 def _sample(
@@ -207,8 +207,15 @@ def _write_stream(steps, prefix: str | None, chars: list[str]) -> None:
     _say_stopped(steps.samples()[0])
 
 
+def _sampler(counts, *, max_copy: Optional[int], read):
+    from charlm.counts.sampling import sampler
+
+    return sampler(counts, max_copy=max_copy, read=read)
+
+
 def _adapted(model, file: Path):
-    """The model after reading `file` with dynamic evaluation; says on stderr what the reading cost."""
+    """The model after reading `file` with dynamic evaluation, and the ids it read; says on stderr what the
+    reading cost."""
     from charlm.dynamic.run import adapt
     from charlm.evaluate import TextSource
 
@@ -221,7 +228,7 @@ def _adapted(model, file: Path):
         markup=False,
     )
     model.net = done.net
-    return model
+    return model, done.ids
 
 
 def _default_options():

@@ -3,6 +3,7 @@ look at each character."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -67,11 +68,12 @@ DynamicTune = Annotated[
     bool, typer.Option("--dynamic-tune", help="Choose lr and decay on the val split's start; kept in the run folder.")
 ]
 Mix = Annotated[
-    bool,
+    Optional[bool],
     typer.Option(
-        "--mix",
+        "--mix/--no-mix",
         help="Also score with the model mixed with counts of its training text (and, with --dynamic, of the text "
-        "read so far); the mix is fitted on the val split on first use and kept. Needs charlm[novelty].",
+        "read so far), fitted on the val split on first use and kept. Default: the mix where the run can have one "
+        "(else a note), without --dynamic; --no-mix: the network alone.",
     ),
 ]
 DynamicStats = Annotated[
@@ -103,7 +105,7 @@ def perplexity(
     dynamic_stats: DynamicStats = False,
     novelty: Novelty = False,
     novelty_min_span: NoveltyMinSpan = MIN_SPAN,
-    mix: Mix = False,
+    mix: Mix = None,
 ) -> None:
     """Score a run (or an exported model) on a split of its corpus, a file or a string: nats/char, bits/char, ppl.
 
@@ -121,44 +123,50 @@ def perplexity(
     where = pick_device(device)
     if dynamic_stats and _measure_stats(folder, checkpoint, device=where, alone=not dynamic):
         return
-    looked_at = show or html is not None or breakdown or novelty
-    if mix and not looked_at:
-        return _print_mixed(folder, checkpoint, source, adapting, device=where, as_json=as_json)
-    if looked_at:
-        return _surprisal(
-            folder,
-            checkpoint,
-            source,
-            device=where,
-            as_json=as_json,
-            show=show,
-            html=html,
-            show_chars=show_chars,
-            force=force,
-            losses_of=_losses_of(folder, checkpoint, adapting, device=where, mix=mix),
-            copied_min=novelty_min_span if novelty else None,
-        )
+    views = Views(show, html, breakdown, novelty, show_chars, force, novelty_min_span)
+    what = (folder, checkpoint, source, adapting, views)
+    if mix is None and adapting is None and not views.asked:
+        return _print_mixed_if_it_can(*what, device=where, as_json=as_json)
+    _score(*what, device=where, as_json=as_json, mix=bool(mix))
+
+
+@dataclass(frozen=True)
+class Views:
+    """The views asked for: --show, --html, --breakdown, --novelty and what shapes them."""
+
+    show: bool
+    html: Optional[Path]
+    breakdown: bool
+    novelty: bool
+    show_chars: int
+    force: bool
+    novelty_min_span: int
+
+    @property
+    def asked(self) -> bool:
+        return self.show or self.html is not None or self.breakdown or self.novelty
+
+
+def _score(folder: Path, checkpoint: str, source, adapting, views: Views, *, device, as_json: bool, mix: bool):
+    """Score and print: the views, the mix's figures, dynamic evaluation's, or the network's."""
+    if views.asked:
+        losses_of = _losses_of(folder, checkpoint, adapting, device=device, mix=mix)
+        return _surprisal(folder, checkpoint, source, views, device=device, as_json=as_json, losses_of=losses_of)
+    if mix:
+        return _print_mixed(folder, checkpoint, source, adapting, device=device, as_json=as_json)
     if adapting is not None:
-        return _print_dynamic(folder, checkpoint, source, adapting, device=where, as_json=as_json)
-    _print_static(folder, checkpoint, source, device=where, as_json=as_json)
+        return _print_dynamic(folder, checkpoint, source, adapting, device=device, as_json=as_json)
+    _print_static(folder, checkpoint, source, device=device, as_json=as_json)
 
 
 def _surprisal(
-    folder: Path,
-    checkpoint: str,
-    source: TextSource,
-    *,
-    device,
-    as_json: bool,
-    show: bool,
-    html: Optional[Path],
-    show_chars: int,
-    force: bool,
-    losses_of=None,
-    copied_min: Optional[int] = None,
+    folder: Path, checkpoint: str, source: TextSource, asked: Views, *, device, as_json: bool, losses_of=None
 ) -> None:
     from charlm.analysis import surprisal
     from charlm.ui import pages, views
+
+    show, html, show_chars, force = asked.show, asked.html, asked.show_chars, asked.force
+    copied_min = asked.novelty_min_span if asked.novelty else None
 
     if show and as_json:
         raise UsageError("--show and --json both print to stdout: pass one of them")
@@ -277,20 +285,37 @@ def _print_dynamic(folder: Path, checkpoint: str, source: TextSource, options, *
 
 def _print_mixed(folder: Path, checkpoint: str, source: TextSource, options, *, device, as_json: bool) -> None:
     from charlm.counts.scoring import score_mixed
+    from charlm.ui.report import scoring_bar
 
-    result = score_mixed(
-        folder, checkpoint, source, device=device, dynamic=options, say=lambda line: cli.err.print(line, markup=False)
-    )
+    say = lambda line: cli.err.print(line, markup=False)  # noqa: E731
+    with scoring_bar(cli.err) as progress:  # on stderr: stdout keeps only the result
+        result = score_mixed(folder, checkpoint, source, device=device, dynamic=options, say=say, progress=progress)
     figures = result.to_dict()
     if as_json:
         cli.print_json(figures)
         return
     mixed = figures["mix"]
     cli.out.print(
-        f"{folder} ({checkpoint}) on {figures['source']}: {figures['chars']:,} chars, {figures['reading']} reading",
+        f"{folder} ({checkpoint}) on {result.source}: {figures['chars']:,} chars, {mixed['reading']} reading",
         markup=False,
     )
     cli.out.print(f"{'':11}{'network':>10}{'mix':>10}")
     for key, name in (("nats_per_char", "nats/char"), ("bits_per_char", "bits/char"), ("perplexity", "perplexity")):
         cli.out.print(f"{name:11}{figures[key]:>10.4f}{mixed[key]:>10.4f}")
     cli.out.print(f"the mix is {mixed['gain']:.1%} below the network alone", markup=False)
+    if "unknown_share" in figures:
+        from charlm.ui.views import unknown_line
+
+        cli.out.print(unknown_line(figures["unknown_share"]), markup=False)
+
+
+def _print_mixed_if_it_can(folder: Path, checkpoint: str, source, adapting, views: Views, *, device, as_json: bool):
+    """The default: the figures of the mix beside the network's where this run can have a mix; where it
+    cannot, the network's alone and a note saying why."""
+    from charlm.counts.kept import NoMix
+
+    try:
+        _print_mixed(folder, checkpoint, source, adapting, device=device, as_json=as_json)
+    except NoMix as e:
+        cli.err.print(f"note: scored by the network alone: {e.reason} (--no-mix skips the mix)", markup=False)
+        _score(folder, checkpoint, source, adapting, views, device=device, as_json=as_json, mix=False)

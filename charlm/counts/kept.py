@@ -36,6 +36,27 @@ INDEX_FORMAT, MIX_FORMAT, MIX_VERSION = "charlm-counts-index", "charlm-mix", 1
 HOLD_OUT = 0.1  # a run without a val split fits its mix on this last share of its train split
 
 
+class NoMix(Exception):
+    """Why a run can have no mix (`reason`). With --mix the command fails with it (its fix: drop --mix);
+    `perplexity` without --mix or --no-mix then scores with the network alone and says why in a note."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(f"{reason}: drop --mix")
+
+
+class NoMixCorpus(NoMix, CorpusError):
+    pass
+
+
+class NoMixExtra(NoMix, UsageError):
+    pass
+
+
+class NoMixFit(NoMix, RunError):
+    pass
+
+
 def training_split(checkpoint: Checkpoint):
     """The run's corpus, read again and checked: the one its counts must be of."""
     from charlm import data
@@ -43,17 +64,20 @@ def training_split(checkpoint: Checkpoint):
     try:
         import pydivsufsort  # noqa: F401
     except ImportError:
-        needs = "mixing with counts needs pydivsufsort"
-        raise UsageError(f"{needs}: pip install 'charlm[novelty]', or drop --mix") from None
+        raise NoMixExtra("mixing with counts needs pydivsufsort: pip install 'charlm[novelty]'") from None
     vocab = vocab_of(checkpoint)
-    corpus = data.load_corpus(checkpoint.config.data, vocab=vocab)
+    name = checkpoint.config.data.corpus
+    try:
+        corpus = data.load_corpus(checkpoint.config.data, vocab=vocab)
+    except CorpusError as e:
+        raise NoMixCorpus(f"the counts are of the training corpus, which cannot be read ({e})") from None
     if corpus.sha256 != checkpoint.corpus_sha256 or corpus.vocab != vocab:
-        raise CorpusError(
-            f"corpus {checkpoint.config.data.corpus} changed since this run was trained: the counts are of its "
-            "training split, which is no longer there: drop --mix"
+        raise NoMixCorpus(
+            f"corpus {name} changed since this run was trained: the counts are of its training split, which is no "
+            "longer there"
         )
     if len(corpus.train) < 2:
-        raise CorpusError(f"corpus {checkpoint.config.data.corpus} has no training split to count: drop --mix")
+        raise NoMixCorpus(f"corpus {name} has no training split to count")
     return corpus
 
 
@@ -127,7 +151,7 @@ def fit_text(checkpoint: Checkpoint, index: CountIndex) -> tuple[torch.Tensor, C
         return corpus.val, index, "val split"
     cut = int(len(corpus.train) * (1 - HOLD_OUT))
     if cut < 2 or len(corpus.train) - cut < 2:
-        raise CorpusError("the train split is too short to hold out a part to fit the mix on: drop --mix")
+        raise NoMixCorpus("the train split is too short to hold out a part to fit the mix on")
     head = CountIndex.of(corpus.train[:cut].numpy(), len(checkpoint.vocab))
     return corpus.train[cut:], head, f"last {HOLD_OUT:.0%} of the train split"
 
@@ -135,7 +159,7 @@ def fit_text(checkpoint: Checkpoint, index: CountIndex) -> tuple[torch.Tensor, C
 def check_report(report: dict) -> None:
     """A fit whose losses are not finite is refused (nothing kept)."""
     if not all(math.isfinite(v) for k, v in report.items() if k.endswith("nats_per_char")):
-        raise RunError(f"fitting the mix on the {report['text']} gave a loss that is not finite: drop --mix")
+        raise NoMixFit(f"fitting the mix on the {report['text']} gave a loss that is not finite")
 
 
 def vocab_of(checkpoint: Checkpoint):

@@ -7,6 +7,9 @@ one: a step costs a few milliseconds per row (the orders' binary searches), not 
 
 `max_copy`: once a row's context matches the training text over that many characters, the counts' weight is
 0 for that row (the network alone), so the mix does not recite a long passage it knows by heart.
+
+After `generate --adapt FILE` the sampler has a second index, of the text the network adapted to, mixed by the
+dynamic mixer (fitted with the counts of the text read so far): the counts, too, know what was just read.
 """
 
 from __future__ import annotations
@@ -22,8 +25,11 @@ from charlm.counts.mixer import Mixer
 class MixedNext:
     """The mix's next-character log-probabilities for the rows of a sampler (see the module's docstring)."""
 
-    def __init__(self, index: CountIndex, mixer: Mixer, *, max_copy: int | None = None):
-        self.index, self.mixer, self.max_copy = index, mixer, max_copy
+    def __init__(self, indexes: list[CountIndex], mixer: Mixer, *, max_copy: int | None = None):
+        """`indexes`: the training text's, and with the dynamic mixer also the adapted text's."""
+        if len(indexes) != mixer.experts:
+            raise ValueError(f"{len(indexes)} indexes for a mixer of {mixer.experts} count experts")
+        self.indexes, self.mixer, self.max_copy = indexes, mixer, max_copy
         self.rows: list[np.ndarray] = []
         self.copied: list[int] = []  # each row's last matched length in the training text (the novelty guard)
 
@@ -39,16 +45,32 @@ class MixedNext:
         """(rows, V) log-probabilities of the mix from the network's logits of this step (float32, logits' device)."""
         network = torch.log_softmax(logits.double().cpu(), dim=1)
         lstm_features = torch.stack([-(network.exp() * network).nan_to_num().sum(1), network.max(1).values], 1)
-        counts, features = zip(*(self._counts(row) for row in self.rows), strict=True)
-        count_features = torch.cat(features)
-        weights = self.mixer.weights([count_features], lstm_features)
+        pairs = zip(self.indexes, self.mixer.smoothing, strict=True)
+        experts = [self._counts(index, smoothing) for index, smoothing in pairs]
+        weights = self.mixer.weights([features for _, features in experts], lstm_features)
+        trained = experts[0][1]
         if self.max_copy is not None:
-            # the longest order whose context occurs: that many characters of the row's end are a copy
-            guarded = count_features[:, 0] >= self.max_copy
-            weights = torch.where(guarded[:, None], torch.tensor([1.0, 0.0], dtype=weights.dtype), weights)
-        self.copied = count_features[:, 0].long().tolist()
-        mixed = weights[:, :1] * network.exp() + weights[:, 1:] * torch.cat(counts)
+            # the longest order whose context occurs in the training text: that many characters are a copy
+            guarded = trained[:, 0] >= self.max_copy
+            network_alone = torch.zeros_like(weights[0])
+            network_alone[0] = 1.0
+            weights = torch.where(guarded[:, None], network_alone, weights)
+        self.copied = trained[:, 0].long().tolist()
+        mixed = weights[:, :1] * network.exp()
+        for e, (counts, _) in enumerate(experts, start=1):
+            mixed = mixed + weights[:, e : e + 1] * counts
         return mixed.clamp(min=1e-300).log().to(logits.device, torch.float32)
 
-    def _counts(self, row: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        return distributions(self.index, row, np.array([len(row)]), self.mixer.smoothing[0])
+    def _counts(self, index: CountIndex, smoothing: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows, V) one index's distributions after each row's text, and (rows, 4) the gate's features."""
+        found = [distributions(index, row, np.array([len(row)]), smoothing) for row in self.rows]
+        return torch.cat([counts for counts, _ in found]), torch.cat([features for _, features in found])
+
+
+def sampler(mix, *, max_copy: int | None = None, read: torch.Tensor | None = None) -> MixedNext:
+    """The sampler of `mix` (scoring.Mix): the training text's counts and the static mixer; with `read`, the
+    ids of a text the network adapted to (generate --adapt), also that text's counts, by the dynamic mixer."""
+    if read is None:
+        return MixedNext([mix.index], mix.static, max_copy=max_copy)
+    vocab_size = mix.index.vocab_size
+    return MixedNext([mix.index, CountIndex.of(read.numpy(), vocab_size)], mix.dynamic, max_copy=max_copy)

@@ -23,6 +23,7 @@ from charlm.counts.index import CountIndex
 from charlm.counts.mixer import Mixer, fit
 from charlm.counts.reading import chunks, concat, evidence_of
 from charlm.evaluate import CharLosses, char_losses, reset_id
+from charlm.events import advancing
 from charlm.store.checkpoint import Checkpoint
 
 # the mix is fitted on at most this many held-out characters (the first): on tiny shakespeare's val, fitted on
@@ -117,13 +118,15 @@ class MixedScore:
     network: CharLosses
     mixed: CharLosses
     dynamic: bool
+    unknown_share: float | None = None
 
     def to_dict(self) -> dict:
-        """The figures as `perplexity --mix --json` prints them: the network's at the top, as without --mix."""
-        network = figures(self.network)
+        """The figures as `perplexity --mix --json` prints them: the network's at the top, as with --no-mix."""
         mixed = figures(self.mixed)
         mixed["gain"] = 1 - self.mixed.nats_per_char / self.network.nats_per_char
-        return {**network, "source": self.source, "reading": "dynamic" if self.dynamic else "static", "mix": mixed}
+        mixed["reading"] = "dynamic" if self.dynamic else "static"
+        unknown = {} if self.unknown_share is None else {"unknown_share": self.unknown_share}
+        return {**figures(self.network), **unknown, "mix": mixed}
 
 
 def figures(losses: CharLosses) -> dict:
@@ -140,19 +143,21 @@ def figures(losses: CharLosses) -> dict:
 
 
 def score_mixed(
-    folder: Path, which: str, source, *, device, dynamic=None, say: Callable[[str], object] = lambda line: None
+    folder: Path, which: str, source, *, device, dynamic=None, say: Callable[[str], object] = lambda line: None, **more
 ) -> MixedScore:
     """Score `source` with the model in `folder` alone and mixed with its counts (fitting the mix on first use);
-    `dynamic` (DynamicOptions) reads it with dynamic evaluation, the counts then counting the text read too."""
+    `dynamic` (DynamicOptions) reads it with dynamic evaluation, the counts then counting the text read too;
+    `progress` (in `more`): the static reading's, as evaluate.char_losses takes it."""
     from charlm.evaluate import load_text_to_score
 
     scored = load_text_to_score(folder, which, source, device=device)
-    return score_text_mixed(scored, folder, which, device=device, dynamic=dynamic, say=say)
+    return score_text_mixed(scored, folder, which, device=device, dynamic=dynamic, say=say, **more)
 
 
-def score_text_mixed(scored, folder: Path, which: str, *, device, dynamic=None, say=lambda line: None) -> MixedScore:
+def score_text_mixed(
+    scored, folder: Path, which: str, *, device, dynamic=None, say=lambda line: None, progress=None
+) -> MixedScore:
     """score_mixed for a model and text already loaded (evaluate.TextToScore), the model from `folder`."""
-    mix = load_mix(folder, scored.checkpoint, scored.model, device=device, say=say)
     cfg = scored.checkpoint.config
     if dynamic is None:
         losses = char_losses(
@@ -163,12 +168,19 @@ def score_text_mixed(scored, folder: Path, which: str, *, device, dynamic=None, 
             device=device,
             reset=reset_id(cfg, scored.vocab),
             features=True,
+            progress=advancing(progress, len(scored.ids) - 1),
         )
-        return MixedScore(scored.source, losses, mixed_losses(losses, scored.ids, mix.index, mix.static), False)
-    from charlm.dynamic.run import DynamicLosses
+    else:
+        from charlm.dynamic.run import DynamicLosses
 
-    losses = DynamicLosses(folder, which, dynamic, device=device)(scored, keep=None, top_k=0, features=True)
-    return MixedScore(scored.source, losses, mixed_losses(losses, scored.ids, mix.index, mix.dynamic), True)
+        losses = DynamicLosses(folder, which, dynamic, device=device)(scored, keep=None, top_k=0, features=True)
+    figures(losses)  # a network whose loss is not finite: its one-line error, before any counting
+    mix = load_mix(folder, scored.checkpoint, scored.model, device=device, say=say)
+    mixer = mix.static if dynamic is None else mix.dynamic
+    mixed = mixed_losses(losses, scored.ids, mix.index, mixer)
+    # <unk> scores better than the text it stands for: say how much there was, as without the mix
+    unknown = scored.vocab.unknown_share(scored.ids) if scored.vocab.unk is not None else None
+    return MixedScore(scored.source, losses, mixed, dynamic is not None, unknown)
 
 
 class MixedLosses:

@@ -259,6 +259,7 @@ class Adapted:
     chosen_by: str
     losses: CharLosses  # the text's losses as it was read (dynamic)
     notes: list[str] = field(default_factory=list)
+    ids: torch.Tensor | None = None  # the text read (a mix's counts count it too: counts.sampling.sampler)
 
 
 def adapt(
@@ -283,4 +284,4 @@ def adapt(
     )
     check_adapted(losses, options, chosen_by, len(vocab))  # before a sampler meets the diverged weights
     model.eval()
-    return Adapted(model, options, chosen_by, losses, notes)
+    return Adapted(model, options, chosen_by, losses, notes, scored.ids)

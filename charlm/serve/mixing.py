@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from charlm.counts.estimate import distributions
-from charlm.counts.sampling import MixedNext
+from charlm.counts.sampling import MixedNext, sampler
 from charlm.counts.scoring import Mix, figures, load_mix, mixed_losses
 from charlm.evaluate import CharLosses
 
@@ -39,12 +39,12 @@ class ServedMix:
 
     def sampler(self) -> MixedNext:
         """A new request's sampler of the mix (it keeps that request's rows)."""
-        return MixedNext(self.mix.index, self.mix.static, max_copy=self.max_copy)
+        return sampler(self.mix, max_copy=self.max_copy)
 
     def scored(self, losses: CharLosses, ids: torch.Tensor, *, bits: bool) -> dict:
         """POST /perplexity's "mix": the mix's figures of a text the network scored (`losses`, with features)."""
         mixed = mixed_losses(losses, ids, self.mix.index, self.mix.static)
-        result = figures(mixed) | {"gain": 1 - mixed.nats_per_char / losses.nats_per_char}
+        result = figures(mixed) | {"gain": 1 - mixed.nats_per_char / losses.nats_per_char, "reading": "static"}
         if bits:
             result["bits"] = (mixed.nats.double() / np.log(2)).tolist()
         return result
