@@ -12,7 +12,7 @@ import torch
 pytest.importorskip("pydivsufsort", reason="pydivsufsort not installed: pip install 'charlm[novelty]'")
 
 from charlm.counts.estimate import ORDERS, distributions, evidence, target_probs  # noqa: E402
-from charlm.counts.index import CountIndex  # noqa: E402
+from charlm.counts.index import COUNT_AT_ONCE, GATHER, CountIndex, _groups  # noqa: E402
 
 V = 5
 
@@ -96,3 +96,29 @@ def test_a_context_longer_than_a_large_range_is_counted_the_same_gathered_or_who
         for k in range(p + 1):
             expected = 299 if k == 0 else 300 - k
             assert ev.n[k, p] == expected and ev.u[k, p] == 1 and ev.hits[k, p] == expected
+
+
+def test_large_ranges_counted_at_once_equal_each_range_counted_alone():
+    rng = np.random.default_rng(1)
+    # three characters, one rare: order 0's ranges hold ~10,000 occurrences (past COUNT_AT_ONCE), order 5's tens
+    train = rng.choice(3, 20_000, p=[0.6, 0.35, 0.05])
+    index = CountIndex.of(train, 3)
+    history = rng.choice(3, 400, p=[0.6, 0.35, 0.05])
+    lo, hi = index.intervals(history, np.arange(400))
+    for k in range(lo.shape[0]):
+        large = np.flatnonzero(hi[k] - lo[k] > GATHER)
+        expected = [
+            np.bincount(index.succ[a:b], minlength=4)[:3] for a, b in zip(lo[k][large], hi[k][large], strict=True)
+        ]
+        assert np.array_equal(
+            index.large_histograms(lo[k][large], hi[k][large]).reshape(-1, 3), np.array(expected).reshape(-1, 3)
+        )
+    assert (hi[0] - lo[0]).max() > COUNT_AT_ONCE
+
+
+def test_groups_cover_every_range_once_within_the_budget():
+    which, sizes = np.arange(50), np.random.default_rng(2).integers(65, 500, 50)
+    groups = list(_groups(which, sizes, width=4, budget=1000))
+    assert np.array_equal(np.concatenate(groups), which)
+    for group in groups:
+        assert len(group) == 1 or (sizes[group].sum() <= 1000 and len(group) * 4 <= 1000)

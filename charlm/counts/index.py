@@ -28,6 +28,9 @@ GATHER = 64
 # text averages 8 characters; a passage copied whole would otherwise make every window thousands of rows deep)
 MAX_ORDER = 64
 KEPT_HISTOGRAMS = 4096
+# a large range up to this many occurrences is counted with the others of its window in one bincount; a larger
+# one (a low order's) on its own, and kept
+COUNT_AT_ONCE = 4096
 
 
 def sort_suffixes(ids: np.ndarray) -> np.ndarray:
@@ -68,7 +71,7 @@ class CountIndex:
     @property
     def nbytes(self) -> int:
         """The memory of its arrays (the kept histograms aside: at most KEPT_HISTOGRAMS rows of V)."""
-        return self.rev.nbytes + self.sa.nbytes + self.succ.nbytes
+        return self.rev.nbytes + self.sa.nbytes + self.succ.nbytes + self.keys.nbytes
 
     def __post_init__(self):
         n = len(self.rev)
@@ -79,6 +82,11 @@ class CountIndex:
         succ[has] = self.rev[self.sa[has] - 1]
         self.succ = succ
         self.no_next = int(np.flatnonzero(self.sa == 0)[0]) if n else -1
+        # keys[i]: rev[i] + 1, and 0 past the text's end (a suffix too short sorts first): the binary searches
+        # read a suffix's character at any offset up to MAX_ORDER with one lookup
+        keys = np.zeros(n + MAX_ORDER + 1, dtype=id_type(self.vocab_size + 2))
+        keys[:n] = self.rev.astype(keys.dtype) + 1
+        self.keys = keys
 
     def intervals(self, history: np.ndarray, positions: np.ndarray, max_order: int = MAX_ORDER):
         """The suffix-array ranges [lo, hi) of the contexts before each of `positions` in `history` (ids, -1 for
@@ -109,11 +117,11 @@ class CountIndex:
         """The first slot in [lo, hi) whose suffix's character at `offset` is > c (upper) or >= c: within a
         range that shares its first `offset` characters these are sorted (a suffix too short reads -1)."""
         a, b = lo.copy(), hi.copy()
+        c = c + 1  # as `keys` holds them
         todo = np.flatnonzero(a < b)
         while len(todo):
             mid = (a[todo] + b[todo]) >> 1
-            at = self.sa[mid] + offset
-            key = np.where(at < len(self), self.rev[np.minimum(at, len(self) - 1)].astype(np.int64), -1)
+            key = self.keys[self.sa[mid] + offset]
             go = key <= c[todo] if upper else key < c[todo]
             a[todo] = np.where(go, mid + 1, a[todo])
             b[todo] = np.where(go, b[todo], mid)
@@ -132,7 +140,7 @@ class CountIndex:
             self._gathered(small, lo, size, targets, u, top, hits)
         large = np.flatnonzero(size > GATHER)
         if len(large):
-            rows = self.histograms(lo[large], hi[large])
+            rows = self.large_histograms(lo[large], hi[large])
             u[large] = (rows > 0).sum(1)
             top[large] = rows.max(1)
             if hits is not None:
@@ -154,6 +162,26 @@ class CountIndex:
         best = np.zeros(len(which), np.int64)
         np.maximum.at(best, owner, counts[real])
         top[which] = best
+
+    def large_histograms(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """histograms() of ranges larger than GATHER, many of which recur in a window: each distinct range
+        counted once, those up to COUNT_AT_ONCE occurrences all in one bincount (a Python step per range cost
+        PTB-char's test split 15 s of 35), the larger ones (few: low orders) one by one and kept."""
+        keys, first, inverse = np.unique(lo * (len(self) + 1) + hi, return_index=True, return_inverse=True)
+        lo, hi = lo[first], hi[first]
+        rows = np.empty((len(keys), self.vocab_size), np.int64)
+        huge = (hi - lo) > COUNT_AT_ONCE
+        if huge.any():
+            rows[huge] = self.histograms(lo[huge], hi[huge])
+        medium = np.flatnonzero(~huge)
+        for which in _groups(medium, hi[medium] - lo[medium], width=self.vocab_size + 1):
+            sizes = hi[which] - lo[which]
+            seg = np.repeat(np.arange(len(which)), sizes)
+            slot = np.repeat(lo[which] - np.cumsum(sizes) + sizes, sizes) + np.arange(sizes.sum())
+            width = self.vocab_size + 1
+            counted = np.bincount(seg * width + self.succ[slot], minlength=len(which) * width)
+            rows[which] = counted.reshape(len(which), width)[:, : self.vocab_size]
+        return rows[inverse.reshape(-1)]
 
     def histograms(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         """(len(lo), vocab_size) counts of the next characters of each range: each range counted once and
@@ -179,6 +207,19 @@ class CountIndex:
             nxt = self.succ[lo[i] : hi[i]]
             rows[i] = np.bincount(nxt, minlength=self.vocab_size + 1)[: self.vocab_size]
         return rows
+
+
+def _groups(which: np.ndarray, sizes: np.ndarray, *, width: int, budget: int = 1 << 22):
+    """`which` in consecutive groups whose table (ranges x `width`) and occurrences (their `sizes`) each stay
+    within `budget` entries: the memory of counting a group at once."""
+    ends = np.cumsum(sizes)
+    at = 0
+    while at < len(which):
+        before = ends[at - 1] if at else 0
+        stop = min(len(which), at + max(1, budget // width), int(np.searchsorted(ends, before + budget, "right")))
+        stop = max(stop, at + 1)
+        yield which[at:stop]
+        at = stop
 
 
 def id_type(vocab_size: int):
