@@ -194,6 +194,7 @@ def test_an_exported_folder_says_the_mix_is_left_out_and_builds_it_in_the_cache(
     assert from_folder["mix"]["nats_per_char"] == pytest.approx(from_run["mix"]["nats_per_char"], rel=1e-9)
 
 
+@pytest.mark.slow
 def test_adapting_counts_the_text_read_too_and_leaves_the_kept_mix_alone(tmp_path, capsys):
     import torch
 
@@ -225,3 +226,25 @@ def test_adapting_counts_the_text_read_too_and_leaves_the_kept_mix_alone(tmp_pat
         mixing.start(context)
         chances.append(mixing.log_probs(torch.zeros(1, len(model.vocab)))[0, model.vocab.encode("d")[0]].exp())
     assert chances[0] < 0.01 < 0.2 < chances[1]
+
+
+@pytest.mark.slow
+def test_a_resumed_run_fits_its_mix_again_and_a_fine_tuned_one_counts_its_own_text(tmp_path, capsys):
+    tiny = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
+    corpus, new = tmp_path / "corpus.txt", tmp_path / "new.txt"
+    corpus.write_text("\n".join(LINES * 40) + "\n", encoding="utf-8")
+    new.write_text("a dog ran far away\n" * 100, encoding="utf-8")
+    quiet = ["--set", "train.device=cpu", "--set", "sample.preview_every=0"]
+    run, tuned = tmp_path / "run", tmp_path / "tuned"
+    assert main(["train", "--config", str(tiny), "--corpus", str(corpus), "--run-dir", str(run), *quiet]) == 0
+    code, first, err = perplexity(capsys, "-r", str(run), "--json")
+    assert code == 0 and "counts index built" in err and "mix fitted" in err
+    assert main(["train", "--resume", "--run-dir", str(run), "--set", "train.epochs=4", *quiet]) == 0
+    code, resumed, err = perplexity(capsys, "-r", str(run), "--json")
+    # the same training text (its index kept), new weights (their mix fitted again)
+    assert code == 0 and "counts index" not in err and "mix fitted" in err
+    assert resumed["nats_per_char"] < first["nats_per_char"] and resumed["mix"] != first["mix"]
+    assert main(["train", "--init-from", str(run), "--corpus", str(new), "--run-dir", str(tuned), *quiet]) == 0
+    code, ft, err = perplexity(capsys, "-r", str(tuned), "--json")
+    assert code == 0 and "counts index built" in err and "mix fitted" in err
+    assert ft["mix"]["nats_per_char"] < 0.5 * ft["nats_per_char"]  # its own text's counts, known by heart

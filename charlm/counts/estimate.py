@@ -25,6 +25,7 @@ from charlm.counts.index import MAX_ORDER, CountIndex
 
 ORDERS = 16  # orders with a smoothing pair of their own; every longer one shares the last
 WINDOW = 8192  # positions looked up at once
+UNROLLED = 1 << 18  # target_probs unrolls the orders up to this many (order, position) entries
 
 
 @dataclass(frozen=True)
@@ -73,16 +74,26 @@ def target_probs(ev: Evidence, params: torch.Tensor, vocab_size: int) -> torch.T
     """P(the position's character) under the counts, float64: 0 for a character outside the vocabulary.
 
     The recursion over orders, p_k = alpha_k * p_{k-1} + beta_k (alpha 1, beta 0 where the context never
-    occurs), unrolled: p = sum_k beta_k * prod_{j>k} alpha_j + prod_j alpha_j / V, a few whole-array operations
-    instead of a dozen per order (the mixer's fit runs it, and its gradient, a hundred times)."""
+    occurs), step by step; on a small window unrolled, p = sum_k beta_k * prod_{j>k} alpha_j + prod_j alpha_j / V,
+    in a few whole-array operations. The mixer's fit runs it and its gradient 200 times: on 592 characters the
+    unrolled form took 1.0 s against 4.2 s (64 orders: each step's operations cost their call, not their size),
+    on tiny shakespeare's 60,000 it took 31 s against 17 s (twice the operations over the whole array)."""
     rows = order_params(params, ev.n.shape[0])
+    if ev.n.numel() > UNROLLED:
+        # each order's `a` of its own: a row of a whole array would cost its gradient a whole array per order
+        p = torch.full(ev.n.shape[1:], 1.0 / vocab_size, dtype=torch.float64)
+        for k in range(ev.n.shape[0]):
+            a = ev.u[k] * rows[k, 0].exp() + rows[k, 1].exp()
+            p = torch.where(ev.n[k] > 0, (ev.hits[k] + a * p) / (ev.n[k] + a), p)
+        return p
     a = ev.u * rows[:, :1].exp() + rows[:, 1:].exp()
     seen = ev.n > 0
     alpha = torch.where(seen, a / (ev.n + a), 1.0)
     beta = torch.where(seen, ev.hits / (ev.n + a), 0.0)
-    # after[k] = prod_{j>k} alpha_j: the reversed cumulative product, shifted by one order
-    after = torch.cat([alpha[1:].flip(0).cumprod(0).flip(0), torch.ones_like(alpha[:1])])
-    return (beta * after).sum(0) + alpha.prod(0) / vocab_size
+    # after[k] = prod_{j>k} alpha_j, summed in logs (cumprod's gradient costs several times cumsum's)
+    tail = alpha.log().flip(0).cumsum(0).flip(0)
+    after = torch.cat([tail[1:], torch.zeros_like(tail[:1])]).exp()
+    return (beta * after).sum(0) + tail[0].exp() / vocab_size
 
 
 def distributions(
