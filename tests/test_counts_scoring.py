@@ -248,3 +248,13 @@ def test_a_resumed_run_fits_its_mix_again_and_a_fine_tuned_one_counts_its_own_te
     code, ft, err = perplexity(capsys, "-r", str(tuned), "--json")
     assert code == 0 and "counts index built" in err and "mix fitted" in err
     assert ft["mix"]["nats_per_char"] < 0.5 * ft["nats_per_char"]  # its own text's counts, known by heart
+
+
+def test_a_run_that_resets_at_documents_scores_its_mix_dynamically(tmp_path, capsys):
+    settings = ["data.val_fraction=0.2", "data.documents=lines", "train.reset_state_at_documents=true"]
+    run = lines_run(tmp_path / "run", lines=300, settings=settings)
+    code, mixed, err = perplexity(capsys, "-r", str(run), "--json", "--mix", "--dynamic")
+    assert code == 0 and mixed["mix"]["reading"] == "dynamic", err
+    # every line a document: the counts of the text read know nothing of the lines before, the training
+    # text's know them all
+    assert mixed["mix"]["nats_per_char"] < 0.5 * mixed["nats_per_char"]

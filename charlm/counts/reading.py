@@ -31,15 +31,34 @@ def chunks(first: int, end: int, *, reading: bool) -> Iterator[tuple[int, int]]:
         start += min(size, WINDOW)
 
 
-def evidence_of(index: CountIndex | None, ids: np.ndarray, start: int, stop: int, *, vocab_size: int) -> Evidence:
+def evidence_of(
+    index: CountIndex | None, ids: np.ndarray, start: int, stop: int, *, vocab_size: int, reset: int | None = None
+) -> Evidence:
     """The Evidence for positions start..stop-1 of `ids`: of `index`, or (None) of the text read before
-    `start`, indexed now."""
-    positions = np.arange(start, stop)
+    `start`, indexed now (read_evidence; `reset`: see there)."""
     if index is None:
-        if start < 2:
-            return empty(len(positions))
-        index = CountIndex.of(ids[:start], vocab_size)
-    return evidence(index, ids, positions)
+        return read_evidence(ids, start, stop, vocab_size=vocab_size, reset=reset)
+    return evidence(index, ids, np.arange(start, stop))
+
+
+def read_evidence(ids: np.ndarray, start: int, stop: int, *, vocab_size: int, reset: int | None = None) -> Evidence:
+    """The Evidence of the text read before `start` for positions start..stop-1. With `reset` (the <eod> id of
+    a run trained in document mode, whose network forgets at each one) only the current document's text is
+    counted: a position after an <eod> read within the chunk knows nothing read, as the network's state."""
+    first, known = 0, stop
+    if reset is not None:
+        ends = np.flatnonzero(ids[: stop - 1] == reset)
+        before, inside = ends[ends < start], ends[ends >= start]
+        first = int(before[-1]) + 1 if len(before) else 0
+        known = int(inside[0]) + 1 if len(inside) else stop
+    parts = []
+    if known > start:
+        read = ids[first:start]
+        found = evidence(CountIndex.of(read, vocab_size), ids, np.arange(start, known)) if len(read) >= 2 else None
+        parts.append(found if found is not None else empty(known - start))
+    if stop > known:
+        parts.append(empty(stop - known))
+    return parts[0] if len(parts) == 1 else concat(parts)
 
 
 def empty(positions: int) -> Evidence:

@@ -41,15 +41,18 @@ class Mix:
     dynamic: Mixer
 
 
-def mixed_losses(losses: CharLosses, ids: torch.Tensor, index: CountIndex, mixer: Mixer) -> CharLosses:
-    """`losses` (the network's, every character kept, with features) under the mix; `ids` the text scored."""
+def mixed_losses(
+    losses: CharLosses, ids: torch.Tensor, index: CountIndex, mixer: Mixer, *, reset: int | None = None
+) -> CharLosses:
+    """`losses` (the network's, every character kept, with features) under the mix; `ids` the text scored;
+    `reset`: the <eod> id where the run trained in document mode (the text read is counted per document)."""
     history = ids.numpy().astype(np.int64)
     chars = losses.chars
     nats = torch.empty(chars, dtype=torch.float64)
     for start, stop in chunks(1, chars + 1, reading=mixer.experts == 2):
         evidence = [evidence_of(index, history, start, stop, vocab_size=index.vocab_size)]
         if mixer.experts == 2:
-            evidence.append(evidence_of(None, history, start, stop, vocab_size=index.vocab_size))
+            evidence.append(evidence_of(None, history, start, stop, vocab_size=index.vocab_size, reset=reset))
         window = slice(start - 1, stop - 1)
         network = -losses.nats[window].double()
         nats[window] = -mixer.log_probs(network, losses.features[window].double(), evidence)
@@ -95,7 +98,10 @@ def fit_mix(model, checkpoint: Checkpoint, index: CountIndex, *, device) -> tupl
     end = losses.chars + 1
     vocab_size = index.vocab_size
     static = concat([evidence_of(fit_index, history, *c, vocab_size=vocab_size) for c in chunks(1, end, reading=False)])
-    read = concat([evidence_of(None, history, *c, vocab_size=vocab_size) for c in chunks(1, end, reading=True)])
+    reset = reset_id(cfg, kept.vocab_of(checkpoint))
+    read = concat(
+        [evidence_of(None, history, *c, vocab_size=vocab_size, reset=reset) for c in chunks(1, end, reading=True)]
+    )
     network, features = -losses.nats.double(), losses.features.double()
     static_mixer, static_loss = fit(index.vocab_size, network, features, [static])
     dynamic_mixer, dynamic_loss = fit(index.vocab_size, network, features, [static, read])
@@ -177,7 +183,7 @@ def score_text_mixed(
     figures(losses)  # a network whose loss is not finite: its one-line error, before any counting
     mix = load_mix(folder, scored.checkpoint, scored.model, device=device, say=say)
     mixer = mix.static if dynamic is None else mix.dynamic
-    mixed = mixed_losses(losses, scored.ids, mix.index, mixer)
+    mixed = mixed_losses(losses, scored.ids, mix.index, mixer, reset=reset_id(cfg, scored.vocab))
     # <unk> scores better than the text it stands for: say how much there was, as without the mix
     unknown = scored.vocab.unknown_share(scored.ids) if scored.vocab.unk is not None else None
     return MixedScore(scored.source, losses, mixed, dynamic is not None, unknown)
@@ -208,7 +214,7 @@ class MixedLosses:
             losses = adapted(scored, keep=None, top_k=top_k, features=True)
             self.label = f"{adapted.label}, {self.label}"
             mixer = mix.dynamic
-        mixed = mixed_losses(losses, scored.ids, mix.index, mixer)
+        mixed = mixed_losses(losses, scored.ids, mix.index, mixer, reset=reset_id(cfg, scored.vocab))
         kept = slice(0, mixed.chars if keep is None else min(keep, mixed.chars))
         top = (losses.top_ids[kept], losses.top_probs[kept]) if top_k else (None, None)
         return CharLosses(mixed.nats[kept], mixed.total, mixed.chars, mixed.count, mixed.cost, *top)
