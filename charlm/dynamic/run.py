@@ -16,6 +16,7 @@ from charlm.dynamic.adapter import Adapter, DynamicOptions
 from charlm.dynamic.scoring import diverged, dynamic_losses
 from charlm.errors import Diverged, UsageError
 from charlm.evaluate import CharLosses, TextSource, TextToScore, reset_id, text_to_score
+from charlm.events import advancing
 from charlm.runtime.capability import resolve_precision
 
 # no step at all: the one-stream static figure, by the same code as the dynamic one
@@ -181,26 +182,14 @@ def score_dynamic(
     static = dynamic_losses(s.scored.model, s.scored.ids, Adapter(s.scored.model, STATIC), **common)
     static_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    dynamic = dynamic_losses(model, s.scored.ids, adapter, progress=_counted(progress, len(s.scored.ids) - 1), **common)
+    dynamic = dynamic_losses(
+        model, s.scored.ids, adapter, progress=advancing(progress, len(s.scored.ids) - 1), **common
+    )
     dynamic_seconds = time.perf_counter() - started
     check_adapted(dynamic, options, chosen_by, len(s.scored.vocab))
     return DynamicScore(
         s.scored.source, options, chosen_by, s.precision, static, dynamic, static_seconds, dynamic_seconds, notes
     )
-
-
-def _counted(progress, total: int):
-    """progress(done, total) as a callback of the characters each segment scored (None stays None)."""
-    if progress is None:
-        return None
-    done = 0
-
-    def advance(chars: int) -> None:
-        nonlocal done
-        done += chars
-        progress(done, total)
-
-    return advance
 
 
 def keep_stats(folder, which: str, *, device) -> str:
