@@ -44,27 +44,37 @@ class MixedNext:
     def log_probs(self, logits: torch.Tensor) -> torch.Tensor:
         """(rows, V) log-probabilities of the mix from the network's logits of this step (float32, logits' device)."""
         network = torch.log_softmax(logits.double().cpu(), dim=1)
-        lstm_features = torch.stack([-(network.exp() * network).nan_to_num().sum(1), network.max(1).values], 1)
         pairs = zip(self.indexes, self.mixer.smoothing, strict=True)
         experts = [self._counts(index, smoothing) for index, smoothing in pairs]
-        weights = self.mixer.weights([features for _, features in experts], lstm_features)
         trained = experts[0][1]
-        if self.max_copy is not None:
-            # the longest order whose context occurs in the training text: that many characters are a copy
-            guarded = trained[:, 0] >= self.max_copy
-            network_alone = torch.zeros_like(weights[0])
-            network_alone[0] = 1.0
-            weights = torch.where(guarded[:, None], network_alone, weights)
+        # the longest order whose context occurs in the training text: that many characters are a copy
+        guarded = trained[:, 0] >= self.max_copy if self.max_copy is not None else None
         self.copied = trained[:, 0].long().tolist()
-        mixed = weights[:, :1] * network.exp()
-        for e, (counts, _) in enumerate(experts, start=1):
-            mixed = mixed + weights[:, e : e + 1] * counts
-        return mixed.clamp(min=1e-300).log().to(logits.device, torch.float32)
+        return mixed_log_probs(network, experts, self.mixer, network_alone=guarded).to(logits.device, torch.float32)
 
     def _counts(self, index: CountIndex, smoothing: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(rows, V) one index's distributions after each row's text, and (rows, 4) the gate's features."""
         found = [distributions(index, row, np.array([len(row)]), smoothing) for row in self.rows]
         return torch.cat([counts for counts, _ in found]), torch.cat([features for _, features in found])
+
+
+def mixed_log_probs(
+    network: torch.Tensor, experts: list[tuple[torch.Tensor, torch.Tensor]], mixer: Mixer, *, network_alone=None
+) -> torch.Tensor:
+    """(positions, V) log-probabilities of the mix, float64: `network` the network's log-probabilities, `experts`
+    each count index's (distributions, gate features) as `distributions` gives them; `network_alone`: the
+    positions whose counts get no weight (max_copy's guard)."""
+    probs = network.exp()
+    lstm_features = torch.stack([-(probs * network).nan_to_num().sum(1), network.max(1).values], 1)
+    weights = mixer.weights([features for _, features in experts], lstm_features)
+    if network_alone is not None:
+        alone = torch.zeros_like(weights[0])
+        alone[0] = 1.0
+        weights = torch.where(network_alone[:, None], alone, weights)
+    mixed = weights[:, :1] * probs
+    for e, (counts, _) in enumerate(experts, start=1):
+        mixed = mixed + weights[:, e : e + 1] * counts
+    return mixed.clamp(min=1e-300).log()
 
 
 def sampler(mix, *, max_copy: int | None = None, read: torch.Tensor | None = None) -> MixedNext:

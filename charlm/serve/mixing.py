@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from charlm.counts.estimate import distributions
-from charlm.counts.sampling import MixedNext, sampler
+from charlm.counts.sampling import MixedNext, mixed_log_probs, sampler
 from charlm.counts.scoring import Mix, figures, load_mix, mixed_losses
 from charlm.evaluate import CharLosses
 
@@ -52,16 +52,8 @@ class ServedMix:
     def log_probs(self, losses: CharLosses, ids: list[int]) -> torch.Tensor:
         """(len(ids) - 1, V) the mix's log-probabilities of each position's next character, from the
         network's whole distributions (`losses` kept with top_k = V)."""
-        vocab_size = self.mix.index.vocab_size
-        network = torch.zeros(losses.chars, vocab_size, dtype=torch.float64)
+        network = torch.zeros(losses.chars, self.mix.index.vocab_size, dtype=torch.float64)
         network.scatter_(1, losses.top_ids.long(), losses.top_probs.double())
-        network = network.clamp(min=1e-300).log()
-        entropy = -(network.exp() * network).sum(1)
-        lstm_features = torch.stack([entropy, network.max(1).values], 1)
-        history = np.asarray(ids, dtype=np.int64)
-        counts, features = distributions(
-            self.mix.index, history, np.arange(1, losses.chars + 1), self.mix.static.smoothing[0]
-        )
-        weights = self.mix.static.weights([features], lstm_features)
-        mixed = weights[:, :1] * network.exp() + weights[:, 1:] * counts
-        return mixed.clamp(min=1e-300).log()
+        history, positions = np.asarray(ids, dtype=np.int64), np.arange(1, losses.chars + 1)
+        counts = distributions(self.mix.index, history, positions, self.mix.static.smoothing[0])
+        return mixed_log_probs(network.log(), [counts], self.mix.static)
