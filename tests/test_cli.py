@@ -223,8 +223,11 @@ def test_perplexity_reproduces_best_val_in_metrics(trained):
     result = charlm("perplexity", "--split", "val", "--json", cwd=root)
     assert result.returncode == 0, result.stderr
     scored = json.loads(result.stdout)
-    assert set(scored) == {"nats_per_char", "bits_per_char", "perplexity", "chars"}
+    # the network's figures at the top (the mix's beside them, under "mix"), and with --no-mix alone
+    assert set(scored) == {"nats_per_char", "bits_per_char", "perplexity", "chars", "mix"}
     assert f"{scored['perplexity']:.3g}" == f"{best:.3g}"
+    alone = json.loads(charlm("perplexity", "--split", "val", "--json", "--no-mix", cwd=root).stdout)
+    assert alone == {key: scored[key] for key in ("nats_per_char", "bits_per_char", "perplexity", "chars")}
     text = charlm("perplexity", "--run-dir", str(run_dir), "--file", str(root / "lyrics.txt"), cwd=root)
     assert text.returncode == 0, text.stderr
     assert "bits/char" in text.stdout and "perplexity" in text.stdout
