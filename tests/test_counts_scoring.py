@@ -202,7 +202,7 @@ def test_adapting_counts_the_text_read_too_and_leaves_the_kept_mix_alone(tmp_pat
     from charlm.counts.sampling import sampler
     from charlm.counts.scoring import load_mix
 
-    # val long enough for the counts of the text read to know something in the fit (chunks of 2,048)
+    # val long enough for the counts of the text read to know something in the fit
     run = lines_run(tmp_path / "run", lines=400, settings=["data.val_fraction=0.5", "data.max_chars=30000"])
     # a line the training text never holds, in its characters: only the counts of the text read know it
     read = tmp_path / "read.txt"
@@ -225,7 +225,7 @@ def test_adapting_counts_the_text_read_too_and_leaves_the_kept_mix_alone(tmp_pat
     for mixing in (sampler(mix), sampler(mix, read=copy._read)):
         mixing.start(context)
         chances.append(mixing.log_probs(torch.zeros(1, len(model.vocab)))[0, model.vocab.encode("d")[0]].exp())
-    assert chances[0] < 0.01 < 0.2 < chances[1]
+    assert chances[0] < 0.01 < 0.1 < chances[1]
 
 
 @pytest.mark.slow

@@ -32,7 +32,7 @@ from charlm.store.checkpoint import Checkpoint
 from charlm.store.model_dir import is_model_dir
 
 INDEX_NAME, MIX_NAME = "counts-index.safetensors", "mix.json"
-INDEX_FORMAT, MIX_FORMAT, MIX_VERSION = "charlm-counts-index", "charlm-mix", 1
+INDEX_FORMAT, MIX_FORMAT, MIX_VERSION = "charlm-counts-index", "charlm-mix", 3
 HOLD_OUT = 0.1  # a run without a val split fits its mix on this last share of its train split
 
 

@@ -1,12 +1,15 @@
 """The counts' evidence over a whole text, window by window: of the training text's index (static), and of the
 text read so far (with dynamic evaluation: what a compressor counts).
 
- text      c0 c1 ... c2047 | c2048 ... c4095 | c4096 ...
- read-so-far index:  empty  ─►  of c0..c2047  ─►  of c0..c4095 ...   rebuilt at each chunk's start
+ text      c0 c1 ... c63 | c64 ... c127 | c128 ...
+ read-so-far index:  empty  ─►  of c0..c63  ─►  of c0..c127 ...   rebuilt at each chunk's start
 
 A chunk's characters are counted once the chunk has been read: within a chunk the index is the one built at
 its start (a suffix array built per character would cost far more than it brings). A chunk grows with the
 text read (READ_CHUNK, or a READ_SHARE of what was read), so rebuilding costs O(n log n) over a whole text.
+Short chunks are what a small text needs: a song's chorus comes back within a few hundred characters. With
+chunks of 2,048 (and 1/32 of what was read) the Jay Chou lyrics' val split scored 6.90 bits/char dynamically
+(the mix); with 64 (and 1/256) 4.69, below zpaq's 4.99; tiny shakespeare's 1.895 became 1.880.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import torch
 from charlm.counts.estimate import WINDOW, Evidence, evidence
 from charlm.counts.index import CountIndex
 
-READ_CHUNK, READ_SHARE = 2048, 32
+READ_CHUNK, READ_SHARE = 64, 256
 
 
 def chunks(first: int, end: int, *, reading: bool) -> Iterator[tuple[int, int]]:
