@@ -129,3 +129,16 @@ def test_the_command_serves_the_mix_it_fitted(run, tmp_path):
     finally:
         process.terminate()
         process.wait(30)
+
+
+def test_the_openai_client_unmodified_reads_the_mixs_completions_and_logprobs(mixed):
+    openai = pytest.importorskip("openai", reason="the openai SDK is not installed: pip install -e '.[dev]'")
+    client = openai.OpenAI(base_url=f"{mixed.base_url}/v1", api_key="unused", max_retries=0)
+    done = client.completions.create(model="run", prompt=LINES[0][:6], max_tokens=40, temperature=0, logprobs=1)
+    choice = done.choices[0]
+    # the mix writes what the counts know: the prompt's line ends as a known line does ("the ca" + "t ran away",
+    # of "then the cat ran away"), the next lines are known lines; its logprobs are the mix's (near certain,
+    # where the untrained network is not)
+    first, *rest = choice.text.split("\n")[:-1]
+    assert any(known.endswith(LINES[0][:6] + first) for known in LINES) and set(rest) <= set(LINES), choice.text
+    assert len(choice.logprobs.tokens) == 40 and min(choice.logprobs.token_logprobs) > -1.0
