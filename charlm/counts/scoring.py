@@ -85,20 +85,20 @@ def fit_mix(model, checkpoint: Checkpoint, index: CountIndex, *, device) -> tupl
     text, fit_index, name = kept.fit_text(checkpoint, index)
     ids = text[: FIT_CHARS + 1]
     cfg = checkpoint.config
+    reset = reset_id(cfg, kept.vocab_of(checkpoint))  # the network's and the read counts' document boundary
     losses = char_losses(
         model,
         ids,
         batch_size=cfg.train.eval_batch_size,
         num_steps=cfg.train.num_steps,
         device=device,
-        reset=reset_id(cfg, kept.vocab_of(checkpoint)),
+        reset=reset,
         features=True,
     )
     history = ids.numpy().astype(np.int64)
     end = losses.chars + 1
     vocab_size = index.vocab_size
     static = concat([evidence_of(fit_index, history, *c, vocab_size=vocab_size) for c in chunks(1, end, reading=False)])
-    reset = reset_id(cfg, kept.vocab_of(checkpoint))
     read = concat(
         [evidence_of(None, history, *c, vocab_size=vocab_size, reset=reset) for c in chunks(1, end, reading=True)]
     )
@@ -149,15 +149,22 @@ def figures(losses: CharLosses) -> dict:
 
 
 def score_mixed(
-    folder: Path, which: str, source, *, device, dynamic=None, say: Callable[[str], object] = lambda line: None, **more
+    folder: Path,
+    which: str,
+    source,
+    *,
+    device,
+    dynamic=None,
+    say: Callable[[str], object] = lambda line: None,
+    progress=None,
 ) -> MixedScore:
     """Score `source` with the model in `folder` alone and mixed with its counts (fitting the mix on first use);
     `dynamic` (DynamicOptions) reads it with dynamic evaluation, the counts then counting the text read too;
-    `progress` (in `more`): the static reading's, as evaluate.char_losses takes it."""
+    `progress(done, total)`: the static reading's, a bar's."""
     from charlm.evaluate import load_text_to_score
 
     scored = load_text_to_score(folder, which, source, device=device)
-    return score_text_mixed(scored, folder, which, device=device, dynamic=dynamic, say=say, **more)
+    return score_text_mixed(scored, folder, which, device=device, dynamic=dynamic, say=say, progress=progress)
 
 
 def score_text_mixed(
